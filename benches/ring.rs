@@ -1,0 +1,281 @@
+//! Ring throughput against its peers, measured in the same run.
+//!
+//! Scenarios (u64 items, capacity 1024 everywhere; heapless's SPSC queue holds
+//! `N - 1`, so 1023):
+//! - `single_thread`: one push then one pop, on one thread.
+//! - `spsc_1p1c`: one producer thread moves 100 000 items to one consumer thread.
+//! - `mpmc_2p2c`: two producers move 100 000 items to two consumers.
+//! - `full_drop_oldest`: push into a full ring, evicting the oldest item.
+//!
+//! Threaded scenarios spin with `spin_loop` and yield after a few failed tries, the
+//! same loop for every peer, so an oversubscribed machine still makes progress.
+//! `std::sync::mpsc::sync_channel` uses its own blocking `send`/`recv`, as intended;
+//! it has one receiver, so it sits out `mpmc_2p2c`.
+//!
+//! Run: `cargo bench --bench ring`. The README quotes medians and ratios.
+#![allow(missing_docs)]
+// heapless deprecates `mpmc::Queue::new` because the Vyukov queue is not strictly
+// lock-free (a preempted thread can stall others); the same holds for every peer here.
+#![allow(deprecated)]
+
+use std::hint::black_box;
+use std::sync::mpsc::sync_channel;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use crossbeam_queue::ArrayQueue;
+use membound::ring::{Ring, StaticRing};
+
+const CAP: usize = 1024;
+const ITEMS: u64 = 100_000;
+
+/// Retries `attempt` until it succeeds: spin a little, then yield the thread.
+#[inline(always)]
+fn retry(mut attempt: impl FnMut() -> bool) {
+    let mut tries = 0u32;
+    while !attempt() {
+        tries += 1;
+        if tries < 64 {
+            std::hint::spin_loop();
+        } else {
+            thread::yield_now();
+        }
+    }
+}
+
+/// The operations every peer offers, for the threaded scenarios.
+trait Queue: Sync {
+    fn push(&self, v: u64) -> bool;
+    fn pop(&self) -> Option<u64>;
+}
+
+impl Queue for Ring<u64> {
+    fn push(&self, v: u64) -> bool {
+        self.try_push(v).is_ok()
+    }
+    fn pop(&self) -> Option<u64> {
+        self.try_pop()
+    }
+}
+
+impl Queue for ArrayQueue<u64> {
+    fn push(&self, v: u64) -> bool {
+        ArrayQueue::push(self, v).is_ok()
+    }
+    fn pop(&self) -> Option<u64> {
+        ArrayQueue::pop(self)
+    }
+}
+
+impl Queue for heapless::mpmc::Queue<u64, CAP> {
+    fn push(&self, v: u64) -> bool {
+        self.enqueue(v).is_ok()
+    }
+    fn pop(&self) -> Option<u64> {
+        self.dequeue()
+    }
+}
+
+/// Moves `ITEMS` items from `producers` threads to `consumers` threads; returns the
+/// time taken and checks the sum so nothing can be optimised away or lost.
+fn transfer<Q: Queue>(q: &Q, producers: u64, consumers: u64) -> Duration {
+    let per_producer = ITEMS / producers;
+    let total = per_producer * producers;
+    let received = std::sync::atomic::AtomicU64::new(0);
+    let start = Instant::now();
+    let sum: u64 = thread::scope(|s| {
+        for p in 0..producers {
+            s.spawn(move || {
+                for i in 0..per_producer {
+                    let v = p * per_producer + i;
+                    retry(|| q.push(v));
+                }
+            });
+        }
+        let handles: Vec<_> = (0..consumers)
+            .map(|_| {
+                let received = &received;
+                s.spawn(move || {
+                    let mut sum = 0u64;
+                    let mut tries = 0u32;
+                    while received.load(std::sync::atomic::Ordering::Relaxed) < total {
+                        match q.pop() {
+                            Some(v) => {
+                                sum += v;
+                                tries = 0;
+                                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            None => {
+                                tries += 1;
+                                if tries < 64 {
+                                    std::hint::spin_loop();
+                                } else {
+                                    thread::yield_now();
+                                }
+                            }
+                        }
+                    }
+                    sum
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let elapsed = start.elapsed();
+    assert_eq!(sum, total * (total - 1) / 2);
+    elapsed
+}
+
+fn single_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("single_thread");
+    g.throughput(Throughput::Elements(1));
+    let ring = Ring::<u64>::new(CAP).unwrap();
+    g.bench_function("membound_Ring", |b| {
+        b.iter(|| {
+            ring.try_push(black_box(1)).unwrap();
+            black_box(ring.try_pop())
+        })
+    });
+    let ring = StaticRing::<u64, CAP>::new();
+    g.bench_function("membound_StaticRing", |b| {
+        b.iter(|| {
+            ring.try_push(black_box(1)).unwrap();
+            black_box(ring.try_pop())
+        })
+    });
+    let q = ArrayQueue::<u64>::new(CAP);
+    g.bench_function("crossbeam_ArrayQueue", |b| {
+        b.iter(|| {
+            q.push(black_box(1)).unwrap();
+            black_box(q.pop())
+        })
+    });
+    let q = heapless::mpmc::Queue::<u64, CAP>::new();
+    g.bench_function("heapless_mpmc", |b| {
+        b.iter(|| {
+            q.enqueue(black_box(1)).unwrap();
+            black_box(q.dequeue())
+        })
+    });
+    let mut q = heapless::spsc::Queue::<u64, CAP>::new();
+    g.bench_function("heapless_spsc", |b| {
+        b.iter(|| {
+            q.enqueue(black_box(1)).unwrap();
+            black_box(q.dequeue())
+        })
+    });
+    let (tx, rx) = sync_channel::<u64>(CAP);
+    g.bench_function("std_sync_channel", |b| {
+        b.iter(|| {
+            tx.try_send(black_box(1)).unwrap();
+            black_box(rx.try_recv().ok())
+        })
+    });
+    g.finish();
+}
+
+fn threaded(c: &mut Criterion) {
+    for (name, producers, consumers) in [("spsc_1p1c", 1, 1), ("mpmc_2p2c", 2, 2)] {
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(ITEMS));
+        g.sample_size(20);
+        g.measurement_time(Duration::from_secs(4));
+        let id = |peer| BenchmarkId::new(peer, ITEMS);
+
+        let ring = Ring::<u64>::new(CAP).unwrap();
+        g.bench_function(id("membound_Ring"), |b| {
+            b.iter_custom(|n| (0..n).map(|_| transfer(&ring, producers, consumers)).sum())
+        });
+        let q = ArrayQueue::<u64>::new(CAP);
+        g.bench_function(id("crossbeam_ArrayQueue"), |b| {
+            b.iter_custom(|n| (0..n).map(|_| transfer(&q, producers, consumers)).sum())
+        });
+        let q = heapless::mpmc::Queue::<u64, CAP>::new();
+        g.bench_function(id("heapless_mpmc"), |b| {
+            b.iter_custom(|n| (0..n).map(|_| transfer(&q, producers, consumers)).sum())
+        });
+        if producers == 1 && consumers == 1 {
+            g.bench_function(id("heapless_spsc"), |b| {
+                b.iter_custom(|n| (0..n).map(|_| spsc_heapless()).sum())
+            });
+            g.bench_function(id("std_sync_channel"), |b| {
+                b.iter_custom(|n| (0..n).map(|_| spsc_std()).sum())
+            });
+        }
+        g.finish();
+    }
+}
+
+fn spsc_heapless() -> Duration {
+    let mut q = heapless::spsc::Queue::<u64, CAP>::new();
+    let (mut tx, mut rx) = q.split();
+    let start = Instant::now();
+    let sum = thread::scope(|s| {
+        s.spawn(move || {
+            for i in 0..ITEMS {
+                retry(|| tx.enqueue(i).is_ok());
+            }
+        });
+        let mut sum = 0;
+        for _ in 0..ITEMS {
+            let mut v = 0;
+            retry(|| rx.dequeue().map(|x| v = x).is_some());
+            sum += v;
+        }
+        sum
+    });
+    let elapsed = start.elapsed();
+    assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
+    elapsed
+}
+
+fn spsc_std() -> Duration {
+    let (tx, rx) = sync_channel::<u64>(CAP);
+    let start = Instant::now();
+    let sum: u64 = thread::scope(|s| {
+        s.spawn(move || {
+            for i in 0..ITEMS {
+                tx.send(i).unwrap();
+            }
+        });
+        rx.iter().sum()
+    });
+    let elapsed = start.elapsed();
+    assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
+    elapsed
+}
+
+fn full_drop_oldest(c: &mut Criterion) {
+    let mut g = c.benchmark_group("full_drop_oldest");
+    g.throughput(Throughput::Elements(1));
+    let ring = Ring::<u64>::new(CAP).unwrap();
+    (0..CAP as u64).for_each(|i| ring.try_push(i).unwrap());
+    g.bench_function("membound_force_push", |b| {
+        b.iter(|| black_box(ring.force_push(black_box(7)).unwrap()))
+    });
+    let ring = Ring::<u64>::new(CAP).unwrap(); // default policy: DropOldest
+    (0..CAP as u64).for_each(|i| ring.try_push(i).unwrap());
+    g.bench_function("membound_push_DropOldest", |b| {
+        b.iter(|| black_box(ring.push(black_box(7)).unwrap()))
+    });
+    let q = ArrayQueue::<u64>::new(CAP);
+    (0..CAP as u64).for_each(|i| q.push(i).unwrap());
+    g.bench_function("crossbeam_force_push", |b| {
+        b.iter(|| black_box(q.force_push(black_box(7))))
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = single_thread, threaded, full_drop_oldest
+}
+criterion_main!(benches);

@@ -1,0 +1,287 @@
+//! Loom models of the MPMC ring (`membound::ring::Ring`).
+//!
+//! Rings have capacity 1 or 2 so the wrap-around paths (lap changes, the full check,
+//! eviction) are reached within a few operations. Every model checks an invariant
+//! on the items, not only the absence of a crash: each pushed item is accounted for
+//! exactly once, as popped, evicted, or still stored.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use membound::ring::{Closed, PopError, PushError, Ring};
+
+/// Runs `f` under loom with the environment's preemption bound, at most `max`.
+///
+/// Models with three threads spinning on one slot explode combinatorially beyond a
+/// small bound, so those cap it; the two-thread models take `LOOM_MAX_PREEMPTIONS`
+/// as given.
+fn model_bounded<F>(max: usize, f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(max).min(max));
+    builder.max_branches = builder.max_branches.max(20_000);
+    builder.check(f);
+}
+
+/// Bits of every item seen; items are distinct powers of two, so a duplicate shows up
+/// as a bit seen twice and a loss as a bit never seen.
+fn account(seen: &mut u32, item: u32) {
+    assert_eq!(*seen & item, 0, "item {item} delivered twice");
+    *seen |= item;
+}
+
+fn drain_all(ring: &Ring<u32>, seen: &mut u32) {
+    while let Some(item) = ring.try_pop() {
+        account(seen, item);
+    }
+}
+
+#[test]
+fn two_producers_one_consumer_deliver_each_item_once() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2).unwrap());
+        let producers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|item| {
+                let ring = ring.clone();
+                thread::spawn(move || ring.try_push(item).is_ok())
+            })
+            .collect();
+        let mut seen = 0;
+        if let Some(item) = ring.try_pop() {
+            account(&mut seen, item);
+        }
+        let stored: u32 = producers
+            .into_iter()
+            .zip([1u32, 2])
+            .map(|(h, item)| if h.join().unwrap() { item } else { 0 })
+            .sum();
+        assert_eq!(stored, 3, "capacity 2 holds both items");
+        drain_all(&ring, &mut seen);
+        assert_eq!(seen, 3);
+        let m = ring.metrics();
+        assert_eq!((m.pushed, m.popped, m.len), (2, 2, 0));
+    });
+}
+
+#[test]
+fn slot_reuse_across_laps_hands_items_over_in_order() {
+    // Capacity 1: every push reuses the slot the consumer just freed, so the
+    // stamp hand-off in both directions is exercised twice.
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(1).unwrap());
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                for item in [1u32, 2, 3] {
+                    let mut item = item;
+                    while let Err(e) = ring.try_push(item) {
+                        item = e.into_inner();
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        for expected in [1u32, 2, 3] {
+            loop {
+                match ring.try_pop() {
+                    Some(item) => {
+                        assert_eq!(item, expected);
+                        break;
+                    }
+                    None => thread::yield_now(),
+                }
+            }
+        }
+        producer.join().unwrap();
+        assert!(ring.is_empty());
+    });
+}
+
+#[test]
+fn force_push_racing_pop_neither_loses_nor_duplicates() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2).unwrap());
+        ring.try_push(1u32).unwrap();
+        ring.try_push(2).unwrap();
+        let pusher = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.force_push(4).unwrap())
+        };
+        let mut seen = 0;
+        if let Some(item) = ring.try_pop() {
+            account(&mut seen, item);
+        }
+        if let Some(evicted) = pusher.join().unwrap() {
+            account(&mut seen, evicted);
+        }
+        drain_all(&ring, &mut seen);
+        assert_eq!(seen, 1 | 2 | 4);
+        let m = ring.metrics();
+        assert_eq!(m.pushed, 3);
+        assert_eq!(m.popped + m.evicted, 3);
+    });
+}
+
+#[test]
+fn two_force_pushers_on_a_full_ring_evict_in_order() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2).unwrap());
+        ring.try_push(1u32).unwrap();
+        ring.try_push(2).unwrap();
+        let pushers: Vec<_> = [4u32, 8]
+            .into_iter()
+            .map(|item| {
+                let ring = ring.clone();
+                thread::spawn(move || ring.force_push(item).unwrap())
+            })
+            .collect();
+        let mut seen = 0;
+        let mut evicted = 0;
+        for h in pushers {
+            if let Some(old) = h.join().unwrap() {
+                account(&mut evicted, old);
+            }
+        }
+        // Both old items were evicted (the ring was full and nobody popped), oldest
+        // first; the two new ones are stored.
+        assert_eq!(evicted, 1 | 2);
+        drain_all(&ring, &mut seen);
+        assert_eq!(seen, 4 | 8);
+        assert_eq!(ring.metrics().evicted, 2);
+    });
+}
+
+#[test]
+fn force_push_racing_force_push_and_pop() {
+    model_bounded(1, || {
+        let ring = Arc::new(Ring::new(1).unwrap());
+        ring.try_push(1u32).unwrap();
+        let pusher = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.force_push(2).unwrap())
+        };
+        let popper = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.try_pop())
+        };
+        let mine = ring.force_push(4).unwrap();
+        let mut seen = 0;
+        for item in [pusher.join().unwrap(), popper.join().unwrap(), mine]
+            .into_iter()
+            .flatten()
+        {
+            account(&mut seen, item);
+        }
+        drain_all(&ring, &mut seen);
+        assert_eq!(seen, 1 | 2 | 4);
+    });
+}
+
+#[test]
+fn close_racing_push_and_pop_delivers_every_accepted_item() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2).unwrap());
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut accepted = 0;
+                for item in [1u32, 2] {
+                    match ring.try_push(item) {
+                        Ok(()) => accepted |= item,
+                        Err(PushError::Closed(back)) => assert_eq!(back, item),
+                        Err(PushError::Full(_)) => unreachable!("capacity 2, two items"),
+                    }
+                }
+                accepted
+            })
+        };
+        let closer = {
+            let ring = ring.clone();
+            thread::spawn(move || assert!(ring.close()))
+        };
+        // The consumer pops until the ring reports Closed: at that point every
+        // accepted item must have been delivered.
+        let mut seen = 0;
+        loop {
+            match ring.pop() {
+                Ok(item) => account(&mut seen, item),
+                Err(PopError::Closed) => break,
+                Err(PopError::Empty) => thread::yield_now(),
+            }
+        }
+        closer.join().unwrap();
+        let accepted = producer.join().unwrap();
+        assert_eq!(seen, accepted);
+        assert_eq!(ring.try_push(8), Err(PushError::Closed(8)));
+    });
+}
+
+#[test]
+fn close_racing_force_push_on_a_full_ring_evicts_nothing_after_close() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(1).unwrap());
+        ring.try_push(1u32).unwrap();
+        let pusher = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.force_push(2))
+        };
+        ring.close();
+        let mut seen = 0;
+        loop {
+            match ring.pop() {
+                Ok(item) => account(&mut seen, item),
+                Err(PopError::Closed) => break,
+                Err(PopError::Empty) => thread::yield_now(),
+            }
+        }
+        match pusher.join().unwrap() {
+            // Accepted before the close: it either evicted item 1 or found it popped
+            // by the drain first; either way both items are accounted for.
+            Ok(evicted) => {
+                if let Some(evicted) = evicted {
+                    account(&mut seen, evicted);
+                }
+                assert_eq!(seen, 1 | 2);
+            }
+            // Refused: nothing was evicted, item 1 was delivered by the drain.
+            Err(Closed(back)) => {
+                assert_eq!(back, 2);
+                assert_eq!(seen, 1);
+            }
+        }
+    });
+}
+
+/// Counts drops of its payload, to prove each value is dropped exactly once.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn values_left_in_the_ring_are_dropped_exactly_once() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let ring = Arc::new(Ring::new(2).unwrap());
+        let pusher = {
+            let ring = ring.clone();
+            let drops = drops.clone();
+            thread::spawn(move || {
+                for _ in 0..3 {
+                    drop(ring.force_push(Counted(drops.clone())).unwrap());
+                }
+            })
+        };
+        drop(ring.try_pop());
+        pusher.join().unwrap();
+        drop(ring);
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
+    });
+}

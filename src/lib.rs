@@ -1,0 +1,40 @@
+//! # membound
+//!
+//! Bounded-memory building blocks for long-running programs: structures whose
+//! worst-case memory is fixed when they are built, that say what they dropped, and
+//! that never allocate on their hot paths.
+//!
+//! This release provides the lock-free multi-producer multi-consumer [`ring`] with
+//! overflow policies: [`ring::Ring`] (heap, runtime capacity) and
+//! [`ring::StaticRing`] (inline, const capacity, no allocator).
+//!
+//! # Features
+//!
+//! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows
+//!   long.
+//! - `alloc`: heap-backed structures such as [`ring::Ring`].
+//! - `serde`: `Serialize`/`Deserialize` for configuration structs.
+//!
+//! With default features off the crate is `no_std` and needs no allocator:
+//! [`ring::StaticRing`] lives in a `static`.
+//!
+//! # Examples
+//!
+//! ```
+//! use membound::ring::{Pushed, Ring};
+//!
+//! let events = Ring::new(1024)?;
+//! assert_eq!(events.push("connected")?, Pushed::Stored);
+//! assert_eq!(events.try_pop(), Some("connected"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod ring;
+mod sync;

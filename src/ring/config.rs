@@ -1,0 +1,105 @@
+//! Overflow policies and the ring configuration.
+
+use super::ConfigError;
+
+/// What [`push`](super::RingCore::push) does when the ring is full.
+///
+/// The enum is `#[non_exhaustive]`: waiting and growing policies join it without
+/// breaking code that matches on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Evict the oldest item to make room for the new one (the default, as in the
+    /// original). The evicted item is dropped and counted in
+    /// [`RingMetrics::dropped_oldest`](super::RingMetrics::dropped_oldest).
+    #[default]
+    DropOldest,
+    /// Discard the new item, keep what is stored. Counted in
+    /// [`RingMetrics::dropped_newest`](super::RingMetrics::dropped_newest).
+    DropNewest,
+    /// Refuse the new item and hand it back as [`PushError::Full`](super::PushError::Full).
+    /// Counted in [`RingMetrics::rejected`](super::RingMetrics::rejected).
+    Reject,
+}
+
+/// What a successful [`push`](super::RingCore::push) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Pushed {
+    /// The item was stored and nothing was lost.
+    Stored,
+    /// The item was stored after the oldest item was evicted and dropped.
+    DroppedOldest,
+    /// The ring was full and the new item was dropped, as the policy asks.
+    DroppedNewest,
+}
+
+/// The largest capacity a ring accepts: 2^32 slots.
+///
+/// Positions are 64-bit and encode a lap number above the slot index; this bound
+/// leaves at least 2^30 laps, so a ring pushing a billion items a second runs for
+/// centuries before its positions wrap.
+pub const MAX_CAPACITY: usize = 1 << 32;
+
+/// Configuration of a heap-backed [`Ring`](super::Ring).
+///
+/// # Examples
+///
+/// ```
+/// use membound::ring::{OverflowPolicy, Ring, RingConfig};
+///
+/// let ring: Ring<u32> = Ring::with_config(
+///     RingConfig::new(64).with_policy(OverflowPolicy::Reject),
+/// )?;
+/// assert_eq!(ring.capacity(), 64);
+/// assert_eq!(ring.policy(), OverflowPolicy::Reject);
+/// # Ok::<(), membound::ring::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct RingConfig {
+    /// Number of items the ring holds, at least 1. Not rounded.
+    pub capacity: usize,
+    /// What `push` does when the ring is full.
+    pub policy: OverflowPolicy,
+}
+
+impl RingConfig {
+    /// A configuration with `capacity` and the default policy (`DropOldest`).
+    pub const fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            policy: OverflowPolicy::DropOldest,
+        }
+    }
+
+    /// The same configuration with another overflow policy.
+    #[must_use]
+    pub const fn with_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Checks that a ring can be built from this configuration.
+    pub const fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity == 0 {
+            Err(ConfigError::ZeroCapacity)
+        } else if self.capacity > MAX_CAPACITY {
+            Err(ConfigError::CapacityTooLarge {
+                requested: self.capacity,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Default for RingConfig {
+    /// 1024 items, `DropOldest`.
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}

@@ -1,0 +1,43 @@
+//! Bounded rings with overflow policies.
+//!
+//! [`Ring`] (heap, runtime capacity, needs `alloc`) and [`StaticRing`] (inline, const
+//! capacity, no allocator, `static`-friendly) are two storages of one lock-free
+//! multi-producer multi-consumer algorithm, [`RingCore`]; its module documentation
+//! names the algorithm and its sources.
+//!
+//! - Any capacity >= 1 works as given; 0 is an error ([`ConfigError::ZeroCapacity`]),
+//!   or a compile error for a `StaticRing`.
+//! - [`try_push`](RingCore::try_push) hands the item back when full;
+//!   [`force_push`](RingCore::force_push) evicts and returns the oldest item;
+//!   [`push`](RingCore::push) applies the ring's [`OverflowPolicy`] and counts what it
+//!   drops.
+//! - [`close`](RingCore::close) refuses further pushes while pops drain what is left.
+//! - [`metrics`](RingCore::metrics) is a plain snapshot whose counting costs the
+//!   push/pop fast path nothing.
+//!
+//! # Examples
+//!
+//! ```
+//! use membound::ring::{OverflowPolicy, PopError, Ring, RingConfig};
+//!
+//! let ring = Ring::with_config(RingConfig::new(2).with_policy(OverflowPolicy::DropOldest))?;
+//! ring.push("a")?;
+//! ring.push("b")?;
+//! ring.push("c")?; // evicts "a"
+//! ring.close();
+//! assert_eq!(ring.pop(), Ok("b"));
+//! assert_eq!(ring.pop(), Ok("c"));
+//! assert_eq!(ring.pop(), Err(PopError::Closed));
+//! assert_eq!(ring.metrics().dropped_oldest, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod error;
+mod mpmc;
+
+pub use config::{OverflowPolicy, Pushed, RingConfig, MAX_CAPACITY};
+pub use error::{Closed, ConfigError, PopError, PushError};
+#[cfg(feature = "alloc")]
+pub use mpmc::Ring;
+pub use mpmc::{Drain, RingCore, RingMetrics, Slot, StaticRing, Storage};

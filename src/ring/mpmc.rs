@@ -1,0 +1,1014 @@
+//! The bounded multi-producer multi-consumer ring.
+//!
+//! # Algorithm
+//!
+//! Dmitry Vyukov's bounded MPMC queue
+//! (<https://www.1024cores.net/home/lock-free-algorithms/queues/bounded-mpmc-queue>):
+//! every slot carries a *stamp* saying which position it is ready for, and producers
+//! and consumers claim positions with a CAS on `tail` and `head`. The data hand-off
+//! goes through the slot stamp (release on write, acquire on read), so the positions
+//! themselves only need to be claimed atomically.
+//!
+//! Positions are 64-bit and encode `lap * one_lap + index`, with `one_lap` a power of
+//! two above the capacity (the encoding crossbeam's `ArrayQueue` uses). That gives any
+//! capacity `>= 1` with no rounding, no wasted slot and no division on the hot path.
+//! One bit between the index and the lap, `mark_bit`, is set in `tail` by
+//! [`close`](RingCore::close) (the trick of crossbeam-channel's array flavour): a
+//! producer's CAS on `tail` fails once the ring is closed, so no push can slip in after
+//! it.
+//!
+//! # Evicting the oldest item
+//!
+//! [`force_push`](RingCore::force_push) on a full ring claims the next tail position
+//! *first*, then claims the oldest position from `head` by CAS. Whoever wins `head`,
+//! this producer or a consumer that got there first, owns the old item, so it is either
+//! returned as evicted or popped, never both and never neither. Claiming `tail` first
+//! means a closed ring refuses the push before anything is evicted, and that `head` and
+//! `tail` never meet mid-eviction (a consumer never sees a false "empty, closed"). It
+//! costs two CASes and no fence, one fewer full barrier than moving `head` first.
+//! The `loom-tests/` crate model-checks this against concurrent pops, pushes and close.
+//!
+//! # Progress
+//!
+//! No locks and no allocation. As in every Vyukov-style queue, a thread suspended
+//! between claiming a position and publishing its stamp delays the threads that reach
+//! that same slot after it; the waiting goes through [`Backoff`], which yields the OS
+//! thread under `std`.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{self, MaybeUninit};
+
+use crossbeam_utils::CachePadded;
+
+use super::{Closed, OverflowPolicy, PopError, PushError, Pushed};
+#[cfg(feature = "alloc")]
+use super::{ConfigError, RingConfig};
+use crate::sync::{const_unless_loom, fence, AtomicU64, Backoff, Ordering, UnsafeCell};
+
+/// One cell of a ring's storage. Opaque: it only appears in storage types.
+pub struct Slot<T> {
+    /// The position this slot is ready for: `pos` means "free, the producer of `pos`
+    /// may write", `pos + 1` means "holds the item of `pos`, its consumer may read".
+    stamp: AtomicU64,
+    /// Initialised exactly when `stamp == pos + 1` for the slot's current position.
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+impl<T> Slot<T> {
+    const_unless_loom! {
+        fn new(stamp: u64) -> Self {
+            Self {
+                stamp: AtomicU64::new(stamp),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Slot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Where a ring keeps its slots: a boxed slice ([`Ring`]) or an inline array
+/// ([`StaticRing`]). Sealed; the algorithm is the same for both.
+pub trait Storage<T>: sealed::Sealed {
+    #[doc(hidden)]
+    fn slots(&self) -> &[Slot<T>];
+}
+
+impl<T, const N: usize> sealed::Sealed for [Slot<T>; N] {}
+impl<T, const N: usize> Storage<T> for [Slot<T>; N] {
+    #[inline(always)]
+    fn slots(&self) -> &[Slot<T>] {
+        self
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<T> sealed::Sealed for alloc::boxed::Box<[Slot<T>]> {}
+#[cfg(feature = "alloc")]
+impl<T> Storage<T> for alloc::boxed::Box<[Slot<T>]> {
+    #[inline(always)]
+    fn slots(&self) -> &[Slot<T>] {
+        self
+    }
+}
+
+/// A ring with a runtime capacity, allocated once in [`new`](RingCore::new).
+///
+/// All methods are documented on [`RingCore`].
+///
+/// # Examples
+///
+/// ```
+/// use membound::ring::Ring;
+///
+/// let ring = Ring::new(3)?; // any capacity >= 1, not rounded
+/// for i in 0..5 {
+///     ring.push(i)?; // default policy: drop the oldest when full
+/// }
+/// assert_eq!(ring.drain().collect::<Vec<_>>(), [2, 3, 4]);
+/// assert_eq!(ring.metrics().dropped_oldest, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "alloc")]
+pub type Ring<T> = RingCore<T, alloc::boxed::Box<[Slot<T>]>>;
+
+/// A ring with a compile-time capacity `N` that needs no allocator and can live in a
+/// `static`.
+///
+/// All methods are documented on [`RingCore`]. Not available under `cfg(loom)`
+/// (loom's atomics cannot be built in a `const fn`); the models check [`Ring`], which
+/// runs the same code.
+///
+/// # Examples
+///
+/// ```
+/// use membound::ring::StaticRing;
+///
+/// static EVENTS: StaticRing<u32, 4> = StaticRing::new();
+///
+/// EVENTS.try_push(7).unwrap();
+/// assert_eq!(EVENTS.try_pop(), Some(7));
+/// ```
+///
+/// A capacity of zero does not compile:
+///
+/// ```compile_fail
+/// use membound::ring::StaticRing;
+/// static NOTHING: StaticRing<u32, 0> = StaticRing::new();
+/// ```
+pub type StaticRing<T, const N: usize> = RingCore<T, [Slot<T>; N]>;
+
+/// The ring itself, generic over its [`Storage`]. Use it through [`Ring`] or
+/// [`StaticRing`].
+pub struct RingCore<T, S: Storage<T>> {
+    /// Consumers' side. Written by consumers on every pop and by evicting producers.
+    head: CachePadded<HeadSide>,
+    /// Producers' side. Written by producers on every push.
+    tail: CachePadded<TailSide>,
+    /// Read-only after construction.
+    geo: Geometry,
+    /// Read-only after construction.
+    policy: OverflowPolicy,
+    slots: S,
+    _owns: PhantomData<T>,
+}
+
+/// `head` and the counters only its writers touch, on one cache line.
+struct HeadSide {
+    /// Next position to pop. Never carries `mark_bit`. Monotonic.
+    pos: AtomicU64,
+    /// Items removed by `force_push` and handed back to its caller.
+    evicted: AtomicU64,
+    /// Items removed by `push` under `DropOldest` and dropped.
+    dropped_oldest: AtomicU64,
+    /// Items removed by `clear`.
+    cleared: AtomicU64,
+}
+
+/// `tail` and the counters only producers touch, on one cache line.
+struct TailSide {
+    /// Next position to push, plus `mark_bit` once closed. Monotonic.
+    pos: AtomicU64,
+    /// Items discarded by `push` under `DropNewest`.
+    dropped_newest: AtomicU64,
+    /// Items handed back by `push` under `Reject`.
+    rejected: AtomicU64,
+    /// Highest length seen: set to `cap` when a push finds the ring full, otherwise
+    /// sampled by producers every [`HIGH_WATER_STRIDE`] positions (and folded with
+    /// `len` in `metrics`).
+    high_water: AtomicU64,
+}
+
+/// Producers refresh the high-water mark at positions whose index is a multiple of
+/// this, so a push reads `head` (the consumers' cache line) at most once per stride.
+const HIGH_WATER_STRIDE: u64 = 64;
+
+/// How positions map to slots. Read-only after construction.
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// Number of slots, >= 1.
+    cap: u64,
+    /// Power of two > `cap`. Set in `tail` when the ring is closed; the bits below it
+    /// hold the slot index.
+    mark_bit: u64,
+    /// `2 * mark_bit`: the position distance between two laps over the same slot.
+    one_lap: u64,
+}
+
+impl Geometry {
+    const fn new(cap: usize) -> Self {
+        let cap = cap as u64;
+        let mark_bit = (cap + 1).next_power_of_two();
+        Self {
+            cap,
+            mark_bit,
+            one_lap: mark_bit * 2,
+        }
+    }
+
+    #[inline(always)]
+    fn index(&self, pos: u64) -> u64 {
+        pos & (self.mark_bit - 1)
+    }
+
+    /// The position after `pos`, whose index is `index`.
+    #[inline(always)]
+    fn next(&self, pos: u64, index: u64) -> u64 {
+        if index + 1 < self.cap {
+            pos + 1
+        } else {
+            (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap)
+        }
+    }
+
+    /// How many positions precede `pos` (which must not carry `mark_bit`).
+    #[inline]
+    fn count(&self, pos: u64) -> u64 {
+        (pos >> self.one_lap.trailing_zeros()) * self.cap + self.index(pos)
+    }
+}
+
+/// A snapshot of a ring's counters.
+///
+/// Consistent when the ring is quiescent: then
+/// `pushed == popped + evicted + dropped_oldest + cleared + len`. Taken while other
+/// threads push and pop, each field is a value it had during the call.
+///
+/// How each is kept, so that counting costs the fast path nothing:
+/// `pushed` is derived from the tail position and `popped` from the head position
+/// minus the removals below; `evicted`, `dropped_oldest` and `cleared` are counters on
+/// the head's cache line, bumped only on those slow paths; `dropped_newest` and
+/// `rejected` are counters on the tail's cache line, bumped only when the ring is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RingMetrics {
+    /// Items stored by any push.
+    pub pushed: u64,
+    /// Items taken out by pops, drains and batch pops.
+    pub popped: u64,
+    /// Items removed by [`force_push`](RingCore::force_push) and handed to its caller.
+    pub evicted: u64,
+    /// Items evicted and dropped by [`push`](RingCore::push) under `DropOldest`.
+    pub dropped_oldest: u64,
+    /// New items dropped by [`push`](RingCore::push) under `DropNewest`.
+    pub dropped_newest: u64,
+    /// New items handed back by [`push`](RingCore::push) under `Reject`.
+    pub rejected: u64,
+    /// Items discarded by [`clear`](RingCore::clear).
+    pub cleared: u64,
+    /// Items stored now.
+    pub len: u64,
+    /// Number of slots.
+    pub capacity: u64,
+    /// Highest length seen. Exact once a push has found the ring full (it is then
+    /// `capacity`); otherwise sampled by producers every 64 positions (once a lap
+    /// for smaller rings) and folded with the current `len`, so it may be up to that
+    /// many items below the true peak.
+    pub high_water: u64,
+}
+
+#[cfg(not(loom))]
+impl<T, const N: usize> RingCore<T, [Slot<T>; N]> {
+    /// An empty ring of `N` slots with the default policy (`DropOldest`); usable in a
+    /// `static`.
+    ///
+    /// `N == 0` or `N > MAX_CAPACITY` is a compile-time error.
+    pub const fn new() -> Self {
+        Self::with_policy(OverflowPolicy::DropOldest)
+    }
+
+    /// An empty ring of `N` slots with the given overflow policy; usable in a `static`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{OverflowPolicy, PushError, StaticRing};
+    ///
+    /// static RING: StaticRing<u8, 1> = StaticRing::with_policy(OverflowPolicy::Reject);
+    /// RING.push(1).unwrap();
+    /// assert_eq!(RING.push(2), Err(PushError::Full(2)));
+    /// ```
+    pub const fn with_policy(policy: OverflowPolicy) -> Self {
+        const {
+            assert!(N > 0, "a StaticRing needs a capacity of at least 1");
+            assert!(
+                N <= super::MAX_CAPACITY,
+                "StaticRing capacity above MAX_CAPACITY"
+            );
+        }
+        let mut slots = [const { Slot::new(0) }; N];
+        let mut i = 0;
+        while i < N {
+            slots[i] = Slot::new(i as u64);
+            i += 1;
+        }
+        Self::from_parts(Geometry::new(N), policy, slots)
+    }
+}
+
+#[cfg(not(loom))]
+impl<T, const N: usize> Default for RingCore<T, [Slot<T>; N]> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<T> RingCore<T, alloc::boxed::Box<[Slot<T>]>> {
+    /// An empty ring of `capacity` slots with the default policy (`DropOldest`).
+    ///
+    /// Allocates once, here; nothing allocates afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroCapacity`] for 0, [`ConfigError::CapacityTooLarge`] above
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY). The capacity is never adjusted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{ConfigError, Ring};
+    ///
+    /// assert_eq!(Ring::<u8>::new(0).unwrap_err(), ConfigError::ZeroCapacity);
+    /// assert_eq!(Ring::<u8>::new(1000).unwrap().capacity(), 1000);
+    /// ```
+    pub fn new(capacity: usize) -> Result<Self, ConfigError> {
+        Self::with_config(RingConfig::new(capacity))
+    }
+
+    /// An empty ring built from `config`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RingConfig::validate`].
+    pub fn with_config(config: RingConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let slots = (0..config.capacity as u64).map(Slot::new).collect();
+        Ok(Self::from_parts(
+            Geometry::new(config.capacity),
+            config.policy,
+            slots,
+        ))
+    }
+}
+
+impl<T, S: Storage<T>> RingCore<T, S> {
+    const_unless_loom! {
+        fn from_parts(geo: Geometry, policy: OverflowPolicy, slots: S) -> Self {
+            Self {
+                head: CachePadded::new(HeadSide {
+                    pos: AtomicU64::new(0),
+                    evicted: AtomicU64::new(0),
+                    dropped_oldest: AtomicU64::new(0),
+                    cleared: AtomicU64::new(0),
+                }),
+                tail: CachePadded::new(TailSide {
+                    pos: AtomicU64::new(0),
+                    dropped_newest: AtomicU64::new(0),
+                    rejected: AtomicU64::new(0),
+                    high_water: AtomicU64::new(0),
+                }),
+                geo,
+                policy,
+                slots,
+                _owns: PhantomData,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, index: u64) -> &Slot<T> {
+        let slots = self.slots.slots();
+        debug_assert!((index as usize) < slots.len());
+        // SAFETY: every index is `pos & (mark_bit - 1)` of a position built by
+        // `Geometry::next`, which keeps the index below `cap == slots.len()`.
+        unsafe { slots.get_unchecked(index as usize) }
+    }
+
+    /// Stores `item` if there is room, otherwise hands it back.
+    ///
+    /// Ignores the overflow policy and counts nothing as dropped: a `Full` item is the
+    /// caller's to keep or discard.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] when every slot is taken, [`PushError::Closed`] after
+    /// [`close`](Self::close); both return the item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{PushError, Ring};
+    ///
+    /// let ring = Ring::new(1)?;
+    /// assert_eq!(ring.try_push('a'), Ok(()));
+    /// assert_eq!(ring.try_push('b'), Err(PushError::Full('b')));
+    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn try_push(&self, item: T) -> Result<(), PushError<T>> {
+        self.push_inner::<false>(item).map(|evicted| {
+            debug_assert!(evicted.is_none());
+        })
+    }
+
+    /// Stores `item`, evicting the oldest item when the ring is full, and returns the
+    /// evicted item (drop-oldest that lets the caller keep what was evicted).
+    ///
+    /// Costs the same as [`try_push`](Self::try_push) when the ring is not full.
+    /// Evictions are counted in [`RingMetrics::evicted`].
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] after [`close`](Self::close), with the item; nothing is evicted then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(2)?;
+    /// assert_eq!(ring.force_push(1), Ok(None));
+    /// assert_eq!(ring.force_push(2), Ok(None));
+    /// assert_eq!(ring.force_push(3), Ok(Some(1)));
+    /// assert_eq!(ring.drain().collect::<Vec<_>>(), [2, 3]);
+    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn force_push(&self, item: T) -> Result<Option<T>, Closed<T>> {
+        match self.push_inner::<true>(item) {
+            Ok(Some(old)) => {
+                self.head.evicted.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(old))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Closed(e.into_inner())),
+        }
+    }
+
+    /// Stores `item` under the ring's [`OverflowPolicy`] and says what happened.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Closed`] after [`close`](Self::close); [`PushError::Full`] when the
+    /// ring is full under [`OverflowPolicy::Reject`]. Both return the item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{OverflowPolicy, Pushed, Ring, RingConfig};
+    ///
+    /// let ring = Ring::with_config(RingConfig::new(1).with_policy(OverflowPolicy::DropNewest))?;
+    /// assert_eq!(ring.push("first")?, Pushed::Stored);
+    /// assert_eq!(ring.push("second")?, Pushed::DroppedNewest);
+    /// assert_eq!(ring.try_pop(), Some("first"));
+    /// assert_eq!(ring.metrics().dropped_newest, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push(&self, item: T) -> Result<Pushed, PushError<T>> {
+        match self.policy {
+            OverflowPolicy::DropOldest => match self.push_inner::<true>(item)? {
+                None => Ok(Pushed::Stored),
+                Some(old) => {
+                    self.head.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                    drop(old);
+                    Ok(Pushed::DroppedOldest)
+                }
+            },
+            OverflowPolicy::DropNewest => match self.push_inner::<false>(item) {
+                Ok(_) => Ok(Pushed::Stored),
+                Err(PushError::Full(item)) => {
+                    self.tail.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                    drop(item);
+                    Ok(Pushed::DroppedNewest)
+                }
+                Err(closed) => Err(closed),
+            },
+            OverflowPolicy::Reject => match self.push_inner::<false>(item) {
+                Ok(_) => Ok(Pushed::Stored),
+                Err(PushError::Full(item)) => {
+                    self.tail.rejected.fetch_add(1, Ordering::Relaxed);
+                    Err(PushError::Full(item))
+                }
+                Err(closed) => Err(closed),
+            },
+        }
+    }
+
+    /// The one push algorithm. With `EVICT`, a full ring makes room by evicting the
+    /// oldest item, which is returned; without it, a full ring returns `Full`.
+    #[inline(always)]
+    fn push_inner<const EVICT: bool>(&self, item: T) -> Result<Option<T>, PushError<T>> {
+        let geo = self.geo;
+        let mut backoff = Backoff::new();
+        let mut tail = self.tail.pos.load(Ordering::Relaxed);
+        loop {
+            if tail & geo.mark_bit != 0 {
+                return Err(PushError::Closed(item));
+            }
+            let index = geo.index(tail);
+            let new_tail = geo.next(tail, index);
+            let slot = self.slot(index);
+            // Acquire: if the slot is free for `tail`, its last consumer's read of the
+            // previous item happens before our write below.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+
+            if stamp == tail {
+                // Free for this lap. The CAS claims the position; it cannot succeed
+                // once `close` has set `mark_bit`.
+                match self.tail.pos.compare_exchange_weak(
+                    tail,
+                    new_tail,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the CAS made this thread the only producer of
+                        // position `tail`, and the stamp showed the slot free for it,
+                        // so no other thread reads or writes the value now.
+                        slot.value
+                            .with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
+                        // Release: publishes the value to the consumer of `tail`.
+                        slot.stamp.store(tail + 1, Ordering::Release);
+                        if index % HIGH_WATER_STRIDE == 0 {
+                            self.sample_high_water(new_tail);
+                        }
+                        return Ok(None);
+                    }
+                    Err(current) => {
+                        tail = current;
+                        backoff.spin();
+                    }
+                }
+            } else if stamp.wrapping_add(geo.one_lap) == tail + 1 {
+                // The slot still holds the previous lap's item: the ring is full, or
+                // a consumer has claimed that item and not yet released the slot.
+                if EVICT {
+                    match self.tail.pos.compare_exchange_weak(
+                        tail,
+                        new_tail,
+                        Ordering::SeqCst,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Ok(self.replace_oldest(slot, tail, item)),
+                        Err(current) => {
+                            tail = current;
+                            backoff.spin();
+                            continue;
+                        }
+                    }
+                }
+                // SeqCst fence: orders our loads of the stamp and of `head` with the
+                // consumers' SeqCst CAS on `head`, so "full" is only reported if
+                // the ring really was full at one point during the call.
+                fence(Ordering::SeqCst);
+                let head = self.head.pos.load(Ordering::Relaxed);
+                if head.wrapping_add(geo.one_lap) == tail {
+                    self.note_full();
+                    return Err(PushError::Full(item));
+                }
+                backoff.spin();
+                tail = self.tail.pos.load(Ordering::Relaxed);
+            } else {
+                // Another producer got this position first; our `tail` is stale.
+                backoff.snooze();
+                tail = self.tail.pos.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Second half of an evicting push: this thread owns position `tail`, whose slot
+    /// held the item of position `tail - one_lap` when the claim was made. Takes that
+    /// old position from `head` (evicting its item) unless a consumer took it first.
+    #[cold]
+    fn replace_oldest(&self, slot: &Slot<T>, tail: u64, item: T) -> Option<T> {
+        let geo = self.geo;
+        let old = tail.wrapping_sub(geo.one_lap);
+        let after_old = geo.next(old, geo.index(old));
+        self.note_full();
+        let mut backoff = Backoff::new();
+        loop {
+            match self.head.pos.compare_exchange(
+                old,
+                after_old,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // SAFETY: winning `head` at `old` makes this thread the only
+                    // owner of the item of `old` (no consumer can claim it now), and
+                    // the Acquire load of the stamp (`old + 1`) before our tail claim
+                    // synchronised with its producer's write. Owning `tail` means no
+                    // other producer writes this slot.
+                    let evicted = slot.value.with_mut(|p| unsafe {
+                        mem::replace(&mut *p, MaybeUninit::new(item)).assume_init()
+                    });
+                    // Release: publishes the new item to the consumer of `tail`.
+                    slot.stamp.store(tail + 1, Ordering::Release);
+                    return Some(evicted);
+                }
+                Err(head) if head < old => {
+                    // Producers that claimed earlier positions are still evicting
+                    // the items before `old`; `head` reaches `old` once they finish.
+                    backoff.snooze();
+                }
+                Err(_) => {
+                    // A consumer claimed `old` first and will free the slot for
+                    // `tail`; then this is an ordinary push.
+                    while slot.stamp.load(Ordering::Acquire) != tail {
+                        backoff.snooze();
+                    }
+                    // SAFETY: the stamp says the slot is free for `tail` (the
+                    // consumer's read happened before, by Acquire), and this thread
+                    // owns position `tail`.
+                    slot.value
+                        .with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
+                    slot.stamp.store(tail + 1, Ordering::Release);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Records that the ring has been full.
+    #[inline]
+    fn note_full(&self) {
+        if self.tail.high_water.load(Ordering::Relaxed) < self.geo.cap {
+            self.tail
+                .high_water
+                .fetch_max(self.geo.cap, Ordering::Relaxed);
+        }
+    }
+
+    /// Refreshes the high-water mark from `head`; called once per stride of pushes.
+    #[cold]
+    fn sample_high_water(&self, tail: u64) {
+        let len = self.len_between(self.head.pos.load(Ordering::Relaxed), tail);
+        if len > self.tail.high_water.load(Ordering::Relaxed) {
+            self.tail.high_water.fetch_max(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the oldest item, if there is one.
+    ///
+    /// Use [`pop`](Self::pop) to tell an empty ring from a closed and drained one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(4)?;
+    /// assert_eq!(ring.try_pop(), None::<u8>);
+    /// ring.try_push(9)?;
+    /// assert_eq!(ring.try_pop(), Some(9));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_pop(&self) -> Option<T> {
+        self.pop().ok()
+    }
+
+    /// Takes the oldest item, or says why there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Empty`] when nothing is stored, [`PopError::Closed`] when the ring is
+    /// closed and everything in it has been taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{PopError, Ring};
+    ///
+    /// let ring = Ring::new(4)?;
+    /// ring.try_push(1)?;
+    /// ring.close();
+    /// assert_eq!(ring.pop(), Ok(1)); // what was stored is still delivered
+    /// assert_eq!(ring.pop(), Err(PopError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pop(&self) -> Result<T, PopError> {
+        let geo = self.geo;
+        let mut backoff = Backoff::new();
+        let mut head = self.head.pos.load(Ordering::Relaxed);
+        loop {
+            let index = geo.index(head);
+            let slot = self.slot(index);
+            // Acquire: pairs with the producer's Release of `head + 1`.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+
+            if stamp == head + 1 {
+                let new_head = geo.next(head, index);
+                match self.head.pos.compare_exchange_weak(
+                    head,
+                    new_head,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the CAS made this thread the only consumer of
+                        // position `head`, and the stamp (read with Acquire) showed
+                        // its item written. No producer writes the slot until the
+                        // stamp below frees it.
+                        let item = slot.value.with(|p| unsafe { p.read().assume_init() });
+                        // Release: our read happens before the next lap's write.
+                        slot.stamp
+                            .store(head.wrapping_add(geo.one_lap), Ordering::Release);
+                        return Ok(item);
+                    }
+                    Err(current) => {
+                        head = current;
+                        backoff.spin();
+                    }
+                }
+            } else if stamp == head {
+                // Nothing written at `head` yet: empty, or a producer is mid-write.
+                // SeqCst fence: see the matching fence in `push_inner`.
+                fence(Ordering::SeqCst);
+                let tail = self.tail.pos.load(Ordering::Relaxed);
+                if tail & !geo.mark_bit == head {
+                    return Err(if tail & geo.mark_bit != 0 {
+                        PopError::Closed
+                    } else {
+                        PopError::Empty
+                    });
+                }
+                backoff.spin();
+                head = self.head.pos.load(Ordering::Relaxed);
+            } else {
+                // Another consumer took this position; our `head` is stale.
+                backoff.snooze();
+                head = self.head.pos.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// An iterator that pops up to `max` items, stopping early when the ring is empty.
+    ///
+    /// Items are taken one by one as the iterator advances; dropping it early leaves
+    /// the rest in the ring. Feed a caller buffer with `extend`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(8)?;
+    /// for i in 0..6 {
+    ///     ring.try_push(i)?;
+    /// }
+    /// let mut batch = Vec::with_capacity(4);
+    /// batch.extend(ring.pop_batch(4));
+    /// assert_eq!(batch, [0, 1, 2, 3]);
+    /// assert_eq!(ring.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pop_batch(&self, max: usize) -> Drain<'_, T, S> {
+        Drain {
+            ring: self,
+            remaining: max,
+        }
+    }
+
+    /// An iterator over the items stored now (at most [`len`](Self::len) at the
+    /// call), so producers that keep pushing cannot make it endless.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(3)?;
+    /// ring.try_push(1)?;
+    /// ring.try_push(2)?;
+    /// assert_eq!(ring.drain().sum::<i32>(), 3);
+    /// assert!(ring.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain(&self) -> Drain<'_, T, S> {
+        self.pop_batch(self.len())
+    }
+
+    /// Drops the items stored now and returns how many, counted in
+    /// [`RingMetrics::cleared`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(3)?;
+    /// ring.try_push(1)?;
+    /// ring.try_push(2)?;
+    /// assert_eq!(ring.clear(), 2);
+    /// assert!(ring.is_empty());
+    /// assert_eq!(ring.metrics().cleared, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn clear(&self) -> usize {
+        let cleared = self.drain().count();
+        if cleared > 0 {
+            self.head
+                .cleared
+                .fetch_add(cleared as u64, Ordering::Relaxed);
+        }
+        cleared
+    }
+
+    /// Closes the ring: every later push fails with `Closed` and hands its item back;
+    /// pops deliver what is stored, then report [`PopError::Closed`].
+    ///
+    /// Returns `true` if this call closed it, `false` if it was already closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{Closed, Ring};
+    ///
+    /// let ring = Ring::new(2)?;
+    /// assert!(ring.close());
+    /// assert!(!ring.close());
+    /// assert_eq!(ring.force_push(5), Err(Closed(5)));
+    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// ```
+    pub fn close(&self) -> bool {
+        // SeqCst: a push whose tail CAS comes after this in the total order fails;
+        // one that comes before is delivered to the drain.
+        self.tail.pos.fetch_or(self.geo.mark_bit, Ordering::SeqCst) & self.geo.mark_bit == 0
+    }
+
+    /// Whether [`close`](Self::close) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.tail.pos.load(Ordering::SeqCst) & self.geo.mark_bit != 0
+    }
+
+    /// Number of items stored now.
+    ///
+    /// Under concurrent pushes and pops this is a value the length had during the
+    /// call.
+    pub fn len(&self) -> usize {
+        loop {
+            let tail = self.tail.pos.load(Ordering::SeqCst);
+            let head = self.head.pos.load(Ordering::SeqCst);
+            // Retry until `tail` did not move while `head` was read, so the pair is a
+            // snapshot.
+            if self.tail.pos.load(Ordering::SeqCst) == tail {
+                return self.len_between(head, tail) as usize;
+            }
+        }
+    }
+
+    /// Items between `head` and `tail`, clamped to the capacity (producers that are
+    /// evicting have claimed `tail` before moving `head`).
+    #[inline]
+    fn len_between(&self, head: u64, tail: u64) -> u64 {
+        let geo = self.geo;
+        geo.count(tail & !geo.mark_bit)
+            .saturating_sub(geo.count(head))
+            .min(geo.cap)
+    }
+
+    /// Whether no item is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every slot holds an item.
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// Number of slots, exactly as configured.
+    pub fn capacity(&self) -> usize {
+        self.geo.cap as usize
+    }
+
+    /// The policy [`push`](Self::push) applies when the ring is full.
+    pub fn policy(&self) -> OverflowPolicy {
+        self.policy
+    }
+
+    /// A snapshot of the counters; see [`RingMetrics`] for how each is kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(2)?;
+    /// for i in 0..3 {
+    ///     ring.push(i)?;
+    /// }
+    /// ring.try_pop();
+    /// let m = ring.metrics();
+    /// assert_eq!((m.pushed, m.popped, m.dropped_oldest, m.len), (3, 1, 1, 1));
+    /// assert_eq!(m.high_water, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn metrics(&self) -> RingMetrics {
+        let geo = self.geo;
+        let head = self.head.pos.load(Ordering::SeqCst);
+        let tail = self.tail.pos.load(Ordering::SeqCst) & !geo.mark_bit;
+        let evicted = self.head.evicted.load(Ordering::Relaxed);
+        let dropped_oldest = self.head.dropped_oldest.load(Ordering::Relaxed);
+        let cleared = self.head.cleared.load(Ordering::Relaxed);
+        let len = self.len_between(head, tail);
+        let removed = geo.count(head);
+        RingMetrics {
+            pushed: geo.count(tail),
+            popped: removed.saturating_sub(evicted + dropped_oldest + cleared),
+            evicted,
+            dropped_oldest,
+            dropped_newest: self.tail.dropped_newest.load(Ordering::Relaxed),
+            rejected: self.tail.rejected.load(Ordering::Relaxed),
+            cleared,
+            len,
+            capacity: geo.cap,
+            high_water: self.tail.high_water.load(Ordering::Relaxed).max(len),
+        }
+    }
+}
+
+/// Iterator returned by [`RingCore::pop_batch`] and [`RingCore::drain`].
+pub struct Drain<'a, T, S: Storage<T>> {
+    ring: &'a RingCore<T, S>,
+    remaining: usize,
+}
+
+impl<T, S: Storage<T>> Iterator for Drain<'_, T, S> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match self.ring.try_pop() {
+            Some(item) => {
+                self.remaining -= 1;
+                Some(item)
+            }
+            None => {
+                self.remaining = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+impl<T, S: Storage<T>> fmt::Debug for Drain<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, S: Storage<T>> Drop for RingCore<T, S> {
+    fn drop(&mut self) {
+        if !mem::needs_drop::<T>() {
+            return;
+        }
+        let geo = self.geo;
+        // `&mut self`: no operation is in flight, so every position in
+        // `head..tail` holds an initialised item exactly once.
+        let mut pos = self.head.pos.load(Ordering::Relaxed);
+        let tail = self.tail.pos.load(Ordering::Relaxed) & !geo.mark_bit;
+        while pos != tail {
+            let index = geo.index(pos);
+            // SAFETY: as above; each item is dropped once because `pos` advances.
+            self.slot(index)
+                .value
+                .with_mut(|p| unsafe { (*p).assume_init_drop() });
+            pos = geo.next(pos, index);
+        }
+    }
+}
+
+// SAFETY: items move between threads through the ring (hence `T: Send`), and every
+// access to a slot's value is made exclusive by the position and stamp protocol above.
+unsafe impl<T: Send, S: Storage<T>> Sync for RingCore<T, S> {}
+
+impl<T, S: Storage<T>> fmt::Debug for RingCore<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .field("policy", &self.policy)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
