@@ -38,3 +38,8 @@ extern crate std;
 
 pub mod ring;
 mod sync;
+
+/// The README's examples run as doctests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

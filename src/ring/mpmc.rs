@@ -697,6 +697,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// assert_eq!(ring.pop(), Err(PopError::Closed));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn pop(&self) -> Result<T, PopError> {
         let geo = self.geo;
         let mut backoff = Backoff::new();

@@ -1,0 +1,91 @@
+//! A `#![no_std]` program using membound with default features off.
+//!
+//! Without `alloc`: a `StaticRing` in a `static`, no allocator at all.
+//! With `alloc`: also a heap `Ring`, served by a tiny bump allocator over a static
+//! arena (the stub global allocator an embedded program would replace).
+#![no_std]
+
+use membound::ring::{OverflowPolicy, StaticRing};
+
+static EVENTS: StaticRing<u32, 8> = StaticRing::with_policy(OverflowPolicy::DropOldest);
+
+/// Pushes `value` and returns the oldest stored value (or `u32::MAX` if none).
+#[no_mangle]
+pub extern "C" fn membound_proof_static(value: u32) -> u32 {
+    let _ = EVENTS.push(value);
+    EVENTS.try_pop().unwrap_or(u32::MAX)
+}
+
+#[cfg(feature = "alloc")]
+mod heap {
+    extern crate alloc;
+
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    use membound::ring::Ring;
+
+    const ARENA: usize = 64 * 1024;
+
+    struct Bump {
+        arena: UnsafeCell<[u8; ARENA]>,
+        next: AtomicUsize,
+    }
+
+    // SAFETY: the arena is only handed out in disjoint pieces reserved by `next`.
+    unsafe impl Sync for Bump {}
+
+    // SAFETY: each allocation is a distinct, suitably aligned range of the arena;
+    // memory is never reused, so no two live allocations overlap.
+    unsafe impl GlobalAlloc for Bump {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let base = self.arena.get() as usize;
+            let mut offset = self.next.load(Ordering::Relaxed);
+            loop {
+                let start = (base + offset).next_multiple_of(layout.align()) - base;
+                let end = start + layout.size();
+                if end > ARENA {
+                    return core::ptr::null_mut();
+                }
+                match self.next.compare_exchange_weak(
+                    offset,
+                    end,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return (base + start) as *mut u8,
+                    Err(now) => offset = now,
+                }
+            }
+        }
+
+        unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Bump = Bump {
+        arena: UnsafeCell::new([0; ARENA]),
+        next: AtomicUsize::new(0),
+    };
+
+    /// Builds a heap ring of `capacity`, pushes `0..n` and returns the sum popped,
+    /// or `u64::MAX` if the capacity was refused.
+    #[no_mangle]
+    pub extern "C" fn membound_proof_heap(capacity: usize, n: u32) -> u64 {
+        let Ok(ring) = Ring::new(capacity) else {
+            return u64::MAX;
+        };
+        for i in 0..n {
+            let _ = ring.push(u64::from(i));
+        }
+        ring.drain().sum()
+    }
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
