@@ -185,12 +185,16 @@ impl Drop for Tracked {
 #[test]
 fn every_value_is_dropped_exactly_once() {
     const N: usize = 30_000;
-    let drops = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+    let drops = Arc::new((0..N + 3).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
     let ring = Arc::new(Ring::new(7).unwrap());
+    let start = Arc::new(Barrier::new(3));
+    let producing = Arc::new(AtomicUsize::new(2));
     let producers: Vec<_> = (0..2)
         .map(|p| {
             let (ring, drops) = (ring.clone(), drops.clone());
+            let (start, producing) = (start.clone(), producing.clone());
             thread::spawn(move || {
+                start.wait();
                 for id in (p..N).step_by(2) {
                     // Mix every push flavour: evicted values are dropped here.
                     let value = Tracked {
@@ -203,16 +207,22 @@ fn every_value_is_dropped_exactly_once() {
                         _ => drop(ring.try_push(value)),
                     }
                 }
+                producing.fetch_sub(1, Ordering::Release);
             })
         })
         .collect();
+    // The consumer pops, drains and clears while both producers run.
     let consumer = {
-        let ring = ring.clone();
+        let (ring, start, producing) = (ring.clone(), start.clone(), producing.clone());
         thread::spawn(move || {
-            for _ in 0..N / 4 {
-                drop(ring.try_pop());
-                if ring.len() > 5 {
-                    ring.clear();
+            start.wait();
+            let mut round = 0u32;
+            while producing.load(Ordering::Acquire) > 0 {
+                round += 1;
+                match round % 4 {
+                    0 => drop(ring.clear()),
+                    1 => ring.pop_batch(3).for_each(drop),
+                    _ => drop(ring.try_pop()),
                 }
             }
         })
@@ -221,6 +231,15 @@ fn every_value_is_dropped_exactly_once() {
         p.join().unwrap();
     }
     consumer.join().unwrap();
+    // Make sure values are left in the ring for its drop to handle.
+    for id in N..N + 3 {
+        let evicted = ring.force_push(Tracked {
+            id,
+            drops: drops.clone(),
+        });
+        drop(evicted.unwrap());
+    }
+    assert!(ring.len() >= 3);
     // Some values are still in the ring: dropping it must drop each once.
     drop(Arc::try_unwrap(ring).unwrap());
     for (id, d) in drops.iter().enumerate() {

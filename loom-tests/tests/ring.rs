@@ -139,18 +139,24 @@ fn two_force_pushers_on_a_full_ring_evict_in_order() {
                 thread::spawn(move || ring.force_push(item).unwrap())
             })
             .collect();
+        let evicted: Vec<u32> = pushers
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("the ring was full, nobody pops"))
+            .collect();
         let mut seen = 0;
-        let mut evicted = 0;
-        for h in pushers {
-            if let Some(old) = h.join().unwrap() {
-                account(&mut evicted, old);
-            }
+        for &old in &evicted {
+            account(&mut seen, old);
         }
-        // Both old items were evicted (the ring was full and nobody popped), oldest
-        // first; the two new ones are stored.
-        assert_eq!(evicted, 1 | 2);
-        drain_all(&ring, &mut seen);
-        assert_eq!(seen, 4 | 8);
+        // Both old items were evicted, and in order: whichever new item was queued
+        // first evicted the oldest item, 1.
+        assert_eq!(seen, 1 | 2);
+        let stored: Vec<u32> = ring.drain().collect();
+        let first_queued = if evicted[0] == 1 { 4 } else { 8 };
+        assert_eq!(
+            stored[0], first_queued,
+            "evicted {evicted:?}, stored {stored:?}"
+        );
+        assert_eq!(stored.len(), 2);
         assert_eq!(ring.metrics().evicted, 2);
     });
 }
@@ -253,6 +259,76 @@ fn close_racing_force_push_on_a_full_ring_evicts_nothing_after_close() {
                 assert_eq!(seen, 1);
             }
         }
+    });
+}
+
+#[test]
+fn chained_evictions_racing_a_pop_on_capacity_two() {
+    // Two evicting producers on a full ring of 2: the second claims its tail while the
+    // first may not have moved `head` yet (the wait for earlier evictions), and a
+    // consumer may take either old item first (the "consumer won" branch).
+    model_bounded(2, || {
+        let ring = Arc::new(Ring::new(2).unwrap());
+        ring.try_push(1u32).unwrap();
+        ring.try_push(2).unwrap();
+        let pushers: Vec<_> = [4u32, 8]
+            .into_iter()
+            .map(|item| {
+                let ring = ring.clone();
+                thread::spawn(move || ring.force_push(item).unwrap())
+            })
+            .collect();
+        let mut seen = 0;
+        if let Some(item) = ring.try_pop() {
+            account(&mut seen, item);
+        }
+        for h in pushers {
+            if let Some(old) = h.join().unwrap() {
+                account(&mut seen, old);
+            }
+        }
+        drain_all(&ring, &mut seen);
+        assert_eq!(seen, 1 | 2 | 4 | 8);
+        let m = ring.metrics();
+        assert_eq!((m.pushed, m.popped + m.evicted, m.len), (4, 4, 0));
+    });
+}
+
+#[test]
+fn close_racing_chained_evictions_refuses_or_delivers_each_item() {
+    model_bounded(1, || {
+        let ring = Arc::new(Ring::new(2).unwrap());
+        ring.try_push(1u32).unwrap();
+        ring.try_push(2).unwrap();
+        let pushers: Vec<_> = [4u32, 8]
+            .into_iter()
+            .map(|item| {
+                let ring = ring.clone();
+                thread::spawn(move || ring.force_push(item))
+            })
+            .collect();
+        ring.close();
+        let mut seen = 0;
+        let mut refused = 0;
+        for (h, item) in pushers.into_iter().zip([4u32, 8]) {
+            match h.join().unwrap() {
+                Ok(Some(old)) => account(&mut seen, old),
+                Ok(None) => unreachable!("full ring, nobody pops before the joins"),
+                Err(Closed(back)) => {
+                    assert_eq!(back, item);
+                    refused |= item;
+                }
+            }
+        }
+        loop {
+            match ring.pop() {
+                Ok(item) => account(&mut seen, item),
+                Err(PopError::Closed) => break,
+                Err(PopError::Empty) => unreachable!("all pushers have finished"),
+            }
+        }
+        assert_eq!(seen | refused, 1 | 2 | 4 | 8);
+        assert_eq!(seen & refused, 0);
     });
 }
 

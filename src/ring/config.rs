@@ -35,12 +35,18 @@ pub enum Pushed {
     DroppedNewest,
 }
 
-/// The largest capacity a ring accepts: 2^32 slots.
+/// The largest capacity a ring accepts: 2^32 slots on 64-bit targets, 2^30 on
+/// 32-bit ones (2^14 on 16-bit ones).
 ///
 /// Positions are 64-bit and encode a lap number above the slot index; this bound
-/// leaves at least 2^30 laps, so a ring pushing a billion items a second runs for
-/// centuries before its positions wrap.
-pub const MAX_CAPACITY: usize = 1 << 32;
+/// leaves at least 2^30 laps' worth of positions (2^62 items), so a ring pushing a
+/// billion items a second runs for over a century before its positions wrap.
+pub const MAX_CAPACITY: usize = if usize::BITS >= 64 {
+    // Through u64 so that 32-bit targets never evaluate an overflowing shift.
+    (1u64 << 32) as usize
+} else {
+    1 << (usize::BITS - 2)
+};
 
 /// Configuration of a heap-backed [`Ring`](super::Ring).
 ///
@@ -84,6 +90,11 @@ impl RingConfig {
     }
 
     /// Checks that a ring can be built from this configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroCapacity`] for a capacity of 0,
+    /// [`ConfigError::CapacityTooLarge`] above [`MAX_CAPACITY`].
     pub const fn validate(&self) -> Result<(), ConfigError> {
         if self.capacity == 0 {
             Err(ConfigError::ZeroCapacity)

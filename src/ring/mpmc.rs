@@ -1,39 +1,5 @@
-//! The bounded multi-producer multi-consumer ring.
-//!
-//! # Algorithm
-//!
-//! Dmitry Vyukov's bounded MPMC queue
-//! (<https://www.1024cores.net/home/lock-free-algorithms/queues/bounded-mpmc-queue>):
-//! every slot carries a *stamp* saying which position it is ready for, and producers
-//! and consumers claim positions with a CAS on `tail` and `head`. The data hand-off
-//! goes through the slot stamp (release on write, acquire on read), so the positions
-//! themselves only need to be claimed atomically.
-//!
-//! Positions are 64-bit and encode `lap * one_lap + index`, with `one_lap` a power of
-//! two above the capacity (the encoding crossbeam's `ArrayQueue` uses). That gives any
-//! capacity `>= 1` with no rounding, no wasted slot and no division on the hot path.
-//! One bit between the index and the lap, `mark_bit`, is set in `tail` by
-//! [`close`](RingCore::close) (the trick of crossbeam-channel's array flavour): a
-//! producer's CAS on `tail` fails once the ring is closed, so no push can slip in after
-//! it.
-//!
-//! # Evicting the oldest item
-//!
-//! [`force_push`](RingCore::force_push) on a full ring claims the next tail position
-//! *first*, then claims the oldest position from `head` by CAS. Whoever wins `head`,
-//! this producer or a consumer that got there first, owns the old item, so it is either
-//! returned as evicted or popped, never both and never neither. Claiming `tail` first
-//! means a closed ring refuses the push before anything is evicted, and that `head` and
-//! `tail` never meet mid-eviction (a consumer never sees a false "empty, closed"). It
-//! costs two CASes and no fence, one fewer full barrier than moving `head` first.
-//! The `loom-tests/` crate model-checks this against concurrent pops, pushes and close.
-//!
-//! # Progress
-//!
-//! No locks and no allocation. As in every Vyukov-style queue, a thread suspended
-//! between claiming a position and publishing its stamp delays the threads that reach
-//! that same slot after it; the waiting goes through [`Backoff`], which yields the OS
-//! thread under `std`.
+//! The bounded multi-producer multi-consumer ring; the algorithm is documented on
+//! [`RingCore`].
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -141,7 +107,7 @@ pub type Ring<T> = RingCore<T, alloc::boxed::Box<[Slot<T>]>>;
 ///
 /// A capacity of zero does not compile:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// use membound::ring::StaticRing;
 /// static NOTHING: StaticRing<u32, 0> = StaticRing::new();
 /// ```
@@ -149,6 +115,46 @@ pub type StaticRing<T, const N: usize> = RingCore<T, [Slot<T>; N]>;
 
 /// The ring itself, generic over its [`Storage`]. Use it through [`Ring`] or
 /// [`StaticRing`].
+///
+/// # Algorithm
+///
+/// Dmitry Vyukov's bounded MPMC queue
+/// (<https://www.1024cores.net/home/lock-free-algorithms/queues/bounded-mpmc-queue>):
+/// every slot carries a *stamp* saying which position it is ready for, and producers
+/// and consumers claim positions with a CAS on `tail` and `head`. The data hand-off
+/// goes through the slot stamp (release on write, acquire on read), so the positions
+/// themselves only need to be claimed atomically.
+///
+/// Positions are 64-bit and encode `lap * one_lap + index`, with `one_lap` a power of
+/// two above the capacity (the encoding crossbeam's `ArrayQueue` uses). That gives any
+/// capacity `>= 1` with no rounding, no wasted slot and no division on the hot path.
+/// One bit between the index and the lap, `mark_bit`, is set in `tail` by
+/// [`close`](Self::close) (the trick of crossbeam-channel's array flavour): a
+/// producer's CAS on `tail` fails once the ring is closed, so no push can slip in after
+/// it.
+///
+/// # Evicting the oldest item
+///
+/// [`force_push`](Self::force_push) on a full ring claims the next tail position
+/// *first*, then claims the oldest position from `head` by CAS. Whoever wins `head`,
+/// this producer or a consumer that got there first, owns the old item, so it is either
+/// returned as evicted or popped, never both and never neither. Claiming `tail` first
+/// means a closed ring refuses the push before anything is evicted, and that `head` and
+/// `tail` never meet mid-eviction (a consumer never sees a false "empty, closed"). It
+/// costs two CASes and no fence, one fewer full barrier than moving `head` first.
+/// The `loom-tests/` crate model-checks this against concurrent pops, pushes and close.
+///
+/// # Progress
+///
+/// No locks on targets with native 64-bit atomics (elsewhere portable-atomic's
+/// fallback emulates them with a short global lock), and no allocation. As in every
+/// Vyukov-style queue, progress is not strictly lock-free: a thread suspended between
+/// claiming a position and publishing its stamp delays the threads that reach that
+/// slot after it, and on a full ring a producer suspended between its two eviction
+/// CASes delays the evicting producers that claimed later positions. Those waits go
+/// through one backoff helper, which yields the OS thread under `std` once spinning
+/// has not helped. For the same reason, do not push from an interrupt handler that
+/// can preempt a consumer of the same ring: the push may wait for that consumer.
 pub struct RingCore<T, S: Storage<T>> {
     /// Consumers' side. Written by consumers on every pop and by evicting producers.
     head: CachePadded<HeadSide>,
@@ -241,7 +247,9 @@ impl Geometry {
 ///
 /// Consistent when the ring is quiescent: then
 /// `pushed == popped + evicted + dropped_oldest + cleared + len`. Taken while other
-/// threads push and pop, each field is a value it had during the call.
+/// threads push and pop, the fields are read one by one and are approximate: the
+/// removal counters are bumped just after `head` moves, so `popped` may be off by the
+/// number of evictions or clears in flight during the call.
 ///
 /// How each is kept, so that counting costs the fast path nothing:
 /// `pushed` is derived from the tail position and `popped` from the head position
@@ -576,7 +584,9 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                     self.note_full();
                     return Err(PushError::Full(item));
                 }
-                backoff.spin();
+                // A consumer (or an evicting producer) has moved `head` but not yet
+                // released the slot: wait for it.
+                backoff.snooze();
                 tail = self.tail.pos.load(Ordering::Relaxed);
             } else {
                 // Another producer got this position first; our `tail` is stale.
@@ -594,7 +604,6 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         let geo = self.geo;
         let old = tail.wrapping_sub(geo.one_lap);
         let after_old = geo.next(old, geo.index(old));
-        self.note_full();
         let mut backoff = Backoff::new();
         loop {
             match self.head.pos.compare_exchange(
@@ -604,6 +613,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
+                    // The ring held `cap` items until this eviction.
+                    self.note_full();
                     // SAFETY: winning `head` at `old` makes this thread the only
                     // owner of the item of `old` (no consumer can claim it now), and
                     // the Acquire load of the stamp (`old + 1`) before our tail claim
@@ -744,7 +755,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                         PopError::Empty
                     });
                 }
-                backoff.spin();
+                // A producer has claimed `head` and not yet written it: wait.
+                backoff.snooze();
                 head = self.head.pos.load(Ordering::Relaxed);
             } else {
                 // Another consumer took this position; our `head` is stale.
@@ -781,8 +793,10 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         }
     }
 
-    /// An iterator over the items stored now (at most [`len`](Self::len) at the
-    /// call), so producers that keep pushing cannot make it endless.
+    /// An iterator that pops at most as many items as [`len`](Self::len) returned at
+    /// the call, so producers that keep pushing cannot make it endless. With other
+    /// consumers running it may take items pushed after the call, never more than
+    /// that count.
     ///
     /// # Examples
     ///
@@ -800,8 +814,9 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         self.pop_batch(self.len())
     }
 
-    /// Drops the items stored now and returns how many, counted in
-    /// [`RingMetrics::cleared`].
+    /// Pops and drops at most as many items as [`len`](Self::len) returned at the
+    /// call (the whole content when no one else pushes), and returns how many,
+    /// counted in [`RingMetrics::cleared`].
     ///
     /// # Examples
     ///
@@ -843,14 +858,16 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// # Ok::<(), membound::ring::ConfigError>(())
     /// ```
     pub fn close(&self) -> bool {
-        // SeqCst: a push whose tail CAS comes after this in the total order fails;
-        // one that comes before is delivered to the drain.
+        // No push gets in afterwards because pushes claim positions by CAS on this
+        // same atomic: a CAS ordered after the mark sees it and fails, one ordered
+        // before it was accepted and is drained. SeqCst so that the SeqCst fence in
+        // `pop`'s empty check sees the mark as soon as it sees the last position.
         self.tail.pos.fetch_or(self.geo.mark_bit, Ordering::SeqCst) & self.geo.mark_bit == 0
     }
 
     /// Whether [`close`](Self::close) has been called.
     pub fn is_closed(&self) -> bool {
-        self.tail.pos.load(Ordering::SeqCst) & self.geo.mark_bit != 0
+        self.tail.pos.load(Ordering::Acquire) & self.geo.mark_bit != 0
     }
 
     /// Number of items stored now.
@@ -858,14 +875,16 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// Under concurrent pushes and pops this is a value the length had during the
     /// call.
     pub fn len(&self) -> usize {
+        let mut backoff = Backoff::new();
         loop {
-            let tail = self.tail.pos.load(Ordering::SeqCst);
-            let head = self.head.pos.load(Ordering::SeqCst);
+            let tail = self.tail.pos.load(Ordering::Acquire);
+            let head = self.head.pos.load(Ordering::Acquire);
             // Retry until `tail` did not move while `head` was read, so the pair is a
             // snapshot.
-            if self.tail.pos.load(Ordering::SeqCst) == tail {
+            if self.tail.pos.load(Ordering::Acquire) == tail {
                 return self.len_between(head, tail) as usize;
             }
+            backoff.spin();
         }
     }
 
@@ -918,8 +937,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// ```
     pub fn metrics(&self) -> RingMetrics {
         let geo = self.geo;
-        let head = self.head.pos.load(Ordering::SeqCst);
-        let tail = self.tail.pos.load(Ordering::SeqCst) & !geo.mark_bit;
+        let head = self.head.pos.load(Ordering::Acquire);
+        let tail = self.tail.pos.load(Ordering::Acquire) & !geo.mark_bit;
         let evicted = self.head.evicted.load(Ordering::Relaxed);
         let dropped_oldest = self.head.dropped_oldest.load(Ordering::Relaxed);
         let cleared = self.head.cleared.load(Ordering::Relaxed);
