@@ -9,6 +9,8 @@
 //!
 //! Threaded scenarios spin with `spin_loop` and yield after a few failed tries, the
 //! same loop for every peer, so an oversubscribed machine still makes progress.
+//! Producers are pinned to even cores and consumers to odd ones (Linux), so thread
+//! migration does not decide the result.
 //! `std::sync::mpsc::sync_channel` uses its own blocking `send`/`recv`, as intended;
 //! it has one receiver, so it sits out `mpmc_2p2c`.
 //!
@@ -42,6 +44,26 @@ fn retry(mut attempt: impl FnMut() -> bool) {
             thread::yield_now();
         }
     }
+}
+
+/// Pins the calling thread to `core` (modulo the cores available); best effort.
+fn pin(core: usize) {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty set, and
+    // `sched_setaffinity(0, ..)` only changes the calling thread's affinity.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core % cores, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn producer_core(p: u64) -> usize {
+    2 * p as usize
+}
+
+fn consumer_core(c: u64) -> usize {
+    2 * c as usize + 1
 }
 
 /// The operations every peer offers, for the threaded scenarios.
@@ -87,6 +109,7 @@ fn transfer<Q: Queue>(q: &Q, producers: u64, consumers: u64) -> Duration {
     let sum: u64 = thread::scope(|s| {
         for p in 0..producers {
             s.spawn(move || {
+                pin(producer_core(p));
                 for i in 0..per_producer {
                     let v = p * per_producer + i;
                     retry(|| q.push(v));
@@ -94,9 +117,10 @@ fn transfer<Q: Queue>(q: &Q, producers: u64, consumers: u64) -> Duration {
             });
         }
         let handles: Vec<_> = (0..consumers)
-            .map(|_| {
+            .map(|c| {
                 let received = &received;
                 s.spawn(move || {
+                    pin(consumer_core(c));
                     let mut sum = 0u64;
                     let mut tries = 0u32;
                     while received.load(std::sync::atomic::Ordering::Relaxed) < total {
@@ -137,11 +161,12 @@ fn single_thread(c: &mut Criterion) {
             black_box(ring.try_pop())
         })
     });
-    let ring = StaticRing::<u64, CAP>::new();
+    // In a `static`, as embedded users keep it.
+    static STATIC_RING: StaticRing<u64, CAP> = StaticRing::new();
     g.bench_function("membound_StaticRing", |b| {
         b.iter(|| {
-            ring.try_push(black_box(1)).unwrap();
-            black_box(ring.try_pop())
+            STATIC_RING.try_push(black_box(1)).unwrap();
+            black_box(STATIC_RING.try_pop())
         })
     });
     let q = ArrayQueue::<u64>::new(CAP);
@@ -213,17 +238,23 @@ fn spsc_heapless() -> Duration {
     let start = Instant::now();
     let sum = thread::scope(|s| {
         s.spawn(move || {
+            pin(producer_core(0));
             for i in 0..ITEMS {
                 retry(|| tx.enqueue(i).is_ok());
             }
         });
-        let mut sum = 0;
-        for _ in 0..ITEMS {
-            let mut v = 0;
-            retry(|| rx.dequeue().map(|x| v = x).is_some());
-            sum += v;
-        }
-        sum
+        s.spawn(move || {
+            pin(consumer_core(0));
+            let mut sum = 0;
+            for _ in 0..ITEMS {
+                let mut v = 0;
+                retry(|| rx.dequeue().map(|x| v = x).is_some());
+                sum += v;
+            }
+            sum
+        })
+        .join()
+        .unwrap()
     });
     let elapsed = start.elapsed();
     assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
@@ -235,11 +266,17 @@ fn spsc_std() -> Duration {
     let start = Instant::now();
     let sum: u64 = thread::scope(|s| {
         s.spawn(move || {
+            pin(producer_core(0));
             for i in 0..ITEMS {
                 tx.send(i).unwrap();
             }
         });
-        rx.iter().sum()
+        s.spawn(move || {
+            pin(consumer_core(0));
+            rx.iter().sum()
+        })
+        .join()
+        .unwrap()
     });
     let elapsed = start.elapsed();
     assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
