@@ -2,25 +2,15 @@
 //! including `force_push`, the three policies, `close`, `clear` and batch pops, must
 //! give the model's answer and leave consistent metrics.
 
-use std::collections::VecDeque;
+#[path = "support/ring_model.rs"]
+mod support;
 
 use membound::ring::{
-    Closed, ConfigError, OverflowPolicy, PopError, PushError, Pushed, Ring, RingConfig, StaticRing,
+    Closed, ConfigError, OverflowPolicy, PopError, PushError, Ring, RingConfig, StaticRing,
     MAX_CAPACITY,
 };
 use proptest::prelude::*;
-
-#[derive(Clone, Debug)]
-enum Op {
-    TryPush(u32),
-    ForcePush(u32),
-    Push(u32),
-    Pop,
-    PopBatch(usize),
-    Drain,
-    Clear,
-    Close,
-}
+use support::{Model, Op};
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -43,134 +33,21 @@ fn policy() -> impl Strategy<Value = OverflowPolicy> {
     ]
 }
 
-/// The expected counters, kept by the model.
-#[derive(Default)]
-struct Counts {
-    pushed: u64,
-    popped: u64,
-    evicted: u64,
-    dropped_oldest: u64,
-    dropped_newest: u64,
-    rejected: u64,
-    cleared: u64,
-    high_water: u64,
-    /// A push found the ring full.
-    saw_full: bool,
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// Every operation gives the model's answer and leaves consistent metrics
+    /// (`Model::apply` asserts; proptest shrinks a panic to a minimal sequence).
     #[test]
-    fn ring_matches_vecdeque(cap in 1usize..9, policy in policy(), ops in prop::collection::vec(op(), 0..200)) {
+    fn ring_matches_vecdeque(
+        cap in 1usize..9,
+        policy in policy(),
+        ops in prop::collection::vec(op(), 0..200),
+    ) {
         let ring = Ring::with_config(RingConfig::new(cap).with_policy(policy)).unwrap();
-        let mut model = VecDeque::new();
-        let mut closed = false;
-        let mut c = Counts::default();
-
-        for op in ops {
-            if matches!(op, Op::TryPush(_) | Op::ForcePush(_) | Op::Push(_)) && !closed && model.len() == cap {
-                c.saw_full = true;
-            }
-            match op {
-                Op::TryPush(v) => {
-                    let expected = if closed {
-                        Err(PushError::Closed(v))
-                    } else if model.len() == cap {
-                        Err(PushError::Full(v))
-                    } else {
-                        model.push_back(v);
-                        c.pushed += 1;
-                        Ok(())
-                    };
-                    prop_assert_eq!(ring.try_push(v), expected);
-                }
-                Op::ForcePush(v) => {
-                    let expected = if closed {
-                        Err(Closed(v))
-                    } else {
-                        let evicted = if model.len() == cap { c.evicted += 1; model.pop_front() } else { None };
-                        model.push_back(v);
-                        c.pushed += 1;
-                        Ok(evicted)
-                    };
-                    prop_assert_eq!(ring.force_push(v), expected);
-                }
-                Op::Push(v) => {
-                    let expected = if closed {
-                        Err(PushError::Closed(v))
-                    } else if model.len() < cap {
-                        model.push_back(v);
-                        c.pushed += 1;
-                        Ok(Pushed::Stored)
-                    } else {
-                        match policy {
-                            OverflowPolicy::DropOldest => {
-                                model.pop_front();
-                                model.push_back(v);
-                                c.pushed += 1;
-                                c.dropped_oldest += 1;
-                                Ok(Pushed::DroppedOldest)
-                            }
-                            OverflowPolicy::DropNewest => {
-                                c.dropped_newest += 1;
-                                Ok(Pushed::DroppedNewest)
-                            }
-                            _ => {
-                                c.rejected += 1;
-                                Err(PushError::Full(v))
-                            }
-                        }
-                    };
-                    prop_assert_eq!(ring.push(v), expected);
-                }
-                Op::Pop => {
-                    let expected = match model.pop_front() {
-                        Some(v) => { c.popped += 1; Ok(v) }
-                        None if closed => Err(PopError::Closed),
-                        None => Err(PopError::Empty),
-                    };
-                    prop_assert_eq!(ring.pop(), expected);
-                }
-                Op::PopBatch(n) => {
-                    let k = n.min(model.len());
-                    let expected: Vec<u32> = model.drain(..k).collect();
-                    c.popped += k as u64;
-                    prop_assert_eq!(ring.pop_batch(n).collect::<Vec<_>>(), expected);
-                }
-                Op::Drain => {
-                    let expected: Vec<u32> = model.drain(..).collect();
-                    c.popped += expected.len() as u64;
-                    prop_assert_eq!(ring.drain().collect::<Vec<_>>(), expected);
-                }
-                Op::Clear => {
-                    c.cleared += model.len() as u64;
-                    prop_assert_eq!(ring.clear(), model.len());
-                    model.clear();
-                }
-                Op::Close => {
-                    prop_assert_eq!(ring.close(), !closed);
-                    closed = true;
-                }
-            }
-            c.high_water = c.high_water.max(model.len() as u64);
-
-            prop_assert_eq!(ring.len(), model.len());
-            prop_assert_eq!(ring.is_empty(), model.is_empty());
-            prop_assert_eq!(ring.is_full(), model.len() == cap);
-            prop_assert_eq!(ring.is_closed(), closed);
-            let m = ring.metrics();
-            prop_assert_eq!(
-                (m.pushed, m.popped, m.evicted, m.dropped_oldest, m.dropped_newest, m.rejected, m.cleared, m.len, m.capacity),
-                (c.pushed, c.popped, c.evicted, c.dropped_oldest, c.dropped_newest, c.rejected, c.cleared, model.len() as u64, cap as u64)
-            );
-            prop_assert_eq!(m.pushed, m.popped + m.evicted + m.dropped_oldest + m.cleared + m.len);
-            // Sampled, so a lower bound of the true peak, but never below what is
-            // stored now, and exact once a push has found the ring full.
-            prop_assert!(m.high_water <= c.high_water && m.high_water >= m.len);
-            if c.saw_full {
-                prop_assert_eq!(m.high_water, cap as u64);
-            }
+        let mut model = Model::new(cap, policy);
+        for op in &ops {
+            model.apply(&ring, op);
         }
     }
 }

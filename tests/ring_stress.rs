@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::thread;
+use std::thread::{self, JoinHandle};
 
 use membound::ring::{PopError, Ring};
 
@@ -18,6 +18,27 @@ const PER_PRODUCER: usize = 20_000;
 
 fn item(producer: usize, seq: usize) -> u64 {
     (producer * PER_PRODUCER + seq) as u64
+}
+
+/// Starts `CONSUMERS` threads that pop until the ring is closed and drained, each
+/// returning what it received.
+fn spawn_consumers(ring: &Arc<Ring<u64>>, start: &Arc<Barrier>) -> Vec<JoinHandle<Vec<u64>>> {
+    (0..CONSUMERS)
+        .map(|_| {
+            let (ring, start) = (ring.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut got = Vec::new();
+                loop {
+                    match ring.pop() {
+                        Ok(v) => got.push(v),
+                        Err(PopError::Empty) => thread::yield_now(),
+                        Err(PopError::Closed) => return got,
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// Checks `items` is exactly `0..PRODUCERS * PER_PRODUCER`, each once.
@@ -52,22 +73,7 @@ fn mpmc_try_push_delivers_each_item_exactly_once() {
                 })
             })
             .collect();
-        let consumers: Vec<_> = (0..CONSUMERS)
-            .map(|_| {
-                let (ring, start) = (ring.clone(), start.clone());
-                thread::spawn(move || {
-                    start.wait();
-                    let mut got = Vec::new();
-                    loop {
-                        match ring.pop() {
-                            Ok(v) => got.push(v),
-                            Err(PopError::Empty) => thread::yield_now(),
-                            Err(PopError::Closed) => return got,
-                        }
-                    }
-                })
-            })
-            .collect();
+        let consumers = spawn_consumers(&ring, &start);
         for p in producers {
             p.join().unwrap();
         }
@@ -104,22 +110,7 @@ fn mpmc_force_push_pops_or_evicts_each_item_exactly_once() {
                 })
             })
             .collect();
-        let consumers: Vec<_> = (0..CONSUMERS)
-            .map(|_| {
-                let (ring, start) = (ring.clone(), start.clone());
-                thread::spawn(move || {
-                    start.wait();
-                    let mut got = Vec::new();
-                    loop {
-                        match ring.pop() {
-                            Ok(v) => got.push(v),
-                            Err(PopError::Empty) => thread::yield_now(),
-                            Err(PopError::Closed) => return got,
-                        }
-                    }
-                })
-            })
-            .collect();
+        let consumers = spawn_consumers(&ring, &start);
         let mut all: Vec<u64> = producers
             .into_iter()
             .flat_map(|p| p.join().unwrap())

@@ -33,6 +33,23 @@ fn account(seen: &mut u32, item: u32) {
     *seen |= item;
 }
 
+type ForcePusher = thread::JoinHandle<Result<Option<u32>, Closed<u32>>>;
+
+/// A ring of 2 holding items 1 and 2, and two threads force-pushing 4 and 8.
+fn full_ring_with_two_force_pushers() -> (Arc<Ring<u32>>, Vec<ForcePusher>) {
+    let ring = Arc::new(Ring::new(2).unwrap());
+    ring.try_push(1u32).unwrap();
+    ring.try_push(2).unwrap();
+    let pushers = [4u32, 8]
+        .into_iter()
+        .map(|item| {
+            let ring = ring.clone();
+            thread::spawn(move || ring.force_push(item))
+        })
+        .collect();
+    (ring, pushers)
+}
+
 fn drain_all(ring: &Ring<u32>, seen: &mut u32) {
     while let Some(item) = ring.try_pop() {
         account(seen, item);
@@ -129,19 +146,15 @@ fn force_push_racing_pop_neither_loses_nor_duplicates() {
 #[test]
 fn two_force_pushers_on_a_full_ring_evict_in_order() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2).unwrap());
-        ring.try_push(1u32).unwrap();
-        ring.try_push(2).unwrap();
-        let pushers: Vec<_> = [4u32, 8]
-            .into_iter()
-            .map(|item| {
-                let ring = ring.clone();
-                thread::spawn(move || ring.force_push(item).unwrap())
-            })
-            .collect();
+        let (ring, pushers) = full_ring_with_two_force_pushers();
         let evicted: Vec<u32> = pushers
             .into_iter()
-            .map(|h| h.join().unwrap().expect("the ring was full, nobody pops"))
+            .map(|h| {
+                h.join()
+                    .unwrap()
+                    .unwrap()
+                    .expect("the ring was full, nobody pops")
+            })
             .collect();
         let mut seen = 0;
         for &old in &evicted {
@@ -268,22 +281,13 @@ fn chained_evictions_racing_a_pop_on_capacity_two() {
     // first may not have moved `head` yet (the wait for earlier evictions), and a
     // consumer may take either old item first (the "consumer won" branch).
     model_bounded(2, || {
-        let ring = Arc::new(Ring::new(2).unwrap());
-        ring.try_push(1u32).unwrap();
-        ring.try_push(2).unwrap();
-        let pushers: Vec<_> = [4u32, 8]
-            .into_iter()
-            .map(|item| {
-                let ring = ring.clone();
-                thread::spawn(move || ring.force_push(item).unwrap())
-            })
-            .collect();
+        let (ring, pushers) = full_ring_with_two_force_pushers();
         let mut seen = 0;
         if let Some(item) = ring.try_pop() {
             account(&mut seen, item);
         }
         for h in pushers {
-            if let Some(old) = h.join().unwrap() {
+            if let Some(old) = h.join().unwrap().unwrap() {
                 account(&mut seen, old);
             }
         }
@@ -297,16 +301,7 @@ fn chained_evictions_racing_a_pop_on_capacity_two() {
 #[test]
 fn close_racing_chained_evictions_refuses_or_delivers_each_item() {
     model_bounded(1, || {
-        let ring = Arc::new(Ring::new(2).unwrap());
-        ring.try_push(1u32).unwrap();
-        ring.try_push(2).unwrap();
-        let pushers: Vec<_> = [4u32, 8]
-            .into_iter()
-            .map(|item| {
-                let ring = ring.clone();
-                thread::spawn(move || ring.force_push(item))
-            })
-            .collect();
+        let (ring, pushers) = full_ring_with_two_force_pushers();
         ring.close();
         let mut seen = 0;
         let mut refused = 0;

@@ -743,27 +743,36 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                         backoff.spin();
                     }
                 }
-            } else if stamp == head {
-                // Nothing written at `head` yet: empty, or a producer is mid-write.
-                // SeqCst fence: see the matching fence in `push_inner`.
-                fence(Ordering::SeqCst);
-                let tail = self.tail.pos.load(Ordering::Relaxed);
-                if tail & !geo.mark_bit == head {
-                    return Err(if tail & geo.mark_bit != 0 {
-                        PopError::Closed
-                    } else {
-                        PopError::Empty
-                    });
-                }
-                // A producer has claimed `head` and not yet written it: wait.
-                backoff.snooze();
-                head = self.head.pos.load(Ordering::Relaxed);
             } else {
-                // Another consumer took this position; our `head` is stale.
-                backoff.snooze();
-                head = self.head.pos.load(Ordering::Relaxed);
+                head = self.pop_wait(head, stamp, &mut backoff)?;
             }
         }
+    }
+
+    /// The slow branches of [`pop`](Self::pop), out of line so the fast path stays
+    /// small enough to inline: reports an empty or closed ring, or waits one backoff
+    /// step for another thread and returns the `head` to retry from.
+    #[cold]
+    fn pop_wait(&self, head: u64, stamp: u64, backoff: &mut Backoff) -> Result<u64, PopError> {
+        let geo = self.geo;
+        if stamp == head {
+            // Nothing written at `head` yet: empty, or a producer is mid-write.
+            // SeqCst fence: see the matching fence in `push_inner`.
+            fence(Ordering::SeqCst);
+            let tail = self.tail.pos.load(Ordering::Relaxed);
+            if tail & !geo.mark_bit == head {
+                return Err(if tail & geo.mark_bit != 0 {
+                    PopError::Closed
+                } else {
+                    PopError::Empty
+                });
+            }
+            // A producer has claimed `head` and not yet written it: wait.
+        }
+        // Otherwise another consumer took this position and our `head` is stale, or
+        // its previous item is still being evicted.
+        backoff.snooze();
+        Ok(self.head.pos.load(Ordering::Relaxed))
     }
 
     /// An iterator that pops up to `max` items, stopping early when the ring is empty.
