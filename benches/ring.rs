@@ -283,13 +283,16 @@ fn spsc_std() -> Duration {
     elapsed
 }
 
+/// The evicted item is reduced to a `u64` before `black_box`: black-boxing the
+/// 16-byte `Option` itself measured a store-forwarding stall of the benchmark loop
+/// (perf), not the queue.
 fn full_drop_oldest(c: &mut Criterion) {
     let mut g = c.benchmark_group("full_drop_oldest");
     g.throughput(Throughput::Elements(1));
     let ring = Ring::<u64>::new(CAP).unwrap();
     (0..CAP as u64).for_each(|i| ring.try_push(i).unwrap());
     g.bench_function("membound_force_push", |b| {
-        b.iter(|| black_box(ring.force_push(black_box(7)).unwrap()))
+        b.iter(|| black_box(ring.force_push(black_box(7)).unwrap().unwrap_or(0)))
     });
     let ring = Ring::<u64>::new(CAP).unwrap(); // default policy: DropOldest
     (0..CAP as u64).for_each(|i| ring.try_push(i).unwrap());
@@ -299,7 +302,7 @@ fn full_drop_oldest(c: &mut Criterion) {
     let q = ArrayQueue::<u64>::new(CAP);
     (0..CAP as u64).for_each(|i| q.push(i).unwrap());
     g.bench_function("crossbeam_force_push", |b| {
-        b.iter(|| black_box(q.force_push(black_box(7))))
+        b.iter(|| black_box(q.force_push(black_box(7)).unwrap_or(0)))
     });
     g.finish();
 }

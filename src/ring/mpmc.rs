@@ -599,7 +599,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// Second half of an evicting push: this thread owns position `tail`, whose slot
     /// held the item of position `tail - one_lap` when the claim was made. Takes that
     /// old position from `head` (evicting its item) unless a consumer took it first.
-    #[cold]
+    #[inline]
     fn replace_oldest(&self, slot: &Slot<T>, tail: u64, item: T) -> Option<T> {
         let geo = self.geo;
         let old = tail.wrapping_sub(geo.one_lap);
