@@ -9,8 +9,8 @@
 //!
 //! Threaded scenarios spin with `spin_loop` and yield after a few failed tries, the
 //! same loop for every peer, so an oversubscribed machine still makes progress.
-//! Producers are pinned to even cores and consumers to odd ones (Linux), so thread
-//! migration does not decide the result.
+//! Threads are pinned (Linux; one producer and one consumer per core on two cores),
+//! so thread migration does not decide the result.
 //! `std::sync::mpsc::sync_channel` uses its own blocking `send`/`recv`, as intended;
 //! it has one receiver, so it sits out `mpmc_2p2c`.
 //!
@@ -47,6 +47,7 @@ fn retry(mut attempt: impl FnMut() -> bool) {
 }
 
 /// Pins the calling thread to `core` (modulo the cores available); best effort.
+#[cfg(target_os = "linux")]
 fn pin(core: usize) {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty set, and
@@ -58,12 +59,18 @@ fn pin(core: usize) {
     }
 }
 
+/// Producer `p` runs on core `p`, consumer `c` on core `c + 1` (modulo the cores):
+/// with 2 cores and 2+2 threads, each core hosts one producer and one consumer, so
+/// producers contend with each other across cores, and so do consumers.
+#[cfg(not(target_os = "linux"))]
+fn pin(_core: usize) {}
+
 fn producer_core(p: u64) -> usize {
-    2 * p as usize
+    p as usize
 }
 
 fn consumer_core(c: u64) -> usize {
-    2 * c as usize + 1
+    c as usize + 1
 }
 
 /// The operations every peer offers, for the threaded scenarios.
@@ -99,52 +106,57 @@ impl Queue for heapless::mpmc::Queue<u64, CAP> {
     }
 }
 
+/// Ends a consumer's loop; pushed once per consumer after every item.
+const STOP: u64 = u64::MAX;
+
 /// Moves `ITEMS` items from `producers` threads to `consumers` threads; returns the
 /// time taken and checks the sum so nothing can be optimised away or lost.
+///
+/// Consumers share nothing but the queue: after the producers finish, one `STOP`
+/// per consumer is pushed behind the items (FIFO, so a consumer that takes a `STOP`
+/// knows every item was already claimed), and each consumer sums what it got.
 fn transfer<Q: Queue>(q: &Q, producers: u64, consumers: u64) -> Duration {
     let per_producer = ITEMS / producers;
     let total = per_producer * producers;
-    let received = std::sync::atomic::AtomicU64::new(0);
     let start = Instant::now();
     let sum: u64 = thread::scope(|s| {
-        for p in 0..producers {
-            s.spawn(move || {
-                pin(producer_core(p));
-                for i in 0..per_producer {
-                    let v = p * per_producer + i;
-                    retry(|| q.push(v));
-                }
-            });
-        }
-        let handles: Vec<_> = (0..consumers)
-            .map(|c| {
-                let received = &received;
+        let producer_handles: Vec<_> = (0..producers)
+            .map(|p| {
                 s.spawn(move || {
-                    pin(consumer_core(c));
-                    let mut sum = 0u64;
-                    let mut tries = 0u32;
-                    while received.load(std::sync::atomic::Ordering::Relaxed) < total {
-                        match q.pop() {
-                            Some(v) => {
-                                sum += v;
-                                tries = 0;
-                                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            None => {
-                                tries += 1;
-                                if tries < 64 {
-                                    std::hint::spin_loop();
-                                } else {
-                                    thread::yield_now();
-                                }
-                            }
-                        }
+                    pin(producer_core(p));
+                    for i in 0..per_producer {
+                        let v = p * per_producer + i;
+                        retry(|| q.push(v));
                     }
-                    sum
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
+        let consumer_handles: Vec<_> = (0..consumers)
+            .map(|c| {
+                s.spawn(move || {
+                    pin(consumer_core(c));
+                    let mut sum = 0u64;
+                    loop {
+                        let mut v = 0;
+                        retry(|| q.pop().map(|x| v = x).is_some());
+                        if v == STOP {
+                            return sum;
+                        }
+                        sum += v;
+                    }
+                })
+            })
+            .collect();
+        for h in producer_handles {
+            h.join().unwrap();
+        }
+        for _ in 0..consumers {
+            retry(|| q.push(STOP));
+        }
+        consumer_handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum()
     });
     let elapsed = start.elapsed();
     assert_eq!(sum, total * (total - 1) / 2);

@@ -1041,3 +1041,46 @@ impl<T, S: Storage<T>> fmt::Debug for RingCore<T, S> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Geometry;
+
+    /// Walks `n` positions from 0 with `next`, checking each against the count.
+    fn walk(cap: usize, n: u64) {
+        let geo = Geometry::new(cap);
+        assert!(geo.mark_bit > geo.cap && geo.mark_bit.is_power_of_two());
+        assert_eq!(geo.one_lap, 2 * geo.mark_bit);
+        let mut pos = 0u64;
+        for i in 0..n {
+            assert_eq!(geo.count(pos), i, "cap {cap}, position {pos:#x}");
+            let index = geo.index(pos);
+            assert_eq!(index, i % cap as u64, "index never reaches cap");
+            assert_eq!(pos & geo.mark_bit, 0, "positions never carry the close bit");
+            let next = geo.next(pos, index);
+            assert!(next > pos, "positions are monotonic");
+            pos = next;
+        }
+    }
+
+    #[test]
+    fn positions_count_and_index_every_capacity_shape() {
+        for cap in [1, 2, 3, 4, 5, 7, 8, 9, 63, 64, 65, 1000, 1024] {
+            walk(cap, 5 * cap as u64 + 3);
+        }
+    }
+
+    #[test]
+    fn len_between_clamps_to_capacity() {
+        // An evicting producer claims `tail` before it moves `head`, so for a moment
+        // the positions are `cap + 1` apart; the length reported stays `cap`.
+        let ring = super::StaticRing::<u8, 3>::new();
+        let one_lap = ring.geo.one_lap;
+        assert_eq!(ring.geo.count(one_lap + 1), 4);
+        assert_eq!(ring.len_between(0, one_lap + 1), 3);
+        assert_eq!(ring.len_between(1, one_lap + 1), 3);
+        assert_eq!(ring.len_between(2, one_lap + 1), 2);
+        // A stale `head` read after `tail` never makes the length negative.
+        assert_eq!(ring.len_between(one_lap, 2), 0);
+    }
+}
