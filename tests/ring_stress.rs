@@ -20,6 +20,24 @@ fn item(producer: usize, seq: usize) -> u64 {
     (producer * PER_PRODUCER + seq) as u64
 }
 
+/// Starts `PRODUCERS` threads that wait for `start`, then run `body` with their
+/// producer number.
+fn spawn_producers<R: Send + 'static>(
+    ring: &Arc<Ring<u64>>,
+    start: &Arc<Barrier>,
+    body: fn(&Ring<u64>, usize) -> R,
+) -> Vec<JoinHandle<R>> {
+    (0..PRODUCERS)
+        .map(|p| {
+            let (ring, start) = (ring.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                body(&ring, p)
+            })
+        })
+        .collect()
+}
+
 /// Starts `CONSUMERS` threads that pop until the ring is closed and drained, each
 /// returning what it received.
 fn spawn_consumers(ring: &Arc<Ring<u64>>, start: &Arc<Barrier>) -> Vec<JoinHandle<Vec<u64>>> {
@@ -58,21 +76,15 @@ fn mpmc_try_push_delivers_each_item_exactly_once() {
     for cap in [1, 3, 64] {
         let ring = Arc::new(Ring::new(cap).unwrap());
         let start = Arc::new(Barrier::new(PRODUCERS + CONSUMERS));
-        let producers: Vec<_> = (0..PRODUCERS)
-            .map(|p| {
-                let (ring, start) = (ring.clone(), start.clone());
-                thread::spawn(move || {
-                    start.wait();
-                    for s in 0..PER_PRODUCER {
-                        let mut v = item(p, s);
-                        while let Err(e) = ring.try_push(v) {
-                            v = e.into_inner();
-                            thread::yield_now();
-                        }
-                    }
-                })
-            })
-            .collect();
+        let producers = spawn_producers(&ring, &start, |ring, p| {
+            for s in 0..PER_PRODUCER {
+                let mut v = item(p, s);
+                while let Err(e) = ring.try_push(v) {
+                    v = e.into_inner();
+                    thread::yield_now();
+                }
+            }
+        });
         let consumers = spawn_consumers(&ring, &start);
         for p in producers {
             p.join().unwrap();
@@ -95,21 +107,15 @@ fn mpmc_force_push_pops_or_evicts_each_item_exactly_once() {
     for cap in [1, 2, 5] {
         let ring = Arc::new(Ring::new(cap).unwrap());
         let start = Arc::new(Barrier::new(PRODUCERS + CONSUMERS));
-        let producers: Vec<_> = (0..PRODUCERS)
-            .map(|p| {
-                let (ring, start) = (ring.clone(), start.clone());
-                thread::spawn(move || {
-                    start.wait();
-                    let mut evicted = Vec::new();
-                    for s in 0..PER_PRODUCER {
-                        if let Some(old) = ring.force_push(item(p, s)).unwrap() {
-                            evicted.push(old);
-                        }
-                    }
-                    evicted
-                })
-            })
-            .collect();
+        let producers = spawn_producers(&ring, &start, |ring, p| {
+            let mut evicted = Vec::new();
+            for s in 0..PER_PRODUCER {
+                if let Some(old) = ring.force_push(item(p, s)).unwrap() {
+                    evicted.push(old);
+                }
+            }
+            evicted
+        });
         let consumers = spawn_consumers(&ring, &start);
         let mut all: Vec<u64> = producers
             .into_iter()
