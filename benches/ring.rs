@@ -59,12 +59,12 @@ fn pin(core: usize) {
     }
 }
 
-/// Producer `p` runs on core `p`, consumer `c` on core `c + 1` (modulo the cores):
-/// with 2 cores and 2+2 threads, each core hosts one producer and one consumer, so
-/// producers contend with each other across cores, and so do consumers.
 #[cfg(not(target_os = "linux"))]
 fn pin(_core: usize) {}
 
+/// Producer `p` runs on core `p`, consumer `c` on core `c + 1` (modulo the cores):
+/// with 2 cores and 2+2 threads, each core hosts one producer and one consumer, so
+/// producers contend with each other across cores, and so do consumers.
 fn producer_core(p: u64) -> usize {
     p as usize
 }
