@@ -36,6 +36,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod capacity;
 pub mod clock;
 pub mod ring;
 mod sync;

@@ -1,0 +1,124 @@
+//! Soft capacities: the knob the memory monitor turns.
+//!
+//! A bounded structure reserves its memory once, at construction, up to a maximum.
+//! Its *soft capacity* is how much of that reservation it may use right now. Under
+//! memory pressure a manager lowers the soft capacity of every registered structure
+//! and restores it when pressure falls; the structure never allocates to do either.
+//!
+//! Rings and TTL tables implement [`SoftCapacity`]; the pressure layer only sees the
+//! trait, so it never imports them (DESIGN: a lower layer never imports a higher one,
+//! and siblings meet through traits).
+
+use core::fmt;
+
+/// A structure whose usable capacity can change at runtime, within what it reserved.
+///
+/// Implementations take effect immediately and are safe to call concurrently with
+/// the structure's other operations. What happens to items beyond a lowered capacity
+/// is the structure's documented policy (drop the oldest, or refuse new items until
+/// drained).
+pub trait SoftCapacity {
+    /// The capacity in force now: `1..=max_capacity()`.
+    fn capacity(&self) -> usize;
+
+    /// The most [`set_capacity`](SoftCapacity::set_capacity) accepts: what was reserved
+    /// at construction.
+    fn max_capacity(&self) -> usize;
+
+    /// Sets the usable capacity.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError::Zero`] for 0, [`CapacityError::AboveMax`] beyond
+    /// [`max_capacity`](SoftCapacity::max_capacity); the capacity is unchanged then.
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError>;
+}
+
+impl<S: SoftCapacity + ?Sized> SoftCapacity for &S {
+    fn capacity(&self) -> usize {
+        (**self).capacity()
+    }
+    fn max_capacity(&self) -> usize {
+        (**self).max_capacity()
+    }
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        (**self).set_capacity(capacity)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<S: SoftCapacity + ?Sized> SoftCapacity for alloc::sync::Arc<S> {
+    fn capacity(&self) -> usize {
+        (**self).capacity()
+    }
+    fn max_capacity(&self) -> usize {
+        (**self).max_capacity()
+    }
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        (**self).set_capacity(capacity)
+    }
+}
+
+/// Why a soft capacity was not changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapacityError {
+    /// A capacity of zero: the structure could hold nothing.
+    Zero,
+    /// More than the structure reserved at construction.
+    AboveMax {
+        /// The capacity asked for.
+        requested: usize,
+        /// The most that was reserved.
+        max: usize,
+    },
+}
+
+impl fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Zero => f.write_str("capacity must be at least 1"),
+            Self::AboveMax { requested, max } => write!(
+                f,
+                "capacity {requested} exceeds the {max} reserved at construction"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for CapacityError {}
+
+/// Checks `capacity` against `1..=max`: the one validation every implementation
+/// shares.
+#[allow(dead_code)] // until the first implementation lands
+pub(crate) fn check(capacity: usize, max: usize) -> Result<(), CapacityError> {
+    if capacity == 0 {
+        Err(CapacityError::Zero)
+    } else if capacity > max {
+        Err(CapacityError::AboveMax {
+            requested: capacity,
+            max,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_bounds() {
+        assert_eq!(check(0, 4), Err(CapacityError::Zero));
+        assert_eq!(check(1, 4), Ok(()));
+        assert_eq!(check(4, 4), Ok(()));
+        assert_eq!(
+            check(5, 4),
+            Err(CapacityError::AboveMax {
+                requested: 5,
+                max: 4
+            })
+        );
+    }
+}
