@@ -20,9 +20,18 @@ macro_rules! const_unless_loom {
 pub(crate) use const_unless_loom;
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU64};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8};
 #[cfg(not(loom))]
-pub(crate) use portable_atomic::{fence, AtomicU64};
+pub(crate) use portable_atomic::{fence, AtomicBool, AtomicU64, AtomicU8};
+
+/// Thread parking: loom's threads under loom, the OS's under `std`.
+#[cfg(feature = "std")]
+pub(crate) mod thread {
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{current, park, Thread};
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{current, park, park_timeout, Thread};
+}
 
 /// A cell whose accesses loom can check for data races.
 ///
@@ -81,6 +90,13 @@ impl Backoff {
     #[inline]
     pub(crate) const fn new() -> Self {
         Self { step: 0 }
+    }
+
+    /// Whether spinning has run its course and a waiter should rather sleep.
+    #[cfg(all(feature = "std", not(loom)))]
+    #[inline]
+    pub(crate) fn is_completed(&self) -> bool {
+        self.step > Self::SPIN_LIMIT
     }
 
     /// Backs off after a lost race on a shared position.

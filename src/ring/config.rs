@@ -21,6 +21,15 @@ pub enum OverflowPolicy {
     /// Refuse the new item and hand it back as [`PushError::Full`](super::PushError::Full).
     /// Counted in [`RingMetrics::rejected`](super::RingMetrics::rejected).
     Reject,
+    /// Wait for room, as [`push_wait`](super::RingCore::push_wait) does (parking the
+    /// thread under `std`; without `std`, spinning with [`Spin`](super::Spin)). Waits
+    /// are counted in [`RingMetrics::push_waits`](super::RingMetrics::push_waits).
+    Block,
+    /// Wait for room up to the given time (`std` only), then hand the item back as
+    /// [`PushError::Full`](super::PushError::Full), counted in
+    /// [`RingMetrics::timeouts`](super::RingMetrics::timeouts).
+    #[cfg(feature = "std")]
+    BlockTimeout(core::time::Duration),
 }
 
 /// What a successful [`push`](super::RingCore::push) did.

@@ -70,9 +70,10 @@ impl<T> core::error::Error for PushError<T> {}
 /// The ring was closed; the refused item comes back inside.
 ///
 /// Returned by [`force_push`](super::RingCore::force_push), which never fails for
-/// lack of room.
+/// lack of room, and by the waiting pushes, which wait for room. Waiting pops return
+/// `Closed<()>` (the default parameter) once the ring is closed and drained.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Closed<T>(pub T);
+pub struct Closed<T = ()>(pub T);
 
 impl<T> Closed<T> {
     /// Takes the refused item back.
@@ -120,6 +121,81 @@ impl fmt::Display for PopError {
 }
 
 impl core::error::Error for PopError {}
+
+/// A timed push that did not store its item; the item comes back inside.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PushTimeoutError<T> {
+    /// The ring stayed full until the deadline.
+    Timeout(T),
+    /// The ring was closed (before or while waiting).
+    Closed(T),
+}
+
+impl<T> PushTimeoutError<T> {
+    /// Takes the refused item back.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Timeout(item) | Self::Closed(item) => item,
+        }
+    }
+
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+}
+
+impl<T> fmt::Debug for PushTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(_) => f.write_str("Timeout(..)"),
+            Self::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PushTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(_) => f.write_str("timed out waiting for room in the ring"),
+            Self::Closed(_) => f.write_str("ring is closed"),
+        }
+    }
+}
+
+impl<T> core::error::Error for PushTimeoutError<T> {}
+
+impl<T> From<Closed<T>> for PushTimeoutError<T> {
+    fn from(closed: Closed<T>) -> Self {
+        Self::Closed(closed.0)
+    }
+}
+
+/// Why a timed pop returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PopTimeoutError {
+    /// Nothing arrived before the deadline.
+    Timeout,
+    /// The ring is closed and everything it held has been taken.
+    Closed,
+}
+
+impl fmt::Display for PopTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out waiting for an item"),
+            Self::Closed => f.write_str("ring is closed and drained"),
+        }
+    }
+}
+
+impl core::error::Error for PopTimeoutError {}
+
+impl From<Closed> for PopTimeoutError {
+    fn from(_: Closed) -> Self {
+        Self::Closed
+    }
+}
 
 /// A ring configuration that cannot work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -35,9 +35,13 @@
 mod config;
 mod error;
 mod mpmc;
+mod wait;
 
 pub use config::{OverflowPolicy, Pushed, RingConfig, MAX_CAPACITY};
-pub use error::{Closed, ConfigError, PopError, PushError};
+pub use error::{Closed, ConfigError, PopError, PopTimeoutError, PushError, PushTimeoutError};
 #[cfg(feature = "alloc")]
 pub use mpmc::Ring;
-pub use mpmc::{Drain, RingCore, RingMetrics, Slot, StaticRing, Storage};
+pub use mpmc::{
+    Drain, PopFuture, PushFuture, RingCore, RingMetrics, Slot, StaticRing, Storage,
+};
+pub use wait::{Spin, WaitStrategy};

@@ -7,6 +7,7 @@ use core::mem::{self, MaybeUninit};
 
 use crossbeam_utils::CachePadded;
 
+use super::wait::WaitQueue;
 use super::{Closed, OverflowPolicy, PopError, PushError, Pushed};
 #[cfg(feature = "alloc")]
 use super::{ConfigError, RingConfig};
@@ -178,6 +179,9 @@ struct HeadSide {
     dropped_oldest: AtomicU64,
     /// Items removed by `clear`.
     cleared: AtomicU64,
+    /// Producers waiting for room; notified by every pop. On this line because
+    /// consumers read its waiter count after each pop.
+    producers: WaitQueue,
 }
 
 /// `tail` and the counters only producers touch, on one cache line.
@@ -192,6 +196,11 @@ struct TailSide {
     /// sampled by producers every [`HIGH_WATER_STRIDE`] positions (and folded with
     /// `len` in `metrics`).
     high_water: AtomicU64,
+    /// Consumers waiting for an item; notified by every push. On this line because
+    /// producers read its waiter count after each push.
+    consumers: WaitQueue,
+    /// Timed waits, pushes and pops, that reached their deadline.
+    timeouts: AtomicU64,
 }
 
 /// Producers refresh the high-water mark at positions whose index is a multiple of
@@ -282,6 +291,13 @@ pub struct RingMetrics {
     /// for smaller rings) and folded with the current `len`, so it may be up to that
     /// many items below the true peak.
     pub high_water: u64,
+    /// Times a waiting push went to sleep (registered to be woken) because the ring
+    /// was full. A wait that succeeds while spinning first is not counted.
+    pub push_waits: u64,
+    /// Times a waiting pop went to sleep because the ring was empty.
+    pub pop_waits: u64,
+    /// Timed pushes and pops that reached their deadline.
+    pub timeouts: u64,
 }
 
 #[cfg(not(loom))]
@@ -378,12 +394,15 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                     evicted: AtomicU64::new(0),
                     dropped_oldest: AtomicU64::new(0),
                     cleared: AtomicU64::new(0),
+                    producers: WaitQueue::new(),
                 }),
                 tail: CachePadded::new(TailSide {
                     pos: AtomicU64::new(0),
                     dropped_newest: AtomicU64::new(0),
                     rejected: AtomicU64::new(0),
                     high_water: AtomicU64::new(0),
+                    consumers: WaitQueue::new(),
+                    timeouts: AtomicU64::new(0),
                 }),
                 geo,
                 policy,
@@ -509,6 +528,19 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                 }
                 Err(closed) => Err(closed),
             },
+            OverflowPolicy::Block => {
+                #[cfg(feature = "std")]
+                let stored = self.push_wait(item);
+                #[cfg(not(feature = "std"))]
+                let stored = self.push_wait_with(item, &mut super::Spin::new());
+                stored.map(|()| Pushed::Stored).map_err(PushError::from)
+            }
+            #[cfg(feature = "std")]
+            OverflowPolicy::BlockTimeout(timeout) => match self.push_timeout(item, timeout) {
+                Ok(()) => Ok(Pushed::Stored),
+                Err(super::PushTimeoutError::Timeout(item)) => Err(PushError::Full(item)),
+                Err(super::PushTimeoutError::Closed(item)) => Err(PushError::Closed(item)),
+            },
         }
     }
 
@@ -550,6 +582,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                         if index % HIGH_WATER_STRIDE == 0 {
                             self.sample_high_water(new_tail);
                         }
+                        // After the SeqCst CAS above: see `wait`'s module docs.
+                        self.tail.consumers.notify_one();
                         return Ok(None);
                     }
                     Err(current) => {
@@ -567,7 +601,11 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                         Ordering::SeqCst,
                         Ordering::Relaxed,
                     ) {
-                        Ok(_) => return Ok(self.replace_oldest(slot, tail, item)),
+                        Ok(_) => {
+                            let evicted = self.replace_oldest(slot, tail, item);
+                            self.tail.consumers.notify_one();
+                            return Ok(evicted);
+                        }
                         Err(current) => {
                             tail = current;
                             backoff.spin();
@@ -736,6 +774,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                         // Release: our read happens before the next lap's write.
                         slot.stamp
                             .store(head.wrapping_add(geo.one_lap), Ordering::Release);
+                        // After the SeqCst CAS above: see `wait`'s module docs.
+                        self.head.producers.notify_one();
                         return Ok(item);
                     }
                     Err(current) => {
@@ -744,7 +784,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                     }
                 }
             } else {
-                head = self.pop_wait(head, stamp, &mut backoff)?;
+                head = self.pop_slow(head, stamp, &mut backoff)?;
             }
         }
     }
@@ -753,7 +793,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// small enough to inline: reports an empty or closed ring, or waits one backoff
     /// step for another thread and returns the `head` to retry from.
     #[cold]
-    fn pop_wait(&self, head: u64, stamp: u64, backoff: &mut Backoff) -> Result<u64, PopError> {
+    fn pop_slow(&self, head: u64, stamp: u64, backoff: &mut Backoff) -> Result<u64, PopError> {
         let geo = self.geo;
         if stamp == head {
             // Nothing written at `head` yet: empty, or a producer is mid-write.
@@ -871,7 +911,14 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         // same atomic: a CAS ordered after the mark sees it and fails, one ordered
         // before it was accepted and is drained. SeqCst so that the SeqCst fence in
         // `pop`'s empty check sees the mark as soon as it sees the last position.
-        self.tail.pos.fetch_or(self.geo.mark_bit, Ordering::SeqCst) & self.geo.mark_bit == 0
+        let closed_now =
+            self.tail.pos.fetch_or(self.geo.mark_bit, Ordering::SeqCst) & self.geo.mark_bit == 0;
+        // Every waiter, on both sides, wakes and finds the ring closed (a consumer
+        // after draining). The SeqCst RMW above precedes these loads, as the wait
+        // protocol requires.
+        self.tail.consumers.notify_all();
+        self.head.producers.notify_all();
+        closed_now
     }
 
     /// Whether [`close`](Self::close) has been called.
@@ -964,6 +1011,9 @@ impl<T, S: Storage<T>> RingCore<T, S> {
             len,
             capacity: geo.cap,
             high_water: self.tail.high_water.load(Ordering::Relaxed).max(len),
+            push_waits: self.head.producers.sleeps(),
+            pop_waits: self.tail.consumers.sleeps(),
+            timeouts: self.tail.timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -1041,6 +1091,9 @@ impl<T, S: Storage<T>> fmt::Debug for RingCore<T, S> {
             .finish()
     }
 }
+
+mod waiting;
+pub use waiting::{PopFuture, PushFuture};
 
 #[cfg(all(test, not(loom)))]
 mod tests {

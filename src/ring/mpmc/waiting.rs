@@ -1,0 +1,433 @@
+//! The ring's waiting operations: blocking (std), timed (std), async (`core::task`)
+//! and strategy-driven (`no_std`). All go through the one mechanism in
+//! [`wait`](super::super::wait): producers wait on `head.producers` and are woken by
+//! pops, consumers wait on `tail.consumers` and are woken by pushes, and `close` wakes
+//! both.
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use super::{RingCore, Storage};
+#[cfg(feature = "std")]
+use crate::ring::wait::block_on;
+use crate::ring::wait::{WaitQueue, Waiter, Wake};
+use crate::ring::{Closed, PopError, PushError, WaitStrategy};
+#[cfg(feature = "std")]
+use crate::ring::{PopTimeoutError, PushTimeoutError};
+#[cfg(feature = "std")]
+use crate::sync::Ordering;
+
+impl<T, S: Storage<T>> RingCore<T, S> {
+    /// One non-waiting push attempt for the waiting pushes: `Err(item)` means full.
+    #[inline]
+    fn attempt_push(&self, item: T) -> Result<Result<(), Closed<T>>, T> {
+        match self.push_inner::<false>(item) {
+            Ok(_) => Ok(Ok(())),
+            Err(PushError::Full(item)) => Err(item),
+            Err(PushError::Closed(item)) => Ok(Err(Closed(item))),
+        }
+    }
+
+    /// One non-waiting pop attempt for the waiting pops: `None` means empty.
+    #[inline]
+    fn attempt_pop(&self) -> Option<Result<T, Closed>> {
+        match self.pop() {
+            Ok(item) => Some(Ok(item)),
+            Err(PopError::Closed) => Some(Err(Closed(()))),
+            Err(PopError::Empty) => None,
+        }
+    }
+
+    /// Stores `item`, waiting for room as long as the ring is full, by calling
+    /// `strategy` between attempts: the `no_std` way to wait (spin, yield, or sleep
+    /// until an interrupt). Registers with nothing, so only the attempts cost.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] with the item once the ring is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{Spin, StaticRing};
+    ///
+    /// static RING: StaticRing<u32, 2> = StaticRing::new();
+    /// RING.push_wait_with(1, &mut Spin::new()).unwrap();
+    /// assert_eq!(RING.try_pop(), Some(1));
+    /// ```
+    pub fn push_wait_with(
+        &self,
+        mut item: T,
+        strategy: &mut impl WaitStrategy,
+    ) -> Result<(), Closed<T>> {
+        loop {
+            match self.attempt_push(item) {
+                Ok(done) => return done,
+                Err(back) => item = back,
+            }
+            strategy.wait();
+        }
+    }
+
+    /// Takes the oldest item, waiting while the ring is empty by calling `strategy`
+    /// between attempts (`no_std`; see [`push_wait_with`](Self::push_wait_with)).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] once the ring is closed and drained.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{Closed, Ring, Spin};
+    ///
+    /// let ring = Ring::new(2)?;
+    /// ring.try_push('x')?;
+    /// ring.close();
+    /// assert_eq!(ring.pop_wait_with(&mut Spin::new()), Ok('x'));
+    /// assert_eq!(ring.pop_wait_with(&mut Spin::new()), Err(Closed(())));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pop_wait_with(&self, strategy: &mut impl WaitStrategy) -> Result<T, Closed> {
+        loop {
+            if let Some(done) = self.attempt_pop() {
+                return done;
+            }
+            strategy.wait();
+        }
+    }
+
+    /// A future that stores `item`, waiting for room as long as the ring is full.
+    ///
+    /// Works on any executor and without `std`: the future registers its task's
+    /// `Waker` with the ring (no allocation; the registration lives in the future) and
+    /// a pop or [`close`](Self::close) wakes it. Dropping the future cancels the wait
+    /// without losing a wake-up that another waiter needed, and hands nothing back:
+    /// the item is dropped with the future.
+    ///
+    /// Resolves to `Err(Closed(item))` once the ring is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<F: core::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = core::pin::pin!(f);
+    /// #     let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    /// #     loop { if let core::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
+    /// # }
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(1)?;
+    /// block_on(async {
+    ///     ring.push_async("hello").await?;
+    ///     assert_eq!(ring.pop_async().await?, "hello");
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_async(&self, item: T) -> PushFuture<'_, T, S> {
+        PushFuture {
+            ring: self,
+            item: Some(item),
+            waiter: Waiter::new(),
+        }
+    }
+
+    /// A future that takes the oldest item, waiting while the ring is empty.
+    ///
+    /// As [`push_async`](Self::push_async): no allocation, no runtime dependency,
+    /// cancel-safe (dropping the future before it resolves loses no item and no
+    /// wake-up). Resolves to `Err(Closed(()))` once the ring is closed and drained.
+    pub fn pop_async(&self) -> PopFuture<'_, T, S> {
+        PopFuture {
+            ring: self,
+            waiter: Waiter::new(),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl<T, S: Storage<T>> RingCore<T, S> {
+    /// Stores `item`, parking the thread as long as the ring is full.
+    ///
+    /// Spins briefly, then sleeps until a pop makes room (or `close`); costs pushes
+    /// and pops nothing while nobody waits (one load each).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] with the item once the ring is closed, including while waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::Ring;
+    ///
+    /// let ring = Ring::new(1)?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         for i in 0..100 {
+    ///             ring.push_wait(i).unwrap(); // waits whenever the consumer lags
+    ///         }
+    ///         ring.close();
+    ///     });
+    ///     let mut sum = 0;
+    ///     while let Ok(i) = ring.pop_wait() {
+    ///         sum += i;
+    ///     }
+    ///     assert_eq!(sum, 4950);
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_wait(&self, item: T) -> Result<(), Closed<T>> {
+        self.push_until(item, None).map_err(|e| Closed(e.into_inner()))
+    }
+
+    /// Stores `item`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`PushTimeoutError::Timeout`] when the ring stayed full (counted in
+    /// [`RingMetrics::timeouts`](super::RingMetrics::timeouts)),
+    /// [`PushTimeoutError::Closed`] once closed; both return the item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use membound::ring::{PushTimeoutError, Ring};
+    ///
+    /// let ring = Ring::new(1)?;
+    /// ring.push_timeout(1, Duration::from_millis(10))?;
+    /// assert_eq!(
+    ///     ring.push_timeout(2, Duration::from_millis(10)),
+    ///     Err(PushTimeoutError::Timeout(2))
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_timeout(
+        &self,
+        item: T,
+        timeout: core::time::Duration,
+    ) -> Result<(), PushTimeoutError<T>> {
+        self.push_until(item, std::time::Instant::now().checked_add(timeout))
+    }
+
+    /// Stores `item`, waiting for room until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`push_timeout`](Self::push_timeout).
+    pub fn push_deadline(
+        &self,
+        item: T,
+        deadline: std::time::Instant,
+    ) -> Result<(), PushTimeoutError<T>> {
+        self.push_until(item, Some(deadline))
+    }
+
+    /// Takes the oldest item, parking the thread while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] once the ring is closed and drained, including while waiting.
+    pub fn pop_wait(&self) -> Result<T, Closed> {
+        self.pop_until(None).map_err(|_| Closed(()))
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` for one.
+    ///
+    /// # Errors
+    ///
+    /// [`PopTimeoutError::Timeout`] when nothing arrived (counted in
+    /// [`RingMetrics::timeouts`](super::RingMetrics::timeouts)),
+    /// [`PopTimeoutError::Closed`] once closed and drained.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use membound::ring::{PopTimeoutError, Ring};
+    ///
+    /// let ring = Ring::<u8>::new(4)?;
+    /// assert_eq!(ring.pop_timeout(Duration::from_millis(10)), Err(PopTimeoutError::Timeout));
+    /// ring.close();
+    /// assert_eq!(ring.pop_timeout(Duration::from_secs(60)), Err(PopTimeoutError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pop_timeout(&self, timeout: core::time::Duration) -> Result<T, PopTimeoutError> {
+        self.pop_until(std::time::Instant::now().checked_add(timeout))
+    }
+
+    /// Takes the oldest item, waiting for one until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    pub fn pop_deadline(&self, deadline: std::time::Instant) -> Result<T, PopTimeoutError> {
+        self.pop_until(Some(deadline))
+    }
+
+    /// The waiting push; `None` waits forever (so does a timeout too large for an
+    /// `Instant`).
+    fn push_until(
+        &self,
+        item: T,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), PushTimeoutError<T>> {
+        let item = match self.attempt_push(item) {
+            Ok(done) => return done.map_err(PushTimeoutError::from),
+            Err(item) => item,
+        };
+        match block_on(&self.head.producers, deadline, item, |item| {
+            self.attempt_push(item)
+        }) {
+            Ok(done) => done.map_err(PushTimeoutError::from),
+            Err(item) => {
+                self.tail.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(PushTimeoutError::Timeout(item))
+            }
+        }
+    }
+
+    /// The waiting pop; `None` waits forever.
+    fn pop_until(&self, deadline: Option<std::time::Instant>) -> Result<T, PopTimeoutError> {
+        if let Some(done) = self.attempt_pop() {
+            return done.map_err(PopTimeoutError::from);
+        }
+        match block_on(&self.tail.consumers, deadline, (), |()| {
+            self.attempt_pop().ok_or(())
+        }) {
+            Ok(done) => done.map_err(PopTimeoutError::from),
+            Err(()) => {
+                self.tail.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(PopTimeoutError::Timeout)
+            }
+        }
+    }
+}
+
+/// Future of [`RingCore::push_async`]: resolves to `Ok(())` once the item is stored,
+/// or to `Err(Closed(item))`.
+#[must_use = "futures do nothing unless polled"]
+pub struct PushFuture<'a, T, S: Storage<T>> {
+    ring: &'a RingCore<T, S>,
+    /// The item until it is stored or handed back. Not structurally pinned.
+    item: Option<T>,
+    /// Structurally pinned: linked into `ring.head.producers` while pending.
+    waiter: Waiter,
+}
+
+/// Future of [`RingCore::pop_async`]: resolves to the oldest item, or to
+/// `Err(Closed(()))` once the ring is closed and drained.
+#[must_use = "futures do nothing unless polled"]
+pub struct PopFuture<'a, T, S: Storage<T>> {
+    ring: &'a RingCore<T, S>,
+    /// Structurally pinned: linked into `ring.tail.consumers` while pending.
+    waiter: Waiter,
+}
+
+/// The poll loop both futures share: attempt; on failure make sure the waiter is
+/// registered with the current waker, re-checking once after a fresh registration.
+fn poll_waiting<R>(
+    queue: &WaitQueue,
+    waiter: Pin<&Waiter>,
+    cx: &mut Context<'_>,
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Poll<R> {
+    let mut registered = false;
+    loop {
+        if let Some(done) = attempt() {
+            // A notification that raced in was for the progress we just consumed.
+            queue.cancel(&waiter);
+            return Poll::Ready(done);
+        }
+        if registered {
+            return Poll::Pending;
+        }
+        if waiter.is_linked() && queue.update_waker(&waiter, cx.waker()) {
+            // Still linked since a registration followed by a failed re-check: any
+            // progress since then notifies the queue.
+            return Poll::Pending;
+        }
+        // New, or notified (and the attempt above consumed that): register again.
+        waiter.reset();
+        // SAFETY: the waiter is pinned inside the future, not linked now, and the
+        // future's `Drop` cancels it before its memory goes away.
+        unsafe { queue.register(waiter, Wake::Waker(cx.waker().clone())) };
+        registered = true;
+    }
+}
+
+impl<T, S: Storage<T>> Future for PushFuture<'_, T, S> {
+    type Output = Result<(), Closed<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `waiter` is the only structurally pinned field and is only used
+        // through the `Pin` built below; `item` is moved in and out freely (it is not
+        // pinned), and nothing is moved out of `self`.
+        let this = unsafe { self.get_unchecked_mut() };
+        let ring = this.ring;
+        // SAFETY: see above; `this` is never moved.
+        let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
+        let item = &mut this.item;
+        poll_waiting(&ring.head.producers, waiter, cx, || {
+            let pending = item
+                .take()
+                .expect("PushFuture polled after it completed");
+            match ring.attempt_push(pending) {
+                Ok(done) => Some(done),
+                Err(back) => {
+                    *item = Some(back);
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl<T, S: Storage<T>> Future for PopFuture<'_, T, S> {
+    type Output = Result<T, Closed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let ring = self.ring;
+        // SAFETY: a projection to the structurally pinned `waiter`; nothing is moved.
+        let waiter = unsafe { self.into_ref().map_unchecked(|this| &this.waiter) };
+        poll_waiting(&ring.tail.consumers, waiter, cx, || ring.attempt_pop())
+    }
+}
+
+/// Leaves no trace: unlinks a pending waiter, and passes on a notification it
+/// received but did not act on.
+fn cancel_waiter(queue: &WaitQueue, waiter: &Waiter) {
+    if queue.cancel(waiter) {
+        queue.notify_one();
+    }
+}
+
+impl<T, S: Storage<T>> Drop for PushFuture<'_, T, S> {
+    fn drop(&mut self) {
+        cancel_waiter(&self.ring.head.producers, &self.waiter);
+    }
+}
+
+impl<T, S: Storage<T>> Drop for PopFuture<'_, T, S> {
+    fn drop(&mut self) {
+        cancel_waiter(&self.ring.tail.consumers, &self.waiter);
+    }
+}
+
+impl<T, S: Storage<T>> fmt::Debug for PushFuture<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushFuture")
+            .field("pending", &self.item.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, S: Storage<T>> fmt::Debug for PopFuture<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PopFuture").finish_non_exhaustive()
+    }
+}
