@@ -11,3 +11,19 @@
 
 #[cfg(not(loom))]
 compile_error!("build the loom models with RUSTFLAGS=\"--cfg loom\"");
+
+/// Runs `f` under loom with the environment's preemption bound, at most `max`.
+///
+/// Models with three threads spinning on one slot explode combinatorially beyond a
+/// small bound, so those cap it; the two-thread models take `LOOM_MAX_PREEMPTIONS`
+/// as given.
+#[cfg(loom)]
+pub fn model_bounded<F>(max: usize, f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(max).min(max));
+    builder.max_branches = builder.max_branches.max(20_000);
+    builder.check(f);
+}

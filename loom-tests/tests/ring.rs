@@ -12,21 +12,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use membound::ring::{Closed, PopError, PushError, Ring};
-
-/// Runs `f` under loom with the environment's preemption bound, at most `max`.
-///
-/// Models with three threads spinning on one slot explode combinatorially beyond a
-/// small bound, so those cap it; the two-thread models take `LOOM_MAX_PREEMPTIONS`
-/// as given.
-fn model_bounded<F>(max: usize, f: F)
-where
-    F: Fn() + Sync + Send + 'static,
-{
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(max).min(max));
-    builder.max_branches = builder.max_branches.max(20_000);
-    builder.check(f);
-}
+use membound_loom_tests::model_bounded;
 
 /// Bits of every item seen; items are distinct powers of two, so a duplicate shows up
 /// as a bit seen twice and a loss as a bit never seen.

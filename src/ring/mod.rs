@@ -41,7 +41,5 @@ pub use config::{OverflowPolicy, Pushed, RingConfig, MAX_CAPACITY};
 pub use error::{Closed, ConfigError, PopError, PopTimeoutError, PushError, PushTimeoutError};
 #[cfg(feature = "alloc")]
 pub use mpmc::Ring;
-pub use mpmc::{
-    Drain, PopFuture, PushFuture, RingCore, RingMetrics, Slot, StaticRing, Storage,
-};
+pub use mpmc::{Drain, PopFuture, PushFuture, RingCore, RingMetrics, Slot, StaticRing, Storage};
 pub use wait::{Spin, WaitStrategy};

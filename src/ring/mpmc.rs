@@ -298,6 +298,10 @@ pub struct RingMetrics {
     pub pop_waits: u64,
     /// Timed pushes and pops that reached their deadline.
     pub timeouts: u64,
+    /// Pushes sleeping now, waiting for room (threads and pending futures).
+    pub producers_waiting: u64,
+    /// Pops sleeping now, waiting for an item.
+    pub consumers_waiting: u64,
 }
 
 #[cfg(not(loom))]
@@ -1014,6 +1018,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
             push_waits: self.head.producers.sleeps(),
             pop_waits: self.tail.consumers.sleeps(),
             timeouts: self.tail.timeouts.load(Ordering::Relaxed),
+            producers_waiting: self.head.producers.len(),
+            consumers_waiting: self.tail.consumers.len(),
         }
     }
 }

@@ -181,7 +181,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn push_wait(&self, item: T) -> Result<(), Closed<T>> {
-        self.push_until(item, None).map_err(|e| Closed(e.into_inner()))
+        self.push_until(item, None)
+            .map_err(|e| Closed(e.into_inner()))
     }
 
     /// Stores `item`, waiting at most `timeout` for room.
@@ -373,9 +374,7 @@ impl<T, S: Storage<T>> Future for PushFuture<'_, T, S> {
         let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
         let item = &mut this.item;
         poll_waiting(&ring.head.producers, waiter, cx, || {
-            let pending = item
-                .take()
-                .expect("PushFuture polled after it completed");
+            let pending = item.take().expect("PushFuture polled after it completed");
             match ring.attempt_push(pending) {
                 Ok(done) => Some(done),
                 Err(back) => {
