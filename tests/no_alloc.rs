@@ -4,9 +4,13 @@
 //! no other test's allocations run concurrently in this process.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use membound::ring::{OverflowPolicy, Ring, RingConfig};
+use membound::ring::{OverflowPolicy, Ring, RingConfig, Spin};
 
 struct Counting;
 
@@ -50,9 +54,45 @@ fn a_million_operations_allocate_nothing() {
             _ => checksum += ring.pop_batch(2).sum::<u64>() + ring.metrics().len,
         }
     }
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed) - before,
+        0,
+        "ring operations allocated"
+    );
+
+    // Waiting operations that find what they wait for, and async registrations
+    // (a pending future links itself into the ring, with a no-op waker here).
+    let blocking =
+        Ring::with_config(RingConfig::new(8).with_policy(OverflowPolicy::Block)).unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    let timeout = Duration::from_secs(60);
+    let before_waits = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..100_000u64 {
+        match i % 8 {
+            0 => blocking.push_wait(i).unwrap(),
+            1 => checksum += blocking.pop_wait().unwrap(),
+            2 => blocking.push_timeout(i, timeout).unwrap(),
+            3 => checksum += blocking.pop_timeout(timeout).unwrap(),
+            4 => blocking.push_wait_with(i, &mut Spin::new()).unwrap(),
+            5 => checksum += blocking.pop_wait_with(&mut || {}).unwrap(),
+            6 => {
+                let mut push = pin!(blocking.push_async(i));
+                assert_eq!(push.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+                let mut pop = pin!(blocking.pop_async());
+                assert_eq!(pop.as_mut().poll(&mut cx), Poll::Ready(Ok(i)));
+            }
+            _ => {
+                // Registers, then is woken by the push and completes.
+                let mut pop = pin!(blocking.pop_async());
+                assert!(pop.as_mut().poll(&mut cx).is_pending());
+                blocking.push(i).unwrap();
+                assert_eq!(pop.as_mut().poll(&mut cx), Poll::Ready(Ok(i)));
+            }
+        }
+    }
     let after = ALLOCATIONS.load(Ordering::Relaxed);
     assert!(checksum > 0);
-    assert_eq!(after - before, 0, "ring operations allocated");
+    assert_eq!(after - before_waits, 0, "waiting operations allocated");
     // The counter itself works: a Vec allocation is seen.
     let v = std::hint::black_box(vec![1u8; 16]);
     assert!(ALLOCATIONS.load(Ordering::Relaxed) > after);
