@@ -29,6 +29,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use crossbeam_queue::ArrayQueue;
 use membound::ring::{Ring, StaticRing};
 
+mod support;
+use support::{config, pin};
+
 const CAP: usize = 1024;
 const ITEMS: u64 = 100_000;
 
@@ -45,22 +48,6 @@ fn retry(mut attempt: impl FnMut() -> bool) {
         }
     }
 }
-
-/// Pins the calling thread to `core` (modulo the cores available); best effort.
-#[cfg(target_os = "linux")]
-fn pin(core: usize) {
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty set, and
-    // `sched_setaffinity(0, ..)` only changes the calling thread's affinity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core % cores, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn pin(_core: usize) {}
 
 /// Producer `p` runs on core `p`, consumer `c` on core `c + 1` (modulo the cores):
 /// with 2 cores and 2+2 threads, each core hosts one producer and one consumer, so
@@ -319,12 +306,6 @@ fn full_drop_oldest(c: &mut Criterion) {
         b.iter(|| black_box(q.force_push(black_box(7)).unwrap_or(0)))
     });
     g.finish();
-}
-
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
 }
 
 criterion_group! {
