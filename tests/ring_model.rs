@@ -6,8 +6,8 @@
 mod support;
 
 use membound::ring::{
-    Closed, ConfigError, OverflowPolicy, PopError, PushError, Ring, RingConfig, StaticRing,
-    MAX_CAPACITY,
+    Closed, ConfigError, Fallback, OverflowPolicy, PopError, PushError, Ring, RingConfig,
+    StaticRing, MAX_CAPACITY,
 };
 use proptest::prelude::*;
 use support::{Model, Op};
@@ -22,15 +22,38 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Drain),
         1 => Just(Op::Clear),
         1 => Just(Op::Close),
+        1 => (0usize..14).prop_map(Op::SetCapacity),
     ]
 }
 
-fn policy() -> impl Strategy<Value = OverflowPolicy> {
+fn fallback() -> impl Strategy<Value = Fallback> {
     prop_oneof![
-        Just(OverflowPolicy::DropOldest),
-        Just(OverflowPolicy::DropNewest),
-        Just(OverflowPolicy::Reject),
+        Just(Fallback::DropOldest),
+        Just(Fallback::DropNewest),
+        Just(Fallback::Reject),
     ]
+}
+
+/// Capacity 1..9; sometimes a reservation above it; every policy that does not
+/// block, `Grow` included.
+fn config() -> impl Strategy<Value = RingConfig> {
+    (1usize..9, prop::option::of(0usize..5), 0usize..4).prop_flat_map(|(cap, extra, policy)| {
+        let policy = match policy {
+            0 => Just(OverflowPolicy::DropOldest).boxed(),
+            1 => Just(OverflowPolicy::DropNewest).boxed(),
+            2 => Just(OverflowPolicy::Reject).boxed(),
+            _ => (cap..cap + 9, fallback())
+                .prop_map(|(max, then)| OverflowPolicy::Grow { max, then })
+                .boxed(),
+        };
+        policy.prop_map(move |policy| {
+            let config = RingConfig::new(cap).with_policy(policy);
+            match extra {
+                Some(extra) => config.with_max_capacity(cap + extra),
+                None => config,
+            }
+        })
+    })
 }
 
 proptest! {
@@ -40,12 +63,11 @@ proptest! {
     /// (`Model::apply` asserts; proptest shrinks a panic to a minimal sequence).
     #[test]
     fn ring_matches_vecdeque(
-        cap in 1usize..9,
-        policy in policy(),
+        config in config(),
         ops in prop::collection::vec(op(), 0..200),
     ) {
-        let ring = Ring::with_config(RingConfig::new(cap).with_policy(policy)).unwrap();
-        let mut model = Model::new(cap, policy);
+        let ring = Ring::with_config(config).unwrap();
+        let mut model = Model::new(config);
         for op in &ops {
             model.apply(&ring, op);
         }

@@ -4,6 +4,7 @@
 //!
 //! No test sleeps to "give a thread time": tests wait until the ring's metrics show
 //! the other threads parked (`consumers_waiting`, `producers_waiting`).
+#![cfg(feature = "std")]
 
 use std::future::Future;
 use std::pin::pin;
@@ -299,7 +300,8 @@ fn timed_out_waiters_do_not_steal_wakeups() {
 #[test]
 fn dropped_and_repolled_futures_leave_no_registration() {
     let ring = Ring::<u32>::new(1).unwrap();
-    let mut cx = Context::from_waker(Waker::noop());
+    let noop = Waker::from(Arc::new(NoopWake));
+    let mut cx = Context::from_waker(&noop);
     {
         let mut pop = pin!(ring.pop_async());
         assert!(pop.as_mut().poll(&mut cx).is_pending());

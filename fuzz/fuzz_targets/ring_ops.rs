@@ -1,29 +1,44 @@
 //! Arbitrary operation sequences on a small ring, differential against the
 //! `VecDeque` model shared with the proptest (`tests/support/ring_model.rs`).
 //!
-//! The first byte picks the capacity (1..=8) and the policy; every following byte is
-//! one operation. Any divergence in results, length or metrics is a crash.
+//! The first byte picks the capacity (1..=8) and the policy, the second the
+//! reservation and a `Grow` maximum; every following byte is one operation. Any
+//! divergence in results, length or metrics is a crash.
 #![no_main]
 
 #[path = "../../tests/support/ring_model.rs"]
 mod model;
 
 use libfuzzer_sys::fuzz_target;
-use membound::ring::{OverflowPolicy, Ring, RingConfig};
+use membound::ring::{Fallback, OverflowPolicy, Ring, RingConfig};
 use model::{Model, Op};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, bytes)) = data.split_first() else {
+    let [first, second, bytes @ ..] = data else {
         return;
     };
     let cap = usize::from(first & 7) + 1;
-    let policy = match (first >> 3) % 3 {
+    let extra = usize::from(second & 7);
+    let then = match (second >> 3) % 3 {
+        0 => Fallback::DropOldest,
+        1 => Fallback::DropNewest,
+        _ => Fallback::Reject,
+    };
+    let policy = match (first >> 3) % 4 {
         0 => OverflowPolicy::DropOldest,
         1 => OverflowPolicy::DropNewest,
-        _ => OverflowPolicy::Reject,
+        2 => OverflowPolicy::Reject,
+        _ => OverflowPolicy::Grow {
+            max: cap + extra,
+            then,
+        },
     };
-    let ring = Ring::with_config(RingConfig::new(cap).with_policy(policy)).unwrap();
-    let mut model = Model::new(cap, policy);
+    let mut config = RingConfig::new(cap).with_policy(policy);
+    if second & 0x80 != 0 {
+        config = config.with_max_capacity(cap + extra);
+    }
+    let ring = Ring::with_config(config).unwrap();
+    let mut model = Model::new(config);
     for (i, &byte) in bytes.iter().enumerate() {
         let v = i as u32;
         let op = match byte % 8 {
@@ -33,9 +48,10 @@ fuzz_target!(|data: &[u8]| {
             4 | 5 => Op::Pop,
             6 => Op::PopBatch(usize::from(byte >> 3) % (cap + 2)),
             _ => match byte >> 3 {
-                0..=9 => Op::Close,
-                10..=19 => Op::Clear,
-                _ => Op::Drain,
+                0..=5 => Op::Close,
+                6..=13 => Op::Clear,
+                14..=21 => Op::Drain,
+                n => Op::SetCapacity(usize::from(n - 22)),
             },
         };
         model.apply(&ring, &op);

@@ -30,6 +30,50 @@ pub enum OverflowPolicy {
     /// [`RingMetrics::timeouts`](super::RingMetrics::timeouts).
     #[cfg(feature = "std")]
     BlockTimeout(core::time::Duration),
+    /// Grow instead of dropping: when the ring is full, double its capacity, up to
+    /// `max`; at `max`, do what `then` says.
+    ///
+    /// Growth activates slots reserved at construction (a ring with this policy
+    /// allocates room for `max` items up front and uses `capacity` of them): nothing
+    /// is copied and nothing is allocated on the push path. The memory cost is the
+    /// reservation, `max` slots of `size_of::<T>() + 8` bytes each (rounded to `T`'s
+    /// alignment), from the start. Counted in
+    /// [`RingMetrics::grows`](super::RingMetrics::grows).
+    Grow {
+        /// The most items the ring may hold, `>= capacity`.
+        max: usize,
+        /// What a push does once the ring is full at `max`.
+        then: Fallback,
+    },
+}
+
+impl OverflowPolicy {
+    /// Whether items beyond a lowered capacity are evicted at once (`DropOldest`, or
+    /// growth that falls back to it) rather than kept until consumers drain them.
+    pub(crate) const fn evicts_excess(self) -> bool {
+        matches!(
+            self,
+            Self::DropOldest
+                | Self::Grow {
+                    then: Fallback::DropOldest,
+                    ..
+                }
+        )
+    }
+}
+
+/// What a [`Grow`](OverflowPolicy::Grow) ring does once it is full at its maximum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum Fallback {
+    /// As [`OverflowPolicy::DropOldest`].
+    #[default]
+    DropOldest,
+    /// As [`OverflowPolicy::DropNewest`].
+    DropNewest,
+    /// As [`OverflowPolicy::Reject`].
+    Reject,
 }
 
 /// What a successful [`push`](super::RingCore::push) did.
@@ -42,6 +86,9 @@ pub enum Pushed {
     DroppedOldest,
     /// The ring was full and the new item was dropped, as the policy asks.
     DroppedNewest,
+    /// The ring was full, grew (a [`Grow`](OverflowPolicy::Grow) policy), and
+    /// stored the item.
+    Grew,
 }
 
 /// The largest capacity a ring accepts: 2^32 slots on 64-bit targets, 2^30 on
@@ -80,6 +127,13 @@ pub struct RingConfig {
     pub capacity: usize,
     /// What `push` does when the ring is full.
     pub policy: OverflowPolicy,
+    /// Slots to reserve beyond `capacity`, so that
+    /// [`set_capacity`](super::RingCore::set_capacity) can raise the capacity up to
+    /// this at runtime. `None` reserves exactly `capacity` (or the `max` of a
+    /// [`Grow`](OverflowPolicy::Grow) policy). Reserved slots cost memory from the
+    /// start: `size_of::<T>() + 8` bytes each, rounded to `T`'s alignment.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub max_capacity: Option<usize>,
 }
 
 impl RingConfig {
@@ -88,7 +142,33 @@ impl RingConfig {
         Self {
             capacity,
             policy: OverflowPolicy::DropOldest,
+            max_capacity: None,
         }
+    }
+
+    /// The same configuration reserving room for `max` items, the most
+    /// [`set_capacity`](super::RingCore::set_capacity) can raise the capacity to.
+    #[must_use]
+    pub const fn with_max_capacity(mut self, max: usize) -> Self {
+        self.max_capacity = Some(max);
+        self
+    }
+
+    /// The number of slots a ring built from this configuration reserves: the
+    /// largest of `capacity`, `max_capacity` and a `Grow` policy's `max`.
+    pub const fn reserved(&self) -> usize {
+        let mut reserved = self.capacity;
+        if let Some(max) = self.max_capacity {
+            if max > reserved {
+                reserved = max;
+            }
+        }
+        if let OverflowPolicy::Grow { max, .. } = self.policy {
+            if max > reserved {
+                reserved = max;
+            }
+        }
+        reserved
     }
 
     /// The same configuration with another overflow policy.
@@ -103,17 +183,35 @@ impl RingConfig {
     /// # Errors
     ///
     /// [`ConfigError::ZeroCapacity`] for a capacity of 0,
-    /// [`ConfigError::CapacityTooLarge`] above [`MAX_CAPACITY`].
+    /// [`ConfigError::CapacityTooLarge`] when the reservation exceeds
+    /// [`MAX_CAPACITY`], [`ConfigError::MaxBelowCapacity`] when `max_capacity` or a
+    /// `Grow` policy's `max` is below `capacity`.
     pub const fn validate(&self) -> Result<(), ConfigError> {
         if self.capacity == 0 {
-            Err(ConfigError::ZeroCapacity)
-        } else if self.capacity > MAX_CAPACITY {
-            Err(ConfigError::CapacityTooLarge {
-                requested: self.capacity,
-            })
-        } else {
-            Ok(())
+            return Err(ConfigError::ZeroCapacity);
         }
+        if let Some(max) = self.max_capacity {
+            if max < self.capacity {
+                return Err(ConfigError::MaxBelowCapacity {
+                    capacity: self.capacity,
+                    max,
+                });
+            }
+        }
+        if let OverflowPolicy::Grow { max, .. } = self.policy {
+            if max < self.capacity {
+                return Err(ConfigError::MaxBelowCapacity {
+                    capacity: self.capacity,
+                    max,
+                });
+            }
+        }
+        if self.reserved() > MAX_CAPACITY {
+            return Err(ConfigError::CapacityTooLarge {
+                requested: self.reserved(),
+            });
+        }
+        Ok(())
     }
 }
 

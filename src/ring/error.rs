@@ -208,6 +208,14 @@ pub enum ConfigError {
         /// The capacity asked for.
         requested: usize,
     },
+    /// A maximum capacity (`max_capacity`, or a `Grow` policy's `max`) below the
+    /// initial capacity.
+    MaxBelowCapacity {
+        /// The initial capacity.
+        capacity: usize,
+        /// The maximum asked for.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -218,6 +226,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "ring capacity {requested} exceeds the maximum of {}",
                 super::MAX_CAPACITY
+            ),
+            Self::MaxBelowCapacity { capacity, max } => write!(
+                f,
+                "maximum capacity {max} is below the initial capacity {capacity}"
             ),
         }
     }

@@ -37,7 +37,7 @@ mod error;
 mod mpmc;
 mod wait;
 
-pub use config::{OverflowPolicy, Pushed, RingConfig, MAX_CAPACITY};
+pub use config::{Fallback, OverflowPolicy, Pushed, RingConfig, MAX_CAPACITY};
 pub use error::{Closed, ConfigError, PopError, PopTimeoutError, PushError, PushTimeoutError};
 #[cfg(feature = "alloc")]
 pub use mpmc::Ring;

@@ -8,9 +8,10 @@ use core::mem::{self, MaybeUninit};
 use crossbeam_utils::CachePadded;
 
 use super::wait::WaitQueue;
-use super::{Closed, OverflowPolicy, PopError, PushError, Pushed};
+use super::{Closed, Fallback, OverflowPolicy, PopError, PushError, Pushed};
 #[cfg(feature = "alloc")]
 use super::{ConfigError, RingConfig};
+use crate::capacity::{CapacityError, SoftCapacity};
 use crate::sync::{const_unless_loom, fence, AtomicU64, Backoff, Ordering, UnsafeCell};
 
 /// One cell of a ring's storage. Opaque: it only appears in storage types.
@@ -199,6 +200,20 @@ struct TailSide {
     /// Consumers waiting for an item; notified by every push. On this line because
     /// producers read its waiter count after each push.
     consumers: WaitQueue,
+    /// The capacity in force, `1..=geo.cap`. When below `geo.cap` ("soft mode"),
+    /// pushes also check the length against it. Read by every push, hence here.
+    soft: AtomicU64,
+    /// The most `soft` may reach: equal to it, except under a `Grow` policy, where
+    /// `soft` grows toward it on demand. Set by `set_capacity`.
+    limit: AtomicU64,
+    /// A recent `head` (a lower bound of the current one) for soft-mode length
+    /// checks, so that a push reads the consumers' cache line only when the ring
+    /// looks full. Refreshed by producers on that slow path.
+    head_cache: AtomicU64,
+    /// Capacity increases: `Grow` steps and raising `set_capacity` calls.
+    grows: AtomicU64,
+    /// Capacity decreases by `set_capacity`.
+    shrinks: AtomicU64,
     /// Timed waits, pushes and pops, that reached their deadline.
     timeouts: AtomicU64,
 }
@@ -284,8 +299,17 @@ pub struct RingMetrics {
     pub cleared: u64,
     /// Items stored now.
     pub len: u64,
-    /// Number of slots.
+    /// The capacity in force (see [`RingCore::capacity`]).
     pub capacity: u64,
+    /// The most the capacity may grow to on its own (see
+    /// [`RingCore::capacity_limit`]).
+    pub capacity_limit: u64,
+    /// Slots reserved at construction.
+    pub max_capacity: u64,
+    /// Capacity increases: `Grow` steps, and `set_capacity` calls that raised it.
+    pub grows: u64,
+    /// `set_capacity` calls that lowered the capacity.
+    pub shrinks: u64,
     /// Highest length seen. Exact once a push has found the ring full (it is then
     /// `capacity`); otherwise sampled by producers every 64 positions (once a lap
     /// for smaller rings) and folded with the current `len`, so it may be up to that
@@ -339,7 +363,7 @@ impl<T, const N: usize> RingCore<T, [Slot<T>; N]> {
             slots[i] = Slot::new(i as u64);
             i += 1;
         }
-        Self::from_parts(Geometry::new(N), policy, slots)
+        Self::from_parts(Geometry::new(N), policy, slots, N as u64, N as u64)
     }
 }
 
@@ -380,18 +404,33 @@ impl<T> RingCore<T, alloc::boxed::Box<[Slot<T>]>> {
     /// As [`RingConfig::validate`].
     pub fn with_config(config: RingConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let slots = (0..config.capacity as u64).map(Slot::new).collect();
+        let reserved = config.reserved();
+        let slots = (0..reserved as u64).map(Slot::new).collect();
+        let limit = match config.policy {
+            OverflowPolicy::Grow { max, .. } => max,
+            _ => config.capacity,
+        };
         Ok(Self::from_parts(
-            Geometry::new(config.capacity),
+            Geometry::new(reserved),
             config.policy,
             slots,
+            config.capacity as u64,
+            limit as u64,
         ))
     }
 }
 
 impl<T, S: Storage<T>> RingCore<T, S> {
     const_unless_loom! {
-        fn from_parts(geo: Geometry, policy: OverflowPolicy, slots: S) -> Self {
+        /// A ring over `slots` (all of them reserved) using `capacity` of them, up
+        /// to `limit`.
+        fn from_parts(
+            geo: Geometry,
+            policy: OverflowPolicy,
+            slots: S,
+            capacity: u64,
+            limit: u64,
+        ) -> Self {
             Self {
                 head: CachePadded::new(HeadSide {
                     pos: AtomicU64::new(0),
@@ -407,6 +446,11 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                     high_water: AtomicU64::new(0),
                     consumers: WaitQueue::new(),
                     timeouts: AtomicU64::new(0),
+                    soft: AtomicU64::new(capacity),
+                    limit: AtomicU64::new(limit),
+                    head_cache: AtomicU64::new(0),
+                    grows: AtomicU64::new(0),
+                    shrinks: AtomicU64::new(0),
                 }),
                 geo,
                 policy,
@@ -507,31 +551,9 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// ```
     pub fn push(&self, item: T) -> Result<Pushed, PushError<T>> {
         match self.policy {
-            OverflowPolicy::DropOldest => match self.push_inner::<true>(item)? {
-                None => Ok(Pushed::Stored),
-                Some(old) => {
-                    self.head.dropped_oldest.fetch_add(1, Ordering::Relaxed);
-                    drop(old);
-                    Ok(Pushed::DroppedOldest)
-                }
-            },
-            OverflowPolicy::DropNewest => match self.push_inner::<false>(item) {
-                Ok(_) => Ok(Pushed::Stored),
-                Err(PushError::Full(item)) => {
-                    self.tail.dropped_newest.fetch_add(1, Ordering::Relaxed);
-                    drop(item);
-                    Ok(Pushed::DroppedNewest)
-                }
-                Err(closed) => Err(closed),
-            },
-            OverflowPolicy::Reject => match self.push_inner::<false>(item) {
-                Ok(_) => Ok(Pushed::Stored),
-                Err(PushError::Full(item)) => {
-                    self.tail.rejected.fetch_add(1, Ordering::Relaxed);
-                    Err(PushError::Full(item))
-                }
-                Err(closed) => Err(closed),
-            },
+            OverflowPolicy::DropOldest => self.push_drop_oldest(item),
+            OverflowPolicy::DropNewest => self.push_drop_newest(item),
+            OverflowPolicy::Reject => self.push_reject(item),
             OverflowPolicy::Block => {
                 #[cfg(feature = "std")]
                 let stored = self.push_wait(item);
@@ -545,6 +567,64 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                 Err(super::PushTimeoutError::Timeout(item)) => Err(PushError::Full(item)),
                 Err(super::PushTimeoutError::Closed(item)) => Err(PushError::Closed(item)),
             },
+            OverflowPolicy::Grow { then, .. } => {
+                let mut item = item;
+                let mut grew = false;
+                loop {
+                    match self.push_inner::<false>(item) {
+                        Ok(_) if grew => return Ok(Pushed::Grew),
+                        Ok(_) => return Ok(Pushed::Stored),
+                        Err(PushError::Full(back)) if self.grow() => {
+                            item = back;
+                            grew = true;
+                        }
+                        Err(PushError::Full(back)) => {
+                            item = back;
+                            break;
+                        }
+                        Err(closed) => return Err(closed),
+                    }
+                }
+                match then {
+                    Fallback::DropOldest => self.push_drop_oldest(item),
+                    Fallback::DropNewest => self.push_drop_newest(item),
+                    Fallback::Reject => self.push_reject(item),
+                }
+            }
+        }
+    }
+
+    fn push_drop_oldest(&self, item: T) -> Result<Pushed, PushError<T>> {
+        match self.push_inner::<true>(item)? {
+            None => Ok(Pushed::Stored),
+            Some(old) => {
+                self.head.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                drop(old);
+                Ok(Pushed::DroppedOldest)
+            }
+        }
+    }
+
+    fn push_drop_newest(&self, item: T) -> Result<Pushed, PushError<T>> {
+        match self.push_inner::<false>(item) {
+            Ok(_) => Ok(Pushed::Stored),
+            Err(PushError::Full(item)) => {
+                self.tail.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                drop(item);
+                Ok(Pushed::DroppedNewest)
+            }
+            Err(closed) => Err(closed),
+        }
+    }
+
+    fn push_reject(&self, item: T) -> Result<Pushed, PushError<T>> {
+        match self.push_inner::<false>(item) {
+            Ok(_) => Ok(Pushed::Stored),
+            Err(PushError::Full(item)) => {
+                self.tail.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(PushError::Full(item))
+            }
+            Err(closed) => Err(closed),
         }
     }
 
@@ -567,8 +647,18 @@ impl<T, S: Storage<T>> RingCore<T, S> {
             let stamp = slot.stamp.load(Ordering::Acquire);
 
             if stamp == tail {
-                // Free for this lap. The CAS claims the position; it cannot succeed
-                // once `close` has set `mark_bit`.
+                // Free for this lap. Below the reserved capacity, the soft capacity
+                // decides whether there is room (same cache line as `tail`); an
+                // evicting push checks it after its claim instead.
+                if !EVICT {
+                    let soft = self.tail.soft.load(Ordering::Relaxed);
+                    if soft < geo.cap && !self.soft_room(tail, soft) {
+                        self.note_full(soft);
+                        return Err(PushError::Full(item));
+                    }
+                }
+                // The CAS claims the position; it cannot succeed once `close` has
+                // set `mark_bit`.
                 match self.tail.pos.compare_exchange_weak(
                     tail,
                     new_tail,
@@ -583,12 +673,19 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                             .with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
                         // Release: publishes the value to the consumer of `tail`.
                         slot.stamp.store(tail + 1, Ordering::Release);
+                        // Evicting: the item is in; take the oldest out if that put
+                        // the ring over its capacity in force.
+                        let evicted = if EVICT {
+                            self.evict_to_capacity(None)
+                        } else {
+                            None
+                        };
                         if index % HIGH_WATER_STRIDE == 0 {
                             self.sample_high_water(new_tail);
                         }
                         // After the SeqCst CAS above: see `wait`'s module docs.
                         self.tail.consumers.notify_one();
-                        return Ok(None);
+                        return Ok(evicted);
                     }
                     Err(current) => {
                         tail = current;
@@ -607,6 +704,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                     ) {
                         Ok(_) => {
                             let evicted = self.replace_oldest(slot, tail, item);
+                            let evicted = self.evict_to_capacity(evicted);
                             self.tail.consumers.notify_one();
                             return Ok(evicted);
                         }
@@ -623,7 +721,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                 fence(Ordering::SeqCst);
                 let head = self.head.pos.load(Ordering::Relaxed);
                 if head.wrapping_add(geo.one_lap) == tail {
-                    self.note_full();
+                    self.note_full(geo.cap);
                     return Err(PushError::Full(item));
                 }
                 // A consumer (or an evicting producer) has moved `head` but not yet
@@ -656,7 +754,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
             ) {
                 Ok(_) => {
                     // The ring held `cap` items until this eviction.
-                    self.note_full();
+                    self.note_full(geo.cap);
                     // SAFETY: winning `head` at `old` makes this thread the only
                     // owner of the item of `old` (no consumer can claim it now), and
                     // the Acquire load of the stamp (`old + 1`) before our tail claim
@@ -692,14 +790,134 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         }
     }
 
-    /// Records that the ring has been full.
+    /// Records that the ring has been full at `len` items.
     #[inline]
-    fn note_full(&self) {
-        if self.tail.high_water.load(Ordering::Relaxed) < self.geo.cap {
-            self.tail
-                .high_water
-                .fetch_max(self.geo.cap, Ordering::Relaxed);
+    fn note_full(&self, len: u64) {
+        if self.tail.high_water.load(Ordering::Relaxed) < len {
+            self.tail.high_water.fetch_max(len, Ordering::Relaxed);
         }
+    }
+
+    /// Whether a push at `tail` stays within the soft capacity `soft`. Checks the
+    /// cached `head` first (a lower bound, so it may only say "full" wrongly), and
+    /// the real one before answering "full".
+    #[inline]
+    fn soft_room(&self, tail: u64, soft: u64) -> bool {
+        let geo = self.geo;
+        let cached = self.tail.head_cache.load(Ordering::Relaxed);
+        // A cached head newer than our stale `tail` gives 0 here; the claim CAS
+        // then fails on the stale `tail` anyway.
+        geo.count(tail).saturating_sub(geo.count(cached)) < soft || self.soft_room_slow(tail, soft)
+    }
+
+    #[cold]
+    fn soft_room_slow(&self, tail: u64, soft: u64) -> bool {
+        let geo = self.geo;
+        // Read after `tail`: if it shows `soft` items, the ring held at least that
+        // many when it was read. A waiting producer reads it after its SeqCst
+        // fence (the wait protocol), so it sees any pop the notifier missed it for.
+        let head = self.head.pos.load(Ordering::Relaxed);
+        self.tail.head_cache.store(head, Ordering::Relaxed);
+        geo.count(tail).saturating_sub(geo.count(head)) < soft
+    }
+
+    /// The end of every evicting push: one that has not evicted yet (the slots
+    /// were not all taken) evicts the oldest item if its own put the ring over the
+    /// capacity in force. An evicting push evicts one item at most, so a ring kept
+    /// above a lowered capacity (a policy that keeps the excess) stays at its
+    /// length under `force_push`.
+    ///
+    /// The `SeqCst` load follows the push's `SeqCst` claim, and `set_capacity`
+    /// fences after its `SeqCst` store: either this load sees the new capacity, or
+    /// `set_capacity`'s eviction sees this push's position (and it does if it saw
+    /// this push's own eviction, which follows the claim). So no evicting push that
+    /// ends after `set_capacity` returns leaves the ring above the new capacity.
+    #[inline]
+    fn evict_to_capacity(&self, evicted: Option<T>) -> Option<T> {
+        if evicted.is_some() {
+            return evicted;
+        }
+        // Only under loom: its SeqCst loads are AcqRel (see `wait`'s module docs).
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
+        let soft = self.tail.soft.load(Ordering::SeqCst);
+        if soft >= self.geo.cap {
+            return None;
+        }
+        self.evict_above(soft)
+    }
+
+    /// Evicts the oldest item while the ring holds more than `soft` items, one at
+    /// most: the second half of an evicting push under a soft capacity, and the
+    /// step `set_capacity` repeats to shed the excess.
+    ///
+    /// Takes the item as a consumer would (claim `head` by CAS, read, free the
+    /// slot), but only while over capacity: `tail` is read after `head`, and the
+    /// CAS succeeds only if `head` has not moved, so the ring really held more than
+    /// `soft` items when the item was taken.
+    #[cold]
+    fn evict_above(&self, soft: u64) -> Option<T> {
+        let geo = self.geo;
+        let mut backoff = Backoff::new();
+        loop {
+            let head = self.head.pos.load(Ordering::Acquire);
+            let tail = self.tail.pos.load(Ordering::Acquire) & !geo.mark_bit;
+            if geo.count(tail).saturating_sub(geo.count(head)) <= soft {
+                return None;
+            }
+            let index = geo.index(head);
+            let slot = self.slot(index);
+            if slot.stamp.load(Ordering::Acquire) != head + 1 {
+                // Its producer is still writing it, or `head` is stale: wait.
+                backoff.snooze();
+                continue;
+            }
+            if self
+                .head
+                .pos
+                .compare_exchange(
+                    head,
+                    geo.next(head, index),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                self.note_full(soft);
+                // SAFETY: as in `pop`: the CAS made this thread the only owner of
+                // position `head`, whose item the stamp (Acquire) showed written.
+                let item = slot.value.with(|p| unsafe { p.read().assume_init() });
+                slot.stamp
+                    .store(head.wrapping_add(geo.one_lap), Ordering::Release);
+                self.head.producers.notify_one();
+                return Some(item);
+            }
+            backoff.spin();
+        }
+    }
+
+    /// One step of a `Grow` policy: doubles the capacity in force, up to the limit.
+    /// Returns `false` when it is already at the limit.
+    fn grow(&self) -> bool {
+        let limit = self.tail.limit.load(Ordering::Relaxed);
+        let soft = self.tail.soft.load(Ordering::Relaxed);
+        if soft >= limit {
+            return false;
+        }
+        let grown = soft.saturating_mul(2).min(limit);
+        // SeqCst: a producer waiting for room re-checks after its fence (the wait
+        // protocol); the notify below must not miss it.
+        if self
+            .tail
+            .soft
+            .compare_exchange(soft, grown, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.tail.grows.fetch_add(1, Ordering::Relaxed);
+            self.head.producers.notify_all();
+        }
+        // Lost the race: someone else changed the capacity; the caller retries.
+        true
     }
 
     /// Refreshes the high-water mark from `head`; called once per stride of pushes.
@@ -963,14 +1181,108 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         self.len() == 0
     }
 
-    /// Whether every slot holds an item.
+    /// Whether the ring holds as many items as its capacity in force.
     pub fn is_full(&self) -> bool {
-        self.len() == self.capacity()
+        self.len() >= self.capacity()
     }
 
-    /// Number of slots, exactly as configured.
+    /// The capacity in force: how many items the ring holds before its policy
+    /// acts. As configured, unless changed by [`set_capacity`](Self::set_capacity)
+    /// or grown by a [`Grow`](OverflowPolicy::Grow) policy.
     pub fn capacity(&self) -> usize {
+        self.tail.soft.load(Ordering::Relaxed) as usize
+    }
+
+    /// The most [`capacity`](Self::capacity) may grow to on its own: under a
+    /// [`Grow`](OverflowPolicy::Grow) policy its `max` (or what
+    /// [`set_capacity`](Self::set_capacity) set since), otherwise the capacity
+    /// itself.
+    pub fn capacity_limit(&self) -> usize {
+        self.tail.limit.load(Ordering::Relaxed) as usize
+    }
+
+    /// The slots reserved at construction: the most
+    /// [`set_capacity`](Self::set_capacity) accepts. Fixed for the ring's life.
+    pub fn max_capacity(&self) -> usize {
         self.geo.cap as usize
+    }
+
+    /// Changes the capacity at runtime, within what was reserved: the knob the
+    /// memory monitor turns under pressure. Takes effect for every push that starts
+    /// after the call (pushes already past their room check may complete under the
+    /// old capacity); never allocates.
+    ///
+    /// Under a [`Grow`](OverflowPolicy::Grow) policy this sets the limit growth may
+    /// reach, and lowers the capacity in force to it if above; otherwise it sets
+    /// the capacity itself.
+    ///
+    /// When the new capacity is below the current length, the policy decides what
+    /// happens to the excess:
+    /// - `DropOldest` (or `Grow` falling back to it): the oldest items are evicted
+    ///   now, counted in [`RingMetrics::dropped_oldest`];
+    /// - every other policy keeps them: consumers drain them as usual, and pushes
+    ///   find the ring full until the length falls below the new capacity.
+    ///
+    /// Raising the capacity wakes producers waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError::Zero`] for 0, [`CapacityError::AboveMax`] beyond
+    /// [`max_capacity`](Self::max_capacity); nothing changes then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::{OverflowPolicy, Ring, RingConfig};
+    ///
+    /// let ring = Ring::with_config(RingConfig::new(4).with_max_capacity(8))?;
+    /// for i in 0..4 {
+    ///     ring.push(i)?;
+    /// }
+    /// ring.set_capacity(2)?; // DropOldest: sheds the two oldest now
+    /// assert_eq!(ring.len(), 2);
+    /// assert_eq!(ring.metrics().dropped_oldest, 2);
+    /// ring.set_capacity(8)?; // within the reservation
+    /// assert!(ring.set_capacity(9).is_err());
+    ///
+    /// let keep = Ring::with_config(RingConfig::new(4).with_policy(OverflowPolicy::Reject))?;
+    /// for i in 0..4 {
+    ///     keep.push(i)?;
+    /// }
+    /// keep.set_capacity(2)?; // Reject: keeps what it holds, refuses new items
+    /// assert_eq!(keep.len(), 4);
+    /// assert!(keep.push(4).is_err());
+    /// assert_eq!(keep.drain().collect::<Vec<_>>(), [0, 1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        crate::capacity::check(capacity, self.max_capacity())?;
+        let new = capacity as u64;
+        let grows = matches!(self.policy, OverflowPolicy::Grow { .. });
+        self.tail.limit.store(new, Ordering::Relaxed);
+        // SeqCst RMWs: producers waiting for room re-check after their fence (the
+        // wait protocol), so the notify below cannot miss one.
+        let old = if grows {
+            self.tail.soft.fetch_min(new, Ordering::SeqCst)
+        } else {
+            self.tail.soft.swap(new, Ordering::SeqCst)
+        };
+        // SeqCst fence: pairs with the load in `evict_to_capacity` (see there), so
+        // the eviction below sees every push that missed the new capacity.
+        fence(Ordering::SeqCst);
+        if new < old {
+            self.tail.shrinks.fetch_add(1, Ordering::Relaxed);
+            if self.policy.evicts_excess() {
+                while let Some(item) = self.evict_above(new) {
+                    self.head.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                    drop(item);
+                }
+            }
+        } else if new > old && !grows {
+            self.tail.grows.fetch_add(1, Ordering::Relaxed);
+            self.head.producers.notify_all();
+        }
+        Ok(())
     }
 
     /// The policy [`push`](Self::push) applies when the ring is full.
@@ -1013,7 +1325,11 @@ impl<T, S: Storage<T>> RingCore<T, S> {
             rejected: self.tail.rejected.load(Ordering::Relaxed),
             cleared,
             len,
-            capacity: geo.cap,
+            capacity: self.tail.soft.load(Ordering::Relaxed),
+            capacity_limit: self.tail.limit.load(Ordering::Relaxed),
+            max_capacity: geo.cap,
+            grows: self.tail.grows.load(Ordering::Relaxed),
+            shrinks: self.tail.shrinks.load(Ordering::Relaxed),
             high_water: self.tail.high_water.load(Ordering::Relaxed).max(len),
             push_waits: self.head.producers.sleeps(),
             pop_waits: self.tail.consumers.sleeps(),
@@ -1095,6 +1411,23 @@ impl<T, S: Storage<T>> fmt::Debug for RingCore<T, S> {
             .field("policy", &self.policy)
             .field("closed", &self.is_closed())
             .finish()
+    }
+}
+
+/// The memory monitor's view of a ring: its capacity limit, lowered under pressure
+/// and restored after. For rings without a `Grow` policy the limit is the capacity
+/// in force; under `Grow` it is the most the ring may grow to.
+impl<T, S: Storage<T>> SoftCapacity for RingCore<T, S> {
+    fn capacity(&self) -> usize {
+        self.capacity_limit()
+    }
+
+    fn max_capacity(&self) -> usize {
+        RingCore::max_capacity(self)
+    }
+
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        RingCore::set_capacity(self, capacity)
     }
 }
 

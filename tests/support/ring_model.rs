@@ -5,7 +5,10 @@
 
 use std::collections::VecDeque;
 
-use membound::ring::{Closed, OverflowPolicy, PopError, PushError, Pushed, Ring};
+use membound::capacity::CapacityError;
+use membound::ring::{
+    Closed, Fallback, OverflowPolicy, PopError, PushError, Pushed, Ring, RingConfig,
+};
 
 /// One operation on a ring. Values pushed are whatever the caller chooses.
 #[derive(Clone, Debug)]
@@ -18,11 +21,17 @@ pub enum Op {
     Drain,
     Clear,
     Close,
+    SetCapacity(usize),
 }
 
 /// What the ring should hold and report.
 pub struct Model {
+    /// The capacity in force.
     cap: usize,
+    /// What `Grow` may reach; equal to `cap` for other policies.
+    limit: usize,
+    /// Slots reserved.
+    max: usize,
     policy: OverflowPolicy,
     items: VecDeque<u32>,
     closed: bool,
@@ -33,17 +42,26 @@ pub struct Model {
     dropped_newest: u64,
     rejected: u64,
     cleared: u64,
+    grows: u64,
+    shrinks: u64,
     /// Highest length so far.
     peak: u64,
-    /// Whether a push has found the ring full.
-    saw_full: bool,
+    /// The largest capacity at which a push found the ring full.
+    full_at: u64,
 }
 
 impl Model {
-    pub fn new(cap: usize, policy: OverflowPolicy) -> Self {
+    /// The model of `Ring::with_config(config)`.
+    pub fn new(config: RingConfig) -> Self {
+        let limit = match config.policy {
+            OverflowPolicy::Grow { max, .. } => max,
+            _ => config.capacity,
+        };
         Self {
-            cap,
-            policy,
+            cap: config.capacity,
+            limit,
+            max: config.reserved(),
+            policy: config.policy,
             items: VecDeque::new(),
             closed: false,
             pushed: 0,
@@ -53,13 +71,39 @@ impl Model {
             dropped_newest: 0,
             rejected: 0,
             cleared: 0,
+            grows: 0,
+            shrinks: 0,
             peak: 0,
-            saw_full: false,
+            full_at: 0,
         }
     }
 
     fn is_full(&self) -> bool {
-        self.items.len() == self.cap
+        self.items.len() >= self.cap
+    }
+
+    fn grows(&self) -> bool {
+        matches!(self.policy, OverflowPolicy::Grow { .. })
+    }
+
+    /// What a full ring does under `policy` (not `Grow`); returns the result.
+    fn overflow(&mut self, v: u32, fallback: Fallback) -> Result<Pushed, PushError<u32>> {
+        match fallback {
+            Fallback::DropOldest => {
+                self.items.pop_front();
+                self.dropped_oldest += 1;
+                self.store(v);
+                Ok(Pushed::DroppedOldest)
+            }
+            Fallback::DropNewest => {
+                self.dropped_newest += 1;
+                Ok(Pushed::DroppedNewest)
+            }
+            _ => {
+                self.rejected += 1;
+                Err(PushError::Full(v))
+            }
+        }
     }
 
     fn store(&mut self, v: u32) {
@@ -73,7 +117,7 @@ impl Model {
             && !self.closed
             && self.is_full()
         {
-            self.saw_full = true;
+            self.full_at = self.full_at.max(self.cap as u64);
         }
         match *op {
             Op::TryPush(v) => {
@@ -110,20 +154,21 @@ impl Model {
                     Ok(Pushed::Stored)
                 } else {
                     match self.policy {
-                        OverflowPolicy::DropOldest => {
-                            self.items.pop_front();
-                            self.dropped_oldest += 1;
-                            self.store(v);
-                            Ok(Pushed::DroppedOldest)
+                        OverflowPolicy::DropOldest => self.overflow(v, Fallback::DropOldest),
+                        OverflowPolicy::DropNewest => self.overflow(v, Fallback::DropNewest),
+                        OverflowPolicy::Grow { then, .. } => {
+                            while self.is_full() && self.cap < self.limit {
+                                self.cap = (self.cap * 2).min(self.limit);
+                                self.grows += 1;
+                            }
+                            if self.is_full() {
+                                self.overflow(v, then)
+                            } else {
+                                self.store(v);
+                                Ok(Pushed::Grew)
+                            }
                         }
-                        OverflowPolicy::DropNewest => {
-                            self.dropped_newest += 1;
-                            Ok(Pushed::DroppedNewest)
-                        }
-                        _ => {
-                            self.rejected += 1;
-                            Err(PushError::Full(v))
-                        }
+                        _ => self.overflow(v, Fallback::Reject),
                     }
                 };
                 assert_eq!(ring.push(v), expected, "{op:?}");
@@ -159,6 +204,33 @@ impl Model {
                 assert_eq!(ring.close(), !self.closed, "{op:?}");
                 self.closed = true;
             }
+            Op::SetCapacity(n) => {
+                let expected = if n == 0 {
+                    Err(CapacityError::Zero)
+                } else if n > self.max {
+                    Err(CapacityError::AboveMax {
+                        requested: n,
+                        max: self.max,
+                    })
+                } else {
+                    let old = self.cap;
+                    self.limit = n;
+                    self.cap = if self.grows() { old.min(n) } else { n };
+                    if self.cap < old {
+                        self.shrinks += 1;
+                        if evicts_excess(self.policy) {
+                            while self.items.len() > self.cap {
+                                self.items.pop_front();
+                                self.dropped_oldest += 1;
+                            }
+                        }
+                    } else if self.cap > old {
+                        self.grows += 1;
+                    }
+                    Ok(())
+                };
+                assert_eq!(ring.set_capacity(n), expected, "{op:?}");
+            }
         }
         self.peak = self.peak.max(self.items.len() as u64);
         self.check_state(ring);
@@ -172,25 +244,50 @@ impl Model {
         assert_eq!(ring.is_closed(), self.closed);
         let m = ring.metrics();
         assert_eq!(
-            (m.pushed, m.popped, m.evicted, m.cleared, m.len, m.capacity),
+            (m.pushed, m.popped, m.evicted, m.cleared, m.len),
             (
                 self.pushed,
                 self.popped,
                 self.evicted,
                 self.cleared,
-                len as u64,
-                self.cap as u64
+                len as u64
             )
         );
+        assert_eq!(
+            (m.capacity, m.capacity_limit, m.max_capacity),
+            (self.cap as u64, self.limit as u64, self.max as u64)
+        );
+        assert_eq!((m.grows, m.shrinks), (self.grows, self.shrinks));
         assert_eq!(
             (m.dropped_oldest, m.dropped_newest, m.rejected),
             (self.dropped_oldest, self.dropped_newest, self.rejected)
         );
-        // Sampled, so a lower bound of the true peak (never above it), and exact
-        // once a push has found the ring full.
-        assert!(m.high_water <= self.peak);
-        if self.saw_full {
-            assert_eq!(m.high_water, self.cap as u64);
-        }
+        // Sampled, so a lower bound of the true peak (never above it), and at
+        // least the capacity at which a push found the ring full.
+        assert!(
+            m.high_water <= self.peak,
+            "{} > {}",
+            m.high_water,
+            self.peak
+        );
+        assert!(
+            m.high_water >= self.full_at,
+            "{} < {}",
+            m.high_water,
+            self.full_at
+        );
     }
+}
+
+/// The ring's rule for items beyond a lowered capacity, restated: `DropOldest` (or
+/// growth falling back to it) evicts them, every other policy keeps them.
+fn evicts_excess(policy: OverflowPolicy) -> bool {
+    matches!(
+        policy,
+        OverflowPolicy::DropOldest
+            | OverflowPolicy::Grow {
+                then: Fallback::DropOldest,
+                ..
+            }
+    )
 }
