@@ -38,6 +38,7 @@ pub(crate) mod thread {
 /// The API is loom's: access goes through closures that receive a raw pointer, so the
 /// production build compiles to a plain `core::cell::UnsafeCell` access.
 #[derive(Debug)]
+#[cfg_attr(not(loom), repr(transparent))]
 pub(crate) struct UnsafeCell<T>(
     #[cfg(loom)] loom::cell::UnsafeCell<T>,
     #[cfg(not(loom))] core::cell::UnsafeCell<T>,
@@ -141,4 +142,90 @@ impl Backoff {
             self.step += 1;
         }
     }
+}
+
+/// The process-wide `membarrier` registration behind the asymmetric barrier.
+#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+mod membarrier {
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    // From <linux/membarrier.h>.
+    const CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    const CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+    const UNKNOWN: u8 = 0;
+    const READY: u8 = 1;
+    const UNAVAILABLE: u8 = 2;
+
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    pub(super) fn init() {
+        if STATE.load(Ordering::Acquire) != UNKNOWN {
+            return;
+        }
+        // SAFETY: a plain syscall with integer arguments; it changes no memory of
+        // ours. Registration is idempotent.
+        let registered = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                CMD_REGISTER_PRIVATE_EXPEDITED,
+                0 as libc::c_long,
+                0 as libc::c_long,
+            )
+        } == 0;
+        // Release: a thread that sees READY sees a registered process.
+        STATE.store(if registered { READY } else { UNAVAILABLE }, Ordering::Release);
+    }
+
+    #[inline(always)]
+    pub(super) fn ready() -> bool {
+        STATE.load(Ordering::Acquire) == READY
+    }
+
+    /// Runs a full barrier on every running thread of the process.
+    pub(super) fn barrier() -> bool {
+        // SAFETY: as in `init`.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                CMD_PRIVATE_EXPEDITED,
+                0 as libc::c_long,
+                0 as libc::c_long,
+            )
+        };
+        done == 0
+    }
+}
+
+/// Prepares the asymmetric barrier (registers with `membarrier` on Linux under
+/// `std`). Called when a structure that uses it is built, so its fast side is cheap
+/// from the first operation.
+pub(crate) fn asymmetric_barrier_init() {
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    membarrier::init();
+}
+
+/// The fast side of a store-load barrier between a thread that publishes an index
+/// and then reads a waiter count, and a waiter that registers and then re-reads the
+/// index ([`asymmetric_barrier_heavy`]). A compiler fence where the heavy side can
+/// use `membarrier`; a `SeqCst` fence elsewhere (and under loom).
+#[inline(always)]
+pub(crate) fn asymmetric_barrier_light() {
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    if membarrier::ready() {
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        return;
+    }
+    fence(Ordering::SeqCst);
+}
+
+/// The slow side of the asymmetric barrier: after it returns, every thread that ran
+/// [`asymmetric_barrier_light`] has either had its earlier stores made visible to us,
+/// or will see our earlier stores after its barrier.
+pub(crate) fn asymmetric_barrier_heavy() {
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    if membarrier::ready() && membarrier::barrier() {
+        return;
+    }
+    fence(Ordering::SeqCst);
 }

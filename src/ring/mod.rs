@@ -35,6 +35,7 @@
 mod config;
 mod error;
 mod mpmc;
+pub mod spsc;
 mod wait;
 
 pub use config::{Fallback, OverflowPolicy, Pushed, RingConfig, MAX_CAPACITY};

@@ -51,7 +51,7 @@ use core::fmt;
 use core::marker::PhantomPinned;
 use core::pin::Pin;
 use core::ptr;
-use core::task::Waker;
+use core::task::{Context, Poll, Waker};
 
 use crate::sync::{fence, AtomicBool, AtomicU64, AtomicU8, Backoff, Ordering, UnsafeCell};
 
@@ -230,6 +230,10 @@ pub(crate) struct WaitQueue {
     list: UnsafeCell<Links>,
     /// Registrations ever made: how often a waiter went to sleep (metrics only).
     sleeps: AtomicU64,
+    /// The notifier publishes with a plain store, not a `SeqCst` RMW (the SPSC
+    /// ring), and pairs it with `sync::asymmetric_barrier_light`: registration then
+    /// ends with the heavy side of that barrier.
+    asymmetric: bool,
 }
 
 // SAFETY: the raw pointers in `list` point to pinned waiters that unlink themselves
@@ -250,12 +254,22 @@ impl Drop for Locked<'_> {
 
 impl WaitQueue {
     crate::sync::const_unless_loom! {
+        /// A queue whose notifiers publish progress with a `SeqCst` RMW.
         pub(crate) fn new() -> Self {
+            Self::with_barrier(false)
+        }
+    }
+
+    crate::sync::const_unless_loom! {
+        /// A queue whose notifiers publish with a plain store followed by
+        /// `sync::asymmetric_barrier_light` (`asymmetric`), or with a `SeqCst` RMW.
+        pub(crate) fn with_barrier(asymmetric: bool) -> Self {
             Self {
                 waiters: AtomicU64::new(0),
                 locked: AtomicBool::new(false),
                 list: UnsafeCell::new(UNLINKED),
                 sleeps: AtomicU64::new(0),
+                asymmetric,
             }
         }
     }
@@ -320,8 +334,13 @@ impl WaitQueue {
             self.sleeps.fetch_add(1, Ordering::Relaxed);
         }
         // SeqCst fence: the waiter's re-check, which follows, is ordered after its
-        // registration in the total order (module docs).
-        fence(Ordering::SeqCst);
+        // registration in the total order (module docs). Against a notifier that
+        // publishes with a plain store, the heavy side of the asymmetric barrier.
+        if self.asymmetric {
+            crate::sync::asymmetric_barrier_heavy();
+        } else {
+            fence(Ordering::SeqCst);
+        }
         drop(old_wake);
     }
 
@@ -578,3 +597,44 @@ fn park_until(deadline: Option<std::time::Instant>) -> bool {
         }
     }
 }
+
+/// The poll loop every waiting future shares: attempt; on failure make sure the waiter is
+/// registered with the current waker, re-checking once after a fresh registration.
+pub(crate) fn poll_waiting<R>(
+    queue: &WaitQueue,
+    waiter: Pin<&Waiter>,
+    cx: &mut Context<'_>,
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Poll<R> {
+    let mut registered = false;
+    loop {
+        if let Some(done) = attempt() {
+            // A notification that raced in was for the progress we just consumed.
+            queue.cancel(&waiter);
+            return Poll::Ready(done);
+        }
+        if registered {
+            return Poll::Pending;
+        }
+        if waiter.is_linked() && queue.update_waker(&waiter, cx.waker()) {
+            // Still linked since a registration followed by a failed re-check: any
+            // progress since then notifies the queue.
+            return Poll::Pending;
+        }
+        // New, or notified (and the attempt above consumed that): register again.
+        waiter.reset();
+        // SAFETY: the waiter is pinned inside the future, not linked now, and the
+        // future's `Drop` cancels it before its memory goes away.
+        unsafe { queue.register(waiter, Wake::Waker(cx.waker().clone())) };
+        registered = true;
+    }
+}
+
+/// Leaves no trace: unlinks a pending waiter, and passes on a notification it
+/// received but did not act on.
+pub(crate) fn cancel_waiter(queue: &WaitQueue, waiter: &Waiter) {
+    if queue.cancel(waiter) {
+        queue.notify_one();
+    }
+}
+

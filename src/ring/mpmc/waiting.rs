@@ -12,7 +12,7 @@ use core::task::{Context, Poll};
 use super::{RingCore, Storage};
 #[cfg(feature = "std")]
 use crate::ring::wait::block_on;
-use crate::ring::wait::{WaitQueue, Waiter, Wake};
+use crate::ring::wait::{cancel_waiter, poll_waiting, Waiter};
 use crate::ring::{Closed, PopError, PushError, WaitStrategy};
 #[cfg(feature = "std")]
 use crate::ring::{PopTimeoutError, PushTimeoutError};
@@ -329,38 +329,6 @@ pub struct PopFuture<'a, T, S: Storage<T>> {
     waiter: Waiter,
 }
 
-/// The poll loop both futures share: attempt; on failure make sure the waiter is
-/// registered with the current waker, re-checking once after a fresh registration.
-fn poll_waiting<R>(
-    queue: &WaitQueue,
-    waiter: Pin<&Waiter>,
-    cx: &mut Context<'_>,
-    mut attempt: impl FnMut() -> Option<R>,
-) -> Poll<R> {
-    let mut registered = false;
-    loop {
-        if let Some(done) = attempt() {
-            // A notification that raced in was for the progress we just consumed.
-            queue.cancel(&waiter);
-            return Poll::Ready(done);
-        }
-        if registered {
-            return Poll::Pending;
-        }
-        if waiter.is_linked() && queue.update_waker(&waiter, cx.waker()) {
-            // Still linked since a registration followed by a failed re-check: any
-            // progress since then notifies the queue.
-            return Poll::Pending;
-        }
-        // New, or notified (and the attempt above consumed that): register again.
-        waiter.reset();
-        // SAFETY: the waiter is pinned inside the future, not linked now, and the
-        // future's `Drop` cancels it before its memory goes away.
-        unsafe { queue.register(waiter, Wake::Waker(cx.waker().clone())) };
-        registered = true;
-    }
-}
-
 impl<T, S: Storage<T>> Future for PushFuture<'_, T, S> {
     type Output = Result<(), Closed<T>>;
 
@@ -394,14 +362,6 @@ impl<T, S: Storage<T>> Future for PopFuture<'_, T, S> {
         // SAFETY: a projection to the structurally pinned `waiter`; nothing is moved.
         let waiter = unsafe { self.into_ref().map_unchecked(|this| &this.waiter) };
         poll_waiting(&ring.tail.consumers, waiter, cx, || ring.attempt_pop())
-    }
-}
-
-/// Leaves no trace: unlinks a pending waiter, and passes on a notification it
-/// received but did not act on.
-fn cancel_waiter(queue: &WaitQueue, waiter: &Waiter) {
-    if queue.cancel(waiter) {
-        queue.notify_one();
     }
 }
 
