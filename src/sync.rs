@@ -174,7 +174,10 @@ mod membarrier {
             )
         } == 0;
         // Release: a thread that sees READY sees a registered process.
-        STATE.store(if registered { READY } else { UNAVAILABLE }, Ordering::Release);
+        STATE.store(
+            if registered { READY } else { UNAVAILABLE },
+            Ordering::Release,
+        );
     }
 
     #[inline(always)]

@@ -56,10 +56,10 @@ use crossbeam_utils::CachePadded;
 #[cfg(feature = "std")]
 use super::wait::block_on;
 use super::wait::{cancel_waiter, poll_waiting, WaitQueue, WaitStrategy, Waiter};
-#[cfg(feature = "std")]
-use super::PushTimeoutError;
 #[cfg(feature = "alloc")]
 use super::ConfigError;
+#[cfg(feature = "std")]
+use super::PushTimeoutError;
 use super::{Closed, PushError, MAX_CAPACITY};
 use crate::sync::{AtomicBool, AtomicU64, Backoff, Ordering, UnsafeCell};
 
@@ -326,7 +326,9 @@ impl<T, const N: usize> fmt::Debug for StaticChannel<T, N> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[cfg(feature = "alloc")]
-pub fn channel<T>(capacity: usize) -> Result<(Producer<'static, T>, Consumer<'static, T>), ConfigError> {
+pub fn channel<T>(
+    capacity: usize,
+) -> Result<(Producer<'static, T>, Consumer<'static, T>), ConfigError> {
     channel_with_policy(capacity, SpscPolicy::Reject)
 }
 
@@ -530,7 +532,8 @@ impl<'a, T> Producer<'a, T> {
         let slot = self.slot(self.index);
         // SAFETY: the position is free (`has_room` or an eviction), and only this
         // producer writes slots.
-        slot.0.with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
+        slot.0
+            .with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
         self.tail += 1;
         self.index += 1;
         if self.index == self.shared().cap {
@@ -636,7 +639,10 @@ impl<'a, T> Producer<'a, T> {
                 .fetch_add(1, Ordering::Relaxed);
             // SAFETY: winning `head` at `oldest` makes this producer the owner of
             // that item, which it wrote itself; its slot is `tail`'s.
-            let item = self.slot(self.index).0.with(|p| unsafe { p.read().assume_init() });
+            let item = self
+                .slot(self.index)
+                .0
+                .with(|p| unsafe { p.read().assume_init() });
             return Some(item);
         }
         // The consumer claimed `oldest`; it releases the slot once read.
@@ -895,7 +901,9 @@ impl<'a, T> Consumer<'a, T> {
     #[inline(always)]
     fn release(&self) {
         // Release: our reads of those slots happen before the producer reuses them.
-        self.shared().free_index().store(self.head, Ordering::Release);
+        self.shared()
+            .free_index()
+            .store(self.head, Ordering::Release);
         crate::sync::asymmetric_barrier_light();
         self.shared().control.producers.notify_one();
     }
@@ -1047,7 +1055,10 @@ impl<T> Iterator for PopBatch<'_, '_, T> {
         }
         let c = &mut *self.consumer;
         // SAFETY: the batch claimed `remaining` written positions from `head`.
-        let item = c.slot(c.index).0.with(|p| unsafe { p.read().assume_init() });
+        let item = c
+            .slot(c.index)
+            .0
+            .with(|p| unsafe { p.read().assume_init() });
         c.advance(1);
         self.remaining -= 1;
         // Under DropOldest a full producer may be waiting for exactly this slot:
@@ -1248,7 +1259,8 @@ impl<T> Producer<'_, T> {
     ///
     /// [`Closed`] with the item once the consumer is gone.
     pub fn push_wait(&mut self, item: T) -> Result<(), Closed<T>> {
-        self.push_until(item, None).map_err(|e| Closed(e.into_inner()))
+        self.push_until(item, None)
+            .map_err(|e| Closed(e.into_inner()))
     }
 
     /// Stores `item`, waiting at most `timeout` for room.
@@ -1369,8 +1381,10 @@ impl<T> Consumer<'_, T> {
         }
         // SAFETY: `shared` is used only inside this call, while `self` lives.
         let shared = unsafe { detached(self.shared) };
-        block_on(&shared.control.consumers, deadline, (), |()| self.attempt_pop())
-            .unwrap_or(Err(SpscPopError::Timeout))
+        block_on(&shared.control.consumers, deadline, (), |()| {
+            self.attempt_pop()
+        })
+        .unwrap_or(Err(SpscPopError::Timeout))
     }
 }
 

@@ -637,4 +637,3 @@ pub(crate) fn cancel_waiter(queue: &WaitQueue, waiter: &Waiter) {
         queue.notify_one();
     }
 }
-

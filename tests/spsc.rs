@@ -1,0 +1,403 @@
+//! The SPSC channel: single-thread behaviour against a `VecDeque` model (both
+//! policies, batches, chunks, lag reports), and two-thread exactly-once delivery
+//! through every way of pushing and popping, including drop-oldest, where every item
+//! is either received in order or reported lost.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use membound::ring::spsc::{self, SpscPolicy, SpscPopError, StaticChannel};
+use membound::ring::{Closed, PushError};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    TryPush(u32),
+    Push(u32),
+    ForcePush(u32),
+    PushIter(u8),
+    PushSlice(u8),
+    WriteChunk(u8),
+    Pop,
+    PopBatch(u8),
+    PopSlice(u8),
+    ReadChunk(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        any::<u32>().prop_map(Op::TryPush),
+        any::<u32>().prop_map(Op::Push),
+        any::<u32>().prop_map(Op::ForcePush),
+        (0u8..6).prop_map(Op::PushIter),
+        (0u8..6).prop_map(Op::PushSlice),
+        (0u8..6).prop_map(Op::WriteChunk),
+        Just(Op::Pop),
+        Just(Op::Pop),
+        (0u8..6).prop_map(Op::PopBatch),
+        (0u8..6).prop_map(Op::PopSlice),
+        (0u8..6).prop_map(Op::ReadChunk),
+    ]
+}
+
+/// Applies `ops` to a channel and to a `VecDeque` model; any divergence panics.
+fn run_model(cap: usize, policy: SpscPolicy, ops: &[Op]) {
+    let (mut tx, mut rx) = spsc::channel_with_policy(cap, policy).unwrap();
+    let mut model: VecDeque<u32> = VecDeque::new();
+    let mut lag = 0u64; // evicted, not yet reported
+    let mut next = 1_000_000u32; // values for batch pushes
+    let drop_oldest = policy == SpscPolicy::DropOldest;
+    for op in ops {
+        match *op {
+            Op::TryPush(v) => {
+                let expected = if model.len() == cap {
+                    Err(PushError::Full(v))
+                } else {
+                    model.push_back(v);
+                    Ok(())
+                };
+                assert_eq!(tx.try_push(v), expected, "{op:?}");
+            }
+            Op::Push(v) | Op::ForcePush(v) => {
+                let expected = if model.len() < cap {
+                    model.push_back(v);
+                    Ok(None)
+                } else if drop_oldest {
+                    let old = model.pop_front();
+                    lag += 1;
+                    model.push_back(v);
+                    Ok(old)
+                } else {
+                    Err(PushError::Full(v))
+                };
+                if matches!(op, Op::Push(_)) {
+                    assert_eq!(tx.push(v), expected.map(|_| ()), "{op:?}");
+                } else {
+                    assert_eq!(tx.force_push(v), expected, "{op:?}");
+                }
+            }
+            Op::PushIter(n) | Op::PushSlice(n) | Op::WriteChunk(n) => {
+                let values: Vec<u32> = (0..u32::from(n)).map(|i| next + i).collect();
+                next += u32::from(n);
+                let fits = values.len().min(cap - model.len());
+                model.extend(&values[..fits]);
+                let pushed = match op {
+                    Op::PushIter(_) => {
+                        let mut iter = values.iter().copied();
+                        let pushed = tx.push_iter(&mut iter);
+                        assert_eq!(
+                            iter.next(),
+                            values.get(pushed).copied(),
+                            "iterator left intact"
+                        );
+                        pushed
+                    }
+                    Op::PushSlice(_) => tx.push_slice(&values),
+                    _ => tx
+                        .write_chunk_uninit(values.len())
+                        .fill_from_iter(values.iter().copied()),
+                };
+                assert_eq!(pushed, fits, "{op:?}");
+            }
+            Op::Pop => {
+                let expected = if lag > 0 {
+                    Err(SpscPopError::Lagged(std::mem::take(&mut lag)))
+                } else {
+                    model.pop_front().ok_or(SpscPopError::Empty)
+                };
+                assert_eq!(rx.pop(), expected, "{op:?}");
+            }
+            Op::PopBatch(n) | Op::PopSlice(n) | Op::ReadChunk(n) => {
+                let k = usize::from(n).min(model.len());
+                let expected: Vec<u32> = model.drain(..k).collect();
+                // A batch of 0 claims nothing and so reports nothing.
+                let reported = if n > 0 { std::mem::take(&mut lag) } else { 0 };
+                let got = match op {
+                    Op::PopBatch(_) => {
+                        let batch = rx.pop_batch(usize::from(n));
+                        assert_eq!(batch.lagged(), reported);
+                        batch.collect()
+                    }
+                    Op::PopSlice(_) => {
+                        let mut out = vec![0; usize::from(n)];
+                        let got = rx.pop_slice(&mut out);
+                        out.truncate(got);
+                        out
+                    }
+                    _ => {
+                        let chunk = rx.read_chunk(usize::from(n));
+                        assert_eq!(chunk.lagged(), reported);
+                        let (a, b) = chunk.as_slices();
+                        let got = [a, b].concat();
+                        chunk.commit();
+                        got
+                    }
+                };
+                assert_eq!(got, expected, "{op:?}");
+            }
+        }
+        assert_eq!(rx.len(), model.len());
+        assert_eq!(tx.slots(), cap - model.len());
+    }
+    drop(tx);
+    let rest: Vec<u32> = std::iter::from_fn(|| rx.try_pop()).collect();
+    assert_eq!(rest, Vec::from(model));
+    assert_eq!(rx.pop(), Err(SpscPopError::Closed));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn spsc_matches_vecdeque(
+        cap in 1usize..7,
+        drop_oldest in any::<bool>(),
+        ops in prop::collection::vec(op(), 0..150),
+    ) {
+        let policy = if drop_oldest { SpscPolicy::DropOldest } else { SpscPolicy::Reject };
+        run_model(cap, policy, &ops);
+    }
+}
+
+const ITEMS: u64 = 200_000;
+
+/// Sends `0..ITEMS` through `send` on one thread and checks the receiver got them
+/// all, in order, each once.
+fn transfer(
+    cap: usize,
+    send: impl FnOnce(spsc::Producer<'static, u64>) + Send + 'static,
+    recv: impl FnOnce(&mut spsc::Consumer<'static, u64>) -> Vec<u64>,
+) {
+    let (tx, mut rx) = spsc::channel(cap).unwrap();
+    let producer = thread::spawn(move || send(tx));
+    let got = recv(&mut rx);
+    producer.join().unwrap();
+    assert_eq!(got.len() as u64, ITEMS, "items lost or duplicated");
+    assert!(got.iter().copied().eq(0..ITEMS), "items out of order");
+}
+
+#[test]
+fn blocking_single_items_arrive_exactly_once_in_order() {
+    transfer(
+        3,
+        |mut tx| {
+            for i in 0..ITEMS {
+                tx.push_wait(i).unwrap();
+            }
+        },
+        |rx| {
+            let mut got = Vec::new();
+            while let Ok(item) = rx.pop_wait() {
+                got.push(item);
+            }
+            got
+        },
+    );
+}
+
+#[test]
+fn batches_and_chunks_arrive_exactly_once_in_order() {
+    transfer(
+        7,
+        |mut tx| {
+            let mut items = 0..ITEMS;
+            let mut round = 0u64;
+            while !items.is_empty() {
+                round += 1;
+                match round % 3 {
+                    0 => {
+                        tx.push_iter(&mut items);
+                    }
+                    1 => {
+                        let chunk: Vec<u64> = items.clone().take(5).collect();
+                        let n = tx.push_slice(&chunk);
+                        if n > 0 {
+                            items.nth(n - 1);
+                        }
+                    }
+                    _ => {
+                        let n = tx.write_chunk_uninit(4).fill_from_iter(items.clone());
+                        if n > 0 {
+                            items.nth(n - 1);
+                        }
+                    }
+                }
+                if tx.slots() == 0 {
+                    thread::yield_now();
+                }
+            }
+        },
+        |rx| {
+            let mut got = Vec::new();
+            let mut round = 0u64;
+            loop {
+                round += 1;
+                let before = got.len();
+                match round % 3 {
+                    0 => got.extend(rx.pop_batch(4)),
+                    1 => {
+                        let mut out = [0; 6];
+                        let n = rx.pop_slice(&mut out);
+                        got.extend_from_slice(&out[..n]);
+                    }
+                    _ => {
+                        let chunk = rx.read_chunk(5);
+                        let (a, b) = chunk.as_slices();
+                        got.extend_from_slice(a);
+                        got.extend_from_slice(b);
+                    }
+                }
+                if got.len() == before {
+                    if rx.is_abandoned() && rx.is_empty() {
+                        return got;
+                    }
+                    thread::yield_now();
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn async_items_arrive_exactly_once_in_order() {
+    transfer(
+        2,
+        |mut tx| {
+            block_on(async {
+                for i in 0..ITEMS {
+                    tx.push_async(i).await.unwrap();
+                }
+            })
+        },
+        |rx| {
+            block_on(async {
+                let mut got = Vec::new();
+                while let Ok(item) = rx.pop_async().await {
+                    got.push(item);
+                }
+                got
+            })
+        },
+    );
+}
+
+/// Under drop-oldest with a slow consumer, every item is either received (in order)
+/// or reported in a `Lagged` count, and the counts add up exactly.
+#[test]
+fn drop_oldest_reports_every_lost_item() {
+    let (mut tx, mut rx) = spsc::channel_with_policy(4, SpscPolicy::DropOldest).unwrap();
+    let producer = thread::spawn(move || {
+        for i in 0..ITEMS {
+            tx.push(i).unwrap();
+        }
+        tx.dropped()
+    });
+    let mut received = Vec::new();
+    let mut lagged = 0u64;
+    loop {
+        match rx.pop() {
+            Ok(item) => received.push(item),
+            Err(SpscPopError::Lagged(n)) => lagged += n,
+            Err(SpscPopError::Empty) => thread::yield_now(),
+            Err(SpscPopError::Closed) => break,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let dropped = producer.join().unwrap();
+    assert_eq!(lagged, dropped, "every eviction is reported once");
+    assert_eq!(received.len() as u64 + lagged, ITEMS);
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "order kept");
+    assert_eq!(
+        received.last(),
+        Some(&(ITEMS - 1)),
+        "the newest item survives"
+    );
+}
+
+/// Each side learns that the other is gone: a waiting pop ends with `Closed` after
+/// the last item, a waiting push gets its item back.
+#[test]
+fn the_other_side_going_away_ends_waits() {
+    let (mut tx, mut rx) = spsc::channel::<u32>(1).unwrap();
+    let consumer = thread::spawn(move || {
+        let first = rx.pop_wait();
+        let second = rx.pop_wait();
+        (first, second)
+    });
+    tx.push_wait(1).unwrap();
+    drop(tx);
+    assert_eq!(consumer.join().unwrap(), (Ok(1), Err(SpscPopError::Closed)));
+
+    let (mut tx, rx) = spsc::channel::<u32>(1).unwrap();
+    tx.push(1).unwrap();
+    let producer = thread::spawn(move || tx.push_wait(2));
+    thread::yield_now();
+    drop(rx);
+    assert_eq!(producer.join().unwrap(), Err(Closed(2)));
+}
+
+struct Counted(Arc<AtomicUsize>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Items are dropped exactly once: popped, evicted, left in a heap channel when
+/// both handles are gone (in either order), or left in a static channel.
+#[test]
+fn every_item_is_dropped_exactly_once() {
+    for consumer_first in [false, true] {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (mut tx, mut rx) = spsc::channel_with_policy(3, SpscPolicy::DropOldest).unwrap();
+        for _ in 0..5 {
+            tx.push(Counted(drops.clone())).unwrap(); // 2 evicted
+        }
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+        drop(rx.try_pop());
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
+        if consumer_first {
+            drop(rx);
+            drop(tx);
+        } else {
+            drop(tx);
+            drop(rx);
+        }
+        assert_eq!(drops.load(Ordering::Relaxed), 5);
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    {
+        let mut channel = StaticChannel::<Counted, 4>::new();
+        {
+            let (mut tx, _rx) = channel.split();
+            tx.push(Counted(drops.clone())).unwrap();
+            tx.push(Counted(drops.clone())).unwrap();
+        }
+        let (_tx, mut rx) = channel.split();
+        drop(rx.try_pop());
+        assert_eq!(drops.load(Ordering::Relaxed), 1, "items survive a re-split");
+    }
+    assert_eq!(drops.load(Ordering::Relaxed), 2);
+}
+
+/// Polls a future on this thread, parking until its waker runs.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        thread::park();
+    }
+}
