@@ -41,6 +41,10 @@ pub mod clock;
 pub mod ring;
 mod sync;
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::loom_assume_no_waiters;
+
 /// The README's examples run as doctests, so they cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -219,7 +219,34 @@ pub(crate) fn asymmetric_barrier_light() {
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
         return;
     }
+    #[cfg(loom)]
+    if loom_no_waiters() {
+        return;
+    }
     fence(Ordering::SeqCst);
+}
+
+#[cfg(loom)]
+std::thread_local! {
+    static LOOM_NO_WAITERS: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether the running loom model promised that nobody waits
+/// ([`loom_assume_no_waiters`]).
+#[cfg(loom)]
+pub(crate) fn loom_no_waiters() -> bool {
+    LOOM_NO_WAITERS.with(core::cell::Cell::get)
+}
+
+/// For loom models in which no thread waits: drops the loom-only `SeqCst` fences of
+/// the notify path (see `ring::wait`). Loom makes a `SeqCst` fence synchronise with
+/// every earlier one, which would hide a missing Release/Acquire on an index; a
+/// model without waiters does not need those fences, so it can check the indices'
+/// own orderings. Per OS thread, so concurrent tests do not interfere.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_assume_no_waiters(yes: bool) {
+    LOOM_NO_WAITERS.with(|flag| flag.set(yes));
 }
 
 /// The slow side of the asymmetric barrier: after it returns, every thread that ran

@@ -27,3 +27,18 @@ where
     builder.max_branches = builder.max_branches.max(20_000);
     builder.check(f);
 }
+
+/// [`model_bounded`] for models in which no thread waits: switches off the
+/// loom-only `SeqCst` fences of the notify path (`membound::loom_assume_no_waiters`),
+/// which loom would let synchronise everything and so hide a missing Release or
+/// Acquire elsewhere.
+#[cfg(loom)]
+pub fn model_without_waiters<F>(max: usize, f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    model_bounded(max, move || {
+        membound::loom_assume_no_waiters(true);
+        f();
+    });
+}

@@ -12,7 +12,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use membound::ring::{Closed, PopError, PushError, Ring};
-use membound_loom_tests::model_bounded;
+use membound_loom_tests::model_without_waiters;
 
 /// Bits of every item seen; items are distinct powers of two, so a duplicate shows up
 /// as a bit seen twice and a loss as a bit never seen.
@@ -164,7 +164,7 @@ fn two_force_pushers_on_a_full_ring_evict_in_order() {
 
 #[test]
 fn force_push_racing_force_push_and_pop() {
-    model_bounded(1, || {
+    model_without_waiters(1, || {
         let ring = Arc::new(Ring::new(1).unwrap());
         ring.try_push(1u32).unwrap();
         let pusher = {
@@ -268,7 +268,7 @@ fn chained_evictions_racing_a_pop_on_capacity_two() {
     // Two evicting producers on a full ring of 2: the second claims its tail while the
     // first may not have moved `head` yet (the wait for earlier evictions), and a
     // consumer may take either old item first (the "consumer won" branch).
-    model_bounded(3, || {
+    model_without_waiters(3, || {
         let (ring, pushers) = full_ring_with_two_force_pushers();
         let mut seen = 0;
         if let Some(item) = ring.try_pop() {
@@ -288,7 +288,7 @@ fn chained_evictions_racing_a_pop_on_capacity_two() {
 
 #[test]
 fn close_racing_chained_evictions_refuses_or_delivers_each_item() {
-    model_bounded(2, || {
+    model_without_waiters(2, || {
         let (ring, pushers) = full_ring_with_two_force_pushers();
         ring.close();
         let mut seen = 0;

@@ -7,7 +7,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use membound::ring::{OverflowPolicy, Ring, RingConfig};
-use membound_loom_tests::model_bounded;
+use membound_loom_tests::{model_bounded, model_without_waiters};
 
 fn account(seen: &mut u32, item: u32) {
     assert_eq!(*seen & item, 0, "item {item} delivered twice");
@@ -19,7 +19,7 @@ fn account(seen: &mut u32, item: u32) {
 /// the same item, and never more than needed.
 #[test]
 fn shrink_racing_force_push_and_pop() {
-    model_bounded(2, || {
+    model_without_waiters(2, || {
         let ring = Arc::new(Ring::new(2).unwrap());
         ring.try_push(1u32).unwrap();
         ring.try_push(2).unwrap();
@@ -58,7 +58,7 @@ fn shrink_racing_force_push_and_pop() {
 /// lets the ring exceed the capacity in force.
 #[test]
 fn soft_full_push_racing_pop() {
-    model_bounded(usize::MAX, || {
+    model_without_waiters(usize::MAX, || {
         let ring = Arc::new(
             Ring::with_config(
                 RingConfig::new(1)

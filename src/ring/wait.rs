@@ -445,7 +445,9 @@ impl WaitQueue {
     fn has_waiters(&self) -> bool {
         // Only under loom: its SeqCst loads are AcqRel, see the module docs.
         #[cfg(loom)]
-        fence(Ordering::SeqCst);
+        if !crate::sync::loom_no_waiters() {
+            fence(Ordering::SeqCst);
+        }
         self.waiters.load(Ordering::SeqCst) != 0
     }
 

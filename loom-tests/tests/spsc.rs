@@ -1,0 +1,125 @@
+//! Loom models of the SPSC channel (`membound::ring::spsc`): the hand-over of
+//! items through cached indices, batch publication, drop-oldest racing the
+//! consumer, and the wait path with its asymmetric barrier (a `SeqCst` fence on both
+//! sides under loom).
+//!
+//! Loom makes every `SeqCst` fence synchronise with the earlier ones, so the
+//! notify path's fences would hide a missing Release/Acquire on an index; the
+//! models in which nobody waits switch them off (`model_without_waiters`) and so
+//! check the indices' own orderings.
+#![cfg(loom)]
+
+use loom::thread;
+use membound::ring::spsc::{self, SpscPolicy, SpscPopError};
+use membound_loom_tests::{model_bounded, model_without_waiters};
+
+/// Items pushed one by one through a ring of 1 arrive in order, each once, and the
+/// consumer sees `Closed` only after the last one.
+#[test]
+fn items_hand_over_through_cached_indices() {
+    model_without_waiters(usize::MAX, || {
+        let (mut tx, mut rx) = spsc::channel(1).unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..3u32 {
+                while tx.try_push(i).is_err() {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut got = Vec::new();
+        loop {
+            match rx.pop() {
+                Ok(item) => got.push(item),
+                Err(SpscPopError::Empty) => thread::yield_now(),
+                Err(SpscPopError::Closed) => break,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, [0, 1, 2]);
+    });
+}
+
+/// A batch is published with one index store: the consumer sees none or all of
+/// it, never a slot before its write.
+#[test]
+fn batch_publish_is_all_or_nothing() {
+    model_without_waiters(usize::MAX, || {
+        let (mut tx, mut rx) = spsc::channel(3).unwrap();
+        let producer = thread::spawn(move || {
+            assert_eq!(tx.push_iter(&mut (10..13u32)), 3);
+        });
+        let got: Vec<u32> = rx.pop_batch(3).collect();
+        assert!(got.is_empty() || got == [10, 11, 12], "{got:?}");
+        producer.join().unwrap();
+        let rest: Vec<u32> = rx.pop_batch(3).collect();
+        assert_eq!([got, rest].concat(), [10, 11, 12]);
+    });
+}
+
+/// Drop-oldest: the producer evicting from a full ring races the consumer reading
+/// the same oldest item. Each item is received or reported lost exactly once, in
+/// order, and the producer never writes a slot the consumer is reading (loom's cell
+/// tracking reports that as a data race).
+#[test]
+fn drop_oldest_racing_pop() {
+    model_without_waiters(3, || {
+        let (mut tx, mut rx) = spsc::channel_with_policy(1, SpscPolicy::DropOldest).unwrap();
+        tx.push(0u32).unwrap();
+        let producer = thread::spawn(move || {
+            let evicted = tx.force_push(1).unwrap();
+            let evicted2 = tx.force_push(2).unwrap();
+            (evicted, evicted2)
+        });
+        let mut got = Vec::new();
+        let mut lagged = 0;
+        for _ in 0..2 {
+            match rx.pop() {
+                Ok(item) => got.push(item),
+                Err(SpscPopError::Lagged(n)) => lagged += n,
+                Err(SpscPopError::Empty) => {}
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        let (e1, e2) = producer.join().unwrap();
+        let evicted: Vec<u32> = e1.into_iter().chain(e2).collect();
+        while let Some(item) = rx.try_pop() {
+            got.push(item);
+        }
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "order: {got:?}");
+        let mut all = [got.clone(), evicted.clone()].concat();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2], "got {got:?}, evicted {evicted:?}");
+        assert!(lagged <= evicted.len() as u64);
+    });
+}
+
+/// A consumer parked on an empty channel is woken by the push that follows, with
+/// the asymmetric barrier in place of a `SeqCst` RMW.
+#[test]
+fn pop_wait_is_woken_by_a_plain_store_push() {
+    model_bounded(usize::MAX, || {
+        let (mut tx, mut rx) = spsc::channel(1).unwrap();
+        let consumer = thread::spawn(move || rx.pop_wait());
+        tx.push(5u32).unwrap();
+        assert_eq!(consumer.join().unwrap(), Ok(5));
+    });
+}
+
+/// A producer parked on a full channel is woken by the pop that makes room, and a
+/// consumer parked on an empty one by the producer going away.
+#[test]
+fn push_wait_is_woken_by_a_pop_and_pop_wait_by_close() {
+    model_bounded(usize::MAX, || {
+        let (mut tx, mut rx) = spsc::channel(1).unwrap();
+        tx.push(1u32).unwrap();
+        let producer = thread::spawn(move || {
+            tx.push_wait(2).unwrap();
+            // Dropped here: the consumer's last wait ends with Closed.
+        });
+        assert_eq!(rx.pop_wait(), Ok(1));
+        assert_eq!(rx.pop_wait(), Ok(2));
+        assert_eq!(rx.pop_wait(), Err(SpscPopError::Closed));
+        producer.join().unwrap();
+    });
+}
