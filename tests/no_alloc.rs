@@ -70,6 +70,7 @@ fn a_million_operations_allocate_nothing() {
     {
         checksum += waits_allocate_nothing();
     }
+    checksum += spsc_batches_allocate_nothing();
     let after = allocations();
     assert!(checksum > 0);
     // The counter itself works: a Vec allocation is seen.
@@ -130,5 +131,34 @@ fn waits_allocate_nothing() -> u64 {
         0,
         "waiting operations allocated"
     );
+    checksum
+}
+
+/// The SPSC channel after construction: single items, batches, slices, chunks and
+/// drop-oldest evictions allocate nothing. Returns a checksum.
+fn spsc_batches_allocate_nothing() -> u64 {
+    use membound::ring::spsc::{self, SpscPolicy};
+
+    let (mut tx, mut rx) = spsc::channel_with_policy(16, SpscPolicy::DropOldest).unwrap();
+    let mut buf = [0u64; 8];
+    let before = allocations();
+    let mut checksum = 0;
+    for i in 0..100_000u64 {
+        match i % 6 {
+            0 => tx.push(i).unwrap(),
+            1 => checksum += tx.push_iter(&mut (i..i + 5)) as u64,
+            2 => checksum += tx.push_slice(&[i; 4]) as u64,
+            3 => {
+                checksum += tx.write_chunk_uninit(3).fill_from_iter(i..) as u64;
+            }
+            4 => checksum += rx.pop_batch(5).sum::<u64>() + rx.try_pop().unwrap_or(0),
+            _ => {
+                checksum += rx.pop_slice(&mut buf) as u64;
+                let chunk = rx.read_chunk(2);
+                checksum += chunk.as_slices().0.iter().sum::<u64>();
+            }
+        }
+    }
+    assert_eq!(allocations() - before, 0, "SPSC operations allocated");
     checksum
 }
