@@ -864,9 +864,14 @@ impl<'a, T> Consumer<'a, T> {
     fn advance(&mut self, n: u64) {
         let cap = self.shared().cap;
         self.head += n;
-        self.index += n % cap;
-        if self.index >= cap {
-            self.index -= cap;
+        if n < cap {
+            self.index += n;
+            if self.index >= cap {
+                self.index -= cap;
+            }
+        } else {
+            // Only a lag can skip a lap or more.
+            self.index = (self.index + n % cap) % cap;
         }
     }
 
@@ -1010,13 +1015,24 @@ impl<'a, T> Consumer<'a, T> {
     where
         T: Copy,
     {
-        let mut batch = self.pop_batch(out.len());
-        let mut n = 0;
-        for (dst, item) in out.iter_mut().zip(&mut batch) {
-            *dst = item;
-            n += 1;
+        #[cfg(not(loom))]
+        {
+            let chunk = self.read_chunk(out.len());
+            let (first, second) = chunk.as_slices();
+            out[..first.len()].copy_from_slice(first);
+            out[first.len()..chunk.len()].copy_from_slice(second);
+            chunk.len()
         }
-        n
+        #[cfg(loom)]
+        {
+            let mut batch = self.pop_batch(out.len());
+            let mut n = 0;
+            for (dst, item) in out.iter_mut().zip(&mut batch) {
+                *dst = item;
+                n += 1;
+            }
+            n
+        }
     }
 
     /// The stored items, up to `n`, claimed for reading in place; released by
@@ -1146,13 +1162,17 @@ impl<T> ReadChunk<'_, '_, T> {
 impl<T> Drop for ReadChunk<'_, '_, T> {
     fn drop(&mut self) {
         let c = &mut *self.consumer;
-        for _ in 0..self.len {
-            // SAFETY: each claimed position holds an initialised item, dropped once
-            // as `advance` moves past it.
-            c.slot(c.index)
-                .0
-                .with_mut(|p| unsafe { (*p).assume_init_drop() });
-            c.advance(1);
+        if core::mem::needs_drop::<T>() {
+            for _ in 0..self.len {
+                // SAFETY: each claimed position holds an initialised item, dropped
+                // once as `advance` moves past it.
+                c.slot(c.index)
+                    .0
+                    .with_mut(|p| unsafe { (*p).assume_init_drop() });
+                c.advance(1);
+            }
+        } else {
+            c.advance(self.len as u64);
         }
         if self.len > 0 {
             c.release();
