@@ -38,6 +38,8 @@ extern crate std;
 
 pub mod capacity;
 pub mod clock;
+pub mod heap;
+pub mod pressure;
 pub mod ring;
 mod sync;
 

@@ -126,3 +126,15 @@ impl Backoff {
         }
     }
 }
+
+/// Relaxed counters that stay portable-atomic's even under loom.
+///
+/// For state that lives in a `static` built by a `const fn` and is touched from inside
+/// the global allocator ([`TrackingAllocator`](crate::heap::TrackingAllocator)).
+/// Loom's atomics can do neither: they are not const, and they allocate to record
+/// their history, which would recurse into the allocator being modelled. Nothing here
+/// takes part in a synchronization protocol: every use is a statistics counter read
+/// with `Relaxed`, so a model would have nothing to check.
+pub(crate) mod counters {
+    pub(crate) use portable_atomic::{AtomicU64, AtomicUsize};
+}
