@@ -39,6 +39,8 @@ extern crate std;
 pub mod capacity;
 pub mod clock;
 pub mod heap;
+#[cfg(feature = "std")]
+pub mod os;
 pub mod pressure;
 pub mod ring;
 mod sync;
