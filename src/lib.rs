@@ -40,6 +40,8 @@ pub mod capacity;
 pub mod clock;
 pub mod heap;
 #[cfg(feature = "std")]
+pub mod monitor;
+#[cfg(feature = "std")]
 pub mod os;
 pub mod pressure;
 pub mod ring;
