@@ -430,3 +430,55 @@ fn psi_wake_is_set_up_or_reports_why_it_polls() {
     }
     println!("{state:?}");
 }
+
+#[test]
+fn after_unsubscribe_returns_the_callback_never_runs() {
+    // One thread drives transitions as fast as it can; another subscribes, waits for
+    // a call, unsubscribes, and then marks the subscription dead. A callback seeing
+    // its own mark would be a call after unsubscribe returned.
+    let (m, script, _clock) = manager(immediate());
+    let m = Arc::new(m);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let driver = {
+        let (m, script, stop) = (Arc::clone(&m), script.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut high = false;
+            while !stop.load(Ordering::Relaxed) {
+                high = !high;
+                script.set(if high { 0.97 } else { 0.1 });
+                m.sample_now();
+            }
+        })
+    };
+    let violations = Arc::new(AtomicUsize::new(0));
+    for _ in 0..200 {
+        let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let called = Arc::new(AtomicUsize::new(0));
+        let sub = {
+            let (dead, called, violations) = (
+                Arc::clone(&dead),
+                Arc::clone(&called),
+                Arc::clone(&violations),
+            );
+            m.on_pressure(move |_| {
+                called.fetch_add(1, Ordering::Relaxed);
+                // Stay inside the callback a while, so an unsubscribe that did not
+                // wait for the running round would be caught here.
+                let until = Instant::now() + Duration::from_micros(200);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                if dead.load(Ordering::SeqCst) {
+                    violations.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        assert!(eventually(|| called.load(Ordering::Relaxed) > 0));
+        sub.unsubscribe();
+        dead.store(true, Ordering::SeqCst);
+    }
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap();
+    assert_eq!(violations.load(Ordering::Relaxed), 0);
+    assert_eq!(m.metrics().subscribers, 0);
+}

@@ -283,3 +283,32 @@ fn limits_are_reread_every_sample() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn lean_config_skips_stat_meminfo_and_psi_but_keeps_limits() {
+    let root = fixture("v1");
+    let config = SamplerConfig::lean()
+        .with_proc_root(root.join("proc"))
+        .with_mount_root(&root);
+    let mut s = Sampler::new(config).unwrap();
+    assert!(!s.has_psi());
+    let sample = s.sample();
+    assert_eq!(sample.errors, 0);
+    assert_eq!(
+        sample.working_set,
+        Some(300 * MIB),
+        "usage, page cache included"
+    );
+    assert_eq!(sample.mem_available, None);
+    assert_eq!(
+        sample.mem_total,
+        Some(MEM_TOTAL),
+        "read once at construction"
+    );
+    assert_eq!(sample.psi, None);
+    assert_eq!(
+        sample.limit,
+        cgroup_limit(512 * MIB, CgroupLimitFile::V1Limit, 0)
+    );
+    assert!(close(sample.utilization, 300.0 / 512.0));
+}

@@ -21,6 +21,7 @@ fn samples_and_gauge_updates_allocate_nothing() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-nested");
     let mut samplers = [
         Sampler::new(SamplerConfig::default()).unwrap(),
+        Sampler::new(SamplerConfig::lean()).unwrap(),
         Sampler::new(
             SamplerConfig::default()
                 .with_proc_root(fixture.join("proc"))
@@ -34,7 +35,7 @@ fn samples_and_gauge_updates_allocate_nothing() {
     let before = HEAP.stats().allocations + HEAP.stats().reallocations;
     let mut checksum = 0u64;
     for i in 0..2_000u64 {
-        let sampler = &mut samplers[(i % 2) as usize];
+        let sampler = &mut samplers[(i % 3) as usize];
         let sample = sampler.sample();
         checksum += sample.rss.unwrap_or(0) + u64::from(sample.errors);
         // A synthetic signal, so transitions happen too.

@@ -64,11 +64,20 @@ impl Source {
 }
 
 /// `pread`s from offset 0 until end of file or a full buffer.
+///
+/// A short read is taken as the end: procfs, sysfs and cgroupfs produce a file whole
+/// and hand over as much as the buffer holds, and so do regular files (the fixture
+/// trees). Confirming the end with one more `pread` would cost a system call per file
+/// per sample.
 fn read_all_at(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut len = 0;
     while len < buf.len() {
         match file.read_at(&mut buf[len..], len as u64) {
             Ok(0) => break,
+            Ok(n) if n < buf.len() - len => {
+                len += n;
+                break;
+            }
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -148,7 +157,8 @@ impl CgroupFiles {
 pub struct Sampler {
     config: SamplerConfig,
     page_size: u64,
-    /// Physical memory from `sysconf`, for when `/proc/meminfo` fails.
+    /// `MemTotal` read at construction (or `sysconf`'s physical memory): the physical
+    /// limit when `/proc/meminfo` is not read per sample or fails.
     physical: Option<u64>,
     buf: Box<[u8]>,
     statm: Source,
@@ -185,19 +195,31 @@ impl Sampler {
         } else {
             Err(DiscoveryError::Disabled)
         };
-        let psi = match &cgroup {
-            Ok(files) if files.info.version == CgroupVersion::V2 => {
-                Source::open(files.info.dir.join("memory.pressure"))
+        let psi = if !config.psi {
+            None
+        } else {
+            match &cgroup {
+                Ok(files) if files.info.version == CgroupVersion::V2 => {
+                    Source::open(files.info.dir.join("memory.pressure"))
+                }
+                _ => None,
             }
-            _ => None,
-        }
-        .or_else(|| Source::open(config.proc_root.join("pressure/memory")));
-        let (page_size, physical) = platform_memory();
+            .or_else(|| Source::open(config.proc_root.join("pressure/memory")))
+        };
+        let (page_size, sysconf_physical) = platform_memory();
+        let mut meminfo = meminfo;
+        let mut buf = std::vec![0; BUFFER_SIZE].into_boxed_slice();
+        // MemTotal once, for when meminfo is not read per sample (or fails).
+        let physical = meminfo
+            .read(&mut buf)
+            .ok()
+            .and_then(|text| parse::meminfo_value(text, b"MemTotal:"))
+            .or(sysconf_physical);
         Ok(Self {
             config,
             page_size,
             physical,
-            buf: std::vec![0; BUFFER_SIZE].into_boxed_slice(),
+            buf,
             statm,
             meminfo,
             psi,
@@ -212,8 +234,13 @@ impl Sampler {
         self.errors.this_sample = 0;
         s.rss = self.read_rss();
 
-        match self.meminfo.read(&mut self.buf) {
-            Ok(text) => {
+        match self
+            .config
+            .host_pressure
+            .then(|| self.meminfo.read(&mut self.buf))
+        {
+            None => s.mem_total = self.physical,
+            Some(Ok(text)) => {
                 s.mem_total = parse::meminfo_value(text, b"MemTotal:");
                 s.mem_available = parse::meminfo_value(text, b"MemAvailable:");
                 if s.mem_total.is_none() || s.mem_available.is_none() {
@@ -221,9 +248,12 @@ impl Sampler {
                         .record(SampleField::Meminfo, SampleErrorKind::Malformed);
                 }
             }
-            Err(kind) => self
+            Some(Err(kind)) => self
                 .errors
                 .record(SampleField::Meminfo, SampleErrorKind::Io(kind)),
+        }
+        if s.mem_total.is_none() {
+            s.mem_total = self.physical;
         }
 
         if let Some(psi) = &mut self.psi {
@@ -289,7 +319,11 @@ impl Sampler {
                         .record(SampleField::CgroupLimit, SampleErrorKind::Io(kind)),
                 }
             }
-            if let Some(stat) = &mut files.stat {
+            let stat = match self.config.working_set {
+                WorkingSet::Usage => None,
+                _ => files.stat.as_mut(),
+            };
+            if let Some(stat) = stat {
                 match stat.read(&mut self.buf) {
                     Ok(text) => {
                         let inactive = match version {

@@ -313,9 +313,9 @@ impl fmt::Display for PressureConfigError {
                 "{level} thresholds must be above those of the level below"
             ),
             Self::ZeroInterval => f.write_str("sampling interval must be greater than zero"),
-            Self::BadScaleRange => f.write_str(
-                "scale range must lie within 0..=100 % with saturation above start",
-            ),
+            Self::BadScaleRange => {
+                f.write_str("scale range must lie within 0..=100 % with saturation above start")
+            }
         }
     }
 }
@@ -351,7 +351,10 @@ mod tests {
         use PressureLevel::*;
         let p = PressureConfig::production();
         let cases = [
-            (p.with_low(Band::new(f64::NAN, 0.5)), OutOfRange { level: Low }),
+            (
+                p.with_low(Band::new(f64::NAN, 0.5)),
+                OutOfRange { level: Low },
+            ),
             (p.with_high(Band::new(1.2, 0.8)), OutOfRange { level: High }),
             (
                 p.with_critical(Band::new(0.95, -0.1)),
@@ -385,10 +388,7 @@ mod tests {
             assert_eq!(config.validate(), Err(expected), "{config:?}");
         }
         // Equal enter and exit (no hysteresis) and a 100 % critical are allowed.
-        assert_eq!(
-            p.with_critical(Band::percent(100, 100)).validate(),
-            Ok(())
-        );
+        assert_eq!(p.with_critical(Band::percent(100, 100)).validate(), Ok(()));
         assert_eq!(p.with_low(Band::percent(70, 70)).validate(), Ok(()));
     }
 

@@ -227,7 +227,11 @@ mod tests {
         ] {
             let report = targets.apply(level);
             assert_eq!(report.applied, 2);
-            assert_eq!((a.capacity(), b.capacity()), (expect_a, expect_b), "{level}");
+            assert_eq!(
+                (a.capacity(), b.capacity()),
+                (expect_a, expect_b),
+                "{level}"
+            );
         }
     }
 
@@ -235,10 +239,7 @@ mod tests {
     fn explicit_base_is_checked() {
         let a = Knob::new(10, 100);
         let mut targets = CapacityTargets::new();
-        assert_eq!(
-            targets.register_with_base(&a, 0),
-            Err(CapacityError::Zero)
-        );
+        assert_eq!(targets.register_with_base(&a, 0), Err(CapacityError::Zero));
         assert!(matches!(
             targets.register_with_base(&a, 101),
             Err(CapacityError::AboveMax { .. })

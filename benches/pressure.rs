@@ -1,0 +1,54 @@
+//! Cost of one memory sample against the peers, measured in the same run.
+//!
+//! - `membound_sample`: [`Sampler::sample`] with the default config: statm, meminfo,
+//!   PSI, the cgroup's usage, `memory.stat` and every limit file up the tree (on a
+//!   cgroup v1 host: usage, stat and one `memory.limit_in_bytes` per level).
+//! - `membound_sample_lean`: [`SamplerConfig::lean`]: statm, the cgroup's usage and
+//!   limit files; no `memory.stat`, `meminfo` or PSI.
+//! - `sysinfo_refresh_memory_cgroup_limits`: sysinfo's `refresh_memory` (meminfo,
+//!   swap) then `cgroup_limits` (total, free and RSS of the cgroup): the closest
+//!   sysinfo offers to the same picture. No PSI, no working set, no walk up the tree.
+//! - `membound_rss` and `memory_stats`: RSS alone, from `/proc/self/statm` in both
+//!   (memory-stats built with `always_use_statm`; by default it reads smaps).
+//!
+//! Run: `cargo bench --bench pressure`. Figures depend on the kernel and on how deep
+//! the cgroup tree is; the README quotes them with the machine.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use membound::os::{Sampler, SamplerConfig};
+
+fn os_sample(c: &mut Criterion) {
+    let mut group = c.benchmark_group("os_sample");
+
+    let mut sampler = Sampler::new(SamplerConfig::default()).expect("sampler");
+    group.bench_function("membound_sample", |b| {
+        b.iter(|| black_box(sampler.sample()));
+    });
+    let mut lean = Sampler::new(SamplerConfig::lean()).expect("sampler");
+    group.bench_function("membound_sample_lean", |b| {
+        b.iter(|| black_box(lean.sample()));
+    });
+    group.bench_function("membound_rss", |b| {
+        b.iter(|| black_box(sampler.rss()));
+    });
+
+    let mut system = sysinfo::System::new();
+    system.refresh_memory();
+    group.bench_function("sysinfo_refresh_memory_cgroup_limits", |b| {
+        b.iter(|| {
+            system.refresh_memory();
+            black_box(system.cgroup_limits())
+        });
+    });
+
+    group.bench_function("memory_stats", |b| {
+        b.iter(|| black_box(memory_stats::memory_stats()));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, os_sample);
+criterion_main!(benches);
