@@ -269,4 +269,14 @@ mod tests {
             [Path::new("/m")]
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_discovery_files_never_panic(cgroup in ".{0,200}", mountinfo in ".{0,300}") {
+            let _ = membership(&cgroup);
+            let mounts = parse_mountinfo(&mountinfo);
+            let refs: Vec<&Mount> = mounts.iter().collect();
+            let _ = locate(CgroupVersion::V2, &cgroup, &refs, Path::new("/nonexistent"));
+        }
+    }
 }

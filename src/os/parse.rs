@@ -202,3 +202,31 @@ mod tests {
         assert_eq!(only_some, (3.0, None));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the kernel, a fixture or a broken mount hands over: no panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(text in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_u64(&text);
+            let _ = parse_limit(&text);
+            let _ = parse_decimal(&text);
+            let _ = stat_value(&text, b"inactive_file");
+            let _ = meminfo_value(&text, b"MemAvailable:");
+            let _ = statm_resident_pages(&text);
+            let _ = psi_avg10(&text);
+        }
+
+        #[test]
+        fn integers_round_trip(n in any::<u64>()) {
+            let text = std::format!(" {n}\n");
+            prop_assert_eq!(parse_u64(text.as_bytes()), Some(n));
+            let meminfo = std::format!("MemTotal: {n} kB\n");
+            prop_assert_eq!(meminfo_value(meminfo.as_bytes(), b"MemTotal:"), n.checked_mul(1024));
+        }
+    }
+}
