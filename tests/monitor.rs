@@ -1,6 +1,7 @@
 //! The MemoryManager on a scripted memory source and a ManualClock: transitions,
 //! callbacks (order, panics, unsubscribe), soft capacities, trims, metrics, and the
 //! thread's start/stop life cycle.
+#![cfg(feature = "std")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The OS sampler on fixture trees of real kernels' layouts: cgroup v1 (in a Docker
 //! namespace), v2 (private namespace), nested v2 with a parent limit, no limit, no
 //! PSI, malformed files, and a process outside its namespace's mount.
-#![cfg(target_os = "linux")]
+#![cfg(all(feature = "std", target_os = "linux"))]
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! Real sampling on the machine running the tests: the figures relate sanely.
-#![cfg(target_os = "linux")]
+#![cfg(all(feature = "std", target_os = "linux"))]
 
 use membound::os::{CgroupVersion, LimitSource, Sampler, SamplerConfig};
 

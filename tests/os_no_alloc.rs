@@ -3,7 +3,7 @@
 //! The global allocator is the crate's own `TrackingAllocator` over `System`: the
 //! same counters a production program would leave on. One test in this file so no
 //! other test's allocations run concurrently in this process.
-#![cfg(target_os = "linux")]
+#![cfg(all(feature = "std", target_os = "linux"))]
 
 use std::alloc::System;
 use std::path::Path;
