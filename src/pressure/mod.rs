@@ -19,7 +19,7 @@
 //!   their adaptive size on a transition and restored when pressure falls.
 //!
 //! Where the utilization comes from is not this module's business: the std
-//! [`os`](crate) layer samples the process and its container, and
+//! `os` layer (a `std` feature) samples the process and its container, and
 //! [`TrackingAllocator`](crate::heap::TrackingAllocator) measures a heap of known
 //! size where there is no OS.
 //!
