@@ -68,6 +68,7 @@ mod cgroup;
 mod fallback;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
 mod parse;
 #[cfg(target_os = "linux")]
 mod psi;

@@ -18,8 +18,8 @@
 //!   implementing [`SoftCapacity`](crate::capacity::SoftCapacity)) that are shrunk to
 //!   their adaptive size on a transition and restored when pressure falls.
 //!
-//! Where the utilization comes from is not this module's business: the std
-//! `os` layer (a `std` feature) samples the process and its container, and
+//! Where the utilization comes from is not this module's business: the
+//! `os` layer (feature `std`) samples the process and its container, and
 //! [`TrackingAllocator`](crate::heap::TrackingAllocator) measures a heap of known
 //! size where there is no OS.
 //!
