@@ -43,10 +43,8 @@ use std::boxed::Box;
 use std::cell::Cell;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, PoisonError, Weak};
 use std::thread::{self, JoinHandle, ThreadId};
-use std::thread_local;
 use std::vec::Vec;
 
 use crate::capacity::SoftCapacity;
@@ -60,6 +58,7 @@ use crate::pressure::{
     CapacityTargets, PressureConfig, PressureConfigError, PressureGauge, PressureLevel, TargetId,
     Transition,
 };
+use crate::sync::blocking::{thread_local, AtomicBool, Mutex};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Where a [`MemoryManager`] gets its samples.
@@ -390,7 +389,7 @@ struct Shared {
     /// The scale factor's `f64` bits.
     scale: AtomicU64,
     engine: Mutex<Engine>,
-    run: Mutex<RunState>,
+    run: std::sync::Mutex<RunState>,
     wake: Condvar,
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
     /// Held for a whole delivery round: `unsubscribe` from another thread waits on it,
@@ -404,12 +403,21 @@ struct Shared {
 thread_local! {
     /// Set while this thread delivers callbacks, so re-entrant calls from a callback
     /// neither deadlock nor wait for themselves.
-    static DELIVERING: Cell<bool> = const { Cell::new(false) };
+    // Not `const`-initialized: loom's macro (under `cfg(loom)`) takes only the plain
+    // form.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static DELIVERING: Cell<bool> = Cell::new(false);
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> impl core::ops::DerefMut<Target = T> + '_ {
     // Every critical section here leaves its data consistent before anything that
     // could panic (callbacks run outside the locks, and under `catch_unwind`).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The run state is plain std: the thread and its condvar are not part of the loom
+/// model (which drives `sample_now` from model threads).
+fn lock_run(mutex: &std::sync::Mutex<RunState>) -> std::sync::MutexGuard<'_, RunState> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -477,7 +485,7 @@ impl MemoryManager {
                     bytes_released: 0,
                     last_trim_at: None,
                 }),
-                run: Mutex::new(RunState {
+                run: std::sync::Mutex::new(RunState {
                     running: false,
                     thread: None,
                     thread_id: None,
@@ -500,7 +508,7 @@ impl MemoryManager {
     /// [`MonitorError::Spawn`] if the thread could not be spawned; the manager stays
     /// stopped.
     pub fn start(&self) -> Result<bool, MonitorError> {
-        let mut run = lock(&self.shared.run);
+        let mut run = lock_run(&self.shared.run);
         if run.running {
             return Ok(false);
         }
@@ -508,7 +516,7 @@ impl MemoryManager {
         if let Some(old) = run.thread.take() {
             drop(run);
             let _ = old.join();
-            run = lock(&self.shared.run);
+            run = lock_run(&self.shared.run);
             if run.running {
                 return Ok(false);
             }
@@ -529,7 +537,7 @@ impl MemoryManager {
     /// signals the stop without waiting (the thread may be the caller, or waiting for
     /// the caller's delivery round to end).
     pub fn stop(&self) -> bool {
-        let mut run = lock(&self.shared.run);
+        let mut run = lock_run(&self.shared.run);
         let was_running = run.running;
         run.running = false;
         self.shared.wake.notify_all();
@@ -548,7 +556,7 @@ impl MemoryManager {
 
     /// Whether the monitor thread is running.
     pub fn is_running(&self) -> bool {
-        lock(&self.shared.run).running
+        lock_run(&self.shared.run).running
     }
 
     /// The current pressure level: one atomic load.
@@ -806,7 +814,7 @@ fn monitor_loop(shared: &Shared) {
             // Poll the trigger in short slices so a stop is seen promptly.
             const SLICE: Duration = Duration::from_millis(100);
             loop {
-                if !lock(&shared.run).running {
+                if !lock_run(&shared.run).running {
                     return;
                 }
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -824,7 +832,7 @@ fn monitor_loop(shared: &Shared) {
             }
             continue;
         }
-        let run = lock(&shared.run);
+        let run = lock_run(&shared.run);
         let (run, _) = shared
             .wake
             .wait_timeout_while(run, interval, |run| {

@@ -138,3 +138,22 @@ impl Backoff {
 pub(crate) mod counters {
     pub(crate) use portable_atomic::{AtomicU64, AtomicUsize};
 }
+
+/// The locks, flag and thread-local of the memory manager's subscription protocol
+/// (std): loom's under `cfg(loom)`, so `loom-tests/tests/monitor.rs` checks
+/// unsubscribe racing a delivery on the production code.
+#[cfg(feature = "std")]
+pub(crate) mod blocking {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::AtomicBool;
+    #[cfg(loom)]
+    pub(crate) use loom::sync::Mutex;
+    #[cfg(loom)]
+    pub(crate) use loom::thread_local;
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::AtomicBool;
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::Mutex;
+    #[cfg(not(loom))]
+    pub(crate) use std::thread_local;
+}
