@@ -13,17 +13,24 @@
 //! this process's RSS (cgroup and host figures are left out so other processes cannot
 //! disturb the demo).
 
+use std::alloc::System;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use membound::capacity::{CapacityError, SoftCapacity};
+use membound::clock::MonotonicClock;
+use membound::heap::TrackingAllocator;
 use membound::monitor::{MemoryManager, MonitorConfig, TrimConfig};
 use membound::os::{trim_heap, MemorySample, Sampler, SamplerConfig};
 use membound::pressure::{PressureConfig, PressureLevel};
 
 const MIB: u64 = 1 << 20;
+
+/// The heap as the program sees it, shown next to the OS's RSS.
+#[global_allocator]
+static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
 
 struct Args {
     seconds: f64,
@@ -120,7 +127,8 @@ impl SoftCapacity for SoftBudget {
 fn mib(bytes: Option<u64>) -> String {
     match bytes {
         Some(b) if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        Some(b) => format!("{:.1} MiB", b as f64 / MIB as f64),
+        Some(b) if b >= MIB => format!("{:.1} MiB", b as f64 / MIB as f64),
+        Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
         None => "-".into(),
     }
 }
@@ -133,9 +141,10 @@ fn line(elapsed: Duration, s: &MemorySample, manager: &MemoryManager, target: &i
         format!("{:.2}/{:.2}", p.some_avg10, p.full_avg10.unwrap_or(0.0))
     });
     println!(
-        "{:>6.2}s  rss {:>10}  ws {:>10}  limit {:<30} util {:>6}  psi {:<11} level {:<8} scale {:.2}  target {}/{}",
+        "{:>6.2}s  rss {:>10}  heap {:>10}  ws {:>10}  limit {:<30} util {:>6}  psi {:<11} level {:<8} scale {:.2}  target {}/{}",
         elapsed.as_secs_f64(),
         mib(s.rss),
+        mib(s.heap),
         mib(s.working_set),
         limit,
         s.utilization.map_or("-".into(), |u| format!("{:.1}%", u * 100.0)),
@@ -198,7 +207,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         p.interval
     );
 
-    let sampler = Sampler::new(config.sampler.clone())?;
+    let sampler = Sampler::new(config.sampler.clone())?.with_heap(&HEAP);
     match (sampler.cgroup(), sampler.cgroup_error()) {
         (Some(info), _) => println!(
             "cgroup {} at {}{}",
@@ -213,9 +222,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (None, Some(why)) => println!("no cgroup: {why}"),
         (None, None) => {}
     }
-    drop(sampler);
 
-    let manager = MemoryManager::new(config)?;
+    let manager = MemoryManager::with_source(config, sampler, MonotonicClock::new())?;
     let target = SoftBudget::new(8192);
     manager.register_capacity(&target);
     let start = Instant::now();

@@ -58,6 +58,20 @@ impl HeapStats {
     }
 }
 
+/// A source of [`HeapStats`]: a [`TrackingAllocator`] (of any inner allocator) as a
+/// trait object, so the OS sampler can show the heap next to RSS without naming the
+/// allocator's type.
+pub trait HeapUsage: Sync {
+    /// The counters now.
+    fn heap_stats(&self) -> HeapStats;
+}
+
+impl<A: Sync> HeapUsage for TrackingAllocator<A> {
+    fn heap_stats(&self) -> HeapStats {
+        self.stats()
+    }
+}
+
 /// A [`GlobalAlloc`] wrapper that counts live heap bytes, the peak, and allocation
 /// counts with relaxed atomics.
 ///

@@ -111,6 +111,8 @@ impl<A: Sync + 'static> MemorySource for HeapSource<A> {
 
 /// When to ask the allocator to return memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct TrimConfig {
     /// Whether to trim on entering High or Critical. Default `false`.
@@ -140,6 +142,8 @@ impl Default for TrimConfig {
 
 /// A PSI trigger to wake the monitor between intervals (Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct PsiWake {
     /// Stall time within the window that fires the trigger.
     pub stall: Duration,
@@ -161,6 +165,8 @@ pub struct PsiWake {
 /// assert_eq!(config.pressure.interval, Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct MonitorConfig {
     /// Thresholds, hysteresis and the sampling interval.

@@ -483,3 +483,34 @@ fn after_unsubscribe_returns_the_callback_never_runs() {
     assert_eq!(violations.load(Ordering::Relaxed), 0);
     assert_eq!(m.metrics().subscribers, 0);
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn configs_load_from_json_and_bad_ones_are_typed_errors() {
+    let config = MonitorConfig::development();
+    let json = serde_json::to_string(&config).unwrap();
+    let back: MonitorConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, config);
+
+    // Missing fields take their defaults (the production preset).
+    let partial: MonitorConfig = serde_json::from_str(
+        r#"{"trim": {"enabled": true}, "sampler": {"user_limit": 1073741824}}"#,
+    )
+    .unwrap();
+    assert!(partial.trim.enabled);
+    assert_eq!(partial.trim.min_interval, Duration::from_secs(60));
+    assert_eq!(partial.sampler.user_limit, Some(1 << 30));
+    assert_eq!(partial.pressure, PressureConfig::production());
+
+    // Unknown fields are refused; zero thresholds parse but do not build a manager.
+    assert!(serde_json::from_str::<MonitorConfig>(r#"{"trimm": {}}"#).is_err());
+    let zero: MonitorConfig = serde_json::from_str(
+        r#"{"pressure": {"low": {"enter": 0, "exit": 0}, "high": {"enter": 0, "exit": 0},
+            "critical": {"enter": 0, "exit": 0}}}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        MemoryManager::with_source(zero, Script::default(), ManualClock::default()),
+        Err(MonitorError::Config(_))
+    ));
+}

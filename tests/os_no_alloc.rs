@@ -20,7 +20,9 @@ static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
 fn samples_and_gauge_updates_allocate_nothing() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-nested");
     let mut samplers = [
-        Sampler::new(SamplerConfig::default()).unwrap(),
+        Sampler::new(SamplerConfig::default())
+            .unwrap()
+            .with_heap(&HEAP),
         Sampler::new(SamplerConfig::lean()).unwrap(),
         Sampler::new(
             SamplerConfig::default()
@@ -37,7 +39,7 @@ fn samples_and_gauge_updates_allocate_nothing() {
     for i in 0..2_000u64 {
         let sampler = &mut samplers[(i % 3) as usize];
         let sample = sampler.sample();
-        checksum += sample.rss.unwrap_or(0) + u64::from(sample.errors);
+        checksum += sample.rss.unwrap_or(0) + sample.heap.unwrap_or(0) + u64::from(sample.errors);
         // A synthetic signal, so transitions happen too.
         let u = sample.utilization.unwrap_or(0.0) + if i % 200 < 100 { 0.0 } else { 0.95 };
         checksum += gauge.observe(u, clock.now()).is_some() as u64;

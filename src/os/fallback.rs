@@ -2,8 +2,8 @@
 //! `getrusage` (unix), or nothing at all.
 
 use super::{
-    utilization, CgroupInfo, DiscoveryError, EffectiveLimit, ErrorLog, LimitSource, MemorySample,
-    OsError, SampleError, SampleErrorKind, SampleField, SamplerConfig,
+    utilization, CgroupInfo, DiscoveryError, EffectiveLimit, ErrorLog, HeapRef, LimitSource,
+    MemorySample, OsError, SampleError, SampleErrorKind, SampleField, SamplerConfig,
 };
 
 /// Samples what the platform offers without procfs; see the Linux documentation of
@@ -17,6 +17,7 @@ use super::{
 pub struct Sampler {
     config: SamplerConfig,
     errors: ErrorLog,
+    heap: Option<HeapRef>,
 }
 
 impl Sampler {
@@ -32,6 +33,7 @@ impl Sampler {
         Ok(Self {
             config,
             errors: ErrorLog::default(),
+            heap: None,
         })
     }
 
@@ -54,6 +56,7 @@ impl Sampler {
         s.limit = super::tightest(user.into_iter().chain(physical));
         s.used = s.peak_rss;
         s.utilization = utilization(&s, false);
+        s.heap = HeapRef::live(self.heap);
         s.errors = self.errors.this_sample;
         s
     }
@@ -96,6 +99,35 @@ impl Sampler {
     /// The configuration.
     pub fn config(&self) -> &SamplerConfig {
         &self.config
+    }
+
+    /// The same sampler also reporting the live bytes of `heap` (typically the
+    /// program's `#[global_allocator]`, a
+    /// [`TrackingAllocator`](crate::heap::TrackingAllocator)) in
+    /// [`MemorySample::heap`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::alloc::System;
+    /// use membound::heap::TrackingAllocator;
+    /// use membound::os::{Sampler, SamplerConfig};
+    ///
+    /// #[global_allocator]
+    /// static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
+    ///
+    /// fn main() -> Result<(), membound::os::OsError> {
+    ///     let mut sampler = Sampler::new(SamplerConfig::default())?.with_heap(&HEAP);
+    ///     let keep = vec![0u8; 1 << 20];
+    ///     assert!(sampler.sample().heap.unwrap() >= 1 << 20);
+    ///     drop(keep);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[must_use]
+    pub fn with_heap(mut self, heap: &'static dyn crate::heap::HeapUsage) -> Self {
+        self.heap = Some(HeapRef(heap));
+        self
     }
 }
 

@@ -11,7 +11,7 @@ use super::cgroup;
 use super::parse;
 use super::{
     tightest, utilization, CgroupInfo, CgroupLimitFile, CgroupVersion, DiscoveryError,
-    EffectiveLimit, ErrorLog, LimitSource, MemorySample, OsError, Psi, SampleError,
+    EffectiveLimit, ErrorLog, HeapRef, LimitSource, MemorySample, OsError, Psi, SampleError,
     SampleErrorKind, SampleField, SamplerConfig, WorkingSet,
 };
 
@@ -166,6 +166,7 @@ pub struct Sampler {
     psi: Option<Source>,
     cgroup: Result<CgroupFiles, DiscoveryError>,
     errors: ErrorLog,
+    heap: Option<HeapRef>,
 }
 
 impl Sampler {
@@ -225,6 +226,7 @@ impl Sampler {
             psi,
             cgroup,
             errors: ErrorLog::default(),
+            heap: None,
         })
     }
 
@@ -382,6 +384,7 @@ impl Sampler {
             s.rss
         };
         s.utilization = utilization(&s, self.config.host_pressure);
+        s.heap = HeapRef::live(self.heap);
         s.errors = self.errors.this_sample;
         s
     }
@@ -443,6 +446,35 @@ impl Sampler {
     /// The configuration.
     pub fn config(&self) -> &SamplerConfig {
         &self.config
+    }
+
+    /// The same sampler also reporting the live bytes of `heap` (typically the
+    /// program's `#[global_allocator]`, a
+    /// [`TrackingAllocator`](crate::heap::TrackingAllocator)) in
+    /// [`MemorySample::heap`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::alloc::System;
+    /// use membound::heap::TrackingAllocator;
+    /// use membound::os::{Sampler, SamplerConfig};
+    ///
+    /// #[global_allocator]
+    /// static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
+    ///
+    /// fn main() -> Result<(), membound::os::OsError> {
+    ///     let mut sampler = Sampler::new(SamplerConfig::default())?.with_heap(&HEAP);
+    ///     let keep = vec![0u8; 1 << 20];
+    ///     assert!(sampler.sample().heap.unwrap() >= 1 << 20);
+    ///     drop(keep);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[must_use]
+    pub fn with_heap(mut self, heap: &'static dyn crate::heap::HeapUsage) -> Self {
+        self.heap = Some(HeapRef(heap));
+        self
     }
 }
 

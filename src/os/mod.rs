@@ -113,6 +113,8 @@ pub enum WorkingSet {
 /// assert_eq!(config.user_limit, Some(512 << 20));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct SamplerConfig {
     /// Where procfs is mounted. Default `/proc`.
@@ -394,6 +396,9 @@ pub struct MemorySample {
     pub mem_available: Option<u64>,
     /// Memory PSI, where the kernel provides it.
     pub psi: Option<Psi>,
+    /// Live bytes of the tracked heap, if the sampler was given one
+    /// ([`Sampler::with_heap`]): what the program holds, next to what the OS sees.
+    pub heap: Option<u64>,
     /// What is measured against the limit: the working set if a cgroup was found
     /// (its usage if `memory.stat` failed), else RSS (else the peak RSS).
     pub used: Option<u64>,
@@ -506,6 +511,24 @@ impl core::error::Error for OsError {
             Self::Open { source, .. } => Some(source),
             Self::ZeroUserLimit => None,
         }
+    }
+}
+
+/// A tracked heap given to a sampler ([`Sampler::with_heap`]).
+#[derive(Clone, Copy)]
+struct HeapRef(&'static dyn crate::heap::HeapUsage);
+
+impl fmt::Debug for HeapRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HeapRef")
+            .field(&self.0.heap_stats())
+            .finish()
+    }
+}
+
+impl HeapRef {
+    fn live(heap: Option<HeapRef>) -> Option<u64> {
+        heap.map(|h| h.0.heap_stats().live_bytes as u64)
     }
 }
 
