@@ -312,3 +312,24 @@ fn lean_config_skips_stat_meminfo_and_psi_but_keeps_limits() {
     );
     assert!(close(sample.utilization, 300.0 / 512.0));
 }
+
+#[test]
+fn v1_parent_limits_bind_only_with_use_hierarchy() {
+    // use_hierarchy 0: the job is not charged to `batch`, whose 100 MiB limit does
+    // not bound it.
+    let mut flat = sampler("v1-flat");
+    assert_eq!(flat.sample().limit.unwrap().source, LimitSource::Physical);
+
+    let root = scratch_copy("v1-flat");
+    std::fs::write(
+        root.join("sys/fs/cgroup/memory/batch/job/memory.use_hierarchy"),
+        "1\n",
+    )
+    .unwrap();
+    let mut nested = Sampler::new(config(&root)).unwrap();
+    assert_eq!(
+        nested.sample().limit,
+        cgroup_limit(100 * MIB, CgroupLimitFile::V1Limit, 1)
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

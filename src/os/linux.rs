@@ -118,11 +118,18 @@ impl CgroupFiles {
                 ],
             ),
         };
+        let mut levels = cgroup::ancestors(&info.dir, &info.mount_dir);
+        // v1 with `memory.use_hierarchy` 0 (deprecated, gone since Linux 5.16): the
+        // cgroup is not charged to its ancestors, so their limits do not bound it.
+        if info.version == CgroupVersion::V1 {
+            let flat = std::fs::read(info.dir.join("memory.use_hierarchy"))
+                .is_ok_and(|text| parse::parse_u64(&text) == Some(0));
+            if flat {
+                levels.truncate(1);
+            }
+        }
         let mut limits = Vec::new();
-        for (depth, dir) in cgroup::ancestors(&info.dir, &info.mount_dir)
-            .iter()
-            .enumerate()
-        {
+        for (depth, dir) in levels.iter().enumerate() {
             for &(name, file) in limit_names {
                 // Absent at some levels (the v2 root has no memory.max): skipped.
                 if let Some(source) = Source::open(dir.join(name)) {

@@ -415,7 +415,7 @@ impl MemorySample {
         Self {
             used: Some(used),
             limit: Some(limit),
-            utilization: (limit.bytes > 0).then(|| used as f64 / limit.bytes as f64),
+            utilization: Some(ratio(used, limit.bytes)),
             ..Self::default()
         }
     }
@@ -548,10 +548,20 @@ impl ErrorLog {
     }
 }
 
+/// `used / limit`; a limit of 0 (a cgroup that may hold nothing) is infinitely
+/// exceeded by any use, and exactly met by none.
+fn ratio(used: u64, limit: u64) -> f64 {
+    match (used, limit) {
+        (0, 0) => 0.0,
+        (_, 0) => f64::INFINITY,
+        _ => used as f64 / limit as f64,
+    }
+}
+
 /// Combines used/limit with the host's utilization, as the module docs define.
 fn utilization(sample: &MemorySample, host_pressure: bool) -> Option<f64> {
     let own = match (sample.used, sample.limit) {
-        (Some(used), Some(limit)) if limit.bytes > 0 => Some(used as f64 / limit.bytes as f64),
+        (Some(used), Some(limit)) => Some(ratio(used, limit.bytes)),
         _ => None,
     };
     let host = if host_pressure {
@@ -613,6 +623,15 @@ mod tests {
         assert_eq!(utilization(&s, false), Some(0.3));
         s.used = None;
         assert_eq!(utilization(&s, true), Some(0.8));
+        let zero = EffectiveLimit {
+            bytes: 0,
+            source: LimitSource::User,
+        };
+        assert_eq!(
+            MemorySample::from_usage(1, zero).utilization,
+            Some(f64::INFINITY)
+        );
+        assert_eq!(MemorySample::from_usage(0, zero).utilization, Some(0.0));
         assert_eq!(utilization(&s, false), None);
         assert_eq!(
             LimitSource::Cgroup {
