@@ -585,6 +585,8 @@ impl MemoryManager {
     ///
     /// A callback may read the manager (level, metrics) and subscribe or unsubscribe;
     /// it must not call [`sample_now`](Self::sample_now) (which then returns `None`).
+    /// A callback that needs the manager should capture a `Weak` of it: an `Arc`
+    /// would keep the manager, which owns the callback, alive forever.
     pub fn on_pressure<F>(&self, callback: F) -> Subscription
     where
         F: Fn(&PressureEvent) + Send + Sync + 'static,
