@@ -31,10 +31,10 @@
 //!
 //! A sample costs what the kernel needs to produce these files; parsing is a small
 //! part of it. On the v1 reference VM one `pread` costs about 0.7 µs for a cgroup
-//! value, 1 µs for `statm`, 1.6 µs for PSI, 4.7 µs for `meminfo` and 6.5 µs for v1's
-//! `memory.stat`, so the full default sample costs about 14 µs; [`SamplerConfig::lean`]
-//! skips `memory.stat`, `meminfo` and PSI for about a third of that. See
-//! `benches/pressure.rs`.
+//! value, 1 µs for `statm`, 1.6-2.4 µs for PSI, 4.7 µs for `meminfo` and 6.4 µs for
+//! v1's `memory.stat`: about 17 µs of kernel time for the default sample with three
+//! cgroup levels. [`SamplerConfig::lean`] skips `memory.stat`, `meminfo` and PSI
+//! (about 4 µs). See `benches/pressure.rs`.
 //!
 //! The roots (`/proc`, and the prefix under which `mountinfo`'s mount points are
 //! found) are configurable, so tests run on fixture trees.
