@@ -11,13 +11,20 @@
 //! - `membound_rss` and `memory_stats`: RSS alone, from `/proc/self/statm` in both
 //!   (memory-stats built with `always_use_statm`; by default it reads smaps).
 //!
+//!
+//! `tracking_allocator`: one 64-byte allocation and its deallocation through
+//! `System` directly and through a `TrackingAllocator<System>`, single-threaded: the
+//! cost of leaving the counters on.
+//!
 //! Run: `cargo bench --bench pressure`. Figures depend on the kernel and on how deep
 //! the cgroup tree is; the README quotes them with the machine.
 #![allow(missing_docs)]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use membound::heap::TrackingAllocator;
 use membound::os::{Sampler, SamplerConfig};
 
 fn os_sample(c: &mut Criterion) {
@@ -50,5 +57,32 @@ fn os_sample(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, os_sample);
+static TRACKED: TrackingAllocator<System> = TrackingAllocator::new(System);
+
+fn tracking_allocator(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tracking_allocator");
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    group.bench_function("system_alloc_dealloc", |b| {
+        b.iter(|| {
+            // SAFETY: a non-zero layout; the block is freed at once with it.
+            unsafe {
+                let p = System.alloc(black_box(layout));
+                System.dealloc(black_box(p), layout);
+            }
+        });
+    });
+    group.bench_function("tracking_alloc_dealloc", |b| {
+        b.iter(|| {
+            // SAFETY: as above, through the tracking wrapper.
+            unsafe {
+                let p = TRACKED.alloc(black_box(layout));
+                TRACKED.dealloc(black_box(p), layout);
+            }
+        });
+    });
+    group.finish();
+    assert_eq!(TRACKED.live_bytes(), 0);
+}
+
+criterion_group!(benches, os_sample, tracking_allocator);
 criterion_main!(benches);

@@ -12,6 +12,11 @@
 //!   stacks and allocator slack; this is what the program holds).
 //! - **Zero-allocation tests**: count allocations around a hot path.
 //!
+//! Cost: single-threaded, a 64-byte allocation and its release take about 1.6 ns more
+//! than through `System` alone (`cargo bench --bench pressure -- tracking`). The
+//! counters share one cache line that every allocation writes, so under heavy
+//! allocation from many threads at once that line becomes a point of contention.
+//!
 //! # Why not `crate::sync`'s atomics
 //!
 //! The counters come from `sync::counters`, which stays portable-atomic's under loom:
