@@ -333,3 +333,9 @@ fn v1_parent_limits_bind_only_with_use_hierarchy() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn debug_output_is_short() {
+    let text = format!("{:?}", sampler("v2"));
+    assert!(text.contains("V2") && text.len() < 2_000, "{}", text.len());
+}

@@ -160,7 +160,6 @@ impl CgroupFiles {
 /// without procfs: physical memory from `sysconf(_SC_PHYS_PAGES)` and the *peak* RSS
 /// from `getrusage`, which then stands in for current usage (an upper bound, so
 /// utilization errs high); no cgroup, no `MemAvailable`, no PSI.
-#[derive(Debug)]
 pub struct Sampler {
     config: SamplerConfig,
     page_size: u64,
@@ -482,6 +481,19 @@ impl Sampler {
     pub fn with_heap(mut self, heap: &'static dyn crate::heap::HeapUsage) -> Self {
         self.heap = Some(HeapRef(heap));
         self
+    }
+}
+
+impl core::fmt::Debug for Sampler {
+    // Not derived: the read buffer would print 16 KiB of bytes.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("config", &self.config)
+            .field("cgroup", &self.cgroup.as_ref().map(|files| &files.info))
+            .field("psi", &self.psi.as_ref().map(|s| &s.path))
+            .field("heap", &self.heap)
+            .field("errors", &self.errors.total)
+            .finish_non_exhaustive()
     }
 }
 
