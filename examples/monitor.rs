@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use membound::capacity::{CapacityError, SoftCapacity};
-use membound::clock::MonotonicClock;
 use membound::heap::TrackingAllocator;
 use membound::monitor::{MemoryManager, MonitorConfig, TrimConfig};
 use membound::os::{trim_heap, MemorySample, Sampler, SamplerConfig};
@@ -223,7 +222,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => {}
     }
 
-    let manager = MemoryManager::with_source(config, sampler, MonotonicClock::new())?;
+    let manager = MemoryManager::with_sampler(config, sampler)?;
     let target = SoftBudget::new(8192);
     manager.register_capacity(&target);
     let start = Instant::now();

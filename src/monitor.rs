@@ -404,6 +404,9 @@ struct Shared {
     next_subscriber: AtomicU64,
     callback_panics: AtomicU64,
     psi_wake: Mutex<PsiWakeState>,
+    /// The pressure file a PSI trigger watches; `None` when the sampler reads none.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    psi_path: Option<std::path::PathBuf>,
 }
 
 thread_local! {
@@ -454,7 +457,27 @@ impl MemoryManager {
     pub fn new(config: MonitorConfig) -> Result<Self, MonitorError> {
         config.pressure.validate()?;
         let sampler = Sampler::new(config.sampler.clone())?;
-        Self::with_source(config, sampler, MonotonicClock::new())
+        Self::with_sampler(config, sampler)
+    }
+
+    /// A stopped manager sampling with `sampler` (built by the caller, e.g. with
+    /// [`Sampler::with_heap`]) on a [`MonotonicClock`]. A PSI trigger, if configured,
+    /// watches the same pressure file the sampler reads (the cgroup's own on v2).
+    ///
+    /// # Errors
+    ///
+    /// [`MonitorError::Config`] for a pressure config that cannot work.
+    pub fn with_sampler(config: MonitorConfig, sampler: Sampler) -> Result<Self, MonitorError> {
+        // The sampler's own file; if it reads none (PSI sampling turned off), the
+        // system-wide one.
+        #[cfg(target_os = "linux")]
+        let psi_path = Some(sampler.psi_path().map_or_else(
+            || config.sampler.proc_root.join("pressure/memory"),
+            std::path::Path::to_path_buf,
+        ));
+        #[cfg(not(target_os = "linux"))]
+        let psi_path = None;
+        Self::build(config, sampler, MonotonicClock::new(), psi_path)
     }
 
     /// A stopped manager sampling `source`, timing on `clock` (a
@@ -468,6 +491,20 @@ impl MemoryManager {
         config: MonitorConfig,
         source: S,
         clock: C,
+    ) -> Result<Self, MonitorError>
+    where
+        S: MemorySource,
+        C: Clock + Send + Sync + 'static,
+    {
+        let psi_path = Some(config.sampler.proc_root.join("pressure/memory"));
+        Self::build(config, source, clock, psi_path)
+    }
+
+    fn build<S, C>(
+        config: MonitorConfig,
+        source: S,
+        clock: C,
+        psi_path: Option<std::path::PathBuf>,
     ) -> Result<Self, MonitorError>
     where
         S: MemorySource,
@@ -502,6 +539,7 @@ impl MemoryManager {
                 next_subscriber: AtomicU64::new(0),
                 callback_panics: AtomicU64::new(0),
                 psi_wake: Mutex::new(PsiWakeState::Off),
+                psi_path,
                 config,
             }),
         })
@@ -795,8 +833,11 @@ fn monitor_loop(shared: &Shared) {
     let interval = shared.config.pressure.interval;
     #[cfg(target_os = "linux")]
     let trigger = shared.config.psi_wake.and_then(|wake| {
-        let path = shared.config.sampler.proc_root.join("pressure/memory");
-        match crate::os::PsiTrigger::new(path, wake.stall, wake.window) {
+        let result = match &shared.psi_path {
+            Some(path) => crate::os::PsiTrigger::new(path, wake.stall, wake.window),
+            None => Err(crate::os::PsiError::Absent),
+        };
+        match result {
             Ok(trigger) => {
                 *lock(&shared.psi_wake) = PsiWakeState::Active {
                     window: trigger.window(),

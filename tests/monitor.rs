@@ -514,3 +514,40 @@ fn configs_load_from_json_and_bad_ones_are_typed_errors() {
         Err(MonitorError::Config(_))
     ));
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn without_psi_the_wake_mode_falls_back_to_polling() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/psi-absent");
+    let mut config = immediate()
+        .with_pressure(PressureConfig::production().with_interval(Duration::from_millis(5)))
+        .with_psi_wake(Some(PsiWake {
+            stall: Duration::from_millis(100),
+            window: Duration::from_secs(2),
+        }));
+    config.sampler = config
+        .sampler
+        .with_proc_root(fixture.join("proc"))
+        .with_mount_root(&fixture);
+    // The OS sampler on the fixture: it has no PSI file, so neither has the trigger.
+    let sampler = membound::os::Sampler::new(config.sampler.clone()).unwrap();
+    assert!(!sampler.has_psi());
+    let m = MemoryManager::with_sampler(config.clone(), sampler).unwrap();
+    m.start().unwrap();
+    assert!(eventually(|| m.metrics().samples >= 3), "it polls");
+    m.stop();
+    assert_eq!(
+        m.metrics().psi_wake,
+        PsiWakeState::Polling(membound::os::PsiError::Absent)
+    );
+    // A scripted source looks for <proc_root>/pressure/memory: absent too.
+    let (m, _script, _clock) = manager(config);
+    m.start().unwrap();
+    assert!(eventually(|| m.metrics().samples >= 3));
+    m.stop();
+    assert_eq!(
+        m.metrics().psi_wake,
+        PsiWakeState::Polling(membound::os::PsiError::Absent)
+    );
+}
