@@ -85,8 +85,8 @@ fn parse_args() -> Result<Args, String> {
 
 /// A soft capacity that only holds its number: what the entry budget of a cache
 /// would be. Stands in for a ring here.
-// MERGE: once `Ring` implements `SoftCapacity`, replace `SoftBudget::new(8192)` below
-// with `Arc::new(membound::ring::Ring::<u64>::new(8192)?)`; nothing else changes.
+// MERGE: once `Ring` implements `SoftCapacity`, the target in `run` becomes a ring
+// (see the MERGE line there) and this type goes.
 struct SoftBudget {
     max: usize,
     now: AtomicUsize,
@@ -223,6 +223,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let manager = MemoryManager::with_sampler(config, sampler)?;
+    // MERGE: `let target = Arc::new(membound::ring::Ring::<u64>::new(8192)?);`
     let target = SoftBudget::new(8192);
     manager.register_capacity(&target);
     let start = Instant::now();
