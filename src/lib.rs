@@ -8,10 +8,17 @@
 //! overflow policies: [`ring::Ring`] (heap, runtime capacity) and
 //! [`ring::StaticRing`] (inline, const capacity, no allocator).
 //!
+//! Memory pressure: [`pressure`] turns utilization samples into a level with
+//! hysteresis, a continuous scale factor and adaptive sizes (no_std);
+//! [`heap::TrackingAllocator`] counts live heap bytes (no_std); `os` samples the
+//! process, its cgroup and the host without allocating and `monitor` runs the
+//! `MemoryManager` thread (both `std`).
+//!
 //! # Features
 //!
 //! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows
-//!   long.
+//!   long; OS memory sampling (`os`, via libc on unix) and the memory manager
+//!   (`monitor`).
 //! - `alloc`: heap-backed structures such as [`ring::Ring`].
 //! - `serde`: `Serialize`/`Deserialize` for configuration structs.
 //!
@@ -38,6 +45,12 @@ extern crate std;
 
 pub mod capacity;
 pub mod clock;
+pub mod heap;
+#[cfg(feature = "std")]
+pub mod monitor;
+#[cfg(feature = "std")]
+pub mod os;
+pub mod pressure;
 pub mod ring;
 mod sync;
 

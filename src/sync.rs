@@ -259,3 +259,34 @@ pub(crate) fn asymmetric_barrier_heavy() {
     }
     fence(Ordering::SeqCst);
 }
+
+/// Relaxed counters that stay portable-atomic's even under loom.
+///
+/// For state that lives in a `static` built by a `const fn` and is touched from inside
+/// the global allocator ([`TrackingAllocator`](crate::heap::TrackingAllocator)).
+/// Loom's atomics can do neither: they are not const, and they allocate to record
+/// their history, which would recurse into the allocator being modelled. Nothing here
+/// takes part in a synchronization protocol: every use is a statistics counter read
+/// with `Relaxed`, so a model would have nothing to check.
+pub(crate) mod counters {
+    pub(crate) use portable_atomic::{AtomicU64, AtomicUsize};
+}
+
+/// The locks, flag and thread-local of the memory manager's subscription protocol
+/// (std): loom's under `cfg(loom)`, so `loom-tests/tests/monitor.rs` checks
+/// unsubscribe racing a delivery on the production code.
+#[cfg(feature = "std")]
+pub(crate) mod blocking {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::AtomicBool;
+    #[cfg(loom)]
+    pub(crate) use loom::sync::Mutex;
+    #[cfg(loom)]
+    pub(crate) use loom::thread_local;
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::AtomicBool;
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::Mutex;
+    #[cfg(not(loom))]
+    pub(crate) use std::thread_local;
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 
 use membound::ring::spsc::{self, SpscPolicy, SpscPopError, StaticChannel};
-use membound::ring::{Closed, PushError};
+use membound::ring::PushError;
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -178,6 +178,7 @@ fn transfer(
     assert!(got.iter().copied().eq(0..ITEMS), "items out of order");
 }
 
+#[cfg(feature = "std")]
 #[test]
 fn blocking_single_items_arrive_exactly_once_in_order() {
     transfer(
@@ -318,6 +319,7 @@ fn drop_oldest_reports_every_lost_item() {
 
 /// Each side learns that the other is gone: a waiting pop ends with `Closed` after
 /// the last item, a waiting push gets its item back.
+#[cfg(feature = "std")]
 #[test]
 fn the_other_side_going_away_ends_waits() {
     let (mut tx, mut rx) = spsc::channel::<u32>(1).unwrap();
@@ -335,7 +337,7 @@ fn the_other_side_going_away_ends_waits() {
     let producer = thread::spawn(move || tx.push_wait(2));
     thread::yield_now();
     drop(rx);
-    assert_eq!(producer.join().unwrap(), Err(Closed(2)));
+    assert_eq!(producer.join().unwrap(), Err(membound::ring::Closed(2)));
 }
 
 struct Counted(Arc<AtomicUsize>);

@@ -32,7 +32,7 @@
 //! # Waiting
 //!
 //! Both sides can wait, blocking (std), timed (std), async, or with a
-//! [`WaitStrategy`](super::WaitStrategy), through the ring's eventcount (see the
+//! [`WaitStrategy`], through the ring's eventcount (see the
 //! `wait` module): a push or pop costs one load of the other side's waiter count when
 //! nobody waits. The protocol needs a store-load barrier between publishing an
 //! index and that load. Here the index is a plain release store, so under `std` on

@@ -1,0 +1,645 @@
+//! The operating system's view of memory (std): the process, its container, and the
+//! host, sampled without allocating.
+//!
+//! On Linux a [`Sampler`] reads, per [`sample`](Sampler::sample):
+//!
+//! | figure | from |
+//! |---|---|
+//! | process RSS | `/proc/self/statm` |
+//! | container usage | cgroup v2 `memory.current`, v1 `memory.usage_in_bytes` |
+//! | working set | usage minus inactive file cache from `memory.stat` (kubelet's definition; [`WorkingSet`]) |
+//! | limits | v2 `memory.max` and `memory.high`, v1 `memory.limit_in_bytes` and `hierarchical_memory_limit`, at every level from the process's cgroup up to the mount |
+//! | host | `MemTotal` and `MemAvailable` from `/proc/meminfo` |
+//! | PSI | `some`/`full` `avg10` of the cgroup's `memory.pressure` (v2) or `/proc/pressure/memory` |
+//!
+//! The cgroup is found once, at construction, from `/proc/self/cgroup` and
+//! `/proc/self/mountinfo`, correctly inside container namespaces (see
+//! [`CgroupInfo`]). Every file is opened once and re-read with `pread` into a buffer
+//! the sampler owns, so a sample makes no allocation and no `open` call. A file that
+//! stops reading (a cgroup file returns `ENODEV` once removed) is re-opened on the
+//! next sample; one that cannot be read or parsed leaves its field `None` and is
+//! counted ([`Sampler::errors`]), never a panic.
+//!
+//! The **effective limit** is the tightest of the cgroup limits up the tree, physical
+//! memory, and an optional user limit; [`EffectiveLimit::source`] says which won. The
+//! **utilization** is the larger of *used / effective limit* (used: the cgroup's
+//! working set, or the process's RSS outside a cgroup) and, unless disabled, the
+//! host's `1 - MemAvailable / MemTotal`: a container with room in its own limit is
+//! still under pressure on a host that is running out.
+//!
+//! # Cost
+//!
+//! A sample costs what the kernel needs to produce these files; parsing is a small
+//! part of it. On the v1 reference VM one `pread` costs about 0.7 µs for a cgroup
+//! value, 1 µs for `statm`, 1.6-2.4 µs for PSI, 4.7 µs for `meminfo` and 6.4 µs for
+//! v1's `memory.stat`: about 17 µs of kernel time for the default sample with three
+//! cgroup levels. [`SamplerConfig::lean`] skips `memory.stat`, `meminfo` and PSI
+//! (about 4 µs). See `benches/pressure.rs`.
+//!
+//! The roots (`/proc`, and the prefix under which `mountinfo`'s mount points are
+//! found) are configurable, so tests run on fixture trees.
+//!
+//! On other platforms a documented fallback gives physical memory (`sysconf`) and the
+//! peak RSS (`getrusage`); see [`Sampler`].
+//!
+//! # Examples
+//!
+//! ```
+//! use membound::os::{Sampler, SamplerConfig};
+//!
+//! let mut sampler = Sampler::new(SamplerConfig::default())?;
+//! let sample = sampler.sample();
+//! if let Some(limit) = sample.limit {
+//!     println!("limit {} bytes from {}", limit.bytes, limit.source);
+//! }
+//! if let Some(u) = sample.utilization {
+//!     assert!(u >= 0.0);
+//! }
+//! # Ok::<(), membound::os::OsError>(())
+//! ```
+
+use core::fmt;
+use std::io;
+use std::path::PathBuf;
+
+#[cfg(target_os = "linux")]
+mod cgroup;
+#[cfg(not(target_os = "linux"))]
+mod fallback;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+mod parse;
+#[cfg(target_os = "linux")]
+mod psi;
+mod trim;
+
+#[cfg(not(target_os = "linux"))]
+pub use fallback::Sampler;
+#[cfg(target_os = "linux")]
+pub use linux::Sampler;
+#[cfg(target_os = "linux")]
+pub use psi::{PsiError, PsiTrigger};
+pub use trim::{trim_heap, TrimOutcome};
+
+/// What counts as the container's working set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum WorkingSet {
+    /// Usage minus inactive file cache (v2 `inactive_file`, v1 `total_inactive_file`):
+    /// what the kubelet and cAdvisor evict on, since inactive page cache is reclaimed
+    /// before the OOM killer runs.
+    #[default]
+    UsageMinusInactiveFile,
+    /// The whole usage, page cache included: more conservative, and cheaper:
+    /// `memory.stat` (the most expensive file here, several microseconds on cgroup v1)
+    /// is not read.
+    Usage,
+}
+
+/// Where a [`Sampler`] looks, and what it counts.
+///
+/// # Examples
+///
+/// ```
+/// use membound::os::SamplerConfig;
+///
+/// // A fixture tree: tests/fixtures/v2/proc/... and tests/fixtures/v2/sys/fs/cgroup/...
+/// let config = SamplerConfig::default()
+///     .with_proc_root("tests/fixtures/v2/proc")
+///     .with_mount_root("tests/fixtures/v2")
+///     .with_user_limit(Some(512 << 20));
+/// assert_eq!(config.user_limit, Some(512 << 20));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct SamplerConfig {
+    /// Where procfs is mounted. Default `/proc`.
+    pub proc_root: PathBuf,
+    /// Prefix for the mount points listed in `/proc/self/mountinfo` (which are
+    /// absolute in the process's mount namespace). Default `/`.
+    pub mount_root: PathBuf,
+    /// Whether to look for a memory cgroup at all. Default `true`.
+    pub cgroup: bool,
+    /// An extra limit in bytes, set by the user. Default none.
+    pub user_limit: Option<u64>,
+    /// What counts as the container's working set.
+    pub working_set: WorkingSet,
+    /// Whether the host's `1 - MemAvailable/MemTotal` counts towards utilization.
+    /// Default `true`. Off, `/proc/meminfo` is read once at construction (for
+    /// `MemTotal`) instead of at every sample.
+    pub host_pressure: bool,
+    /// Whether to read memory PSI at every sample. Default `true`.
+    pub psi: bool,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            proc_root: PathBuf::from("/proc"),
+            mount_root: PathBuf::from("/"),
+            cgroup: true,
+            user_limit: None,
+            working_set: WorkingSet::default(),
+            host_pressure: true,
+            psi: true,
+        }
+    }
+}
+
+impl SamplerConfig {
+    /// The same configuration reading procfs at `root`.
+    #[must_use]
+    pub fn with_proc_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.proc_root = root.into();
+        self
+    }
+
+    /// The same configuration finding mount points under `root`.
+    #[must_use]
+    pub fn with_mount_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.mount_root = root.into();
+        self
+    }
+
+    /// The same configuration with or without cgroup discovery.
+    #[must_use]
+    pub fn with_cgroup(mut self, enabled: bool) -> Self {
+        self.cgroup = enabled;
+        self
+    }
+
+    /// The same configuration with a user limit (bytes).
+    #[must_use]
+    pub fn with_user_limit(mut self, limit: Option<u64>) -> Self {
+        self.user_limit = limit;
+        self
+    }
+
+    /// The same configuration with another working-set definition.
+    #[must_use]
+    pub fn with_working_set(mut self, working_set: WorkingSet) -> Self {
+        self.working_set = working_set;
+        self
+    }
+
+    /// The same configuration with or without the host's pressure.
+    #[must_use]
+    pub fn with_host_pressure(mut self, enabled: bool) -> Self {
+        self.host_pressure = enabled;
+        self
+    }
+
+    /// The same configuration with or without PSI.
+    #[must_use]
+    pub fn with_psi(mut self, enabled: bool) -> Self {
+        self.psi = enabled;
+        self
+    }
+
+    /// The cheapest configuration that still tracks the container: RSS, the cgroup's
+    /// usage as its working set (no `memory.stat`), its limits up the tree, physical
+    /// memory and the user limit; no per-sample `/proc/meminfo`, no PSI.
+    ///
+    /// What it gives up: page cache counts as used (so utilization errs high), the
+    /// host's own pressure is not seen, and on cgroup v1 limits above the
+    /// namespace's mount (`hierarchical_memory_limit`, in `memory.stat`) are not
+    /// seen.
+    pub fn lean() -> Self {
+        Self {
+            working_set: WorkingSet::Usage,
+            host_pressure: false,
+            psi: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// The cgroup hierarchy version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CgroupVersion {
+    /// The legacy per-controller hierarchies.
+    V1,
+    /// The unified hierarchy.
+    V2,
+}
+
+impl fmt::Display for CgroupVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        })
+    }
+}
+
+/// The memory cgroup a [`Sampler`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupInfo {
+    /// The hierarchy.
+    pub version: CgroupVersion,
+    /// The path from `/proc/self/cgroup`, relative to the namespace's cgroup root.
+    pub path: std::string::String,
+    /// The cgroup's directory: the mount point plus the path relative to the mount's
+    /// root (under [`SamplerConfig::mount_root`]).
+    pub dir: PathBuf,
+    /// Where the hierarchy is mounted; the walk for limits stops here.
+    pub mount_dir: PathBuf,
+    /// `false` when the process's cgroup is not visible through the mount (it sits
+    /// outside what its namespace mounted) and the mount's own directory, its closest
+    /// visible ancestor, is used instead.
+    pub exact: bool,
+}
+
+/// Why no memory cgroup was found. Sampling goes on without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// A file could not be read.
+    Read {
+        /// Which file.
+        file: &'static str,
+        /// The I/O error.
+        kind: io::ErrorKind,
+    },
+    /// A file had no line in the expected format.
+    Malformed {
+        /// Which file.
+        file: &'static str,
+    },
+    /// The process is in no memory cgroup (no v1 memory controller, no v2 hierarchy
+    /// with the memory controller enabled).
+    NoMemoryController,
+    /// `/proc/self/cgroup` names a hierarchy that `mountinfo` does not show mounted.
+    NotMounted {
+        /// The hierarchy.
+        version: CgroupVersion,
+    },
+    /// Cgroup discovery was turned off in the config.
+    Disabled,
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { file, kind } => write!(f, "cannot read {file}: {kind}"),
+            Self::Malformed { file } => write!(f, "{file} is malformed"),
+            Self::NoMemoryController => f.write_str("the process is in no memory cgroup"),
+            Self::NotMounted { version } => {
+                write!(f, "the cgroup {version} memory hierarchy is not mounted")
+            }
+            Self::Disabled => f.write_str("cgroup discovery is disabled"),
+        }
+    }
+}
+
+impl core::error::Error for DiscoveryError {}
+
+/// Which cgroup file a limit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CgroupLimitFile {
+    /// v1 `memory.limit_in_bytes`.
+    V1Limit,
+    /// v1 `hierarchical_memory_limit` in `memory.stat`: the tightest limit of all
+    /// ancestors, including those above what the namespace mounted.
+    V1Hierarchical,
+    /// v2 `memory.max`: the hard limit.
+    V2Max,
+    /// v2 `memory.high`: the throttling limit, where the kernel starts to reclaim hard.
+    V2High,
+}
+
+impl CgroupLimitFile {
+    /// The file (or `memory.stat` key) name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::V1Limit => "memory.limit_in_bytes",
+            Self::V1Hierarchical => "memory.stat hierarchical_memory_limit",
+            Self::V2Max => "memory.max",
+            Self::V2High => "memory.high",
+        }
+    }
+}
+
+/// Which bound won as the effective limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LimitSource {
+    /// A cgroup limit.
+    Cgroup {
+        /// The file.
+        file: CgroupLimitFile,
+        /// How many levels above the process's own cgroup (0: its own).
+        depth: usize,
+    },
+    /// Physical memory (`MemTotal`, or `sysconf` where there is no procfs).
+    Physical,
+    /// [`SamplerConfig::user_limit`].
+    User,
+    /// The heap size of a [`TrackingAllocator`](crate::heap::TrackingAllocator).
+    Heap,
+}
+
+impl fmt::Display for LimitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cgroup { file, depth: 0 } => write!(f, "cgroup {}", file.name()),
+            Self::Cgroup { file, depth } => write!(f, "cgroup {} ({depth} up)", file.name()),
+            Self::Physical => f.write_str("physical"),
+            Self::User => f.write_str("user"),
+            Self::Heap => f.write_str("heap"),
+        }
+    }
+}
+
+/// The effective limit and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimit {
+    /// The limit in bytes.
+    pub bytes: u64,
+    /// Which bound it is.
+    pub source: LimitSource,
+}
+
+/// Pressure stall information: the share of wall time in which some (or all)
+/// non-idle tasks waited for memory, averaged over 10 s, in percent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Psi {
+    /// `some avg10`.
+    pub some_avg10: f64,
+    /// `full avg10`, where reported.
+    pub full_avg10: Option<f64>,
+}
+
+/// One reading of the memory figures. Fields the platform or the host does not
+/// provide, or that failed this time, are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct MemorySample {
+    /// Resident set size of this process, bytes.
+    pub rss: Option<u64>,
+    /// Peak resident set size (the non-Linux fallback's only process figure).
+    pub peak_rss: Option<u64>,
+    /// The cgroup's memory usage, bytes.
+    pub cgroup_usage: Option<u64>,
+    /// The cgroup's working set ([`WorkingSet`]), bytes.
+    pub working_set: Option<u64>,
+    /// The effective limit.
+    pub limit: Option<EffectiveLimit>,
+    /// Host `MemTotal`, bytes.
+    pub mem_total: Option<u64>,
+    /// Host `MemAvailable`, bytes.
+    pub mem_available: Option<u64>,
+    /// Memory PSI, where the kernel provides it.
+    pub psi: Option<Psi>,
+    /// Live bytes of the tracked heap, if the sampler was given one
+    /// ([`Sampler::with_heap`]): what the program holds, next to what the OS sees.
+    pub heap: Option<u64>,
+    /// What is measured against the limit: the working set if a cgroup was found
+    /// (its usage if `memory.stat` failed), else RSS (else the peak RSS).
+    pub used: Option<u64>,
+    /// The utilization the gauge sees: see the [module docs](self).
+    pub utilization: Option<f64>,
+    /// Fields that failed to read or parse in this sample.
+    pub errors: u32,
+}
+
+impl MemorySample {
+    /// A sample with only `used`, `limit` and `utilization` set: for memory sources
+    /// other than the OS (a tracked heap, a test script).
+    pub fn from_usage(used: u64, limit: EffectiveLimit) -> Self {
+        Self {
+            used: Some(used),
+            limit: Some(limit),
+            utilization: Some(ratio(used, limit.bytes)),
+            ..Self::default()
+        }
+    }
+
+    /// `1 - MemAvailable / MemTotal`, if both are known.
+    pub fn host_utilization(&self) -> Option<f64> {
+        match (self.mem_available, self.mem_total) {
+            (Some(available), Some(total)) if total > 0 => {
+                Some(1.0 - available.min(total) as f64 / total as f64)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Which figure a sampling error concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SampleField {
+    /// `/proc/self/statm`.
+    Rss,
+    /// `/proc/meminfo`.
+    Meminfo,
+    /// The cgroup usage file.
+    CgroupUsage,
+    /// The cgroup `memory.stat`.
+    CgroupStat,
+    /// A cgroup limit file.
+    CgroupLimit,
+    /// The PSI file.
+    Psi,
+    /// A platform call (`sysconf`, `getrusage`).
+    Platform,
+}
+
+/// What went wrong with a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SampleErrorKind {
+    /// Reading failed (after one re-open).
+    Io(io::ErrorKind),
+    /// The text did not parse.
+    Malformed,
+}
+
+/// A field that could not be sampled. The sample goes on without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleError {
+    /// The field.
+    pub field: SampleField,
+    /// What went wrong.
+    pub kind: SampleErrorKind,
+}
+
+impl fmt::Display for SampleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            SampleErrorKind::Io(kind) => write!(f, "reading {:?} failed: {kind}", self.field),
+            SampleErrorKind::Malformed => write!(f, "{:?} is malformed", self.field),
+        }
+    }
+}
+
+impl core::error::Error for SampleError {}
+
+/// Why a [`Sampler`] could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OsError {
+    /// A user limit of 0 bytes: every sample would be over it.
+    ZeroUserLimit,
+    /// A file every sample needs could not be opened (a wrong `proc_root`, no procfs).
+    Open {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroUserLimit => f.write_str("user memory limit must be greater than zero"),
+            Self::Open { path, source } => write!(f, "cannot open {}: {source}", path.display()),
+        }
+    }
+}
+
+impl core::error::Error for OsError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Open { source, .. } => Some(source),
+            Self::ZeroUserLimit => None,
+        }
+    }
+}
+
+/// A tracked heap given to a sampler ([`Sampler::with_heap`]).
+#[derive(Clone, Copy)]
+struct HeapRef(&'static dyn crate::heap::HeapUsage);
+
+impl fmt::Debug for HeapRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HeapRef")
+            .field(&self.0.heap_stats())
+            .finish()
+    }
+}
+
+impl HeapRef {
+    fn live(heap: Option<HeapRef>) -> Option<u64> {
+        heap.map(|h| h.0.heap_stats().live_bytes as u64)
+    }
+}
+
+/// Error bookkeeping shared by the platform samplers.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    total: u64,
+    last: Option<SampleError>,
+    this_sample: u32,
+}
+
+impl ErrorLog {
+    fn record(&mut self, field: SampleField, kind: SampleErrorKind) {
+        self.total += 1;
+        self.this_sample += 1;
+        self.last = Some(SampleError { field, kind });
+    }
+}
+
+/// `used / limit`; a limit of 0 (a cgroup that may hold nothing) is infinitely
+/// exceeded by any use, and exactly met by none.
+fn ratio(used: u64, limit: u64) -> f64 {
+    match (used, limit) {
+        (0, 0) => 0.0,
+        (_, 0) => f64::INFINITY,
+        _ => used as f64 / limit as f64,
+    }
+}
+
+/// Combines used/limit with the host's utilization, as the module docs define.
+fn utilization(sample: &MemorySample, host_pressure: bool) -> Option<f64> {
+    let own = match (sample.used, sample.limit) {
+        (Some(used), Some(limit)) => Some(ratio(used, limit.bytes)),
+        _ => None,
+    };
+    let host = if host_pressure {
+        sample.host_utilization()
+    } else {
+        None
+    };
+    match (own, host) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The tightest of `candidates`; the first wins ties.
+fn tightest(candidates: impl IntoIterator<Item = EffectiveLimit>) -> Option<EffectiveLimit> {
+    candidates
+        .into_iter()
+        .fold(None, |best: Option<EffectiveLimit>, c| match best {
+            Some(b) if b.bytes <= c.bytes => Some(b),
+            _ => Some(c),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn tightest_prefers_the_first_on_ties() {
+        let a = EffectiveLimit {
+            bytes: 10,
+            source: LimitSource::User,
+        };
+        let b = EffectiveLimit {
+            bytes: 10,
+            source: LimitSource::Physical,
+        };
+        let c = EffectiveLimit {
+            bytes: 5,
+            source: LimitSource::Heap,
+        };
+        assert_eq!(tightest([a, b]), Some(a));
+        assert_eq!(tightest([a, b, c]), Some(c));
+        assert_eq!(tightest([]), None);
+    }
+
+    #[test]
+    fn utilization_takes_the_larger_of_own_and_host() {
+        let limit = EffectiveLimit {
+            bytes: 100,
+            source: LimitSource::User,
+        };
+        let mut s = MemorySample::from_usage(30, limit);
+        assert_eq!(s.utilization, Some(0.3));
+        s.mem_total = Some(1000);
+        s.mem_available = Some(200);
+        assert_eq!(utilization(&s, true), Some(0.8));
+        assert_eq!(utilization(&s, false), Some(0.3));
+        s.used = None;
+        assert_eq!(utilization(&s, true), Some(0.8));
+        let zero = EffectiveLimit {
+            bytes: 0,
+            source: LimitSource::User,
+        };
+        assert_eq!(
+            MemorySample::from_usage(1, zero).utilization,
+            Some(f64::INFINITY)
+        );
+        assert_eq!(MemorySample::from_usage(0, zero).utilization, Some(0.0));
+        assert_eq!(utilization(&s, false), None);
+        assert_eq!(
+            LimitSource::Cgroup {
+                file: CgroupLimitFile::V2Max,
+                depth: 2
+            }
+            .to_string(),
+            "cgroup memory.max (2 up)"
+        );
+    }
+}
