@@ -422,6 +422,7 @@ unsafe fn handles<'a, T>(
         index: tail % s.cap,
         free: s.free_index().load(Ordering::Relaxed),
         evicted_upto: 0,
+        cap: s.cap,
         _owner: owner.duplicate(),
         _borrow: PhantomData,
     };
@@ -431,6 +432,8 @@ unsafe fn handles<'a, T>(
         head,
         index: head % s.cap,
         filled: tail,
+        cap: s.cap,
+        claims: s.policy == SpscPolicy::DropOldest,
         _owner: owner,
         _borrow: PhantomData,
     };
@@ -445,11 +448,14 @@ pub struct Producer<'a, T> {
     tail: u64,
     /// `tail`'s slot index, kept beside it so no division is needed.
     index: u64,
-    /// A past value of the free index (`head`, or `released` under `DropOldest`):
-    /// positions below it are free for reuse.
+    /// Positions below this are free for reuse: a past value of the free index
+    /// (`head`, or `released` under `DropOldest`), or past the last position this
+    /// producer evicted, whichever is further.
     free: u64,
     /// `DropOldest`: positions below this were evicted by this producer.
     evicted_upto: u64,
+    /// `shared.cap`, copied so the hot paths need not follow the pointer.
+    cap: u64,
     _owner: Owner<T>,
     _borrow: PhantomData<&'a ()>,
 }
@@ -464,6 +470,10 @@ pub struct Consumer<'a, T> {
     index: u64,
     /// A past value of `shared.tail`: positions below it hold written items.
     filled: u64,
+    /// `shared.cap`, copied so the hot paths need not follow the pointer.
+    cap: u64,
+    /// Whether the policy is `DropOldest` (positions are claimed by CAS).
+    claims: bool,
     _owner: Owner<T>,
     _borrow: PhantomData<&'a ()>,
 }
@@ -495,10 +505,16 @@ impl<'a, T> Producer<'a, T> {
 
     /// Free slots now (at least this many pushes succeed).
     pub fn slots(&mut self) -> usize {
-        let cap = self.shared().cap;
-        self.free = self.shared().free_index().load(Ordering::Acquire);
-        let free = self.free.max(self.evicted_upto);
-        (cap - (self.tail - free)) as usize
+        self.refresh_free();
+        (self.cap - (self.tail - self.free)) as usize
+    }
+
+    /// Reloads the free index. Acquire: the consumer's reads of the freed slots
+    /// happen before our writes to them.
+    #[inline(always)]
+    fn refresh_free(&mut self) {
+        let released = self.shared().free_index().load(Ordering::Acquire);
+        self.free = released.max(self.evicted_upto);
     }
 
     /// Whether the consumer has been dropped.
@@ -515,14 +531,11 @@ impl<'a, T> Producer<'a, T> {
     /// when the cached one says no. Wait-free.
     #[inline(always)]
     fn has_room(&mut self, n: u64) -> bool {
-        let cap = self.shared().cap;
-        let free = self.free.max(self.evicted_upto);
-        if self.tail + n - free <= cap {
+        if self.tail + n - self.free <= self.cap {
             return true;
         }
-        // Acquire: the consumer's reads of those slots happen before our writes.
-        self.free = self.shared().free_index().load(Ordering::Acquire);
-        self.tail + n - self.free.max(self.evicted_upto) <= cap
+        self.refresh_free();
+        self.tail + n - self.free <= self.cap
     }
 
     /// Writes `item` at `tail` (known free) and advances the local index; the
@@ -536,7 +549,7 @@ impl<'a, T> Producer<'a, T> {
             .with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
         self.tail += 1;
         self.index += 1;
-        if self.index == self.shared().cap {
+        if self.index == self.cap {
             self.index = 0;
         }
     }
@@ -624,7 +637,7 @@ impl<'a, T> Producer<'a, T> {
     /// consumer to release it (it is mid-read: a bounded wait).
     #[cold]
     fn evict_oldest(&mut self) -> Option<T> {
-        let oldest = self.tail - self.shared().cap;
+        let oldest = self.tail - self.cap;
         // AcqRel: our claim orders against the consumer's claims of `head`.
         let won = self
             .shared()
@@ -633,6 +646,7 @@ impl<'a, T> Producer<'a, T> {
             .is_ok();
         if won {
             self.evicted_upto = oldest + 1;
+            self.free = self.free.max(self.evicted_upto);
             self.shared()
                 .control
                 .dropped
@@ -862,7 +876,7 @@ impl<'a, T> Consumer<'a, T> {
     /// Moves the local `head` (and its index) forward by `n`.
     #[inline(always)]
     fn advance(&mut self, n: u64) {
-        let cap = self.shared().cap;
+        let cap = self.cap;
         self.head += n;
         if n < cap {
             self.index += n;
@@ -880,10 +894,10 @@ impl<'a, T> Consumer<'a, T> {
     /// returns the lag.
     #[inline(always)]
     fn claim(&mut self, n: u64) -> Result<(), u64> {
-        let shared = self.shared();
-        if shared.policy != SpscPolicy::DropOldest {
+        if !self.claims {
             return Ok(());
         }
+        let shared = self.shared();
         // AcqRel: orders against the producer's eviction claims.
         match shared.head.compare_exchange(
             self.head,
@@ -905,10 +919,14 @@ impl<'a, T> Consumer<'a, T> {
     /// wakes a waiting producer.
     #[inline(always)]
     fn release(&self) {
+        let shared = self.shared();
+        let free = if self.claims {
+            &shared.released
+        } else {
+            &shared.head
+        };
         // Release: our reads of those slots happen before the producer reuses them.
-        self.shared()
-            .free_index()
-            .store(self.head, Ordering::Release);
+        free.store(self.head, Ordering::Release);
         crate::sync::asymmetric_barrier_light();
         self.shared().control.producers.notify_one();
     }
@@ -1079,7 +1097,7 @@ impl<T> Iterator for PopBatch<'_, '_, T> {
         self.remaining -= 1;
         // Under DropOldest a full producer may be waiting for exactly this slot:
         // release item by item rather than at the end of the batch.
-        if c.shared().policy == SpscPolicy::DropOldest {
+        if c.claims {
             c.release();
         }
         Some(item)
