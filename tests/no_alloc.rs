@@ -71,6 +71,7 @@ fn a_million_operations_allocate_nothing() {
         checksum += waits_allocate_nothing();
     }
     checksum += spsc_batches_allocate_nothing();
+    checksum += growth_allocates_nothing();
     let after = allocations();
     assert!(checksum > 0);
     // The counter itself works: a Vec allocation is seen.
@@ -160,5 +161,30 @@ fn spsc_batches_allocate_nothing() -> u64 {
         }
     }
     assert_eq!(allocations() - before, 0, "SPSC operations allocated");
+    checksum
+}
+
+/// A `Grow` ring growing to its maximum, falling back, shrunk and restored by
+/// `set_capacity`: nothing allocates after construction. Returns a checksum.
+fn growth_allocates_nothing() -> u64 {
+    use membound::ring::Fallback;
+
+    let ring = Ring::with_config(RingConfig::new(2).with_policy(OverflowPolicy::Grow {
+        max: 64,
+        then: Fallback::DropOldest,
+    }))
+    .unwrap();
+    let before = allocations();
+    let mut checksum = 0;
+    for i in 0..100_000u64 {
+        ring.push(i).unwrap();
+        if i % 97 == 0 {
+            ring.set_capacity(4).unwrap();
+            checksum += ring.drain().sum::<u64>();
+            ring.set_capacity(64).unwrap();
+        }
+    }
+    assert_eq!(allocations() - before, 0, "growth allocated");
+    assert!(ring.metrics().grows > 0);
     checksum
 }

@@ -259,3 +259,56 @@ fn grow_limit_follows_set_capacity() {
     assert_eq!(ring.push(7), Ok(Pushed::DroppedNewest));
     assert_eq!(ring.drain().collect::<Vec<_>>(), [0, 1, 2, 3, 6]);
 }
+
+/// `DropNewest` and `Reject` from several threads against consumers: an item is
+/// received, or dropped by the ring (counted), or handed back to its producer;
+/// never twice, never lost; every value dropped exactly once.
+#[test]
+fn drop_newest_and_reject_account_for_every_item() {
+    for policy in [OverflowPolicy::DropNewest, OverflowPolicy::Reject] {
+        let drops = drop_counters();
+        let ring = Arc::new(Ring::with_config(RingConfig::new(4).with_policy(policy)).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let consumers = consumers(&ring, &stop, 2);
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (ring, drops) = (ring.clone(), drops.clone());
+                thread::spawn(move || {
+                    let mut handed_back = 0u64;
+                    for i in 0..PER_PRODUCER {
+                        let id = p * PER_PRODUCER + i;
+                        match ring.push(Tracked {
+                            id,
+                            drops: drops.clone(),
+                        }) {
+                            Ok(Pushed::Stored | Pushed::DroppedNewest) => {}
+                            Err(PushError::Full(item)) => {
+                                assert_eq!(item.id, id, "the refused item is ours");
+                                handed_back += 1;
+                            }
+                            Ok(other) => panic!("unexpected {other:?}"),
+                            Err(_) => panic!("closed"),
+                        }
+                    }
+                    handed_back
+                })
+            })
+            .collect();
+        let handed_back: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+        stop.store(true, Ordering::Release);
+        let received: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        let received = assert_unique(received) as u64;
+        let m = ring.metrics();
+        assert_eq!(m.rejected, handed_back, "{policy:?}");
+        assert_eq!(
+            received + m.dropped_newest + handed_back + m.len,
+            TOTAL,
+            "{policy:?}"
+        );
+        drop(ring);
+        assert_each_dropped_once(&drops);
+    }
+}
