@@ -30,24 +30,10 @@ use crossbeam_queue::ArrayQueue;
 use membound::ring::{Ring, StaticRing};
 
 mod support;
-use support::{config, pin};
+use support::{config, pin, retry};
 
 const CAP: usize = 1024;
 const ITEMS: u64 = 100_000;
-
-/// Retries `attempt` until it succeeds: spin a little, then yield the thread.
-#[inline(always)]
-fn retry(mut attempt: impl FnMut() -> bool) {
-    let mut tries = 0u32;
-    while !attempt() {
-        tries += 1;
-        if tries < 64 {
-            std::hint::spin_loop();
-        } else {
-            thread::yield_now();
-        }
-    }
-}
 
 /// Producer `p` runs on core `p`, consumer `c` on core `c + 1` (modulo the cores):
 /// with 2 cores and 2+2 threads, each core hosts one producer and one consumer, so

@@ -19,25 +19,11 @@ use membound::ring::spsc;
 use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
 
 mod support;
-use support::{config, pin};
+use support::{config, pin, retry};
 
 const CAP: usize = 1024;
 const ITEMS: u64 = 1_000_000;
 const BATCH: usize = 64;
-
-/// Spins on `attempt` until it makes progress, yielding after a while.
-#[inline(always)]
-fn retry(mut attempt: impl FnMut() -> bool) {
-    let mut tries = 0u32;
-    while !attempt() {
-        tries += 1;
-        if tries < 64 {
-            std::hint::spin_loop();
-        } else {
-            thread::yield_now();
-        }
-    }
-}
 
 /// Runs `produce` on core 0 and `consume` on core 1 (this thread), timing both.
 fn run(produce: impl FnOnce() + Send + 'static, consume: impl FnOnce() -> u64) -> Duration {
@@ -54,66 +40,21 @@ fn run(produce: impl FnOnce() + Send + 'static, consume: impl FnOnce() -> u64) -
     elapsed
 }
 
-fn ours_single() -> Duration {
-    let (mut tx, mut rx) = spsc::channel(CAP).unwrap();
+/// A single-item run: `push` stores one item or says it could not, `pop` takes one.
+fn single(
+    mut push: impl FnMut(u64) -> bool + Send + 'static,
+    mut pop: impl FnMut() -> Option<u64>,
+) -> Duration {
     run(
         move || {
             for i in 0..ITEMS {
-                retry(|| tx.try_push(i).is_ok());
+                retry(|| push(i));
             }
         },
         move || {
             let mut sum = 0u64;
             for _ in 0..ITEMS {
-                retry(|| match rx.pop() {
-                    Ok(v) => {
-                        sum += v;
-                        true
-                    }
-                    Err(_) => false,
-                });
-            }
-            sum
-        },
-    )
-}
-
-fn rtrb_single() -> Duration {
-    let (mut tx, mut rx) = rtrb::RingBuffer::new(CAP);
-    run(
-        move || {
-            for i in 0..ITEMS {
-                retry(|| tx.push(i).is_ok());
-            }
-        },
-        move || {
-            let mut sum = 0u64;
-            for _ in 0..ITEMS {
-                retry(|| match rx.pop() {
-                    Ok(v) => {
-                        sum += v;
-                        true
-                    }
-                    Err(_) => false,
-                });
-            }
-            sum
-        },
-    )
-}
-
-fn ringbuf_single() -> Duration {
-    let (mut tx, mut rx) = ringbuf::HeapRb::<u64>::new(CAP).split();
-    run(
-        move || {
-            for i in 0..ITEMS {
-                retry(|| tx.try_push(i).is_ok());
-            }
-        },
-        move || {
-            let mut sum = 0u64;
-            for _ in 0..ITEMS {
-                retry(|| match rx.try_pop() {
+                retry(|| match pop() {
                     Some(v) => {
                         sum += v;
                         true
@@ -124,6 +65,21 @@ fn ringbuf_single() -> Duration {
             sum
         },
     )
+}
+
+fn ours_single() -> Duration {
+    let (mut tx, mut rx) = spsc::channel(CAP).unwrap();
+    single(move |v| tx.try_push(v).is_ok(), move || rx.pop().ok())
+}
+
+fn rtrb_single() -> Duration {
+    let (mut tx, mut rx) = rtrb::RingBuffer::new(CAP);
+    single(move |v| tx.push(v).is_ok(), move || rx.pop().ok())
+}
+
+fn ringbuf_single() -> Duration {
+    let (mut tx, mut rx) = ringbuf::HeapRb::<u64>::new(CAP).split();
+    single(move |v| tx.try_push(v).is_ok(), move || rx.try_pop())
 }
 
 /// The producer's side of a batched run: `push` takes the next items (at most

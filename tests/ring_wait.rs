@@ -14,28 +14,13 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
+#[path = "support/executor.rs"]
+mod executor;
+
+use executor::block_on;
 use membound::ring::{
     Closed, OverflowPolicy, PopTimeoutError, PushError, PushTimeoutError, Pushed, Ring, RingConfig,
 };
-
-/// Polls a future on this thread, parking between polls until its waker runs.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
-}
 
 /// Spins (yielding) until `cond` holds: used to know that other threads are parked.
 fn wait_until(mut cond: impl FnMut() -> bool) {

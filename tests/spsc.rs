@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
+#[path = "support/executor.rs"]
+mod executor;
+
+use executor::block_on;
 use membound::ring::spsc::{self, SpscPolicy, SpscPopError, StaticChannel};
 use membound::ring::PushError;
 use proptest::prelude::*;
@@ -382,24 +386,4 @@ fn every_item_is_dropped_exactly_once() {
         assert_eq!(drops.load(Ordering::Relaxed), 1, "items survive a re-split");
     }
     assert_eq!(drops.load(Ordering::Relaxed), 2);
-}
-
-/// Polls a future on this thread, parking until its waker runs.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
 }

@@ -22,6 +22,21 @@ pub fn pin(core: usize) {
 #[cfg(not(target_os = "linux"))]
 pub fn pin(_core: usize) {}
 
+/// Retries `attempt` until it succeeds: spin a little, then yield the thread. The
+/// one retry loop every peer in every threaded scenario goes through.
+#[inline(always)]
+pub fn retry(mut attempt: impl FnMut() -> bool) {
+    let mut tries = 0u32;
+    while !attempt() {
+        tries += 1;
+        if tries < 64 {
+            std::hint::spin_loop();
+        } else {
+            thread::yield_now();
+        }
+    }
+}
+
 /// Criterion settings for every target: short warm-up, 3 s of measurement.
 pub fn config() -> Criterion {
     Criterion::default()

@@ -42,3 +42,10 @@ where
         f();
     });
 }
+
+/// Records `item` (a distinct power of two) in `seen`; panics if it was already
+/// there. A duplicate shows up as a bit seen twice, a loss as a bit never seen.
+pub fn account(seen: &mut u32, item: u32) {
+    assert_eq!(*seen & item, 0, "item {item} delivered twice");
+    *seen |= item;
+}

@@ -12,14 +12,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use membound::ring::{Closed, PopError, PushError, Ring};
-use membound_loom_tests::model_without_waiters;
-
-/// Bits of every item seen; items are distinct powers of two, so a duplicate shows up
-/// as a bit seen twice and a loss as a bit never seen.
-fn account(seen: &mut u32, item: u32) {
-    assert_eq!(*seen & item, 0, "item {item} delivered twice");
-    *seen |= item;
-}
+use membound_loom_tests::{account, model_without_waiters};
 
 type ForcePusher = thread::JoinHandle<Result<Option<u32>, Closed<u32>>>;
 

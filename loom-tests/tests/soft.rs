@@ -7,12 +7,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use membound::ring::{OverflowPolicy, Ring, RingConfig};
-use membound_loom_tests::{model_bounded, model_without_waiters};
-
-fn account(seen: &mut u32, item: u32) {
-    assert_eq!(*seen & item, 0, "item {item} delivered twice");
-    *seen |= item;
-}
+use membound_loom_tests::{account, model_bounded, model_without_waiters};
 
 /// Shrinking a full `DropOldest` ring (evicting the excess) while a producer
 /// force-pushes and a consumer pops: the evictions of both, and the pop, never take

@@ -55,7 +55,7 @@ use crossbeam_utils::CachePadded;
 
 #[cfg(feature = "std")]
 use super::wait::block_on;
-use super::wait::{cancel_waiter, poll_waiting, WaitQueue, WaitStrategy, Waiter};
+use super::wait::{cancel_waiter, poll_waiting, spin_on, WaitQueue, WaitStrategy, Waiter};
 #[cfg(feature = "alloc")]
 use super::ConfigError;
 #[cfg(feature = "std")]
@@ -1265,16 +1265,10 @@ impl<'a, T> Producer<'a, T> {
     /// [`Closed`] with the item once the consumer is gone.
     pub fn push_wait_with(
         &mut self,
-        mut item: T,
+        item: T,
         strategy: &mut impl WaitStrategy,
     ) -> Result<(), Closed<T>> {
-        loop {
-            match self.attempt_push(item) {
-                Ok(done) => return done,
-                Err(back) => item = back,
-            }
-            strategy.wait();
-        }
+        spin_on(strategy, item, |item| self.attempt_push(item))
     }
 
     /// A future that stores `item`, waiting for room (never evicting); resolves to
@@ -1364,12 +1358,7 @@ impl<'a, T> Consumer<'a, T> {
     /// [`SpscPopError::Closed`] once the producer is gone and the ring drained;
     /// [`SpscPopError::Lagged`] as for [`pop`](Self::pop).
     pub fn pop_wait_with(&mut self, strategy: &mut impl WaitStrategy) -> Result<T, SpscPopError> {
-        loop {
-            if let Ok(done) = self.attempt_pop() {
-                return done;
-            }
-            strategy.wait();
-        }
+        spin_on(strategy, (), |()| self.attempt_pop())
     }
 
     /// A future that takes the oldest item, waiting while the ring is empty;

@@ -129,6 +129,23 @@ impl fmt::Debug for Spin {
     }
 }
 
+/// Retries `attempt` until it succeeds, calling `strategy` between tries: the
+/// `no_std` wait every `*_wait_with` method runs. `attempt` gets `state` (the item
+/// of a push) and hands it back when it must wait.
+pub(crate) fn spin_on<X, R>(
+    strategy: &mut impl WaitStrategy,
+    mut state: X,
+    mut attempt: impl FnMut(X) -> Result<R, X>,
+) -> R {
+    loop {
+        state = match attempt(state) {
+            Ok(done) => return done,
+            Err(state) => state,
+        };
+        strategy.wait();
+    }
+}
+
 /// What wakes a waiter.
 pub(crate) enum Wake {
     /// A task: wake its waker.

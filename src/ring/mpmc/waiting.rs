@@ -12,7 +12,7 @@ use core::task::{Context, Poll};
 use super::{RingCore, Storage};
 #[cfg(feature = "std")]
 use crate::ring::wait::block_on;
-use crate::ring::wait::{cancel_waiter, poll_waiting, Waiter};
+use crate::ring::wait::{cancel_waiter, poll_waiting, spin_on, Waiter};
 use crate::ring::{Closed, PopError, PushError, WaitStrategy};
 #[cfg(feature = "std")]
 use crate::ring::{PopTimeoutError, PushTimeoutError};
@@ -59,16 +59,10 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// ```
     pub fn push_wait_with(
         &self,
-        mut item: T,
+        item: T,
         strategy: &mut impl WaitStrategy,
     ) -> Result<(), Closed<T>> {
-        loop {
-            match self.attempt_push(item) {
-                Ok(done) => return done,
-                Err(back) => item = back,
-            }
-            strategy.wait();
-        }
+        spin_on(strategy, item, |item| self.attempt_push(item))
     }
 
     /// Takes the oldest item, waiting while the ring is empty by calling `strategy`
@@ -91,12 +85,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pop_wait_with(&self, strategy: &mut impl WaitStrategy) -> Result<T, Closed> {
-        loop {
-            if let Some(done) = self.attempt_pop() {
-                return done;
-            }
-            strategy.wait();
-        }
+        spin_on(strategy, (), |()| self.attempt_pop().ok_or(()))
     }
 
     /// A future that stores `item`, waiting for room as long as the ring is full.
