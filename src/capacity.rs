@@ -90,7 +90,6 @@ impl core::error::Error for CapacityError {}
 
 /// Checks `capacity` against `1..=max`: the one validation every implementation
 /// shares.
-#[allow(dead_code)] // until the first implementation lands
 pub(crate) fn check(capacity: usize, max: usize) -> Result<(), CapacityError> {
     if capacity == 0 {
         Err(CapacityError::Zero)

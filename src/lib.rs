@@ -39,6 +39,7 @@ extern crate std;
 pub mod capacity;
 pub mod clock;
 pub mod ring;
+pub mod table;
 mod sync;
 
 /// The README's examples run as doctests, so they cannot rot.

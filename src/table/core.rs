@@ -1,0 +1,1680 @@
+//! The table itself; the algorithm is documented on [`TtlTableCore`].
+
+use core::borrow::Borrow;
+use core::fmt;
+use core::hash::{BuildHasher, Hash};
+use core::marker::PhantomData;
+use core::mem::MaybeUninit;
+use core::ptr;
+
+use crossbeam_utils::CachePadded;
+
+use super::{EvictionCause, EvictionHook, FullPolicy, InsertError, SweepStats, TableMetrics};
+use crate::capacity::{self, CapacityError, SoftCapacity};
+use crate::clock::Clock;
+use crate::sync::{const_unless_loom, AtomicU64, Backoff, Ordering, UnsafeCell};
+
+// The slot state word: | tag: 32 | readers: 30 | kind: 2 |.
+const KIND_MASK: u64 = 0b11;
+/// Never held an entry since the last purge; ends every probe.
+const EMPTY: u64 = 0;
+/// Holds a published entry; readers may join.
+const READY: u64 = 1;
+/// Owned by one writer: being vacated (its entry is still there, readers draining)
+/// or being refilled in place. Readers skip it.
+const BUSY: u64 = 2;
+/// Held an entry once; probes continue past it. Reusable by inserts.
+const TOMB: u64 = 3;
+const READER: u64 = 1 << 2;
+const READERS_MASK: u64 = ((1 << 30) - 1) << 2;
+
+#[inline(always)]
+const fn kind(s: u64) -> u64 {
+    s & KIND_MASK
+}
+#[inline(always)]
+const fn readers(s: u64) -> u64 {
+    (s & READERS_MASK) >> 2
+}
+#[inline(always)]
+const fn tag(s: u64) -> u32 {
+    (s >> 32) as u32
+}
+#[inline(always)]
+const fn word(tag: u32, kind: u64) -> u64 {
+    ((tag as u64) << 32) | kind
+}
+
+/// A lookup retries its probe this many times when it passed a `BUSY` slot whose tag
+/// matched: the entry may have moved to another slot of its chain (a replacement).
+const READ_RETRIES: usize = 2;
+/// Live entries an eviction compares before choosing the soonest-expiring.
+const EVICT_SAMPLE: usize = 8;
+/// How far a purge looks past a tombstone for the end of its cluster.
+const PURGE_WALK: usize = 128;
+/// Entries `set_capacity` evicts at once when lowering; sweeps and inserts do the rest.
+const SHRINK_STEP: usize = 32;
+#[cfg(feature = "alloc")]
+/// Slots per segment the geometry aims for (a segment holds its share of the entries
+/// with a margin of ~6 standard deviations at full load).
+const MIN_SEGMENT_SLOTS: usize = 2048;
+#[cfg(feature = "alloc")]
+/// The most segments (writer locks) a table is split into.
+const MAX_SEGMENTS: usize = 64;
+
+/// The state word of one slot. Opaque: it only appears in storage types.
+pub struct State(AtomicU64);
+
+impl State {
+    const_unless_loom! {
+        fn new() -> Self {
+            Self(AtomicU64::new(EMPTY))
+        }
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("State")
+    }
+}
+
+/// One entry's storage. Opaque: it only appears in storage types.
+pub struct Slot<K, V> {
+    /// Tick at which the entry expires. Written by the slot's writer before
+    /// publishing, and by `touch` while holding a read.
+    expires: AtomicU64,
+    /// Initialised exactly while the slot's state is `READY`, or `BUSY` between a
+    /// doom and the move-out (or between the write and the publish of an in-place
+    /// refill).
+    entry: UnsafeCell<MaybeUninit<(K, V)>>,
+}
+
+impl<K, V> Slot<K, V> {
+    const_unless_loom! {
+        fn new() -> Self {
+            Self {
+                expires: AtomicU64::new(0),
+                entry: UnsafeCell::new(MaybeUninit::uninit()),
+            }
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Slot<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// A segment's writer lock and counters. Opaque: it only appears in storage types.
+pub struct Segment {
+    /// 1 while a writer scans or claims free slots in the segment.
+    lock: CachePadded<AtomicU64>,
+    counters: CachePadded<Counters>,
+}
+
+struct Counters {
+    inserts: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+    removed: AtomicU64,
+    replaced: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Segment {
+    const_unless_loom! {
+        fn new() -> Self {
+            Self {
+                lock: CachePadded::new(AtomicU64::new(0)),
+                counters: CachePadded::new(Counters {
+                    inserts: AtomicU64::new(0),
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                    expired: AtomicU64::new(0),
+                    evicted: AtomicU64::new(0),
+                    removed: AtomicU64::new(0),
+                    replaced: AtomicU64::new(0),
+                    rejected: AtomicU64::new(0),
+                }),
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Segment")
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Where a table keeps its slots: boxed slices ([`TtlTable`]) or inline arrays
+/// ([`StaticTtlTable`]). Sealed; the algorithm is the same for both.
+pub trait Storage<K, V>: sealed::Sealed {
+    #[doc(hidden)]
+    fn states(&self) -> &[State];
+    #[doc(hidden)]
+    fn slots(&self) -> &[Slot<K, V>];
+    #[doc(hidden)]
+    fn segments(&self) -> &[Segment];
+}
+
+/// Inline storage of `N` slots in one segment, for [`StaticTtlTable`].
+pub struct InlineStorage<K, V, const N: usize> {
+    states: [State; N],
+    slots: [Slot<K, V>; N],
+    segment: [Segment; 1],
+}
+
+impl<K, V, const N: usize> fmt::Debug for InlineStorage<K, V, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InlineStorage")
+    }
+}
+
+impl<K, V, const N: usize> sealed::Sealed for InlineStorage<K, V, N> {}
+impl<K, V, const N: usize> Storage<K, V> for InlineStorage<K, V, N> {
+    #[inline(always)]
+    fn states(&self) -> &[State] {
+        &self.states
+    }
+    #[inline(always)]
+    fn slots(&self) -> &[Slot<K, V>] {
+        &self.slots
+    }
+    #[inline(always)]
+    fn segments(&self) -> &[Segment] {
+        &self.segment
+    }
+}
+
+/// Heap storage allocated once at construction, for [`TtlTable`].
+#[cfg(feature = "alloc")]
+pub struct HeapStorage<K, V> {
+    states: alloc::boxed::Box<[State]>,
+    slots: alloc::boxed::Box<[Slot<K, V>]>,
+    segments: alloc::boxed::Box<[Segment]>,
+}
+
+#[cfg(feature = "alloc")]
+impl<K, V> fmt::Debug for HeapStorage<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeapStorage")
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<K, V> sealed::Sealed for HeapStorage<K, V> {}
+#[cfg(feature = "alloc")]
+impl<K, V> Storage<K, V> for HeapStorage<K, V> {
+    #[inline(always)]
+    fn states(&self) -> &[State] {
+        &self.states
+    }
+    #[inline(always)]
+    fn slots(&self) -> &[Slot<K, V>] {
+        &self.slots
+    }
+    #[inline(always)]
+    fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+}
+
+/// The hasher a table uses unless given another: foldhash, seeded per table at random
+/// under `std` (so keys chosen by a remote peer cannot be made to collide), and from a
+/// seed you pass without `std`.
+#[cfg(feature = "std")]
+pub type DefaultHashBuilder = foldhash::fast::RandomState;
+/// The hasher a table uses unless given another: foldhash, seeded per table at random
+/// under `std` (so keys chosen by a remote peer cannot be made to collide), and from a
+/// seed you pass without `std`.
+#[cfg(not(feature = "std"))]
+pub type DefaultHashBuilder = foldhash::fast::FixedState;
+
+/// A seeded foldhash builder for `no_std` tables and reproducible tests:
+/// `foldhash::fast::FixedState::with_seed`, re-exported so callers need not depend on
+/// foldhash.
+pub type SeededHashBuilder = foldhash::fast::FixedState;
+
+/// A TTL table with a runtime capacity, allocated once at construction.
+///
+/// All methods are documented on [`TtlTableCore`].
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use std::sync::Arc;
+/// use membound::clock::ManualClock;
+/// use membound::table::TtlTable;
+///
+/// let clock = Arc::new(ManualClock::default()); // 1 ms ticks
+/// let sessions = TtlTable::new(1000, Duration::from_secs(30), clock.clone())?;
+/// sessions.insert("alice", 42)?;
+/// assert_eq!(sessions.get("alice"), Some(42));
+/// clock.advance_by(Duration::from_secs(30));
+/// assert_eq!(sessions.get("alice"), None); // expired, before any sweep
+/// assert_eq!(sessions.sweep(clock.now(), 10_000).removed, 1);
+/// # use membound::clock::Clock;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "alloc")]
+pub type TtlTable<K, V, C, S = DefaultHashBuilder, H = super::NoHook> =
+    TtlTableCore<K, V, C, S, H, HeapStorage<K, V>>;
+
+/// A TTL table of `N` slots that needs no allocator and can live in a `static`.
+///
+/// Holds up to `N - N / 8` entries (so probes stay short). All methods are documented
+/// on [`TtlTableCore`]. Not available under `cfg(loom)`; the models check
+/// [`TtlTable`], which runs the same code.
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use membound::clock::Clock;
+/// use membound::table::{NoHook, SeededHashBuilder, StaticTtlTable};
+///
+/// /// A tick source an embedded program would read from a timer.
+/// struct Ticks;
+/// impl Clock for Ticks {
+///     fn now(&self) -> u64 { 0 }
+///     fn tick(&self) -> Duration { Duration::from_millis(1) }
+/// }
+///
+/// static ROUTES: StaticTtlTable<u32, u32, Ticks, 16> =
+///     StaticTtlTable::new(Ticks, SeededHashBuilder::with_seed(0x5eed), NoHook, 1_000);
+///
+/// ROUTES.insert(7, 70).unwrap();
+/// assert_eq!(ROUTES.get(&7), Some(70));
+/// assert_eq!(ROUTES.capacity(), 14);
+/// ```
+///
+/// Zero slots do not compile:
+///
+/// ```compile_fail,E0080
+/// # use core::time::Duration;
+/// # use membound::clock::Clock;
+/// # use membound::table::{NoHook, SeededHashBuilder, StaticTtlTable};
+/// # struct Ticks;
+/// # impl Clock for Ticks {
+/// #     fn now(&self) -> u64 { 0 }
+/// #     fn tick(&self) -> Duration { Duration::from_millis(1) }
+/// # }
+/// static NONE: StaticTtlTable<u32, u32, Ticks, 0> =
+///     StaticTtlTable::new(Ticks, SeededHashBuilder::with_seed(1), NoHook, 1);
+/// ```
+pub type StaticTtlTable<K, V, C, const N: usize, S = SeededHashBuilder, H = super::NoHook> =
+    TtlTableCore<K, V, C, S, H, InlineStorage<K, V, N>>;
+
+/// How hashes map to segments and slots. Read-only after construction.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    /// `segments - 1`; segments are a power of two.
+    seg_mask: usize,
+    /// Slots per segment, >= 1.
+    seg_len: usize,
+}
+
+impl Geometry {
+    /// The geometry for `capacity` entries at a load of at most 7/8.
+    #[cfg(feature = "alloc")]
+    fn for_capacity(capacity: usize) -> Self {
+        let slots = capacity + capacity.div_ceil(7);
+        let mut segments = 1;
+        while segments * 2 <= MAX_SEGMENTS && slots / (segments * 2) >= MIN_SEGMENT_SLOTS {
+            segments *= 2;
+        }
+        Self {
+            seg_mask: segments - 1,
+            seg_len: slots.div_ceil(segments),
+        }
+    }
+
+    fn total(&self) -> usize {
+        (self.seg_mask + 1) * self.seg_len
+    }
+}
+
+/// Where a key lives: its segment's first slot, its home offset in the segment, its
+/// tag.
+#[derive(Clone, Copy)]
+struct Place {
+    seg: usize,
+    base: usize,
+    home: usize,
+    tag: u32,
+}
+
+/// The table, generic over its [`Storage`]. Use it through [`TtlTable`] or
+/// [`StaticTtlTable`].
+///
+/// # Algorithm
+///
+/// Open addressing with linear probing over a fixed slot array, split into up to 64
+/// *segments* (a key's segment comes from the high half of its hash; it probes only
+/// inside that segment). Each slot has a 64-bit *state word* `| tag | readers | kind |`:
+/// the kind is `EMPTY`, `READY`, `BUSY` or `TOMB` (tombstone), the tag is the low 32
+/// bits of the key's hash (it also gives the key's home offset, so a state word alone
+/// says where its key's probe chain starts), and the reader count says how many
+/// threads are looking at the entry. States live in their own array, so a probe reads
+/// eight per cache line and compares keys only on a tag match.
+///
+/// - **Readers** (`get`, `get_with`, `contains`, `touch`) take no lock. They walk the
+///   chain from the home slot until an `EMPTY`; on a `READY` slot with their tag they
+///   join it with a CAS that adds one reader, compare the key, check the expiry tick
+///   against the clock, clone the value (or run the closure), and leave with a
+///   `fetch_sub`. `BUSY` and `TOMB` slots are skipped. A reader never waits for
+///   anything: its CAS only fails when the word changed, and it is bounded by the
+///   segment length. So readers are lock-free (wait-free but for CAS retries against
+///   other readers of the same slot).
+/// - **Writers** that claim free slots (`insert`) or must not race one (`remove`) take
+///   their segment's lock, a spin lock held only for a bounded scan and plain memory
+///   moves, never for user code other than the key's `Eq`. Under it, an insert looks
+///   for its key (joining the slot as a reader while it compares, which keeps every
+///   other writer off it), then either fills the first free slot of the chain and
+///   publishes it with a `Release` store of `READY`, or replaces: the new entry is
+///   published in a free slot of the chain *first*, then the old slot is *doomed*
+///   (`READY` -> `BUSY`, keeping its readers). A reader that passed a doomed slot with
+///   its tag probes again, so a replaced key is never missed (if the segment has no
+///   free slot the value is replaced in place, and lookups racing that miss it).
+/// - **Cleaners** (sweeps, evictions, capacity shrinking) take no lock: they claim a
+///   `READY` slot with *no* readers by CAS to `BUSY`, so they never wait, and skip any
+///   entry being read.
+///
+/// # When values are dropped
+///
+/// A doomed or claimed slot is vacated by the thread that doomed it, after the lock is
+/// released: it waits until the reader count reaches zero (each reader's `fetch_sub`
+/// is `Release`, the wait's load `Acquire`, so every read of the entry happens before
+/// the move-out), moves key and value out with one `ptr::read`, and stores `TOMB`.
+/// From then on the table holds no copy, so each value is dropped exactly once: by
+/// `remove` or an insert's replacement (returned to the caller after the hook saw it),
+/// by a sweep or eviction (dropped right after the hook), or by the table's `Drop`. No
+/// epoch, hazard pointer or deferred list is needed because no reader ever holds a
+/// pointer past its `fetch_sub`.
+///
+/// The only wait is that of `remove`/`insert` for readers of the *same* entry, which
+/// are cloning it or running a `get_with` closure on it; no lock is held meanwhile, so
+/// the closure may call any method, except removing or replacing the very key it is
+/// looking at, which would wait for itself. Hooks run after the slot is vacated and no
+/// lock is held, so a hook may call back into the table freely.
+///
+/// # Tombstones
+///
+/// A vacated slot becomes `TOMB` (probes must continue past it). Under the segment
+/// lock a tombstone turns back into `EMPTY` when the cluster after it contains no
+/// entry whose chain passes it, which the tags tell without touching keys; this keeps
+/// chains short under churn without moving entries (moving would race lock-free
+/// readers). Inserts reuse the first tombstone of their chain.
+///
+/// # Expiry
+///
+/// Every entry stores the tick it expires at. `get` compares it with
+/// [`Clock::now`], so an entry is invisible the tick it expires, before any sweep.
+/// Removal of expired entries is bounded work: [`sweep`](Self::sweep) scans a given
+/// number of slots from a shared cursor, and with amortized sweeping each insert scans
+/// a few.
+///
+/// # Memory
+///
+/// One state word (8 bytes), one expiry tick (8 bytes) and `size_of::<(K, V)>()` per
+/// slot, with `capacity + capacity / 7` slots (a load of at most 7/8), plus 256 bytes
+/// per segment: for `u64 -> u64` about 20.6 bytes of overhead per entry. Nothing is
+/// allocated after construction.
+pub struct TtlTableCore<K, V, C, S, H, St: Storage<K, V>> {
+    /// Entries stored (live or expired, not yet vacated). Bumped by inserts of new
+    /// keys before they take a slot, so it never exceeds the soft capacity for long.
+    len: CachePadded<AtomicU64>,
+    /// Soft capacity; the sweep cursor; sweep count.
+    control: CachePadded<Control>,
+    /// Read-only after construction.
+    geo: Geometry,
+    max_capacity: usize,
+    default_ttl: u64,
+    policy: FullPolicy,
+    amortized_sweep: usize,
+    clock: C,
+    hasher: S,
+    hook: H,
+    storage: St,
+    _owns: PhantomData<(K, V)>,
+}
+
+struct Control {
+    soft_capacity: AtomicU64,
+    cursor: AtomicU64,
+    sweeps: AtomicU64,
+}
+
+// SAFETY: the table hands out `&V` to readers on any thread (so `V: Sync`), moves keys
+// and values in and out from any thread (so `Send`), compares keys from any thread
+// (`K: Sync`); clock, hasher and hook are shared by reference. All slot access is
+// coordinated by the state words as documented on the type.
+unsafe impl<K, V, C, S, H, St> Sync for TtlTableCore<K, V, C, S, H, St>
+where
+    K: Send + Sync,
+    V: Send + Sync,
+    C: Sync,
+    S: Sync,
+    H: Sync,
+    St: Storage<K, V> + Send,
+{
+}
+
+// SAFETY: sending the table sends its entries, which are `Send`.
+unsafe impl<K, V, C, S, H, St> Send for TtlTableCore<K, V, C, S, H, St>
+where
+    K: Send,
+    V: Send,
+    C: Send,
+    S: Send,
+    H: Send,
+    St: Storage<K, V> + Send,
+{
+}
+
+/// Leaves a slot's readers on drop, also when a user's `Eq` or `Clone` panics.
+struct ReadGuard<'a>(&'a AtomicU64);
+
+impl Drop for ReadGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // Release: the reader's accesses to the entry happen before a vacating
+        // writer's Acquire load that sees the count at zero.
+        self.0.fetch_sub(READER, Ordering::Release);
+    }
+}
+
+/// Holds a segment's writer lock; unlocks on drop, also on a panicking `Eq`.
+struct LockGuard<'a>(&'a AtomicU64);
+
+impl<'a> LockGuard<'a> {
+    #[inline]
+    fn lock(lock: &'a AtomicU64) -> Self {
+        let mut backoff = Backoff::new();
+        loop {
+            if lock
+                .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Self(lock);
+            }
+            while lock.load(Ordering::Relaxed) != 0 {
+                backoff.snooze();
+            }
+        }
+    }
+
+    #[inline]
+    fn try_lock(lock: &'a AtomicU64) -> Option<Self> {
+        lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Self(lock))
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// What a probe step found.
+enum Step<'a> {
+    /// `EMPTY`: the chain ends.
+    End,
+    /// Not a candidate.
+    Skip,
+    /// `BUSY` with the tag sought: the key may be mid-replacement.
+    BusyMatch,
+    /// Joined a `READY` slot with the tag sought.
+    Joined(ReadGuard<'a>),
+}
+
+/// Tries to join the slot as a reader if it is `READY` with `tag`.
+#[inline(always)]
+fn join(state: &AtomicU64, tag: u32) -> Step<'_> {
+    let mut s = state.load(Ordering::Acquire);
+    loop {
+        match kind(s) {
+            EMPTY => return Step::End,
+            TOMB => return Step::Skip,
+            BUSY if self::tag(s) == tag => return Step::BusyMatch,
+            BUSY => return Step::Skip,
+            _ if self::tag(s) != tag => return Step::Skip,
+            _ => {
+                debug_assert!(readers(s) < READERS_MASK >> 2, "reader count overflow");
+                // Acquire: synchronises with the Release store that published the
+                // entry, so the reader sees it fully written.
+                match state.compare_exchange_weak(
+                    s,
+                    s + READER,
+                    Ordering::Acquire,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Step::Joined(ReadGuard(state)),
+                    Err(seen) => s = seen,
+                }
+            }
+        }
+    }
+}
+
+/// A slot that left the table and must be vacated once its readers are gone.
+struct Doomed {
+    index: usize,
+    seg: usize,
+    cause: EvictionCause,
+}
+
+#[cfg(not(loom))]
+impl<K, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, const N: usize>
+    TtlTableCore<K, V, C, S, H, InlineStorage<K, V, N>>
+{
+    /// An empty table of `N` slots (up to `N - N / 8` entries) whose entries live
+    /// `default_ttl` ticks unless inserted with their own TTL; usable in a `static`.
+    ///
+    /// Full policy [`FullPolicy::EvictSoonestExpiring`], amortized sweeping of
+    /// [`TableConfig::DEFAULT_AMORTIZED_SWEEP`](super::TableConfig::DEFAULT_AMORTIZED_SWEEP)
+    /// slots per insert; change them with [`with_policy`](Self::with_policy) and
+    /// [`with_amortized_sweep`](Self::with_amortized_sweep).
+    ///
+    /// # Panics
+    ///
+    /// At compile time in a `static` (at run time otherwise) if `N == 0` or
+    /// `default_ttl == 0`.
+    pub const fn new(clock: C, hasher: S, hook: H, default_ttl: u64) -> Self {
+        const {
+            assert!(N > 0, "a StaticTtlTable needs at least 1 slot");
+            assert!(N <= u32::MAX as usize, "StaticTtlTable slots above u32::MAX");
+        }
+        assert!(default_ttl > 0, "default TTL must be greater than zero");
+        let capacity = N - N / 8;
+        Self {
+            len: CachePadded::new(AtomicU64::new(0)),
+            control: CachePadded::new(Control {
+                soft_capacity: AtomicU64::new(capacity as u64),
+                cursor: AtomicU64::new(0),
+                sweeps: AtomicU64::new(0),
+            }),
+            geo: Geometry {
+                seg_mask: 0,
+                seg_len: N,
+            },
+            max_capacity: capacity,
+            default_ttl,
+            policy: FullPolicy::EvictSoonestExpiring,
+            amortized_sweep: super::TableConfig::DEFAULT_AMORTIZED_SWEEP,
+            clock,
+            hasher,
+            hook,
+            storage: InlineStorage {
+                states: [const { State::new() }; N],
+                slots: [const { Slot::new() }; N],
+                segment: [const { Segment::new() }],
+            },
+            _owns: PhantomData,
+        }
+    }
+
+    /// Sets the policy for a full table.
+    pub const fn with_policy(mut self, policy: FullPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the slots swept per insert; 0 turns amortized sweeping off.
+    pub const fn with_amortized_sweep(mut self, slots: usize) -> Self {
+        self.amortized_sweep = slots;
+        self
+    }
+}
+
+#[cfg(feature = "std")]
+impl<K: Hash + Eq, V, C: Clock> TtlTableCore<K, V, C, DefaultHashBuilder, super::NoHook, HeapStorage<K, V>> {
+    /// An empty table for `capacity` entries living `default_ttl` each, with the
+    /// default policy, a randomly seeded hasher and no hook.
+    ///
+    /// Allocates once, here; nothing allocates afterwards.
+    ///
+    /// # Errors
+    ///
+    /// As [`TableConfig::validate`](super::TableConfig::validate).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::MonotonicClock;
+    /// use membound::table::{ConfigError, TtlTable};
+    ///
+    /// let table = TtlTable::<u64, u64, _>::new(100, Duration::from_secs(1), MonotonicClock::new())?;
+    /// assert_eq!(table.capacity(), 100);
+    /// let err = TtlTable::<u64, u64, _>::new(0, Duration::from_secs(1), MonotonicClock::new());
+    /// assert_eq!(err.unwrap_err(), ConfigError::ZeroCapacity);
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn new(
+        capacity: usize,
+        default_ttl: core::time::Duration,
+        clock: C,
+    ) -> Result<Self, super::ConfigError> {
+        Self::with_config(super::TableConfig::new(capacity, default_ttl), clock)
+    }
+
+    /// An empty table built from `config`, with a randomly seeded hasher and no hook.
+    ///
+    /// # Errors
+    ///
+    /// As [`TableConfig::validate`](super::TableConfig::validate).
+    pub fn with_config(config: super::TableConfig, clock: C) -> Result<Self, super::ConfigError> {
+        Self::with_parts(config, clock, DefaultHashBuilder::default(), super::NoHook)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>>
+    TtlTableCore<K, V, C, S, H, HeapStorage<K, V>>
+{
+    /// An empty table built from `config` with the given hasher and eviction hook.
+    ///
+    /// Without `std` there is no random seed: pass
+    /// [`SeededHashBuilder::with_seed`](foldhash::fast::FixedState::with_seed) with a
+    /// seed from your platform's entropy, or any [`BuildHasher`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TableConfig::validate`](super::TableConfig::validate).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use std::sync::{Arc, Mutex};
+    /// use membound::clock::{Clock, ManualClock};
+    /// use membound::table::{EvictionCause, SeededHashBuilder, TableConfig, TtlTable};
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = log.clone();
+    /// let clock = Arc::new(ManualClock::default());
+    /// let table = TtlTable::with_parts(
+    ///     TableConfig::new(8, Duration::from_millis(10)),
+    ///     clock.clone(),
+    ///     SeededHashBuilder::with_seed(7),
+    ///     move |k: &u32, _: &String, cause| seen.lock().unwrap().push((*k, cause)),
+    /// )?;
+    /// table.insert(1, "one".to_string())?;
+    /// table.insert(1, "uno".to_string())?;
+    /// clock.advance(10);
+    /// table.sweep(clock.now(), 100);
+    /// assert_eq!(
+    ///     *log.lock().unwrap(),
+    ///     [(1, EvictionCause::Replaced), (1, EvictionCause::Expired)]
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_parts(
+        config: super::TableConfig,
+        clock: C,
+        hasher: S,
+        hook: H,
+    ) -> Result<Self, super::ConfigError> {
+        config.validate()?;
+        let geo = Geometry::for_capacity(config.capacity);
+        let total = geo.total();
+        let default_ttl = clock.ticks_for(config.default_ttl).max(1);
+        Ok(Self {
+            len: CachePadded::new(AtomicU64::new(0)),
+            control: CachePadded::new(Control {
+                soft_capacity: AtomicU64::new(config.capacity as u64),
+                cursor: AtomicU64::new(0),
+                sweeps: AtomicU64::new(0),
+            }),
+            geo,
+            max_capacity: config.capacity,
+            default_ttl,
+            policy: config.policy,
+            amortized_sweep: config.amortized_sweep,
+            clock,
+            hasher,
+            hook,
+            storage: HeapStorage {
+                states: (0..total).map(|_| State::new()).collect(),
+                slots: (0..total).map(|_| Slot::new()).collect(),
+                segments: (0..=geo.seg_mask).map(|_| Segment::new()).collect(),
+            },
+            _owns: PhantomData,
+        })
+    }
+
+    /// Bytes this table reserved: the table itself plus its heap storage. Constant
+    /// from construction on.
+    pub fn memory_footprint(&self) -> usize {
+        core::mem::size_of::<Self>()
+            + core::mem::size_of_val::<[State]>(&self.storage.states)
+            + core::mem::size_of_val::<[Slot<K, V>]>(&self.storage.slots)
+            + core::mem::size_of_val::<[Segment]>(&self.storage.segments)
+    }
+}
+
+impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
+where
+    K: Hash + Eq,
+    C: Clock,
+    S: BuildHasher,
+    H: EvictionHook<K, V>,
+    St: Storage<K, V>,
+{
+    #[inline(always)]
+    fn state(&self, index: usize) -> &AtomicU64 {
+        let states = self.storage.states();
+        debug_assert!(index < states.len());
+        // SAFETY: every index is `base + offset` with `base = seg * seg_len`,
+        // `seg <= seg_mask` and `offset < seg_len`, so below `geo.total()`, which is
+        // the length of the states and slots arrays.
+        &unsafe { states.get_unchecked(index) }.0
+    }
+
+    #[inline(always)]
+    fn slot(&self, index: usize) -> &Slot<K, V> {
+        let slots = self.storage.slots();
+        debug_assert!(index < slots.len());
+        // SAFETY: as in `state`.
+        unsafe { slots.get_unchecked(index) }
+    }
+
+    #[inline(always)]
+    fn counters(&self, seg: usize) -> &Counters {
+        &self.storage.segments()[seg].counters
+    }
+
+    #[inline(always)]
+    fn place<Q: Hash + ?Sized>(&self, key: &Q) -> Place {
+        let hash = self.hasher.hash_one(key);
+        let tag = hash as u32;
+        let seg = (hash >> 32) as usize & self.geo.seg_mask;
+        Place {
+            seg,
+            base: seg * self.geo.seg_len,
+            home: self.home(tag),
+            tag,
+        }
+    }
+
+    /// The home offset of a tag within its segment.
+    #[inline(always)]
+    fn home(&self, tag: u32) -> usize {
+        ((u64::from(tag) * self.geo.seg_len as u64) >> 32) as usize
+    }
+
+    #[inline(always)]
+    fn next_offset(&self, offset: usize) -> usize {
+        if offset + 1 == self.geo.seg_len {
+            0
+        } else {
+            offset + 1
+        }
+    }
+
+    /// Whether the entry at `index`, which the caller has joined as a reader, has
+    /// `key`.
+    #[inline(always)]
+    fn key_is<Q>(&self, index: usize, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.slot(index).entry.with(|entry| {
+            // SAFETY: the caller holds a read on a slot it joined while `READY`, so
+            // the entry is initialised and nobody moves it out or writes it until the
+            // read is released.
+            let (k, _) = unsafe { (*entry).assume_init_ref() };
+            k.borrow() == key
+        })
+    }
+
+    /// Runs `f` on the live value of `key`, or returns `None`.
+    fn read<Q, R>(&self, key: &Q, now: u64, f: impl FnOnce(&Slot<K, V>, &V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let p = self.place(key);
+        let counters = self.counters(p.seg);
+        for _ in 0..=READ_RETRIES {
+            let mut busy_match = false;
+            let mut offset = p.home;
+            for _ in 0..self.geo.seg_len {
+                let index = p.base + offset;
+                match join(self.state(index), p.tag) {
+                    Step::End => break,
+                    Step::Skip => {}
+                    Step::BusyMatch => busy_match = true,
+                    Step::Joined(guard) => {
+                        if self.key_is(index, key) {
+                            let slot = self.slot(index);
+                            if slot.expires.load(Ordering::Relaxed) <= now {
+                                drop(guard);
+                                counters.misses.fetch_add(1, Ordering::Relaxed);
+                                return None;
+                            }
+                            counters.hits.fetch_add(1, Ordering::Relaxed);
+                            let result = slot.entry.with(|entry| {
+                                // SAFETY: as in `key_is`: we hold a read.
+                                let (_, v) = unsafe { (*entry).assume_init_ref() };
+                                f(slot, v)
+                            });
+                            drop(guard);
+                            return Some(result);
+                        }
+                    }
+                }
+                offset = self.next_offset(offset);
+            }
+            if !busy_match {
+                break;
+            }
+        }
+        counters.misses.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// A clone of the live value of `key`.
+    ///
+    /// Lock-free; see the type's documentation. Expired entries are invisible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::ManualClock;
+    /// use membound::table::TtlTable;
+    ///
+    /// let table = TtlTable::new(10, Duration::from_secs(1), ManualClock::default())?;
+    /// table.insert("k".to_string(), vec![1, 2])?;
+    /// assert_eq!(table.get("k"), Some(vec![1, 2]));
+    /// assert_eq!(table.get("other"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        V: Clone,
+    {
+        self.read(key, self.clock.now(), |_, v| v.clone())
+    }
+
+    /// Runs `f` on the live value of `key` and returns its result, without cloning.
+    ///
+    /// `f` runs while this thread is counted as a reader of the entry: other readers
+    /// are unaffected and no lock is held, so `f` may call any method of the table,
+    /// except `remove` or `insert` of this same key, which wait for the entry's
+    /// readers to leave and would so wait for `f` itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::ManualClock;
+    /// use membound::table::TtlTable;
+    ///
+    /// let table = TtlTable::new(10, Duration::from_secs(1), ManualClock::default())?;
+    /// table.insert(1, "a long string".to_string())?;
+    /// assert_eq!(table.get_with(&1, |s| s.len()), Some(13));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn get_with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.read(key, self.clock.now(), |_, v| f(v))
+    }
+
+    /// Whether `key` has a live entry.
+    #[inline]
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.read(key, self.clock.now(), |_, _| ()).is_some()
+    }
+
+    /// Restarts the default TTL of `key`'s live entry from now. Returns whether there
+    /// was one; an expired entry is not revived.
+    ///
+    /// Lock-free, like `get`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use std::sync::Arc;
+    /// use membound::clock::ManualClock;
+    /// use membound::table::TtlTable;
+    ///
+    /// let clock = Arc::new(ManualClock::default());
+    /// let table = TtlTable::new(10, Duration::from_millis(100), clock.clone())?;
+    /// table.insert(1, ())?;
+    /// clock.advance(60);
+    /// assert!(table.touch(&1));
+    /// clock.advance(60);
+    /// assert!(table.contains(&1)); // 120 ms after insert, 60 after the touch
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn touch<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.touch_ticks(key, self.default_ttl)
+    }
+
+    /// Sets the TTL of `key`'s live entry to `ttl` from now. Returns whether there was
+    /// one.
+    pub fn touch_with_ttl<Q>(&self, key: &Q, ttl: core::time::Duration) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.touch_ticks(key, self.clock.ticks_for(ttl))
+    }
+
+    fn touch_ticks<Q>(&self, key: &Q, ttl: u64) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.clock.now();
+        // Relaxed: the store is published to a cleaner by the reader's Release
+        // `fetch_sub`, which its claiming CAS (Acquire) reads from.
+        self.read(key, now, |slot, _| {
+            slot.expires.store(now.saturating_add(ttl), Ordering::Relaxed)
+        })
+        .is_some()
+    }
+
+    /// Stores `value` under `key` with the table's default TTL. Returns the value it
+    /// replaced, if `key` had a live entry.
+    ///
+    /// A new key needs room: with [`FullPolicy::Reject`] a full table refuses it,
+    /// with [`FullPolicy::EvictSoonestExpiring`] it evicts an entry first. Replaced,
+    /// expired and evicted entries go to the eviction hook with their cause.
+    ///
+    /// # Errors
+    ///
+    /// [`InsertError::Full`] with the key and value when no room could be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::ManualClock;
+    /// use membound::table::{FullPolicy, InsertError, TableConfig, TtlTable};
+    ///
+    /// let config = TableConfig::new(1, Duration::from_secs(1)).with_policy(FullPolicy::Reject);
+    /// let table = TtlTable::with_config(config, ManualClock::default())?;
+    /// assert_eq!(table.insert(1, 'a')?, None);
+    /// assert_eq!(table.insert(1, 'b')?, Some('a'));
+    /// match table.insert(2, 'c') {
+    ///     Err(InsertError::Full { key, value }) => assert_eq!((key, value), (2, 'c')),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, InsertError<K, V>> {
+        self.insert_ticks(key, value, self.default_ttl)
+    }
+
+    /// Stores `value` under `key`, expiring `ttl` from now; otherwise as
+    /// [`insert`](Self::insert).
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert).
+    pub fn insert_with_ttl(
+        &self,
+        key: K,
+        value: V,
+        ttl: core::time::Duration,
+    ) -> Result<Option<V>, InsertError<K, V>> {
+        self.insert_ticks(key, value, self.clock.ticks_for(ttl))
+    }
+
+    fn insert_ticks(&self, key: K, value: V, ttl: u64) -> Result<Option<V>, InsertError<K, V>> {
+        let now = self.clock.now();
+        let p = self.place(&key);
+        let expires = now.saturating_add(ttl);
+        let mut entry = (key, value);
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let (outcome, doomed) = self.insert_locked(&p, entry, expires, now);
+            if let Some(doomed) = doomed {
+                self.finish(doomed, None);
+            }
+            match outcome {
+                Attempt::Done(old) => break Ok(old),
+                Attempt::Replaced(index) => {
+                    let old = self.finish(
+                        Doomed {
+                            index,
+                            seg: p.seg,
+                            cause: EvictionCause::Replaced,
+                        },
+                        None,
+                    );
+                    break Ok(old);
+                }
+                Attempt::ReplacedInPlace(index, new) => {
+                    let old = self.finish(
+                        Doomed {
+                            index,
+                            seg: p.seg,
+                            cause: EvictionCause::Replaced,
+                        },
+                        Some((new, expires)),
+                    );
+                    break Ok(old);
+                }
+                Attempt::NoRoom(back, segment_full) => {
+                    let evicted = self.policy == FullPolicy::EvictSoonestExpiring
+                        && attempts <= 4
+                        && if segment_full {
+                            self.evict_one(p.base + p.home, self.geo.seg_len, now, Some(p.seg))
+                        } else {
+                            self.evict_one(p.base + p.home, self.geo.total(), now, None)
+                        };
+                    if !evicted {
+                        self.counters(p.seg)
+                            .rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        let (key, value) = back;
+                        break Err(InsertError::Full { key, value });
+                    }
+                    entry = back;
+                }
+            }
+        };
+        if self.amortized_sweep > 0 {
+            self.sweep(now, self.amortized_sweep);
+        }
+        result
+    }
+
+    /// One insert attempt under the segment lock.
+    fn insert_locked(
+        &self,
+        p: &Place,
+        entry: (K, V),
+        expires: u64,
+        now: u64,
+    ) -> (Attempt<K, V>, Option<Doomed>) {
+        let _lock = LockGuard::lock(&self.storage.segments()[p.seg].lock);
+        let counters = self.counters(p.seg);
+        let mut free = None;
+        let mut found = None;
+        let mut offset = p.home;
+        for _ in 0..self.geo.seg_len {
+            let index = p.base + offset;
+            let s = self.state(index).load(Ordering::Acquire);
+            match kind(s) {
+                EMPTY => {
+                    free.get_or_insert(index);
+                    break;
+                }
+                TOMB => {
+                    free.get_or_insert(index);
+                }
+                READY if found.is_none() && tag(s) == p.tag => {
+                    // Joining keeps cleaners (which need zero readers) and vacating
+                    // writers (which need this lock) off the slot while we decide.
+                    if let Step::Joined(guard) = join(self.state(index), p.tag) {
+                        if self.key_is(index, &entry.0) {
+                            found = Some((index, guard));
+                            if free.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            offset = self.next_offset(offset);
+        }
+
+        let mut doomed = None;
+        if let Some((index, guard)) = found {
+            let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
+            if !expired {
+                counters.inserts.fetch_add(1, Ordering::Relaxed);
+                counters.replaced.fetch_add(1, Ordering::Relaxed);
+                if let Some(free) = free {
+                    // Publish the new entry first, then doom the old one: a reader
+                    // that passes the doomed slot probes again and finds the new one.
+                    self.fill(free, p.tag, entry, expires);
+                    self.doom(index);
+                    drop(guard);
+                    return (Attempt::Replaced(index), None);
+                }
+                self.doom(index);
+                drop(guard);
+                return (Attempt::ReplacedInPlace(index, entry), None);
+            }
+            // The old entry expired: it leaves as `Expired` and the insert is new.
+            self.doom(index);
+            drop(guard);
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            doomed = Some(Doomed {
+                index,
+                seg: p.seg,
+                cause: EvictionCause::Expired,
+            });
+        }
+        let Some(free) = free else {
+            return (Attempt::NoRoom(entry, true), doomed);
+        };
+        if !self.reserve() {
+            return (Attempt::NoRoom(entry, false), doomed);
+        }
+        counters.inserts.fetch_add(1, Ordering::Relaxed);
+        self.fill(free, p.tag, entry, expires);
+        (Attempt::Done(None), doomed)
+    }
+
+    /// Counts a new entry against the soft capacity, if there is room.
+    #[inline]
+    fn reserve(&self) -> bool {
+        let cap = self.control.soft_capacity.load(Ordering::Relaxed);
+        let mut len = self.len.load(Ordering::Relaxed);
+        loop {
+            if len >= cap {
+                return false;
+            }
+            match self.len.compare_exchange_weak(
+                len,
+                len + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => len = seen,
+            }
+        }
+    }
+
+    /// Writes an entry into a free slot the caller owns (an `EMPTY` or `TOMB` slot
+    /// under the segment lock, or a `BUSY` slot it vacated) and publishes it.
+    #[inline]
+    fn fill(&self, index: usize, tag: u32, entry: (K, V), expires: u64) {
+        let slot = self.slot(index);
+        slot.entry.with_mut(|cell| {
+            // SAFETY: the slot holds no entry (free or vacated) and only its owner
+            // writes it; readers skip it until the store below publishes it.
+            unsafe { (*cell).write(entry) };
+        });
+        slot.expires.store(expires, Ordering::Relaxed);
+        // Release: publishes the entry and its expiry to readers' Acquire CAS.
+        self.state(index).store(word(tag, READY), Ordering::Release);
+    }
+
+    /// `READY` -> `BUSY`, keeping readers and tag. The caller holds a read on the
+    /// slot, so no cleaner can claim it first and the CAS loop ends.
+    fn doom(&self, index: usize) {
+        let state = self.state(index);
+        let mut s = state.load(Ordering::Relaxed);
+        loop {
+            debug_assert_eq!(kind(s), READY);
+            // Release: a reader that sees the doom (Acquire) also sees a replacement
+            // published before it.
+            match state.compare_exchange_weak(
+                s,
+                (s & !KIND_MASK) | BUSY,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => s = seen,
+            }
+        }
+    }
+
+    /// Vacates a doomed slot once its readers have left, counts and reports its
+    /// entry. With `refill`, writes the new entry into the slot instead of freeing it
+    /// (a replacement in place). Returns the old value for `Removed` and `Replaced`.
+    fn finish(&self, doomed: Doomed, refill: Option<((K, V), u64)>) -> Option<V> {
+        let state = self.state(doomed.index);
+        let mut backoff = Backoff::new();
+        // Acquire: every reader's Release `fetch_sub` happens before the move-out.
+        let mut s = state.load(Ordering::Acquire);
+        while readers(s) != 0 {
+            backoff.snooze();
+            s = state.load(Ordering::Acquire);
+        }
+        debug_assert_eq!(kind(s), BUSY);
+        let slot = self.slot(doomed.index);
+        let (key, value) = slot.entry.with_mut(|cell| {
+            // SAFETY: the slot is `BUSY` with no readers and owned by this thread, and
+            // its entry is initialised (dooming requires `READY`). After the read the
+            // cell is treated as uninitialised: the state becomes `TOMB` or the cell
+            // is overwritten by `fill`.
+            unsafe { ptr::read(cell).assume_init() }
+        });
+        match refill {
+            Some((entry, expires)) => self.fill(doomed.index, tag(s), entry, expires),
+            None => {
+                // Release: the move-out happens before a later fill of this slot.
+                state.store(TOMB, Ordering::Release);
+                if let Some(_lock) = LockGuard::try_lock(&self.storage.segments()[doomed.seg].lock)
+                {
+                    self.purge(doomed.seg, doomed.index);
+                }
+            }
+        }
+        let counters = self.counters(doomed.seg);
+        let counter = match doomed.cause {
+            EvictionCause::Expired => &counters.expired,
+            EvictionCause::Removed => &counters.removed,
+            EvictionCause::Replaced => &counters.replaced,
+            EvictionCause::Evicted => &counters.evicted,
+        };
+        if doomed.cause != EvictionCause::Replaced {
+            // Replacements were counted under the lock, with the insert.
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.hook.on_evict(&key, &value, doomed.cause);
+        match doomed.cause {
+            EvictionCause::Removed | EvictionCause::Replaced => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Turns the tombstone at `index` (and tombstones before it) back into `EMPTY`
+    /// where no entry's probe chain passes it. The caller holds the segment lock, so
+    /// no slot of the segment becomes occupied meanwhile.
+    fn purge(&self, seg: usize, index: usize) {
+        let base = seg * self.geo.seg_len;
+        let len = self.geo.seg_len;
+        let mut q = index - base;
+        for _ in 0..len {
+            if self.state(base + q).load(Ordering::Relaxed) != TOMB {
+                return;
+            }
+            let mut j = self.next_offset(q);
+            let mut safe = false;
+            for _ in 0..PURGE_WALK.min(len - 1) {
+                let s = self.state(base + j).load(Ordering::Relaxed);
+                match kind(s) {
+                    EMPTY => {
+                        safe = true;
+                        break;
+                    }
+                    TOMB => {}
+                    _ => {
+                        // The entry at j probes from its home up to j; if q lies on
+                        // that path it must stay a tombstone.
+                        let h = self.home(tag(s));
+                        let dist = |from: usize, to: usize| (to + len - from) % len;
+                        if dist(h, q) < dist(h, j) {
+                            return;
+                        }
+                    }
+                }
+                j = self.next_offset(j);
+            }
+            if !safe {
+                return;
+            }
+            // Relaxed: readers treat TOMB and EMPTY alike except that EMPTY ends a
+            // probe, and no chain passes this slot.
+            self.state(base + q).store(EMPTY, Ordering::Relaxed);
+            q = if q == 0 { len - 1 } else { q - 1 };
+        }
+    }
+
+    /// Claims an unread `READY` slot for a cleaner; returns its old state.
+    #[inline]
+    fn claim(&self, index: usize, s: u64) -> bool {
+        kind(s) == READY
+            && readers(s) == 0
+            && self
+                .state(index)
+                .compare_exchange(s, (s & !KIND_MASK) | BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Evicts one entry among the first live ones from global slot `start` (within
+    /// `limit` slots, or within segment `only`): an expired one if seen, otherwise the
+    /// soonest-expiring of up to [`EVICT_SAMPLE`]. Returns whether one was evicted.
+    fn evict_one(&self, start: usize, limit: usize, now: u64, only: Option<usize>) -> bool {
+        let total = self.geo.total();
+        let (lo, span) = match only {
+            Some(seg) => (seg * self.geo.seg_len, self.geo.seg_len),
+            None => (0, total),
+        };
+        for _ in 0..3 {
+            let mut best: Option<(usize, u64, u64)> = None;
+            let mut sampled = 0;
+            let mut i = start - lo;
+            for _ in 0..limit.min(span) {
+                let index = lo + i;
+                let s = self.state(index).load(Ordering::Acquire);
+                if kind(s) == READY && readers(s) == 0 {
+                    let expires = self.slot(index).expires.load(Ordering::Relaxed);
+                    if best.is_none_or(|(_, _, e)| expires < e) {
+                        best = Some((index, s, expires));
+                    }
+                    sampled += 1;
+                    if expires <= now || sampled >= EVICT_SAMPLE {
+                        break;
+                    }
+                }
+                i = if i + 1 == span { 0 } else { i + 1 };
+            }
+            let Some((index, s, _)) = best else {
+                return false;
+            };
+            if self.claim(index, s) {
+                self.release_claimed(index, now, true);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Removes a slot a cleaner claimed: as `Expired` if it expired by `now`, else as
+    /// `Evicted` if `evict`, else puts it back. Returns whether it was removed.
+    fn release_claimed(&self, index: usize, now: u64, evict: bool) -> bool {
+        let state = self.state(index);
+        let s = state.load(Ordering::Relaxed);
+        // Sees any touch: the toucher's Release `fetch_sub` precedes our claim.
+        let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
+        if !expired && !evict {
+            state.store((s & !KIND_MASK) | READY, Ordering::Release);
+            return false;
+        }
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        let cause = if expired {
+            EvictionCause::Expired
+        } else {
+            EvictionCause::Evicted
+        };
+        let seg = index / self.geo.seg_len;
+        drop(self.finish(Doomed { index, seg, cause }, None));
+        true
+    }
+
+    /// Removes `key`'s entry and returns its value if it was live. An expired entry is
+    /// removed too (reported as [`EvictionCause::Expired`]) and `None` is returned.
+    ///
+    /// Waits for threads reading this entry (cloning it or in a `get_with` closure)
+    /// to leave before moving the value out; holds no lock meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::ManualClock;
+    /// use membound::table::TtlTable;
+    ///
+    /// let table = TtlTable::new(10, Duration::from_secs(1), ManualClock::default())?;
+    /// table.insert(1, "one")?;
+    /// assert_eq!(table.remove(&1), Some("one"));
+    /// assert_eq!(table.remove(&1), None);
+    /// assert_eq!(table.metrics().removed, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.clock.now();
+        let p = self.place(key);
+        let doomed = {
+            let _lock = LockGuard::lock(&self.storage.segments()[p.seg].lock);
+            let mut offset = p.home;
+            let mut doomed = None;
+            for _ in 0..self.geo.seg_len {
+                let index = p.base + offset;
+                match join(self.state(index), p.tag) {
+                    Step::End => break,
+                    Step::Skip | Step::BusyMatch => {}
+                    Step::Joined(guard) => {
+                        if self.key_is(index, key) {
+                            let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
+                            self.doom(index);
+                            drop(guard);
+                            self.len.fetch_sub(1, Ordering::Relaxed);
+                            doomed = Some(Doomed {
+                                index,
+                                seg: p.seg,
+                                cause: if expired {
+                                    EvictionCause::Expired
+                                } else {
+                                    EvictionCause::Removed
+                                },
+                            });
+                            break;
+                        }
+                    }
+                }
+                offset = self.next_offset(offset);
+            }
+            doomed
+        };
+        doomed.and_then(|d| self.finish(d, None))
+    }
+
+    /// Scans up to `budget` slots from the table's shared sweep cursor and removes
+    /// the entries expired at tick `now`; while the table holds more than its soft
+    /// capacity, it also evicts live entries it scans. Entries being read are skipped
+    /// (a later sweep gets them). Never waits and never allocates.
+    ///
+    /// Concurrent sweeps scan disjoint ranges. A sweep of `capacity()`-ish slots
+    /// (more precisely, the slot count, `capacity + capacity / 7`) visits every slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::{Clock, ManualClock};
+    /// use membound::table::{TableConfig, TtlTable};
+    ///
+    /// let clock = ManualClock::default();
+    /// let config = TableConfig::new(100, Duration::from_millis(5)).with_amortized_sweep(0);
+    /// let table = TtlTable::with_config(config, &clock)?;
+    /// for i in 0..10 {
+    ///     table.insert(i, i)?;
+    /// }
+    /// clock.advance(5);
+    /// let mut removed = 0;
+    /// while removed < 10 {
+    ///     removed += table.sweep(clock.now(), 16).removed; // bounded work per call
+    /// }
+    /// assert!(table.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sweep(&self, now: u64, budget: usize) -> SweepStats {
+        self.control.sweeps.fetch_add(1, Ordering::Relaxed);
+        let total = self.geo.total();
+        let budget = budget.min(total);
+        let start =
+            (self.control.cursor.fetch_add(budget as u64, Ordering::Relaxed) % total as u64) as usize;
+        let mut stats = SweepStats {
+            scanned: budget,
+            removed: 0,
+        };
+        let mut index = start;
+        for _ in 0..budget {
+            let s = self.state(index).load(Ordering::Acquire);
+            if kind(s) == READY && readers(s) == 0 {
+                let over = self.len.load(Ordering::Relaxed)
+                    > self.control.soft_capacity.load(Ordering::Relaxed);
+                let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
+                if (expired || over) && self.claim(index, s) && self.release_claimed(index, now, over)
+                {
+                    stats.removed += 1;
+                }
+            }
+            index = if index + 1 == total { 0 } else { index + 1 };
+        }
+        stats
+    }
+
+    /// Entries stored, including expired ones not yet swept.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed) as usize
+    }
+
+    /// Whether no entries are stored.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The soft capacity in force; see [`SoftCapacity`].
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.control.soft_capacity.load(Ordering::Relaxed) as usize
+    }
+
+    /// The capacity reserved at construction.
+    #[inline]
+    pub fn max_capacity(&self) -> usize {
+        self.max_capacity
+    }
+
+    /// The default TTL, in ticks of the table's clock.
+    #[inline]
+    pub fn default_ttl(&self) -> u64 {
+        self.default_ttl
+    }
+
+    /// The table's clock.
+    #[inline]
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> TableMetrics {
+        let mut m = TableMetrics {
+            len: self.len.load(Ordering::Relaxed),
+            capacity: self.control.soft_capacity.load(Ordering::Relaxed),
+            max_capacity: self.max_capacity as u64,
+            sweeps: self.control.sweeps.load(Ordering::Relaxed),
+            ..TableMetrics::default()
+        };
+        for seg in self.storage.segments() {
+            let c = &seg.counters;
+            m.inserts += c.inserts.load(Ordering::Relaxed);
+            m.hits += c.hits.load(Ordering::Relaxed);
+            m.misses += c.misses.load(Ordering::Relaxed);
+            m.expired += c.expired.load(Ordering::Relaxed);
+            m.evicted += c.evicted.load(Ordering::Relaxed);
+            m.removed += c.removed.load(Ordering::Relaxed);
+            m.replaced += c.replaced.load(Ordering::Relaxed);
+            m.rejected += c.rejected.load(Ordering::Relaxed);
+        }
+        m
+    }
+}
+
+/// How one insert attempt under the lock ended.
+enum Attempt<K, V> {
+    /// Stored a new key.
+    Done(Option<V>),
+    /// Stored the new entry elsewhere; the old one at this index is doomed.
+    Replaced(usize),
+    /// The old entry at this index is doomed; refill it with this one.
+    ReplacedInPlace(usize, (K, V)),
+    /// No room: the entry comes back; `true` if the segment had no free slot.
+    NoRoom((K, V), bool),
+}
+
+impl<K, V, C, S, H, St> SoftCapacity for TtlTableCore<K, V, C, S, H, St>
+where
+    K: Hash + Eq,
+    C: Clock,
+    S: BuildHasher,
+    H: EvictionHook<K, V>,
+    St: Storage<K, V>,
+{
+    fn capacity(&self) -> usize {
+        TtlTableCore::capacity(self)
+    }
+
+    fn max_capacity(&self) -> usize {
+        self.max_capacity
+    }
+
+    /// Sets the soft capacity. Lowering it below `len()` evicts up to 32 entries at
+    /// once (expired first, then the soonest-expiring of samples); later sweeps and
+    /// inserts evict the rest. Never allocates.
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        capacity::check(capacity, self.max_capacity)?;
+        self.control
+            .soft_capacity
+            .store(capacity as u64, Ordering::Relaxed);
+        let now = self.clock.now();
+        let total = self.geo.total();
+        for _ in 0..SHRINK_STEP {
+            if self.len() <= capacity {
+                break;
+            }
+            let start = (self.control.cursor.fetch_add(EVICT_SAMPLE as u64, Ordering::Relaxed)
+                % total as u64) as usize;
+            if !self.evict_one(start, total, now, None) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K, V, C, S, H, St: Storage<K, V>> Drop for TtlTableCore<K, V, C, S, H, St> {
+    fn drop(&mut self) {
+        let states = self.storage.states();
+        let slots = self.storage.slots();
+        for (state, slot) in states.iter().zip(slots) {
+            if kind(state.0.load(Ordering::Relaxed)) == READY {
+                slot.entry.with_mut(|cell| {
+                    // SAFETY: `&mut self`: no other thread touches the table, and a
+                    // `READY` slot holds an initialised entry that nothing else drops.
+                    unsafe { (*cell).assume_init_drop() }
+                });
+            }
+        }
+    }
+}
+
+impl<K, V, C, S, H, St: Storage<K, V>> fmt::Debug for TtlTableCore<K, V, C, S, H, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TtlTable")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .field(
+                "capacity",
+                &self.control.soft_capacity.load(Ordering::Relaxed),
+            )
+            .field("max_capacity", &self.max_capacity)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
