@@ -37,10 +37,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod capacity;
+#[cfg(feature = "std")]
+pub mod cleanup;
 pub mod clock;
 pub mod ring;
-pub mod table;
+pub mod schedule;
 mod sync;
+pub mod table;
 
 /// The README's examples run as doctests, so they cannot rot.
 #[cfg(doctest)]

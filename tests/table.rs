@@ -10,8 +10,8 @@ use std::time::Duration;
 use membound::capacity::{CapacityError, SoftCapacity};
 use membound::clock::{Clock, ManualClock};
 use membound::table::{
-    ConfigError, EvictionCause, FullPolicy, NoHook, SeededHashBuilder, StaticTtlTable,
-    TableConfig, TtlTable, MAX_CAPACITY,
+    ConfigError, EvictionCause, FullPolicy, NoHook, SeededHashBuilder, StaticTtlTable, TableConfig,
+    TtlTable, MAX_CAPACITY,
 };
 
 #[test]
@@ -78,9 +78,15 @@ fn evict_soonest_expiring_prefers_expired_then_soonest() {
         move |k: &u32, _: &u32, c| seen.lock().unwrap().push((*k, c)),
     )
     .unwrap();
-    table.insert_with_ttl(1, 1, Duration::from_millis(50)).unwrap();
-    table.insert_with_ttl(2, 2, Duration::from_millis(10)).unwrap();
-    table.insert_with_ttl(3, 3, Duration::from_millis(30)).unwrap();
+    table
+        .insert_with_ttl(1, 1, Duration::from_millis(50))
+        .unwrap();
+    table
+        .insert_with_ttl(2, 2, Duration::from_millis(10))
+        .unwrap();
+    table
+        .insert_with_ttl(3, 3, Duration::from_millis(30))
+        .unwrap();
     table.insert(4, 4).unwrap();
     assert_eq!(log.lock().unwrap().pop(), Some((2, EvictionCause::Evicted)));
     clock.advance(40); // 3 expired
@@ -267,7 +273,10 @@ fn churn(policy: FullPolicy) {
     );
     drop(table);
     let created = created.load(Ordering::Relaxed) as usize;
-    let dropped = drops.iter().filter(|d| d.load(Ordering::Relaxed) == 1).count();
+    let dropped = drops
+        .iter()
+        .filter(|d| d.load(Ordering::Relaxed) == 1)
+        .count();
     assert_eq!(dropped, created, "values leaked");
 }
 

@@ -26,7 +26,10 @@ fn op(keys: u8) -> impl Strategy<Value = Op> {
 }
 
 fn policy() -> impl Strategy<Value = FullPolicy> {
-    prop_oneof![Just(FullPolicy::Reject), Just(FullPolicy::EvictSoonestExpiring)]
+    prop_oneof![
+        Just(FullPolicy::Reject),
+        Just(FullPolicy::EvictSoonestExpiring)
+    ]
 }
 
 proptest! {

@@ -596,7 +596,10 @@ impl<K, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, const N: usize>
     pub const fn new(clock: C, hasher: S, hook: H, default_ttl: u64) -> Self {
         const {
             assert!(N > 0, "a StaticTtlTable needs at least 1 slot");
-            assert!(N <= u32::MAX as usize, "StaticTtlTable slots above u32::MAX");
+            assert!(
+                N <= u32::MAX as usize,
+                "StaticTtlTable slots above u32::MAX"
+            );
         }
         assert!(default_ttl > 0, "default TTL must be greater than zero");
         let capacity = N - N / 8;
@@ -641,7 +644,9 @@ impl<K, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, const N: usize>
 }
 
 #[cfg(feature = "std")]
-impl<K: Hash + Eq, V, C: Clock> TtlTableCore<K, V, C, DefaultHashBuilder, super::NoHook, HeapStorage<K, V>> {
+impl<K: Hash + Eq, V, C: Clock>
+    TtlTableCore<K, V, C, DefaultHashBuilder, super::NoHook, HeapStorage<K, V>>
+{
     /// An empty table for `capacity` entries living `default_ttl` each, with the
     /// default policy, a randomly seeded hasher and no hook.
     ///
@@ -1003,7 +1008,8 @@ where
         // Relaxed: the store is published to a cleaner by the reader's Release
         // `fetch_sub`, which its claiming CAS (Acquire) reads from.
         self.read(key, now, |slot, _| {
-            slot.expires.store(now.saturating_add(ttl), Ordering::Relaxed)
+            slot.expires
+                .store(now.saturating_add(ttl), Ordering::Relaxed)
         })
         .is_some()
     }
@@ -1206,12 +1212,10 @@ where
             if len >= cap {
                 return false;
             }
-            match self.len.compare_exchange_weak(
-                len,
-                len + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .len
+                .compare_exchange_weak(len, len + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(seen) => len = seen,
             }
@@ -1354,7 +1358,12 @@ where
             && readers(s) == 0
             && self
                 .state(index)
-                .compare_exchange(s, (s & !KIND_MASK) | BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    s,
+                    (s & !KIND_MASK) | BUSY,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
     }
 
@@ -1514,8 +1523,11 @@ where
         self.control.sweeps.fetch_add(1, Ordering::Relaxed);
         let total = self.geo.total();
         let budget = budget.min(total);
-        let start =
-            (self.control.cursor.fetch_add(budget as u64, Ordering::Relaxed) % total as u64) as usize;
+        let start = (self
+            .control
+            .cursor
+            .fetch_add(budget as u64, Ordering::Relaxed)
+            % total as u64) as usize;
         let mut stats = SweepStats {
             scanned: budget,
             removed: 0,
@@ -1527,7 +1539,9 @@ where
                 let over = self.len.load(Ordering::Relaxed)
                     > self.control.soft_capacity.load(Ordering::Relaxed);
                 let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
-                if (expired || over) && self.claim(index, s) && self.release_claimed(index, now, over)
+                if (expired || over)
+                    && self.claim(index, s)
+                    && self.release_claimed(index, now, over)
                 {
                     stats.removed += 1;
                 }
@@ -1639,7 +1653,10 @@ where
             if self.len() <= capacity {
                 break;
             }
-            let start = (self.control.cursor.fetch_add(EVICT_SAMPLE as u64, Ordering::Relaxed)
+            let start = (self
+                .control
+                .cursor
+                .fetch_add(EVICT_SAMPLE as u64, Ordering::Relaxed)
                 % total as u64) as usize;
             if !self.evict_one(start, total, now, None) {
                 break;

@@ -55,12 +55,12 @@ pub use self::config::{
     ConfigError, EvictionCause, EvictionHook, FullPolicy, InsertError, NoHook, SweepStats,
     TableConfig, TableMetrics,
 };
-#[cfg(feature = "alloc")]
-pub use self::core::{HeapStorage, TtlTable};
 pub use self::core::{
     DefaultHashBuilder, InlineStorage, SeededHashBuilder, Segment, Slot, State, StaticTtlTable,
     Storage, TtlTableCore,
 };
+#[cfg(feature = "alloc")]
+pub use self::core::{HeapStorage, TtlTable};
 
 /// The largest capacity a table accepts: 2^32 entries on 64-bit targets, 2^28 on
 /// 32-bit ones.

@@ -120,7 +120,10 @@ impl Harness {
         } else {
             EvictionCause::Evicted
         };
-        assert_eq!(cause, expected, "cause for key {key} (expires {exp}, now {now})");
+        assert_eq!(
+            cause, expected,
+            "cause for key {key} (expires {exp}, now {now})"
+        );
         self.counts[cause_index(cause)] += 1;
     }
 
