@@ -124,10 +124,13 @@ fn static_table_in_a_static() {
     assert_eq!(TABLE.metrics().rejected, 1);
 }
 
+/// What the hook calls back into, set once the table exists.
+type Reentry = Arc<Mutex<Option<Arc<dyn Fn(u32) + Send + Sync>>>>;
+
 #[test]
 fn hooks_and_closures_may_reenter_the_table() {
     let clock = Arc::new(ManualClock::default());
-    let table: Arc<Mutex<Option<Arc<dyn Fn(u32) + Send + Sync>>>> = Arc::default();
+    let table: Reentry = Arc::default();
     let reenter = table.clone();
     let t = Arc::new(
         TtlTable::with_parts(
