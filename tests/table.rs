@@ -292,3 +292,22 @@ fn concurrent_churn_drops_every_value_exactly_once_evicting() {
 fn concurrent_churn_drops_every_value_exactly_once_rejecting() {
     churn(FullPolicy::Reject);
 }
+
+/// The memory bar of issue 4: at most 24 bytes per entry beyond `size_of::<(K, V)>()`
+/// for `u64 -> u64` at the default load. Memory is reserved at construction, so the
+/// footprint is exact, not sampled.
+#[test]
+fn bytes_per_entry_overhead_is_at_most_24_for_u64_pairs() {
+    for capacity in [1_000usize, 65_536, 1 << 20] {
+        let table =
+            TtlTable::<u64, u64, _>::new(capacity, Duration::from_secs(1), ManualClock::default())
+                .unwrap();
+        let per_entry = table.memory_footprint() as f64 / capacity as f64;
+        let overhead = per_entry - std::mem::size_of::<(u64, u64)>() as f64;
+        println!("capacity {capacity}: {per_entry:.2} bytes/entry, overhead {overhead:.2}");
+        assert!(
+            overhead <= 24.0,
+            "capacity {capacity}: overhead {overhead:.2} bytes"
+        );
+    }
+}
