@@ -8,8 +8,10 @@ use core::time::Duration;
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum FullPolicy {
-    /// Refuse the new entry and hand key and value back as [`InsertError::Full`].
-    /// Counted in [`TableMetrics::rejected`].
+    /// Refuse the new entry and hand key and value back as [`InsertError::Full`],
+    /// unless an expired entry among the 256 slots from the new key's home can make
+    /// room (reported as [`EvictionCause::Expired`]). Counted in
+    /// [`TableMetrics::rejected`].
     Reject,
     /// Evict an entry to make room (the default). Expired entries go first (reported
     /// as [`EvictionCause::Expired`]); otherwise the soonest-expiring of a sample of

@@ -52,6 +52,11 @@ const READ_RETRIES: usize = 2;
 const EVICT_SAMPLE: usize = 8;
 /// How far a purge looks past a tombstone for the end of its cluster.
 const PURGE_WALK: usize = 128;
+/// Slots an insert into a full `Reject` table searches for an expired entry.
+const EXPIRED_SCAN: usize = 256;
+/// Evictions one insert may make before it gives up (under contention, or while the
+/// table shrinks toward a lowered soft capacity).
+const MAX_EVICTIONS: usize = 4;
 /// Entries `set_capacity` evicts at once when lowering; sweeps and inserts do the rest.
 const SHRINK_STEP: usize = 32;
 #[cfg(feature = "alloc")]
@@ -1099,12 +1104,18 @@ where
                     break Ok(old);
                 }
                 Attempt::NoRoom(back, segment_full) => {
-                    let evicted = self.policy == FullPolicy::EvictSoonestExpiring
-                        && attempts <= 4
+                    // `Reject` refuses only when full of live entries: an expired one
+                    // near the key's slot makes room first.
+                    let (limit, expired_only) = match self.policy {
+                        FullPolicy::Reject => (EXPIRED_SCAN, true),
+                        FullPolicy::EvictSoonestExpiring => (self.geo.total(), false),
+                    };
+                    let start = p.base + p.home;
+                    let evicted = attempts <= MAX_EVICTIONS
                         && if segment_full {
-                            self.evict_one(p.base + p.home, self.geo.seg_len, now, Some(p.seg))
+                            self.evict_one(start, limit, now, Some(p.seg), expired_only)
                         } else {
-                            self.evict_one(p.base + p.home, self.geo.total(), now, None)
+                            self.evict_one(start, limit, now, None, expired_only)
                         };
                     if !evicted {
                         self.counters(p.seg)
@@ -1370,7 +1381,14 @@ where
     /// Evicts one entry among the first live ones from global slot `start` (within
     /// `limit` slots, or within segment `only`): an expired one if seen, otherwise the
     /// soonest-expiring of up to [`EVICT_SAMPLE`]. Returns whether one was evicted.
-    fn evict_one(&self, start: usize, limit: usize, now: u64, only: Option<usize>) -> bool {
+    fn evict_one(
+        &self,
+        start: usize,
+        limit: usize,
+        now: u64,
+        only: Option<usize>,
+        expired_only: bool,
+    ) -> bool {
         let total = self.geo.total();
         let (lo, span) = match only {
             Some(seg) => (seg * self.geo.seg_len, self.geo.seg_len),
@@ -1385,12 +1403,19 @@ where
                 let s = self.state(index).load(Ordering::Acquire);
                 if kind(s) == READY && readers(s) == 0 {
                     let expires = self.slot(index).expires.load(Ordering::Relaxed);
-                    if best.is_none_or(|(_, _, e)| expires < e) {
+                    if expires <= now {
+                        // Expired: the best victim there is.
                         best = Some((index, s, expires));
-                    }
-                    sampled += 1;
-                    if expires <= now || sampled >= EVICT_SAMPLE {
                         break;
+                    }
+                    if !expired_only {
+                        if best.is_none_or(|(_, _, e)| expires < e) {
+                            best = Some((index, s, expires));
+                        }
+                        sampled += 1;
+                        if sampled >= EVICT_SAMPLE {
+                            break;
+                        }
                     }
                 }
                 i = if i + 1 == span { 0 } else { i + 1 };
@@ -1399,8 +1424,9 @@ where
                 return false;
             };
             if self.claim(index, s) {
-                self.release_claimed(index, now, true);
-                return true;
+                // With `expired_only`, a touch between our look and the claim makes
+                // the entry live again: it is put back and we report no room.
+                return self.release_claimed(index, now, !expired_only);
             }
         }
         false
@@ -1658,7 +1684,7 @@ where
                 .cursor
                 .fetch_add(EVICT_SAMPLE as u64, Ordering::Relaxed)
                 % total as u64) as usize;
-            if !self.evict_one(start, total, now, None) {
+            if !self.evict_one(start, total, now, None, false) {
                 break;
             }
         }

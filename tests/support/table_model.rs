@@ -160,7 +160,13 @@ impl Harness {
         }
         let mut evictions = 0;
         for event in events {
-            assert_eq!(self.policy, FullPolicy::EvictSoonestExpiring);
+            if self.policy == FullPolicy::Reject {
+                assert_eq!(
+                    event.2,
+                    EvictionCause::Expired,
+                    "Reject evicted a live entry"
+                );
+            }
             assert!(self.stored.len() >= self.cap, "evicted below capacity");
             assert_ne!(event.0, key);
             self.apply_free_event(event);
@@ -177,7 +183,12 @@ impl Harness {
             if self.policy == FullPolicy::EvictSoonestExpiring {
                 assert_eq!(evictions, 4, "gave up early");
             } else {
-                assert_eq!(evictions, 0);
+                // Model tables are small (one segment of < 256 slots): a rejected
+                // insert has removed every expired entry, or made 4 attempts.
+                assert!(
+                    evictions == 4 || self.stored.values().all(|(_, exp)| *exp > now),
+                    "rejected while an expired entry could make room"
+                );
             }
         }
     }
