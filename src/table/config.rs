@@ -89,8 +89,9 @@ pub struct TableConfig {
     pub default_ttl: Duration,
     /// What an insert does when the table is full.
     pub policy: FullPolicy,
-    /// Slots every insert sweeps for expired entries after storing its own, so a
-    /// table nobody sweeps explicitly still sheds expired entries. 0 turns it off.
+    /// Slots after its key's home slot that every insert checks for expired entries
+    /// (and removes them), so a table nobody sweeps explicitly still sheds expired
+    /// entries. 0 turns it off.
     pub amortized_sweep: usize,
 }
 
@@ -220,8 +221,9 @@ pub struct SweepStats {
 /// A snapshot of a table's counters.
 ///
 /// Read field by field while other threads work, so only approximately consistent
-/// then. Counters live on per-segment cache lines (the segment a key hashes to), so a
-/// `get` bumps a line shared only with operations on the same segment.
+/// then. Counters are striped over the segments' cache lines by thread (a hash of the
+/// stack address), so concurrent `get`s mostly bump different lines; the snapshot
+/// sums the stripes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct TableMetrics {
@@ -247,6 +249,7 @@ pub struct TableMetrics {
     pub replaced: u64,
     /// Inserts refused because the table was full.
     pub rejected: u64,
-    /// Calls to `sweep`, explicit or amortized.
+    /// Calls to [`sweep`](super::TtlTableCore::sweep) (amortized sweeping by inserts
+    /// is not counted).
     pub sweeps: u64,
 }

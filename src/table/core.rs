@@ -112,7 +112,8 @@ impl<K, V> fmt::Debug for Slot<K, V> {
     }
 }
 
-/// A segment's writer lock and counters. Opaque: it only appears in storage types.
+/// A segment's writer lock, and one stripe of the table's counters. Opaque: it only
+/// appears in storage types.
 pub struct Segment {
     /// 1 while a writer scans or claims free slots in the segment.
     lock: CachePadded<AtomicU64>,
@@ -397,10 +398,11 @@ struct Place {
 ///
 /// # When values are dropped
 ///
-/// A doomed or claimed slot is vacated by the thread that doomed it, after the lock is
-/// released: it waits until the reader count reaches zero (each reader's `fetch_sub`
-/// is `Release`, the wait's load `Acquire`, so every read of the entry happens before
-/// the move-out), moves key and value out with one `ptr::read`, and stores `TOMB`.
+/// A doomed or claimed slot is vacated by the thread that doomed it: at once, still
+/// under the segment lock, if it has no readers (the common case), otherwise after
+/// releasing the lock, once the reader count reaches zero (each reader's `fetch_sub`
+/// is `Release`, the vacating load `Acquire`, so every read of the entry happens before
+/// the move-out). It moves key and value out with one `ptr::read` and stores `TOMB`.
 /// From then on the table holds no copy, so each value is dropped exactly once: by
 /// `remove` or an insert's replacement (returned to the caller after the hook saw it),
 /// by a sweep or eviction (dropped right after the hook), or by the table's `Drop`. No
@@ -803,9 +805,17 @@ where
         unsafe { slots.get_unchecked(index) }
     }
 
+    /// The counters this thread bumps: those of a segment picked by hashing the
+    /// address of the caller's stack frame, so threads (whose stacks lie far apart)
+    /// mostly bump different cache lines and a `get` adds no shared-line RMW. The
+    /// `_seg` argument documents which key the count is about; it does not pick the
+    /// stripe.
     #[inline(always)]
-    fn counters(&self, seg: usize) -> &Counters {
-        &self.storage.segments()[seg].counters
+    fn counters(&self, _seg: usize) -> &Counters {
+        let marker = 0u8;
+        let frame = core::ptr::addr_of!(marker) as usize as u64;
+        let stripe = ((frame >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize;
+        &self.storage.segments()[stripe & self.geo.seg_mask].counters
     }
 
     #[inline(always)]
@@ -1092,6 +1102,9 @@ where
                     );
                     break Ok(old);
                 }
+                Attempt::ReplacedTaken(k, v) => {
+                    break Ok(self.report(p.seg, EvictionCause::Replaced, k, v));
+                }
                 Attempt::ReplacedInPlace(index, new) => {
                     let old = self.finish(
                         Doomed {
@@ -1129,9 +1142,29 @@ where
             }
         };
         if self.amortized_sweep > 0 {
-            self.sweep(now, self.amortized_sweep);
+            self.sweep_near(p.base + p.home, now);
         }
         result
+    }
+
+    /// Amortized sweeping: removes expired entries among the `amortized_sweep` slots
+    /// after `start`. Inserts land at random slots, so these scans cover the table
+    /// at random; unlike [`sweep`](Self::sweep) they touch no shared cursor and are
+    /// not counted in `sweeps`.
+    fn sweep_near(&self, start: usize, now: u64) {
+        let total = self.geo.total();
+        let mut index = start;
+        for _ in 0..self.amortized_sweep.min(total) {
+            index = if index + 1 >= total { 0 } else { index + 1 };
+            let s = self.state(index).load(Ordering::Acquire);
+            if kind(s) == READY
+                && readers(s) == 0
+                && self.slot(index).expires.load(Ordering::Relaxed) <= now
+                && self.claim(index, s)
+            {
+                self.release_claimed(index, now, false);
+            }
+        }
     }
 
     /// One insert attempt under the segment lock.
@@ -1187,6 +1220,15 @@ where
                     self.fill(free, p.tag, entry, expires);
                     self.doom(index);
                     drop(guard);
+                    if self.unread(index) {
+                        let d = Doomed {
+                            index,
+                            seg: p.seg,
+                            cause: EvictionCause::Replaced,
+                        };
+                        let (k, v) = self.vacate(&d, None, true);
+                        return (Attempt::ReplacedTaken(k, v), None);
+                    }
                     return (Attempt::Replaced(index), None);
                 }
                 self.doom(index);
@@ -1273,6 +1315,21 @@ where
     /// entry. With `refill`, writes the new entry into the slot instead of freeing it
     /// (a replacement in place). Returns the old value for `Removed` and `Replaced`.
     fn finish(&self, doomed: Doomed, refill: Option<((K, V), u64)>) -> Option<V> {
+        let (key, value) = self.vacate(&doomed, refill, false);
+        self.report(doomed.seg, doomed.cause, key, value)
+    }
+
+    /// Whether a slot this thread doomed has no readers left, so that it can be
+    /// vacated at once, under the segment lock the caller holds.
+    #[inline]
+    fn unread(&self, index: usize) -> bool {
+        readers(self.state(index).load(Ordering::Acquire)) == 0
+    }
+
+    /// Waits until a doomed slot has no readers, moves its entry out, and frees the
+    /// slot (or refills it). `locked`: the caller holds the segment lock, so the
+    /// tombstone is purged under it; otherwise only if the lock is free.
+    fn vacate(&self, doomed: &Doomed, refill: Option<((K, V), u64)>, locked: bool) -> (K, V) {
         let state = self.state(doomed.index);
         let mut backoff = Backoff::new();
         // Acquire: every reader's Release `fetch_sub` happens before the move-out.
@@ -1283,7 +1340,7 @@ where
         }
         debug_assert_eq!(kind(s), BUSY);
         let slot = self.slot(doomed.index);
-        let (key, value) = slot.entry.with_mut(|cell| {
+        let entry = slot.entry.with_mut(|cell| {
             // SAFETY: the slot is `BUSY` with no readers and owned by this thread, and
             // its entry is initialised (dooming requires `READY`). After the read the
             // cell is treated as uninitialised: the state becomes `TOMB` or the cell
@@ -1291,29 +1348,38 @@ where
             unsafe { ptr::read(cell).assume_init() }
         });
         match refill {
-            Some((entry, expires)) => self.fill(doomed.index, tag(s), entry, expires),
+            Some((new, expires)) => self.fill(doomed.index, tag(s), new, expires),
             None => {
                 // Release: the move-out happens before a later fill of this slot.
                 state.store(TOMB, Ordering::Release);
-                if let Some(_lock) = LockGuard::try_lock(&self.storage.segments()[doomed.seg].lock)
+                if locked {
+                    self.purge(doomed.seg, doomed.index);
+                } else if let Some(_lock) =
+                    LockGuard::try_lock(&self.storage.segments()[doomed.seg].lock)
                 {
                     self.purge(doomed.seg, doomed.index);
                 }
             }
         }
-        let counters = self.counters(doomed.seg);
-        let counter = match doomed.cause {
+        entry
+    }
+
+    /// Counts an entry that left and shows it to the hook (no lock or slot held);
+    /// returns the value for `Removed` and `Replaced`, drops it otherwise.
+    fn report(&self, seg: usize, cause: EvictionCause, key: K, value: V) -> Option<V> {
+        let counters = self.counters(seg);
+        let counter = match cause {
             EvictionCause::Expired => &counters.expired,
             EvictionCause::Removed => &counters.removed,
             EvictionCause::Replaced => &counters.replaced,
             EvictionCause::Evicted => &counters.evicted,
         };
-        if doomed.cause != EvictionCause::Replaced {
+        if cause != EvictionCause::Replaced {
             // Replacements were counted under the lock, with the insert.
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        self.hook.on_evict(&key, &value, doomed.cause);
-        match doomed.cause {
+        self.hook.on_evict(&key, &value, cause);
+        match cause {
             EvictionCause::Removed | EvictionCause::Replaced => Some(value),
             _ => None,
         }
@@ -1496,7 +1562,7 @@ where
                             self.doom(index);
                             drop(guard);
                             self.len.fetch_sub(1, Ordering::Relaxed);
-                            doomed = Some(Doomed {
+                            let d = Doomed {
                                 index,
                                 seg: p.seg,
                                 cause: if expired {
@@ -1504,7 +1570,10 @@ where
                                 } else {
                                     EvictionCause::Removed
                                 },
-                            });
+                            };
+                            // Usually nobody is reading: vacate under the lock we hold.
+                            let taken = self.unread(index).then(|| self.vacate(&d, None, true));
+                            doomed = Some((d, taken));
                             break;
                         }
                     }
@@ -1513,7 +1582,11 @@ where
             }
             doomed
         };
-        doomed.and_then(|d| self.finish(d, None))
+        let (d, taken) = doomed?;
+        match taken {
+            Some((k, v)) => self.report(d.seg, d.cause, k, v),
+            None => self.finish(d, None),
+        }
     }
 
     /// Scans up to `budget` slots from the table's shared sweep cursor and removes
@@ -1643,6 +1716,8 @@ enum Attempt<K, V> {
     Done(Option<V>),
     /// Stored the new entry elsewhere; the old one at this index is doomed.
     Replaced(usize),
+    /// Stored the new entry elsewhere and already took the old one out.
+    ReplacedTaken(K, V),
     /// The old entry at this index is doomed; refill it with this one.
     ReplacedInPlace(usize, (K, V)),
     /// No room: the entry comes back; `true` if the segment had no free slot.
