@@ -112,22 +112,31 @@ impl<K, V> fmt::Debug for Slot<K, V> {
     }
 }
 
-/// A segment's writer lock, and one stripe of the table's counters. Opaque: it only
-/// appears in storage types.
+/// A segment's writer lock with the counters its holder keeps, and one stripe of the
+/// table's lock-free counters. Opaque: it only appears in storage types.
 pub struct Segment {
-    /// 1 while a writer scans or claims free slots in the segment.
-    lock: CachePadded<AtomicU64>,
-    counters: CachePadded<Counters>,
+    writer: CachePadded<WriterSide>,
+    stripe: CachePadded<Stripe>,
 }
 
-struct Counters {
+/// The lock and the counters only its holder changes, on one cache line: bumped with
+/// a plain load and store (no RMW), which the lock makes exact.
+struct WriterSide {
+    /// 1 while a writer holds the segment: inserts, removes, and cleaners removing an
+    /// entry. Readers never take it.
+    lock: AtomicU64,
+    /// New keys stored.
     inserts: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    replaced: AtomicU64,
+    removed: AtomicU64,
     expired: AtomicU64,
     evicted: AtomicU64,
-    removed: AtomicU64,
-    replaced: AtomicU64,
+}
+
+/// Counters bumped without the lock, striped by thread (see `stripe`).
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
     rejected: AtomicU64,
 }
 
@@ -135,20 +144,28 @@ impl Segment {
     const_unless_loom! {
         fn new() -> Self {
             Self {
-                lock: CachePadded::new(AtomicU64::new(0)),
-                counters: CachePadded::new(Counters {
+                writer: CachePadded::new(WriterSide {
+                    lock: AtomicU64::new(0),
                     inserts: AtomicU64::new(0),
-                    hits: AtomicU64::new(0),
-                    misses: AtomicU64::new(0),
+                    replaced: AtomicU64::new(0),
+                    removed: AtomicU64::new(0),
                     expired: AtomicU64::new(0),
                     evicted: AtomicU64::new(0),
-                    removed: AtomicU64::new(0),
-                    replaced: AtomicU64::new(0),
+                }),
+                stripe: CachePadded::new(Stripe {
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
                     rejected: AtomicU64::new(0),
                 }),
             }
         }
     }
+}
+
+/// Adds one to a counter only the segment lock holder changes.
+#[inline(always)]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl fmt::Debug for Segment {
@@ -382,19 +399,22 @@ struct Place {
 ///   anything: its CAS only fails when the word changed, and it is bounded by the
 ///   segment length. So readers are lock-free (wait-free but for CAS retries against
 ///   other readers of the same slot).
-/// - **Writers** that claim free slots (`insert`) or must not race one (`remove`) take
-///   their segment's lock, a spin lock held only for a bounded scan and plain memory
-///   moves, never for user code other than the key's `Eq`. Under it, an insert looks
-///   for its key (joining the slot as a reader while it compares, which keeps every
-///   other writer off it), then either fills the first free slot of the chain and
-///   publishes it with a `Release` store of `READY`, or replaces: the new entry is
-///   published in a free slot of the chain *first*, then the old slot is *doomed*
-///   (`READY` -> `BUSY`, keeping its readers). A reader that passed a doomed slot with
-///   its tag probes again, so a replaced key is never missed (if the segment has no
-///   free slot the value is replaced in place, and lookups racing that miss it).
-/// - **Cleaners** (sweeps, evictions, capacity shrinking) take no lock: they claim a
-///   `READY` slot with *no* readers by CAS to `BUSY`, so they never wait, and skip any
-///   entry being read.
+/// - **Writers** (`insert`, `remove`, and cleaners removing an entry) take their
+///   segment's lock, a spin lock held only for a bounded scan and plain memory moves,
+///   never for user code other than the key's `Eq`. Only a lock holder changes the
+///   kind of a `READY` slot, so under the lock keys can be compared without joining.
+///   An insert either fills the first free slot of its chain and publishes it with a
+///   `Release` store of `READY`, or replaces: the new entry is published in a free
+///   slot of the chain *first*, then the old slot is *doomed* (`READY` -> `BUSY` with
+///   one `fetch_add`, keeping its readers). A reader that passed a doomed slot with
+///   its tag probes again, so a replaced key is never missed. A replacement needs a
+///   free slot in the segment; the table keeps one in eight slots free, so a segment
+///   lacks one only transiently (slots still being vacated) or under a pathological
+///   hash distribution: the insert then waits a bounded number of times and is
+///   refused like a new key.
+/// - **Cleaners** (sweeps, amortized sweeps, evictions, capacity shrinking) remove an
+///   entry only if it has *no* readers, claimed by CAS under the segment lock, so they
+///   never wait for a reader; sweeps also skip a segment whose lock is taken.
 ///
 /// # When values are dropped
 ///
@@ -805,17 +825,20 @@ where
         unsafe { slots.get_unchecked(index) }
     }
 
-    /// The counters this thread bumps: those of a segment picked by hashing the
+    /// The counter stripe this thread bumps: that of a segment picked by hashing the
     /// address of the caller's stack frame, so threads (whose stacks lie far apart)
-    /// mostly bump different cache lines and a `get` adds no shared-line RMW. The
-    /// `_seg` argument documents which key the count is about; it does not pick the
-    /// stripe.
+    /// mostly bump different cache lines and a `get` adds no shared-line RMW.
     #[inline(always)]
-    fn counters(&self, _seg: usize) -> &Counters {
+    fn stripe(&self) -> &Stripe {
         let marker = 0u8;
         let frame = core::ptr::addr_of!(marker) as usize as u64;
         let stripe = ((frame >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize;
-        &self.storage.segments()[stripe & self.geo.seg_mask].counters
+        &self.storage.segments()[stripe & self.geo.seg_mask].stripe
+    }
+
+    #[inline(always)]
+    fn segment(&self, seg: usize) -> &WriterSide {
+        &self.storage.segments()[seg].writer
     }
 
     #[inline(always)]
@@ -855,9 +878,10 @@ where
         Q: Eq + ?Sized,
     {
         self.slot(index).entry.with(|entry| {
-            // SAFETY: the caller holds a read on a slot it joined while `READY`, so
-            // the entry is initialised and nobody moves it out or writes it until the
-            // read is released.
+            // SAFETY: the caller holds a read on a slot it joined while `READY`, or
+            // holds the segment lock and saw the slot `READY`. Either way the entry is
+            // initialised and nobody moves it out or writes it meanwhile: only a lock
+            // holder takes a `READY` slot, and it waits for readers to leave.
             let (k, _) = unsafe { (*entry).assume_init_ref() };
             k.borrow() == key
         })
@@ -870,7 +894,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let p = self.place(key);
-        let counters = self.counters(p.seg);
+        let counters = self.stripe();
         for _ in 0..=READ_RETRIES {
             let mut busy_match = false;
             let mut offset = p.home;
@@ -1083,39 +1107,14 @@ where
         let expires = now.saturating_add(ttl);
         let mut entry = (key, value);
         let mut attempts = 0;
+        let mut backoff = Backoff::new();
         let result = loop {
             attempts += 1;
-            let (outcome, doomed) = self.insert_locked(&p, entry, expires, now);
-            if let Some(doomed) = doomed {
-                self.finish(doomed, None);
-            }
+            let (outcome, gone) = self.insert_locked(&p, entry, expires, now);
+            let old = gone.and_then(|g| self.settle(g));
             match outcome {
-                Attempt::Done(old) => break Ok(old),
-                Attempt::Replaced(index) => {
-                    let old = self.finish(
-                        Doomed {
-                            index,
-                            seg: p.seg,
-                            cause: EvictionCause::Replaced,
-                        },
-                        None,
-                    );
-                    break Ok(old);
-                }
-                Attempt::ReplacedTaken(k, v) => {
-                    break Ok(self.report(p.seg, EvictionCause::Replaced, k, v));
-                }
-                Attempt::ReplacedInPlace(index, new) => {
-                    let old = self.finish(
-                        Doomed {
-                            index,
-                            seg: p.seg,
-                            cause: EvictionCause::Replaced,
-                        },
-                        Some((new, expires)),
-                    );
-                    break Ok(old);
-                }
+                Attempt::Stored => break Ok(None),
+                Attempt::Replaced => break Ok(old),
                 Attempt::NoRoom(back, segment_full) => {
                     // `Reject` refuses only when full of live entries: an expired one
                     // near the key's slot makes room first.
@@ -1124,16 +1123,17 @@ where
                         FullPolicy::EvictSoonestExpiring => (self.geo.total(), false),
                     };
                     let start = p.base + p.home;
-                    let evicted = attempts <= MAX_EVICTIONS
-                        && if segment_full {
-                            self.evict_one(start, limit, now, Some(p.seg), expired_only)
-                        } else {
-                            self.evict_one(start, limit, now, None, expired_only)
-                        };
-                    if !evicted {
-                        self.counters(p.seg)
-                            .rejected
-                            .fetch_add(1, Ordering::Relaxed);
+                    let only = segment_full.then_some(p.seg);
+                    let room = attempts <= MAX_EVICTIONS
+                        && (self.evict_one(start, limit, now, only, expired_only)
+                            // A segment without a free slot usually has slots being
+                            // vacated: wait for them, a bounded number of times.
+                            || (segment_full && {
+                                backoff.snooze();
+                                true
+                            }));
+                    if !room {
+                        self.stripe().rejected.fetch_add(1, Ordering::Relaxed);
                         let (key, value) = back;
                         break Err(InsertError::Full { key, value });
                     }
@@ -1160,9 +1160,8 @@ where
             if kind(s) == READY
                 && readers(s) == 0
                 && self.slot(index).expires.load(Ordering::Relaxed) <= now
-                && self.claim(index, s)
             {
-                self.release_claimed(index, now, false);
+                self.remove_if(index, now, false, false);
             }
         }
     }
@@ -1174,9 +1173,9 @@ where
         entry: (K, V),
         expires: u64,
         now: u64,
-    ) -> (Attempt<K, V>, Option<Doomed>) {
-        let _lock = LockGuard::lock(&self.storage.segments()[p.seg].lock);
-        let counters = self.counters(p.seg);
+    ) -> (Attempt<K, V>, Option<Gone<K, V>>) {
+        let w = self.segment(p.seg);
+        let _lock = LockGuard::lock(&w.lock);
         let mut free = None;
         let mut found = None;
         let mut offset = p.home;
@@ -1191,16 +1190,10 @@ where
                 TOMB => {
                     free.get_or_insert(index);
                 }
-                READY if found.is_none() && tag(s) == p.tag => {
-                    // Joining keeps cleaners (which need zero readers) and vacating
-                    // writers (which need this lock) off the slot while we decide.
-                    if let Step::Joined(guard) = join(self.state(index), p.tag) {
-                        if self.key_is(index, &entry.0) {
-                            found = Some((index, guard));
-                            if free.is_some() {
-                                break;
-                            }
-                        }
+                READY if found.is_none() && tag(s) == p.tag && self.key_is(index, &entry.0) => {
+                    found = Some(index);
+                    if free.is_some() {
+                        break;
                     }
                 }
                 _ => {}
@@ -1208,52 +1201,39 @@ where
             offset = self.next_offset(offset);
         }
 
-        let mut doomed = None;
-        if let Some((index, guard)) = found {
-            let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
-            if !expired {
-                counters.inserts.fetch_add(1, Ordering::Relaxed);
-                counters.replaced.fetch_add(1, Ordering::Relaxed);
-                if let Some(free) = free {
-                    // Publish the new entry first, then doom the old one: a reader
-                    // that passes the doomed slot probes again and finds the new one.
-                    self.fill(free, p.tag, entry, expires);
-                    self.doom(index);
-                    drop(guard);
-                    if self.unread(index) {
-                        let d = Doomed {
-                            index,
-                            seg: p.seg,
-                            cause: EvictionCause::Replaced,
-                        };
-                        let (k, v) = self.vacate(&d, None, true);
-                        return (Attempt::ReplacedTaken(k, v), None);
-                    }
-                    return (Attempt::Replaced(index), None);
-                }
-                self.doom(index);
-                drop(guard);
-                return (Attempt::ReplacedInPlace(index, entry), None);
+        let old_expired = match found {
+            Some(index) if self.slot(index).expires.load(Ordering::Relaxed) > now => {
+                let Some(free) = free else {
+                    return (Attempt::NoRoom(entry, true), None);
+                };
+                // Publish the new entry first, then retire the old one: a reader that
+                // passes the doomed slot probes again and finds the new one.
+                self.fill(free, p.tag, entry, expires);
+                bump(&w.replaced);
+                let gone = self.retire(index, p.seg, EvictionCause::Replaced);
+                return (Attempt::Replaced, Some(gone));
             }
-            // The old entry expired: it leaves as `Expired` and the insert is new.
-            self.doom(index);
-            drop(guard);
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            doomed = Some(Doomed {
-                index,
-                seg: p.seg,
-                cause: EvictionCause::Expired,
-            });
-        }
-        let Some(free) = free else {
-            return (Attempt::NoRoom(entry, true), doomed);
+            Some(index) => {
+                // Expired: it leaves as `Expired` and the insert is of a new key. It is
+                // retired after the fill below, so that purging its tombstone cannot
+                // cut the chain the new entry is about to join.
+                bump(&w.expired);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                Some(index)
+            }
+            None => None,
         };
-        if !self.reserve() {
-            return (Attempt::NoRoom(entry, false), doomed);
-        }
-        counters.inserts.fetch_add(1, Ordering::Relaxed);
-        self.fill(free, p.tag, entry, expires);
-        (Attempt::Done(None), doomed)
+        let outcome = match free {
+            None => Attempt::NoRoom(entry, true),
+            Some(_) if !self.reserve() => Attempt::NoRoom(entry, false),
+            Some(free) => {
+                bump(&w.inserts);
+                self.fill(free, p.tag, entry, expires);
+                Attempt::Stored
+            }
+        };
+        let gone = old_expired.map(|index| self.retire(index, p.seg, EvictionCause::Expired));
+        (outcome, gone)
     }
 
     /// Counts a new entry against the soft capacity, if there is room.
@@ -1275,14 +1255,14 @@ where
         }
     }
 
-    /// Writes an entry into a free slot the caller owns (an `EMPTY` or `TOMB` slot
-    /// under the segment lock, or a `BUSY` slot it vacated) and publishes it.
+    /// Writes an entry into a free (`EMPTY` or `TOMB`) slot and publishes it. The
+    /// caller holds the segment lock, so nobody else claims the slot.
     #[inline]
     fn fill(&self, index: usize, tag: u32, entry: (K, V), expires: u64) {
         let slot = self.slot(index);
         slot.entry.with_mut(|cell| {
-            // SAFETY: the slot holds no entry (free or vacated) and only its owner
-            // writes it; readers skip it until the store below publishes it.
+            // SAFETY: the slot holds no entry and only the lock holder writes free
+            // slots; readers skip it until the store below publishes it.
             unsafe { (*cell).write(entry) };
         });
         slot.expires.store(expires, Ordering::Relaxed);
@@ -1290,94 +1270,71 @@ where
         self.state(index).store(word(tag, READY), Ordering::Release);
     }
 
-    /// `READY` -> `BUSY`, keeping readers and tag. The caller holds a read on the
-    /// slot, so no cleaner can claim it first and the CAS loop ends.
-    fn doom(&self, index: usize) {
-        let state = self.state(index);
-        let mut s = state.load(Ordering::Relaxed);
-        loop {
-            debug_assert_eq!(kind(s), READY);
-            // Release: a reader that sees the doom (Acquire) also sees a replacement
-            // published before it.
-            match state.compare_exchange_weak(
-                s,
-                (s & !KIND_MASK) | BUSY,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(seen) => s = seen,
+    /// Takes a `READY` slot out of the table under the segment lock the caller holds:
+    /// dooms it (`READY` -> `BUSY`, keeping readers and tag) and, if nobody is reading
+    /// it (the common case), vacates it at once. Counting is the caller's.
+    fn retire(&self, index: usize, seg: usize, cause: EvictionCause) -> Gone<K, V> {
+        // Only lock holders change the kind of a `READY` slot, and readers only change
+        // its count, so adding `BUSY - READY` turns exactly this `READY` into `BUSY`.
+        // AcqRel: a reader that sees the doom (Acquire) also sees a replacement
+        // published before it; and we see the reads of readers that already left.
+        let s = self.state(index).fetch_add(BUSY - READY, Ordering::AcqRel);
+        debug_assert_eq!(kind(s), READY);
+        let doomed = Doomed { index, seg, cause };
+        if readers(s) == 0 {
+            let (k, v) = self.vacate(&doomed, true);
+            Gone::Taken(k, v, cause)
+        } else {
+            Gone::Doomed(doomed)
+        }
+    }
+
+    /// Finishes what a lock holder took out: vacates it if still doomed (waiting for
+    /// its readers, with no lock held), then reports it.
+    fn settle(&self, gone: Gone<K, V>) -> Option<V> {
+        match gone {
+            Gone::Taken(k, v, cause) => self.report(cause, k, v),
+            Gone::Doomed(d) => {
+                let (k, v) = self.vacate(&d, false);
+                self.report(d.cause, k, v)
             }
         }
     }
 
-    /// Vacates a doomed slot once its readers have left, counts and reports its
-    /// entry. With `refill`, writes the new entry into the slot instead of freeing it
-    /// (a replacement in place). Returns the old value for `Removed` and `Replaced`.
-    fn finish(&self, doomed: Doomed, refill: Option<((K, V), u64)>) -> Option<V> {
-        let (key, value) = self.vacate(&doomed, refill, false);
-        self.report(doomed.seg, doomed.cause, key, value)
-    }
-
-    /// Whether a slot this thread doomed has no readers left, so that it can be
-    /// vacated at once, under the segment lock the caller holds.
-    #[inline]
-    fn unread(&self, index: usize) -> bool {
-        readers(self.state(index).load(Ordering::Acquire)) == 0
-    }
-
-    /// Waits until a doomed slot has no readers, moves its entry out, and frees the
-    /// slot (or refills it). `locked`: the caller holds the segment lock, so the
-    /// tombstone is purged under it; otherwise only if the lock is free.
-    fn vacate(&self, doomed: &Doomed, refill: Option<((K, V), u64)>, locked: bool) -> (K, V) {
+    /// Waits until a doomed slot has no readers, moves its entry out, stores `TOMB`
+    /// and purges it. `locked`: the caller holds the segment lock (then there are no
+    /// readers to wait for); otherwise the purge happens only if the lock is free.
+    fn vacate(&self, doomed: &Doomed, locked: bool) -> (K, V) {
         let state = self.state(doomed.index);
         let mut backoff = Backoff::new();
         // Acquire: every reader's Release `fetch_sub` happens before the move-out.
         let mut s = state.load(Ordering::Acquire);
         while readers(s) != 0 {
+            debug_assert!(!locked, "waiting for readers under the segment lock");
             backoff.snooze();
             s = state.load(Ordering::Acquire);
         }
         debug_assert_eq!(kind(s), BUSY);
-        let slot = self.slot(doomed.index);
-        let entry = slot.entry.with_mut(|cell| {
+        let entry = self.slot(doomed.index).entry.with_mut(|cell| {
             // SAFETY: the slot is `BUSY` with no readers and owned by this thread, and
             // its entry is initialised (dooming requires `READY`). After the read the
-            // cell is treated as uninitialised: the state becomes `TOMB` or the cell
-            // is overwritten by `fill`.
+            // cell is uninitialised as far as the table knows: the state becomes
+            // `TOMB`, and only a later `fill` writes it again.
             unsafe { ptr::read(cell).assume_init() }
         });
-        match refill {
-            Some((new, expires)) => self.fill(doomed.index, tag(s), new, expires),
-            None => {
-                // Release: the move-out happens before a later fill of this slot.
-                state.store(TOMB, Ordering::Release);
-                if locked {
-                    self.purge(doomed.seg, doomed.index);
-                } else if let Some(_lock) =
-                    LockGuard::try_lock(&self.storage.segments()[doomed.seg].lock)
-                {
-                    self.purge(doomed.seg, doomed.index);
-                }
-            }
+        // Release: the move-out happens before a later fill of this slot.
+        state.store(TOMB, Ordering::Release);
+        if locked {
+            self.purge(doomed.seg, doomed.index);
+        } else if let Some(_lock) = LockGuard::try_lock(&self.segment(doomed.seg).lock) {
+            self.purge(doomed.seg, doomed.index);
         }
         entry
     }
 
-    /// Counts an entry that left and shows it to the hook (no lock or slot held);
-    /// returns the value for `Removed` and `Replaced`, drops it otherwise.
-    fn report(&self, seg: usize, cause: EvictionCause, key: K, value: V) -> Option<V> {
-        let counters = self.counters(seg);
-        let counter = match cause {
-            EvictionCause::Expired => &counters.expired,
-            EvictionCause::Removed => &counters.removed,
-            EvictionCause::Replaced => &counters.replaced,
-            EvictionCause::Evicted => &counters.evicted,
-        };
-        if cause != EvictionCause::Replaced {
-            // Replacements were counted under the lock, with the insert.
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Shows an entry that left to the hook (no lock or slot held); returns the value
+    /// for `Removed` and `Replaced`, drops it otherwise.
+    fn report(&self, cause: EvictionCause, key: K, value: V) -> Option<V> {
         self.hook.on_evict(&key, &value, cause);
         match cause {
             EvictionCause::Removed | EvictionCause::Replaced => Some(value),
@@ -1428,25 +1385,68 @@ where
         }
     }
 
-    /// Claims an unread `READY` slot for a cleaner; returns its old state.
-    #[inline]
-    fn claim(&self, index: usize, s: u64) -> bool {
-        kind(s) == READY
-            && readers(s) == 0
-            && self
-                .state(index)
-                .compare_exchange(
-                    s,
-                    (s & !KIND_MASK) | BUSY,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+    /// A cleaner's removal of the entry at `index`: takes the segment lock (waiting
+    /// only if `wait`), and removes the entry if it is `READY`, unread, and expired at
+    /// `now` (as `Expired`) or `evict` is set (as `Evicted`). Never waits for readers:
+    /// an entry being read is left for later. Returns whether it removed one.
+    fn remove_if(&self, index: usize, now: u64, evict: bool, wait: bool) -> bool {
+        let seg = index / self.geo.seg_len;
+        let w = self.segment(seg);
+        let lock = if wait {
+            Some(LockGuard::lock(&w.lock))
+        } else {
+            LockGuard::try_lock(&w.lock)
+        };
+        let Some(lock) = lock else {
+            return false;
+        };
+        let state = self.state(index);
+        let s = state.load(Ordering::Acquire);
+        let slot = self.slot(index);
+        if kind(s) != READY
+            || readers(s) != 0
+            || !(evict || slot.expires.load(Ordering::Relaxed) <= now)
+        {
+            return false;
+        }
+        // Claim against readers joining meanwhile; Acquire: sees the expiry a `touch`
+        // stored before its Release `fetch_sub`.
+        if state
+            .compare_exchange(
+                s,
+                (s & !KIND_MASK) | BUSY,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let expired = slot.expires.load(Ordering::Relaxed) <= now;
+        if !expired && !evict {
+            // Touched since we looked: put it back. (Lookups racing this see `BUSY`
+            // for a moment, probe again, and may miss it.)
+            state.store(s, Ordering::Release);
+            return false;
+        }
+        let cause = if expired {
+            bump(&w.expired);
+            EvictionCause::Expired
+        } else {
+            bump(&w.evicted);
+            EvictionCause::Evicted
+        };
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        let (k, v) = self.vacate(&Doomed { index, seg, cause }, true);
+        drop(lock);
+        drop(self.report(cause, k, v));
+        true
     }
 
     /// Evicts one entry among the first live ones from global slot `start` (within
-    /// `limit` slots, or within segment `only`): an expired one if seen, otherwise the
-    /// soonest-expiring of up to [`EVICT_SAMPLE`]. Returns whether one was evicted.
+    /// `limit` slots, or within segment `only`): an expired one if seen, otherwise
+    /// (unless `expired_only`) the soonest-expiring of up to [`EVICT_SAMPLE`].
+    /// Returns whether one was evicted.
     fn evict_one(
         &self,
         start: usize,
@@ -1461,7 +1461,7 @@ where
             None => (0, total),
         };
         for _ in 0..3 {
-            let mut best: Option<(usize, u64, u64)> = None;
+            let mut best: Option<(usize, u64)> = None;
             let mut sampled = 0;
             let mut i = start - lo;
             for _ in 0..limit.min(span) {
@@ -1471,12 +1471,12 @@ where
                     let expires = self.slot(index).expires.load(Ordering::Relaxed);
                     if expires <= now {
                         // Expired: the best victim there is.
-                        best = Some((index, s, expires));
+                        best = Some((index, expires));
                         break;
                     }
                     if !expired_only {
-                        if best.is_none_or(|(_, _, e)| expires < e) {
-                            best = Some((index, s, expires));
+                        if best.is_none_or(|(_, e)| expires < e) {
+                            best = Some((index, expires));
                         }
                         sampled += 1;
                         if sampled >= EVICT_SAMPLE {
@@ -1486,45 +1486,24 @@ where
                 }
                 i = if i + 1 == span { 0 } else { i + 1 };
             }
-            let Some((index, s, _)) = best else {
+            let Some((index, _)) = best else {
                 return false;
             };
-            if self.claim(index, s) {
-                // With `expired_only`, a touch between our look and the claim makes
-                // the entry live again: it is put back and we report no room.
-                return self.release_claimed(index, now, !expired_only);
+            // Rechecked under the lock: if the slot changed meanwhile (read, touched,
+            // replaced), look again.
+            if self.remove_if(index, now, !expired_only, true) {
+                return true;
             }
         }
         false
     }
 
-    /// Removes a slot a cleaner claimed: as `Expired` if it expired by `now`, else as
-    /// `Evicted` if `evict`, else puts it back. Returns whether it was removed.
-    fn release_claimed(&self, index: usize, now: u64, evict: bool) -> bool {
-        let state = self.state(index);
-        let s = state.load(Ordering::Relaxed);
-        // Sees any touch: the toucher's Release `fetch_sub` precedes our claim.
-        let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
-        if !expired && !evict {
-            state.store((s & !KIND_MASK) | READY, Ordering::Release);
-            return false;
-        }
-        self.len.fetch_sub(1, Ordering::Relaxed);
-        let cause = if expired {
-            EvictionCause::Expired
-        } else {
-            EvictionCause::Evicted
-        };
-        let seg = index / self.geo.seg_len;
-        drop(self.finish(Doomed { index, seg, cause }, None));
-        true
-    }
-
     /// Removes `key`'s entry and returns its value if it was live. An expired entry is
     /// removed too (reported as [`EvictionCause::Expired`]) and `None` is returned.
     ///
-    /// Waits for threads reading this entry (cloning it or in a `get_with` closure)
-    /// to leave before moving the value out; holds no lock meanwhile.
+    /// If other threads are reading this entry (cloning it or in a `get_with`
+    /// closure), waits for them to leave before moving the value out, holding no lock
+    /// meanwhile.
     ///
     /// # Examples
     ///
@@ -1547,55 +1526,45 @@ where
     {
         let now = self.clock.now();
         let p = self.place(key);
-        let doomed = {
-            let _lock = LockGuard::lock(&self.storage.segments()[p.seg].lock);
+        let gone = {
+            let w = self.segment(p.seg);
+            let _lock = LockGuard::lock(&w.lock);
             let mut offset = p.home;
-            let mut doomed = None;
+            let mut gone = None;
             for _ in 0..self.geo.seg_len {
                 let index = p.base + offset;
-                match join(self.state(index), p.tag) {
-                    Step::End => break,
-                    Step::Skip | Step::BusyMatch => {}
-                    Step::Joined(guard) => {
-                        if self.key_is(index, key) {
-                            let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
-                            self.doom(index);
-                            drop(guard);
-                            self.len.fetch_sub(1, Ordering::Relaxed);
-                            let d = Doomed {
-                                index,
-                                seg: p.seg,
-                                cause: if expired {
-                                    EvictionCause::Expired
-                                } else {
-                                    EvictionCause::Removed
-                                },
-                            };
-                            // Usually nobody is reading: vacate under the lock we hold.
-                            let taken = self.unread(index).then(|| self.vacate(&d, None, true));
-                            doomed = Some((d, taken));
-                            break;
-                        }
+                let s = self.state(index).load(Ordering::Acquire);
+                match kind(s) {
+                    EMPTY => break,
+                    READY if tag(s) == p.tag && self.key_is(index, key) => {
+                        let cause = if self.slot(index).expires.load(Ordering::Relaxed) <= now {
+                            bump(&w.expired);
+                            EvictionCause::Expired
+                        } else {
+                            bump(&w.removed);
+                            EvictionCause::Removed
+                        };
+                        self.len.fetch_sub(1, Ordering::Relaxed);
+                        gone = Some(self.retire(index, p.seg, cause));
+                        break;
                     }
+                    _ => {}
                 }
                 offset = self.next_offset(offset);
             }
-            doomed
+            gone
         };
-        let (d, taken) = doomed?;
-        match taken {
-            Some((k, v)) => self.report(d.seg, d.cause, k, v),
-            None => self.finish(d, None),
-        }
+        gone.and_then(|g| self.settle(g))
     }
 
     /// Scans up to `budget` slots from the table's shared sweep cursor and removes
     /// the entries expired at tick `now`; while the table holds more than its soft
-    /// capacity, it also evicts live entries it scans. Entries being read are skipped
-    /// (a later sweep gets them). Never waits and never allocates.
+    /// capacity, it also evicts live entries it scans. Entries being read, and
+    /// segments another writer holds at that moment, are skipped (a later sweep gets
+    /// them). Never waits and never allocates.
     ///
-    /// Concurrent sweeps scan disjoint ranges. A sweep of `capacity()`-ish slots
-    /// (more precisely, the slot count, `capacity + capacity / 7`) visits every slot.
+    /// Concurrent sweeps scan disjoint ranges. A sweep with a budget of at least the
+    /// slot count (`capacity + capacity / 7`) visits every slot once.
     ///
     /// # Examples
     ///
@@ -1638,10 +1607,7 @@ where
                 let over = self.len.load(Ordering::Relaxed)
                     > self.control.soft_capacity.load(Ordering::Relaxed);
                 let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
-                if (expired || over)
-                    && self.claim(index, s)
-                    && self.release_claimed(index, now, over)
-                {
+                if (expired || over) && self.remove_if(index, now, over, false) {
                     stats.removed += 1;
                 }
             }
@@ -1696,16 +1662,18 @@ where
             ..TableMetrics::default()
         };
         for seg in self.storage.segments() {
-            let c = &seg.counters;
-            m.inserts += c.inserts.load(Ordering::Relaxed);
+            let (w, c) = (&seg.writer, &seg.stripe);
+            m.replaced += w.replaced.load(Ordering::Relaxed);
+            m.inserts += w.inserts.load(Ordering::Relaxed);
+            m.removed += w.removed.load(Ordering::Relaxed);
+            m.expired += w.expired.load(Ordering::Relaxed);
+            m.evicted += w.evicted.load(Ordering::Relaxed);
             m.hits += c.hits.load(Ordering::Relaxed);
             m.misses += c.misses.load(Ordering::Relaxed);
-            m.expired += c.expired.load(Ordering::Relaxed);
-            m.evicted += c.evicted.load(Ordering::Relaxed);
-            m.removed += c.removed.load(Ordering::Relaxed);
-            m.replaced += c.replaced.load(Ordering::Relaxed);
             m.rejected += c.rejected.load(Ordering::Relaxed);
         }
+        // `inserts` counts every stored value; the lock holders count new keys.
+        m.inserts += m.replaced;
         m
     }
 }
@@ -1713,15 +1681,19 @@ where
 /// How one insert attempt under the lock ended.
 enum Attempt<K, V> {
     /// Stored a new key.
-    Done(Option<V>),
-    /// Stored the new entry elsewhere; the old one at this index is doomed.
-    Replaced(usize),
-    /// Stored the new entry elsewhere and already took the old one out.
-    ReplacedTaken(K, V),
-    /// The old entry at this index is doomed; refill it with this one.
-    ReplacedInPlace(usize, (K, V)),
-    /// No room: the entry comes back; `true` if the segment had no free slot.
+    Stored,
+    /// Stored the new value; the old entry is the attempt's `Gone`.
+    Replaced,
+    /// No room: the entry comes back; `true` if its segment had no free slot.
     NoRoom((K, V), bool),
+}
+
+/// An entry a lock holder took out of the table.
+enum Gone<K, V> {
+    /// Doomed while being read: to vacate once its readers leave.
+    Doomed(Doomed),
+    /// Already moved out, to report.
+    Taken(K, V, EvictionCause),
 }
 
 impl<K, V, C, S, H, St> SoftCapacity for TtlTableCore<K, V, C, S, H, St>
