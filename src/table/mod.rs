@@ -56,8 +56,8 @@ pub use self::config::{
     TableConfig, TableMetrics,
 };
 pub use self::core::{
-    DefaultHashBuilder, InlineStorage, SeededHashBuilder, Segment, Slot, State, StaticTtlTable,
-    Storage, TtlTableCore,
+    DefaultHashBuilder, InlineStorage, SeededHashBuilder, Segment, Slot, StaticTtlTable, Storage,
+    TtlTableCore,
 };
 #[cfg(feature = "alloc")]
 pub use self::core::{HeapStorage, TtlTable};
