@@ -8,6 +8,12 @@
 //! overflow policies: [`ring::Ring`] (heap, runtime capacity) and
 //! [`ring::StaticRing`] (inline, const capacity, no allocator).
 //!
+//! The [`table`] module provides fixed-capacity concurrent TTL tables with no epoch
+//! reclamation and no allocation after construction: [`table::TtlTable`] (heap) and
+//! [`table::StaticTtlTable`] (inline, `static`-friendly). [`schedule::Schedule`] runs
+//! named cleanup tasks by ticks without threads; under `std`,
+//! `cleanup::CleanupManager` runs them on background threads.
+//!
 //! # Features
 //!
 //! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows

@@ -4,6 +4,7 @@
 //! The manager runs on a real clock by design. These tests never sleep to let time
 //! pass and assert no durations: they wait for *events* (a task reporting a run over a
 //! channel) with a generous deadline that only matters if the feature is broken.
+#![cfg(feature = "std")]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -14,10 +14,19 @@ use membound::table::{
     TtlTable, MAX_CAPACITY,
 };
 
+/// A table with a fixed seed and no hook (the randomly seeded constructors need `std`;
+/// these tests also run with only `alloc`).
+fn plain<K: std::hash::Hash + Eq, V, C: Clock>(
+    config: TableConfig,
+    clock: C,
+) -> Result<TtlTable<K, V, C, SeededHashBuilder>, ConfigError> {
+    TtlTable::with_parts(config, clock, SeededHashBuilder::with_seed(2), NoHook)
+}
+
 #[test]
 fn bad_configs_are_errors() {
     let clock = ManualClock::default();
-    let err = |c| TtlTable::<u8, u8, _>::with_config(c, &clock).unwrap_err();
+    let err = |c| plain::<u8, u8, _>(c, &clock).unwrap_err();
     assert_eq!(
         err(TableConfig::new(0, Duration::from_secs(1))),
         ConfigError::ZeroCapacity
@@ -37,7 +46,7 @@ fn bad_configs_are_errors() {
 fn set_capacity_is_checked_and_shrinks_incrementally() {
     let clock = ManualClock::default();
     let config = TableConfig::new(100, Duration::from_secs(1)).with_amortized_sweep(0);
-    let table = TtlTable::with_config(config, &clock).unwrap();
+    let table = plain(config, &clock).unwrap();
     for i in 0..100u32 {
         table.insert(i, i).unwrap();
     }
@@ -299,9 +308,8 @@ fn concurrent_churn_drops_every_value_exactly_once_rejecting() {
 #[test]
 fn bytes_per_entry_overhead_is_at_most_24_for_u64_pairs() {
     for capacity in [1_000usize, 65_536, 1 << 20] {
-        let table =
-            TtlTable::<u64, u64, _>::new(capacity, Duration::from_secs(1), ManualClock::default())
-                .unwrap();
+        let config = TableConfig::new(capacity, Duration::from_secs(1));
+        let table = plain::<u64, u64, _>(config, ManualClock::default()).unwrap();
         let per_entry = table.memory_footprint() as f64 / capacity as f64;
         let overhead = per_entry - std::mem::size_of::<(u64, u64)>() as f64;
         println!("capacity {capacity}: {per_entry:.2} bytes/entry, overhead {overhead:.2}");
