@@ -45,8 +45,9 @@ const fn word(tag: u32, kind: u64) -> u64 {
     ((tag as u64) << 32) | kind
 }
 
-/// A lookup retries its probe this many times when it passed a `BUSY` slot whose tag
-/// matched: the entry may have moved to another slot of its chain (a replacement).
+/// A lookup retries its probe this many times when it passed a `BUSY` slot or a
+/// tombstone whose tag matched: the key may have been replaced into a slot the lookup
+/// had already passed, or a cleaner may be putting back an entry a `touch` extended.
 const READ_RETRIES: usize = 2;
 /// Live entries an eviction compares before choosing the soonest-expiring.
 const EVICT_SAMPLE: usize = 8;
@@ -382,10 +383,11 @@ struct Place {
 ///   never for user code other than the key's `Eq`. Only a lock holder changes the
 ///   kind of a `READY` slot, so under the lock keys can be compared without joining.
 ///   An insert either fills the first free slot of its chain and publishes it with a
-///   `Release` store of `READY`, or replaces: the new entry is published in a free
-///   slot of the chain *first*, then the old slot is *doomed* (`READY` -> `BUSY` with
-///   one `fetch_add`, keeping its readers). A reader that passed a doomed slot with
-///   its tag probes again, so a replaced key is never missed. A replacement needs a
+///   `Release` store of `READY`, or replaces: the new entry is published *first*, in
+///   a free slot *after* the old one in the chain, then the old slot is *doomed*
+///   (`READY` -> `BUSY` with one `fetch_add`, keeping its readers). A lookup reaches
+///   the old slot first and either reads the old value or walks past it to the new
+///   one, so a replaced key is never missed. A replacement needs a
 ///   free slot in the segment; the table keeps one in eight slots free, so a segment
 ///   lacks one only transiently (slots still being vacated) or under a pathological
 ///   hash distribution: the insert then waits a bounded number of times and is
@@ -540,7 +542,7 @@ enum Step<'a> {
     End,
     /// Not a candidate.
     Skip,
-    /// `BUSY` with the tag sought: the key may be mid-replacement.
+    /// `BUSY`, or a tombstone, with the tag sought: the key may be mid-replacement.
     BusyMatch,
     /// Joined a `READY` slot with the tag sought.
     Joined(ReadGuard<'a>),
@@ -553,9 +555,8 @@ fn join(state: &AtomicU64, tag: u32) -> Step<'_> {
     loop {
         match kind(s) {
             EMPTY => return Step::End,
-            TOMB => return Step::Skip,
-            BUSY if self::tag(s) == tag => return Step::BusyMatch,
-            BUSY => return Step::Skip,
+            BUSY | TOMB if self::tag(s) == tag => return Step::BusyMatch,
+            BUSY | TOMB => return Step::Skip,
             _ if self::tag(s) != tag => return Step::Skip,
             _ => {
                 debug_assert!(readers(s) < READERS_MASK >> 2, "reader count overflow");
@@ -580,6 +581,13 @@ struct Doomed {
     index: usize,
     seg: usize,
     cause: EvictionCause,
+    /// Whether its tombstone may be purged now. Not when its replacement went
+    /// *before* it in the chain: lookups that passed the replacement's slot before it
+    /// was published must find this tombstone (which then keeps its tag) to know to
+    /// probe again. (A later purge of a neighbour may still clear it; a lookup stalled
+    /// across all of that can miss the key. This only arises in a segment with no free
+    /// slot after the key's.)
+    purge: bool,
 }
 
 #[cfg(not(loom))]
@@ -1148,7 +1156,10 @@ where
     ) -> (Attempt<K, V>, Option<Gone<K, V>>) {
         let w = self.segment(p.seg);
         let _lock = LockGuard::lock(&w.lock);
+        // The first free slot of the chain, for a new key; and the first free slot
+        // after the key's current slot, for a replacement.
         let mut free = None;
+        let mut free_after = None;
         let mut found = None;
         let mut offset = p.home;
         for _ in 0..self.geo.seg_len {
@@ -1157,16 +1168,20 @@ where
             match kind(s) {
                 EMPTY => {
                     free.get_or_insert(index);
+                    if found.is_some() {
+                        free_after = Some(index);
+                    }
                     break;
                 }
                 TOMB => {
                     free.get_or_insert(index);
+                    if found.is_some() {
+                        free_after = Some(index);
+                        break;
+                    }
                 }
                 READY if found.is_none() && tag(s) == p.tag && self.key_is(index, &entry.0) => {
                     found = Some(index);
-                    if free.is_some() {
-                        break;
-                    }
                 }
                 _ => {}
             }
@@ -1175,14 +1190,21 @@ where
 
         let old_expired = match found {
             Some(index) if self.slot(index).expires.load(Ordering::Relaxed) > now => {
+                // Publish the new entry first, then retire the old one. Preferably
+                // *after* the old one in the chain: a lookup reaches the old slot first
+                // and reads the old value there, or walks past the `BUSY` slot or
+                // tombstone to the new one, published before the doom it saw (the old
+                // slot never turns `EMPTY` meanwhile: the new entry's chain passes it).
+                // Otherwise before it: a lookup that passed the new slot before it was
+                // published then meets the old slot `BUSY`, or a tombstone that keeps
+                // its tag and is not purged, and probes again.
                 let Some(free) = free else {
                     return (Attempt::NoRoom(entry, true), None);
                 };
-                // Publish the new entry first, then retire the old one: a reader that
-                // passes the doomed slot probes again and finds the new one.
+                let after = free_after == Some(free);
                 self.fill(free, p.tag, entry, expires);
                 bump(&w.replaced);
-                let gone = self.retire(index, p.seg, EvictionCause::Replaced);
+                let gone = self.retire(index, p.seg, EvictionCause::Replaced, after);
                 return (Attempt::Replaced, Some(gone));
             }
             Some(index) => {
@@ -1204,7 +1226,7 @@ where
                 Attempt::Stored
             }
         };
-        let gone = old_expired.map(|index| self.retire(index, p.seg, EvictionCause::Expired));
+        let gone = old_expired.map(|index| self.retire(index, p.seg, EvictionCause::Expired, true));
         (outcome, gone)
     }
 
@@ -1245,14 +1267,19 @@ where
     /// Takes a `READY` slot out of the table under the segment lock the caller holds:
     /// dooms it (`READY` -> `BUSY`, keeping readers and tag) and, if nobody is reading
     /// it (the common case), vacates it at once. Counting is the caller's.
-    fn retire(&self, index: usize, seg: usize, cause: EvictionCause) -> Gone<K, V> {
+    fn retire(&self, index: usize, seg: usize, cause: EvictionCause, purge: bool) -> Gone<K, V> {
         // Only lock holders change the kind of a `READY` slot, and readers only change
         // its count, so adding `BUSY - READY` turns exactly this `READY` into `BUSY`.
         // AcqRel: a reader that sees the doom (Acquire) also sees a replacement
         // published before it; and we see the reads of readers that already left.
         let s = self.state(index).fetch_add(BUSY - READY, Ordering::AcqRel);
         debug_assert_eq!(kind(s), READY);
-        let doomed = Doomed { index, seg, cause };
+        let doomed = Doomed {
+            index,
+            seg,
+            cause,
+            purge,
+        };
         if readers(s) == 0 {
             let (k, v) = self.vacate(&doomed, true);
             Gone::Taken(k, v, cause)
@@ -1294,7 +1321,13 @@ where
             // `TOMB`, and only a later `fill` writes it again.
             unsafe { ptr::read(cell).assume_init() }
         });
-        // Release: the move-out happens before a later fill of this slot.
+        // Release: the move-out happens before a later fill of this slot, and a
+        // lookup that sees the tombstone (Acquire) sees a replacement published before
+        // the doom. An unpurgeable tombstone keeps the tag: see `Doomed::purge`.
+        if !doomed.purge {
+            state.store(word(tag(s), TOMB), Ordering::Release);
+            return entry;
+        }
         state.store(TOMB, Ordering::Release);
         if locked {
             self.purge(doomed.seg, doomed.index);
@@ -1322,7 +1355,7 @@ where
         let len = self.geo.seg_len;
         let mut q = index - base;
         for _ in 0..len {
-            if self.state(base + q).load(Ordering::Relaxed) != TOMB {
+            if kind(self.state(base + q).load(Ordering::Relaxed)) != TOMB {
                 return;
             }
             let mut j = self.next_offset(q);
@@ -1409,7 +1442,13 @@ where
             EvictionCause::Evicted
         };
         self.len.fetch_sub(1, Ordering::Relaxed);
-        let (k, v) = self.vacate(&Doomed { index, seg, cause }, true);
+        let doomed = Doomed {
+            index,
+            seg,
+            cause,
+            purge: true,
+        };
+        let (k, v) = self.vacate(&doomed, true);
         drop(lock);
         drop(self.report(cause, k, v));
         true
@@ -1470,6 +1509,25 @@ where
         false
     }
 
+    /// Whether the key's chain holds a `READY` or `BUSY` slot with its tag: a
+    /// lock-free pre-check so that removing an absent key takes no lock. A key present
+    /// throughout the probe always shows one (a replacement is published after the old
+    /// slot, which is then `BUSY` or a tombstone, never `EMPTY`), so `false` means the
+    /// key was absent at some point during the call.
+    fn maybe_present(&self, p: &Place) -> bool {
+        let mut offset = p.home;
+        for _ in 0..self.geo.seg_len {
+            let s = self.state(p.base + offset).load(Ordering::Acquire);
+            match kind(s) {
+                EMPTY => return false,
+                READY | BUSY | TOMB if tag(s) == p.tag => return true,
+                _ => {}
+            }
+            offset = self.next_offset(offset);
+        }
+        true
+    }
+
     /// Removes `key`'s entry and returns its value if it was live. An expired entry is
     /// removed too (reported as [`EvictionCause::Expired`]) and `None` is returned.
     ///
@@ -1498,6 +1556,9 @@ where
     {
         let now = self.clock.now();
         let p = self.place(key);
+        if !self.maybe_present(&p) {
+            return None;
+        }
         let gone = {
             let w = self.segment(p.seg);
             let _lock = LockGuard::lock(&w.lock);
@@ -1517,7 +1578,7 @@ where
                             EvictionCause::Removed
                         };
                         self.len.fetch_sub(1, Ordering::Relaxed);
-                        gone = Some(self.retire(index, p.seg, cause));
+                        gone = Some(self.retire(index, p.seg, cause, true));
                         break;
                     }
                     _ => {}
