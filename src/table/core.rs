@@ -384,10 +384,14 @@ struct Place {
 ///   kind of a `READY` slot, so under the lock keys can be compared without joining.
 ///   An insert either fills the first free slot of its chain and publishes it with a
 ///   `Release` store of `READY`, or replaces: the new entry is published *first*, in
-///   a free slot *after* the old one in the chain, then the old slot is *doomed*
-///   (`READY` -> `BUSY` with one `fetch_add`, keeping its readers). A lookup reaches
-///   the old slot first and either reads the old value or walks past it to the new
-///   one, so a replaced key is never missed. A replacement needs a
+///   the first free slot of the chain, then the old slot is *doomed* (`READY` ->
+///   `BUSY` with one `fetch_add`, keeping its readers). If the new slot lies after the
+///   old one, a lookup reads the old value or walks past the old slot to the new one
+///   (the old slot cannot turn `EMPTY` while the new entry's chain passes it). If it
+///   lies before, a lookup may have passed it before it was published; it then meets
+///   the old slot `BUSY`, or as a tombstone that keeps the key's tag and is not purged
+///   at once, and probes again. So a replaced key is not missed (see
+///   `Doomed::purge` for the one remaining, far-fetched window). A replacement needs a
 ///   free slot in the segment; the table keeps one in eight slots free, so a segment
 ///   lacks one only transiently (slots still being vacated) or under a pathological
 ///   hash distribution: the insert then waits a bounded number of times and is
