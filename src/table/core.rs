@@ -45,9 +45,10 @@ const fn word(tag: u32, kind: u64) -> u64 {
     ((tag as u64) << 32) | kind
 }
 
-/// A lookup retries its probe this many times when it passed a `BUSY` slot or a
-/// tombstone whose tag matched: the key may have been replaced into a slot the lookup
-/// had already passed, or a cleaner may be putting back an entry a `touch` extended.
+/// A lookup that missed probes again, at most this many times, when its segment's
+/// `moves` count changed meanwhile (a key was replaced into a slot the lookup may have
+/// passed) or it passed a `BUSY` slot with its tag (a cleaner may be putting back an
+/// entry a `touch` extended).
 const READ_RETRIES: usize = 2;
 /// Live entries an eviction compares before choosing the soonest-expiring.
 const EVICT_SAMPLE: usize = 8;
@@ -108,6 +109,9 @@ impl<K, V> fmt::Debug for Slot<K, V> {
 pub struct Segment {
     writer: CachePadded<WriterSide>,
     stripe: CachePadded<Stripe>,
+    /// Replacements that put a key *before* its old slot in its chain. Written by lock
+    /// holders only then, so lookups read it from a line that rarely changes.
+    moves: CachePadded<AtomicU64>,
 }
 
 /// The lock and the counters only its holder changes, on one cache line: bumped with
@@ -148,6 +152,7 @@ impl Segment {
                     misses: AtomicU64::new(0),
                     rejected: AtomicU64::new(0),
                 }),
+                moves: CachePadded::new(AtomicU64::new(0)),
             }
         }
     }
@@ -438,9 +443,9 @@ struct Place {
 /// # Memory
 ///
 /// One state word (8 bytes), one expiry tick (8 bytes) and `size_of::<(K, V)>()` per
-/// slot, with `capacity + capacity / 7` slots (a load of at most 7/8), plus 256 bytes
-/// per segment: for `u64 -> u64` about 20.6 bytes of overhead per entry. Nothing is
-/// allocated after construction.
+/// slot, rounded up to a multiple of 32 bytes, with `capacity + capacity / 7` slots (a
+/// load of at most 7/8), plus 384 bytes per segment: for `u64 -> u64` about 20.6 bytes
+/// of overhead per entry. Nothing is allocated after construction.
 pub struct TtlTableCore<K, V, C, S, H, St: Storage<K, V>> {
     /// Entries stored (live or expired, not yet vacated). Bumped by inserts of new
     /// keys before they take a slot, so it never exceeds the soft capacity for long.
@@ -546,7 +551,7 @@ enum Step<'a> {
     End,
     /// Not a candidate.
     Skip,
-    /// `BUSY`, or a tombstone, with the tag sought: the key may be mid-replacement.
+    /// `BUSY` with the tag sought: the entry may be put back by a cleaner.
     BusyMatch,
     /// Joined a `READY` slot with the tag sought.
     Joined(ReadGuard<'a>),
@@ -559,8 +564,9 @@ fn join(state: &AtomicU64, tag: u32) -> Step<'_> {
     loop {
         match kind(s) {
             EMPTY => return Step::End,
-            BUSY | TOMB if self::tag(s) == tag => return Step::BusyMatch,
-            BUSY | TOMB => return Step::Skip,
+            TOMB => return Step::Skip,
+            BUSY if self::tag(s) == tag => return Step::BusyMatch,
+            BUSY => return Step::Skip,
             _ if self::tag(s) != tag => return Step::Skip,
             _ => {
                 debug_assert!(readers(s) < READERS_MASK >> 2, "reader count overflow");
@@ -585,13 +591,6 @@ struct Doomed {
     index: usize,
     seg: usize,
     cause: EvictionCause,
-    /// Whether its tombstone may be purged now. Not when its replacement went
-    /// *before* it in the chain: lookups that passed the replacement's slot before it
-    /// was published must find this tombstone (which then keeps its tag) to know to
-    /// probe again. (A later purge of a neighbour may still clear it; a lookup stalled
-    /// across all of that can miss the key. This only arises in a segment with no free
-    /// slot after the key's.)
-    purge: bool,
 }
 
 #[cfg(not(loom))]
@@ -879,7 +878,10 @@ where
     {
         let p = self.place(key);
         let counters = self.stripe();
+        let moves = &self.storage.segments()[p.seg].moves;
         for _ in 0..=READ_RETRIES {
+            // Acquire: pairs with the Release bump, see `insert_locked`.
+            let before = moves.load(Ordering::Acquire);
             let mut busy_match = false;
             let mut offset = p.home;
             for _ in 0..self.geo.seg_len {
@@ -909,7 +911,7 @@ where
                 }
                 offset = self.next_offset(offset);
             }
-            if !busy_match {
+            if !busy_match && moves.load(Ordering::Acquire) == before {
                 break;
             }
         }
@@ -1194,21 +1196,24 @@ where
 
         let old_expired = match found {
             Some(index) if self.slot(index).expires.load(Ordering::Relaxed) > now => {
-                // Publish the new entry first, then retire the old one. Preferably
-                // *after* the old one in the chain: a lookup reaches the old slot first
-                // and reads the old value there, or walks past the `BUSY` slot or
-                // tombstone to the new one, published before the doom it saw (the old
-                // slot never turns `EMPTY` meanwhile: the new entry's chain passes it).
-                // Otherwise before it: a lookup that passed the new slot before it was
-                // published then meets the old slot `BUSY`, or a tombstone that keeps
-                // its tag and is not purged, and probes again.
+                // Publish the new entry first, then retire the old one. If the new
+                // slot lies after the old one, a lookup reaches the old slot first and
+                // reads the old value there, or walks past it to the new one, published
+                // before the doom it saw (the old slot cannot turn `EMPTY` while the new
+                // entry's chain passes it). If it lies before, a lookup may have passed
+                // it unpublished: bumping `moves` between the publish and the doom
+                // makes such a lookup, which then misses, probe again.
                 let Some(free) = free else {
                     return (Attempt::NoRoom(entry, true), None);
                 };
-                let after = free_after == Some(free);
                 self.fill(free, p.tag, entry, expires);
+                if free_after != Some(free) {
+                    let moves = &self.storage.segments()[p.seg].moves;
+                    // Release: a lookup that reads the new count sees the publish.
+                    moves.store(moves.load(Ordering::Relaxed) + 1, Ordering::Release);
+                }
                 bump(&w.replaced);
-                let gone = self.retire(index, p.seg, EvictionCause::Replaced, after);
+                let gone = self.retire(index, p.seg, EvictionCause::Replaced);
                 return (Attempt::Replaced, Some(gone));
             }
             Some(index) => {
@@ -1230,7 +1235,7 @@ where
                 Attempt::Stored
             }
         };
-        let gone = old_expired.map(|index| self.retire(index, p.seg, EvictionCause::Expired, true));
+        let gone = old_expired.map(|index| self.retire(index, p.seg, EvictionCause::Expired));
         (outcome, gone)
     }
 
@@ -1271,19 +1276,14 @@ where
     /// Takes a `READY` slot out of the table under the segment lock the caller holds:
     /// dooms it (`READY` -> `BUSY`, keeping readers and tag) and, if nobody is reading
     /// it (the common case), vacates it at once. Counting is the caller's.
-    fn retire(&self, index: usize, seg: usize, cause: EvictionCause, purge: bool) -> Gone<K, V> {
+    fn retire(&self, index: usize, seg: usize, cause: EvictionCause) -> Gone<K, V> {
         // Only lock holders change the kind of a `READY` slot, and readers only change
         // its count, so adding `BUSY - READY` turns exactly this `READY` into `BUSY`.
         // AcqRel: a reader that sees the doom (Acquire) also sees a replacement
         // published before it; and we see the reads of readers that already left.
         let s = self.state(index).fetch_add(BUSY - READY, Ordering::AcqRel);
         debug_assert_eq!(kind(s), READY);
-        let doomed = Doomed {
-            index,
-            seg,
-            cause,
-            purge,
-        };
+        let doomed = Doomed { index, seg, cause };
         if readers(s) == 0 {
             let (k, v) = self.vacate(&doomed, true);
             Gone::Taken(k, v, cause)
@@ -1326,12 +1326,7 @@ where
             unsafe { ptr::read(cell).assume_init() }
         });
         // Release: the move-out happens before a later fill of this slot, and a
-        // lookup that sees the tombstone (Acquire) sees a replacement published before
-        // the doom. An unpurgeable tombstone keeps the tag: see `Doomed::purge`.
-        if !doomed.purge {
-            state.store(word(tag(s), TOMB), Ordering::Release);
-            return entry;
-        }
+        // lookup that sees the tombstone (Acquire) sees what happened before the doom.
         state.store(TOMB, Ordering::Release);
         if locked {
             self.purge(doomed.seg, doomed.index);
@@ -1359,7 +1354,7 @@ where
         let len = self.geo.seg_len;
         let mut q = index - base;
         for _ in 0..len {
-            if kind(self.state(base + q).load(Ordering::Relaxed)) != TOMB {
+            if self.state(base + q).load(Ordering::Relaxed) != TOMB {
                 return;
             }
             let mut j = self.next_offset(q);
@@ -1387,9 +1382,10 @@ where
             if !safe {
                 return;
             }
-            // Relaxed: readers treat TOMB and EMPTY alike except that EMPTY ends a
-            // probe, and no chain passes this slot.
-            self.state(base + q).store(EMPTY, Ordering::Relaxed);
+            // No chain passes this slot. Release: a lookup that stops here (Acquire)
+            // sees the `moves` count of every replacement before this purge, made
+            // under the lock we hold.
+            self.state(base + q).store(EMPTY, Ordering::Release);
             q = if q == 0 { len - 1 } else { q - 1 };
         }
     }
@@ -1446,12 +1442,7 @@ where
             EvictionCause::Evicted
         };
         self.len.fetch_sub(1, Ordering::Relaxed);
-        let doomed = Doomed {
-            index,
-            seg,
-            cause,
-            purge: true,
-        };
+        let doomed = Doomed { index, seg, cause };
         let (k, v) = self.vacate(&doomed, true);
         drop(lock);
         drop(self.report(cause, k, v));
@@ -1513,18 +1504,20 @@ where
         false
     }
 
-    /// Whether the key's chain holds a `READY` or `BUSY` slot with its tag: a
-    /// lock-free pre-check so that removing an absent key takes no lock. A key present
-    /// throughout the probe always shows one (a replacement is published after the old
-    /// slot, which is then `BUSY` or a tombstone, never `EMPTY`), so `false` means the
-    /// key was absent at some point during the call.
+    /// Whether the key's chain may hold it: a lock-free pre-check (tags only) so that
+    /// removing an absent key takes no lock. A key present throughout the probe shows
+    /// a `READY` or `BUSY` slot with its tag unless a replacement moved it behind the
+    /// probe, which changes `moves`; so `false` means the key was absent at some point
+    /// during the call.
     fn maybe_present(&self, p: &Place) -> bool {
+        let moves = &self.storage.segments()[p.seg].moves;
+        let before = moves.load(Ordering::Acquire);
         let mut offset = p.home;
         for _ in 0..self.geo.seg_len {
             let s = self.state(p.base + offset).load(Ordering::Acquire);
             match kind(s) {
-                EMPTY => return false,
-                READY | BUSY | TOMB if tag(s) == p.tag => return true,
+                EMPTY => return moves.load(Ordering::Acquire) != before,
+                READY | BUSY if tag(s) == p.tag => return true,
                 _ => {}
             }
             offset = self.next_offset(offset);
@@ -1582,7 +1575,7 @@ where
                             EvictionCause::Removed
                         };
                         self.len.fetch_sub(1, Ordering::Relaxed);
-                        gone = Some(self.retire(index, p.seg, cause, true));
+                        gone = Some(self.retire(index, p.seg, cause));
                         break;
                     }
                     _ => {}
