@@ -214,16 +214,22 @@ impl Drop for Tracked {
     }
 }
 
-fn churn(policy: FullPolicy) {
+fn churn(policy: FullPolicy, capacity: usize, keys: u64) {
     const THREADS: usize = 4;
-    const OPS: usize = 20_000;
+    // Longer in release builds, where the operations are fast enough to overlap a lot.
+    const OPS: usize = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        300_000
+    };
+    let start = std::sync::Barrier::new(THREADS);
     let drops: Arc<Vec<AtomicU8>> =
         Arc::new((0..THREADS * OPS).map(|_| AtomicU8::new(0)).collect());
     let created = AtomicU64::new(0);
     let clock = Arc::new(ManualClock::default());
     let table = Arc::new(
         TtlTable::with_parts(
-            TableConfig::new(64, Duration::from_millis(50)).with_policy(policy),
+            TableConfig::new(capacity, Duration::from_millis(50)).with_policy(policy),
             clock.clone(),
             SeededHashBuilder::with_seed(11),
             |k: &u32, v: &Tracked, _| assert_eq!(*k, v.check()),
@@ -233,13 +239,15 @@ fn churn(policy: FullPolicy) {
     thread::scope(|s| {
         for t in 0..THREADS {
             let (table, drops, clock, created) = (&table, &drops, &clock, &created);
+            let start = &start;
             s.spawn(move || {
+                start.wait();
                 let mut x = t as u64 * 0x9e37_79b9 + 1;
                 for i in 0..OPS {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let key = (x % 97) as u32;
+                    let key = (x % keys) as u32;
                     match (x >> 8) % 10 {
                         0..=3 => {
                             created.fetch_add(1, Ordering::Relaxed);
@@ -275,7 +283,7 @@ fn churn(policy: FullPolicy) {
     });
     let m = table.metrics();
     assert_eq!(m.len as usize, table.len());
-    assert!(table.len() <= 64);
+    assert!(table.len() <= capacity);
     // Everything that left the table went through the hook with a cause, and what is
     // left is `len`.
     assert_eq!(
@@ -294,12 +302,18 @@ fn churn(policy: FullPolicy) {
 
 #[test]
 fn concurrent_churn_drops_every_value_exactly_once_evicting() {
-    churn(FullPolicy::EvictSoonestExpiring);
+    churn(FullPolicy::EvictSoonestExpiring, 64, 97);
 }
 
 #[test]
 fn concurrent_churn_drops_every_value_exactly_once_rejecting() {
-    churn(FullPolicy::Reject);
+    churn(FullPolicy::Reject, 64, 97);
+}
+
+#[test]
+fn concurrent_churn_over_several_segments_drops_every_value_exactly_once() {
+    // 8192 entries make four segments, each with its own lock.
+    churn(FullPolicy::EvictSoonestExpiring, 8192, 12_000);
 }
 
 /// The memory bar of issue 4: at most 24 bytes per entry beyond `size_of::<(K, V)>()`
