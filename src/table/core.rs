@@ -21,7 +21,7 @@ const EMPTY: u64 = 0;
 /// Holds a published entry; readers may join.
 const READY: u64 = 1;
 /// Owned by one writer: being vacated (its entry is still there, readers draining)
-/// or being refilled in place. Readers skip it.
+/// or, briefly, claimed by a cleaner that may put it back. Readers skip it.
 const BUSY: u64 = 2;
 /// Held an entry once; probes continue past it. Reusable by inserts.
 const TOMB: u64 = 3;
@@ -418,11 +418,16 @@ struct Place {
 /// epoch, hazard pointer or deferred list is needed because no reader ever holds a
 /// pointer past its `fetch_sub`.
 ///
-/// The only wait is that of `remove`/`insert` for readers of the *same* entry, which
-/// are cloning it or running a `get_with` closure on it; no lock is held meanwhile, so
-/// the closure may call any method, except removing or replacing the very key it is
-/// looking at, which would wait for itself. Hooks run after the slot is vacated and no
-/// lock is held, so a hook may call back into the table freely.
+/// # Progress
+///
+/// Readers never wait (see above). Writers wait for each other only on their
+/// segment's spin lock, whose holder runs no user code but `Eq` and memory moves. The
+/// one wait on user code is that of `remove`/`insert` for readers of the *same* entry,
+/// which are cloning it or running a `get_with` closure on it; no lock is held
+/// meanwhile, so the closure may call any method, except removing or replacing the
+/// very key it is looking at, which would wait for itself. Cleaners never wait for
+/// readers. Hooks run after the slot is vacated and no lock is held, so a hook may
+/// call back into the table freely.
 ///
 /// # Tombstones
 ///
