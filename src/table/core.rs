@@ -1801,3 +1801,56 @@ impl<K, V, C, S, H, St: Storage<K, V>> fmt::Debug for TtlTableCore<K, V, C, S, H
             .finish_non_exhaustive()
     }
 }
+
+/// A loom model that needs the table's internals: it arranges a replacement that lands
+/// *before* the old slot in the chain (the case the `moves` count exists for) and
+/// checks that a racing lookup never misses the key. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib table::core::loom_models`.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use core::hash::BuildHasher;
+    use core::time::Duration;
+
+    use loom::sync::Arc;
+
+    use super::super::{NoHook, TableConfig};
+    use super::{SeededHashBuilder, Storage, TtlTable};
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn lookup_racing_a_replacement_into_an_earlier_slot_never_misses() {
+        // Capacity 2: one segment of 3 slots. Find keys `a` and `x` with the same home
+        // slot, so that `a` then `x` fill two consecutive slots of one chain.
+        let hasher = SeededHashBuilder::with_seed(1);
+        let home = |k: u32| ((u64::from(hasher.hash_one(k) as u32) * 3) >> 32) as usize;
+        let a = 0u32;
+        let x = (1..).find(|&k| home(k) == home(a)).unwrap();
+        loom::model(move || {
+            let table = Arc::new(
+                TtlTable::with_parts(
+                    TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
+                    std::sync::Arc::new(ManualClock::default()),
+                    SeededHashBuilder::with_seed(1),
+                    NoHook,
+                )
+                .unwrap(),
+            );
+            table.insert(a, 1u32).unwrap();
+            table.insert(x, 10).unwrap();
+            // `a`'s slot becomes a tombstone before `x` in its chain (not purgeable:
+            // `x`'s chain passes it), so replacing `x` fills it: an earlier slot.
+            assert_eq!(table.remove(&a), Some(1));
+            let reader = {
+                let table = table.clone();
+                loom::thread::spawn(move || table.get(&x))
+            };
+            assert_eq!(table.insert(x, 20).unwrap(), Some(10));
+            let seen = reader.join().unwrap();
+            assert!(seen == Some(10) || seen == Some(20), "{seen:?}");
+            let moves = table.storage.segments()[0]
+                .moves
+                .load(super::Ordering::Relaxed);
+            assert_eq!(moves, 1, "the replacement went to an earlier slot");
+        });
+    }
+}
