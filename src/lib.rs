@@ -14,6 +14,12 @@
 //! process, its cgroup and the host without allocating and `monitor` runs the
 //! `MemoryManager` thread (both `std`).
 //!
+//! The [`table`] module provides fixed-capacity concurrent TTL tables with no epoch
+//! reclamation and no allocation after construction: [`table::TtlTable`] (heap) and
+//! [`table::StaticTtlTable`] (inline, `static`-friendly). [`schedule::Schedule`] runs
+//! named cleanup tasks by ticks without threads; under `std`,
+//! `cleanup::CleanupManager` runs them on background threads.
+//!
 //! # Features
 //!
 //! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows
@@ -44,6 +50,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod capacity;
+#[cfg(feature = "std")]
+pub mod cleanup;
 pub mod clock;
 pub mod heap;
 #[cfg(feature = "std")]
@@ -52,7 +60,9 @@ pub mod monitor;
 pub mod os;
 pub mod pressure;
 pub mod ring;
+pub mod schedule;
 mod sync;
+pub mod table;
 
 #[cfg(loom)]
 #[doc(hidden)]

@@ -24,7 +24,7 @@ where
 {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(max).min(max));
-    builder.max_branches = builder.max_branches.max(20_000);
+    builder.max_branches = builder.max_branches.max(50_000);
     builder.check(f);
 }
 

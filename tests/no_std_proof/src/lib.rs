@@ -1,6 +1,7 @@
 //! A `#![no_std]` program using membound with default features off.
 //!
-//! Without `alloc`: a `StaticRing` in a `static`, no allocator at all.
+//! Without `alloc`: a `StaticRing` and a `StaticTtlTable` in `static`s, no allocator
+//! at all.
 //! With `alloc`: also a heap `Ring`, served by a tiny bump allocator over a static
 //! arena (the stub global allocator an embedded program would replace).
 #![no_std]
@@ -14,6 +15,38 @@ static EVENTS: StaticRing<u32, 8> = StaticRing::with_policy(OverflowPolicy::Drop
 pub extern "C" fn membound_proof_static(value: u32) -> u32 {
     let _ = EVENTS.push(value);
     EVENTS.try_pop().unwrap_or(u32::MAX)
+}
+
+/// A tick source an embedded program would advance from a timer interrupt.
+static NOW: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+struct Ticks;
+
+impl membound::clock::Clock for Ticks {
+    fn now(&self) -> u64 {
+        u64::from(NOW.load(core::sync::atomic::Ordering::Acquire))
+    }
+    fn tick(&self) -> core::time::Duration {
+        core::time::Duration::from_millis(1)
+    }
+}
+
+static ROUTES: membound::table::StaticTtlTable<u32, u32, Ticks, 16> =
+    membound::table::StaticTtlTable::new(
+        Ticks,
+        membound::table::SeededHashBuilder::with_seed(0x5eed),
+        membound::table::NoHook,
+        100,
+    );
+
+/// Stores `key -> value` in a static TTL table, advances time by `ticks`, sweeps, and
+/// returns the value still visible for `key` (or `u32::MAX`).
+#[no_mangle]
+pub extern "C" fn membound_proof_table(key: u32, value: u32, ticks: u32) -> u32 {
+    let _ = ROUTES.insert(key, value);
+    let now = NOW.fetch_add(ticks, core::sync::atomic::Ordering::AcqRel) + ticks;
+    ROUTES.sweep(u64::from(now), 4);
+    ROUTES.get(&key).unwrap_or(u32::MAX)
 }
 
 #[cfg(feature = "alloc")]

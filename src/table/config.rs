@@ -1,0 +1,255 @@
+//! The table's configuration, policies, errors, causes and metrics.
+
+use core::fmt;
+use core::time::Duration;
+
+/// What an insert of a new key does when the table holds its capacity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum FullPolicy {
+    /// Refuse the new entry and hand key and value back as [`InsertError::Full`],
+    /// unless an expired entry among the 256 slots from the new key's home can make
+    /// room (reported as [`EvictionCause::Expired`]). Counted in
+    /// [`TableMetrics::rejected`].
+    Reject,
+    /// Evict an entry to make room (the default). Expired entries go first (reported
+    /// as [`EvictionCause::Expired`]); otherwise the soonest-expiring of a sample of
+    /// up to eight live entries near the new key's slot, reported as
+    /// [`EvictionCause::Evicted`]. Sampling keeps an insert's work bounded, as in
+    /// Redis's approximated eviction; an entry being read at that moment is skipped.
+    #[default]
+    EvictSoonestExpiring,
+}
+
+/// Why an entry left the table, as reported to the eviction hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EvictionCause {
+    /// Its TTL ran out; removed by a sweep, or found expired by an insert or remove of
+    /// its key, or preferred as an eviction victim.
+    Expired,
+    /// Taken out by [`remove`](super::TtlTableCore::remove).
+    Removed,
+    /// Its key was inserted again with a new value.
+    Replaced,
+    /// Evicted while live to make room: a full table under
+    /// [`FullPolicy::EvictSoonestExpiring`], or a lowered soft capacity.
+    Evicted,
+}
+
+/// Called with every entry that leaves the table, and why, after the table has let go
+/// of the entry's slot: a hook may call back into the table (including for the same
+/// key) without deadlocking.
+///
+/// Entries still stored when the table is dropped are dropped without a call.
+/// Implemented for [`NoHook`] and for every `Fn(&K, &V, EvictionCause)`.
+pub trait EvictionHook<K, V> {
+    /// Sees the entry just before it is dropped (or returned to the caller that
+    /// removed or replaced it).
+    fn on_evict(&self, key: &K, value: &V, cause: EvictionCause);
+}
+
+/// The hook that does nothing: the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NoHook;
+
+impl<K, V> EvictionHook<K, V> for NoHook {
+    #[inline(always)]
+    fn on_evict(&self, _: &K, _: &V, _: EvictionCause) {}
+}
+
+impl<K, V, F: Fn(&K, &V, EvictionCause)> EvictionHook<K, V> for F {
+    #[inline]
+    fn on_evict(&self, key: &K, value: &V, cause: EvictionCause) {
+        self(key, value, cause);
+    }
+}
+
+/// Configuration of a heap-backed [`TtlTable`](super::TtlTable).
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use membound::table::{FullPolicy, TableConfig};
+///
+/// let config = TableConfig::new(10_000, Duration::from_secs(600))
+///     .with_policy(FullPolicy::Reject)
+///     .with_amortized_sweep(0); // sweep only when told to
+/// assert_eq!(config.validate(), Ok(()));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct TableConfig {
+    /// The most entries the table holds; its memory is reserved for this many.
+    pub capacity: usize,
+    /// The TTL of entries inserted without one.
+    pub default_ttl: Duration,
+    /// What an insert does when the table is full.
+    pub policy: FullPolicy,
+    /// Slots after its key's home slot that every insert checks for expired entries
+    /// (and removes them), so a table nobody sweeps explicitly still sheds expired
+    /// entries. 0 turns it off.
+    pub amortized_sweep: usize,
+}
+
+impl TableConfig {
+    /// Default slots swept per insert.
+    pub const DEFAULT_AMORTIZED_SWEEP: usize = 4;
+
+    /// `capacity` entries living `default_ttl` each, evicting the soonest-expiring
+    /// when full, sweeping [`DEFAULT_AMORTIZED_SWEEP`](Self::DEFAULT_AMORTIZED_SWEEP)
+    /// slots per insert.
+    pub const fn new(capacity: usize, default_ttl: Duration) -> Self {
+        Self {
+            capacity,
+            default_ttl,
+            policy: FullPolicy::EvictSoonestExpiring,
+            amortized_sweep: Self::DEFAULT_AMORTIZED_SWEEP,
+        }
+    }
+
+    /// Sets the policy for a full table.
+    pub const fn with_policy(mut self, policy: FullPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the slots swept per insert; 0 turns amortized sweeping off.
+    pub const fn with_amortized_sweep(mut self, slots: usize) -> Self {
+        self.amortized_sweep = slots;
+        self
+    }
+
+    /// Checks that the configuration can work.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroCapacity`], [`ConfigError::CapacityTooLarge`] above
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY), [`ConfigError::ZeroTtl`].
+    pub const fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity == 0 {
+            Err(ConfigError::ZeroCapacity)
+        } else if self.capacity > super::MAX_CAPACITY {
+            Err(ConfigError::CapacityTooLarge)
+        } else if self.default_ttl.is_zero() {
+            Err(ConfigError::ZeroTtl)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A table configuration that cannot work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A capacity of zero.
+    ZeroCapacity,
+    /// More than [`MAX_CAPACITY`](super::MAX_CAPACITY) entries.
+    CapacityTooLarge,
+    /// A default TTL of zero: every entry would expire as it is stored.
+    ZeroTtl,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroCapacity => f.write_str("table capacity must be at least 1"),
+            Self::CapacityTooLarge => f.write_str("table capacity exceeds MAX_CAPACITY"),
+            Self::ZeroTtl => f.write_str("default TTL must be greater than zero"),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+/// An insert that did not store its entry; key and value come back inside.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InsertError<K, V> {
+    /// The table was full and the policy (or contention on every eviction candidate)
+    /// left no room.
+    Full {
+        /// The key that was not stored.
+        key: K,
+        /// The value that was not stored.
+        value: V,
+    },
+}
+
+impl<K, V> InsertError<K, V> {
+    /// Takes key and value back.
+    pub fn into_inner(self) -> (K, V) {
+        match self {
+            Self::Full { key, value } => (key, value),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for InsertError<K, V> {
+    // No `K: Debug` bound, so `?` works for any key type.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full { .. } => f.write_str("Full { .. }"),
+        }
+    }
+}
+
+impl<K, V> fmt::Display for InsertError<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full { .. } => f.write_str("table is full"),
+        }
+    }
+}
+
+impl<K, V> core::error::Error for InsertError<K, V> {}
+
+/// What one [`sweep`](super::TtlTableCore::sweep) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SweepStats {
+    /// Slots looked at.
+    pub scanned: usize,
+    /// Entries removed: expired ones, plus live ones evicted while the table held more
+    /// than its soft capacity.
+    pub removed: usize,
+}
+
+/// A snapshot of a table's counters.
+///
+/// Read field by field while other threads work, so only approximately consistent
+/// then. Counters are striped over the segments' cache lines by thread (a hash of the
+/// stack address), so concurrent `get`s mostly bump different lines; the snapshot
+/// sums the stripes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TableMetrics {
+    /// Entries stored now (including expired ones no sweep has removed yet).
+    pub len: u64,
+    /// The soft capacity in force.
+    pub capacity: u64,
+    /// The capacity reserved at construction.
+    pub max_capacity: u64,
+    /// Values stored by successful inserts, new keys and replacements alike.
+    pub inserts: u64,
+    /// Lookups (`get`, `get_with`, `contains`, `touch`) that found a live entry.
+    pub hits: u64,
+    /// Lookups that found nothing live.
+    pub misses: u64,
+    /// Entries removed because their TTL ran out.
+    pub expired: u64,
+    /// Live entries evicted for room or for a lowered soft capacity.
+    pub evicted: u64,
+    /// Entries taken out by `remove`.
+    pub removed: u64,
+    /// Values replaced by an insert of the same key.
+    pub replaced: u64,
+    /// Inserts refused because the table was full.
+    pub rejected: u64,
+    /// Calls to [`sweep`](super::TtlTableCore::sweep) (amortized sweeping by inserts
+    /// is not counted).
+    pub sweeps: u64,
+}
