@@ -1,25 +1,30 @@
 #!/usr/bin/env python3
-"""Prints the README's Markdown table from criterion results of
-`cargo bench --bench ring`.
+"""Prints the README's Markdown tables from criterion results of the ring, SPSC and
+waiting benchmarks (`cargo bench --bench ring|spsc|wait`).
 
 Usage: benches/median_table.py [CRITERION_DIR ...]   (default: target/criterion)
 
 For each benchmark it takes criterion's median from every directory given (one per
-run, e.g. copies of target/criterion after each of three runs) and prints the
-median of those medians, and the ratio of crossbeam's median to this one taken
-within each run (above 1.0: faster than crossbeam): its median and range."""
+run, e.g. copies of target/criterion after each run) and prints the median of those
+medians, and the ratio of the group's reference peer's median to this one taken
+within each run (above 1.0: faster than the reference): its median and range.
+Groups missing from the directories are skipped."""
 import json
 import pathlib
 import statistics
 import sys
 
 dirs = [pathlib.Path(d) for d in (sys.argv[1:] or ["target/criterion"])]
-groups = ["single_thread", "spsc_1p1c", "mpmc_2p2c", "full_drop_oldest"]
-peer = {
+# Each group and the peer its ratios are taken against.
+reference = {
     "single_thread": "crossbeam_ArrayQueue",
     "spsc_1p1c": "crossbeam_ArrayQueue",
     "mpmc_2p2c": "crossbeam_ArrayQueue",
     "full_drop_oldest": "crossbeam_force_push",
+    "spsc_single": "rtrb",
+    "spsc_batch": "rtrb",
+    "blocking_2p1c": "std_sync_channel",
+    "async_1p1c": "tokio_mpsc",
 }
 
 
@@ -42,18 +47,18 @@ def medians(group):
 
 
 many = len(dirs) > 1
-if many:
-    print("| scenario | implementation | median | crossbeam / this: median (min – max) |")
-    print("|---|---|---:|---:|")
-else:
-    print("| scenario | implementation | median | crossbeam / this |")
-    print("|---|---|---:|---:|")
-for group in groups:
+spread_note = ": median (min – max)" if many else ""
+print(f"| scenario | implementation | median | reference / this{spread_note} |")
+print("|---|---|---:|---:|")
+for group, peer in reference.items():
     runs = medians(group)
-    reference = runs.get(peer[group])
+    if not runs:
+        continue
+    ref = runs.get(peer)
     for name, values in runs.items():
         # Ratios are taken within each run, so both sides met the same conditions.
-        ratios = [r / v for r, v in zip(reference, values)] if reference else []
+        ratios = [r / v for r, v in zip(ref, values)] if ref else []
         ratio = statistics.median(ratios) if ratios else float("nan")
         spread = f" ({min(ratios):.2f} – {max(ratios):.2f})" if many and ratios else ""
-        print(f"| {group} | {name} | {fmt(statistics.median(values))} | {ratio:.2f}x{spread} |")
+        label = f"{group} (vs {peer})" if name == next(iter(runs)) else group
+        print(f"| {label} | {name} | {fmt(statistics.median(values))} | {ratio:.2f}x{spread} |")
