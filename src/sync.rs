@@ -93,11 +93,13 @@ impl Backoff {
         Self { step: 0 }
     }
 
-    /// Whether spinning has run its course and a waiter should rather sleep.
+    /// Whether spinning and yielding have run their course and a waiter should
+    /// rather sleep (crossbeam's rule: a few yields are cheaper than a park/unpark
+    /// pair when the other side is about to make progress).
     #[cfg(all(feature = "std", not(loom)))]
     #[inline]
     pub(crate) fn is_completed(&self) -> bool {
-        self.step > Self::SPIN_LIMIT
+        self.step > Self::YIELD_LIMIT
     }
 
     /// Backs off after a lost race on a shared position.

@@ -549,11 +549,22 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// assert_eq!(ring.metrics().dropped_newest, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn push(&self, item: T) -> Result<Pushed, PushError<T>> {
+        // The dropping policies inline into the caller; the others, which wait or
+        // grow, stay out of line so they do not bloat every call site.
         match self.policy {
             OverflowPolicy::DropOldest => self.push_drop_oldest(item),
             OverflowPolicy::DropNewest => self.push_drop_newest(item),
             OverflowPolicy::Reject => self.push_reject(item),
+            _ => self.push_waiting_or_growing(item),
+        }
+    }
+
+    /// `push` under `Block`, `BlockTimeout` and `Grow`.
+    #[inline(never)]
+    fn push_waiting_or_growing(&self, item: T) -> Result<Pushed, PushError<T>> {
+        match self.policy {
             OverflowPolicy::Block => {
                 #[cfg(feature = "std")]
                 let stored = self.push_wait(item);
@@ -591,9 +602,12 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                     Fallback::Reject => self.push_reject(item),
                 }
             }
+            // The dropping policies are handled by `push`.
+            _ => self.push_drop_oldest(item),
         }
     }
 
+    #[inline]
     fn push_drop_oldest(&self, item: T) -> Result<Pushed, PushError<T>> {
         match self.push_inner::<true>(item)? {
             None => Ok(Pushed::Stored),
@@ -605,6 +619,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         }
     }
 
+    #[inline]
     fn push_drop_newest(&self, item: T) -> Result<Pushed, PushError<T>> {
         match self.push_inner::<false>(item) {
             Ok(_) => Ok(Pushed::Stored),
@@ -617,6 +632,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         }
     }
 
+    #[inline]
     fn push_reject(&self, item: T) -> Result<Pushed, PushError<T>> {
         match self.push_inner::<false>(item) {
             Ok(_) => Ok(Pushed::Stored),
