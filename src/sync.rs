@@ -210,14 +210,25 @@ pub(crate) fn asymmetric_barrier_init() {
     membarrier::init();
 }
 
+/// Whether [`asymmetric_barrier_light`] may be a compiler fence: the heavy side can
+/// use `membarrier`. Once true it stays true, so a structure can read it once, when
+/// it is built, and pass it to every light barrier.
+#[inline]
+pub(crate) fn asymmetric_barrier_is_cheap() -> bool {
+    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+    return membarrier::ready();
+    #[cfg(not(all(feature = "std", target_os = "linux", not(loom))))]
+    return false;
+}
+
 /// The fast side of a store-load barrier between a thread that publishes an index
 /// and then reads a waiter count, and a waiter that registers and then re-reads the
-/// index ([`asymmetric_barrier_heavy`]). A compiler fence where the heavy side can
-/// use `membarrier`; a `SeqCst` fence elsewhere (and under loom).
+/// index ([`asymmetric_barrier_heavy`]). `cheap` is what
+/// [`asymmetric_barrier_is_cheap`] said: then a compiler fence, otherwise (and under
+/// loom) a `SeqCst` fence.
 #[inline(always)]
-pub(crate) fn asymmetric_barrier_light() {
-    #[cfg(all(feature = "std", target_os = "linux", not(loom)))]
-    if membarrier::ready() {
+pub(crate) fn asymmetric_barrier_light(cheap: bool) {
+    if cheap {
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
         return;
     }

@@ -423,6 +423,7 @@ unsafe fn handles<'a, T>(
         free: s.free_index().load(Ordering::Relaxed),
         evicted_upto: 0,
         cap: s.cap,
+        cheap_barrier: crate::sync::asymmetric_barrier_is_cheap(),
         _owner: owner.duplicate(),
         _borrow: PhantomData,
     };
@@ -434,6 +435,7 @@ unsafe fn handles<'a, T>(
         filled: tail,
         cap: s.cap,
         claims: s.policy == SpscPolicy::DropOldest,
+        cheap_barrier: crate::sync::asymmetric_barrier_is_cheap(),
         _owner: owner,
         _borrow: PhantomData,
     };
@@ -456,6 +458,8 @@ pub struct Producer<'a, T> {
     evicted_upto: u64,
     /// `shared.cap`, copied so the hot paths need not follow the pointer.
     cap: u64,
+    /// `sync::asymmetric_barrier_is_cheap()` when the handle was made.
+    cheap_barrier: bool,
     _owner: Owner<T>,
     _borrow: PhantomData<&'a ()>,
 }
@@ -474,6 +478,8 @@ pub struct Consumer<'a, T> {
     cap: u64,
     /// Whether the policy is `DropOldest` (positions are claimed by CAS).
     claims: bool,
+    /// `sync::asymmetric_barrier_is_cheap()` when the handle was made.
+    cheap_barrier: bool,
     _owner: Owner<T>,
     _borrow: PhantomData<&'a ()>,
 }
@@ -559,7 +565,7 @@ impl<'a, T> Producer<'a, T> {
     fn publish(&self) {
         // Release: the written items are visible to the consumer that loads it.
         self.shared().tail.store(self.tail, Ordering::Release);
-        crate::sync::asymmetric_barrier_light();
+        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
         self.shared().control.consumers.notify_one();
     }
 
@@ -927,7 +933,7 @@ impl<'a, T> Consumer<'a, T> {
         };
         // Release: our reads of those slots happen before the producer reuses them.
         free.store(self.head, Ordering::Release);
-        crate::sync::asymmetric_barrier_light();
+        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
         self.shared().control.producers.notify_one();
     }
 
@@ -1203,7 +1209,7 @@ impl<T> Drop for Producer<'_, T> {
         let control = &self.shared().control;
         // Release: our last pushes are visible to a consumer that sees the flag.
         control.producer_gone.store(true, Ordering::Release);
-        crate::sync::asymmetric_barrier_light();
+        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
         control.consumers.notify_all();
     }
 }
@@ -1212,7 +1218,7 @@ impl<T> Drop for Consumer<'_, T> {
     fn drop(&mut self) {
         let control = &self.shared().control;
         control.consumer_gone.store(true, Ordering::Release);
-        crate::sync::asymmetric_barrier_light();
+        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
         control.producers.notify_all();
     }
 }
