@@ -3,32 +3,19 @@
 //! through every way of pushing and popping, including drop-oldest, where every item
 //! is either received in order or reported lost.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 #[path = "support/executor.rs"]
 mod executor;
+#[path = "support/spsc_model.rs"]
+mod model;
 
 use executor::block_on;
 use membound::ring::spsc::{self, SpscPolicy, SpscPopError, StaticChannel};
-use membound::ring::PushError;
+use model::{run_model, Op};
 use proptest::prelude::*;
-
-#[derive(Clone, Debug)]
-enum Op {
-    TryPush(u32),
-    Push(u32),
-    ForcePush(u32),
-    PushIter(u8),
-    PushSlice(u8),
-    WriteChunk(u8),
-    Pop,
-    PopBatch(u8),
-    PopSlice(u8),
-    ReadChunk(u8),
-}
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -44,111 +31,6 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6).prop_map(Op::PopSlice),
         (0u8..6).prop_map(Op::ReadChunk),
     ]
-}
-
-/// Applies `ops` to a channel and to a `VecDeque` model; any divergence panics.
-fn run_model(cap: usize, policy: SpscPolicy, ops: &[Op]) {
-    let (mut tx, mut rx) = spsc::channel_with_policy(cap, policy).unwrap();
-    let mut model: VecDeque<u32> = VecDeque::new();
-    let mut lag = 0u64; // evicted, not yet reported
-    let mut next = 1_000_000u32; // values for batch pushes
-    let drop_oldest = policy == SpscPolicy::DropOldest;
-    for op in ops {
-        match *op {
-            Op::TryPush(v) => {
-                let expected = if model.len() == cap {
-                    Err(PushError::Full(v))
-                } else {
-                    model.push_back(v);
-                    Ok(())
-                };
-                assert_eq!(tx.try_push(v), expected, "{op:?}");
-            }
-            Op::Push(v) | Op::ForcePush(v) => {
-                let expected = if model.len() < cap {
-                    model.push_back(v);
-                    Ok(None)
-                } else if drop_oldest {
-                    let old = model.pop_front();
-                    lag += 1;
-                    model.push_back(v);
-                    Ok(old)
-                } else {
-                    Err(PushError::Full(v))
-                };
-                if matches!(op, Op::Push(_)) {
-                    assert_eq!(tx.push(v), expected.map(|_| ()), "{op:?}");
-                } else {
-                    assert_eq!(tx.force_push(v), expected, "{op:?}");
-                }
-            }
-            Op::PushIter(n) | Op::PushSlice(n) | Op::WriteChunk(n) => {
-                let values: Vec<u32> = (0..u32::from(n)).map(|i| next + i).collect();
-                next += u32::from(n);
-                let fits = values.len().min(cap - model.len());
-                model.extend(&values[..fits]);
-                let pushed = match op {
-                    Op::PushIter(_) => {
-                        let mut iter = values.iter().copied();
-                        let pushed = tx.push_iter(&mut iter);
-                        assert_eq!(
-                            iter.next(),
-                            values.get(pushed).copied(),
-                            "iterator left intact"
-                        );
-                        pushed
-                    }
-                    Op::PushSlice(_) => tx.push_slice(&values),
-                    _ => tx
-                        .write_chunk_uninit(values.len())
-                        .fill_from_iter(values.iter().copied()),
-                };
-                assert_eq!(pushed, fits, "{op:?}");
-            }
-            Op::Pop => {
-                let expected = if lag > 0 {
-                    Err(SpscPopError::Lagged(std::mem::take(&mut lag)))
-                } else {
-                    model.pop_front().ok_or(SpscPopError::Empty)
-                };
-                assert_eq!(rx.pop(), expected, "{op:?}");
-            }
-            Op::PopBatch(n) | Op::PopSlice(n) | Op::ReadChunk(n) => {
-                let k = usize::from(n).min(model.len());
-                let expected: Vec<u32> = model.drain(..k).collect();
-                // A batch of 0 claims nothing and so reports nothing.
-                let reported = if n > 0 { std::mem::take(&mut lag) } else { 0 };
-                let got = match op {
-                    Op::PopBatch(_) => {
-                        let batch = rx.pop_batch(usize::from(n));
-                        assert_eq!(batch.lagged(), reported);
-                        batch.collect()
-                    }
-                    Op::PopSlice(_) => {
-                        let mut out = vec![0; usize::from(n)];
-                        let got = rx.pop_slice(&mut out);
-                        out.truncate(got);
-                        out
-                    }
-                    _ => {
-                        let chunk = rx.read_chunk(usize::from(n));
-                        assert_eq!(chunk.lagged(), reported);
-                        let (a, b) = chunk.as_slices();
-                        let got = [a, b].concat();
-                        chunk.commit();
-                        got
-                    }
-                };
-                assert_eq!(got, expected, "{op:?}");
-            }
-        }
-        assert_eq!(rx.len(), model.len());
-        assert_eq!(tx.slots(), cap - model.len());
-    }
-    drop(tx);
-    let rest: Vec<u32> = std::iter::from_fn(|| rx.try_pop()).collect();
-    assert_eq!(rest, Vec::from(model));
-    assert_eq!(rx.pop(), Err(SpscPopError::Closed));
 }
 
 proptest! {
