@@ -11,9 +11,22 @@
 //!   [`force_push`](RingCore::force_push) evicts and returns the oldest item;
 //!   [`push`](RingCore::push) applies the ring's [`OverflowPolicy`] and counts what it
 //!   drops.
-//! - [`close`](RingCore::close) refuses further pushes while pops drain what is left.
+//! - [`close`](RingCore::close) refuses further pushes while pops drain what is left,
+//!   and wakes every waiter.
+//! - Waiting, one mechanism (an eventcount, see the `wait` module's docs) three
+//!   ways: parking the thread ([`push_wait`](RingCore::push_wait),
+//!   [`pop_timeout`](RingCore::pop_timeout), ..., `std`), futures
+//!   ([`push_async`](RingCore::push_async), [`pop_async`](RingCore::pop_async), any
+//!   executor, `no_std`), and a [`WaitStrategy`] between attempts
+//!   ([`pop_wait_with`](RingCore::pop_wait_with), `no_std`). A push or pop costs one
+//!   extra load while nobody waits.
+//! - A soft capacity within a reservation:
+//!   [`set_capacity`](RingCore::set_capacity) and the `Grow` policy change the
+//!   capacity in force without copying or allocating.
 //! - [`metrics`](RingCore::metrics) is a plain snapshot whose counting costs the
 //!   push/pop fast path nothing.
+//! - [`spsc`]: a wait-free single-producer single-consumer channel with batches,
+//!   chunks, drop-oldest with lag reports, and the same waits.
 //!
 //! # Examples
 //!
