@@ -416,8 +416,7 @@ unsafe fn handles<'a, T>(
     let tail = s.tail.load(Ordering::Relaxed);
     let head = s.head.load(Ordering::Relaxed);
     let producer = Producer {
-        shared,
-        slots,
+        end: End { shared, slots },
         tail,
         index: tail % s.cap,
         free: s.free_index().load(Ordering::Relaxed),
@@ -428,8 +427,7 @@ unsafe fn handles<'a, T>(
         _borrow: PhantomData,
     };
     let consumer = Consumer {
-        shared,
-        slots,
+        end: End { shared, slots },
         head,
         index: head % s.cap,
         filled: tail,
@@ -442,10 +440,31 @@ unsafe fn handles<'a, T>(
     (producer, consumer)
 }
 
-/// The writing half of an SPSC channel.
-pub struct Producer<'a, T> {
+/// What both handles hold: the shared state and the slots, valid while the handle
+/// lives (`handles` contract).
+struct End<T> {
     shared: NonNull<Shared>,
     slots: NonNull<SpscSlot<T>>,
+}
+
+impl<T> End<T> {
+    #[inline(always)]
+    fn shared(&self) -> &Shared {
+        // SAFETY: valid while the handle lives (`handles` contract).
+        unsafe { self.shared.as_ref() }
+    }
+
+    #[inline(always)]
+    fn slot(&self, index: u64) -> &SpscSlot<T> {
+        debug_assert!(index < self.shared().cap);
+        // SAFETY: `index < cap`, and the buffer holds `cap` slots (`handles`).
+        unsafe { &*self.slots.as_ptr().add(index as usize) }
+    }
+}
+
+/// The writing half of an SPSC channel.
+pub struct Producer<'a, T> {
+    end: End<T>,
     /// Next position to write; equals `shared.tail` between calls.
     tail: u64,
     /// `tail`'s slot index, kept beside it so no division is needed.
@@ -466,8 +485,7 @@ pub struct Producer<'a, T> {
 
 /// The reading half of an SPSC channel.
 pub struct Consumer<'a, T> {
-    shared: NonNull<Shared>,
-    slots: NonNull<SpscSlot<T>>,
+    end: End<T>,
     /// Next position to read; `shared.head` unless the producer evicted past it.
     head: u64,
     /// `head`'s slot index.
@@ -493,15 +511,12 @@ unsafe impl<T: Send> Send for Consumer<'_, T> {}
 impl<'a, T> Producer<'a, T> {
     #[inline(always)]
     fn shared(&self) -> &Shared {
-        // SAFETY: valid while the handle lives (`handles` contract).
-        unsafe { self.shared.as_ref() }
+        self.end.shared()
     }
 
     #[inline(always)]
     fn slot(&self, index: u64) -> &SpscSlot<T> {
-        debug_assert!(index < self.shared().cap);
-        // SAFETY: `index < cap`, and the buffer holds `cap` slots (`handles`).
-        unsafe { &*self.slots.as_ptr().add(index as usize) }
+        self.end.slot(index)
     }
 
     /// Number of slots.
@@ -765,7 +780,7 @@ impl<T> WriteChunkUninit<'_, '_, T> {
         let cap = p.shared().cap as usize;
         let start = p.index as usize;
         let first = self.len.min(cap - start);
-        let base = p.slots.as_ptr().cast::<MaybeUninit<T>>();
+        let base = p.end.slots.as_ptr().cast::<MaybeUninit<T>>();
         // SAFETY: `SpscSlot<T>` is a transparent wrapper of an `UnsafeCell` of
         // `MaybeUninit<T>` (transparent outside loom), so the buffer is `cap`
         // consecutive `MaybeUninit<T>` with interior mutability. The reserved
@@ -823,15 +838,12 @@ impl<T> WriteChunkUninit<'_, '_, T> {
 impl<'a, T> Consumer<'a, T> {
     #[inline(always)]
     fn shared(&self) -> &Shared {
-        // SAFETY: valid while the handle lives (`handles` contract).
-        unsafe { self.shared.as_ref() }
+        self.end.shared()
     }
 
     #[inline(always)]
     fn slot(&self, index: u64) -> &SpscSlot<T> {
-        debug_assert!(index < self.shared().cap);
-        // SAFETY: `index < cap`, and the buffer holds `cap` slots (`handles`).
-        unsafe { &*self.slots.as_ptr().add(index as usize) }
+        self.end.slot(index)
     }
 
     /// Number of slots.
@@ -1165,7 +1177,7 @@ impl<T> ReadChunk<'_, '_, T> {
         let cap = c.shared().cap as usize;
         let start = c.index as usize;
         let first = self.len.min(cap - start);
-        let base = c.slots.as_ptr().cast::<T>();
+        let base = c.end.slots.as_ptr().cast::<T>();
         // SAFETY: `SpscSlot<T>` is transparent over `MaybeUninit<T>` outside loom;
         // the claimed positions hold initialised items that no one else touches until
         // we release them.
@@ -1337,7 +1349,7 @@ impl<T> Producer<'_, T> {
             Err(item) => item,
         };
         // SAFETY: `shared` is used only inside this call, while `self` lives.
-        let shared = unsafe { detached(self.shared) };
+        let shared = unsafe { detached(self.end.shared) };
         match block_on(&shared.control.producers, deadline, item, |item| {
             self.attempt_push(item)
         }) {
@@ -1413,7 +1425,7 @@ impl<T> Consumer<'_, T> {
             return done;
         }
         // SAFETY: `shared` is used only inside this call, while `self` lives.
-        let shared = unsafe { detached(self.shared) };
+        let shared = unsafe { detached(self.end.shared) };
         block_on(&shared.control.consumers, deadline, (), |()| {
             self.attempt_pop()
         })
@@ -1449,7 +1461,7 @@ impl<T> Future for SpscPushFuture<'_, '_, T> {
         // SAFETY: see above.
         let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
         // SAFETY: used only inside this call, while the producer lives.
-        let shared = unsafe { detached(this.producer.shared) };
+        let shared = unsafe { detached(this.producer.end.shared) };
         let (producer, item) = (&mut *this.producer, &mut this.item);
         poll_waiting(&shared.control.producers, waiter, cx, || {
             let pending = item
@@ -1475,7 +1487,7 @@ impl<T> Future for SpscPopFuture<'_, '_, T> {
         // SAFETY: see above.
         let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
         // SAFETY: used only inside this call, while the consumer lives.
-        let shared = unsafe { detached(this.consumer.shared) };
+        let shared = unsafe { detached(this.consumer.end.shared) };
         let consumer = &mut *this.consumer;
         poll_waiting(&shared.control.consumers, waiter, cx, || {
             consumer.attempt_pop().ok()
