@@ -1,50 +1,13 @@
 //! After construction, a million ring operations allocate nothing (DESIGN rule 3).
 //!
-//! A counting global allocator wraps the system one and counts, per thread, the
-//! allocations of the thread that makes them: the test harness's own threads
-//! allocate while a test runs, and must not count.
+//! The counting global allocator of `tests/support/counting_alloc.rs` counts the test
+//! thread's allocations only.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
+use counting_alloc::{allocations, Counting};
 use membound::ring::{OverflowPolicy, Ring, RingConfig};
-
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread. Const-initialised: reading it never
-    /// allocates, so the allocator can use it.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
-fn count_one() {
-    // `try_with`: a thread being torn down may still allocate.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: forwards to the system allocator unchanged, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;

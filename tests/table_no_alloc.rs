@@ -2,40 +2,19 @@
 //! (new keys, replacements, evictions), gets, removes, touches, sweeps, soft-capacity
 //! changes and metrics, with an eviction hook installed.
 //!
-//! A counting global allocator wraps the system one. This file holds a single test so
-//! no other test's allocations run concurrently in this process.
+//! The counting global allocator of `tests/support/counting_alloc.rs` counts the test
+//! thread's allocations only.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::{allocations, Counting};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use membound::capacity::SoftCapacity;
 use membound::clock::{Clock, ManualClock};
 use membound::table::{SeededHashBuilder, TableConfig, TtlTable};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -53,7 +32,7 @@ fn a_million_table_operations_allocate_nothing() {
         },
     )
     .unwrap();
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     let mut checksum = 0u64;
     let mut x = 1u64;
     for i in 0..1_000_000u64 {
@@ -81,7 +60,7 @@ fn a_million_table_operations_allocate_nothing() {
             }
         }
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = allocations();
     assert!(checksum > 0);
     let m = table.metrics();
     assert!(
@@ -92,6 +71,6 @@ fn a_million_table_operations_allocate_nothing() {
     assert_eq!(after - before, 0, "table operations allocated");
     // The counter itself works: a Vec allocation is seen.
     let v = std::hint::black_box(vec![1u8; 16]);
-    assert!(ALLOCATIONS.load(Ordering::Relaxed) > after);
+    assert!(allocations() > after);
     drop(v);
 }
