@@ -415,36 +415,43 @@ unsafe fn handles<'a, T>(
     let s = unsafe { shared.as_ref() };
     let tail = s.tail.load(Ordering::Relaxed);
     let head = s.head.load(Ordering::Relaxed);
+    let end = |owner| End {
+        shared,
+        slots,
+        cap: s.cap,
+        cheap_barrier: crate::sync::asymmetric_barrier_is_cheap(),
+        _owner: owner,
+    };
     let producer = Producer {
-        end: End { shared, slots },
+        end: end(owner.duplicate()),
         tail,
         index: tail % s.cap,
         free: s.free_index().load(Ordering::Relaxed),
         evicted_upto: 0,
-        cap: s.cap,
-        cheap_barrier: crate::sync::asymmetric_barrier_is_cheap(),
-        _owner: owner.duplicate(),
         _borrow: PhantomData,
     };
     let consumer = Consumer {
-        end: End { shared, slots },
+        end: end(owner),
         head,
         index: head % s.cap,
         filled: tail,
-        cap: s.cap,
         claims: s.policy == SpscPolicy::DropOldest,
-        cheap_barrier: crate::sync::asymmetric_barrier_is_cheap(),
-        _owner: owner,
         _borrow: PhantomData,
     };
     (producer, consumer)
 }
 
 /// What both handles hold: the shared state and the slots, valid while the handle
-/// lives (`handles` contract).
+/// lives (`handles` contract), and what they copy from it.
 struct End<T> {
     shared: NonNull<Shared>,
     slots: NonNull<SpscSlot<T>>,
+    /// `shared.cap`, copied so the hot paths need not follow the pointer.
+    cap: u64,
+    /// `sync::asymmetric_barrier_is_cheap()` when the handle was made.
+    cheap_barrier: bool,
+    /// Keeps a heap channel alive.
+    _owner: Owner<T>,
 }
 
 impl<T> End<T> {
@@ -475,11 +482,6 @@ pub struct Producer<'a, T> {
     free: u64,
     /// `DropOldest`: positions below this were evicted by this producer.
     evicted_upto: u64,
-    /// `shared.cap`, copied so the hot paths need not follow the pointer.
-    cap: u64,
-    /// `sync::asymmetric_barrier_is_cheap()` when the handle was made.
-    cheap_barrier: bool,
-    _owner: Owner<T>,
     _borrow: PhantomData<&'a ()>,
 }
 
@@ -492,13 +494,8 @@ pub struct Consumer<'a, T> {
     index: u64,
     /// A past value of `shared.tail`: positions below it hold written items.
     filled: u64,
-    /// `shared.cap`, copied so the hot paths need not follow the pointer.
-    cap: u64,
     /// Whether the policy is `DropOldest` (positions are claimed by CAS).
     claims: bool,
-    /// `sync::asymmetric_barrier_is_cheap()` when the handle was made.
-    cheap_barrier: bool,
-    _owner: Owner<T>,
     _borrow: PhantomData<&'a ()>,
 }
 
@@ -509,68 +506,62 @@ unsafe impl<T: Send> Send for Producer<'_, T> {}
 unsafe impl<T: Send> Send for Consumer<'_, T> {}
 
 impl<'a, T> Producer<'a, T> {
-    #[inline(always)]
-    fn shared(&self) -> &Shared {
-        self.end.shared()
-    }
-
-    #[inline(always)]
-    fn slot(&self, index: u64) -> &SpscSlot<T> {
-        self.end.slot(index)
-    }
-
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.shared().cap as usize
+        self.end.cap as usize
     }
 
     /// Free slots now (at least this many pushes succeed).
     pub fn slots(&mut self) -> usize {
         self.refresh_free();
-        (self.cap - (self.tail - self.free)) as usize
+        (self.end.cap - (self.tail - self.free)) as usize
     }
 
     /// Reloads the free index. Acquire: the consumer's reads of the freed slots
     /// happen before our writes to them.
     #[inline(always)]
     fn refresh_free(&mut self) {
-        let released = self.shared().free_index().load(Ordering::Acquire);
+        let released = self.end.shared().free_index().load(Ordering::Acquire);
         self.free = released.max(self.evicted_upto);
     }
 
     /// Whether the consumer has been dropped.
     pub fn is_abandoned(&self) -> bool {
-        self.shared().control.consumer_gone.load(Ordering::Acquire)
+        self.end
+            .shared()
+            .control
+            .consumer_gone
+            .load(Ordering::Acquire)
     }
 
     /// Items evicted by this producer so far (`DropOldest`).
     pub fn dropped(&self) -> u64 {
-        self.shared().control.dropped.load(Ordering::Relaxed)
+        self.end.shared().control.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether `n` more positions are free, refreshing the cached free index only
     /// when the cached one says no. Wait-free.
     #[inline(always)]
     fn has_room(&mut self, n: u64) -> bool {
-        if self.tail + n - self.free <= self.cap {
+        if self.tail + n - self.free <= self.end.cap {
             return true;
         }
         self.refresh_free();
-        self.tail + n - self.free <= self.cap
+        self.tail + n - self.free <= self.end.cap
     }
 
     /// Writes `item` at `tail` (known free) and advances the local index; the
     /// caller publishes.
     #[inline(always)]
     fn write(&mut self, item: T) {
-        let slot = self.slot(self.index);
+        let slot = self.end.slot(self.index);
         // SAFETY: the position is free (`has_room` or an eviction), and only this
         // producer writes slots.
         slot.0
             .with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
         self.tail += 1;
         self.index += 1;
-        if self.index == self.cap {
+        if self.index == self.end.cap {
             self.index = 0;
         }
     }
@@ -579,9 +570,9 @@ impl<'a, T> Producer<'a, T> {
     #[inline(always)]
     fn publish(&self) {
         // Release: the written items are visible to the consumer that loads it.
-        self.shared().tail.store(self.tail, Ordering::Release);
-        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
-        self.shared().control.consumers.notify_one();
+        self.end.shared().tail.store(self.tail, Ordering::Release);
+        crate::sync::asymmetric_barrier_light(self.end.cheap_barrier);
+        self.end.shared().control.consumers.notify_one();
     }
 
     /// Stores `item` if there is room, otherwise hands it back. Never evicts.
@@ -642,7 +633,7 @@ impl<'a, T> Producer<'a, T> {
             self.publish();
             return Ok(None);
         }
-        match self.shared().policy {
+        match self.end.shared().policy {
             SpscPolicy::DropOldest => {
                 let evicted = self.evict_oldest();
                 self.write(item);
@@ -658,9 +649,10 @@ impl<'a, T> Producer<'a, T> {
     /// consumer to release it (it is mid-read: a bounded wait).
     #[cold]
     fn evict_oldest(&mut self) -> Option<T> {
-        let oldest = self.tail - self.cap;
+        let oldest = self.tail - self.end.cap;
         // AcqRel: our claim orders against the consumer's claims of `head`.
         let won = self
+            .end
             .shared()
             .head
             .compare_exchange(oldest, oldest + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -668,13 +660,15 @@ impl<'a, T> Producer<'a, T> {
         if won {
             self.evicted_upto = oldest + 1;
             self.free = self.free.max(self.evicted_upto);
-            self.shared()
+            self.end
+                .shared()
                 .control
                 .dropped
                 .fetch_add(1, Ordering::Relaxed);
             // SAFETY: winning `head` at `oldest` makes this producer the owner of
             // that item, which it wrote itself; its slot is `tail`'s.
             let item = self
+                .end
                 .slot(self.index)
                 .0
                 .with(|p| unsafe { p.read().assume_init() });
@@ -777,7 +771,7 @@ impl<T> WriteChunkUninit<'_, '_, T> {
     /// the reservation wraps around the end of the buffer).
     pub fn as_mut_slices(&mut self) -> (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) {
         let p = &*self.producer;
-        let cap = p.shared().cap as usize;
+        let cap = p.end.shared().cap as usize;
         let start = p.index as usize;
         let first = self.len.min(cap - start);
         let base = p.end.slots.as_ptr().cast::<MaybeUninit<T>>();
@@ -803,7 +797,7 @@ impl<T> WriteChunkUninit<'_, '_, T> {
     pub unsafe fn commit(self, n: usize) {
         assert!(n <= self.len, "commit beyond the reserved chunk");
         let p = self.producer;
-        let cap = p.shared().cap;
+        let cap = p.end.shared().cap;
         p.tail += n as u64;
         p.index += n as u64;
         if p.index >= cap {
@@ -836,26 +830,18 @@ impl<T> WriteChunkUninit<'_, '_, T> {
 }
 
 impl<'a, T> Consumer<'a, T> {
-    #[inline(always)]
-    fn shared(&self) -> &Shared {
-        self.end.shared()
-    }
-
-    #[inline(always)]
-    fn slot(&self, index: u64) -> &SpscSlot<T> {
-        self.end.slot(index)
-    }
-
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.shared().cap as usize
+        self.end.cap as usize
     }
 
     /// Items stored now (at least this many pops succeed, less any the producer
     /// evicts under `DropOldest`).
     pub fn len(&mut self) -> usize {
-        self.filled = self.shared().tail.load(Ordering::Acquire);
-        let head = self.head.max(self.shared().head.load(Ordering::Acquire));
+        self.filled = self.end.shared().tail.load(Ordering::Acquire);
+        let head = self
+            .head
+            .max(self.end.shared().head.load(Ordering::Acquire));
         (self.filled - head) as usize
     }
 
@@ -866,7 +852,11 @@ impl<'a, T> Consumer<'a, T> {
 
     /// Whether the producer has been dropped (what it pushed may still be here).
     pub fn is_abandoned(&self) -> bool {
-        self.shared().control.producer_gone.load(Ordering::Acquire)
+        self.end
+            .shared()
+            .control
+            .producer_gone
+            .load(Ordering::Acquire)
     }
 
     /// Items written and not yet read, refreshing the cached `tail` only when the
@@ -875,7 +865,7 @@ impl<'a, T> Consumer<'a, T> {
     fn available(&mut self, n: u64) -> u64 {
         if self.filled - self.head < n {
             // Acquire: the producer's writes of those items happen before our reads.
-            self.filled = self.shared().tail.load(Ordering::Acquire);
+            self.filled = self.end.shared().tail.load(Ordering::Acquire);
         }
         self.filled - self.head
     }
@@ -894,7 +884,7 @@ impl<'a, T> Consumer<'a, T> {
     /// Moves the local `head` (and its index) forward by `n`.
     #[inline(always)]
     fn advance(&mut self, n: u64) {
-        let cap = self.cap;
+        let cap = self.end.cap;
         self.head += n;
         if n < cap {
             self.index += n;
@@ -915,7 +905,7 @@ impl<'a, T> Consumer<'a, T> {
         if !self.claims {
             return Ok(());
         }
-        let shared = self.shared();
+        let shared = self.end.shared();
         // AcqRel: orders against the producer's eviction claims.
         match shared.head.compare_exchange(
             self.head,
@@ -937,7 +927,7 @@ impl<'a, T> Consumer<'a, T> {
     /// wakes a waiting producer.
     #[inline(always)]
     fn release(&self) {
-        let shared = self.shared();
+        let shared = self.end.shared();
         let free = if self.claims {
             &shared.released
         } else {
@@ -945,8 +935,8 @@ impl<'a, T> Consumer<'a, T> {
         };
         // Release: our reads of those slots happen before the producer reuses them.
         free.store(self.head, Ordering::Release);
-        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
-        self.shared().control.producers.notify_one();
+        crate::sync::asymmetric_barrier_light(self.end.cheap_barrier);
+        self.end.shared().control.producers.notify_one();
     }
 
     /// Takes the oldest item.
@@ -983,6 +973,7 @@ impl<'a, T> Consumer<'a, T> {
         // and ours alone (the producer writes it again only after `release`, and
         // under DropOldest our claim won it).
         let item = self
+            .end
             .slot(self.index)
             .0
             .with(|p| unsafe { p.read().assume_init() });
@@ -1108,6 +1099,7 @@ impl<T> Iterator for PopBatch<'_, '_, T> {
         let c = &mut *self.consumer;
         // SAFETY: the batch claimed `remaining` written positions from `head`.
         let item = c
+            .end
             .slot(c.index)
             .0
             .with(|p| unsafe { p.read().assume_init() });
@@ -1174,7 +1166,7 @@ impl<T> ReadChunk<'_, '_, T> {
     /// chunk wraps around the end of the buffer).
     pub fn as_slices(&self) -> (&[T], &[T]) {
         let c = &*self.consumer;
-        let cap = c.shared().cap as usize;
+        let cap = c.end.shared().cap as usize;
         let start = c.index as usize;
         let first = self.len.min(cap - start);
         let base = c.end.slots.as_ptr().cast::<T>();
@@ -1202,7 +1194,8 @@ impl<T> Drop for ReadChunk<'_, '_, T> {
             for _ in 0..self.len {
                 // SAFETY: each claimed position holds an initialised item, dropped
                 // once as `advance` moves past it.
-                c.slot(c.index)
+                c.end
+                    .slot(c.index)
                     .0
                     .with_mut(|p| unsafe { (*p).assume_init_drop() });
                 c.advance(1);
@@ -1218,19 +1211,19 @@ impl<T> Drop for ReadChunk<'_, '_, T> {
 
 impl<T> Drop for Producer<'_, T> {
     fn drop(&mut self) {
-        let control = &self.shared().control;
+        let control = &self.end.shared().control;
         // Release: our last pushes are visible to a consumer that sees the flag.
         control.producer_gone.store(true, Ordering::Release);
-        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
+        crate::sync::asymmetric_barrier_light(self.end.cheap_barrier);
         control.consumers.notify_all();
     }
 }
 
 impl<T> Drop for Consumer<'_, T> {
     fn drop(&mut self) {
-        let control = &self.shared().control;
+        let control = &self.end.shared().control;
         control.consumer_gone.store(true, Ordering::Release);
-        crate::sync::asymmetric_barrier_light(self.cheap_barrier);
+        crate::sync::asymmetric_barrier_light(self.end.cheap_barrier);
         control.producers.notify_all();
     }
 }
@@ -1497,13 +1490,13 @@ impl<T> Future for SpscPopFuture<'_, '_, T> {
 
 impl<T> Drop for SpscPushFuture<'_, '_, T> {
     fn drop(&mut self) {
-        cancel_waiter(&self.producer.shared().control.producers, &self.waiter);
+        cancel_waiter(&self.producer.end.shared().control.producers, &self.waiter);
     }
 }
 
 impl<T> Drop for SpscPopFuture<'_, '_, T> {
     fn drop(&mut self) {
-        cancel_waiter(&self.consumer.shared().control.consumers, &self.waiter);
+        cancel_waiter(&self.consumer.end.shared().control.consumers, &self.waiter);
     }
 }
 
