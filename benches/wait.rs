@@ -137,6 +137,23 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Spawns `produce` and `consume` on `rt`, waits for both, checks the consumer's sum
+/// of `0..ITEMS`, and returns the time from spawning to the last item.
+fn run_tasks(
+    rt: &tokio::runtime::Runtime,
+    produce: impl std::future::Future<Output = ()> + Send + 'static,
+    consume: impl std::future::Future<Output = u64> + Send + 'static,
+) -> Duration {
+    let start = Instant::now();
+    let producer = rt.spawn(produce);
+    let consumer = rt.spawn(consume);
+    rt.block_on(producer).unwrap();
+    let sum = rt.block_on(consumer).unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
+    elapsed
+}
+
 fn async_1p1c(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("async_1p1c");
@@ -147,27 +164,22 @@ fn async_1p1c(c: &mut Criterion) {
             (0..iters)
                 .map(|_| {
                     let ring = Arc::new(Ring::new(CAP).unwrap());
-                    let start = Instant::now();
-                    let producer = {
-                        let ring = ring.clone();
-                        rt.spawn(async move {
+                    let tx = ring.clone();
+                    run_tasks(
+                        &rt,
+                        async move {
                             for i in 0..ITEMS {
-                                ring.push_async(i).await.unwrap();
+                                tx.push_async(i).await.unwrap();
                             }
-                        })
-                    };
-                    let consumer = rt.spawn(async move {
-                        let mut sum = 0u64;
-                        for _ in 0..ITEMS {
-                            sum = sum.wrapping_add(ring.pop_async().await.unwrap());
-                        }
-                        sum
-                    });
-                    rt.block_on(producer).unwrap();
-                    let sum = rt.block_on(consumer).unwrap();
-                    let elapsed = start.elapsed();
-                    assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
-                    elapsed
+                        },
+                        async move {
+                            let mut sum = 0u64;
+                            for _ in 0..ITEMS {
+                                sum = sum.wrapping_add(ring.pop_async().await.unwrap());
+                            }
+                            sum
+                        },
+                    )
                 })
                 .sum()
         })
@@ -177,24 +189,21 @@ fn async_1p1c(c: &mut Criterion) {
             (0..iters)
                 .map(|_| {
                     let (tx, mut rx) = tokio::sync::mpsc::channel(CAP);
-                    let start = Instant::now();
-                    let producer = rt.spawn(async move {
-                        for i in 0..ITEMS {
-                            tx.send(i).await.unwrap();
-                        }
-                    });
-                    let consumer = rt.spawn(async move {
-                        let mut sum = 0u64;
-                        for _ in 0..ITEMS {
-                            sum = sum.wrapping_add(rx.recv().await.unwrap());
-                        }
-                        sum
-                    });
-                    rt.block_on(producer).unwrap();
-                    let sum = rt.block_on(consumer).unwrap();
-                    let elapsed = start.elapsed();
-                    assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
-                    elapsed
+                    run_tasks(
+                        &rt,
+                        async move {
+                            for i in 0..ITEMS {
+                                tx.send(i).await.unwrap();
+                            }
+                        },
+                        async move {
+                            let mut sum = 0u64;
+                            for _ in 0..ITEMS {
+                                sum = sum.wrapping_add(rx.recv().await.unwrap());
+                            }
+                            sum
+                        },
+                    )
                 })
                 .sum()
         })
