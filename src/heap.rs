@@ -183,6 +183,20 @@ impl<A> TrackingAllocator<A> {
     }
 }
 
+impl<A> TrackingAllocator<A> {
+    /// Counts the outcome of an allocation of `size` bytes and passes `ptr` through.
+    #[inline]
+    fn allocated(&self, ptr: *mut u8, size: usize) -> *mut u8 {
+        if ptr.is_null() {
+            self.failures.fetch_add(1, Relaxed);
+        } else {
+            self.allocations.fetch_add(1, Relaxed);
+            self.grew(size);
+        }
+        ptr
+    }
+}
+
 // SAFETY: every method forwards to `inner` with the caller's arguments unchanged and
 // returns its result unchanged, so `inner`'s `GlobalAlloc` contract carries over; the
 // counting around it touches only atomics and never allocates.
@@ -191,26 +205,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract for `layout`.
         let ptr = unsafe { self.inner.alloc(layout) };
-        if ptr.is_null() {
-            self.failures.fetch_add(1, Relaxed);
-        } else {
-            self.allocations.fetch_add(1, Relaxed);
-            self.grew(layout.size());
-        }
-        ptr
+        self.allocated(ptr, layout.size())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
-        if ptr.is_null() {
-            self.failures.fetch_add(1, Relaxed);
-        } else {
-            self.allocations.fetch_add(1, Relaxed);
-            self.grew(layout.size());
-        }
-        ptr
+        self.allocated(ptr, layout.size())
     }
 
     #[inline]
