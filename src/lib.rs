@@ -49,6 +49,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod adapters;
 pub mod capacity;
 #[cfg(feature = "std")]
 pub mod cleanup;

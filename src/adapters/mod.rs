@@ -1,0 +1,5 @@
+//! Adapters that put the core structures to work for servers (`std`, each behind its
+//! own feature). They use only the core's public API.
+
+#[cfg(feature = "state")]
+pub mod state;
