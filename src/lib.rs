@@ -20,6 +20,10 @@
 //! named cleanup tasks by ticks without threads; under `std`,
 //! `cleanup::CleanupManager` runs them on background threads.
 //!
+//! [`backpressure::Backpressure`] (`alloc`) is a bounded channel whose water marks
+//! pause producers until consumers drain it, with the overflow strategies none, drop
+//! oldest, drop newest, block and block with a timeout.
+//!
 //! # Features
 //!
 //! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows
@@ -51,6 +55,8 @@ extern crate std;
 
 #[cfg(feature = "std")]
 pub mod adapters;
+#[cfg(feature = "alloc")]
+pub mod backpressure;
 pub mod capacity;
 #[cfg(feature = "std")]
 pub mod cleanup;

@@ -49,7 +49,8 @@ mod config;
 mod error;
 mod mpmc;
 pub mod spsc;
-mod wait;
+// The eventcount is shared with `backpressure`, which waits on queues of its own.
+pub(crate) mod wait;
 
 pub use config::{Fallback, OverflowPolicy, Pushed, RingConfig, MAX_CAPACITY};
 pub use error::{Closed, ConfigError, PopError, PopTimeoutError, PushError, PushTimeoutError};
