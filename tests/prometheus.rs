@@ -556,6 +556,70 @@ fn names_are_escaped_not_injected() {
     assert_eq!(s.value("membound_ring_capacity", &[("ring", name)]), 1.0);
 }
 
+#[test]
+fn every_kind_renders_valid_openmetrics_and_prometheus_text() {
+    static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
+    let mut registry = Registry::default();
+    let exporter = Exporter::register(&mut registry);
+    let ring = Arc::new(Ring::<u8>::new(2).unwrap());
+    let table = Arc::new(
+        TtlTable::<u8, u8, _>::new(2, Duration::from_secs(1), ManualClock::default()).unwrap(),
+    );
+    let script = Script::default();
+    *script.0.lock().unwrap() = 0.5;
+    let monitor = Arc::new(
+        MemoryManager::with_source(MonitorConfig::production(), script, ManualClock::default())
+            .unwrap(),
+    );
+    monitor.sample_now();
+    let cleanup = Arc::new(CleanupManager::new(CleanupConfig::production()).unwrap());
+    cleanup
+        .register("t", || Ok::<_, std::convert::Infallible>(1))
+        .unwrap();
+    exporter.add_ring("r", &ring).unwrap();
+    exporter.add_table("t", &table).unwrap();
+    exporter.add_monitor("m", &monitor).unwrap();
+    exporter.add_cleanup("c", &cleanup).unwrap();
+    exporter.add_heap("h", &HEAP).unwrap();
+    exporter
+        .add_sampler("s", Sampler::new(SamplerConfig::default()).unwrap())
+        .unwrap();
+
+    let open = scrape(&registry);
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+    let plain = Scrape::from_prometheus_text(&text);
+    for kind in ["ring", "table", "monitor", "cleanup", "heap", "sampler"] {
+        let prefix = format!("membound_{kind}_");
+        assert!(
+            open.names().iter().any(|n| n.starts_with(&prefix)),
+            "no {kind} families"
+        );
+    }
+    // The same series in both formats (counters gain `_total` in the family name).
+    assert_eq!(open.values.len(), plain.values.len());
+    for ((family, labels), value) in &open.values {
+        let name = match open.kind(family).0 {
+            "counter" => format!("{family}_total"),
+            _ => family.clone(),
+        };
+        let other = plain.values.get(&(name.clone(), labels.clone()));
+        // Sampled figures (RSS, host memory) move between the two renderings.
+        if !family.starts_with("membound_sampler_") && !family.starts_with("membound_heap_") {
+            assert_eq!(other, Some(value), "{name}{labels:?}");
+        }
+    }
+    // Every family name follows the conventions: prefix, unit suffix where declared.
+    for (name, (kind, unit)) in &open.families {
+        assert!(name.starts_with("membound_"), "{name}");
+        assert!(kind == "counter" || kind == "gauge", "{name}: {kind}");
+        assert!(!name.ends_with("_total"), "{name}: the encoder adds _total");
+        if !unit.is_empty() {
+            assert!(name.ends_with(&format!("_{unit}")), "{name} in {unit}");
+        }
+    }
+}
+
 fn exporter_with_a_ring() -> (Arc<Registry>, Exporter, Arc<Ring<u32>>) {
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);

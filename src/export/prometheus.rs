@@ -395,6 +395,28 @@ impl Samples<'_> {
         self.push(family, Some((label.0, label.1.into())), value.into());
     }
 
+    /// One sample of `family` if the snapshot has the figure; none otherwise (an
+    /// absent figure is not a zero).
+    pub(crate) fn sample_opt(&mut self, family: Family, value: Option<impl Into<Value>>) {
+        if let Some(value) = value {
+            self.sample(family, value);
+        }
+    }
+
+    /// One counter per row: `(name, help, value)`.
+    pub(crate) fn counters(&mut self, rows: &[(&'static str, &'static str, u64)]) {
+        for &(name, help, value) in rows {
+            self.sample(Family::counter(name, help), value);
+        }
+    }
+
+    /// One gauge per row: `(name, help, value)`.
+    pub(crate) fn gauges(&mut self, rows: &[(&'static str, &'static str, u64)]) {
+        for &(name, help, value) in rows {
+            self.sample(Family::gauge(name, help), value);
+        }
+    }
+
     fn push(&mut self, family: Family, extra: Option<Label>, value: Value) {
         let mut labels = Vec::with_capacity(2);
         labels.push((self.kind, Cow::Owned(self.instance.to_string())));
@@ -412,12 +434,14 @@ impl Samples<'_> {
 /// file:
 ///
 /// 1. `impl Export for FooMetrics`: set `KIND` (the name segment and instance label,
-///    e.g. `"pool"`) and write `export`, one [`Family`] per field:
-///    `out.sample(Family::counter("hits", "Gets served from the pool."), self.hits)`;
-///    [`Family::gauge`] for levels, `.bytes()` / `.seconds()` for units,
-///    [`Samples::sample_with`] for a field split by one more label (a cause, a
-///    level), `sample_opt` for a figure the snapshot may lack. Counters are named
-///    without `_total` and units without their suffix: the encoder appends both.
+///    e.g. `"pool"`) and write `export`: plain `u64` fields as rows of
+///    [`Samples::counters`] / [`Samples::gauges`] (`("hits", "Gets served from the
+///    pool.", self.hits)`, in a `#[rustfmt::skip]` table); others one [`Family`] at
+///    a time with [`Samples::sample`] (`.bytes()` / `.seconds()` for units, `f64`
+///    and `Duration` values), [`Samples::sample_with`] for a field split by one
+///    more label (a cause, a level), [`Samples::sample_opt`] for a figure the
+///    snapshot may lack. Counters are named without `_total` and units without
+///    their suffix: the encoder appends both.
 /// 2. An `add_foo` method on [`Exporter`] that calls `self.add(name, foo.into(),
 ///    Foo::metrics)`: any `fn(&C) -> M` is a reader, so a snapshot assembled from
 ///    several public calls is a private function (see `cleanup_snapshot`), and a
@@ -671,81 +695,38 @@ impl Exporter {
     }
 }
 
-/// One sample of `family` if the snapshot has the figure.
-fn sample_opt(out: &mut Samples<'_>, family: Family, value: Option<impl Into<Value>>) {
-    if let Some(v) = value {
-        out.sample(family, v);
-    }
-}
-
 impl Export for RingMetrics {
     const KIND: &'static str = "ring";
 
     fn export(&self, out: &mut Samples<'_>) {
-        let counter = Family::counter;
-        let gauge = Family::gauge;
-        out.sample(counter("pushed", "Items stored by any push."), self.pushed);
-        out.sample(
-            counter("popped", "Items taken out by pops, drains and batch pops."),
-            self.popped,
-        );
-        out.sample(
-            counter(
-                "evicted",
-                "Items evicted by force_push and handed to its caller.",
-            ),
-            self.evicted,
-        );
-        let dropped = counter("dropped", "Items the overflow policy dropped, by policy.");
+        #[rustfmt::skip]
+        let counters = [
+            ("pushed", "Items stored by any push.", self.pushed),
+            ("popped", "Items taken out by pops, drains and batch pops.", self.popped),
+            ("evicted", "Items evicted by force_push and handed to its caller.", self.evicted),
+            ("rejected", "New items handed back by push under Reject.", self.rejected),
+            ("cleared", "Items discarded by clear.", self.cleared),
+            ("grows", "Capacity increases.", self.grows),
+            ("shrinks", "Capacity decreases by set_capacity.", self.shrinks),
+            ("timeouts", "Timed pushes and pops that reached their deadline.", self.timeouts),
+        ];
+        out.counters(&counters);
+        #[rustfmt::skip]
+        let gauges = [
+            ("len", "Items stored now.", self.len),
+            ("capacity", "The capacity in force.", self.capacity),
+            ("capacity_limit", "The most the capacity may grow to on its own.", self.capacity_limit),
+            ("max_capacity", "Slots reserved at construction.", self.max_capacity),
+            ("high_water", "Highest length seen (sampled, see RingMetrics).", self.high_water),
+        ];
+        out.gauges(&gauges);
+        let dropped = Family::counter("dropped", "Items the overflow policy dropped, by policy.");
         out.sample_with(dropped, ("cause", "drop_oldest"), self.dropped_oldest);
         out.sample_with(dropped, ("cause", "drop_newest"), self.dropped_newest);
-        out.sample(
-            counter("rejected", "New items handed back by push under Reject."),
-            self.rejected,
-        );
-        out.sample(
-            counter("cleared", "Items discarded by clear."),
-            self.cleared,
-        );
-        out.sample(gauge("len", "Items stored now."), self.len);
-        out.sample(gauge("capacity", "The capacity in force."), self.capacity);
-        out.sample(
-            gauge(
-                "capacity_limit",
-                "The most the capacity may grow to on its own.",
-            ),
-            self.capacity_limit,
-        );
-        out.sample(
-            gauge("max_capacity", "Slots reserved at construction."),
-            self.max_capacity,
-        );
-        out.sample(counter("grows", "Capacity increases."), self.grows);
-        out.sample(
-            counter("shrinks", "Capacity decreases by set_capacity."),
-            self.shrinks,
-        );
-        out.sample(
-            gauge(
-                "high_water",
-                "Highest length seen (sampled, see RingMetrics).",
-            ),
-            self.high_water,
-        );
-        let waits = counter(
-            "waits",
-            "Waiting pushes and pops that went to sleep, by operation.",
-        );
+        let waits = Family::counter("waits", "Waits that went to sleep, by operation.");
         out.sample_with(waits, ("op", "push"), self.push_waits);
         out.sample_with(waits, ("op", "pop"), self.pop_waits);
-        out.sample(
-            counter(
-                "timeouts",
-                "Timed pushes and pops that reached their deadline.",
-            ),
-            self.timeouts,
-        );
-        let waiting = gauge("waiting", "Pushes and pops sleeping now, by operation.");
+        let waiting = Family::gauge("waiting", "Pushes and pops sleeping now, by operation.");
         out.sample_with(waiting, ("op", "push"), self.producers_waiting);
         out.sample_with(waiting, ("op", "pop"), self.consumers_waiting);
     }
@@ -755,127 +736,55 @@ impl Export for TableMetrics {
     const KIND: &'static str = "table";
 
     fn export(&self, out: &mut Samples<'_>) {
-        let counter = Family::counter;
-        let gauge = Family::gauge;
-        out.sample(
-            gauge(
-                "len",
-                "Entries stored now, including expired ones not yet swept.",
-            ),
-            self.len,
-        );
-        out.sample(
-            gauge("capacity", "The soft capacity in force."),
-            self.capacity,
-        );
-        out.sample(
-            gauge("max_capacity", "The capacity reserved at construction."),
-            self.max_capacity,
-        );
-        out.sample(
-            counter("inserts", "Values stored by successful inserts."),
-            self.inserts,
-        );
-        out.sample(
-            counter("hits", "Lookups that found a live entry."),
-            self.hits,
-        );
-        out.sample(
-            counter("misses", "Lookups that found nothing live."),
-            self.misses,
-        );
-        out.sample(
-            counter("expired", "Entries removed because their TTL ran out."),
-            self.expired,
-        );
-        out.sample(
-            counter(
-                "evicted",
-                "Live entries evicted for room or a lowered capacity.",
-            ),
-            self.evicted,
-        );
-        out.sample(
-            counter("removed", "Entries taken out by remove."),
-            self.removed,
-        );
-        out.sample(
-            counter("replaced", "Values replaced by an insert of the same key."),
-            self.replaced,
-        );
-        out.sample(
-            counter("rejected", "Inserts refused because the table was full."),
-            self.rejected,
-        );
-        out.sample(counter("sweeps", "Calls to sweep."), self.sweeps);
+        #[rustfmt::skip]
+        let counters = [
+            ("inserts", "Values stored by successful inserts.", self.inserts),
+            ("hits", "Lookups that found a live entry.", self.hits),
+            ("misses", "Lookups that found nothing live.", self.misses),
+            ("expired", "Entries removed because their TTL ran out.", self.expired),
+            ("evicted", "Live entries evicted for room or a lowered capacity.", self.evicted),
+            ("removed", "Entries taken out by remove.", self.removed),
+            ("replaced", "Values replaced by an insert of the same key.", self.replaced),
+            ("rejected", "Inserts refused because the table was full.", self.rejected),
+            ("sweeps", "Calls to sweep.", self.sweeps),
+        ];
+        out.counters(&counters);
+        #[rustfmt::skip]
+        let gauges = [
+            ("len", "Entries stored now, including expired ones not yet swept.", self.len),
+            ("capacity", "The soft capacity in force.", self.capacity),
+            ("max_capacity", "The capacity reserved at construction.", self.max_capacity),
+        ];
+        out.gauges(&gauges);
     }
 }
 
 /// The figures of one memory sample, shared by the monitor (its latest sample) and
 /// the sampler (a fresh one). Figures the sample lacks have no series.
 fn export_memory_sample(s: &MemorySample, out: &mut Samples<'_>) {
-    let gauge = Family::gauge;
-    sample_opt(
-        out,
-        gauge("rss", "Resident set size of the process.").bytes(),
-        s.rss,
-    );
-    sample_opt(
-        out,
-        gauge("peak_rss", "Peak resident set size of the process.").bytes(),
-        s.peak_rss,
-    );
-    sample_opt(
-        out,
-        gauge("cgroup_usage", "Memory usage of the process's cgroup.").bytes(),
-        s.cgroup_usage,
-    );
-    sample_opt(
-        out,
-        gauge("working_set", "Working set of the process's cgroup.").bytes(),
-        s.working_set,
-    );
-    if let Some(limit) = s.limit {
-        let family = gauge(
-            "limit",
-            "The effective memory limit, by where it came from.",
-        )
-        .bytes();
-        out.sample_with(family, ("source", limit.source.to_string()), limit.bytes);
+    #[rustfmt::skip]
+    let bytes = [
+        ("rss", "Resident set size of the process.", s.rss),
+        ("peak_rss", "Peak resident set size of the process.", s.peak_rss),
+        ("cgroup_usage", "Memory usage of the process's cgroup.", s.cgroup_usage),
+        ("working_set", "Working set of the process's cgroup.", s.working_set),
+        ("mem_total", "Host MemTotal.", s.mem_total),
+        ("mem_available", "Host MemAvailable.", s.mem_available),
+        ("heap", "Live bytes of the tracked heap.", s.heap),
+        ("used", "Memory measured against the limit.", s.used),
+    ];
+    for (name, help, value) in bytes {
+        out.sample_opt(Family::gauge(name, help).bytes(), value);
     }
-    sample_opt(
-        out,
-        gauge("mem_total", "Host MemTotal.").bytes(),
-        s.mem_total,
-    );
-    sample_opt(
-        out,
-        gauge("mem_available", "Host MemAvailable.").bytes(),
-        s.mem_available,
-    );
-    sample_opt(
-        out,
-        gauge("heap", "Live bytes of the tracked heap.").bytes(),
-        s.heap,
-    );
-    sample_opt(
-        out,
-        gauge("used", "Memory measured against the limit.").bytes(),
-        s.used,
-    );
-    sample_opt(
-        out,
-        gauge(
-            "utilization_ratio",
-            "Used memory as a fraction of the limit.",
-        ),
-        s.utilization,
-    );
+    if let Some(limit) = s.limit {
+        let family = Family::gauge("limit", "The effective limit, by where it came from.");
+        let source = ("source", limit.source.to_string());
+        out.sample_with(family.bytes(), source, limit.bytes);
+    }
+    let utilization = Family::gauge("utilization_ratio", "Used memory as a share of the limit.");
+    out.sample_opt(utilization, s.utilization);
     if let Some(psi) = s.psi {
-        let family = gauge(
-            "psi_avg10_ratio",
-            "Memory pressure stall share over 10 s, by kind.",
-        );
+        let family = Family::gauge("psi_avg10_ratio", "Memory stall share over 10 s, by kind.");
         out.sample_with(family, ("kind", "some"), psi.some_avg10 / 100.0);
         if let Some(full) = psi.full_avg10 {
             out.sample_with(family, ("kind", "full"), full / 100.0);
@@ -887,55 +796,35 @@ impl Export for MonitorMetrics {
     const KIND: &'static str = "monitor";
 
     fn export(&self, out: &mut Samples<'_>) {
-        let counter = Family::counter;
-        let gauge = Family::gauge;
-        out.sample(counter("samples", "Samples taken."), self.samples);
-        out.sample(
-            gauge(
-                "level",
-                "Pressure level: 0 normal, 1 low, 2 high, 3 critical.",
-            ),
-            self.level.index(),
+        #[rustfmt::skip]
+        let counters = [
+            ("samples", "Samples taken.", self.samples),
+            ("trims", "Heap trims done.", self.trims),
+            ("sampling_errors", "Fields that failed to read or parse.", self.sampling_errors),
+            ("unmeasured_samples", "Samples with no utilization.", self.unmeasured_samples),
+            ("callback_panics", "Pressure callbacks that panicked.", self.callback_panics),
+        ];
+        out.counters(&counters);
+        let released = Family::counter("trim_released", "RSS released by heap trims.");
+        out.sample(released.bytes(), self.bytes_released);
+        let level = Family::gauge(
+            "level",
+            "Pressure level: 0 normal, 1 low, 2 high, 3 critical.",
         );
+        out.sample(level, self.level.index());
+        let scale = Family::gauge("scale", "Continuous pressure scale factor, 0 to 1.");
+        out.sample(scale, self.scale);
         out.sample(
-            gauge("scale", "Continuous pressure scale factor, 0 to 1."),
-            self.scale,
-        );
-        let transitions = counter("transitions", "Transitions into each pressure level.");
-        let time_in = counter("time_in_level", "Time spent in each pressure level.").seconds();
-        for level in PressureLevel::ALL {
-            let i = level.index();
-            out.sample_with(
-                transitions,
-                ("level", level.as_str()),
-                self.transitions_into[i],
-            );
-            out.sample_with(time_in, ("level", level.as_str()), self.time_in[i]);
-        }
-        out.sample(counter("trims", "Heap trims done."), self.trims);
-        out.sample(
-            counter("trim_released", "RSS released by heap trims.").bytes(),
-            self.bytes_released,
-        );
-        out.sample(
-            counter("sampling_errors", "Fields that failed to read or parse."),
-            self.sampling_errors,
-        );
-        out.sample(
-            counter(
-                "unmeasured_samples",
-                "Samples that produced no utilization.",
-            ),
-            self.unmeasured_samples,
-        );
-        out.sample(
-            counter("callback_panics", "Pressure callbacks that panicked."),
-            self.callback_panics,
-        );
-        out.sample(
-            gauge("subscribers", "Live pressure subscriptions."),
+            Family::gauge("subscribers", "Live pressure subscriptions."),
             self.subscribers,
         );
+        let transitions = Family::counter("transitions", "Transitions into each pressure level.");
+        let time_in = Family::counter("time_in_level", "Time spent in each pressure level.");
+        for level in PressureLevel::ALL {
+            let (i, name) = (level.index(), level.as_str());
+            out.sample_with(transitions, ("level", name), self.transitions_into[i]);
+            out.sample_with(time_in.seconds(), ("level", name), self.time_in[i]);
+        }
         if let Some(sample) = &self.last_sample {
             export_memory_sample(sample, out);
         }
@@ -990,15 +879,18 @@ impl Export for CleanupSnapshot {
     const KIND: &'static str = "cleanup";
 
     fn export(&self, out: &mut Samples<'_>) {
-        let counter = Family::counter;
-        let gauge = Family::gauge;
         out.sample(
-            gauge("running", "1 if the worker threads run."),
+            Family::gauge("running", "1 if the workers run."),
             self.running,
         );
-        out.sample(gauge("tasks", "Registered tasks."), self.tasks.len());
+        out.sample(
+            Family::gauge("tasks", "Registered tasks."),
+            self.tasks.len(),
+        );
         // The manager's tasks run on a MonotonicClock (module docs of `cleanup`).
         let clock = MonotonicClock::new();
+        let counter = Family::counter;
+        let gauge = Family::gauge;
         let runs = counter("task_runs", "Completed runs, successful or not.");
         let cleaned = counter("task_cleaned", "Items cleaned by successful runs.");
         let errors = counter("task_errors", "Runs that failed or panicked.");
@@ -1021,44 +913,24 @@ impl Export for HeapStats {
     const KIND: &'static str = "heap";
 
     fn export(&self, out: &mut Samples<'_>) {
-        let counter = Family::counter;
-        let gauge = Family::gauge;
-        out.sample(
-            gauge("live", "Bytes allocated and not yet freed.").bytes(),
-            self.live_bytes,
-        );
-        out.sample(
-            gauge("peak", "Most live bytes since creation or reset.").bytes(),
-            self.peak_bytes,
-        );
-        out.sample(
-            counter("allocations", "Successful allocations."),
-            self.allocations,
-        );
-        out.sample(
-            counter("deallocations", "Deallocations."),
-            self.deallocations,
-        );
-        out.sample(
-            counter("reallocations", "Successful reallocations."),
-            self.reallocations,
-        );
-        out.sample(
-            counter("failures", "Allocations the inner allocator refused."),
-            self.failures,
-        );
-        sample_opt(
-            out,
-            gauge("size", "The heap size given at construction.").bytes(),
-            self.heap_size,
-        );
-        sample_opt(
-            out,
-            gauge(
-                "utilization_ratio",
-                "Live bytes as a fraction of the heap size.",
-            ),
-            self.utilization(),
-        );
+        #[rustfmt::skip]
+        let counters = [
+            ("allocations", "Successful allocations.", self.allocations),
+            ("deallocations", "Deallocations.", self.deallocations),
+            ("reallocations", "Successful reallocations.", self.reallocations),
+            ("failures", "Allocations the inner allocator refused.", self.failures),
+        ];
+        out.counters(&counters);
+        #[rustfmt::skip]
+        let bytes = [
+            ("live", "Bytes allocated and not yet freed.", Some(self.live_bytes)),
+            ("peak", "Most live bytes since creation or reset.", Some(self.peak_bytes)),
+            ("size", "The heap size given at construction.", self.heap_size),
+        ];
+        for (name, help, value) in bytes {
+            out.sample_opt(Family::gauge(name, help).bytes(), value);
+        }
+        let utilization = Family::gauge("utilization_ratio", "Live bytes as a share of the heap.");
+        out.sample_opt(utilization, self.utilization());
     }
 }
