@@ -31,7 +31,6 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What is wrong with a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub(crate) enum RequestError {
     /// No end of the head within [`MAX_HEAD`] bytes.
     HeadTooLarge,
