@@ -31,6 +31,8 @@
 //!   (`monitor`).
 //! - `alloc`: heap-backed structures such as [`ring::Ring`].
 //! - `serde`: `Serialize`/`Deserialize` for configuration structs.
+//! - `prometheus`: implies `std`; `export::prometheus` exposes every component's
+//!   metrics through the `prometheus-client` registry and serves them over HTTP.
 //!
 //! With default features off the crate is `no_std` and needs no allocator:
 //! [`ring::StaticRing`] lives in a `static`.
@@ -61,6 +63,8 @@ pub mod capacity;
 #[cfg(feature = "std")]
 pub mod cleanup;
 pub mod clock;
+#[cfg(feature = "prometheus")]
+pub mod export;
 pub mod heap;
 #[cfg(feature = "std")]
 pub mod monitor;
