@@ -5,6 +5,9 @@
 //!   (ours: `push_wait`/`pop_wait`; `std::sync::mpsc::sync_channel`:
 //!   `send`/`recv`; crossbeam-channel's `bounded`: `send`/`recv`). The small
 //!   capacity makes both sides wait often, so the wake-up path is what is measured.
+//!   `membound_backpressure` is the same transfer through `Backpressure`
+//!   (`Strategy::Block`, water marks 50 % / 90 %: producers pause at 58 items until
+//!   the consumer drains to 32), `send`/`recv`: what flow control costs.
 //! - `async_1p1c`: one producer task moves 100 000 u64 to one consumer task on a
 //!   two-worker tokio runtime (ours: `push_async`/`pop_async`; tokio's bounded
 //!   `mpsc`: `send`/`recv`), capacity 64.
@@ -17,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use membound::backpressure::{Backpressure, BackpressureConfig, Strategy, WaterMarks};
 use membound::ring::Ring;
 
 mod support;
@@ -38,6 +42,15 @@ impl Blocking for Ring<u64> {
     }
     fn recv(&self) -> u64 {
         self.pop_wait().unwrap()
+    }
+}
+
+impl Blocking for Backpressure<u64> {
+    fn send(&self, v: u64) {
+        Backpressure::send(self, v).unwrap();
+    }
+    fn recv(&self) -> u64 {
+        Backpressure::recv(self).unwrap()
     }
 }
 
@@ -104,6 +117,16 @@ fn blocking(c: &mut Criterion) {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| transfer(&Arc::new(Ring::new(CAP).unwrap())))
+                .sum()
+        })
+    });
+    g.bench_function("membound_backpressure", |b| {
+        let config = BackpressureConfig::new(CAP)
+            .with_strategy(Strategy::Block)
+            .with_water_marks(WaterMarks::new(0.5, 0.9).unwrap());
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| transfer(&Arc::new(Backpressure::new(config).unwrap())))
                 .sum()
         })
     });
