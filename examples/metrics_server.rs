@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use membound::backpressure::{Backpressure, BackpressureConfig, WaterMarks};
 use membound::cleanup::{CleanupConfig, CleanupManager};
 use membound::clock::{Clock, MonotonicClock};
 use membound::export::prometheus::{Exporter, MetricsServer};
@@ -66,13 +67,14 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// Families that must be in a scrape, one per kind of component.
-const EXPECTED: [&str; 6] = [
+const EXPECTED: &[&str] = &[
     "membound_ring_pushed_total{ring=\"events\"}",
     "membound_table_inserts_total{table=\"sessions\"}",
     "membound_monitor_samples_total{monitor=\"process\"}",
     "membound_cleanup_task_runs_total{cleanup=\"main\",task=\"sessions\"}",
     "membound_heap_live_bytes{heap=\"global\"}",
     "membound_sampler_errors_total{sampler=\"os\"}",
+    "membound_backpressure_sent_total{backpressure=\"jobs\"}",
 ];
 
 fn self_scrape(server: &MetricsServer) -> Result<String, String> {
@@ -121,6 +123,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let exporter = Exporter::register(&mut registry);
 
     let events = Arc::new(Ring::<u64>::new(64)?);
+    let jobs = Arc::new(Backpressure::<u64>::new(
+        BackpressureConfig::new(32).with_water_marks(WaterMarks::new(0.25, 0.75)?),
+    )?);
     let clock = MonotonicClock::new();
     let sessions = Arc::new(TtlTable::<u64, u64, _>::new(
         1024,
@@ -140,6 +145,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     exporter.add_cleanup("main", &cleanup)?;
     exporter.add_heap("global", &HEAP)?;
     exporter.add_sampler("os", Sampler::new(SamplerConfig::default())?)?;
+    exporter.add_backpressure("jobs", &jobs)?;
 
     monitor.start()?;
     cleanup.start();
@@ -161,6 +167,21 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             let events = Arc::clone(&events);
             move || {
                 events.drain().take(10).for_each(drop);
+            }
+        }),
+        // Jobs arrive faster than they are done: the channel pauses at 24 queued
+        // jobs and refuses (`Paused`) until the worker is down to 8.
+        spawn_worker(&stop, Duration::from_millis(1), {
+            let (jobs, mut n) = (Arc::clone(&jobs), 0u64);
+            move || {
+                n += 1;
+                let _ = jobs.try_send(n);
+            }
+        }),
+        spawn_worker(&stop, Duration::from_millis(5), {
+            let jobs = Arc::clone(&jobs);
+            move || {
+                let _ = jobs.try_recv();
             }
         }),
         // Sessions come and go; lookups hit recent ones and miss expired ones.
