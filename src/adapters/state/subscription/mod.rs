@@ -5,7 +5,7 @@
 //! The store owns one registry of subscriptions and hands it every committed patch,
 //! in revision order, from the writer's thread. The registry gives each subscription
 //! the operations its [`Pattern`] matches, as a [`Change`], through the
-//! subscription's own bounded queue: a [`Ring`](crate::ring::Ring) of a fixed
+//! subscription's own bounded queue: a [`Ring`] of a fixed
 //! capacity into which the writer `force_push`es, so a writer never waits for a slow
 //! subscriber and a subscriber's memory never grows past its queue.
 //!
@@ -18,7 +18,7 @@
 //!   store's history after it (the backlog) and then the live changes; the registry
 //!   drops any revision it has already queued, so the two never overlap.
 //! - **Idle expiry.** Each subscription has an entry in a
-//!   [`TtlTable`](crate::table::TtlTable) whose TTL restarts whenever its receiver
+//!   [`TtlTable`] whose TTL restarts whenever its receiver
 //!   asks for a change; a receiver blocked waiting counts as active for as long as it
 //!   waits. An idle subscription expires at its TTL (found by `sweep`, or by its
 //!   receiver's next call): its queue is closed and emptied, and its receiver gets
@@ -63,6 +63,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use json_patch::PatchOperation;
 
 use super::Revision;
+use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::ring::{self, PopFuture, PopTimeoutError, Ring, RingConfig, Slot};
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
@@ -363,7 +364,8 @@ pub struct SubscriptionMetrics {
     pub published: u64,
     /// Changes queued for subscribers (backlog included).
     pub delivered: u64,
-    /// Changes dropped from full queues (each reported to its receiver as lag).
+    /// Changes dropped from full queues, or by lowering their capacity under
+    /// memory pressure (each reported to its receiver as lag).
     pub lagged: u64,
     /// Callbacks that panicked (each closed its subscription).
     pub callback_panics: u64,
@@ -439,7 +441,12 @@ impl Shared {
     fn end(&self, why: End) -> bool {
         let won = self
             .end
-            .compare_exchange(End::Open as u8, why as u8, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                End::Open as u8,
+                why as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok();
         if won {
             self.queue.close();
@@ -527,6 +534,10 @@ struct List {
     published: u64,
     /// Set when the registry is dropped.
     closed: bool,
+    /// The queue capacity in force for a subscription of the configured
+    /// capacity, `1..=queue_capacity`: lowered under memory pressure. Others scale
+    /// in proportion.
+    queue_capacity: usize,
 }
 
 /// The registry proper, shared with every handle.
@@ -624,9 +635,7 @@ impl<C: Clock + Send + Sync + 'static> Registry<C> {
         backlog: impl IntoIterator<Item = (Revision, &'a [PatchOperation])>,
     ) -> Result<Subscription, SubscribeError> {
         let pattern = Pattern::parse(pattern).map_err(SubscribeError::Pattern)?;
-        let capacity = options
-            .queue_capacity
-            .unwrap_or(self.config.queue_capacity);
+        let capacity = options.queue_capacity.unwrap_or(self.config.queue_capacity);
         let queue = Ring::with_config(RingConfig::new(capacity)).map_err(SubscribeError::Queue)?;
         let ttl = options.idle_ttl.unwrap_or(self.config.idle_ttl);
         if ttl.is_zero() {
@@ -655,6 +664,9 @@ impl<C: Clock + Send + Sync + 'static> Registry<C> {
                 subs.extend(list.subs.iter().cloned());
                 subs.push(shared.clone());
                 list.subs = subs.into();
+                // Under the lock, so a concurrent `set_capacity` either sees this
+                // subscription or set the capacity this reads.
+                self.scale_queue(&shared, list.queue_capacity);
             }
             list.published
         };
@@ -740,6 +752,17 @@ impl<C: Clock + Send + Sync + 'static> Registry<C> {
         }
     }
 
+    /// Sets `sub`'s queue to its share of `in_force` (out of the configured
+    /// capacity), and returns how many changes that dropped.
+    fn scale_queue(&self, sub: &Shared, in_force: usize) -> u64 {
+        let max = sub.queue.max_capacity();
+        let scaled = (max as u128 * in_force as u128 / self.config.queue_capacity as u128) as usize;
+        let before = sub.queue.metrics().dropped_oldest;
+        // Within `1..=max` by construction; an error would leave the capacity as is.
+        let _ = sub.queue.set_capacity(scaled.clamp(1, max));
+        sub.queue.metrics().dropped_oldest - before
+    }
+
     /// Ends every subscription as closed: receivers drain what is queued, then get
     /// [`RecvError::Closed`].
     fn close(&self) {
@@ -751,6 +774,33 @@ impl<C: Clock + Send + Sync + 'static> Registry<C> {
         for sub in subs.iter() {
             sub.end(End::Closed);
         }
+    }
+}
+
+/// The queues' capacity under memory pressure; see [`Subscriptions::queue_capacity`].
+impl<C: Clock + Send + Sync + 'static> SoftCapacity for Registry<C> {
+    fn capacity(&self) -> usize {
+        lock(&self.list).queue_capacity
+    }
+
+    fn max_capacity(&self) -> usize {
+        self.config.queue_capacity
+    }
+
+    fn set_capacity(&self, in_force: usize) -> Result<(), CapacityError> {
+        capacity::check(in_force, self.config.queue_capacity)?;
+        // Under the lock, so that calls apply in order and none misses a new
+        // subscription; it is held `O(n)`, but pressure changes are rare.
+        let mut list = lock(&self.list);
+        let dropped = list
+            .subs
+            .iter()
+            .map(|s| self.scale_queue(s, in_force))
+            .sum();
+        list.queue_capacity = in_force;
+        drop(list);
+        bump(&self.counters.lagged, dropped);
+        Ok(())
     }
 }
 
@@ -775,7 +825,10 @@ impl<C: Clock + Send + Sync + 'static> Subscriptions<C> {
     /// # Errors
     ///
     /// As [`SubscriptionConfig::validate`].
-    pub(crate) fn new(config: SubscriptionConfig, clock: C) -> Result<Self, SubscriptionConfigError> {
+    pub(crate) fn new(
+        config: SubscriptionConfig,
+        clock: C,
+    ) -> Result<Self, SubscriptionConfigError> {
         config.validate()?;
         let counters = Arc::new(Counters::default());
         let table = TtlTable::with_parts(
@@ -793,6 +846,7 @@ impl<C: Clock + Send + Sync + 'static> Subscriptions<C> {
                     subs: Arc::from(Vec::new()),
                     published: 0,
                     closed: false,
+                    queue_capacity: config.queue_capacity,
                 }),
                 next_id: AtomicU64::new(0),
                 counters,
@@ -876,6 +930,16 @@ impl<C: Clock + Send + Sync + 'static> Subscriptions<C> {
     /// A snapshot of the counters.
     pub(crate) fn metrics(&self) -> SubscriptionMetrics {
         self.inner.metrics()
+    }
+
+    /// The subscription queues' capacity as one [`SoftCapacity`], for the memory
+    /// manager's [`CapacityTargets`](crate::pressure::CapacityTargets): its maximum
+    /// is [`SubscriptionConfig::queue_capacity`], and setting it to `c` sets every
+    /// queue (present and future) to `c / queue_capacity` of its own capacity, at
+    /// least 1. Lowering it drops the oldest queued changes beyond the new
+    /// capacity, which their receivers learn as lag.
+    pub(crate) fn queue_capacity(&self) -> Arc<impl SoftCapacity + Send + Sync + 'static> {
+        self.inner.clone()
     }
 }
 

@@ -37,7 +37,8 @@ fn registry(config: SubscriptionConfig) -> (Subscriptions<Arc<ManualClock>>, Arc
 }
 
 fn live(subs: &Subscriptions<Arc<ManualClock>>, pattern: &str) -> Subscription {
-    subs.subscribe(pattern, SubscribeOptions::new(), None).unwrap()
+    subs.subscribe(pattern, SubscribeOptions::new(), None)
+        .unwrap()
 }
 
 #[test]
@@ -55,7 +56,11 @@ fn a_change_carries_only_the_matching_operations() {
     let change = user.try_recv().unwrap().unwrap();
     assert_eq!(change.revision, Revision(1));
     assert_eq!(change.ops, [ops[0].clone()]);
-    assert_eq!(user.try_recv(), Ok(None), "/other and /username do not match");
+    assert_eq!(
+        user.try_recv(),
+        Ok(None),
+        "/other and /username do not match"
+    );
     assert_eq!(all.try_recv().unwrap().unwrap().ops, ops[..2]);
     assert_eq!(all.try_recv().unwrap().unwrap().revision, Revision(2));
     assert_eq!(all.last_revision(), Revision(2));
@@ -77,8 +82,9 @@ fn a_live_subscription_starts_after_the_last_published_revision() {
 #[test]
 fn backlog_then_live_changes_each_exactly_once_in_order() {
     let (subs, _) = registry(SubscriptionConfig::new());
-    let history: Vec<(Revision, Vec<PatchOperation>)> =
-        (1..=5).map(|r| (Revision(r), vec![replace("/a", r)])).collect();
+    let history: Vec<(Revision, Vec<PatchOperation>)> = (1..=5)
+        .map(|r| (Revision(r), vec![replace("/a", r)]))
+        .collect();
     for (r, ops) in &history[..4] {
         subs.publish(*r, ops);
     }
@@ -161,7 +167,10 @@ fn a_lag_before_anything_was_received_resumes_from_the_start() {
             resume: Revision(10)
         }
     );
-    assert!(lag.to_string().contains("resume after revision r10"), "{lag}");
+    assert!(
+        lag.to_string().contains("resume after revision r10"),
+        "{lag}"
+    );
 }
 
 #[test]
@@ -276,7 +285,13 @@ fn the_cap_refuses_more_subscriptions_until_one_ends() {
     let _d = live(&subs, "/d");
     let m = subs.metrics();
     assert_eq!(
-        (m.subscribed, m.rejected, m.unsubscribed, m.expired, m.active),
+        (
+            m.subscribed,
+            m.rejected,
+            m.unsubscribed,
+            m.expired,
+            m.active
+        ),
         (4, 1, 1, 2, 1)
     );
 }
@@ -307,7 +322,11 @@ fn bad_patterns_and_options_are_typed_errors() {
 #[test]
 fn config_errors_are_typed() {
     let clock = Arc::new(ManualClock::default());
-    let new = |config| Subscriptions::new(config, clock.clone()).map(|_| ()).unwrap_err();
+    let new = |config| {
+        Subscriptions::new(config, clock.clone())
+            .map(|_| ())
+            .unwrap_err()
+    };
     assert_eq!(
         new(SubscriptionConfig::new().with_max_subscriptions(0)),
         SubscriptionConfigError::Table(table::ConfigError::ZeroCapacity)
@@ -352,7 +371,10 @@ fn closing_the_store_delivers_what_was_queued_first() {
     assert!(sub.is_closed());
     assert_eq!(sub.recv().unwrap().revision, Revision(1));
     assert_eq!(sub.recv(), Err(RecvError::Closed));
-    assert_eq!(sub.recv_timeout(Duration::from_secs(60)), Err(RecvError::Closed));
+    assert_eq!(
+        sub.recv_timeout(Duration::from_secs(60)),
+        Err(RecvError::Closed)
+    );
 }
 
 #[test]
@@ -394,7 +416,10 @@ fn an_async_receiver_gets_the_change_kept_back_by_a_lag_report() {
     subs.publish(Revision(2), &[replace("/a", 2)]);
     let lag = executor::block_on(sub.recv_async());
     assert!(matches!(lag, Err(RecvError::Lagged { skipped: 1, .. })));
-    assert_eq!(executor::block_on(sub.recv_async()).unwrap().revision, Revision(2));
+    assert_eq!(
+        executor::block_on(sub.recv_async()).unwrap().revision,
+        Revision(2)
+    );
 }
 
 #[test]
@@ -408,10 +433,59 @@ fn unsubscribing_forgets_the_subscription() {
     assert_eq!((m.active, m.unsubscribed, m.delivered), (1, 1, 1));
 }
 
+#[test]
+fn queues_shrink_under_memory_pressure_and_recover() {
+    use crate::pressure::{CapacityTargets, PressureLevel};
+    let (subs, _) = registry(SubscriptionConfig::new().with_queue_capacity(8));
+    let mut full = live(&subs, "/a");
+    let mut half = subs
+        .subscribe("/a", SubscribeOptions::new().with_queue_capacity(4), None)
+        .unwrap();
+    for r in 1..=4 {
+        subs.publish(Revision(r), &[replace("/a", r)]);
+    }
+    let queues = subs.queue_capacity();
+    let mut targets = CapacityTargets::new();
+    targets.register(&queues);
+    targets.apply(PressureLevel::Critical); // 25 %
+    assert_eq!((full.capacity(), half.capacity()), (2, 1));
+    let newcomer = live(&subs, "/a");
+    assert_eq!(
+        newcomer.capacity(),
+        2,
+        "new queues start at the reduced size"
+    );
+    // What the shrink dropped is reported as lag.
+    assert_eq!(
+        full.try_recv(),
+        Err(RecvError::Lagged {
+            skipped: 2,
+            resume: Revision(0)
+        })
+    );
+    assert_eq!(full.try_recv().unwrap().unwrap().revision, Revision(3));
+    assert!(matches!(
+        half.try_recv(),
+        Err(RecvError::Lagged { skipped: 3, .. })
+    ));
+    assert_eq!(half.try_recv().unwrap().unwrap().revision, Revision(4));
+    assert_eq!(subs.metrics().lagged, 2 + 3);
+    targets.apply(PressureLevel::Normal);
+    assert_eq!(
+        (full.capacity(), half.capacity(), newcomer.capacity()),
+        (8, 4, 8)
+    );
+    assert_eq!(queues.set_capacity(0), Err(CapacityError::Zero));
+    assert_eq!(queues.max_capacity(), 8);
+}
+
+/// What a callback receives.
+type Event = Result<Change, RecvError>;
+
 /// Collects what a callback receives, and signals each call.
 fn recorder() -> (
     impl FnMut(Result<Change, RecvError>) + Send + 'static,
-    mpsc::Receiver<Result<Change, RecvError>>,
+    mpsc::Receiver<Event>,
 ) {
     let (tx, rx) = mpsc::channel();
     (move |event| drop(tx.send(event)), rx)
@@ -429,8 +503,14 @@ fn a_callback_gets_each_change_then_the_end() {
     subs.publish(Revision(1), &[replace("/a", 1)]);
     subs.publish(Revision(2), &[replace("/b", 2)]);
     subs.publish(Revision(3), &[replace("/a", 3)]);
-    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().revision, Revision(1));
-    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().revision, Revision(3));
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap().unwrap().revision,
+        Revision(1)
+    );
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap().unwrap().revision,
+        Revision(3)
+    );
     drop(subs);
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), Err(RecvError::Closed));
     // The thread ended and dropped the callback, and with it the sender.
@@ -461,13 +541,23 @@ fn a_panicking_callback_is_isolated_and_its_subscription_closed() {
         .subscribe_with("/a", SubscribeOptions::new(), None, callback)
         .unwrap();
     subs.publish(Revision(1), &[replace("/a", 1)]);
-    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().revision, Revision(1));
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap().unwrap().revision,
+        Revision(1)
+    );
     assert!(panicked(&bad));
     bad.unsubscribe(); // joins the thread, which has ended after the panic
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     subs.publish(Revision(2), &[replace("/a", 2)]);
-    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().revision, Revision(2));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "not called after its panic");
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap().unwrap().revision,
+        Revision(2)
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "not called after its panic"
+    );
     let m = subs.metrics();
     assert_eq!((m.callback_panics, m.active), (1, 1));
 }
@@ -565,14 +655,20 @@ fn a_waiting_callback_is_not_expired() {
     // Once its thread sleeps in the queue's wait, its TTL is suspended.
     let deadline = std::time::Instant::now() + WAIT;
     while handle.shared.queue.metrics().consumers_waiting == 0 {
-        assert!(std::time::Instant::now() < deadline, "the thread never waited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the thread never waited"
+        );
         thread::yield_now();
     }
     clock.advance(1_000);
     assert_eq!(subs.sweep(), 0, "a waiting callback is active");
     assert_eq!(subs.metrics().active, 1);
     subs.publish(Revision(2), &[replace("/a", 2)]);
-    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().revision, Revision(2));
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap().unwrap().revision,
+        Revision(2)
+    );
 }
 
 /// What one subscriber of the stress test checks: every matching revision after
@@ -610,7 +706,10 @@ impl Expect {
                 // After a lag report too: `skipped` counts exactly the matching
                 // revisions dropped.
                 assert_eq!(r, self.next, "missed or repeated a revision");
-                assert_eq!(change.ops, [replace(&alloc::format!("/k{}", self.residue), r)]);
+                assert_eq!(
+                    change.ops,
+                    [replace(&alloc::format!("/k{}", self.residue), r)]
+                );
                 self.lagged = false;
                 self.last = change.revision;
                 self.next = r + MODULUS;
@@ -628,14 +727,21 @@ impl Expect {
     }
 }
 
+type History = Vec<(Revision, Vec<PatchOperation>)>;
+
 #[test]
 fn subscribing_and_unsubscribing_while_publishing_delivers_each_change_once() {
-    const REVISIONS: u64 = if cfg!(debug_assertions) { 3_000 } else { 30_000 };
+    const REVISIONS: u64 = if cfg!(debug_assertions) {
+        3_000
+    } else {
+        30_000
+    };
     let config = SubscriptionConfig::new()
         .with_queue_capacity(8)
         .with_max_subscriptions(64);
     let subs = Arc::new(Subscriptions::new(config, MonotonicClock::new()).unwrap());
-    let history: Arc<RwLock<Vec<(Revision, Vec<PatchOperation>)>>> = Arc::default();
+    // The store's history: appended under the write lock, then published.
+    let history: Arc<RwLock<History>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
 
     // One long-lived subscriber from revision 0, receiving until the store closes.
@@ -677,7 +783,9 @@ fn subscribing_and_unsubscribing_while_publishing_delivers_each_change_once() {
                         let sub = subs.subscribe(&pattern, options, backlog).unwrap();
                         (sub, Revision(from as u64))
                     } else {
-                        let sub = subs.subscribe(&pattern, SubscribeOptions::new(), None).unwrap();
+                        let sub = subs
+                            .subscribe(&pattern, SubscribeOptions::new(), None)
+                            .unwrap();
                         let start = sub.last_revision();
                         (sub, start)
                     };
