@@ -343,23 +343,50 @@ fn config_errors_are_typed() {
     assert!(err.to_string().starts_with("subscription queue: "));
 }
 
-#[test]
-fn a_blocked_receiver_is_woken_by_a_publish_and_by_the_store_closing() {
+/// Spins until `shared`'s receiver sleeps in its queue's wait.
+fn wait_until_waiting(shared: &Shared) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while shared.queue.metrics().consumers_waiting == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver never waited"
+        );
+        thread::yield_now();
+    }
+}
+
+/// A receiver, calling `receive` on its own thread, sleeps until a publish wakes it,
+/// then until the store closing does.
+fn woken_by_a_publish_and_by_the_store_closing(receive: fn(&mut Subscription) -> Event) {
     let subs = Subscriptions::new(SubscriptionConfig::new(), MonotonicClock::new()).unwrap();
     let mut sub = subs.subscribe("/a", SubscribeOptions::new(), None).unwrap();
+    let shared = sub.shared.clone();
     let (tx, rx) = mpsc::channel();
     let receiver = thread::spawn(move || {
-        tx.send(()).unwrap();
-        let first = sub.recv();
-        let second = sub.recv();
-        (first, second)
+        for _ in 0..2 {
+            tx.send(receive(&mut sub)).unwrap();
+        }
     });
-    rx.recv().unwrap();
+    wait_until_waiting(&shared);
     subs.publish(Revision(1), &[replace("/a", 1)]);
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap().unwrap().revision,
+        Revision(1)
+    );
+    wait_until_waiting(&shared);
     drop(subs);
-    let (first, second) = receiver.join().unwrap();
-    assert_eq!(first.unwrap().revision, Revision(1));
-    assert_eq!(second, Err(RecvError::Closed));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Err(RecvError::Closed));
+    receiver.join().unwrap();
+}
+
+#[test]
+fn a_blocked_receiver_is_woken_by_a_publish_and_by_the_store_closing() {
+    woken_by_a_publish_and_by_the_store_closing(Subscription::recv);
+}
+
+#[test]
+fn an_async_receiver_is_woken_by_a_publish_and_by_the_store_closing() {
+    woken_by_a_publish_and_by_the_store_closing(|sub| executor::block_on(sub.recv_async()));
 }
 
 #[test]
@@ -385,27 +412,6 @@ fn recv_timeout_returns_none_when_nothing_arrives() {
     subs.publish(Revision(1), &[replace("/a", 1)]);
     let change = sub.recv_timeout(Duration::from_millis(1)).unwrap().unwrap();
     assert_eq!(change.revision, Revision(1));
-}
-
-#[test]
-fn an_async_receiver_is_woken_by_a_publish_and_by_the_store_closing() {
-    let subs = Subscriptions::new(SubscriptionConfig::new(), MonotonicClock::new()).unwrap();
-    let mut sub = subs.subscribe("/a", SubscribeOptions::new(), None).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let receiver = thread::spawn(move || {
-        executor::block_on(async move {
-            tx.send(()).unwrap();
-            let first = sub.recv_async().await;
-            let second = sub.recv_async().await;
-            (first, second)
-        })
-    });
-    rx.recv().unwrap();
-    subs.publish(Revision(1), &[replace("/a", 1)]);
-    drop(subs);
-    let (first, second) = receiver.join().unwrap();
-    assert_eq!(first.unwrap().revision, Revision(1));
-    assert_eq!(second, Err(RecvError::Closed));
 }
 
 #[test]
@@ -653,14 +659,7 @@ fn a_waiting_callback_is_not_expired() {
     subs.publish(Revision(1), &[replace("/a", 1)]);
     assert!(rx.recv_timeout(WAIT).unwrap().is_ok());
     // Once its thread sleeps in the queue's wait, its TTL is suspended.
-    let deadline = std::time::Instant::now() + WAIT;
-    while handle.shared.queue.metrics().consumers_waiting == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the thread never waited"
-        );
-        thread::yield_now();
-    }
+    wait_until_waiting(&handle.shared);
     clock.advance(1_000);
     assert_eq!(subs.sweep(), 0, "a waiting callback is active");
     assert_eq!(subs.metrics().active, 1);
