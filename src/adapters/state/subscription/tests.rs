@@ -42,6 +42,17 @@ fn live(subs: &Subscriptions<Arc<ManualClock>>, pattern: &str) -> Subscription {
 }
 
 #[test]
+fn handles_and_errors_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Subscription>();
+    send_sync::<CallbackSubscription>();
+    send_sync::<Change>();
+    send_sync::<RecvError>();
+    send_sync::<SubscribeError>();
+    send_sync::<Subscriptions<MonotonicClock>>();
+}
+
+#[test]
 fn a_change_carries_only_the_matching_operations() {
     let (subs, _) = registry(SubscriptionConfig::new());
     let mut user = live(&subs, "/user");
