@@ -315,7 +315,8 @@ pub enum RecvError {
         /// Changes dropped (an upper bound if the store's history had a gap when the
         /// subscription started).
         skipped: u64,
-        /// The revision to resume from: nothing after it has been missed before it.
+        /// The revision to resume from: the store's changes after it include
+        /// every change this subscription missed.
         resume: Revision,
     },
     /// The subscription is closed (the store was dropped, or the subscription was
@@ -567,12 +568,13 @@ impl<C: Clock + Send + Sync + 'static> Hub for Registry<C> {
     }
 
     fn expire(&self, sub: &Shared) {
-        // Through the table, whose hook ends it as expired and counts it; if a
-        // sweep took the entry first, its hook does (or did) the same.
-        if self.table.remove(&sub.id).is_none() && sub.end(End::Expired) {
+        // The table's hook may end it first (the entry has expired); whichever
+        // call ends it counts it.
+        self.table.remove(&sub.id);
+        if sub.end(End::Expired) {
             bump(&self.counters.expired, 1);
         }
-        self.forget(sub.id);
+        self.forget(Some(sub.id));
     }
 
     fn unsubscribe(&self, sub: &Shared) {
@@ -580,7 +582,7 @@ impl<C: Clock + Send + Sync + 'static> Hub for Registry<C> {
             bump(&self.counters.unsubscribed, 1);
         }
         self.table.remove(&sub.id);
-        self.forget(sub.id);
+        self.forget(Some(sub.id));
     }
 
     fn note_panic(&self) {
@@ -590,19 +592,11 @@ impl<C: Clock + Send + Sync + 'static> Hub for Registry<C> {
 
 impl<C: Clock + Send + Sync + 'static> Registry<C> {
     /// Removes subscription `id` and every ended one from the writer's list.
-    fn forget(&self, id: u64) {
+    fn forget(&self, id: Option<u64>) {
+        let gone = |s: &Arc<Shared>| Some(s.id) == id || s.ended() != End::Open;
         let mut list = lock(&self.list);
-        if list
-            .subs
-            .iter()
-            .any(|s| s.id == id || s.ended() != End::Open)
-        {
-            list.subs = list
-                .subs
-                .iter()
-                .filter(|s| s.id != id && s.ended() == End::Open)
-                .cloned()
-                .collect();
+        if list.subs.iter().any(gone) {
+            list.subs = list.subs.iter().filter(|s| !gone(s)).cloned().collect();
         }
     }
 
@@ -620,10 +614,13 @@ impl<C: Clock + Send + Sync + 'static> Registry<C> {
     }
 
     fn sweep(&self) -> usize {
-        let slots = self.table.max_capacity() + self.table.max_capacity() / 7 + 1;
-        let removed = self.table.sweep(self.table.clock().now(), slots).removed;
+        // A budget above the slot count visits every slot once.
+        let removed = self
+            .table
+            .sweep(self.table.clock().now(), usize::MAX)
+            .removed;
         if removed > 0 {
-            self.forget(u64::MAX);
+            self.forget(None);
         }
         removed
     }
@@ -757,9 +754,13 @@ impl<C: Clock + Send + Sync + 'static> Registry<C> {
     fn scale_queue(&self, sub: &Shared, in_force: usize) -> u64 {
         let max = sub.queue.max_capacity();
         let scaled = (max as u128 * in_force as u128 / self.config.queue_capacity as u128) as usize;
+        let scaled = scaled.clamp(1, max);
+        if scaled == sub.queue.capacity() {
+            return 0;
+        }
         let before = sub.queue.metrics().dropped_oldest;
         // Within `1..=max` by construction; an error would leave the capacity as is.
-        let _ = sub.queue.set_capacity(scaled.clamp(1, max));
+        let _ = sub.queue.set_capacity(scaled);
         sub.queue.metrics().dropped_oldest - before
     }
 
