@@ -1105,7 +1105,9 @@ impl Subscription {
     }
 
     /// Ends the subscription now (as dropping it does).
-    pub fn unsubscribe(self) {}
+    pub fn unsubscribe(self) {
+        drop(self);
+    }
 
     /// What every receive starts with: the change kept back by a lag report, if
     /// any, and the activity that restarts the TTL (or the discovery that it ran
