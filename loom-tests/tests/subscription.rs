@@ -8,7 +8,7 @@
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use membound::ring::{Closed, Ring};
+use membound::ring::Ring;
 use membound_loom_tests::model_bounded;
 
 /// A queued change: its sequence number, and a count of drops shared by all.
@@ -18,6 +18,26 @@ impl Drop for Change {
     fn drop(&mut self) {
         self.1.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The writer: force-pushes changes `0..changes` (dropping what is evicted or
+/// refused), then closes the queue if `then_close`, as the store closing does.
+fn spawn_writer(
+    queue: &Arc<Ring<Change>>,
+    drops: &Arc<AtomicU32>,
+    changes: u32,
+    then_close: bool,
+) -> thread::JoinHandle<()> {
+    let queue = queue.clone();
+    let drops = drops.clone();
+    thread::spawn(move || {
+        for seq in 0..changes {
+            drop(queue.force_push(Change(seq, drops.clone())));
+        }
+        if then_close {
+            queue.close();
+        }
+    })
 }
 
 /// Receives until the queue is closed; checks the sequence numbers only grow (no
@@ -40,16 +60,7 @@ fn unsubscribe_racing_a_delivery_wakes_the_receiver_and_drops_each_change_once()
     model_bounded(2, || {
         let drops = Arc::new(AtomicU32::new(0));
         let queue = Arc::new(Ring::new(1).unwrap());
-        let writer = {
-            let queue = queue.clone();
-            let drops = drops.clone();
-            thread::spawn(move || {
-                for seq in 0..2 {
-                    // Evicted or refused changes are dropped here.
-                    drop(queue.force_push(Change(seq, drops.clone())));
-                }
-            })
-        };
+        let writer = spawn_writer(&queue, &drops, 2, false);
         let receiver = {
             let queue = queue.clone();
             thread::spawn(move || receive_all(&queue))
@@ -73,19 +84,7 @@ fn the_newest_change_survives_an_overflow_racing_the_receiver() {
     model_bounded(3, || {
         let drops = Arc::new(AtomicU32::new(0));
         let queue = Arc::new(Ring::new(1).unwrap());
-        let writer = {
-            let queue = queue.clone();
-            let drops = drops.clone();
-            thread::spawn(move || {
-                for seq in 0..3 {
-                    match queue.force_push(Change(seq, drops.clone())) {
-                        Ok(evicted) => drop(evicted),
-                        Err(Closed(_)) => unreachable!("closed only after the writer"),
-                    }
-                }
-                queue.close();
-            })
-        };
+        let writer = spawn_writer(&queue, &drops, 3, true);
         assert_eq!(receive_all(&queue), Some(2));
         writer.join().unwrap();
         assert_eq!(drops.load(Ordering::Relaxed), 3);

@@ -36,6 +36,9 @@ fn registry(config: SubscriptionConfig) -> (Subscriptions<Arc<ManualClock>>, Arc
     (Subscriptions::new(config, clock.clone()).unwrap(), clock)
 }
 
+/// The idle TTL of the expiry tests: 100 ticks of the manual clock.
+const TTL: Duration = Duration::from_millis(100);
+
 fn live(subs: &Subscriptions<Arc<ManualClock>>, pattern: &str) -> Subscription {
     subs.subscribe(pattern, SubscribeOptions::new(), None)
         .unwrap()
@@ -186,8 +189,7 @@ fn a_lag_before_anything_was_received_resumes_from_the_start() {
 
 #[test]
 fn an_active_subscriber_is_not_expired_and_an_idle_one_is() {
-    let ttl = Duration::from_millis(100);
-    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(ttl));
+    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(TTL));
     let mut active = live(&subs, "/a");
     let mut idle = live(&subs, "/a");
     for r in 1..=10 {
@@ -207,8 +209,7 @@ fn an_active_subscriber_is_not_expired_and_an_idle_one_is() {
 
 #[test]
 fn publishing_to_a_subscriber_is_not_activity() {
-    let ttl = Duration::from_millis(100);
-    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(ttl));
+    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(TTL));
     let mut sub = live(&subs, "/a");
     clock.advance(50);
     subs.publish(Revision(1), &[replace("/a", 1)]);
@@ -219,8 +220,7 @@ fn publishing_to_a_subscriber_is_not_activity() {
 
 #[test]
 fn a_receiver_finds_its_expiry_before_any_sweep() {
-    let ttl = Duration::from_millis(100);
-    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(ttl));
+    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(TTL));
     let mut sub = subs
         .subscribe(
             "/a",
@@ -236,19 +236,22 @@ fn a_receiver_finds_its_expiry_before_any_sweep() {
     assert_eq!(subs.sweep(), 0, "already gone");
 }
 
+/// Polls `fut` once, with a waker that does nothing.
+fn poll_once(fut: Pin<&mut RecvFuture<'_>>) -> Poll<Event> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
 #[test]
 fn a_receiver_waiting_counts_as_active_and_its_ttl_restarts_after() {
-    let ttl = Duration::from_millis(100);
-    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(ttl));
+    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(TTL));
     let mut sub = live(&subs, "/a");
     {
         let mut fut = pin!(sub.recv_async());
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert!(poll_once(fut.as_mut()).is_pending());
         clock.advance(1_000);
         assert_eq!(subs.sweep(), 0, "a waiting receiver is active");
         subs.publish(Revision(1), &[replace("/a", 1)]);
-        match fut.as_mut().poll(&mut cx) {
+        match poll_once(fut.as_mut()) {
             Poll::Ready(Ok(change)) => assert_eq!(change.revision, Revision(1)),
             other => panic!("{other:?}"),
         }
@@ -261,13 +264,11 @@ fn a_receiver_waiting_counts_as_active_and_its_ttl_restarts_after() {
 
 #[test]
 fn a_dropped_pending_future_restarts_the_ttl() {
-    let ttl = Duration::from_millis(100);
-    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(ttl));
+    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(TTL));
     let mut sub = live(&subs, "/a");
     {
         let mut fut = pin!(sub.recv_async());
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert!(poll_once(fut.as_mut()).is_pending());
         clock.advance(500);
     }
     clock.advance(100);
@@ -277,10 +278,9 @@ fn a_dropped_pending_future_restarts_the_ttl() {
 
 #[test]
 fn the_cap_refuses_more_subscriptions_until_one_ends() {
-    let ttl = Duration::from_millis(100);
     let config = SubscriptionConfig::new()
         .with_max_subscriptions(2)
-        .with_idle_ttl(ttl);
+        .with_idle_ttl(TTL);
     let (subs, clock) = registry(config);
     let a = live(&subs, "/a");
     let _b = live(&subs, "/b");
@@ -632,8 +632,7 @@ fn a_callback_may_subscribe_and_unsubscribe_without_deadlocking() {
 
 #[test]
 fn a_stuck_callback_expires_its_subscription() {
-    let ttl = Duration::from_millis(100);
-    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(ttl));
+    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(TTL));
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let (callback, rx) = recorder();
@@ -660,8 +659,7 @@ fn a_stuck_callback_expires_its_subscription() {
 
 #[test]
 fn a_waiting_callback_is_not_expired() {
-    let ttl = Duration::from_millis(100);
-    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(ttl));
+    let (subs, clock) = registry(SubscriptionConfig::new().with_idle_ttl(TTL));
     let (callback, rx) = recorder();
     let handle = subs
         .subscribe_with("/a", SubscribeOptions::new(), None, callback)
