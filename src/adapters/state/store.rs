@@ -1,0 +1,998 @@
+//! The sharded store: the document, its revision, its history, its limits.
+
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::hash::BuildHasher;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use json_patch::jsonptr::Pointer;
+use json_patch::PatchOperation;
+use serde_json::{Map, Value};
+
+use super::config::StateConfig;
+use super::error::{HistoryError, Limit, LimitExceeded, StateConfigError, StateError};
+use super::history::{Backlog, Change, History};
+use super::ops::{self, Run};
+use super::txn::{Txn, TxnTable};
+use super::Revision;
+use crate::clock::{Clock, MonotonicClock};
+use crate::pressure::PressureLevel;
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
+
+type KeyHasher = foldhash::fast::RandomState;
+
+/// One shard: the top-level members whose keys hash to it.
+#[derive(Debug, Default)]
+pub(crate) struct Shard {
+    entries: HashMap<String, Value, KeyHasher>,
+    /// The revision of the last patch that wrote to this shard (transactions compare
+    /// it with the one they read).
+    pub(crate) revision: u64,
+}
+
+/// What the sequencer lock guards: the order of commits.
+#[derive(Debug)]
+struct Sequencer {
+    history: History,
+    applied: u64,
+}
+
+/// Rejections by cause, and transaction outcomes.
+#[derive(Debug, Default)]
+struct Counters {
+    invalid: AtomicU64,
+    failed: AtomicU64,
+    limit: AtomicU64,
+    conflicts: AtomicU64,
+    refused: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, error: &StateError) {
+        let counter = match error {
+            StateError::InvalidPatch(_) | StateError::InvalidPointer(_) => &self.invalid,
+            StateError::Patch { .. } | StateError::RootNotObject { .. } => &self.failed,
+            StateError::Limit(_) | StateError::TxnTooLarge { .. } => &self.limit,
+            StateError::Conflict { .. } => &self.conflicts,
+            // Counted by the transaction table, which saw it expire.
+            StateError::TxnExpired => return,
+            StateError::TooManyTxns { .. } | StateError::CriticalPressure => &self.refused,
+            StateError::RevisionBehind { .. } | StateError::InvalidSnapshot(_) => &self.invalid,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the store's counters, for monitoring.
+///
+/// Read counter by counter while writers run, so only approximately consistent then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StateMetrics {
+    /// The current revision.
+    pub revision: Revision,
+    /// Patches applied (transactions' commits included) since the store was built.
+    pub patches_applied: u64,
+    /// Patches that were not JSON patches, pointers that did not parse, imports
+    /// refused.
+    pub rejected_invalid: u64,
+    /// Patches with a failing operation (including a root made a non-object).
+    pub rejected_failed: u64,
+    /// Patches and transactions over a limit.
+    pub rejected_limit: u64,
+    /// Transaction commits refused for a conflict.
+    pub conflicts: u64,
+    /// Transactions found expired (by a sweep or by their own next call).
+    pub txn_expired: u64,
+    /// `begin` calls refused: too many open, or critical pressure.
+    pub txn_refused: u64,
+    /// Transactions committed.
+    pub txn_commits: u64,
+    /// Transactions open (including expired ones no sweep has removed yet).
+    pub open_txns: usize,
+    /// The document's size as compact JSON.
+    pub document_bytes: usize,
+    /// Its top-level members.
+    pub top_level_keys: usize,
+    /// Patches the history holds.
+    pub history_entries: usize,
+    /// Their size as compact JSON.
+    pub history_bytes: usize,
+    /// The oldest revision [`changes_since`](StateStore::changes_since) answers.
+    pub history_oldest: Revision,
+    /// The pressure level last reported through
+    /// [`on_pressure`](StateStore::on_pressure).
+    pub pressure: PressureLevel,
+}
+
+/// A document with its revision, as [`StateStore::export`] gives and
+/// [`StateStore::import`] takes.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::state::{Revision, StateSnapshot};
+/// use serde_json::json;
+///
+/// let saved = StateSnapshot { revision: Revision(7), document: json!({"a": 1}) };
+/// let text = saved.to_json().to_string();
+/// assert_eq!(text, r#"{"document":{"a":1},"revision":7}"#);
+/// let loaded = StateSnapshot::from_json(serde_json::from_str(&text)?)?;
+/// assert_eq!(loaded, saved);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateSnapshot {
+    /// The revision the document is at.
+    pub revision: Revision,
+    /// The document: an object.
+    pub document: Value,
+}
+
+impl StateSnapshot {
+    /// `{"revision": n, "document": {...}}`.
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("revision".into(), Value::from(self.revision.0));
+        out.insert("document".into(), self.document.clone());
+        Value::Object(out)
+    }
+
+    /// Reads what [`to_json`](Self::to_json) wrote.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::InvalidSnapshot`] when `value` has no unsigned `revision` or no
+    /// object `document`.
+    pub fn from_json(value: Value) -> Result<Self, StateError> {
+        let Value::Object(mut members) = value else {
+            return Err(StateError::InvalidSnapshot("not an object".into()));
+        };
+        let revision = members
+            .get("revision")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| StateError::InvalidSnapshot("no unsigned `revision`".into()))?;
+        match members.remove("document") {
+            Some(document @ Value::Object(_)) => Ok(Self {
+                revision: Revision(revision),
+                document,
+            }),
+            _ => Err(StateError::InvalidSnapshot("no object `document`".into())),
+        }
+    }
+}
+
+/// The versioned JSON state store: one document (its root an object) updated by
+/// RFC 6902 patches, sharded by top-level key, with a bounded history of forward
+/// patches and optimistic transactions.
+///
+/// # Consistency
+///
+/// - **Writes** lock the shards of every top-level key they touch (all shards for an
+///   operation on the root `""`) in ascending shard order, apply all operations or
+///   none, and take the next revision while still holding them, under a short
+///   sequencer lock that also appends the history. Revisions, the history and the
+///   commit notifications are therefore in one total order, and writers to keys on
+///   different shards run in parallel up to that sequencer step.
+/// - [`snapshot`](Self::snapshot) and [`export`](Self::export) read-lock every shard:
+///   they see exactly the patches up to the revision they return, never part of one.
+///   They hold writers off while they copy.
+/// - [`get`](Self::get) read-locks one shard: it sees the value under one top-level
+///   key as of some revision (never a half-applied patch), but two `get`s of keys on
+///   different shards may see different revisions.
+///
+/// # Cost
+///
+/// A patch costs the size of the values it writes, removes or copies (they are
+/// measured for the size limits), plus its own size twice (the size check and the
+/// history's copy); never the document's size, except operations on the root.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::state::{Revision, StateStore};
+/// use serde_json::json;
+///
+/// let store = StateStore::new(Default::default())?;
+/// let r1 = store.apply_json(r#"[{"op":"add","path":"/user","value":{"name":"Ada"}}]"#)?;
+/// let r2 = store.apply_json(r#"[
+///     {"op":"test","path":"/user/name","value":"Ada"},
+///     {"op":"add","path":"/todos","value":["write the store"]},
+///     {"op":"copy","from":"/user/name","path":"/owner"}
+/// ]"#)?;
+/// assert_eq!((r1, r2), (Revision(1), Revision(2)));
+/// assert_eq!(store.get("/todos/0")?, Some(json!("write the store")));
+///
+/// // A failing operation leaves everything as it was.
+/// let failed = store.apply_json(r#"[
+///     {"op":"remove","path":"/owner"},
+///     {"op":"test","path":"/user/name","value":"Grace"}
+/// ]"#);
+/// assert!(failed.is_err());
+/// assert_eq!(store.snapshot(), (Revision(2), json!({
+///     "user": {"name": "Ada"}, "todos": ["write the store"], "owner": "Ada"
+/// })));
+///
+/// // The history answers "what changed since revision 1?".
+/// let changes = store.changes_since(Revision(1))?;
+/// assert_eq!(changes.len(), 1);
+/// assert_eq!(changes[0].revision, Revision(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct StateStore<C: Clock = MonotonicClock> {
+    config: StateConfig,
+    /// `shards.len() - 1`; the shard count is a power of two.
+    mask: usize,
+    /// Picks a top-level key's shard.
+    hasher: KeyHasher,
+    shards: Box<[RwLock<Shard>]>,
+    /// Taken, after a writer's shard locks, to number and record a commit.
+    sequencer: Mutex<Sequencer>,
+    /// The last committed revision; stored under the sequencer lock and the
+    /// committing writer's shard locks.
+    revision: AtomicU64,
+    /// The document's size account: the sum of [`ops::member_len`] over top-level
+    /// members. Changed only under the shard locks of the members concerned, by
+    /// atomic reservations that respect the limit.
+    members_bytes: AtomicU64,
+    /// Top-level members, reserved like `members_bytes`.
+    top_keys: AtomicU64,
+    pressure: AtomicU8,
+    clock: Arc<C>,
+    pub(crate) txns: TxnTable<C>,
+    counters: Counters,
+}
+
+impl<C: Clock> core::fmt::Debug for StateStore<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("config", &self.config)
+            .field("revision", &self.revision())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateStore<MonotonicClock> {
+    /// An empty store (`{}` at revision 0) on the monotonic clock.
+    ///
+    /// # Errors
+    ///
+    /// [`StateConfigError`] if `config` cannot work.
+    pub fn new(config: StateConfig) -> Result<Self, StateConfigError> {
+        Self::with_clock(config, MonotonicClock::new())
+    }
+}
+
+/// The member bytes and count of a whole document (its size account).
+fn account(members: &Map<String, Value>) -> (usize, usize) {
+    let bytes = members.iter().map(|(k, v)| ops::member_len(k, v)).sum();
+    (bytes, members.len())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Our code does not panic while holding a lock; if a caller's allocator did,
+    // the state behind it is still whole (patches are applied to a working copy of
+    // the touched members and swapped in after), so carry on.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// The shards a patch needs, and whether it needs them all.
+pub(crate) struct Plan<'p> {
+    /// Every shard touched, ascending, deduplicated (empty when `all`).
+    pub(crate) shards: Vec<usize>,
+    /// Top-level keys touched, decoded, deduplicated (empty when `all`).
+    keys: Vec<Cow<'p, str>>,
+    /// A pointer is the root: the patch needs every shard.
+    pub(crate) all: bool,
+    /// Shards written (for their revisions), ascending (empty when `all`).
+    written: Vec<usize>,
+}
+
+impl<C: Clock> StateStore<C> {
+    /// An empty store on `clock`: tests pass a
+    /// [`ManualClock`](crate::clock::ManualClock) (in an `Arc` to keep a handle).
+    ///
+    /// # Errors
+    ///
+    /// [`StateConfigError`] if `config` cannot work.
+    pub fn with_clock(config: StateConfig, clock: C) -> Result<Self, StateConfigError> {
+        config.validate()?;
+        let clock = Arc::new(clock);
+        let age = clock.ticks_for(config.history.age).max(1);
+        let txns = TxnTable::new(&config.txn, clock.clone())?;
+        Ok(Self {
+            mask: config.shards - 1,
+            hasher: KeyHasher::default(),
+            shards: (0..config.shards).map(|_| RwLock::default()).collect(),
+            sequencer: Mutex::new(Sequencer {
+                history: History::new(config.history, age),
+                applied: 0,
+            }),
+            revision: AtomicU64::new(0),
+            members_bytes: AtomicU64::new(0),
+            top_keys: AtomicU64::new(0),
+            pressure: AtomicU8::new(PressureLevel::Normal as u8),
+            clock,
+            txns,
+            counters: Counters::default(),
+            config,
+        })
+    }
+
+    /// The configuration the store was built with.
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The last committed revision.
+    pub fn revision(&self) -> Revision {
+        Revision(self.revision.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn shard_of(&self, key: &str) -> usize {
+        // Truncating the hash is intended: the mask keeps its low bits.
+        (self.hasher.hash_one(key) as usize) & self.mask
+    }
+
+    /// Applies an RFC 6902 patch atomically: every operation or none. Returns the
+    /// revision it produced.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Limit`] for a patch or a result over a limit,
+    /// [`StateError::Patch`] for a failing operation (a `test` that does not match,
+    /// a pointer to nothing), [`StateError::RootNotObject`]. The document, revision
+    /// and history are unchanged then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use json_patch::Patch;
+    /// use membound::adapters::state::{Revision, StateStore};
+    /// use serde_json::{from_value, json};
+    ///
+    /// let store = StateStore::new(Default::default())?;
+    /// let patch: Patch = from_value(json!([{"op": "add", "path": "/n", "value": 1}]))?;
+    /// assert_eq!(store.apply(&patch)?, Revision(1));
+    /// assert_eq!(store.get("/n")?, Some(json!(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply(&self, patch: &[PatchOperation]) -> Result<Revision, StateError> {
+        let result = self.check_size(patch).and_then(|bytes| {
+            ops::check_ops(patch, &self.config.limits)?;
+            self.commit(Arc::from(patch), bytes, &[])
+        });
+        self.counted(result)
+    }
+
+    /// Parses `patch` (a JSON array of operations, strictly per RFC 6902 unless the
+    /// store is [lenient](StateConfig::lenient)) and [applies](Self::apply) it. The
+    /// text's length is checked against
+    /// [`Limits::patch_bytes`](super::Limits::patch_bytes) before it is parsed.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::InvalidPatch`] if it does not parse; otherwise as
+    /// [`apply`](Self::apply).
+    pub fn apply_json(&self, patch: &str) -> Result<Revision, StateError> {
+        let result = self.parse(patch).and_then(|ops| {
+            ops::check_ops(&ops, &self.config.limits)?;
+            self.commit(Arc::from(ops), patch.len(), &[])
+        });
+        self.counted(result)
+    }
+
+    fn counted<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
+        if let Err(error) = &result {
+            self.counters.count(error);
+        }
+        result
+    }
+
+    /// A patch's size, checked against the limits on bytes and operations.
+    pub(crate) fn check_size(&self, patch: &[PatchOperation]) -> Result<usize, StateError> {
+        let limits = &self.config.limits;
+        if patch.len() > limits.ops_per_patch {
+            return Err(LimitExceeded {
+                limit: Limit::OpsPerPatch,
+                max: limits.ops_per_patch,
+                actual: patch.len(),
+                op: None,
+            }
+            .into());
+        }
+        let bytes = ops::patch_len(patch);
+        if bytes > limits.patch_bytes {
+            return Err(LimitExceeded {
+                limit: Limit::PatchBytes,
+                max: limits.patch_bytes,
+                actual: bytes,
+                op: None,
+            }
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    /// Parses a JSON patch text under the store's limits and leniency.
+    pub(crate) fn parse(&self, patch: &str) -> Result<Vec<PatchOperation>, StateError> {
+        let limits = &self.config.limits;
+        if patch.len() > limits.patch_bytes {
+            return Err(LimitExceeded {
+                limit: Limit::PatchBytes,
+                max: limits.patch_bytes,
+                actual: patch.len(),
+                op: None,
+            }
+            .into());
+        }
+        let invalid = |e: serde_json::Error| StateError::InvalidPatch(e.to_string());
+        let value: Value = serde_json::from_str(patch).map_err(invalid)?;
+        let Value::Array(mut items) = value else {
+            return Err(StateError::InvalidPatch("a patch is a JSON array".into()));
+        };
+        if items.len() > limits.ops_per_patch {
+            return Err(LimitExceeded {
+                limit: Limit::OpsPerPatch,
+                max: limits.ops_per_patch,
+                actual: items.len(),
+                op: None,
+            }
+            .into());
+        }
+        if self.config.lenient {
+            for item in &mut items {
+                if let Value::Object(op) = item {
+                    let takes_value = matches!(
+                        op.get("op").and_then(Value::as_str),
+                        Some("add" | "replace" | "test")
+                    );
+                    if takes_value && !op.contains_key("value") {
+                        op.insert("value".into(), Value::Null);
+                    }
+                }
+            }
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                serde_json::from_value(item)
+                    .map_err(|e| StateError::InvalidPatch(alloc::format!("operation {i}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Which shards and keys `patch` touches.
+    pub(crate) fn plan<'p>(&self, patch: &'p [PatchOperation]) -> Plan<'p> {
+        let mut plan = Plan {
+            shards: Vec::new(),
+            keys: Vec::new(),
+            all: false,
+            written: Vec::new(),
+        };
+        let touch = |plan: &mut Plan<'p>, pointer: &'p Pointer, writes: bool| {
+            match pointer.first() {
+                None => plan.all = true,
+                Some(token) => {
+                    // Borrow the key from the pointer unless it has escapes.
+                    let decoded = match token.decoded() {
+                        Cow::Owned(key) => Some(key),
+                        Cow::Borrowed(_) => None,
+                    };
+                    let key = decoded.map_or_else(|| token.into_encoded(), Cow::Owned);
+                    let shard = self.shard_of(&key);
+                    plan.shards.push(shard);
+                    if writes {
+                        plan.written.push(shard);
+                    }
+                    plan.keys.push(key);
+                }
+            }
+        };
+        for op in patch {
+            match op {
+                PatchOperation::Test(op) => touch(&mut plan, &op.path, false),
+                PatchOperation::Copy(op) => {
+                    touch(&mut plan, &op.from, false);
+                    touch(&mut plan, &op.path, true);
+                }
+                PatchOperation::Move(op) => {
+                    touch(&mut plan, &op.from, true);
+                    touch(&mut plan, &op.path, true);
+                }
+                op => touch(&mut plan, op.path(), true),
+            }
+        }
+        if plan.all {
+            plan.shards.clear();
+            plan.keys.clear();
+            plan.written.clear();
+        } else {
+            plan.shards.sort_unstable();
+            plan.shards.dedup();
+            plan.written.sort_unstable();
+            plan.written.dedup();
+            plan.keys.sort_unstable();
+            plan.keys.dedup();
+        }
+        plan
+    }
+
+    /// Applies a checked patch: the one write path, for patches and transactions.
+    /// `bases` are a transaction's (shard, revision) reads, checked under the locks.
+    pub(crate) fn commit(
+        &self,
+        patch: Arc<[PatchOperation]>,
+        bytes: usize,
+        bases: &[(usize, u64)],
+    ) -> Result<Revision, StateError> {
+        let plan = self.plan(&patch);
+        // Lock, in ascending shard order: the touched shards and those a
+        // transaction read.
+        let indices = if plan.all {
+            (0..self.shards.len()).collect()
+        } else {
+            let mut indices = plan.shards.clone();
+            indices.extend(bases.iter().map(|&(shard, _)| shard));
+            indices.sort_unstable();
+            indices.dedup();
+            indices
+        };
+        let mut guards: Vec<RwLockWriteGuard<'_, Shard>> =
+            indices.iter().map(|&i| write(&self.shards[i])).collect();
+        let slot = |shard: usize| indices.binary_search(&shard).unwrap_or(0);
+
+        for &(shard, base) in bases {
+            let current = guards[slot(shard)].revision;
+            if current != base {
+                return Err(StateError::Conflict {
+                    shard,
+                    base: Revision(base),
+                    current: Revision(current),
+                });
+            }
+        }
+
+        // Move the touched members into a working document: no copies.
+        let mut members = Map::new();
+        if plan.all {
+            for guard in &mut guards {
+                members.extend(guard.entries.drain());
+            }
+        } else {
+            for key in &plan.keys {
+                let shard = &mut guards[slot(self.shard_of(key))];
+                if let Some((key, value)) = shard.entries.remove_entry(key.as_ref()) {
+                    members.insert(key, value);
+                }
+            }
+        }
+        let mut doc = Value::Object(members);
+        let mut run = Run::new(&self.config.limits);
+        let applied = run
+            .apply_all(&mut doc, &patch)
+            .and_then(|()| self.reserve(&mut run, &doc, plan.all));
+        if let Err(error) = applied {
+            run.rollback(&mut doc);
+            self.put_back(doc, &mut guards, &slot);
+            return Err(error);
+        }
+        self.put_back(doc, &mut guards, &slot);
+
+        let now = self.clock.now();
+        let mut sequencer = lock(&self.sequencer);
+        let revision = self.revision.load(Ordering::Relaxed) + 1;
+        if plan.all {
+            guards.iter_mut().for_each(|g| g.revision = revision);
+        } else {
+            plan.written
+                .iter()
+                .for_each(|&shard| guards[slot(shard)].revision = revision);
+        }
+        let change = Change {
+            revision: Revision(revision),
+            timestamp: now,
+            bytes,
+            ops: patch,
+        };
+        self.after_commit(change.revision, &change.ops);
+        sequencer.history.push(change, now);
+        sequencer.applied += 1;
+        self.revision.store(revision, Ordering::Release);
+        drop(sequencer);
+        drop(guards);
+        Ok(Revision(revision))
+    }
+
+    /// The single place a committed patch is announced.
+    ///
+    /// Called once per committed patch with its revision and operations, in strictly
+    /// increasing revision order with no gaps: under the sequencer lock, while the
+    /// writer still holds its shard locks. Must not block and must not call back
+    /// into the store's write path.
+    // seam: subscriptions. The subscription helper's `Subscriptions::publish(revision,
+    // ops)` goes here (the lead wires it when both branches land).
+    fn after_commit(&self, revision: Revision, ops: &[PatchOperation]) {
+        let _ = (revision, ops);
+    }
+
+    /// Updates the size account for a successful run, or refuses it over a limit.
+    fn reserve(&self, run: &mut Run<'_>, doc: &Value, all: bool) -> Result<(), StateError> {
+        let limits = &self.config.limits;
+        let doc_limit = |actual: u64| LimitExceeded {
+            limit: Limit::DocumentBytes,
+            max: limits.document_bytes,
+            actual: to_usize(actual),
+            op: None,
+        };
+        let keys_limit = |actual: u64| LimitExceeded {
+            limit: Limit::ObjectKeys,
+            max: limits.object_keys,
+            actual: to_usize(actual),
+            op: None,
+        };
+        if all {
+            // Every shard is locked: nobody else reserves meanwhile.
+            let (bytes, keys) = match doc {
+                Value::Object(members) => account(members),
+                _ => (0, 0),
+            };
+            let (bytes, keys) = (bytes as u64, keys as u64);
+            if bytes + 1 > limits.document_bytes as u64 {
+                return Err(doc_limit(bytes + 1).into());
+            }
+            if keys > limits.object_keys as u64 {
+                return Err(keys_limit(keys).into());
+            }
+            self.members_bytes.store(bytes, Ordering::Relaxed);
+            self.top_keys.store(keys, Ordering::Relaxed);
+            return Ok(());
+        }
+        let bytes_max = limits.document_bytes as u64 - 1;
+        reserve(&self.members_bytes, run.bytes, bytes_max).map_err(|n| doc_limit(n + 1))?;
+        if let Err(n) = reserve(&self.top_keys, run.keys, limits.object_keys as u64) {
+            // Give the bytes back: the patch will not happen.
+            let _ = reserve(&self.members_bytes, -run.bytes, u64::MAX);
+            return Err(keys_limit(n).into());
+        }
+        Ok(())
+    }
+
+    /// Moves the working document's members back into their shards.
+    fn put_back(
+        &self,
+        doc: Value,
+        guards: &mut [RwLockWriteGuard<'_, Shard>],
+        slot: &impl Fn(usize) -> usize,
+    ) {
+        if let Value::Object(members) = doc {
+            for (key, value) in members {
+                guards[slot(self.shard_of(&key))].entries.insert(key, value);
+            }
+        }
+    }
+
+    /// The value at `pointer` (RFC 6901; `""` is the whole document), or `None`.
+    ///
+    /// Reads one shard: see the type's consistency notes.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::InvalidPointer`] if `pointer` does not parse.
+    pub fn get(&self, pointer: &str) -> Result<Option<Value>, StateError> {
+        let pointer =
+            Pointer::parse(pointer).map_err(|e| StateError::InvalidPointer(e.to_string()))?;
+        Ok(self.read_at(pointer, |value, _| value.cloned()))
+    }
+
+    /// Runs `f` on the value at `pointer` and the revision of the shard it lives in
+    /// (the store's revision for the root).
+    pub(crate) fn read_at<R>(
+        &self,
+        pointer: &Pointer,
+        f: impl FnOnce(Option<&Value>, Option<(usize, u64)>) -> R,
+    ) -> R {
+        let Some((first, rest)) = pointer.split_front() else {
+            let (_, document) = self.snapshot();
+            return f(Some(&document), None);
+        };
+        let key = first.decoded();
+        let index = self.shard_of(&key);
+        let shard = read(&self.shards[index]);
+        let value = shard
+            .entries
+            .get(key.as_ref())
+            .and_then(|value| value.pointer(rest.as_str()));
+        f(value, Some((index, shard.revision)))
+    }
+
+    /// The shard's revision now.
+    pub(crate) fn shard_revision(&self, shard: usize) -> u64 {
+        read(&self.shards[shard]).revision
+    }
+
+    /// The number of shards.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The whole document and the revision it is at: exactly the patches up to that
+    /// revision (every shard is read-locked while it is copied).
+    pub fn snapshot(&self) -> (Revision, Value) {
+        let guards: Vec<_> = self.shards.iter().map(read).collect();
+        let revision = self.revision();
+        let members: Map<String, Value> = guards
+            .iter()
+            .flat_map(|g| g.entries.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        (revision, Value::Object(members))
+    }
+
+    /// The document with its revision, to persist; see [`import`](Self::import).
+    pub fn export(&self) -> StateSnapshot {
+        let (revision, document) = self.snapshot();
+        StateSnapshot { revision, document }
+    }
+
+    /// Replaces the document with `snapshot`'s and continues from its revision. The
+    /// history restarts there: [`changes_since`](Self::changes_since) an earlier
+    /// revision answers [`HistoryError::Compacted`]. Open transactions will
+    /// conflict.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::InvalidSnapshot`] if the document is not an object,
+    /// [`StateError::Limit`] if it breaks a limit, [`StateError::RevisionBehind`] if
+    /// its revision is older than the store's (revisions never go back). Nothing
+    /// changes then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::state::{Revision, StateStore};
+    /// use serde_json::json;
+    ///
+    /// let old = StateStore::new(Default::default())?;
+    /// old.apply_json(r#"[{"op":"add","path":"/a","value":1}]"#)?;
+    /// let saved = old.export();
+    ///
+    /// let new = StateStore::new(Default::default())?;
+    /// new.import(saved)?;
+    /// assert_eq!(new.snapshot(), (Revision(1), json!({"a": 1})));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn import(&self, snapshot: StateSnapshot) -> Result<(), StateError> {
+        let result = self.import_checked(snapshot);
+        self.counted(result)
+    }
+
+    fn import_checked(&self, snapshot: StateSnapshot) -> Result<(), StateError> {
+        let limits = &self.config.limits;
+        let Value::Object(members) = snapshot.document else {
+            return Err(StateError::InvalidSnapshot(
+                "the document is not an object".into(),
+            ));
+        };
+        let document = Value::Object(members);
+        ops::check_value(&document, 1, limits, None)?;
+        let Value::Object(members) = document else {
+            unreachable!("checked above")
+        };
+        let (bytes, keys) = account(&members);
+        if bytes + 1 > limits.document_bytes {
+            return Err(LimitExceeded {
+                limit: Limit::DocumentBytes,
+                max: limits.document_bytes,
+                actual: bytes + 1,
+                op: None,
+            }
+            .into());
+        }
+        let mut guards: Vec<_> = self.shards.iter().map(write).collect();
+        let current = self.revision();
+        let revision = snapshot.revision;
+        if revision < current {
+            return Err(StateError::RevisionBehind {
+                current,
+                imported: revision,
+            });
+        }
+        for guard in &mut guards {
+            guard.entries.clear();
+            guard.revision = revision.0;
+        }
+        for (key, value) in members {
+            guards[self.shard_of(&key)].entries.insert(key, value);
+        }
+        self.members_bytes.store(bytes as u64, Ordering::Relaxed);
+        self.top_keys.store(keys as u64, Ordering::Relaxed);
+        let mut sequencer = lock(&self.sequencer);
+        sequencer.history.reset(revision.0);
+        // seam: subscriptions see a discontinuity here; they should tell their
+        // subscribers to resynchronise from a snapshot at `revision`.
+        self.revision.store(revision.0, Ordering::Release);
+        Ok(())
+    }
+
+    /// The patches committed after `revision`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`HistoryError::Compacted`] when some of them were trimmed away (send a
+    /// snapshot instead); [`HistoryError::Future`] for a revision the store has not
+    /// reached.
+    pub fn changes_since(&self, revision: Revision) -> Result<Vec<Change>, HistoryError> {
+        let mut sequencer = lock(&self.sequencer);
+        sequencer.history.trim(self.clock.now());
+        let current = self.revision.load(Ordering::Relaxed);
+        Ok(sequencer
+            .history
+            .entries_since(revision, current)?
+            .cloned()
+            .collect())
+    }
+
+    /// Runs `f` with the history after `from`, under the sequencer lock: no commit
+    /// is announced (see `after_commit`) while `f` runs, so a subscriber registered
+    /// inside `f` sees the backlog and then every later change, without a gap or a
+    /// repeat.
+    // seam: for `Subscriptions::subscribe(.., backlog)`.
+    #[allow(dead_code)]
+    pub(crate) fn with_backlog<R>(
+        &self,
+        from: Revision,
+        f: impl FnOnce(Result<Backlog<'_>, HistoryError>) -> R,
+    ) -> R {
+        let mut sequencer = lock(&self.sequencer);
+        sequencer.history.trim(self.clock.now());
+        let current = self.revision.load(Ordering::Relaxed);
+        f(sequencer.history.since(from, current))
+    }
+
+    /// Reacts to a memory pressure level: the history's bounds are cut to 75, 50 or
+    /// 25 % at `Low`, `High` and `Critical` (and the history trimmed now), and
+    /// restored at `Normal`; under `Critical`, [`begin`](Self::begin) is refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::state::{HistoryLimits, StateConfig, StateStore};
+    /// use membound::pressure::PressureLevel;
+    ///
+    /// let config = StateConfig {
+    ///     history: HistoryLimits { entries: 100, ..Default::default() },
+    ///     ..Default::default()
+    /// };
+    /// let store = StateStore::new(config)?;
+    /// for i in 0..100 {
+    ///     store.apply_json(&format!(r#"[{{"op":"add","path":"/n","value":{i}}}]"#))?;
+    /// }
+    /// store.on_pressure(PressureLevel::High);
+    /// assert_eq!(store.metrics().history_entries, 50);
+    /// assert!(store.begin().is_ok());
+    /// store.on_pressure(PressureLevel::Critical);
+    /// assert_eq!(store.metrics().history_entries, 25);
+    /// assert!(store.begin().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_pressure(&self, level: PressureLevel) {
+        let mut sequencer = lock(&self.sequencer);
+        self.pressure.store(level as u8, Ordering::Relaxed);
+        sequencer.history.set_level(level, self.clock.now());
+    }
+
+    /// The pressure level last reported.
+    pub fn pressure(&self) -> PressureLevel {
+        let index = usize::from(self.pressure.load(Ordering::Relaxed));
+        PressureLevel::from_index(index).unwrap_or_default()
+    }
+
+    /// Periodic upkeep for idle stores: trims the history by age and removes expired
+    /// transactions (both also happen as the store is used).
+    pub fn sweep(&self) {
+        lock(&self.sequencer).history.trim(self.clock.now());
+        self.txns.sweep();
+    }
+
+    /// Starts a transaction: see [`Txn`].
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::CriticalPressure`] under critical memory pressure;
+    /// [`StateError::TooManyTxns`] when [`TxnConfig::max_open`](super::TxnConfig)
+    /// are open.
+    pub fn begin(&self) -> Result<Txn<'_, C>, StateError> {
+        let result = if self.pressure() == PressureLevel::Critical {
+            Err(StateError::CriticalPressure)
+        } else {
+            self.txns.open().map(|id| Txn::new(self, id))
+        };
+        self.counted(result)
+    }
+
+    pub(crate) fn count(&self, error: &StateError) {
+        self.counters.count(error);
+    }
+
+    pub(crate) fn count_commit(&self) {
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> StateMetrics {
+        let (applied, entries, bytes, oldest) = {
+            let sequencer = lock(&self.sequencer);
+            let history = &sequencer.history;
+            (
+                sequencer.applied,
+                history.len(),
+                history.bytes(),
+                history.floor(),
+            )
+        };
+        let top_keys = self.top_keys.load(Ordering::Relaxed);
+        let members = self.members_bytes.load(Ordering::Relaxed);
+        let c = &self.counters;
+        StateMetrics {
+            revision: self.revision(),
+            patches_applied: applied,
+            rejected_invalid: c.invalid.load(Ordering::Relaxed),
+            rejected_failed: c.failed.load(Ordering::Relaxed),
+            rejected_limit: c.limit.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+            txn_expired: self.txns.expired(),
+            txn_refused: c.refused.load(Ordering::Relaxed),
+            txn_commits: c.commits.load(Ordering::Relaxed),
+            open_txns: self.txns.len(),
+            document_bytes: if top_keys == 0 {
+                2
+            } else {
+                to_usize(members + 1)
+            },
+            top_level_keys: to_usize(top_keys),
+            history_entries: entries,
+            history_bytes: bytes,
+            history_oldest: oldest,
+            pressure: self.pressure(),
+        }
+    }
+}
+
+/// Adds `delta` to `counter` unless the sum would pass `max`; returns the refused
+/// sum.
+fn reserve(counter: &AtomicU64, delta: i64, max: u64) -> Result<(), u64> {
+    let mut current = counter.load(Ordering::Relaxed);
+    loop {
+        let next = current.saturating_add_signed(delta);
+        if delta > 0 && next > max {
+            return Err(next);
+        }
+        match counter.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(seen) => current = seen,
+        }
+    }
+}
