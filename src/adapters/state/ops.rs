@@ -124,15 +124,19 @@ pub(crate) fn check_value(
     }
 }
 
-/// Whether `value`, with its outermost container at `level`, nests deeper than
-/// `max`. Stops one level past `max`, so it costs at most the part of the value
-/// within the limit.
-fn too_deep(value: &Value, level: usize, max: usize) -> bool {
+/// The first nesting level past `max` that `value` reaches, with its outermost
+/// container at `level`; `None` if it stays within `max`. Stops there, so it costs
+/// at most the part of the value within the limit.
+fn depth_past(value: &Value, level: usize, max: usize) -> Option<usize> {
     match value {
-        Value::Array(_) | Value::Object(_) if level > max => true,
-        Value::Array(items) => items.iter().any(|item| too_deep(item, level + 1, max)),
-        Value::Object(members) => members.values().any(|item| too_deep(item, level + 1, max)),
-        _ => false,
+        Value::Array(_) | Value::Object(_) if level > max => Some(level),
+        Value::Array(items) => items
+            .iter()
+            .find_map(|item| depth_past(item, level + 1, max)),
+        Value::Object(members) => members
+            .values()
+            .find_map(|item| depth_past(item, level + 1, max)),
+        _ => None,
     }
 }
 
@@ -346,9 +350,7 @@ impl<'a> Run<'a> {
                     }
                     fail => fail,
                 })?;
-                let deeper = op.path.count() > op.from.count();
-                if deeper && too_deep(&value, op.path.count() + 1, self.limits.depth) {
-                    let depth = op.path.count() + 1;
+                if let Some(depth) = self.deeper(&value, &op.from, &op.path) {
                     from.put(doc, value);
                     return Err(Fail::Limit(Limit::Depth, self.limits.depth, depth));
                 }
@@ -366,9 +368,7 @@ impl<'a> Run<'a> {
                 let value = doc
                     .pointer(op.from.as_str())
                     .ok_or(PatchFailure::InvalidFromPointer)?;
-                let deeper = op.path.count() > op.from.count();
-                if deeper && too_deep(value, op.path.count() + 1, self.limits.depth) {
-                    let depth = op.path.count() + 1;
+                if let Some(depth) = self.deeper(value, &op.from, &op.path) {
                     return Err(Fail::Limit(Limit::Depth, self.limits.depth, depth));
                 }
                 let value = value.clone();
@@ -388,6 +388,16 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+
+    /// For a value taken from `from` to `to`: the depth past the limit it would
+    /// reach there. Only a move to a deeper place can exceed it (the value was
+    /// within the limit where it was), so only then is the value walked.
+    fn deeper(&self, value: &Value, from: &Pointer, to: &Pointer) -> Option<usize> {
+        if to.count() <= from.count() {
+            return None;
+        }
+        depth_past(value, to.count() + 1, self.limits.depth)
     }
 
     /// Adds `value` at `path` as RFC 6902 `add` does, accounting `size` (the
