@@ -14,8 +14,8 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{
-    AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation,
-    ReplaceOperation, TestOperation,
+    AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation,
+    TestOperation,
 };
 use libfuzzer_sys::fuzz_target;
 use membound::adapters::state::{
@@ -75,12 +75,27 @@ fn operation(data: &mut &[u8]) -> Option<PatchOperation> {
     *data = rest;
     let path = pointer(p1, p2);
     Some(match kind % 6 {
-        0 => PatchOperation::Add(AddOperation { path, value: value(a) }),
+        0 => PatchOperation::Add(AddOperation {
+            path,
+            value: value(a),
+        }),
         1 => PatchOperation::Remove(RemoveOperation { path }),
-        2 => PatchOperation::Replace(ReplaceOperation { path, value: value(a) }),
-        3 => PatchOperation::Move(MoveOperation { from: pointer(a, b), path }),
-        4 => PatchOperation::Copy(CopyOperation { from: pointer(a, b), path }),
-        _ => PatchOperation::Test(TestOperation { path, value: value(a) }),
+        2 => PatchOperation::Replace(ReplaceOperation {
+            path,
+            value: value(a),
+        }),
+        3 => PatchOperation::Move(MoveOperation {
+            from: pointer(a, b),
+            path,
+        }),
+        4 => PatchOperation::Copy(CopyOperation {
+            from: pointer(a, b),
+            path,
+        }),
+        _ => PatchOperation::Test(TestOperation {
+            path,
+            value: value(a),
+        }),
     })
 }
 
