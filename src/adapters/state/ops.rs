@@ -20,11 +20,12 @@
 //! copies (they are measured), never the size of the document, except an operation
 //! on the root itself.
 
-use alloc::string::{String, ToString};
+use alloc::borrow::Cow;
+use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::mem;
 
-use json_patch::jsonptr::Pointer;
+use json_patch::jsonptr::{Pointer, Token};
 use json_patch::PatchOperation;
 use serde_json::Value;
 
@@ -141,24 +142,25 @@ fn depth_past(value: &Value, level: usize, max: usize) -> Option<usize> {
 }
 
 /// A place in the document: the parent's pointer and the member or index in it.
+/// Borrowed from the patch, which outlives its run.
 #[derive(Debug)]
-struct Loc {
-    parent: String,
-    slot: Slot,
+struct Loc<'a> {
+    parent: &'a Pointer,
+    slot: Slot<'a>,
 }
 
 #[derive(Debug)]
-enum Slot {
-    Key(String),
+enum Slot<'a> {
+    Key(Cow<'a, str>),
     Index(usize),
 }
 
-impl Loc {
+impl Loc<'_> {
     /// Takes the value out of this place (undoing an insert).
     fn take(&self, doc: &mut Value) -> Option<Value> {
-        let parent = doc.pointer_mut(&self.parent)?;
+        let parent = doc.pointer_mut(self.parent.as_str())?;
         match (&self.slot, parent) {
-            (Slot::Key(key), Value::Object(members)) => members.remove(key),
+            (Slot::Key(key), Value::Object(members)) => members.remove(key.as_ref()),
             (Slot::Index(i), Value::Array(items)) if *i < items.len() => Some(items.remove(*i)),
             _ => None,
         }
@@ -166,13 +168,13 @@ impl Loc {
 
     /// Puts `value` into this place (undoing a removal).
     fn put(&self, doc: &mut Value, value: Value) {
-        let Some(parent) = doc.pointer_mut(&self.parent) else {
+        let Some(parent) = doc.pointer_mut(self.parent.as_str()) else {
             debug_assert!(false, "undo: parent {} vanished", self.parent);
             return;
         };
         match (&self.slot, parent) {
             (Slot::Key(key), Value::Object(members)) => {
-                members.insert(key.clone(), value);
+                members.insert(key.clone().into_owned(), value);
             }
             (Slot::Index(i), Value::Array(items)) if *i <= items.len() => items.insert(*i, value),
             _ => debug_assert!(false, "undo: parent {} changed kind", self.parent),
@@ -182,20 +184,20 @@ impl Loc {
 
 /// Where an inserted value went.
 #[derive(Debug)]
-enum Landed {
+enum Landed<'a> {
     /// Into a new member or array slot.
-    Inserted(Loc),
+    Inserted(Loc<'a>),
     /// Over an existing value (an object member, or the root), kept to restore.
-    Overwrote(String, Value),
+    Overwrote(&'a Pointer, Value),
 }
 
-impl Landed {
+impl Landed<'_> {
     /// Takes the inserted value back out, restoring what it overwrote.
     fn undo(self, doc: &mut Value) -> Option<Value> {
         match self {
             Self::Inserted(loc) => loc.take(doc),
             Self::Overwrote(pointer, prev) => doc
-                .pointer_mut(&pointer)
+                .pointer_mut(pointer.as_str())
                 .map(|slot| mem::replace(slot, prev)),
         }
     }
@@ -203,15 +205,25 @@ impl Landed {
 
 /// One step of the undo log.
 #[derive(Debug)]
-enum Undo {
+enum Undo<'a> {
     /// Undo an `add` or `copy`.
-    Insert(Landed),
+    Insert(Landed<'a>),
     /// Undo a `remove`: put the value back.
-    Remove(Loc, Value),
+    Remove(Loc<'a>, Value),
     /// Undo a `replace`: restore the previous value.
-    Replace(String, Value),
+    Replace(&'a Pointer, Value),
     /// Undo a `move`: take the value from where it landed back to where it was.
-    Move { landed: Landed, from: Loc },
+    Move { landed: Landed<'a>, from: Loc<'a> },
+}
+
+/// A top-level key or member name: `token` decoded, borrowed from the pointer
+/// unless it has escapes.
+pub(crate) fn key_of(token: Token<'_>) -> Cow<'_, str> {
+    let decoded = match token.decoded() {
+        Cow::Owned(key) => Some(key),
+        Cow::Borrowed(_) => None,
+    };
+    decoded.map_or_else(|| token.into_encoded(), Cow::Owned)
 }
 
 /// Why one operation failed, before it is named by its index.
@@ -231,7 +243,7 @@ impl From<PatchFailure> for Fail {
 /// changes of the size account.
 pub(crate) struct Run<'a> {
     limits: &'a Limits,
-    undo: Vec<Undo>,
+    undo: Vec<Undo<'a>>,
     /// Change of the document's size account (see [`member_len`]), unless
     /// `root_replaced`.
     pub(crate) bytes: i64,
@@ -262,8 +274,9 @@ impl<'a> Run<'a> {
     pub(crate) fn apply_all(
         &mut self,
         doc: &mut Value,
-        ops: &[PatchOperation],
+        ops: &'a [PatchOperation],
     ) -> Result<(), StateError> {
+        self.undo.reserve(ops.len());
         for (index, op) in ops.iter().enumerate() {
             if let Err(fail) = self.apply(doc, op) {
                 self.rollback(doc);
@@ -295,7 +308,7 @@ impl<'a> Run<'a> {
                 }
                 Undo::Remove(loc, value) => loc.put(doc, value),
                 Undo::Replace(pointer, prev) => {
-                    if let Some(slot) = doc.pointer_mut(&pointer) {
+                    if let Some(slot) = doc.pointer_mut(pointer.as_str()) {
                         *slot = prev;
                     }
                 }
@@ -310,7 +323,7 @@ impl<'a> Run<'a> {
         self.root_replaced = false;
     }
 
-    fn apply(&mut self, doc: &mut Value, op: &PatchOperation) -> Result<(), Fail> {
+    fn apply(&mut self, doc: &mut Value, op: &'a PatchOperation) -> Result<(), Fail> {
         match op {
             PatchOperation::Add(op) => {
                 let size = encoded_len(&op.value);
@@ -338,7 +351,7 @@ impl<'a> Run<'a> {
                 } else {
                     self.bytes += signed(encoded_len(&op.value)) - signed(encoded_len(&prev));
                 }
-                self.undo.push(Undo::Replace(op.path.to_string(), prev));
+                self.undo.push(Undo::Replace(&op.path, prev));
             }
             PatchOperation::Move(op) => {
                 if op.path.starts_with(&op.from) && op.path.len() != op.from.len() {
@@ -406,17 +419,17 @@ impl<'a> Run<'a> {
     fn insert(
         &mut self,
         doc: &mut Value,
-        path: &Pointer,
+        path: &'a Pointer,
         value: Value,
         size: Option<usize>,
-    ) -> Result<Landed, (Fail, Value)> {
+    ) -> Result<Landed<'a>, (Fail, Value)> {
         let Some((parent_path, last)) = path.split_back() else {
             if !value.is_object() {
                 return Err((Fail::RootNotObject, value));
             }
             self.root_replaced = true;
             let prev = mem::replace(doc, value);
-            return Ok(Landed::Overwrote(String::new(), prev));
+            return Ok(Landed::Overwrote(path, prev));
         };
         let top = parent_path.is_root();
         let Some(parent) = doc.pointer_mut(parent_path.as_str()) else {
@@ -426,11 +439,11 @@ impl<'a> Run<'a> {
         let size = size.map_or(0, signed);
         match parent {
             Value::Object(members) => {
-                let key = last.decoded();
+                let key = key_of(last);
                 if let Some(slot) = members.get_mut(key.as_ref()) {
                     let prev = mem::replace(slot, value);
                     self.bytes += size - signed(encoded_len(&prev));
-                    return Ok(Landed::Overwrote(path.to_string(), prev));
+                    return Ok(Landed::Overwrote(path, prev));
                 }
                 if key.len() > limits.string_len {
                     let fail = Fail::Limit(Limit::StringLen, limits.string_len, key.len());
@@ -447,10 +460,9 @@ impl<'a> Run<'a> {
                 if top {
                     self.keys += 1;
                 }
-                let key = key.into_owned();
-                members.insert(key.clone(), value);
+                members.insert(key.clone().into_owned(), value);
                 Ok(Landed::Inserted(Loc {
-                    parent: parent_path.to_string(),
+                    parent: parent_path,
                     slot: Slot::Key(key),
                 }))
             }
@@ -469,7 +481,7 @@ impl<'a> Run<'a> {
                 self.bytes += size + i64::from(!items.is_empty());
                 items.insert(index, value);
                 Ok(Landed::Inserted(Loc {
-                    parent: parent_path.to_string(),
+                    parent: parent_path,
                     slot: Slot::Index(index),
                 }))
             }
@@ -479,7 +491,7 @@ impl<'a> Run<'a> {
 
     /// Removes the value at `path` as RFC 6902 `remove` does, accounting everything
     /// but the value's own size (the caller decides whether it leaves).
-    fn remove(&mut self, doc: &mut Value, path: &Pointer) -> Result<(Loc, Value), Fail> {
+    fn remove(&mut self, doc: &mut Value, path: &'a Pointer) -> Result<(Loc<'a>, Value), Fail> {
         let (parent_path, last) = path.split_back().ok_or(PatchFailure::InvalidPointer)?;
         let top = parent_path.is_root();
         let parent = doc
@@ -487,7 +499,7 @@ impl<'a> Run<'a> {
             .ok_or(PatchFailure::InvalidPointer)?;
         match parent {
             Value::Object(members) => {
-                let key = last.decoded();
+                let key = key_of(last);
                 let value = members
                     .remove(key.as_ref())
                     .ok_or(PatchFailure::InvalidPointer)?;
@@ -497,8 +509,8 @@ impl<'a> Run<'a> {
                     self.keys -= 1;
                 }
                 let loc = Loc {
-                    parent: parent_path.to_string(),
-                    slot: Slot::Key(key.into_owned()),
+                    parent: parent_path,
+                    slot: Slot::Key(key),
                 };
                 Ok((loc, value))
             }
@@ -511,7 +523,7 @@ impl<'a> Run<'a> {
                 let value = items.remove(index);
                 self.bytes -= i64::from(!items.is_empty());
                 let loc = Loc {
-                    parent: parent_path.to_string(),
+                    parent: parent_path,
                     slot: Slot::Index(index),
                 };
                 Ok((loc, value))

@@ -6,7 +6,6 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::hash::BuildHasher;
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use json_patch::jsonptr::Pointer;
@@ -28,7 +27,7 @@ type KeyHasher = foldhash::fast::RandomState;
 /// One shard: the top-level members whose keys hash to it.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
-    entries: HashMap<String, Value, KeyHasher>,
+    members: Map<String, Value>,
     /// The revision of the last patch that wrote to this shard (transactions compare
     /// it with the one they read).
     pub(crate) revision: u64,
@@ -39,6 +38,77 @@ pub(crate) struct Shard {
 struct Sequencer {
     history: History,
     applied: u64,
+    /// The last revision given out.
+    revision: u64,
+    /// The document's size account: the sum of [`ops::member_len`] over top-level
+    /// members (the document's compact size is one more, for a non-empty one).
+    members_bytes: u64,
+    /// Top-level members.
+    top_keys: u64,
+}
+
+impl Sequencer {
+    /// Applies a successful run's changes to the size account, or refuses them
+    /// over a limit. `doc` is the whole document when `all`.
+    fn reserve(
+        &mut self,
+        run: &Run<'_>,
+        doc: &Value,
+        all: bool,
+        limits: &super::Limits,
+    ) -> Result<(), StateError> {
+        let (bytes, keys) = if all {
+            match doc {
+                Value::Object(members) => {
+                    let (bytes, keys) = account(members);
+                    (bytes as u64, keys as u64)
+                }
+                _ => (0, 0),
+            }
+        } else {
+            (
+                self.members_bytes.saturating_add_signed(run.bytes),
+                self.top_keys.saturating_add_signed(run.keys),
+            )
+        };
+        if bytes + 1 > limits.document_bytes as u64 && bytes > self.members_bytes {
+            return Err(LimitExceeded {
+                limit: Limit::DocumentBytes,
+                max: limits.document_bytes,
+                actual: to_usize(bytes + 1),
+                op: None,
+            }
+            .into());
+        }
+        if keys > limits.object_keys as u64 && keys > self.top_keys {
+            return Err(LimitExceeded {
+                limit: Limit::ObjectKeys,
+                max: limits.object_keys,
+                actual: to_usize(keys),
+                op: None,
+            }
+            .into());
+        }
+        self.members_bytes = bytes;
+        self.top_keys = keys;
+        Ok(())
+    }
+}
+
+/// Fails with a conflict if a transaction's base revision of a shard is not the
+/// shard's `current` one.
+fn check_bases(bases: &[(usize, u64)], current: impl Fn(usize) -> u64) -> Result<(), StateError> {
+    for &(shard, base) in bases {
+        let now = current(shard);
+        if now != base {
+            return Err(StateError::Conflict {
+                shard,
+                base: Revision(base),
+                current: Revision(now),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Rejections by cause, and transaction outcomes.
@@ -236,12 +306,6 @@ pub struct StateStore<C: Clock = MonotonicClock> {
     /// The last committed revision; stored under the sequencer lock and the
     /// committing writer's shard locks.
     revision: AtomicU64,
-    /// The document's size account: the sum of [`ops::member_len`] over top-level
-    /// members. Changed only under the shard locks of the members concerned, by
-    /// atomic reservations that respect the limit.
-    members_bytes: AtomicU64,
-    /// Top-level members, reserved like `members_bytes`.
-    top_keys: AtomicU64,
     pressure: AtomicU8,
     clock: Arc<C>,
     pub(crate) txns: TxnTable<C>,
@@ -324,10 +388,11 @@ impl<C: Clock> StateStore<C> {
             sequencer: Mutex::new(Sequencer {
                 history: History::new(config.history, age),
                 applied: 0,
+                revision: 0,
+                members_bytes: 0,
+                top_keys: 0,
             }),
             revision: AtomicU64::new(0),
-            members_bytes: AtomicU64::new(0),
-            top_keys: AtomicU64::new(0),
             pressure: AtomicU8::new(PressureLevel::Normal as u8),
             clock,
             txns,
@@ -493,23 +558,17 @@ impl<C: Clock> StateStore<C> {
             all: false,
             written: Vec::new(),
         };
-        let touch = |plan: &mut Plan<'p>, pointer: &'p Pointer, writes: bool| {
-            match pointer.first() {
-                None => plan.all = true,
-                Some(token) => {
-                    // Borrow the key from the pointer unless it has escapes.
-                    let decoded = match token.decoded() {
-                        Cow::Owned(key) => Some(key),
-                        Cow::Borrowed(_) => None,
-                    };
-                    let key = decoded.map_or_else(|| token.into_encoded(), Cow::Owned);
-                    let shard = self.shard_of(&key);
-                    plan.shards.push(shard);
-                    if writes {
-                        plan.written.push(shard);
-                    }
-                    plan.keys.push(key);
+        let touch = |plan: &mut Plan<'p>, pointer: &'p Pointer, writes: bool| match pointer.first()
+        {
+            None => plan.all = true,
+            Some(token) => {
+                let key = ops::key_of(token);
+                let shard = self.shard_of(&key);
+                plan.shards.push(shard);
+                if writes {
+                    plan.written.push(shard);
                 }
+                plan.keys.push(key);
             }
         };
         for op in patch {
@@ -541,6 +600,31 @@ impl<C: Clock> StateStore<C> {
         plan
     }
 
+    /// The one shard every pointer of `patch` falls in, and whether the patch
+    /// writes; `None` if it needs several, the root, or none. Allocates nothing:
+    /// this is the common case's fast path.
+    fn single_shard(&self, patch: &[PatchOperation]) -> Option<(usize, bool)> {
+        let mut found = None;
+        let mut writes = false;
+        for op in patch {
+            let (from, path): (Option<&Pointer>, &Pointer) = match op {
+                PatchOperation::Move(op) => (Some(&op.from), &op.path),
+                PatchOperation::Copy(op) => (Some(&op.from), &op.path),
+                op => (None, op.path()),
+            };
+            writes |= !matches!(op, PatchOperation::Test(_));
+            for pointer in from.into_iter().chain(Some(path)) {
+                let shard = self.shard_of(&ops::key_of(pointer.first()?));
+                match found {
+                    None => found = Some(shard),
+                    Some(seen) if seen != shard => return None,
+                    Some(_) => {}
+                }
+            }
+        }
+        found.map(|shard| (shard, writes))
+    }
+
     /// Applies a checked patch: the one write path, for patches and transactions.
     /// `bases` are a transaction's (shard, revision) reads, checked under the locks.
     pub(crate) fn commit(
@@ -549,10 +633,53 @@ impl<C: Clock> StateStore<C> {
         bytes: usize,
         bases: &[(usize, u64)],
     ) -> Result<Revision, StateError> {
-        let plan = self.plan(&patch);
+        match self.single_shard(&patch) {
+            Some((shard, writes)) if bases.iter().all(|&(s, _)| s == shard) => {
+                self.commit_one(shard, writes, &patch, bytes, bases)
+            }
+            _ => self.commit_many(&patch, bytes, bases),
+        }
+    }
+
+    /// A patch within one shard: applied in place in the shard's members.
+    fn commit_one(
+        &self,
+        shard: usize,
+        writes: bool,
+        patch: &Arc<[PatchOperation]>,
+        bytes: usize,
+        bases: &[(usize, u64)],
+    ) -> Result<Revision, StateError> {
+        let mut guard = write(&self.shards[shard]);
+        check_bases(bases, |_| guard.revision)?;
+        // Moving the map in and out of a `Value` is free (no copy, no allocation).
+        let mut doc = Value::Object(core::mem::take(&mut guard.members));
+        let mut run = Run::new(&self.config.limits);
+        let result = run.apply_all(&mut doc, patch).and_then(|()| {
+            self.sequence(&mut run, &mut doc, false, patch, bytes, |revision| {
+                if writes {
+                    guard.revision = revision;
+                }
+            })
+        });
+        if let Value::Object(members) = doc {
+            guard.members = members;
+        }
+        result
+    }
+
+    /// A patch across shards (or on the root): the touched members are moved into
+    /// a working document, patched there and moved back.
+    fn commit_many(
+        &self,
+        patch: &Arc<[PatchOperation]>,
+        bytes: usize,
+        bases: &[(usize, u64)],
+    ) -> Result<Revision, StateError> {
+        let plan = self.plan(patch);
         // Lock, in ascending shard order: the touched shards and those a
         // transaction read.
-        let indices = if plan.all {
+        let indices: Vec<usize> = if plan.all {
             (0..self.shards.len()).collect()
         } else {
             let mut indices = plan.shards.clone();
@@ -564,67 +691,76 @@ impl<C: Clock> StateStore<C> {
         let mut guards: Vec<RwLockWriteGuard<'_, Shard>> =
             indices.iter().map(|&i| write(&self.shards[i])).collect();
         let slot = |shard: usize| indices.binary_search(&shard).unwrap_or(0);
+        check_bases(bases, |shard| guards[slot(shard)].revision)?;
 
-        for &(shard, base) in bases {
-            let current = guards[slot(shard)].revision;
-            if current != base {
-                return Err(StateError::Conflict {
-                    shard,
-                    base: Revision(base),
-                    current: Revision(current),
-                });
-            }
-        }
-
-        // Move the touched members into a working document: no copies.
         let mut members = Map::new();
         if plan.all {
             for guard in &mut guards {
-                members.extend(guard.entries.drain());
+                members.append(&mut guard.members);
             }
         } else {
             for key in &plan.keys {
                 let shard = &mut guards[slot(self.shard_of(key))];
-                if let Some((key, value)) = shard.entries.remove_entry(key.as_ref()) {
+                if let Some((key, value)) = shard.members.remove_entry(key.as_ref()) {
                     members.insert(key, value);
                 }
             }
         }
         let mut doc = Value::Object(members);
         let mut run = Run::new(&self.config.limits);
-        let applied = run
-            .apply_all(&mut doc, &patch)
-            .and_then(|()| self.reserve(&mut run, &doc, plan.all));
-        if let Err(error) = applied {
-            run.rollback(&mut doc);
-            self.put_back(doc, &mut guards, &slot);
-            return Err(error);
+        let result = run.apply_all(&mut doc, patch).and_then(|()| {
+            self.sequence(&mut run, &mut doc, plan.all, patch, bytes, |revision| {
+                if plan.all {
+                    guards.iter_mut().for_each(|g| g.revision = revision);
+                } else {
+                    for &shard in &plan.written {
+                        guards[slot(shard)].revision = revision;
+                    }
+                }
+            })
+        });
+        if let Value::Object(members) = doc {
+            for (key, value) in members {
+                guards[slot(self.shard_of(&key))].members.insert(key, value);
+            }
         }
-        self.put_back(doc, &mut guards, &slot);
+        result
+    }
 
+    /// The sequencer step of a commit whose operations all applied to `doc`:
+    /// reserves the document size (undoing the run if over a limit), takes the next
+    /// revision, hands it to `set_revisions` (for the shards written), records the
+    /// history and announces the change. The caller holds the shard locks.
+    fn sequence(
+        &self,
+        run: &mut Run<'_>,
+        doc: &mut Value,
+        all: bool,
+        patch: &Arc<[PatchOperation]>,
+        bytes: usize,
+        set_revisions: impl FnOnce(u64),
+    ) -> Result<Revision, StateError> {
         let now = self.clock.now();
         let mut sequencer = lock(&self.sequencer);
-        let revision = self.revision.load(Ordering::Relaxed) + 1;
-        if plan.all {
-            guards.iter_mut().for_each(|g| g.revision = revision);
-        } else {
-            plan.written
-                .iter()
-                .for_each(|&shard| guards[slot(shard)].revision = revision);
+        if let Err(error) = sequencer.reserve(run, doc, all, &self.config.limits) {
+            drop(sequencer);
+            run.rollback(doc);
+            return Err(error);
         }
+        sequencer.revision += 1;
+        let revision = Revision(sequencer.revision);
+        set_revisions(revision.0);
+        self.after_commit(revision, patch);
         let change = Change {
-            revision: Revision(revision),
+            revision,
             timestamp: now,
             bytes,
-            ops: patch,
+            ops: Arc::clone(patch),
         };
-        self.after_commit(change.revision, &change.ops);
         sequencer.history.push(change, now);
         sequencer.applied += 1;
-        self.revision.store(revision, Ordering::Release);
-        drop(sequencer);
-        drop(guards);
-        Ok(Revision(revision))
+        self.revision.store(revision.0, Ordering::Release);
+        Ok(revision)
     }
 
     /// The single place a committed patch is announced.
@@ -637,62 +773,6 @@ impl<C: Clock> StateStore<C> {
     // ops)` goes here (the lead wires it when both branches land).
     fn after_commit(&self, revision: Revision, ops: &[PatchOperation]) {
         let _ = (revision, ops);
-    }
-
-    /// Updates the size account for a successful run, or refuses it over a limit.
-    fn reserve(&self, run: &mut Run<'_>, doc: &Value, all: bool) -> Result<(), StateError> {
-        let limits = &self.config.limits;
-        let doc_limit = |actual: u64| LimitExceeded {
-            limit: Limit::DocumentBytes,
-            max: limits.document_bytes,
-            actual: to_usize(actual),
-            op: None,
-        };
-        let keys_limit = |actual: u64| LimitExceeded {
-            limit: Limit::ObjectKeys,
-            max: limits.object_keys,
-            actual: to_usize(actual),
-            op: None,
-        };
-        if all {
-            // Every shard is locked: nobody else reserves meanwhile.
-            let (bytes, keys) = match doc {
-                Value::Object(members) => account(members),
-                _ => (0, 0),
-            };
-            let (bytes, keys) = (bytes as u64, keys as u64);
-            if bytes + 1 > limits.document_bytes as u64 {
-                return Err(doc_limit(bytes + 1).into());
-            }
-            if keys > limits.object_keys as u64 {
-                return Err(keys_limit(keys).into());
-            }
-            self.members_bytes.store(bytes, Ordering::Relaxed);
-            self.top_keys.store(keys, Ordering::Relaxed);
-            return Ok(());
-        }
-        let bytes_max = limits.document_bytes as u64 - 1;
-        reserve(&self.members_bytes, run.bytes, bytes_max).map_err(|n| doc_limit(n + 1))?;
-        if let Err(n) = reserve(&self.top_keys, run.keys, limits.object_keys as u64) {
-            // Give the bytes back: the patch will not happen.
-            let _ = reserve(&self.members_bytes, -run.bytes, u64::MAX);
-            return Err(keys_limit(n).into());
-        }
-        Ok(())
-    }
-
-    /// Moves the working document's members back into their shards.
-    fn put_back(
-        &self,
-        doc: Value,
-        guards: &mut [RwLockWriteGuard<'_, Shard>],
-        slot: &impl Fn(usize) -> usize,
-    ) {
-        if let Value::Object(members) = doc {
-            for (key, value) in members {
-                guards[slot(self.shard_of(&key))].entries.insert(key, value);
-            }
-        }
     }
 
     /// The value at `pointer` (RFC 6901; `""` is the whole document), or `None`.
@@ -723,7 +803,7 @@ impl<C: Clock> StateStore<C> {
         let index = self.shard_of(&key);
         let shard = read(&self.shards[index]);
         let value = shard
-            .entries
+            .members
             .get(key.as_ref())
             .and_then(|value| value.pointer(rest.as_str()));
         f(value, Some((index, shard.revision)))
@@ -746,7 +826,7 @@ impl<C: Clock> StateStore<C> {
         let revision = self.revision();
         let members: Map<String, Value> = guards
             .iter()
-            .flat_map(|g| g.entries.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .flat_map(|g| g.members.iter().map(|(k, v)| (k.clone(), v.clone())))
             .collect();
         (revision, Value::Object(members))
     }
@@ -821,15 +901,16 @@ impl<C: Clock> StateStore<C> {
             });
         }
         for guard in &mut guards {
-            guard.entries.clear();
+            guard.members.clear();
             guard.revision = revision.0;
         }
         for (key, value) in members {
-            guards[self.shard_of(&key)].entries.insert(key, value);
+            guards[self.shard_of(&key)].members.insert(key, value);
         }
-        self.members_bytes.store(bytes as u64, Ordering::Relaxed);
-        self.top_keys.store(keys as u64, Ordering::Relaxed);
         let mut sequencer = lock(&self.sequencer);
+        sequencer.members_bytes = bytes as u64;
+        sequencer.top_keys = keys as u64;
+        sequencer.revision = revision.0;
         sequencer.history.reset(revision.0);
         // seam: subscriptions see a discontinuity here; they should tell their
         // subscribers to resynchronise from a snapshot at `revision`.
@@ -943,7 +1024,7 @@ impl<C: Clock> StateStore<C> {
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> StateMetrics {
-        let (applied, entries, bytes, oldest) = {
+        let (applied, entries, bytes, oldest, members, top_keys) = {
             let sequencer = lock(&self.sequencer);
             let history = &sequencer.history;
             (
@@ -951,10 +1032,10 @@ impl<C: Clock> StateStore<C> {
                 history.len(),
                 history.bytes(),
                 history.floor(),
+                sequencer.members_bytes,
+                sequencer.top_keys,
             )
         };
-        let top_keys = self.top_keys.load(Ordering::Relaxed);
-        let members = self.members_bytes.load(Ordering::Relaxed);
         let c = &self.counters;
         StateMetrics {
             revision: self.revision(),
@@ -977,22 +1058,6 @@ impl<C: Clock> StateStore<C> {
             history_bytes: bytes,
             history_oldest: oldest,
             pressure: self.pressure(),
-        }
-    }
-}
-
-/// Adds `delta` to `counter` unless the sum would pass `max`; returns the refused
-/// sum.
-fn reserve(counter: &AtomicU64, delta: i64, max: u64) -> Result<(), u64> {
-    let mut current = counter.load(Ordering::Relaxed);
-    loop {
-        let next = current.saturating_add_signed(delta);
-        if delta > 0 && next > max {
-            return Err(next);
-        }
-        match counter.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return Ok(()),
-            Err(seen) => current = seen,
         }
     }
 }
