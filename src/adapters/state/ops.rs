@@ -251,6 +251,10 @@ pub(crate) struct Run<'a> {
     pub(crate) keys: i64,
     /// An operation replaced the root: the account must be recomputed.
     pub(crate) root_replaced: bool,
+    /// The document is one top-level member's value, and every pointer of the
+    /// patch has that member's key as first token (and at least one more):
+    /// pointers are resolved without it.
+    nested: bool,
 }
 
 fn signed(n: usize) -> i64 {
@@ -265,6 +269,24 @@ impl<'a> Run<'a> {
             bytes: 0,
             keys: 0,
             root_replaced: false,
+            nested: false,
+        }
+    }
+
+    /// A run on one top-level member's value, for a patch whose every pointer
+    /// starts with that member's key and goes below it.
+    pub(crate) fn nested(limits: &'a Limits) -> Self {
+        Self {
+            nested: true,
+            ..Self::new(limits)
+        }
+    }
+
+    /// `pointer` as resolved in this run's document.
+    fn at<'p>(&self, pointer: &'p Pointer) -> &'p Pointer {
+        match pointer.split_front() {
+            Some((_, rest)) if self.nested => rest,
+            _ => pointer,
         }
     }
 
@@ -328,20 +350,20 @@ impl<'a> Run<'a> {
             PatchOperation::Add(op) => {
                 let size = encoded_len(&op.value);
                 let landed = self
-                    .insert(doc, &op.path, op.value.clone(), Some(size))
+                    .insert(doc, self.at(&op.path), op.value.clone(), Some(size))
                     .map_err(|(fail, _)| fail)?;
                 self.undo.push(Undo::Insert(landed));
             }
             PatchOperation::Remove(op) => {
-                let (loc, value) = self.remove(doc, &op.path)?;
+                let (loc, value) = self.remove(doc, self.at(&op.path))?;
                 self.bytes -= signed(encoded_len(&value));
                 self.undo.push(Undo::Remove(loc, value));
             }
             PatchOperation::Replace(op) => {
                 let target = doc
-                    .pointer_mut(op.path.as_str())
+                    .pointer_mut(self.at(&op.path).as_str())
                     .ok_or(PatchFailure::InvalidPointer)?;
-                let root = op.path.is_root();
+                let root = self.at(&op.path).is_root();
                 if root && !op.value.is_object() {
                     return Err(Fail::RootNotObject);
                 }
@@ -351,25 +373,27 @@ impl<'a> Run<'a> {
                 } else {
                     self.bytes += signed(encoded_len(&op.value)) - signed(encoded_len(&prev));
                 }
-                self.undo.push(Undo::Replace(&op.path, prev));
+                self.undo.push(Undo::Replace(self.at(&op.path), prev));
             }
             PatchOperation::Move(op) => {
                 if op.path.starts_with(&op.from) && op.path.len() != op.from.len() {
                     return Err(PatchFailure::CannotMoveInsideItself.into());
                 }
-                let (from, value) = self.remove(doc, &op.from).map_err(|fail| match fail {
-                    Fail::Patch(PatchFailure::InvalidPointer) => {
-                        PatchFailure::InvalidFromPointer.into()
-                    }
-                    fail => fail,
-                })?;
+                let (from, value) =
+                    self.remove(doc, self.at(&op.from))
+                        .map_err(|fail| match fail {
+                            Fail::Patch(PatchFailure::InvalidPointer) => {
+                                PatchFailure::InvalidFromPointer.into()
+                            }
+                            fail => fail,
+                        })?;
                 if let Some(depth) = self.deeper(&value, &op.from, &op.path) {
                     from.put(doc, value);
                     return Err(Fail::Limit(Limit::Depth, self.limits.depth, depth));
                 }
                 // The value's own size leaves with the remove and returns with the
                 // insert: only the separators and keys change.
-                match self.insert(doc, &op.path, value, None) {
+                match self.insert(doc, self.at(&op.path), value, None) {
                     Ok(landed) => self.undo.push(Undo::Move { landed, from }),
                     Err((fail, value)) => {
                         from.put(doc, value);
@@ -379,7 +403,7 @@ impl<'a> Run<'a> {
             }
             PatchOperation::Copy(op) => {
                 let value = doc
-                    .pointer(op.from.as_str())
+                    .pointer(self.at(&op.from).as_str())
                     .ok_or(PatchFailure::InvalidFromPointer)?;
                 if let Some(depth) = self.deeper(value, &op.from, &op.path) {
                     return Err(Fail::Limit(Limit::Depth, self.limits.depth, depth));
@@ -387,13 +411,13 @@ impl<'a> Run<'a> {
                 let value = value.clone();
                 let size = encoded_len(&value);
                 let landed = self
-                    .insert(doc, &op.path, value, Some(size))
+                    .insert(doc, self.at(&op.path), value, Some(size))
                     .map_err(|(fail, _)| fail)?;
                 self.undo.push(Undo::Insert(landed));
             }
             PatchOperation::Test(op) => {
                 let target = doc
-                    .pointer(op.path.as_str())
+                    .pointer(self.at(&op.path).as_str())
                     .ok_or(PatchFailure::InvalidPointer)?;
                 if *target != op.value {
                     return Err(PatchFailure::TestFailed.into());
@@ -431,7 +455,7 @@ impl<'a> Run<'a> {
             let prev = mem::replace(doc, value);
             return Ok(Landed::Overwrote(path, prev));
         };
-        let top = parent_path.is_root();
+        let top = parent_path.is_root() && !self.nested;
         let Some(parent) = doc.pointer_mut(parent_path.as_str()) else {
             return Err((PatchFailure::InvalidPointer.into(), value));
         };
@@ -493,7 +517,7 @@ impl<'a> Run<'a> {
     /// but the value's own size (the caller decides whether it leaves).
     fn remove(&mut self, doc: &mut Value, path: &'a Pointer) -> Result<(Loc<'a>, Value), Fail> {
         let (parent_path, last) = path.split_back().ok_or(PatchFailure::InvalidPointer)?;
-        let top = parent_path.is_root();
+        let top = parent_path.is_root() && !self.nested;
         let parent = doc
             .pointer_mut(parent_path.as_str())
             .ok_or(PatchFailure::InvalidPointer)?;

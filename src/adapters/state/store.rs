@@ -6,6 +6,7 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::hash::BuildHasher;
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use json_patch::jsonptr::Pointer;
@@ -27,7 +28,7 @@ type KeyHasher = foldhash::fast::RandomState;
 /// One shard: the top-level members whose keys hash to it.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
-    members: Map<String, Value>,
+    members: HashMap<String, Value, KeyHasher>,
     /// The revision of the last patch that wrote to this shard (transactions compare
     /// it with the one they read).
     pub(crate) revision: u64,
@@ -600,11 +601,11 @@ impl<C: Clock> StateStore<C> {
         plan
     }
 
-    /// The one shard every pointer of `patch` falls in, and whether the patch
-    /// writes; `None` if it needs several, the root, or none. Allocates nothing:
-    /// this is the common case's fast path.
-    fn single_shard(&self, patch: &[PatchOperation]) -> Option<(usize, bool)> {
-        let mut found = None;
+    /// The top-level key every pointer of `patch` goes below (each has at least
+    /// two tokens, the first being that key), and whether the patch writes.
+    /// Allocates nothing (unless the key has escapes).
+    fn single_member(patch: &[PatchOperation]) -> Option<(Cow<'_, str>, bool)> {
+        let mut found: Option<Cow<'_, str>> = None;
         let mut writes = false;
         for op in patch {
             let (from, path): (Option<&Pointer>, &Pointer) = match op {
@@ -614,15 +615,19 @@ impl<C: Clock> StateStore<C> {
             };
             writes |= !matches!(op, PatchOperation::Test(_));
             for pointer in from.into_iter().chain(Some(path)) {
-                let shard = self.shard_of(&ops::key_of(pointer.first()?));
-                match found {
-                    None => found = Some(shard),
-                    Some(seen) if seen != shard => return None,
+                let (first, rest) = pointer.split_front()?;
+                if rest.is_root() {
+                    return None;
+                }
+                let key = ops::key_of(first);
+                match &found {
+                    None => found = Some(key),
+                    Some(seen) if *seen != key => return None,
                     Some(_) => {}
                 }
             }
         }
-        found.map(|shard| (shard, writes))
+        found.map(|key| (key, writes))
     }
 
     /// Applies a checked patch: the one write path, for patches and transactions.
@@ -633,39 +638,44 @@ impl<C: Clock> StateStore<C> {
         bytes: usize,
         bases: &[(usize, u64)],
     ) -> Result<Revision, StateError> {
-        match self.single_shard(&patch) {
-            Some((shard, writes)) if bases.iter().all(|&(s, _)| s == shard) => {
-                self.commit_one(shard, writes, &patch, bytes, bases)
+        if let Some((key, writes)) = Self::single_member(&patch) {
+            let shard = self.shard_of(&key);
+            if bases.iter().all(|&(s, _)| s == shard) {
+                let done = self.commit_member(shard, &key, writes, &patch, bytes, bases);
+                if let Some(result) = done {
+                    return result;
+                }
             }
-            _ => self.commit_many(&patch, bytes, bases),
         }
+        self.commit_many(&patch, bytes, bases)
     }
 
-    /// A patch within one shard: applied in place in the shard's members.
-    fn commit_one(
+    /// The common case: a patch below one existing top-level member, applied in
+    /// place in its value. `None` if the member does not exist (the general path
+    /// then reports the failure).
+    fn commit_member(
         &self,
         shard: usize,
+        key: &str,
         writes: bool,
         patch: &Arc<[PatchOperation]>,
         bytes: usize,
         bases: &[(usize, u64)],
-    ) -> Result<Revision, StateError> {
+    ) -> Option<Result<Revision, StateError>> {
         let mut guard = write(&self.shards[shard]);
-        check_bases(bases, |_| guard.revision)?;
-        // Moving the map in and out of a `Value` is free (no copy, no allocation).
-        let mut doc = Value::Object(core::mem::take(&mut guard.members));
-        let mut run = Run::new(&self.config.limits);
-        let result = run.apply_all(&mut doc, patch).and_then(|()| {
-            self.sequence(&mut run, &mut doc, false, patch, bytes, |revision| {
+        let Shard { members, revision } = &mut *guard;
+        if let Err(conflict) = check_bases(bases, |_| *revision) {
+            return Some(Err(conflict));
+        }
+        let member = members.get_mut(key)?;
+        let mut run = Run::nested(&self.config.limits);
+        Some(run.apply_all(member, patch).and_then(|()| {
+            self.sequence(&mut run, member, false, patch, bytes, |new| {
                 if writes {
-                    guard.revision = revision;
+                    *revision = new;
                 }
             })
-        });
-        if let Value::Object(members) = doc {
-            guard.members = members;
-        }
-        result
+        }))
     }
 
     /// A patch across shards (or on the root): the touched members are moved into
@@ -696,7 +706,7 @@ impl<C: Clock> StateStore<C> {
         let mut members = Map::new();
         if plan.all {
             for guard in &mut guards {
-                members.append(&mut guard.members);
+                members.extend(guard.members.drain());
             }
         } else {
             for key in &plan.keys {
