@@ -46,7 +46,9 @@ pub(crate) struct History {
     base: HistoryLimits,
     /// `base.age` in clock ticks.
     base_age: u64,
-    level: PressureLevel,
+    /// The bounds in force (entries, bytes, age in ticks): the base cut to the
+    /// pressure level's share.
+    limits: (usize, usize, u64),
 }
 
 impl History {
@@ -55,44 +57,55 @@ impl History {
             entries: VecDeque::new(),
             bytes: 0,
             floor: 0,
+            limits: Self::limits_at(&base, base_age, PressureLevel::Normal),
             base,
             base_age,
-            level: PressureLevel::Normal,
         }
     }
 
-    /// The bounds in force: the base cut to the level's share.
-    pub(crate) fn limits(&self) -> (usize, usize, u64) {
-        let age = u128::from(self.base_age) * u128::from(self.level.size_percent()) / 100;
+    /// The bounds in force at `level`: the base cut to the level's share.
+    fn limits_at(base: &HistoryLimits, base_age: u64, level: PressureLevel) -> (usize, usize, u64) {
+        let age = u128::from(base_age) * u128::from(level.size_percent()) / 100;
         (
-            adaptive_size(self.base.entries, self.level),
-            adaptive_size(self.base.bytes, self.level),
+            adaptive_size(base.entries, level),
+            adaptive_size(base.bytes, level),
             u64::try_from(age).unwrap_or(u64::MAX).max(1),
         )
     }
 
-    pub(crate) fn push(&mut self, change: Change, now: u64) {
+    /// Appends `change` and trims. Returns the first entry trimmed, for the caller
+    /// to drop after releasing its lock (at steady state, the only one).
+    #[must_use]
+    pub(crate) fn push(&mut self, change: Change, now: u64) -> Option<Change> {
         self.bytes += change.bytes;
         self.entries.push_back(change);
-        self.trim(now);
+        let first = self.pop_excess(now);
+        if first.is_some() {
+            self.trim(now);
+        }
+        first
+    }
+
+    /// Removes the oldest entry if it is beyond a bound.
+    fn pop_excess(&mut self, now: u64) -> Option<Change> {
+        let (max_entries, max_bytes, max_age) = self.limits;
+        let oldest = self.entries.front()?;
+        let stale = now.saturating_sub(oldest.timestamp) >= max_age;
+        if self.entries.len() <= max_entries && self.bytes <= max_bytes && !stale {
+            return None;
+        }
+        self.bytes -= oldest.bytes;
+        self.floor = oldest.revision.0;
+        self.entries.pop_front()
     }
 
     /// Drops the oldest entries beyond any bound.
     pub(crate) fn trim(&mut self, now: u64) {
-        let (max_entries, max_bytes, max_age) = self.limits();
-        while let Some(oldest) = self.entries.front() {
-            let stale = now.saturating_sub(oldest.timestamp) >= max_age;
-            if self.entries.len() <= max_entries && self.bytes <= max_bytes && !stale {
-                break;
-            }
-            self.bytes -= oldest.bytes;
-            self.floor = oldest.revision.0;
-            self.entries.pop_front();
-        }
+        while self.pop_excess(now).is_some() {}
     }
 
     pub(crate) fn set_level(&mut self, level: PressureLevel, now: u64) {
-        self.level = level;
+        self.limits = Self::limits_at(&self.base, self.base_age, level);
         self.trim(now);
     }
 

@@ -9,6 +9,7 @@ use core::hash::BuildHasher;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crossbeam_utils::CachePadded;
 use json_patch::jsonptr::Pointer;
 use json_patch::PatchOperation;
 use serde_json::{Map, Value};
@@ -301,12 +302,13 @@ pub struct StateStore<C: Clock = MonotonicClock> {
     mask: usize,
     /// Picks a top-level key's shard.
     hasher: KeyHasher,
-    shards: Box<[RwLock<Shard>]>,
+    /// Padded: writers on neighbouring shards must not share cache lines.
+    shards: Box<[CachePadded<RwLock<Shard>>]>,
     /// Taken, after a writer's shard locks, to number and record a commit.
-    sequencer: Mutex<Sequencer>,
+    sequencer: CachePadded<Mutex<Sequencer>>,
     /// The last committed revision; stored under the sequencer lock and the
     /// committing writer's shard locks.
-    revision: AtomicU64,
+    revision: CachePadded<AtomicU64>,
     pressure: AtomicU8,
     clock: Arc<C>,
     pub(crate) txns: TxnTable<C>,
@@ -346,11 +348,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+fn read(shard: &CachePadded<RwLock<Shard>>) -> RwLockReadGuard<'_, Shard> {
     shard.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+fn write(shard: &CachePadded<RwLock<Shard>>) -> RwLockWriteGuard<'_, Shard> {
     shard.write().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -385,15 +387,17 @@ impl<C: Clock> StateStore<C> {
         Ok(Self {
             mask: config.shards - 1,
             hasher: KeyHasher::default(),
-            shards: (0..config.shards).map(|_| RwLock::default()).collect(),
-            sequencer: Mutex::new(Sequencer {
+            shards: (0..config.shards)
+                .map(|_| CachePadded::new(RwLock::default()))
+                .collect(),
+            sequencer: CachePadded::new(Mutex::new(Sequencer {
                 history: History::new(config.history, age),
                 applied: 0,
                 revision: 0,
                 members_bytes: 0,
                 top_keys: 0,
-            }),
-            revision: AtomicU64::new(0),
+            })),
+            revision: CachePadded::new(AtomicU64::new(0)),
             pressure: AtomicU8::new(PressureLevel::Normal as u8),
             clock,
             txns,
@@ -767,9 +771,12 @@ impl<C: Clock> StateStore<C> {
             bytes,
             ops: Arc::clone(patch),
         };
-        sequencer.history.push(change, now);
+        let trimmed = sequencer.history.push(change, now);
         sequencer.applied += 1;
         self.revision.store(revision.0, Ordering::Release);
+        drop(sequencer);
+        // Freed outside the lock.
+        drop(trimmed);
         Ok(revision)
     }
 
