@@ -17,6 +17,7 @@ use super::error::{Limit, StateConfigError};
 /// assert_eq!(limits.array_len, Limits::default().array_len);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Limits {
     /// Most bytes of one patch in compact JSON (the raw text for
     /// [`apply_json`](super::StateStore::apply_json)). Default 1 MiB.
@@ -89,6 +90,7 @@ impl Default for Limits {
 /// Bounds of the patch history; the tightest wins. Under memory pressure each is cut
 /// to 75/50/25 % (see [`StateStore::on_pressure`](super::StateStore::on_pressure)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistoryLimits {
     /// Most revisions kept. Default 10 000.
     pub entries: usize,
@@ -110,6 +112,7 @@ impl Default for HistoryLimits {
 
 /// Caps and expiry of transactions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TxnConfig {
     /// Most transactions open at once. Default 1024.
     pub max_open: usize,
@@ -142,6 +145,7 @@ impl Default for TxnConfig {
 /// assert_eq!(bad.validate(), Err(StateConfigError::Shards(12)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StateConfig {
     /// Number of shards the top-level keys are spread over: a power of two, default
     /// 16. Writers to keys on different shards do not wait for each other.

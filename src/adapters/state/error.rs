@@ -64,6 +64,22 @@ pub struct LimitExceeded {
     pub op: Option<usize>,
 }
 
+impl LimitExceeded {
+    /// Fails naming `limit` if `actual` is above `max`, for a patch or document as a
+    /// whole (no operation named).
+    pub(crate) fn check(limit: Limit, max: usize, actual: usize) -> Result<(), StateError> {
+        if actual > max {
+            return Err(StateError::Limit(Self {
+                limit,
+                max,
+                actual,
+                op: None,
+            }));
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for LimitExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -73,23 +73,16 @@ impl Sequencer {
                 self.top_keys.saturating_add_signed(run.keys),
             )
         };
-        if bytes + 1 > limits.document_bytes as u64 && bytes > self.members_bytes {
-            return Err(LimitExceeded {
-                limit: Limit::DocumentBytes,
-                max: limits.document_bytes,
-                actual: to_usize(bytes + 1),
-                op: None,
-            }
-            .into());
+        // Shrinking is always allowed, even past a limit.
+        if bytes > self.members_bytes {
+            LimitExceeded::check(
+                Limit::DocumentBytes,
+                limits.document_bytes,
+                to_usize(bytes + 1),
+            )?;
         }
-        if keys > limits.object_keys as u64 && keys > self.top_keys {
-            return Err(LimitExceeded {
-                limit: Limit::ObjectKeys,
-                max: limits.object_keys,
-                actual: to_usize(keys),
-                op: None,
-            }
-            .into());
+        if keys > self.top_keys {
+            LimitExceeded::check(Limit::ObjectKeys, limits.object_keys, to_usize(keys))?;
         }
         self.members_bytes = bytes;
         self.top_keys = keys;
@@ -484,54 +477,22 @@ impl<C: Clock> StateStore<C> {
     /// A patch's size, checked against the limits on bytes and operations.
     pub(crate) fn check_size(&self, patch: &[PatchOperation]) -> Result<usize, StateError> {
         let limits = &self.config.limits;
-        if patch.len() > limits.ops_per_patch {
-            return Err(LimitExceeded {
-                limit: Limit::OpsPerPatch,
-                max: limits.ops_per_patch,
-                actual: patch.len(),
-                op: None,
-            }
-            .into());
-        }
+        LimitExceeded::check(Limit::OpsPerPatch, limits.ops_per_patch, patch.len())?;
         let bytes = ops::patch_len(patch);
-        if bytes > limits.patch_bytes {
-            return Err(LimitExceeded {
-                limit: Limit::PatchBytes,
-                max: limits.patch_bytes,
-                actual: bytes,
-                op: None,
-            }
-            .into());
-        }
+        LimitExceeded::check(Limit::PatchBytes, limits.patch_bytes, bytes)?;
         Ok(bytes)
     }
 
     /// Parses a JSON patch text under the store's limits and leniency.
     pub(crate) fn parse(&self, patch: &str) -> Result<Vec<PatchOperation>, StateError> {
         let limits = &self.config.limits;
-        if patch.len() > limits.patch_bytes {
-            return Err(LimitExceeded {
-                limit: Limit::PatchBytes,
-                max: limits.patch_bytes,
-                actual: patch.len(),
-                op: None,
-            }
-            .into());
-        }
+        LimitExceeded::check(Limit::PatchBytes, limits.patch_bytes, patch.len())?;
         let invalid = |e: serde_json::Error| StateError::InvalidPatch(e.to_string());
         let value: Value = serde_json::from_str(patch).map_err(invalid)?;
         let Value::Array(mut items) = value else {
             return Err(StateError::InvalidPatch("a patch is a JSON array".into()));
         };
-        if items.len() > limits.ops_per_patch {
-            return Err(LimitExceeded {
-                limit: Limit::OpsPerPatch,
-                max: limits.ops_per_patch,
-                actual: items.len(),
-                op: None,
-            }
-            .into());
-        }
+        LimitExceeded::check(Limit::OpsPerPatch, limits.ops_per_patch, items.len())?;
         if self.config.lenient {
             for item in &mut items {
                 if let Value::Object(op) = item {
@@ -899,15 +860,7 @@ impl<C: Clock> StateStore<C> {
             unreachable!("checked above")
         };
         let (bytes, keys) = account(&members);
-        if bytes + 1 > limits.document_bytes {
-            return Err(LimitExceeded {
-                limit: Limit::DocumentBytes,
-                max: limits.document_bytes,
-                actual: bytes + 1,
-                op: None,
-            }
-            .into());
-        }
+        LimitExceeded::check(Limit::DocumentBytes, limits.document_bytes, bytes + 1)?;
         let mut guards: Vec<_> = self.shards.iter().map(write).collect();
         let current = self.revision();
         let revision = snapshot.revision;
