@@ -27,6 +27,7 @@
 //!   (`monitor`).
 //! - `alloc`: heap-backed structures such as [`ring::Ring`].
 //! - `serde`: `Serialize`/`Deserialize` for configuration structs.
+//! - `state`: the versioned JSON state store, `adapters::state` (implies `std`).
 //!
 //! With default features off the crate is `no_std` and needs no allocator:
 //! [`ring::StaticRing`] lives in a `static`.
