@@ -63,9 +63,52 @@ fn key_len(key: &str) -> usize {
     counted(|c| serde_json::to_writer(c, key))
 }
 
-/// The length of `patch`'s compact JSON encoding.
+/// The length of `patch`'s compact JSON encoding, as `serde_json::to_string` writes
+/// it (`{"op":"add","path":"/a","value":1}`: the tag, then the fields in
+/// declaration order), computed field by field: only values and pointers are
+/// serialized, not the operation enum.
 pub(crate) fn patch_len(patch: &[PatchOperation]) -> usize {
-    counted(|c| serde_json::to_writer(c, patch))
+    // `{"op":` and `}`, then `"name":` plus a separator for each field.
+    const OP: usize = r#"{"op":}"#.len();
+    let field = |name: &str, len: usize| 1 + name.len() + 3 + len;
+    let pointer = |p: &Pointer| key_len(p.as_str());
+    let ops: usize = patch
+        .iter()
+        .map(|op| {
+            OP + match op {
+                PatchOperation::Add(op) => {
+                    r#""add""#.len()
+                        + field("path", pointer(&op.path))
+                        + field("value", encoded_len(&op.value))
+                }
+                PatchOperation::Remove(op) => {
+                    r#""remove""#.len() + field("path", pointer(&op.path))
+                }
+                PatchOperation::Replace(op) => {
+                    r#""replace""#.len()
+                        + field("path", pointer(&op.path))
+                        + field("value", encoded_len(&op.value))
+                }
+                PatchOperation::Move(op) => {
+                    r#""move""#.len()
+                        + field("from", pointer(&op.from))
+                        + field("path", pointer(&op.path))
+                }
+                PatchOperation::Copy(op) => {
+                    r#""copy""#.len()
+                        + field("from", pointer(&op.from))
+                        + field("path", pointer(&op.path))
+                }
+                PatchOperation::Test(op) => {
+                    r#""test""#.len()
+                        + field("path", pointer(&op.path))
+                        + field("value", encoded_len(&op.value))
+                }
+            }
+        })
+        .sum();
+    // `[`, `]` and the commas between operations.
+    2 + patch.len().saturating_sub(1) + ops
 }
 
 /// What a top-level member adds to the document's size in this store's account:
@@ -578,4 +621,28 @@ pub(crate) fn check_ops(ops: &[PatchOperation], limits: &Limits) -> Result<(), L
     ops.iter()
         .enumerate()
         .try_for_each(|(index, op)| check_op(op, index, limits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_len_is_the_encoded_length() {
+        let patch: Vec<PatchOperation> = serde_json::from_str(
+            r#"[{"op":"add","path":"/a~1b/\"q\"","value":{"x":[1,"é\u0001"]}},
+                {"op":"remove","path":"/a"},{"op":"replace","path":"","value":{}},
+                {"op":"move","from":"/a","path":"/b"},{"op":"copy","from":"/~0","path":"/c/-"},
+                {"op":"test","path":"/d","value":null}]"#,
+        )
+        .unwrap();
+        for n in 0..=patch.len() {
+            let ops = &patch[..n];
+            assert_eq!(
+                patch_len(ops),
+                serde_json::to_string(ops).unwrap().len(),
+                "{n}"
+            );
+        }
+    }
 }
