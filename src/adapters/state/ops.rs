@@ -75,36 +75,20 @@ pub(crate) fn patch_len(patch: &[PatchOperation]) -> usize {
     let ops: usize = patch
         .iter()
         .map(|op| {
-            OP + match op {
-                PatchOperation::Add(op) => {
-                    r#""add""#.len()
-                        + field("path", pointer(&op.path))
-                        + field("value", encoded_len(&op.value))
-                }
-                PatchOperation::Remove(op) => {
-                    r#""remove""#.len() + field("path", pointer(&op.path))
-                }
-                PatchOperation::Replace(op) => {
-                    r#""replace""#.len()
-                        + field("path", pointer(&op.path))
-                        + field("value", encoded_len(&op.value))
-                }
-                PatchOperation::Move(op) => {
-                    r#""move""#.len()
-                        + field("from", pointer(&op.from))
-                        + field("path", pointer(&op.path))
-                }
-                PatchOperation::Copy(op) => {
-                    r#""copy""#.len()
-                        + field("from", pointer(&op.from))
-                        + field("path", pointer(&op.path))
-                }
-                PatchOperation::Test(op) => {
-                    r#""test""#.len()
-                        + field("path", pointer(&op.path))
-                        + field("value", encoded_len(&op.value))
-                }
-            }
+            let (kind, from, path, value): (&str, Option<&Pointer>, &Pointer, Option<&Value>) =
+                match op {
+                    PatchOperation::Add(op) => ("add", None, &op.path, Some(&op.value)),
+                    PatchOperation::Remove(op) => ("remove", None, &op.path, None),
+                    PatchOperation::Replace(op) => ("replace", None, &op.path, Some(&op.value)),
+                    PatchOperation::Move(op) => ("move", Some(&op.from), &op.path, None),
+                    PatchOperation::Copy(op) => ("copy", Some(&op.from), &op.path, None),
+                    PatchOperation::Test(op) => ("test", None, &op.path, Some(&op.value)),
+                };
+            OP + kind.len()
+                + 2
+                + from.map_or(0, |from| field("from", pointer(from)))
+                + field("path", pointer(path))
+                + value.map_or(0, |value| field("value", encoded_len(value)))
         })
         .sum();
     // `[`, `]` and the commas between operations.
