@@ -904,3 +904,18 @@ fn errors_display() {
         "history after r1 was compacted; the oldest available is r4"
     );
 }
+
+#[test]
+fn store_and_transactions_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<StateStore>();
+    send_sync::<Store>();
+    send_sync::<membound::adapters::state::Txn<'static>>();
+    // A transaction begun on one thread commits on another.
+    let s = default_store();
+    let mut t = s.begin().unwrap();
+    t.push_json(r#"[{"op":"add","path":"/a","value":1}]"#)
+        .unwrap();
+    let r = std::thread::scope(|scope| scope.spawn(move || t.commit()).join().unwrap());
+    assert_eq!(r, Ok(Revision(1)));
+}
