@@ -63,38 +63,6 @@ fn key_len(key: &str) -> usize {
     counted(|c| serde_json::to_writer(c, key))
 }
 
-/// The length of `patch`'s compact JSON encoding, as `serde_json::to_string` writes
-/// it (`{"op":"add","path":"/a","value":1}`: the tag, then the fields in
-/// declaration order), computed field by field: only values and pointers are
-/// serialized, not the operation enum.
-pub(crate) fn patch_len(patch: &[PatchOperation]) -> usize {
-    // `{"op":` and `}`, then `"name":` plus a separator for each field.
-    const OP: usize = r#"{"op":}"#.len();
-    let field = |name: &str, len: usize| 1 + name.len() + 3 + len;
-    let pointer = |p: &Pointer| key_len(p.as_str());
-    let ops: usize = patch
-        .iter()
-        .map(|op| {
-            let (kind, from, path, value): (&str, Option<&Pointer>, &Pointer, Option<&Value>) =
-                match op {
-                    PatchOperation::Add(op) => ("add", None, &op.path, Some(&op.value)),
-                    PatchOperation::Remove(op) => ("remove", None, &op.path, None),
-                    PatchOperation::Replace(op) => ("replace", None, &op.path, Some(&op.value)),
-                    PatchOperation::Move(op) => ("move", Some(&op.from), &op.path, None),
-                    PatchOperation::Copy(op) => ("copy", Some(&op.from), &op.path, None),
-                    PatchOperation::Test(op) => ("test", None, &op.path, Some(&op.value)),
-                };
-            OP + kind.len()
-                + 2
-                + from.map_or(0, |from| field("from", pointer(from)))
-                + field("path", pointer(path))
-                + value.map_or(0, |value| field("value", encoded_len(value)))
-        })
-        .sum();
-    // `[`, `]` and the commas between operations.
-    2 + patch.len().saturating_sub(1) + ops
-}
-
 /// What a top-level member adds to the document's size in this store's account:
 /// `"key":value` plus one separator. The document's size is 1 plus the sum over its
 /// members, which is its compact encoding's length for every non-empty document
@@ -605,28 +573,4 @@ pub(crate) fn check_ops(ops: &[PatchOperation], limits: &Limits) -> Result<(), L
     ops.iter()
         .enumerate()
         .try_for_each(|(index, op)| check_op(op, index, limits))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patch_len_is_the_encoded_length() {
-        let patch: Vec<PatchOperation> = serde_json::from_str(
-            r#"[{"op":"add","path":"/a~1b/\"q\"","value":{"x":[1,"é\u0001"]}},
-                {"op":"remove","path":"/a"},{"op":"replace","path":"","value":{}},
-                {"op":"move","from":"/a","path":"/b"},{"op":"copy","from":"/~0","path":"/c/-"},
-                {"op":"test","path":"/d","value":null}]"#,
-        )
-        .unwrap();
-        for n in 0..=patch.len() {
-            let ops = &patch[..n];
-            assert_eq!(
-                patch_len(ops),
-                serde_json::to_string(ops).unwrap().len(),
-                "{n}"
-            );
-        }
-    }
 }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::config::StateConfig;
 use super::error::{HistoryError, Limit, LimitExceeded, StateConfigError, StateError};
-use super::history::{Backlog, Change, History};
+use super::history::{Backlog, Change, Entry, History};
 use super::ops::{self, Run};
 use super::txn::{Txn, TxnTable};
 use super::Revision;
@@ -254,8 +254,10 @@ impl StateSnapshot {
 /// # Cost
 ///
 /// A patch costs the size of the values it writes, removes or copies (they are
-/// measured for the size limits), plus its own size twice (the size check and the
-/// history's copy); never the document's size, except operations on the root.
+/// measured for the size limits), plus its own size once more (the history keeps it
+/// as compact JSON text); never the document's size, except operations on the root.
+/// Patches below one existing top-level member are applied in place in its value.
+/// [`changes_since`](Self::changes_since) parses the patches it returns.
 ///
 /// # Examples
 ///
@@ -443,9 +445,9 @@ impl<C: Clock> StateStore<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn apply(&self, patch: &[PatchOperation]) -> Result<Revision, StateError> {
-        let result = self.check_size(patch).and_then(|bytes| {
+        let result = self.encode(patch).and_then(|text| {
             ops::check_ops(patch, &self.config.limits)?;
-            self.commit(Arc::from(patch), bytes, &[])
+            self.commit(patch, text, &[])
         });
         self.counted(result)
     }
@@ -461,8 +463,9 @@ impl<C: Clock> StateStore<C> {
     /// [`apply`](Self::apply).
     pub fn apply_json(&self, patch: &str) -> Result<Revision, StateError> {
         let result = self.parse(patch).and_then(|ops| {
+            let text = self.encode(&ops)?;
             ops::check_ops(&ops, &self.config.limits)?;
-            self.commit(Arc::from(ops), patch.len(), &[])
+            self.commit(&ops, text, &[])
         });
         self.counted(result)
     }
@@ -474,13 +477,15 @@ impl<C: Clock> StateStore<C> {
         result
     }
 
-    /// A patch's size, checked against the limits on bytes and operations.
-    pub(crate) fn check_size(&self, patch: &[PatchOperation]) -> Result<usize, StateError> {
+    /// A patch's compact JSON text, for the history, checked against the limits on
+    /// operations and bytes.
+    pub(crate) fn encode(&self, patch: &[PatchOperation]) -> Result<Box<str>, StateError> {
         let limits = &self.config.limits;
         LimitExceeded::check(Limit::OpsPerPatch, limits.ops_per_patch, patch.len())?;
-        let bytes = ops::patch_len(patch);
-        LimitExceeded::check(Limit::PatchBytes, limits.patch_bytes, bytes)?;
-        Ok(bytes)
+        // Operations have string keys only: serializing them cannot fail.
+        let text = serde_json::to_string(patch).unwrap_or_default();
+        LimitExceeded::check(Limit::PatchBytes, limits.patch_bytes, text.len())?;
+        Ok(text.into_boxed_str())
     }
 
     /// Parses a JSON patch text under the store's limits and leniency.
@@ -599,20 +604,21 @@ impl<C: Clock> StateStore<C> {
     /// `bases` are a transaction's (shard, revision) reads, checked under the locks.
     pub(crate) fn commit(
         &self,
-        patch: Arc<[PatchOperation]>,
-        bytes: usize,
+        patch: &[PatchOperation],
+        text: Box<str>,
         bases: &[(usize, u64)],
     ) -> Result<Revision, StateError> {
-        if let Some((key, writes)) = Self::single_member(&patch) {
+        let mut text = Some(text);
+        if let Some((key, writes)) = Self::single_member(patch) {
             let shard = self.shard_of(&key);
             if bases.iter().all(|&(s, _)| s == shard) {
-                let done = self.commit_member(shard, &key, writes, &patch, bytes, bases);
+                let done = self.commit_member(shard, &key, writes, patch, &mut text, bases);
                 if let Some(result) = done {
                     return result;
                 }
             }
         }
-        self.commit_many(&patch, bytes, bases)
+        self.commit_many(patch, &mut text, bases)
     }
 
     /// The common case: a patch below one existing top-level member, applied in
@@ -623,8 +629,8 @@ impl<C: Clock> StateStore<C> {
         shard: usize,
         key: &str,
         writes: bool,
-        patch: &Arc<[PatchOperation]>,
-        bytes: usize,
+        patch: &[PatchOperation],
+        text: &mut Option<Box<str>>,
         bases: &[(usize, u64)],
     ) -> Option<Result<Revision, StateError>> {
         let mut guard = write(&self.shards[shard]);
@@ -635,7 +641,7 @@ impl<C: Clock> StateStore<C> {
         let member = members.get_mut(key)?;
         let mut run = Run::nested(&self.config.limits);
         Some(run.apply_all(member, patch).and_then(|()| {
-            self.sequence(&mut run, member, false, patch, bytes, |new| {
+            self.sequence(&mut run, member, false, patch, text, |new| {
                 if writes {
                     *revision = new;
                 }
@@ -647,8 +653,8 @@ impl<C: Clock> StateStore<C> {
     /// a working document, patched there and moved back.
     fn commit_many(
         &self,
-        patch: &Arc<[PatchOperation]>,
-        bytes: usize,
+        patch: &[PatchOperation],
+        text: &mut Option<Box<str>>,
         bases: &[(usize, u64)],
     ) -> Result<Revision, StateError> {
         let plan = self.plan(patch);
@@ -684,7 +690,7 @@ impl<C: Clock> StateStore<C> {
         let mut doc = Value::Object(members);
         let mut run = Run::new(&self.config.limits);
         let result = run.apply_all(&mut doc, patch).and_then(|()| {
-            self.sequence(&mut run, &mut doc, plan.all, patch, bytes, |revision| {
+            self.sequence(&mut run, &mut doc, plan.all, patch, text, |revision| {
                 if plan.all {
                     guards.iter_mut().for_each(|g| g.revision = revision);
                 } else {
@@ -711,8 +717,8 @@ impl<C: Clock> StateStore<C> {
         run: &mut Run<'_>,
         doc: &mut Value,
         all: bool,
-        patch: &Arc<[PatchOperation]>,
-        bytes: usize,
+        patch: &[PatchOperation],
+        text: &mut Option<Box<str>>,
         set_revisions: impl FnOnce(u64),
     ) -> Result<Revision, StateError> {
         let now = self.clock.now();
@@ -726,13 +732,12 @@ impl<C: Clock> StateStore<C> {
         let revision = Revision(sequencer.revision);
         set_revisions(revision.0);
         self.after_commit(revision, patch);
-        let change = Change {
+        let entry = Entry {
             revision,
             timestamp: now,
-            bytes,
-            ops: Arc::clone(patch),
+            patch: text.take().unwrap_or_default(),
         };
-        let trimmed = sequencer.history.push(change, now);
+        let trimmed = sequencer.history.push(entry, now);
         sequencer.applied += 1;
         self.revision.store(revision.0, Ordering::Release);
         drop(sequencer);
@@ -902,7 +907,7 @@ impl<C: Clock> StateStore<C> {
         Ok(sequencer
             .history
             .entries_since(revision, current)?
-            .cloned()
+            .map(Entry::change)
             .collect())
     }
 

@@ -266,10 +266,9 @@ impl<'s, C: Clock> Txn<'s, C> {
         let store = self.store;
         let result = if self.open && store.txns.close(self.id) {
             self.open = false;
-            let ops = core::mem::take(&mut self.ops);
             store
-                .check_size(&ops)
-                .and_then(|bytes| store.commit(Arc::from(ops), bytes, &self.bases))
+                .encode(&self.ops)
+                .and_then(|text| store.commit(&self.ops, text, &self.bases))
         } else {
             self.open = false;
             Err(StateError::TxnExpired)
