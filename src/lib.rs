@@ -33,6 +33,7 @@
 //! - `serde`: `Serialize`/`Deserialize` for configuration structs.
 //! - `prometheus`: implies `std`; `export::prometheus` exposes every component's
 //!   metrics through the `prometheus-client` registry and serves them over HTTP.
+//! - `state`: the versioned JSON state store, `adapters::state` (implies `std`).
 //!
 //! With default features off the crate is `no_std` and needs no allocator:
 //! [`ring::StaticRing`] lives in a `static`.

@@ -1,0 +1,576 @@
+//! Applying RFC 6902 operations in place, with an undo log, limit checks and an
+//! exact account of the document's encoded size.
+//!
+//! The semantics are json-patch 5's, step for step (pointer resolution through
+//! `serde_json`'s `pointer_mut` for parents and `jsonptr` tokens for the last
+//! segment, the same error kinds and precedence); `fuzz/fuzz_targets/state_patch.rs`
+//! checks them against `json_patch::patch` applied one operation at a time. We do
+//! not call `json_patch::patch` itself for three reasons:
+//!
+//! - its undo is not complete: a `move` whose `add` half fails (the target's parent
+//!   is missing) has already removed the source, and that removal is not undone;
+//!   a `move` of `/a/b` to `/a` followed by a failing operation makes its undo
+//!   attempt the impossible reverse move and panic (`unreachable!`);
+//! - limits (container lengths, depth, document size) depend on the state each
+//!   operation sees, so they are checked between operations;
+//! - the size account needs the values an operation removes or overwrites, which
+//!   json-patch drops. Keeping them in our undo log costs no copy.
+//!
+//! Cost: an operation costs the size of the values it writes, removes, overwrites or
+//! copies (they are measured), never the size of the document, except an operation
+//! on the root itself.
+
+use alloc::borrow::Cow;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+use core::mem;
+
+use json_patch::jsonptr::{Pointer, Token};
+use json_patch::PatchOperation;
+use serde_json::Value;
+
+use super::config::Limits;
+use super::error::{Limit, LimitExceeded, PatchFailure, StateError};
+
+/// A writer that only counts bytes.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts what `write` serializes. Values and operations have string keys only and
+/// the counter never fails, so serializing cannot fail.
+fn counted(write: impl FnOnce(&mut Counter) -> serde_json::Result<()>) -> usize {
+    let mut counter = Counter(0);
+    let _ = write(&mut counter);
+    counter.0
+}
+
+/// The length of `value`'s compact JSON encoding, counted without building it.
+pub(crate) fn encoded_len(value: &Value) -> usize {
+    counted(|c| serde_json::to_writer(c, value))
+}
+
+/// The length of `key` encoded as a JSON string (quotes and escapes included).
+fn key_len(key: &str) -> usize {
+    counted(|c| serde_json::to_writer(c, key))
+}
+
+/// What a top-level member adds to the document's size in this store's account:
+/// `"key":value` plus one separator. The document's size is 1 plus the sum over its
+/// members, which is its compact encoding's length for every non-empty document
+/// (`{` and `}`, and one comma fewer than members).
+pub(crate) fn member_len(key: &str, value: &Value) -> usize {
+    key_len(key) + 1 + encoded_len(value) + 1
+}
+
+/// Checks a value about to be stored with its outermost container at nesting
+/// `level` (the root object is level 1) against the limits that do not depend on the
+/// document: depth, array lengths, object sizes, string and key lengths.
+pub(crate) fn check_value(
+    value: &Value,
+    level: usize,
+    limits: &Limits,
+    op: Option<usize>,
+) -> Result<(), LimitExceeded> {
+    let exceeded = |limit, max, actual| LimitExceeded {
+        limit,
+        max,
+        actual,
+        op,
+    };
+    match value {
+        Value::String(s) if s.len() > limits.string_len => {
+            Err(exceeded(Limit::StringLen, limits.string_len, s.len()))
+        }
+        Value::Array(_) | Value::Object(_) if level > limits.depth => {
+            Err(exceeded(Limit::Depth, limits.depth, level))
+        }
+        Value::Array(items) => {
+            if items.len() > limits.array_len {
+                return Err(exceeded(Limit::ArrayLen, limits.array_len, items.len()));
+            }
+            items
+                .iter()
+                .try_for_each(|item| check_value(item, level + 1, limits, op))
+        }
+        Value::Object(members) => {
+            if members.len() > limits.object_keys {
+                return Err(exceeded(
+                    Limit::ObjectKeys,
+                    limits.object_keys,
+                    members.len(),
+                ));
+            }
+            members.iter().try_for_each(|(key, item)| {
+                if key.len() > limits.string_len {
+                    return Err(exceeded(Limit::StringLen, limits.string_len, key.len()));
+                }
+                check_value(item, level + 1, limits, op)
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The first nesting level past `max` that `value` reaches, with its outermost
+/// container at `level`; `None` if it stays within `max`. Stops there, so it costs
+/// at most the part of the value within the limit.
+fn depth_past(value: &Value, level: usize, max: usize) -> Option<usize> {
+    match value {
+        Value::Array(_) | Value::Object(_) if level > max => Some(level),
+        Value::Array(items) => items
+            .iter()
+            .find_map(|item| depth_past(item, level + 1, max)),
+        Value::Object(members) => members
+            .values()
+            .find_map(|item| depth_past(item, level + 1, max)),
+        _ => None,
+    }
+}
+
+/// A place in the document: the parent's pointer and the member or index in it.
+/// Borrowed from the patch, which outlives its run.
+#[derive(Debug)]
+struct Loc<'a> {
+    parent: &'a Pointer,
+    slot: Slot<'a>,
+}
+
+#[derive(Debug)]
+enum Slot<'a> {
+    Key(Cow<'a, str>),
+    Index(usize),
+}
+
+impl Loc<'_> {
+    /// Takes the value out of this place (undoing an insert).
+    fn take(&self, doc: &mut Value) -> Option<Value> {
+        let parent = doc.pointer_mut(self.parent.as_str())?;
+        match (&self.slot, parent) {
+            (Slot::Key(key), Value::Object(members)) => members.remove(key.as_ref()),
+            (Slot::Index(i), Value::Array(items)) if *i < items.len() => Some(items.remove(*i)),
+            _ => None,
+        }
+    }
+
+    /// Puts `value` into this place (undoing a removal).
+    fn put(&self, doc: &mut Value, value: Value) {
+        let Some(parent) = doc.pointer_mut(self.parent.as_str()) else {
+            debug_assert!(false, "undo: parent {} vanished", self.parent);
+            return;
+        };
+        match (&self.slot, parent) {
+            (Slot::Key(key), Value::Object(members)) => {
+                members.insert(key.clone().into_owned(), value);
+            }
+            (Slot::Index(i), Value::Array(items)) if *i <= items.len() => items.insert(*i, value),
+            _ => debug_assert!(false, "undo: parent {} changed kind", self.parent),
+        }
+    }
+}
+
+/// Where an inserted value went.
+#[derive(Debug)]
+enum Landed<'a> {
+    /// Into a new member or array slot.
+    Inserted(Loc<'a>),
+    /// Over an existing value (an object member, or the root), kept to restore.
+    Overwrote(&'a Pointer, Value),
+}
+
+impl Landed<'_> {
+    /// Takes the inserted value back out, restoring what it overwrote.
+    fn undo(self, doc: &mut Value) -> Option<Value> {
+        match self {
+            Self::Inserted(loc) => loc.take(doc),
+            Self::Overwrote(pointer, prev) => doc
+                .pointer_mut(pointer.as_str())
+                .map(|slot| mem::replace(slot, prev)),
+        }
+    }
+}
+
+/// One step of the undo log.
+#[derive(Debug)]
+enum Undo<'a> {
+    /// Undo an `add` or `copy`.
+    Insert(Landed<'a>),
+    /// Undo a `remove`: put the value back.
+    Remove(Loc<'a>, Value),
+    /// Undo a `replace`: restore the previous value.
+    Replace(&'a Pointer, Value),
+    /// Undo a `move`: take the value from where it landed back to where it was.
+    Move { landed: Landed<'a>, from: Loc<'a> },
+}
+
+/// A top-level key or member name: `token` decoded, borrowed from the pointer
+/// unless it has escapes.
+pub(crate) fn key_of(token: Token<'_>) -> Cow<'_, str> {
+    let decoded = match token.decoded() {
+        Cow::Owned(key) => Some(key),
+        Cow::Borrowed(_) => None,
+    };
+    decoded.map_or_else(|| token.into_encoded(), Cow::Owned)
+}
+
+/// Why one operation failed, before it is named by its index.
+enum Fail {
+    Patch(PatchFailure),
+    Limit(Limit, usize, usize),
+    RootNotObject,
+}
+
+impl From<PatchFailure> for Fail {
+    fn from(failure: PatchFailure) -> Self {
+        Self::Patch(failure)
+    }
+}
+
+/// One patch being applied to a working document: the undo log and the running
+/// changes of the size account.
+pub(crate) struct Run<'a> {
+    limits: &'a Limits,
+    undo: Vec<Undo<'a>>,
+    /// Change of the document's size account (see [`member_len`]), unless
+    /// `root_replaced`.
+    pub(crate) bytes: i64,
+    /// Change of the number of top-level members, unless `root_replaced`.
+    pub(crate) keys: i64,
+    /// An operation replaced the root: the account must be recomputed.
+    pub(crate) root_replaced: bool,
+    /// The document is one top-level member's value, and every pointer of the
+    /// patch has that member's key as first token (and at least one more):
+    /// pointers are resolved without it.
+    nested: bool,
+}
+
+fn signed(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn new(limits: &'a Limits) -> Self {
+        Self {
+            limits,
+            undo: Vec::new(),
+            bytes: 0,
+            keys: 0,
+            root_replaced: false,
+            nested: false,
+        }
+    }
+
+    /// A run on one top-level member's value, for a patch whose every pointer
+    /// starts with that member's key and goes below it.
+    pub(crate) fn nested(limits: &'a Limits) -> Self {
+        Self {
+            nested: true,
+            ..Self::new(limits)
+        }
+    }
+
+    /// `pointer` as resolved in this run's document.
+    fn at<'p>(&self, pointer: &'p Pointer) -> &'p Pointer {
+        match pointer.split_front() {
+            Some((_, rest)) if self.nested => rest,
+            _ => pointer,
+        }
+    }
+
+    /// Applies `ops` in order to `doc`. On the first failure the operations already
+    /// applied are undone, leaving `doc` as it was, and the error names the
+    /// operation.
+    pub(crate) fn apply_all(
+        &mut self,
+        doc: &mut Value,
+        ops: &'a [PatchOperation],
+    ) -> Result<(), StateError> {
+        self.undo.reserve(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            if let Err(fail) = self.apply(doc, op) {
+                self.rollback(doc);
+                return Err(match fail {
+                    Fail::Patch(failure) => StateError::Patch {
+                        op: index,
+                        path: op.path().to_string(),
+                        failure,
+                    },
+                    Fail::Limit(limit, max, actual) => StateError::Limit(LimitExceeded {
+                        limit,
+                        max,
+                        actual,
+                        op: Some(index),
+                    }),
+                    Fail::RootNotObject => StateError::RootNotObject { op: index },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes every operation applied so far, newest first.
+    pub(crate) fn rollback(&mut self, doc: &mut Value) {
+        while let Some(step) = self.undo.pop() {
+            match step {
+                Undo::Insert(landed) => {
+                    landed.undo(doc);
+                }
+                Undo::Remove(loc, value) => loc.put(doc, value),
+                Undo::Replace(pointer, prev) => {
+                    if let Some(slot) = doc.pointer_mut(pointer.as_str()) {
+                        *slot = prev;
+                    }
+                }
+                Undo::Move { landed, from } => match landed.undo(doc) {
+                    Some(value) => from.put(doc, value),
+                    None => debug_assert!(false, "undo: moved value vanished"),
+                },
+            }
+        }
+        self.bytes = 0;
+        self.keys = 0;
+        self.root_replaced = false;
+    }
+
+    fn apply(&mut self, doc: &mut Value, op: &'a PatchOperation) -> Result<(), Fail> {
+        match op {
+            PatchOperation::Add(op) => {
+                let size = encoded_len(&op.value);
+                let landed = self
+                    .insert(doc, self.at(&op.path), op.value.clone(), Some(size))
+                    .map_err(|(fail, _)| fail)?;
+                self.undo.push(Undo::Insert(landed));
+            }
+            PatchOperation::Remove(op) => {
+                let (loc, value) = self.remove(doc, self.at(&op.path))?;
+                self.bytes -= signed(encoded_len(&value));
+                self.undo.push(Undo::Remove(loc, value));
+            }
+            PatchOperation::Replace(op) => {
+                let target = doc
+                    .pointer_mut(self.at(&op.path).as_str())
+                    .ok_or(PatchFailure::InvalidPointer)?;
+                let root = self.at(&op.path).is_root();
+                if root && !op.value.is_object() {
+                    return Err(Fail::RootNotObject);
+                }
+                let prev = mem::replace(target, op.value.clone());
+                if root {
+                    self.root_replaced = true;
+                } else {
+                    self.bytes += signed(encoded_len(&op.value)) - signed(encoded_len(&prev));
+                }
+                self.undo.push(Undo::Replace(self.at(&op.path), prev));
+            }
+            PatchOperation::Move(op) => {
+                if op.path.starts_with(&op.from) && op.path.len() != op.from.len() {
+                    return Err(PatchFailure::CannotMoveInsideItself.into());
+                }
+                let (from, value) =
+                    self.remove(doc, self.at(&op.from))
+                        .map_err(|fail| match fail {
+                            Fail::Patch(PatchFailure::InvalidPointer) => {
+                                PatchFailure::InvalidFromPointer.into()
+                            }
+                            fail => fail,
+                        })?;
+                if let Some(depth) = self.deeper(&value, &op.from, &op.path) {
+                    from.put(doc, value);
+                    return Err(Fail::Limit(Limit::Depth, self.limits.depth, depth));
+                }
+                // The value's own size leaves with the remove and returns with the
+                // insert: only the separators and keys change.
+                match self.insert(doc, self.at(&op.path), value, None) {
+                    Ok(landed) => self.undo.push(Undo::Move { landed, from }),
+                    Err((fail, value)) => {
+                        from.put(doc, value);
+                        return Err(fail);
+                    }
+                }
+            }
+            PatchOperation::Copy(op) => {
+                let value = doc
+                    .pointer(self.at(&op.from).as_str())
+                    .ok_or(PatchFailure::InvalidFromPointer)?;
+                if let Some(depth) = self.deeper(value, &op.from, &op.path) {
+                    return Err(Fail::Limit(Limit::Depth, self.limits.depth, depth));
+                }
+                let value = value.clone();
+                let size = encoded_len(&value);
+                let landed = self
+                    .insert(doc, self.at(&op.path), value, Some(size))
+                    .map_err(|(fail, _)| fail)?;
+                self.undo.push(Undo::Insert(landed));
+            }
+            PatchOperation::Test(op) => {
+                let target = doc
+                    .pointer(self.at(&op.path).as_str())
+                    .ok_or(PatchFailure::InvalidPointer)?;
+                if *target != op.value {
+                    return Err(PatchFailure::TestFailed.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For a value taken from `from` to `to`: the depth past the limit it would
+    /// reach there. Only a move to a deeper place can exceed it (the value was
+    /// within the limit where it was), so only then is the value walked.
+    fn deeper(&self, value: &Value, from: &Pointer, to: &Pointer) -> Option<usize> {
+        if to.count() <= from.count() {
+            return None;
+        }
+        depth_past(value, to.count() + 1, self.limits.depth)
+    }
+
+    /// Adds `value` at `path` as RFC 6902 `add` does, accounting `size` (the
+    /// value's encoded length; `None` when a `move` already accounts it). On
+    /// failure the value is handed back.
+    fn insert(
+        &mut self,
+        doc: &mut Value,
+        path: &'a Pointer,
+        value: Value,
+        size: Option<usize>,
+    ) -> Result<Landed<'a>, (Fail, Value)> {
+        let Some((parent_path, last)) = path.split_back() else {
+            if !value.is_object() {
+                return Err((Fail::RootNotObject, value));
+            }
+            self.root_replaced = true;
+            let prev = mem::replace(doc, value);
+            return Ok(Landed::Overwrote(path, prev));
+        };
+        let top = parent_path.is_root() && !self.nested;
+        let Some(parent) = doc.pointer_mut(parent_path.as_str()) else {
+            return Err((PatchFailure::InvalidPointer.into(), value));
+        };
+        let limits = self.limits;
+        let size = size.map_or(0, signed);
+        match parent {
+            Value::Object(members) => {
+                let key = key_of(last);
+                if let Some(slot) = members.get_mut(key.as_ref()) {
+                    let prev = mem::replace(slot, value);
+                    self.bytes += size - signed(encoded_len(&prev));
+                    return Ok(Landed::Overwrote(path, prev));
+                }
+                if key.len() > limits.string_len {
+                    let fail = Fail::Limit(Limit::StringLen, limits.string_len, key.len());
+                    return Err((fail, value));
+                }
+                // The root's member count is checked across shards by the caller.
+                if !top && members.len() >= limits.object_keys {
+                    let fail =
+                        Fail::Limit(Limit::ObjectKeys, limits.object_keys, members.len() + 1);
+                    return Err((fail, value));
+                }
+                let separator = i64::from(top || !members.is_empty());
+                self.bytes += size + signed(key_len(key.as_ref())) + 1 + separator;
+                if top {
+                    self.keys += 1;
+                }
+                members.insert(key.clone().into_owned(), value);
+                Ok(Landed::Inserted(Loc {
+                    parent: parent_path,
+                    slot: Slot::Key(key),
+                }))
+            }
+            Value::Array(items) => {
+                let index = match last.to_index() {
+                    Ok(index) => index.for_len_incl(items.len()),
+                    Err(_) => return Err((PatchFailure::InvalidPointer.into(), value)),
+                };
+                let Ok(index) = index else {
+                    return Err((PatchFailure::InvalidPointer.into(), value));
+                };
+                if items.len() >= limits.array_len {
+                    let fail = Fail::Limit(Limit::ArrayLen, limits.array_len, items.len() + 1);
+                    return Err((fail, value));
+                }
+                self.bytes += size + i64::from(!items.is_empty());
+                items.insert(index, value);
+                Ok(Landed::Inserted(Loc {
+                    parent: parent_path,
+                    slot: Slot::Index(index),
+                }))
+            }
+            _ => Err((PatchFailure::InvalidPointer.into(), value)),
+        }
+    }
+
+    /// Removes the value at `path` as RFC 6902 `remove` does, accounting everything
+    /// but the value's own size (the caller decides whether it leaves).
+    fn remove(&mut self, doc: &mut Value, path: &'a Pointer) -> Result<(Loc<'a>, Value), Fail> {
+        let (parent_path, last) = path.split_back().ok_or(PatchFailure::InvalidPointer)?;
+        let top = parent_path.is_root() && !self.nested;
+        let parent = doc
+            .pointer_mut(parent_path.as_str())
+            .ok_or(PatchFailure::InvalidPointer)?;
+        match parent {
+            Value::Object(members) => {
+                let key = key_of(last);
+                let value = members
+                    .remove(key.as_ref())
+                    .ok_or(PatchFailure::InvalidPointer)?;
+                let separator = i64::from(top || !members.is_empty());
+                self.bytes -= signed(key_len(key.as_ref())) + 1 + separator;
+                if top {
+                    self.keys -= 1;
+                }
+                let loc = Loc {
+                    parent: parent_path,
+                    slot: Slot::Key(key),
+                };
+                Ok((loc, value))
+            }
+            Value::Array(items) => {
+                let index = last
+                    .to_index()
+                    .ok()
+                    .and_then(|index| index.for_len(items.len()).ok())
+                    .ok_or(PatchFailure::InvalidPointer)?;
+                let value = items.remove(index);
+                self.bytes -= i64::from(!items.is_empty());
+                let loc = Loc {
+                    parent: parent_path,
+                    slot: Slot::Index(index),
+                };
+                Ok((loc, value))
+            }
+            _ => Err(PatchFailure::InvalidPointer.into()),
+        }
+    }
+}
+
+/// Checks the part of operation `index` that does not depend on the document: the
+/// value it would store. (Patch bytes and operation count are checked first, by the
+/// caller.)
+pub(crate) fn check_op(
+    op: &PatchOperation,
+    index: usize,
+    limits: &Limits,
+) -> Result<(), LimitExceeded> {
+    let (path, value) = match op {
+        PatchOperation::Add(op) => (&op.path, &op.value),
+        PatchOperation::Replace(op) => (&op.path, &op.value),
+        _ => return Ok(()),
+    };
+    check_value(value, path.count() + 1, limits, Some(index))
+}
+
+/// [`check_op`] for every operation of a patch.
+pub(crate) fn check_ops(ops: &[PatchOperation], limits: &Limits) -> Result<(), LimitExceeded> {
+    ops.iter()
+        .enumerate()
+        .try_for_each(|(index, op)| check_op(op, index, limits))
+}
