@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::thread;
 
+use membound::adapters::state::subscription::{SubscribeOptions, SubscriptionConfig};
 use membound::adapters::state::{HistoryLimits, Revision, StateConfig, StateError, StateStore};
 use serde_json::json;
 
@@ -23,6 +24,8 @@ fn concurrent_writers_readers_and_transactions_replay_exactly() {
             bytes: 1 << 30,
             ..HistoryLimits::default()
         },
+        // Queues long enough for every change: the subscribers below must not lag.
+        subscriptions: SubscriptionConfig::new().with_queue_capacity(1 << 14),
         ..StateConfig::default()
     })
     .unwrap();
@@ -37,7 +40,10 @@ fn concurrent_writers_readers_and_transactions_replay_exactly() {
     let committed = AtomicU64::new(0);
     let finished = AtomicU64::new(0);
     let snapshots = AtomicU64::new(0);
-    let start = Barrier::new(7);
+    let start = Barrier::new(8);
+    // Subscribed before any writer: sees every change from revision 2 on.
+    let mut everything = store.subscribe("", SubscribeOptions::new()).unwrap();
+    let mut late = None;
 
     thread::scope(|s| {
         // Disjoint keys: each writer owns its keys, spread over shards, and keeps
@@ -140,6 +146,20 @@ fn concurrent_writers_readers_and_transactions_replay_exactly() {
                 snapshots.fetch_add(1, Ordering::Relaxed);
             }
         });
+        // A late subscriber: takes a snapshot mid-run and subscribes from its
+        // revision; the snapshot plus its changes must give the final document.
+        let late = &mut late;
+        s.spawn(move || {
+            start.wait();
+            while store.revision() < Revision(500) {
+                thread::yield_now();
+            }
+            let (revision, doc) = store.snapshot();
+            let sub = store
+                .subscribe("", SubscribeOptions::new().with_from(revision))
+                .unwrap();
+            *late = Some((revision, doc, sub));
+        });
         // Stop the reader once the writers are done (scope joins the rest).
         s.spawn(|| {
             while finished.load(Ordering::Relaxed) < 6 {
@@ -175,6 +195,29 @@ fn concurrent_writers_readers_and_transactions_replay_exactly() {
         json_patch::patch(&mut replay, &change.ops).unwrap();
     }
     assert_eq!(replay, doc);
+
+    // Each subscriber got every revision once, in order, and replaying its changes
+    // gives the final document.
+    let drain = |sub: &mut membound::adapters::state::subscription::Subscription,
+                 from: Revision,
+                 mut state: serde_json::Value| {
+        let mut next = from.0 + 1;
+        while let Some(change) = sub.try_recv().unwrap() {
+            assert_eq!(change.revision, Revision(next), "gap or repeat");
+            json_patch::patch(&mut state, &change.ops).unwrap();
+            next += 1;
+        }
+        assert_eq!(next, revision.0 + 1, "missing the last revisions");
+        state
+    };
+    let first = changes[0].clone();
+    let mut initial = json!({});
+    json_patch::patch(&mut initial, &first.ops).unwrap();
+    assert_eq!(drain(&mut everything, Revision(1), initial), doc);
+    let (from, snapshot, mut sub) = late.expect("the late subscriber ran");
+    assert!(from >= Revision(500));
+    assert_eq!(drain(&mut sub, from, snapshot), doc);
+    assert_eq!(store.subscription_metrics().lagged, 0);
     assert_eq!(metrics.document_bytes, doc.to_string().len());
     let items = |k: &str| doc[k].as_array().map_or(0, Vec::len) as u64;
     let appended = 2 * WRITES / 4;

@@ -191,3 +191,174 @@ fn invalid_patterns_are_typed_errors() {
     assert_eq!(p.to_string(), "/a/*");
     assert_eq!(format!("{p:?}"), "Pattern(\"/a/*\")");
 }
+
+// ---- Through the store: backlog, compaction, imports, callbacks, expiry ----
+
+mod store {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use membound::adapters::state::subscription::{
+        RecvError, SubscribeError, SubscribeOptions, SubscriptionConfig,
+    };
+    use membound::adapters::state::{
+        HistoryError, HistoryLimits, Revision, StateConfig, StateSnapshot, StateStore,
+    };
+    use membound::clock::ManualClock;
+    use serde_json::json;
+
+    fn set(store: &StateStore<impl membound::clock::Clock + Send + Sync>, key: &str, n: u64) {
+        store
+            .apply_json(&format!(r#"[{{"op":"add","path":"/{key}","value":{n}}}]"#))
+            .unwrap();
+    }
+
+    /// A patch across shards reaches each subscriber once, with only the operations
+    /// its pattern matches, in patch order.
+    #[test]
+    fn a_cross_shard_patch_is_split_by_pattern() {
+        let store = StateStore::new(StateConfig::default()).unwrap();
+        let mut a = store.subscribe("/a", SubscribeOptions::new()).unwrap();
+        let mut star = store.subscribe("/*/name", SubscribeOptions::new()).unwrap();
+        store
+            .apply_json(
+                r#"[{"op":"add","path":"/a","value":{"name":"x"}},
+                    {"op":"add","path":"/b","value":{"name":"y"}},
+                    {"op":"replace","path":"/a/name","value":"z"}]"#,
+            )
+            .unwrap();
+        let change = a.try_recv().unwrap().unwrap();
+        assert_eq!(change.revision, Revision(1));
+        assert_eq!(change.ops.len(), 2); // the add of /a and the replace below it
+                                         // `/*/name` sees the adds of its parents and the replace.
+        assert_eq!(star.try_recv().unwrap().unwrap().ops.len(), 3);
+        assert_eq!(a.try_recv().unwrap(), None);
+    }
+
+    /// Subscribing from a revision the history no longer holds is a typed error;
+    /// from a snapshot's revision it works.
+    #[test]
+    fn subscribing_from_a_compacted_revision_is_refused() {
+        let store = StateStore::new(StateConfig {
+            history: HistoryLimits {
+                entries: 4,
+                ..HistoryLimits::default()
+            },
+            ..StateConfig::default()
+        })
+        .unwrap();
+        for n in 0..10 {
+            set(&store, "k", n);
+        }
+        let err = store
+            .subscribe("", SubscribeOptions::new().with_from(Revision(2)))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SubscribeError::History(HistoryError::Compacted {
+                    requested: Revision(2),
+                    oldest: Revision(6)
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(matches!(
+            store.subscribe("", SubscribeOptions::new().with_from(Revision(11))),
+            Err(SubscribeError::History(HistoryError::Future { .. }))
+        ));
+        let (revision, _) = store.snapshot();
+        let mut sub = store
+            .subscribe("", SubscribeOptions::new().with_from(revision))
+            .unwrap();
+        set(&store, "k", 99);
+        assert_eq!(sub.try_recv().unwrap().unwrap().revision, Revision(11));
+    }
+
+    /// An import breaks the history: a subscriber learns it as lag, and catching up
+    /// from its resume point answers `Compacted` (so it takes a snapshot).
+    #[test]
+    fn an_import_is_reported_as_lag() {
+        let store = StateStore::new(StateConfig::default()).unwrap();
+        set(&store, "a", 1);
+        let mut sub = store.subscribe("", SubscribeOptions::new()).unwrap();
+        set(&store, "a", 2);
+        assert_eq!(sub.try_recv().unwrap().unwrap().revision, Revision(2));
+        store
+            .import(StateSnapshot {
+                revision: Revision(50),
+                document: json!({"a": 7}),
+            })
+            .unwrap();
+        set(&store, "a", 8);
+        match sub.try_recv() {
+            Err(RecvError::Lagged { resume, .. }) => {
+                assert_eq!(resume, Revision(2));
+                assert!(matches!(
+                    store.changes_since(resume),
+                    Err(HistoryError::Compacted { .. })
+                ));
+            }
+            other => panic!("expected a lag report, got {other:?}"),
+        }
+        assert_eq!(sub.try_recv().unwrap().unwrap().revision, Revision(51));
+    }
+
+    /// A callback runs off the writer's thread and may use the store.
+    #[test]
+    fn a_callback_may_read_and_write_the_store() {
+        let store = Arc::new(StateStore::new(StateConfig::default()).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::clone(&store);
+        let _sub = store
+            .subscribe_with("/in", SubscribeOptions::new(), move |change| {
+                let change = change.unwrap();
+                let value = inner.get("/in").unwrap().unwrap();
+                // Re-entry: write another key from the callback.
+                set(&inner, "out", value.as_u64().unwrap() * 10);
+                tx.send(change.revision).unwrap();
+            })
+            .unwrap();
+        set(&store, "in", 4);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            Revision(1)
+        );
+        // The callback's own write is revision 2 (it does not match `/in`).
+        while store.revision() < Revision(2) {
+            std::thread::yield_now();
+        }
+        assert_eq!(store.get("/out").unwrap(), Some(json!(40)));
+    }
+
+    /// Idle subscriptions expire through the store's sweep, on its clock; one that
+    /// keeps receiving does not.
+    #[test]
+    fn idle_subscriptions_expire_on_the_stores_clock() {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1)).unwrap());
+        let store = StateStore::with_clock(
+            StateConfig {
+                subscriptions: SubscriptionConfig::new().with_idle_ttl(Duration::from_secs(60)),
+                ..StateConfig::default()
+            },
+            Arc::clone(&clock),
+        )
+        .unwrap();
+        let mut idle = store.subscribe("", SubscribeOptions::new()).unwrap();
+        let mut busy = store.subscribe("", SubscribeOptions::new()).unwrap();
+        let received = AtomicU64::new(0);
+        for n in 0..3 {
+            clock.advance_by(Duration::from_secs(40));
+            set(&store, "k", n);
+            assert!(busy.try_recv().unwrap().is_some());
+            received.fetch_add(1, Ordering::Relaxed);
+            store.sweep();
+        }
+        assert_eq!(idle.try_recv(), Err(RecvError::Expired));
+        assert_eq!(busy.try_recv().unwrap(), None);
+        let m = store.subscription_metrics();
+        assert_eq!((m.expired, m.active), (1, 1));
+        assert_eq!(received.load(Ordering::Relaxed), 3);
+    }
+}

@@ -3,6 +3,7 @@
 use core::time::Duration;
 
 use super::error::{Limit, StateConfigError};
+use super::subscription::SubscriptionConfig;
 
 /// Size limits on what the store accepts. A patch, transaction or import that would
 /// break one is refused with [`StateError::Limit`](super::StateError::Limit) and
@@ -160,6 +161,9 @@ pub struct StateConfig {
     pub history: HistoryLimits,
     /// Transaction caps.
     pub txn: TxnConfig,
+    /// Subscription cap, queue capacity and idle TTL.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub subscriptions: SubscriptionConfig,
 }
 
 impl StateConfig {
@@ -184,6 +188,9 @@ impl StateConfig {
         if self.txn.max_open == 0 || self.txn.max_ops == 0 || self.txn.ttl.is_zero() {
             return Err(StateConfigError::Txn);
         }
+        if let Err(e) = self.subscriptions.validate() {
+            return Err(StateConfigError::Subscriptions(e));
+        }
         Ok(())
     }
 }
@@ -196,6 +203,7 @@ impl Default for StateConfig {
             limits: Limits::default(),
             history: HistoryLimits::default(),
             txn: TxnConfig::default(),
+            subscriptions: SubscriptionConfig::new(),
         }
     }
 }

@@ -295,6 +295,8 @@ pub enum StateConfigError {
     History,
     /// A transaction cap or TTL of 0.
     Txn,
+    /// The subscription configuration cannot work.
+    Subscriptions(super::subscription::SubscriptionConfigError),
 }
 
 impl fmt::Display for StateConfigError {
@@ -308,6 +310,7 @@ impl fmt::Display for StateConfigError {
             Self::Limit(limit) => write!(f, "limit {limit} is out of range"),
             Self::History => f.write_str("history bounds must be greater than zero"),
             Self::Txn => f.write_str("transaction caps and TTL must be greater than zero"),
+            Self::Subscriptions(e) => write!(f, "subscriptions: {e}"),
         }
     }
 }

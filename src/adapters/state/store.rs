@@ -18,8 +18,13 @@ use super::config::StateConfig;
 use super::error::{HistoryError, Limit, LimitExceeded, StateConfigError, StateError};
 use super::history::{Backlog, Change, Entry, History};
 use super::ops::{self, Run};
+use super::subscription::{
+    CallbackSubscription, Change as SubscribedChange, RecvError, SubscribeError, SubscribeOptions,
+    Subscription, SubscriptionMetrics, Subscriptions,
+};
 use super::txn::{Txn, TxnTable};
 use super::Revision;
+use crate::capacity::SoftCapacity;
 use crate::clock::{Clock, MonotonicClock};
 use crate::pressure::PressureLevel;
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
@@ -291,7 +296,7 @@ impl StateSnapshot {
 /// assert_eq!(changes[0].revision, Revision(2));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct StateStore<C: Clock = MonotonicClock> {
+pub struct StateStore<C: Clock + Send + Sync + 'static = MonotonicClock> {
     config: StateConfig,
     /// `shards.len() - 1`; the shard count is a power of two.
     mask: usize,
@@ -307,10 +312,12 @@ pub struct StateStore<C: Clock = MonotonicClock> {
     pressure: AtomicU8,
     clock: Arc<C>,
     pub(crate) txns: TxnTable<C>,
+    /// Who hears of each commit ([`subscribe`](Self::subscribe)).
+    subscriptions: Subscriptions<Arc<C>>,
     counters: Counters,
 }
 
-impl<C: Clock> core::fmt::Debug for StateStore<C> {
+impl<C: Clock + Send + Sync + 'static> core::fmt::Debug for StateStore<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("StateStore")
             .field("config", &self.config)
@@ -367,7 +374,7 @@ pub(crate) struct Plan<'p> {
     written: Vec<usize>,
 }
 
-impl<C: Clock> StateStore<C> {
+impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     /// An empty store on `clock`: tests pass a
     /// [`ManualClock`](crate::clock::ManualClock) (in an `Arc` to keep a handle).
     ///
@@ -379,6 +386,8 @@ impl<C: Clock> StateStore<C> {
         let clock = Arc::new(clock);
         let age = clock.ticks_for(config.history.age).max(1);
         let txns = TxnTable::new(&config.txn, clock.clone())?;
+        let subscriptions = Subscriptions::new(config.subscriptions, clock.clone())
+            .map_err(StateConfigError::Subscriptions)?;
         Ok(Self {
             mask: config.shards - 1,
             hasher: KeyHasher::default(),
@@ -396,6 +405,7 @@ impl<C: Clock> StateStore<C> {
             pressure: AtomicU8::new(PressureLevel::Normal as u8),
             clock,
             txns,
+            subscriptions,
             counters: Counters::default(),
             config,
         })
@@ -752,10 +762,12 @@ impl<C: Clock> StateStore<C> {
     /// increasing revision order with no gaps: under the sequencer lock, while the
     /// writer still holds its shard locks. Must not block and must not call back
     /// into the store's write path.
-    // seam: subscriptions. The subscription helper's `Subscriptions::publish(revision,
-    // ops)` goes here (the lead wires it when both branches land).
+    ///
+    /// Subscribers are served here: `publish` never waits on a subscriber (a full
+    /// queue drops its oldest change, which its receiver learns as lag), and costs
+    /// `O(subscriptions × operations)` pattern checks under the sequencer lock.
     fn after_commit(&self, revision: Revision, ops: &[PatchOperation]) {
-        let _ = (revision, ops);
+        self.subscriptions.publish(revision, ops);
     }
 
     /// The value at `pointer` (RFC 6901; `""` is the whole document), or `None`.
@@ -887,8 +899,9 @@ impl<C: Clock> StateStore<C> {
         sequencer.top_keys = keys as u64;
         sequencer.revision = revision.0;
         sequencer.history.reset(revision.0);
-        // seam: subscriptions see a discontinuity here; they should tell their
-        // subscribers to resynchronise from a snapshot at `revision`.
+        // The history restarts at `revision`: subscribers learn of the break as lag,
+        // and their catch-up answers `Compacted`, so they take a snapshot.
+        self.subscriptions.discontinuity();
         self.revision.store(revision.0, Ordering::Release);
         Ok(())
     }
@@ -915,8 +928,6 @@ impl<C: Clock> StateStore<C> {
     /// is announced (see `after_commit`) while `f` runs, so a subscriber registered
     /// inside `f` sees the backlog and then every later change, without a gap or a
     /// repeat.
-    // seam: for `Subscriptions::subscribe(.., backlog)`.
-    #[allow(dead_code)]
     pub(crate) fn with_backlog<R>(
         &self,
         from: Revision,
@@ -971,6 +982,104 @@ impl<C: Clock> StateStore<C> {
     pub fn sweep(&self) {
         lock(&self.sequencer).history.trim(self.clock.now());
         self.txns.sweep();
+        self.subscriptions.sweep();
+    }
+
+    /// Subscribes to the changes at `pattern`: a segment-aware JSON Pointer pattern
+    /// (`/user` matches `/user` and `/user/name`, not `/username`; `*` matches one
+    /// segment; `""` matches everything). See [`subscription`](super::subscription)
+    /// for what matches, lag and expiry.
+    ///
+    /// With [`SubscribeOptions::from`] set to a revision, the changes after it come
+    /// first (from the history), then every later one, without a gap or a repeat;
+    /// without it, the subscription starts at the current revision.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::History`] when `from` was compacted away (take a
+    /// [`snapshot`](Self::snapshot) and subscribe from its revision) or is in the
+    /// future; [`SubscribeError::Limit`] at the cap; the pattern and option errors
+    /// of [`SubscribeError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::state::subscription::{RecvError, SubscribeOptions};
+    /// use membound::adapters::state::{Revision, StateStore};
+    ///
+    /// let store = StateStore::new(Default::default())?;
+    /// store.apply_json(r#"[{"op":"add","path":"/user","value":{"name":"Ada"}}]"#)?;
+    /// let mut user = store.subscribe("/user", SubscribeOptions::new())?;
+    /// let mut all = store.subscribe("", SubscribeOptions::new().with_from(Revision(0)))?;
+    ///
+    /// store.apply_json(r#"[{"op":"replace","path":"/user/name","value":"Grace"},
+    ///                      {"op":"add","path":"/username","value":"g"}]"#)?;
+    /// let change = user.try_recv()?.expect("a change at /user");
+    /// assert_eq!(change.revision, Revision(2));
+    /// assert_eq!(change.ops.len(), 1); // `/username` is another member
+    ///
+    /// // `all` started at revision 0: it gets revision 1 from the history, then 2.
+    /// assert_eq!(all.recv()?.revision, Revision(1));
+    /// assert_eq!(all.recv()?.revision, Revision(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, SubscribeError> {
+        let Some(from) = options.from else {
+            return self.subscriptions.subscribe(pattern, options, []);
+        };
+        // Under the sequencer lock: no commit is announced between reading the
+        // backlog and registering, so nothing is missed or repeated.
+        self.with_backlog(from, |backlog| {
+            let backlog: Vec<(Revision, Vec<PatchOperation>)> =
+                backlog.map_err(SubscribeError::History)?.collect();
+            self.subscriptions.subscribe(
+                pattern,
+                options,
+                backlog
+                    .iter()
+                    .map(|(revision, ops)| (*revision, ops.as_slice())),
+            )
+        })
+    }
+
+    /// As [`subscribe`](Self::subscribe), calling `callback` with each change (or
+    /// the receive error: a lag report, then the end) on a thread of the
+    /// subscription's own: never the writer's, never under a store lock, so the
+    /// callback may use the store. A panic in it is caught, counted and ends that
+    /// subscription only.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe), and [`SubscribeError::Thread`] when the
+    /// thread cannot be started.
+    pub fn subscribe_with<F>(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+        callback: F,
+    ) -> Result<CallbackSubscription, SubscribeError>
+    where
+        F: FnMut(Result<SubscribedChange, RecvError>) + Send + 'static,
+    {
+        // The thread starts outside the sequencer lock.
+        CallbackSubscription::spawn(self.subscribe(pattern, options)?, callback)
+    }
+
+    /// A snapshot of the subscription counters.
+    pub fn subscription_metrics(&self) -> SubscriptionMetrics {
+        self.subscriptions.metrics()
+    }
+
+    /// The subscription queues' capacity as one [`SoftCapacity`], to register with
+    /// the memory manager: its maximum is the configured queue capacity, and setting
+    /// it to `c` sets every queue to `c / max` of its own capacity (at least 1);
+    /// what that drops, receivers learn as lag.
+    pub fn subscription_capacity(&self) -> Arc<impl SoftCapacity + Send + Sync + 'static> {
+        self.subscriptions.queue_capacity()
     }
 
     /// Starts a transaction: see [`Txn`].

@@ -119,7 +119,7 @@ impl<C: Clock> TxnTable<C> {
 /// assert_eq!(store.get("/count")?, Some(json!(3)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Txn<'s, C: Clock = MonotonicClock> {
+pub struct Txn<'s, C: Clock + Send + Sync + 'static = MonotonicClock> {
     store: &'s StateStore<C>,
     id: u64,
     /// (shard, revision when first read or written), one per shard.
@@ -129,7 +129,7 @@ pub struct Txn<'s, C: Clock = MonotonicClock> {
     open: bool,
 }
 
-impl<C: Clock> core::fmt::Debug for Txn<'_, C> {
+impl<C: Clock + Send + Sync + 'static> core::fmt::Debug for Txn<'_, C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Txn")
             .field("id", &self.id)
@@ -139,7 +139,7 @@ impl<C: Clock> core::fmt::Debug for Txn<'_, C> {
     }
 }
 
-impl<'s, C: Clock> Txn<'s, C> {
+impl<'s, C: Clock + Send + Sync + 'static> Txn<'s, C> {
     pub(crate) fn new(store: &'s StateStore<C>, id: u64) -> Self {
         Self {
             store,
@@ -284,7 +284,7 @@ impl<'s, C: Clock> Txn<'s, C> {
     pub fn rollback(self) {}
 }
 
-impl<C: Clock> Drop for Txn<'_, C> {
+impl<C: Clock + Send + Sync + 'static> Drop for Txn<'_, C> {
     fn drop(&mut self) {
         if self.open {
             self.store.txns.close(self.id);

@@ -43,7 +43,7 @@ pub struct CallbackSubscription {
 
 impl CallbackSubscription {
     /// Starts the thread that feeds `sub`'s changes to `callback`.
-    pub(super) fn spawn<F>(sub: Subscription, callback: F) -> Result<Self, SubscribeError>
+    pub(crate) fn spawn<F>(sub: Subscription, callback: F) -> Result<Self, SubscribeError>
     where
         F: FnMut(Result<Change, RecvError>) + Send + 'static,
     {

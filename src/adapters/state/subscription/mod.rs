@@ -268,6 +268,10 @@ pub enum SubscribeError {
     ZeroIdleTtl,
     /// The thread of a callback subscription could not be started.
     Thread(std::io::ErrorKind),
+    /// The start revision ([`SubscribeOptions::from`]) is not in the store's
+    /// history: compacted away (take a snapshot and subscribe from its revision) or
+    /// not reached yet.
+    History(super::HistoryError),
 }
 
 impl fmt::Display for SubscribeError {
@@ -278,6 +282,7 @@ impl fmt::Display for SubscribeError {
             Self::Queue(e) => write!(f, "subscription queue: {e}"),
             Self::ZeroIdleTtl => f.write_str("a subscription's idle TTL must not be zero"),
             Self::Thread(kind) => write!(f, "could not start the callback thread: {kind}"),
+            Self::History(e) => write!(f, "cannot subscribe from that revision: {e}"),
         }
     }
 }
@@ -287,6 +292,7 @@ impl core::error::Error for SubscribeError {
         match self {
             Self::Pattern(e) => Some(e),
             Self::Queue(e) => Some(e),
+            Self::History(e) => Some(e),
             _ => None,
         }
     }
@@ -810,13 +816,10 @@ impl<C: Clock + Send + Sync + 'static> SoftCapacity for Registry<C> {
 /// The store calls [`publish`](Self::publish) after every commit and
 /// [`sweep`](Self::sweep) from its cleanup; dropping the registry closes every
 /// subscription (receivers drain what is queued, then get [`RecvError::Closed`]).
-// Until the store is wired to it, only the tests call the registry.
-#[allow(dead_code, reason = "the store (issue 7) calls it once wired")]
 pub(crate) struct Subscriptions<C: Clock + Send + Sync + 'static> {
     inner: Arc<Registry<C>>,
 }
 
-#[allow(dead_code, reason = "the store (issue 7) calls it once wired")]
 impl<C: Clock + Send + Sync + 'static> Subscriptions<C> {
     /// An empty registry; `clock` times the idle TTLs.
     ///
@@ -853,11 +856,6 @@ impl<C: Clock + Send + Sync + 'static> Subscriptions<C> {
                 counters,
             }),
         })
-    }
-
-    /// The configuration in force.
-    pub(crate) fn config(&self) -> &SubscriptionConfig {
-        &self.inner.config
     }
 
     /// Hands committed patch `revision` to every subscription whose pattern matches
@@ -909,6 +907,9 @@ impl<C: Clock + Send + Sync + 'static> Subscriptions<C> {
     ///
     /// As [`subscribe`](Self::subscribe), and [`SubscribeError::Thread`] when the
     /// thread cannot be started.
+    // Tests only: the store's `subscribe_with` registers under its sequencer lock,
+    // then spawns the thread outside it.
+    #[cfg(test)]
     pub(crate) fn subscribe_with<'a, F>(
         &self,
         pattern: &str,
@@ -920,6 +921,17 @@ impl<C: Clock + Send + Sync + 'static> Subscriptions<C> {
         F: FnMut(Result<Change, RecvError>) + Send + 'static,
     {
         CallbackSubscription::spawn(self.subscribe(pattern, options, backlog)?, callback)
+    }
+
+    /// Tells every open subscription that the history broke (the store imported a
+    /// snapshot): its next change arrives after a [`RecvError::Lagged`] counting the
+    /// break as one skipped change, and the store's changes after its `resume`
+    /// answer `Compacted`, so the subscriber takes a snapshot.
+    pub(crate) fn discontinuity(&self) {
+        let subs = lock(&self.inner.list).subs.clone();
+        for sub in subs.iter() {
+            lock(&sub.feed).seq += 1;
+        }
     }
 
     /// Expires the subscriptions idle past their TTL and returns how many. Scans the
