@@ -60,9 +60,13 @@ pub mod heap;
 pub mod monitor;
 #[cfg(feature = "std")]
 pub mod os;
+#[cfg(feature = "alloc")]
+pub mod pool;
 pub mod pressure;
 pub mod ring;
 pub mod schedule;
+#[cfg(feature = "alloc")]
+pub mod slice;
 mod sync;
 pub mod table;
 
