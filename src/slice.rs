@@ -478,9 +478,8 @@ impl<T: Clone> SnapshotVec<T> {
     /// assert_eq!(v.load().as_slice(), ['a', 'c']);
     /// ```
     pub fn remove_at(&self, index: usize) -> Option<T> {
-        let (old, index) = self.update_with(|items| {
-            (index < items.len()).then(|| (without(items, index), index))
-        })?;
+        let (old, index) = self
+            .update_with(|items| (index < items.len()).then(|| (without(items, index), index)))?;
         Some(take(old, index))
     }
 
