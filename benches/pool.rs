@@ -12,7 +12,8 @@
 //!
 //! Scenarios: `single_thread`, and `two_threads`, where two pinned threads do
 //! `OPS` operations each on one shared pool (against the allocator's per-thread
-//! caches for the fresh peers).
+//! caches for the fresh peers); there `membound_Pool_per_thread` gives each thread a
+//! pool of its own.
 //!
 //! Run: `cargo bench --bench pool`. The README quotes medians and ratios.
 #![allow(missing_docs)]
@@ -43,9 +44,10 @@ fn buffers() -> Buffers {
     pool
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Peer {
     Pool,
+    PoolPerThread,
     FreshZeroed,
     FreshWithCapacity,
 }
@@ -61,7 +63,7 @@ impl Peer {
     #[inline(always)]
     fn op(self, pool: &Buffers, src: &[u8; SIZE], i: usize) -> u8 {
         match self {
-            Peer::Pool => {
+            Peer::Pool | Peer::PoolPerThread => {
                 let mut buf = pool.get();
                 buf.extend_from_slice(src);
                 black_box(&mut buf[..]);
@@ -107,12 +109,17 @@ fn single_thread(c: &mut Criterion) {
 
 /// Two pinned threads make `OPS` operations each; returns the time until both are
 /// done.
-fn two(peer: Peer, pool: &Buffers, src: &[u8; SIZE]) -> Duration {
+fn two(peer: Peer, pools: &[Buffers; 2], src: &[u8; SIZE]) -> Duration {
     let start = Barrier::new(2);
     thread::scope(|s| {
         let threads: Vec<_> = (0..2)
             .map(|core| {
                 let start = &start;
+                let pool = if peer == Peer::PoolPerThread {
+                    &pools[core]
+                } else {
+                    &pools[0]
+                };
                 s.spawn(move || {
                     pin(core);
                     start.wait();
@@ -134,14 +141,17 @@ fn two_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("two_threads");
     g.throughput(Throughput::Bytes(2 * OPS * SIZE as u64));
     g.sample_size(20);
-    let pool = buffers();
+    let pools = [buffers(), buffers()];
     let src = source();
-    for (peer, name) in Peer::ALL {
+    let peers = Peer::ALL
+        .into_iter()
+        .chain([(Peer::PoolPerThread, "membound_Pool_per_thread")]);
+    for (peer, name) in peers {
         g.bench_function(BenchmarkId::new(name, OPS), |b| {
-            b.iter_custom(|n| (0..n).map(|_| two(peer, &pool, &src)).sum())
+            b.iter_custom(|n| (0..n).map(|_| two(peer, &pools, &src)).sum())
         });
     }
-    assert_eq!(pool.metrics().misses, 0);
+    assert!(pools.iter().all(|p| p.metrics().misses == 0));
     g.finish();
 }
 

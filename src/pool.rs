@@ -16,6 +16,15 @@
 //!   positions and counters; only misses (which allocate anyway) and
 //!   [`fill`](Pool::fill) keep counters of their own.
 //!
+//! # Performance
+//!
+//! The ring is FIFO: an object goes to whichever thread asks next, after every
+//! other idle object. Objects whose contents are large and hot (buffers) then move
+//! between cores with their cache lines, which on a machine with a thread-caching
+//! allocator can cost more than a fresh allocation. Give each worker thread its own
+//! pool when that matters; a shared pool still bounds idle memory and answers to
+//! memory pressure. The crate's `benches/pool.rs` measures both.
+//!
 //! # Examples
 //!
 //! ```
