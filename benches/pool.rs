@@ -133,7 +133,11 @@ fn two(peer: Peer, pools: &[Buffers; 2], src: &[u8; SIZE]) -> Duration {
                 })
             })
             .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).max().unwrap()
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .max()
+            .unwrap()
     })
 }
 

@@ -93,7 +93,11 @@ fn read_with_writer(shared: &impl Shared) -> Duration {
                 })
             })
             .collect();
-        let elapsed = readers.into_iter().map(|r| r.join().unwrap()).max().unwrap();
+        let elapsed = readers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .max()
+            .unwrap();
         done.store(true, Ordering::Relaxed);
         elapsed
     })
