@@ -337,3 +337,16 @@ fn no_object_is_lent_twice_and_each_is_dropped_once() {
     drop(pool);
     ledger.assert_all_dropped();
 }
+
+#[test]
+fn pools_and_guards_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Pool<Vec<u8>>>();
+    send_sync::<Pooled<'static, Vec<u8>>>();
+    let pool: Pool<Vec<u8>> = Pool::new(2).unwrap();
+    let guard = pool.get();
+    thread::scope(|s| {
+        s.spawn(move || drop(guard));
+    });
+    assert_eq!(pool.len(), 1);
+}

@@ -333,3 +333,17 @@ fn reads_allocate_nothing() {
     assert_eq!(allocations() - before, 0, "reads allocated");
     assert!(sum > 0);
 }
+
+/// Vectors and snapshots cross threads: a snapshot may be sent to, and dropped
+/// on, another thread.
+#[test]
+fn vectors_and_snapshots_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<SnapshotVec<String>>();
+    send_sync::<Snapshot<String>>();
+    let v = SnapshotVec::from(vec![String::from("a")]);
+    let snap = v.load();
+    v.clear();
+    let len = thread::spawn(move || snap.len()).join().unwrap();
+    assert_eq!(len, 1);
+}
