@@ -1,8 +1,8 @@
 //! `SnapshotVec` read throughput against `std::sync::RwLock<Vec<T>>`, measured in
 //! the same run.
 //!
-//! A read takes the current contents (a snapshot, or a read guard) and searches 32
-//! `u64`s for a key. Scenarios:
+//! A read takes the current contents (a snapshot, a caching `Reader`'s slice, or a
+//! read guard) and searches 32 `u64`s for a key. Scenarios:
 //! - `read_1_thread`: one reader, no writer (the uncontended cost of a read);
 //! - `read_2_threads_writer`: two readers (pinned to cores 0 and 1) each make
 //!   `READS` reads while a third thread writes about every 50 µs (replaces one
@@ -28,42 +28,54 @@ use support::{config, pin};
 const LEN: u64 = 32;
 const READS: u64 = 100_000;
 
-/// What every peer offers: a read that searches the contents, and a write.
+/// What every peer offers: `n` reads, each searching the contents for a key, and a
+/// write.
 trait Shared: Sync {
-    fn read(&self, key: u64) -> Option<usize>;
+    fn reads(&self, n: u64) -> usize;
     fn write(&self, round: u64);
 }
 
+#[inline(always)]
+fn search(items: &[u64], i: u64) -> usize {
+    let key = black_box(i % LEN);
+    items.iter().position(|x| *x == key).unwrap_or(0)
+}
+
+fn replace_one(items: &[u64], round: u64) -> Vec<u64> {
+    let mut next = items.to_vec();
+    next[(round % LEN) as usize] = round % LEN;
+    next
+}
+
 impl Shared for SnapshotVec<u64> {
-    #[inline]
-    fn read(&self, key: u64) -> Option<usize> {
-        self.load().position(|x| *x == key)
+    fn reads(&self, n: u64) -> usize {
+        (0..n).map(|i| search(&self.load(), i)).sum()
     }
     fn write(&self, round: u64) {
-        self.update(|items| {
-            let mut next = items.to_vec();
-            next[(round % LEN) as usize] = round % LEN;
-            next
-        });
+        self.update(|items| replace_one(items, round));
+    }
+}
+
+/// `SnapshotVec` read through a caching `Reader`, one per reading thread.
+struct Cached(SnapshotVec<u64>);
+
+impl Shared for Cached {
+    fn reads(&self, n: u64) -> usize {
+        let mut reader = self.0.reader();
+        (0..n).map(|i| search(reader.load(), i)).sum()
+    }
+    fn write(&self, round: u64) {
+        self.0.write(round);
     }
 }
 
 impl Shared for RwLock<Vec<u64>> {
-    #[inline]
-    fn read(&self, key: u64) -> Option<usize> {
-        RwLock::read(self).unwrap().iter().position(|x| *x == key)
+    fn reads(&self, n: u64) -> usize {
+        (0..n).map(|i| search(&self.read().unwrap(), i)).sum()
     }
     fn write(&self, round: u64) {
         RwLock::write(self).unwrap()[(round % LEN) as usize] = round % LEN;
     }
-}
-
-fn reads(shared: &impl Shared, n: u64) -> usize {
-    let mut found = 0;
-    for i in 0..n {
-        found += shared.read(black_box(i % LEN)).unwrap_or(0);
-    }
-    found
 }
 
 /// Two pinned readers make `READS` reads each while a writer writes every ~50 µs;
@@ -88,7 +100,7 @@ fn read_with_writer(shared: &impl Shared) -> Duration {
                     pin(core);
                     start.wait();
                     let began = Instant::now();
-                    black_box(reads(shared, READS));
+                    black_box(shared.reads(READS));
                     began.elapsed()
                 })
             })
@@ -111,20 +123,20 @@ fn read_1_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_1_thread");
     g.throughput(Throughput::Elements(1));
     let snapshot = SnapshotVec::from_vec(contents());
-    let mut key = 0;
     g.bench_function("membound_SnapshotVec", |b| {
+        b.iter(|| black_box(snapshot.reads(1)))
+    });
+    let cached = Cached(SnapshotVec::from_vec(contents()));
+    g.bench_function("membound_SnapshotVec_Reader", |b| {
+        let mut reader = cached.0.reader();
+        let mut i = 0;
         b.iter(|| {
-            key = (key + 1) % LEN;
-            black_box(Shared::read(&snapshot, black_box(key)))
+            i += 1;
+            black_box(search(reader.load(), i))
         })
     });
     let lock = RwLock::new(contents());
-    g.bench_function("std_RwLock_Vec", |b| {
-        b.iter(|| {
-            key = (key + 1) % LEN;
-            black_box(Shared::read(&lock, black_box(key)))
-        })
-    });
+    g.bench_function("std_RwLock_Vec", |b| b.iter(|| black_box(lock.reads(1))));
     g.finish();
 }
 
@@ -136,6 +148,10 @@ fn read_2_threads_writer(c: &mut Criterion) {
     let snapshot = SnapshotVec::from_vec(contents());
     g.bench_function(id("membound_SnapshotVec"), |b| {
         b.iter_custom(|n| (0..n).map(|_| read_with_writer(&snapshot)).sum())
+    });
+    let cached = Cached(SnapshotVec::from_vec(contents()));
+    g.bench_function(id("membound_SnapshotVec_Reader"), |b| {
+        b.iter_custom(|n| (0..n).map(|_| read_with_writer(&cached)).sum())
     });
     let lock = RwLock::new(contents());
     g.bench_function(id("std_RwLock_Vec"), |b| {

@@ -19,6 +19,9 @@
 //!   loom) a one-word spin lock guards the pointer: the critical section only clones
 //!   the `Arc` or exchanges the pointer, never runs user code and never allocates,
 //!   and the old value is dropped after the lock is released.
+//! - **Cached reads**: a [`Reader`] keeps the contents it loaded last and the
+//!   vector's write count at the time; a read checks the count (one atomic load)
+//!   and reloads only when a write has happened since.
 //! - **Writes** load the current contents, build the next vector from them, and
 //!   install it only if the pointer still is the one they loaded (a compare-and-swap;
 //!   holding the loaded `Arc` keeps its allocation alive, so the comparison cannot be
@@ -254,7 +257,9 @@ use cell::{ArcCell, Loaded};
 pub struct SnapshotVec<T> {
     /// The current contents; replaced whole by every write.
     current: ArcCell<Vec<T>>,
-    /// Writes installed (each one a new version of the contents).
+    /// Writes installed: the version of the contents. Bumped (Release) after each
+    /// new contents is in place, so a [`Reader`] that reads it (Acquire) and finds
+    /// it changed loads contents at least that new.
     writes: AtomicU64,
     /// Writes that lost the race to another writer and were built again.
     retries: AtomicU64,
@@ -268,6 +273,45 @@ pub struct SnapshotVec<T> {
 /// since) alive, so do not park snapshots in long-lived places by accident.
 pub struct Snapshot<T> {
     items: Loaded<Vec<T>>,
+}
+
+/// A caching reader of a [`SnapshotVec`], made by [`SnapshotVec::reader`].
+pub struct Reader<'a, T> {
+    vec: &'a SnapshotVec<T>,
+    /// The vector's write count when `items` was loaded (or earlier: `items` may
+    /// be newer than `version`, never older).
+    version: u64,
+    items: Arc<Vec<T>>,
+}
+
+impl<T> Reader<'_, T> {
+    /// The current contents: the ones loaded last time if no write has happened
+    /// since, otherwise freshly loaded. No lock is held while the slice is used.
+    #[inline]
+    pub fn load(&mut self) -> &[T] {
+        // Acquire: pairs with the Release bump after a write's swap, so contents
+        // loaded after seeing a new version are at least that new.
+        let version = self.vec.writes.load(Ordering::Acquire);
+        if version != self.version {
+            self.reload(version);
+        }
+        self.items.as_slice()
+    }
+
+    #[cold]
+    fn reload(&mut self, version: u64) {
+        self.items = self.vec.current.load_full();
+        self.version = version;
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Reader<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("version", &self.version)
+            .field("items", &self.items)
+            .finish()
+    }
 }
 
 /// A snapshot of a [`SnapshotVec`]'s counters.
@@ -351,7 +395,7 @@ impl<T> SnapshotVec<T> {
     /// ```
     pub fn store(&self, items: Vec<T>) -> Snapshot<T> {
         let old = self.current.swap(items);
-        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.installed();
         Snapshot {
             items: Loaded::from(old),
         }
@@ -376,6 +420,34 @@ impl<T> SnapshotVec<T> {
         self.store(Vec::new()).len()
     }
 
+    /// A reader that keeps the last contents it loaded and reloads only when a
+    /// write has happened since: a read then costs one atomic load, with no write
+    /// to any shared or thread-local memory. For a thread that reads the same
+    /// vector in a loop.
+    ///
+    /// The price: the contents a reader last loaded stay alive (with any elements
+    /// removed since) until its next [`load`](Reader::load) or until it is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::slice::SnapshotVec;
+    ///
+    /// let routes = SnapshotVec::from_vec(vec![80, 443]);
+    /// let mut reader = routes.reader();
+    /// assert_eq!(reader.load(), [80, 443]);
+    /// routes.push(8080);
+    /// assert_eq!(reader.load(), [80, 443, 8080]);
+    /// ```
+    pub fn reader(&self) -> Reader<'_, T> {
+        let version = self.writes.load(Ordering::Acquire);
+        Reader {
+            vec: self,
+            version,
+            items: self.current.load_full(),
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn metrics(&self) -> SnapshotVecMetrics {
         SnapshotVecMetrics {
@@ -383,6 +455,12 @@ impl<T> SnapshotVec<T> {
             writes: self.writes.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records that new contents are in place (after the swap): see `writes`.
+    #[inline]
+    fn installed(&self) {
+        self.writes.fetch_add(1, Ordering::Release);
     }
 
     /// The read-copy-update loop every changing write goes through: `build` makes
@@ -399,7 +477,7 @@ impl<T> SnapshotVec<T> {
             let (next, result) = build(&current)?;
             match self.current.compare_and_swap(&current, next) {
                 Ok(replaced) => {
-                    self.writes.fetch_add(1, Ordering::Relaxed);
+                    self.installed();
                     // Two references to the same contents: ours and the cell's.
                     drop(current);
                     return Some((replaced, result));
@@ -452,7 +530,7 @@ impl<T: Clone> SnapshotVec<T> {
             next.append(&mut extra);
             match self.current.compare_and_swap(&current, next) {
                 Ok(replaced) => {
-                    self.writes.fetch_add(1, Ordering::Relaxed);
+                    self.installed();
                     drop(current);
                     drop(replaced);
                     return;

@@ -263,19 +263,22 @@ fn concurrent_writers_lose_no_update() {
         })
         .collect();
     start.wait();
+    let mut reader = v.reader();
     loop {
         let finished = writers.iter().all(|w| w.is_finished());
         let snap = v.load();
         // Ids of writer w are w*PER_WRITER.. and were pushed in increasing order;
         // removals take them in the same order, so each writer's ids present form a
         // contiguous increasing run.
-        let mut last = [None::<usize>; WRITERS];
-        for t in snap.iter() {
-            let w = t.id() / PER_WRITER;
-            if let Some(prev) = last[w] {
-                assert_eq!(t.id(), prev + 1, "writer {w}'s items out of order or lost");
+        for items in [&snap[..], reader.load()] {
+            let mut last = [None::<usize>; WRITERS];
+            for t in items {
+                let w = t.id() / PER_WRITER;
+                if let Some(prev) = last[w] {
+                    assert_eq!(t.id(), prev + 1, "writer {w}'s items out of order or lost");
+                }
+                last[w] = Some(t.id());
             }
-            last[w] = Some(t.id());
         }
         if finished {
             break;
@@ -285,6 +288,11 @@ fn concurrent_writers_lose_no_update() {
         w.join().unwrap();
     }
     assert!(v.is_empty());
+    assert!(
+        reader.load().is_empty(),
+        "a reader sees every completed write"
+    );
+    drop(reader);
     let m = v.metrics();
     assert_eq!(m.writes, (2 * WRITERS * PER_WRITER) as u64);
     drop(v);
@@ -330,6 +338,10 @@ fn reads_allocate_nothing() {
         let again = snap.clone();
         sum += again.len() as u64;
     }
+    let mut reader = v.reader();
+    for i in 0..100_000u64 {
+        sum += reader.load().iter().position(|x| *x == i % 64).unwrap_or(0) as u64;
+    }
     assert_eq!(allocations() - before, 0, "reads allocated");
     assert!(sum > 0);
 }
@@ -346,4 +358,35 @@ fn vectors_and_snapshots_are_send_and_sync() {
     v.clear();
     let len = thread::spawn(move || snap.len()).join().unwrap();
     assert_eq!(len, 1);
+}
+
+/// A reader reloads exactly when a write happened since its last load, and keeps
+/// what it loaded alive until then.
+#[test]
+fn readers_cache_until_a_write() {
+    let ledger = Ledger::new(4);
+    let v = SnapshotVec::from_vec(vec![ledger.issue(), ledger.issue()]);
+    let mut reader = v.reader();
+    let first = reader.load().as_ptr();
+    assert_eq!(reader.load().as_ptr(), first, "no write: the same contents");
+    assert_eq!(v.remove_at(0).map(|t| t.id()), Some(0));
+    assert_eq!(ledger.live(0), 1, "the reader still holds the old contents");
+    assert_eq!(
+        reader.load().iter().map(Tracked::id).collect::<Vec<_>>(),
+        [1]
+    );
+    assert_eq!(ledger.live(0), 0, "freed once the reader moved on");
+    assert_eq!(
+        v.retain(|_| true),
+        0,
+        "a write that changes nothing is no write"
+    );
+    let before = reader.load().as_ptr();
+    assert_eq!(reader.load().as_ptr(), before);
+    v.clear();
+    assert!(reader.load().is_empty());
+    assert!(format!("{reader:?}").starts_with("Reader"));
+    drop(reader);
+    drop(v);
+    ledger.assert_all_dropped();
 }

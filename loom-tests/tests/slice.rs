@@ -84,3 +84,28 @@ fn retain_racing_push() {
         assert_all_dropped(&ledger);
     });
 }
+
+/// A caching reader racing a push: while the push is in flight the reader sees the
+/// old or the new contents, once it is joined the reader sees the new ones (the
+/// version bump after the swap is Release, the reader's check Acquire), and the
+/// contents it kept are dropped exactly once.
+#[test]
+fn cached_reader_racing_push() {
+    model_without_waiters(usize::MAX, || {
+        let ledger = ledger(2);
+        let v = Arc::new(SnapshotVec::from_vec(vec![Tracked::new(&ledger, 0)]));
+        let pusher = {
+            let (v, item) = (v.clone(), Tracked::new(&ledger, 1));
+            thread::spawn(move || v.push(item))
+        };
+        let mut reader = v.reader();
+        let during = reader.load().len();
+        assert!(during == 1 || during == 2, "{during}");
+        pusher.join().unwrap();
+        let after: Vec<usize> = reader.load().iter().map(|t| t.id).collect();
+        assert_eq!(after, [0, 1]);
+        drop(reader);
+        drop(v);
+        assert_all_dropped(&ledger);
+    });
+}
