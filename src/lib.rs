@@ -20,6 +20,11 @@
 //! named cleanup tasks by ticks without threads; under `std`,
 //! `cleanup::CleanupManager` runs them on background threads.
 //!
+//! With `alloc`: [`slice::SnapshotVec`] is a copy-on-write vector whose readers
+//! iterate immutable snapshots without a lock (so callbacks may re-enter it), and
+//! [`pool::Pool`] a bounded, lock-free object pool on the ring that recycles objects
+//! and releases idle ones under memory pressure.
+//!
 //! # Features
 //!
 //! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows
