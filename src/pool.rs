@@ -334,7 +334,8 @@ impl<T, F: Fn() -> T> Pool<T, F> {
     }
 
     /// Makes objects until the pool holds its capacity of idle ones, so that the
-    /// first gets do not allocate; returns how many it made.
+    /// first gets do not allocate; returns how many it made (at most the
+    /// capacity, even while other threads take objects out).
     ///
     /// # Examples
     ///
@@ -350,7 +351,8 @@ impl<T, F: Fn() -> T> Pool<T, F> {
     /// ```
     pub fn fill(&self) -> usize {
         let mut made = 0;
-        while self.idle.len() < self.idle.capacity() {
+        let capacity = self.idle.capacity();
+        while made < capacity && self.idle.len() < capacity {
             // `try_push`, never evicting: a concurrent return may fill the last
             // place first, and then this object is simply not needed.
             if self.idle.try_push((self.factory)()).is_err() {
