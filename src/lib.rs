@@ -24,6 +24,11 @@
 //! pause producers until consumers drain it, with the overflow strategies none, drop
 //! oldest, drop newest, block and block with a timeout.
 //!
+//! With `alloc`: [`slice::SnapshotVec`] is a copy-on-write vector whose readers
+//! iterate immutable snapshots without a lock (so callbacks may re-enter it), and
+//! [`pool::Pool`] a bounded, lock-free object pool on the ring that recycles objects
+//! and releases idle ones under memory pressure.
+//!
 //! # Features
 //!
 //! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows
@@ -71,9 +76,13 @@ pub mod heap;
 pub mod monitor;
 #[cfg(feature = "std")]
 pub mod os;
+#[cfg(feature = "alloc")]
+pub mod pool;
 pub mod pressure;
 pub mod ring;
 pub mod schedule;
+#[cfg(feature = "alloc")]
+pub mod slice;
 mod sync;
 pub mod table;
 

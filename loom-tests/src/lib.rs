@@ -49,3 +49,64 @@ pub fn account(seen: &mut u32, item: u32) {
     assert_eq!(*seen & item, 0, "item {item} delivered twice");
     *seen |= item;
 }
+
+/// Live instances per id, for models that check that every value (and every clone
+/// of it) is dropped exactly once. Plain std atomics: the ledger only observes, it
+/// takes no part in the synchronization being modelled, and is read after `join`.
+#[cfg(loom)]
+pub type Ledger = std::sync::Arc<Vec<std::sync::atomic::AtomicI64>>;
+
+/// A ledger for ids `0..ids`.
+#[cfg(loom)]
+pub fn ledger(ids: usize) -> Ledger {
+    std::sync::Arc::new(
+        (0..ids)
+            .map(|_| std::sync::atomic::AtomicI64::new(0))
+            .collect(),
+    )
+}
+
+/// Panics unless no instance of any id is alive.
+#[cfg(loom)]
+pub fn assert_all_dropped(ledger: &Ledger) {
+    for (id, live) in ledger.iter().enumerate() {
+        let live = live.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(live, 0, "value {id}: {live} instances alive");
+    }
+}
+
+/// A value whose live instances are counted in a [`Ledger`]; dropping more than
+/// were made panics at once.
+#[cfg(loom)]
+pub struct Tracked {
+    /// Its id in the ledger.
+    pub id: usize,
+    ledger: Ledger,
+}
+
+#[cfg(loom)]
+impl Tracked {
+    /// A new instance of `id`.
+    pub fn new(ledger: &Ledger, id: usize) -> Self {
+        ledger[id].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            id,
+            ledger: ledger.clone(),
+        }
+    }
+}
+
+#[cfg(loom)]
+impl Clone for Tracked {
+    fn clone(&self) -> Self {
+        Self::new(&self.ledger, self.id)
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let before = self.ledger[self.id].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(before > 0, "value {} dropped more often than made", self.id);
+    }
+}

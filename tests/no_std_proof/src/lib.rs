@@ -2,8 +2,9 @@
 //!
 //! Without `alloc`: a `StaticRing` and a `StaticTtlTable` in `static`s, no allocator
 //! at all.
-//! With `alloc`: also a heap `Ring`, served by a tiny bump allocator over a static
-//! arena (the stub global allocator an embedded program would replace).
+//! With `alloc`: also a heap `Ring`, a `SnapshotVec` and a `Pool`, served by a tiny
+//! bump allocator over a static arena (the stub global allocator an embedded program
+//! would replace).
 #![no_std]
 
 use membound::ring::{OverflowPolicy, StaticRing};
@@ -113,6 +114,26 @@ mod heap {
             let _ = ring.push(u64::from(i));
         }
         ring.drain().sum()
+    }
+
+    /// A snapshot vector and an object pool without `std` (the spin-locked swap):
+    /// pushes `0..n`, keeps the odd values, and returns their sum plus the pool's
+    /// hits after `n` get/return rounds, or `u64::MAX` if the pool was refused.
+    #[no_mangle]
+    pub extern "C" fn membound_proof_slice_pool(n: u32) -> u64 {
+        let values = membound::slice::SnapshotVec::new();
+        for i in 0..n {
+            values.push(u64::from(i));
+        }
+        values.retain(|x| x % 2 == 1);
+        let sum: u64 = values.load().iter().sum();
+        let Ok(pool) = membound::pool::Pool::<alloc::vec::Vec<u8>>::new(2) else {
+            return u64::MAX;
+        };
+        for i in 0..n {
+            pool.get().push(i as u8);
+        }
+        sum + pool.metrics().hits
     }
 }
 
