@@ -20,8 +20,10 @@ use membound::export::prometheus::{ExportError, Exporter, MetricsServer};
 use membound::heap::TrackingAllocator;
 use membound::monitor::{MemoryManager, MemorySource, MonitorConfig};
 use membound::os::{EffectiveLimit, LimitSource, MemorySample, Sampler, SamplerConfig};
+use membound::pool::Pool;
 use membound::pressure::PressureConfig;
 use membound::ring::{OverflowPolicy, Ring, RingConfig, StaticRing};
+use membound::slice::SnapshotVec;
 use membound::table::{TableConfig, TtlTable};
 use openmetrics_parser::{
     MetricsExposition, OpenMetricsType, OpenMetricsValue, PrometheusType, PrometheusValue,
@@ -599,6 +601,77 @@ fn backpressure_exports_sends_refusals_and_transitions() {
 }
 
 #[test]
+fn pools_snapshot_vecs_and_state_stores_export_their_counts() {
+    let mut registry = Registry::default();
+    let exporter = Exporter::register(&mut registry);
+    let pool = Arc::new(Pool::<Vec<u8>>::new(2).unwrap());
+    let vec = Arc::new(SnapshotVec::from_vec(vec![1, 2]));
+    exporter.add_pool("buffers", &pool).unwrap();
+    exporter.add_snapshot_vec("routes", &vec).unwrap();
+    {
+        let a = pool.get(); // miss
+        let b = pool.get(); // miss
+        let c = pool.get(); // miss
+        drop((a, b, c)); // three returns; the third evicts the oldest (capacity 2)
+        drop(pool.get()); // hit, returned
+    }
+    vec.push(3);
+    vec.retain(|x| *x != 1);
+    let s = scrape(&registry);
+    let p = [("pool", "buffers")];
+    assert_eq!(s.kind("membound_pool_hits"), ("counter", ""));
+    assert_eq!(s.value("membound_pool_hits", &p), 1.0);
+    assert_eq!(s.value("membound_pool_misses", &p), 3.0);
+    assert_eq!(s.value("membound_pool_returns", &p), 4.0);
+    assert_eq!(s.value("membound_pool_discarded", &p), 1.0);
+    assert_eq!(s.kind("membound_pool_size"), ("gauge", ""));
+    assert_eq!(s.value("membound_pool_size", &p), 2.0);
+    let v = [("snapshot_vec", "routes")];
+    assert_eq!(s.value("membound_snapshot_vec_writes", &v), 2.0);
+    assert_eq!(s.value("membound_snapshot_vec_len", &v), 2.0);
+}
+
+#[cfg(feature = "state")]
+#[test]
+fn a_state_store_exports_its_counts_and_subscriptions() {
+    use membound::adapters::state::subscription::SubscribeOptions;
+    use membound::adapters::state::StateStore;
+
+    let mut registry = Registry::default();
+    let exporter = Exporter::register(&mut registry);
+    let store = Arc::new(StateStore::new(Default::default()).unwrap());
+    exporter.add_state("agent", &store).unwrap();
+    let _sub = store.subscribe("/a", SubscribeOptions::new()).unwrap();
+    store
+        .apply_json(r#"[{"op":"add","path":"/a","value":1}]"#)
+        .unwrap();
+    store
+        .apply_json(r#"[{"op":"add","path":"/b","value":2}]"#)
+        .unwrap();
+    assert!(store
+        .apply_json(r#"[{"op":"remove","path":"/zz"}]"#)
+        .is_err());
+    assert!(store.apply_json("not json").is_err());
+    let s = scrape(&registry);
+    let l = [("state", "agent")];
+    assert_eq!(s.value("membound_state_patches_applied", &l), 2.0);
+    assert_eq!(s.kind("membound_state_revision"), ("gauge", ""));
+    assert_eq!(s.value("membound_state_revision", &l), 2.0);
+    let cause = |c| [("state", "agent"), ("cause", c)];
+    assert_eq!(s.value("membound_state_rejected", &cause("failed")), 1.0);
+    assert_eq!(s.value("membound_state_rejected", &cause("invalid")), 1.0);
+    assert_eq!(s.value("membound_state_subscriptions", &l), 1.0);
+    assert_eq!(s.value("membound_state_changes_published", &l), 2.0);
+    assert_eq!(s.value("membound_state_changes_delivered", &l), 1.0);
+    assert_eq!(s.value("membound_state_changes_queued", &l), 1.0);
+    assert_eq!(s.kind("membound_state_document_bytes"), ("gauge", "bytes"));
+    assert_eq!(
+        s.value("membound_state_document_bytes", &l),
+        r#"{"a":1,"b":2}"#.len() as f64
+    );
+}
+
+#[test]
 fn names_are_escaped_not_injected() {
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
@@ -636,6 +709,14 @@ fn every_kind_renders_valid_openmetrics_and_prometheus_text() {
     exporter.add_heap("h", &HEAP).unwrap();
     let channel = Arc::new(Backpressure::<u8>::new(BackpressureConfig::new(2)).unwrap());
     exporter.add_backpressure("b", &channel).unwrap();
+    let pool = Arc::new(Pool::<String>::new(2).unwrap());
+    exporter.add_pool("p", &pool).unwrap();
+    let vec = Arc::new(SnapshotVec::<u8>::new());
+    exporter.add_snapshot_vec("v", &vec).unwrap();
+    #[cfg(feature = "state")]
+    let store = Arc::new(membound::adapters::state::StateStore::new(Default::default()).unwrap());
+    #[cfg(feature = "state")]
+    exporter.add_state("s", &store).unwrap();
     exporter
         .add_sampler("s", Sampler::new(SamplerConfig::default()).unwrap())
         .unwrap();
@@ -652,6 +733,10 @@ fn every_kind_renders_valid_openmetrics_and_prometheus_text() {
         "heap",
         "sampler",
         "backpressure",
+        "pool",
+        "snapshot_vec",
+        #[cfg(feature = "state")]
+        "state",
     ] {
         let prefix = format!("membound_{kind}_");
         assert!(

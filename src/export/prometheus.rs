@@ -102,15 +102,19 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+#[cfg(feature = "state")]
+use crate::adapters::state::{subscription::SubscriptionMetrics, StateMetrics, StateStore};
 use crate::backpressure::{Backpressure, BackpressureMetrics};
 use crate::cleanup::{CleanupManager, TaskFailure};
 use crate::clock::{Clock, MonotonicClock};
 use crate::heap::{HeapStats, HeapUsage};
 use crate::monitor::{MemoryManager, MonitorMetrics};
 use crate::os::{MemorySample, Sampler};
+use crate::pool::{Pool, PoolMetrics};
 use crate::pressure::PressureLevel;
 use crate::ring::{RingCore, RingMetrics, Storage as RingStorage};
 use crate::schedule::TaskMetrics;
+use crate::slice::{SnapshotVec, SnapshotVecMetrics};
 use crate::table::{EvictionHook, Storage as TableStorage, TableMetrics, TtlTableCore};
 
 /// Why a component could not be added to an [`Exporter`].
@@ -730,6 +734,151 @@ impl Exporter {
         channel: impl Into<Handle<Backpressure<T>>>,
     ) -> Result<(), ExportError> {
         self.add(name, channel.into(), Backpressure::metrics)
+    }
+
+    /// Exports an object pool's [`PoolMetrics`] as `membound_pool_*{pool="<name>"}`.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_ring`](Self::add_ring).
+    pub fn add_pool<T: Send + 'static, F: Send + Sync + 'static>(
+        &self,
+        name: &str,
+        pool: impl Into<Handle<Pool<T, F>>>,
+    ) -> Result<(), ExportError> {
+        self.add(name, pool.into(), Pool::metrics)
+    }
+
+    /// Exports a snapshot vector's [`SnapshotVecMetrics`] as
+    /// `membound_snapshot_vec_*{snapshot_vec="<name>"}`.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_ring`](Self::add_ring).
+    pub fn add_snapshot_vec<T: Send + Sync + 'static>(
+        &self,
+        name: &str,
+        vec: impl Into<Handle<SnapshotVec<T>>>,
+    ) -> Result<(), ExportError> {
+        self.add(name, vec.into(), SnapshotVec::metrics)
+    }
+
+    /// Exports a state store's [`StateMetrics`] and its subscriptions'
+    /// [`SubscriptionMetrics`] as `membound_state_*{state="<name>"}`.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_ring`](Self::add_ring).
+    #[cfg(feature = "state")]
+    pub fn add_state<C: Clock + Send + Sync + 'static>(
+        &self,
+        name: &str,
+        store: impl Into<Handle<StateStore<C>>>,
+    ) -> Result<(), ExportError> {
+        self.add(name, store.into(), state_snapshot)
+    }
+}
+
+impl Export for PoolMetrics {
+    const KIND: &'static str = "pool";
+
+    fn export(&self, out: &mut Samples<'_>) {
+        #[rustfmt::skip]
+        let counters = [
+            ("hits", "Gets served by a pooled object.", self.hits),
+            ("misses", "Gets that made a new object (the pool was empty).", self.misses),
+            ("returns", "Objects recycled into the pool.", self.returns),
+            ("discarded", "Objects dropped because the pool was full or shrank.", self.discarded),
+            ("filled", "Objects made ahead of time by fill.", self.filled),
+        ];
+        out.counters(&counters);
+        #[rustfmt::skip]
+        let gauges = [
+            ("size", "Idle objects in the pool now.", self.size),
+            ("capacity", "The most idle objects kept now.", self.capacity),
+            ("max_capacity", "The capacity reserved at construction.", self.max_capacity),
+        ];
+        out.gauges(&gauges);
+    }
+}
+
+impl Export for SnapshotVecMetrics {
+    const KIND: &'static str = "snapshot_vec";
+
+    fn export(&self, out: &mut Samples<'_>) {
+        #[rustfmt::skip]
+        let counters = [
+            ("writes", "Writes published.", self.writes),
+            ("retries", "Writes rebuilt after losing a race to another writer.", self.retries),
+        ];
+        out.counters(&counters);
+        out.gauges(&[("len", "Elements in the current snapshot.", self.len)]);
+    }
+}
+
+/// What the exporter reads from a state store: its own and its subscriptions'
+/// counters.
+#[cfg(feature = "state")]
+struct StateExport {
+    store: StateMetrics,
+    subscriptions: SubscriptionMetrics,
+}
+
+#[cfg(feature = "state")]
+fn state_snapshot<C: Clock + Send + Sync + 'static>(store: &StateStore<C>) -> StateExport {
+    StateExport {
+        store: store.metrics(),
+        subscriptions: store.subscription_metrics(),
+    }
+}
+
+#[cfg(feature = "state")]
+impl Export for StateExport {
+    const KIND: &'static str = "state";
+
+    fn export(&self, out: &mut Samples<'_>) {
+        let (m, subs) = (&self.store, &self.subscriptions);
+        #[rustfmt::skip]
+        let counters = [
+            ("patches_applied", "Patches committed, transactions included.", m.patches_applied),
+            ("conflicts", "Transaction commits refused for a conflict.", m.conflicts),
+            ("txn_commits", "Transactions committed.", m.txn_commits),
+            ("txn_expired", "Transactions expired unfinished.", m.txn_expired),
+            ("txn_refused", "begin calls refused (cap, or critical pressure).", m.txn_refused),
+            ("subscriptions_made", "Subscriptions made.", subs.subscribed),
+            ("subscriptions_refused", "Subscriptions refused at the cap.", subs.rejected),
+            ("subscriptions_unsubscribed", "Subscriptions ended by their owner.", subs.unsubscribed),
+            ("subscriptions_expired", "Subscriptions expired idle.", subs.expired),
+            ("changes_published", "Commits handed to the subscriptions.", subs.published),
+            ("changes_delivered", "Changes queued to subscribers.", subs.delivered),
+            ("changes_lagged", "Queued changes dropped by overflow or shrinking.", subs.lagged),
+            ("callback_panics", "Subscription callbacks that panicked.", subs.callback_panics),
+        ];
+        out.counters(&counters);
+        let rejected = Family::counter("rejected", "Patches refused, by cause.");
+        out.sample_with(rejected, ("cause", "invalid"), m.rejected_invalid);
+        out.sample_with(rejected, ("cause", "failed"), m.rejected_failed);
+        out.sample_with(rejected, ("cause", "limit"), m.rejected_limit);
+        #[rustfmt::skip]
+        let gauges = [
+            ("revision", "The current revision.", m.revision.get()),
+            ("open_txns", "Transactions open.", m.open_txns as u64),
+            ("top_level_keys", "Top-level members of the document.", m.top_level_keys as u64),
+            ("history_entries", "Patches the history holds.", m.history_entries as u64),
+            ("history_oldest_revision", "The oldest revision the history answers.", m.history_oldest.get()),
+            ("pressure_level", "The pressure level last reported (0 normal .. 3 critical).", m.pressure as u64),
+            ("subscriptions", "Subscriptions open.", subs.active),
+            ("changes_queued", "Changes queued to subscribers now.", subs.queued),
+        ];
+        out.gauges(&gauges);
+        out.sample(
+            Family::gauge("document", "The document as compact JSON.").bytes(),
+            m.document_bytes,
+        );
+        out.sample(
+            Family::gauge("history", "The history's patches as compact JSON.").bytes(),
+            m.history_bytes,
+        );
     }
 }
 
