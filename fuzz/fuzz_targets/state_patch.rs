@@ -69,9 +69,7 @@ fn value(b: u8) -> Value {
 
 /// Decodes one operation from the front of `data`.
 fn operation(data: &mut &[u8]) -> Option<PatchOperation> {
-    let (&[kind, p1, p2, a, b], rest) = data.split_first_chunk::<5>()? else {
-        return None;
-    };
+    let (&[kind, p1, p2, a, b], rest) = data.split_first_chunk::<5>()?;
     *data = rest;
     let path = pointer(p1, p2);
     Some(match kind % 6 {

@@ -31,7 +31,8 @@
 //! assert_eq!(changes.len(), 1);
 //! assert_eq!(changes[0].revision, Revision(2));
 //!
-//! // A client too far behind gets `Compacted` and takes a snapshot instead.
+//! // A revision the store never reached is an error; one trimmed from the history
+//! // answers `Compacted`, and the client takes a snapshot instead.
 //! assert!(matches!(store.changes_since(Revision(5)), Err(HistoryError::Future { .. })));
 //! let (revision, document) = store.snapshot();
 //! assert_eq!((revision, document), (Revision(2), json!({"messages": ["hello"]})));
