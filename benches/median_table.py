@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Prints the README's Markdown tables from criterion results of the ring, SPSC and
-waiting benchmarks (`cargo bench --bench ring|spsc|wait`).
+"""Prints the README's Markdown tables from criterion results of the ring, SPSC,
+waiting, snapshot-vector, pool and state-store benchmarks (`cargo bench --bench
+ring|spsc|wait|slice|pool`, `cargo bench --bench state --features state`).
 
 Usage: benches/median_table.py [CRITERION_DIR ...]   (default: target/criterion)
 
@@ -25,6 +26,11 @@ reference = {
     "spsc_batch": "rtrb",
     "blocking_2p1c": "std_sync_channel",
     "async_1p1c": "tokio_mpsc",
+    "read_1_thread": "std_RwLock_Vec",
+    "read_2_threads_writer": "std_RwLock_Vec",
+    "pool_single_thread": "fresh_vec_zeroed",
+    "pool_two_threads": "fresh_vec_zeroed",
+    "state_single_op_10k_keys": "mutex_value",
 }
 
 
@@ -40,7 +46,8 @@ def medians(group):
     runs = {}
     for d in dirs:
         for est in sorted((d / group).glob("*/**/new/estimates.json")):
-            name = est.relative_to(d / group).parts[0]
+            # A parameterised benchmark (`name/param/new`) keeps its parameter.
+            name = "/".join(est.relative_to(d / group).parts[:-2])
             value = json.loads(est.read_text())["median"]["point_estimate"]
             runs.setdefault(name, []).append(value)
     return runs
@@ -54,8 +61,10 @@ for group, peer in reference.items():
     runs = medians(group)
     if not runs:
         continue
-    ref = runs.get(peer)
     for name, values in runs.items():
+        # A parameterised benchmark is compared with the peer at the same parameter.
+        param = name.partition("/")[2]
+        ref = runs.get(f"{peer}/{param}" if param else peer)
         # Ratios are taken within each run, so both sides met the same conditions.
         ratios = [r / v for r, v in zip(ref, values)] if ref else []
         ratio = statistics.median(ratios) if ratios else float("nan")

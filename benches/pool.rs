@@ -10,7 +10,7 @@
 //! - `fresh_with_capacity`: `Vec::with_capacity(4096)` then `extend_from_slice`
 //!   (the cheapest fresh allocation: no zeroing).
 //!
-//! Scenarios: `single_thread`, and `two_threads`, where two pinned threads do
+//! Scenarios: `pool_single_thread`, and `pool_two_threads`, where two pinned threads do
 //! `OPS` operations each on one shared pool (against the allocator's per-thread
 //! caches for the fresh peers); there `membound_Pool_per_thread` gives each thread a
 //! pool of its own.
@@ -90,7 +90,7 @@ fn source() -> [u8; SIZE] {
 }
 
 fn single_thread(c: &mut Criterion) {
-    let mut g = c.benchmark_group("single_thread");
+    let mut g = c.benchmark_group("pool_single_thread");
     g.throughput(Throughput::Bytes(SIZE as u64));
     let pool = buffers();
     let src = source();
@@ -142,7 +142,7 @@ fn two(peer: Peer, pools: &[Buffers; 2], src: &[u8; SIZE]) -> Duration {
 }
 
 fn two_threads(c: &mut Criterion) {
-    let mut g = c.benchmark_group("two_threads");
+    let mut g = c.benchmark_group("pool_two_threads");
     g.throughput(Throughput::Bytes(2 * OPS * SIZE as u64));
     g.sample_size(20);
     let pools = [buffers(), buffers()];
