@@ -1,9 +1,9 @@
 //! Applying RFC 6902 operations in place, with an undo log, limit checks and an
 //! exact account of the document's encoded size.
 //!
-//! The semantics are json-patch 5's, step for step (pointer resolution through
-//! `serde_json`'s `pointer_mut` for parents and `jsonptr` tokens for the last
-//! segment, the same error kinds and precedence); `fuzz/fuzz_targets/state_patch.rs`
+//! The semantics are json-patch 5's, step for step (pointer resolution as
+//! `serde_json`'s `pointer_mut` does it for parents, over `jsonptr` tokens, and
+//! `jsonptr` tokens for the last segment, the same error kinds and precedence); `fuzz/fuzz_targets/state_patch.rs`
 //! checks them against `json_patch::patch` applied one operation at a time. We do
 //! not call `json_patch::patch` itself for three reasons:
 //!
@@ -31,6 +31,38 @@ use serde_json::Value;
 
 use super::config::Limits;
 use super::error::{Limit, LimitExceeded, PatchFailure, StateError};
+
+/// serde_json's array index rule: decimal digits, no sign, no leading zero.
+fn parse_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// `Value::pointer` over `pointer`'s tokens: the same lookup, without allocating a
+/// decoded copy of every token (serde_json's `pointer` replaces `~1` and `~0` in
+/// each, which costs two allocations per segment).
+pub(crate) fn resolve<'v>(doc: &'v Value, pointer: &Pointer) -> Option<&'v Value> {
+    pointer
+        .tokens()
+        .try_fold(doc, |target, token| match target {
+            Value::Object(members) => members.get(token.decoded().as_ref()),
+            Value::Array(items) => parse_index(&token.decoded()).and_then(|i| items.get(i)),
+            _ => None,
+        })
+}
+
+/// `Value::pointer_mut` over `pointer`'s tokens; see [`resolve`].
+pub(crate) fn resolve_mut<'v>(doc: &'v mut Value, pointer: &Pointer) -> Option<&'v mut Value> {
+    pointer
+        .tokens()
+        .try_fold(doc, |target, token| match target {
+            Value::Object(members) => members.get_mut(token.decoded().as_ref()),
+            Value::Array(items) => parse_index(&token.decoded()).and_then(|i| items.get_mut(i)),
+            _ => None,
+        })
+}
 
 /// A writer that only counts bytes.
 struct Counter(usize);
@@ -153,7 +185,7 @@ enum Slot<'a> {
 impl Loc<'_> {
     /// Takes the value out of this place (undoing an insert).
     fn take(&self, doc: &mut Value) -> Option<Value> {
-        let parent = doc.pointer_mut(self.parent.as_str())?;
+        let parent = resolve_mut(doc, self.parent)?;
         match (&self.slot, parent) {
             (Slot::Key(key), Value::Object(members)) => members.remove(key.as_ref()),
             (Slot::Index(i), Value::Array(items)) if *i < items.len() => Some(items.remove(*i)),
@@ -163,7 +195,7 @@ impl Loc<'_> {
 
     /// Puts `value` into this place (undoing a removal).
     fn put(&self, doc: &mut Value, value: Value) {
-        let Some(parent) = doc.pointer_mut(self.parent.as_str()) else {
+        let Some(parent) = resolve_mut(doc, self.parent) else {
             debug_assert!(false, "undo: parent {} vanished", self.parent);
             return;
         };
@@ -191,9 +223,9 @@ impl Landed<'_> {
     fn undo(self, doc: &mut Value) -> Option<Value> {
         match self {
             Self::Inserted(loc) => loc.take(doc),
-            Self::Overwrote(pointer, prev) => doc
-                .pointer_mut(pointer.as_str())
-                .map(|slot| mem::replace(slot, prev)),
+            Self::Overwrote(pointer, prev) => {
+                resolve_mut(doc, pointer).map(|slot| mem::replace(slot, prev))
+            }
         }
     }
 }
@@ -325,7 +357,7 @@ impl<'a> Run<'a> {
                 }
                 Undo::Remove(loc, value) => loc.put(doc, value),
                 Undo::Replace(pointer, prev) => {
-                    if let Some(slot) = doc.pointer_mut(pointer.as_str()) {
+                    if let Some(slot) = resolve_mut(doc, pointer) {
                         *slot = prev;
                     }
                 }
@@ -355,9 +387,8 @@ impl<'a> Run<'a> {
                 self.undo.push(Undo::Remove(loc, value));
             }
             PatchOperation::Replace(op) => {
-                let target = doc
-                    .pointer_mut(self.at(&op.path).as_str())
-                    .ok_or(PatchFailure::InvalidPointer)?;
+                let target =
+                    resolve_mut(doc, self.at(&op.path)).ok_or(PatchFailure::InvalidPointer)?;
                 let root = self.at(&op.path).is_root();
                 if root && !op.value.is_object() {
                     return Err(Fail::RootNotObject);
@@ -397,9 +428,8 @@ impl<'a> Run<'a> {
                 }
             }
             PatchOperation::Copy(op) => {
-                let value = doc
-                    .pointer(self.at(&op.from).as_str())
-                    .ok_or(PatchFailure::InvalidFromPointer)?;
+                let value =
+                    resolve(doc, self.at(&op.from)).ok_or(PatchFailure::InvalidFromPointer)?;
                 if let Some(depth) = self.deeper(value, &op.from, &op.path) {
                     return Err(Fail::Limit(Limit::Depth, self.limits.depth, depth));
                 }
@@ -411,9 +441,7 @@ impl<'a> Run<'a> {
                 self.undo.push(Undo::Insert(landed));
             }
             PatchOperation::Test(op) => {
-                let target = doc
-                    .pointer(self.at(&op.path).as_str())
-                    .ok_or(PatchFailure::InvalidPointer)?;
+                let target = resolve(doc, self.at(&op.path)).ok_or(PatchFailure::InvalidPointer)?;
                 if *target != op.value {
                     return Err(PatchFailure::TestFailed.into());
                 }
@@ -451,7 +479,7 @@ impl<'a> Run<'a> {
             return Ok(Landed::Overwrote(path, prev));
         };
         let top = parent_path.is_root() && !self.nested;
-        let Some(parent) = doc.pointer_mut(parent_path.as_str()) else {
+        let Some(parent) = resolve_mut(doc, parent_path) else {
             return Err((PatchFailure::InvalidPointer.into(), value));
         };
         let limits = self.limits;
@@ -513,9 +541,7 @@ impl<'a> Run<'a> {
     fn remove(&mut self, doc: &mut Value, path: &'a Pointer) -> Result<(Loc<'a>, Value), Fail> {
         let (parent_path, last) = path.split_back().ok_or(PatchFailure::InvalidPointer)?;
         let top = parent_path.is_root() && !self.nested;
-        let parent = doc
-            .pointer_mut(parent_path.as_str())
-            .ok_or(PatchFailure::InvalidPointer)?;
+        let parent = resolve_mut(doc, parent_path).ok_or(PatchFailure::InvalidPointer)?;
         match parent {
             Value::Object(members) => {
                 let key = key_of(last);

@@ -800,7 +800,7 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
         let value = shard
             .members
             .get(key.as_ref())
-            .and_then(|value| value.pointer(rest.as_str()));
+            .and_then(|value| ops::resolve(value, rest));
         f(value, Some((index, shard.revision)))
     }
 
