@@ -54,7 +54,7 @@ impl Entry {
     }
 }
 
-/// The changes after a revision, oldest first, as the subscription seam takes them.
+/// The changes after a revision, oldest first, as `StateStore::subscribe` hands them to the subscriptions.
 pub(crate) type Backlog<'a> =
     core::iter::Map<vec_deque::Iter<'a, Entry>, fn(&Entry) -> (Revision, Vec<PatchOperation>)>;
 

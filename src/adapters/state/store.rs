@@ -1151,7 +1151,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backlog_seam_sees_the_history_in_order() {
+    fn the_backlog_is_the_history_in_order() {
         let store = StateStore::new(StateConfig::default()).unwrap();
         for i in 0..3 {
             let patch = alloc::format!(r#"[{{"op":"add","path":"/n","value":{i}}}]"#);
