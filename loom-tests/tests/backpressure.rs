@@ -156,3 +156,33 @@ fn sender_waiting_for_room_is_woken_across_a_pause() {
         assert!(!channel.is_paused());
     });
 }
+
+/// The same edge with three threads, so it runs at a higher bound: the main thread
+/// consumes with `try_recv` and yields (it never registers a waiter, so no late
+/// `unpark` can reach it in `join`).
+#[test]
+fn senders_at_the_edge_against_a_polling_consumer() {
+    model_bounded(3, || {
+        let channel = Arc::new(channel(Strategy::Block));
+        channel.try_send(1).unwrap();
+        let producers: Vec<_> = [2, 4]
+            .into_iter()
+            .map(|item| {
+                let channel = channel.clone();
+                thread::spawn(move || channel.send(item).map(|_| ()))
+            })
+            .collect();
+        let mut seen = 0;
+        while seen != 0b111 {
+            match channel.try_recv() {
+                Some(item) => account(&mut seen, item),
+                None => thread::yield_now(),
+            }
+        }
+        for producer in producers {
+            producer.join().unwrap().unwrap();
+        }
+        assert!(!channel.is_paused());
+        assert!(channel.is_empty());
+    });
+}
