@@ -6,7 +6,7 @@
 #![cfg(loom)]
 
 use loom::sync::Arc;
-use loom::thread;
+use loom::thread::{self, JoinHandle};
 use membound::backpressure::{Backpressure, BackpressureConfig, SendError, Strategy, WaterMarks};
 use membound_loom_tests::{account, model_bounded};
 
@@ -118,6 +118,24 @@ fn close_wakes_a_paused_sender_with_its_item() {
     });
 }
 
+/// A channel holding item 1, one below its pause mark, and two producers sending 2
+/// and 4 with the waiting `send`.
+fn at_the_edge() -> (
+    Arc<Backpressure<u32>>,
+    Vec<JoinHandle<Result<(), SendError<u32>>>>,
+) {
+    let channel = Arc::new(channel(Strategy::Block));
+    channel.try_send(1).unwrap();
+    let producers = [2, 4]
+        .into_iter()
+        .map(|item| {
+            let channel = channel.clone();
+            thread::spawn(move || channel.send(item).map(|_| ()))
+        })
+        .collect();
+    (channel, producers)
+}
+
 /// Two producers at the edge: one may find the ring full before the other has
 /// set the pause, and waits for room; receives that see the pause do not wake it,
 /// the resume does. Every item arrives once.
@@ -130,15 +148,7 @@ fn close_wakes_a_paused_sender_with_its_item() {
 #[test]
 fn sender_waiting_for_room_is_woken_across_a_pause() {
     model_bounded(1, || {
-        let channel = Arc::new(channel(Strategy::Block));
-        channel.try_send(1).unwrap();
-        let producers: Vec<_> = [2, 4]
-            .into_iter()
-            .map(|item| {
-                let channel = channel.clone();
-                thread::spawn(move || channel.send(item).map(|_| ()))
-            })
-            .collect();
+        let (channel, producers) = at_the_edge();
         let consumer = {
             let channel = channel.clone();
             thread::spawn(move || {
@@ -163,15 +173,7 @@ fn sender_waiting_for_room_is_woken_across_a_pause() {
 #[test]
 fn senders_at_the_edge_against_a_polling_consumer() {
     model_bounded(3, || {
-        let channel = Arc::new(channel(Strategy::Block));
-        channel.try_send(1).unwrap();
-        let producers: Vec<_> = [2, 4]
-            .into_iter()
-            .map(|item| {
-                let channel = channel.clone();
-                thread::spawn(move || channel.send(item).map(|_| ()))
-            })
-            .collect();
+        let (channel, producers) = at_the_edge();
         let mut seen = 0;
         while seen != 0b111 {
             match channel.try_recv() {
