@@ -30,26 +30,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use membound::clock::{Clock, CoarseClock, MonotonicClock};
 use membound::table::TtlTable;
 
+mod support;
+use support::pin;
+
 const KEYS: u64 = 16_384;
 const CAP: usize = 32_768;
 const OPS: usize = 100_000;
 const TTL: Duration = Duration::from_secs(600);
-
-/// Pins the calling thread to `core` (modulo the cores available); best effort.
-#[cfg(target_os = "linux")]
-fn pin(core: usize) {
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty set, and
-    // `sched_setaffinity(0, ..)` only changes the calling thread's affinity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core % cores, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn pin(_core: usize) {}
 
 /// The operations every peer offers.
 trait Map: Sync {
