@@ -3,3 +3,6 @@
 
 #[cfg(feature = "state")]
 pub mod state;
+
+#[cfg(feature = "ws")]
+pub mod ws;

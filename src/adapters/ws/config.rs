@@ -1,0 +1,458 @@
+//! The transport's configuration: per-connection queue and byte limits, inbound limits,
+//! timeouts, and the server's and client's own settings. Every struct has a `Default`
+//! and is checked by `validate` when a server or client is built.
+
+use core::time::Duration;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::prelude::rust_2021::*;
+
+/// What the outbound queue does with a droppable event (`RAW`, `CUSTOM`, unknown
+/// types) that finds it full. Either way the drop is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum DropPolicy {
+    /// Drop the oldest queued droppable event to make room (default).
+    #[default]
+    Oldest,
+    /// Drop the event that found the queue full.
+    Newest,
+}
+
+/// What a connection does with an inbound text that is not an event (malformed JSON,
+/// not an object, no string `type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum MalformedPolicy {
+    /// Close the connection with code 1007 (invalid payload) and the error as reason
+    /// (default).
+    #[default]
+    Close,
+    /// Keep the connection and send back a `RUN_ERROR` event whose `message` says
+    /// what was wrong and whose `code` is `"MALFORMED_EVENT"`.
+    ErrorEvent,
+}
+
+/// One connection's outbound queue and its byte limits, in the manner of Redis'
+/// `client-output-buffer-limit`.
+///
+/// Bytes are the JSON text of the queued events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct QueueConfig {
+    /// Most queued events. Default 1024.
+    pub capacity: usize,
+    /// Queued bytes at which the connection is closed at once as a slow consumer.
+    /// Default 8 MiB.
+    pub hard_limit_bytes: usize,
+    /// Queued bytes that, held continuously for
+    /// [`soft_limit_for`](Self::soft_limit_for), close the connection as a slow
+    /// consumer. Default 2 MiB; at most `hard_limit_bytes`.
+    pub soft_limit_bytes: usize,
+    /// How long the soft limit may be exceeded. Default 10 s.
+    pub soft_limit_for: Duration,
+    /// How long a sender of a lossless event waits for room before the connection is
+    /// closed as a slow consumer. Default 5 s.
+    pub lossless_timeout: Duration,
+    /// What happens to droppable events when the queue is full.
+    pub droppable: DropPolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 1024,
+            hard_limit_bytes: 8 << 20,
+            soft_limit_bytes: 2 << 20,
+            soft_limit_for: Duration::from_secs(10),
+            lossless_timeout: Duration::from_secs(5),
+            droppable: DropPolicy::Oldest,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] naming the first field that is zero or inconsistent.
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        nonzero("outbound.capacity", self.capacity)?;
+        nonzero("outbound.hard_limit_bytes", self.hard_limit_bytes)?;
+        nonzero("outbound.soft_limit_bytes", self.soft_limit_bytes)?;
+        if self.soft_limit_bytes > self.hard_limit_bytes {
+            return Err(WsConfigError::new(
+                "outbound.soft_limit_bytes",
+                "must not exceed hard_limit_bytes",
+            ));
+        }
+        nonzero_duration("outbound.lossless_timeout", self.lossless_timeout)
+    }
+}
+
+/// Limits and dispatch settings for inbound events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct InboundConfig {
+    /// Largest inbound message in bytes (tungstenite's `max_message_size`); a larger
+    /// one closes the connection with 1009. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Largest inbound frame in bytes (tungstenite's `max_frame_size`). Default
+    /// 256 KiB; at most `max_message_bytes`.
+    pub max_frame_bytes: usize,
+    /// Events parsed but not yet dispatched to handlers; when full the connection
+    /// stops reading (the peer is slowed by TCP). Default 256.
+    pub queue_capacity: usize,
+    /// What to do with a text that is not an event.
+    pub on_malformed: MalformedPolicy,
+    /// Most handlers on one connection. Default 64.
+    pub max_handlers: usize,
+    /// Most subscriptions on one connection. Default 64.
+    pub max_subscriptions: usize,
+    /// Events queued for one subscription; the oldest is dropped (and counted) when
+    /// the subscriber falls behind. Default 256.
+    pub subscription_capacity: usize,
+    /// A subscription that has had no event delivered for this long expires.
+    /// Default 5 min.
+    pub subscription_ttl: Duration,
+    /// Longest one handler may run on one event before it is abandoned (counted), so
+    /// that a slow handler cannot stall the others. Default 5 s.
+    pub handler_timeout: Duration,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1 << 20,
+            max_frame_bytes: 256 << 10,
+            queue_capacity: 256,
+            on_malformed: MalformedPolicy::Close,
+            max_handlers: 64,
+            max_subscriptions: 64,
+            subscription_capacity: 256,
+            subscription_ttl: Duration::from_secs(300),
+            handler_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl InboundConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] naming the first field that is zero or inconsistent.
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        nonzero("inbound.max_message_bytes", self.max_message_bytes)?;
+        nonzero("inbound.max_frame_bytes", self.max_frame_bytes)?;
+        if self.max_frame_bytes > self.max_message_bytes {
+            return Err(WsConfigError::new(
+                "inbound.max_frame_bytes",
+                "must not exceed max_message_bytes",
+            ));
+        }
+        nonzero("inbound.queue_capacity", self.queue_capacity)?;
+        nonzero("inbound.max_handlers", self.max_handlers)?;
+        nonzero("inbound.max_subscriptions", self.max_subscriptions)?;
+        nonzero("inbound.subscription_capacity", self.subscription_capacity)?;
+        nonzero_duration("inbound.subscription_ttl", self.subscription_ttl)?;
+        nonzero_duration("inbound.handler_timeout", self.handler_timeout)
+    }
+}
+
+/// Settings of one connection, shared by the server's and the client's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ConnectionConfig {
+    /// The outbound queue and its byte limits.
+    pub outbound: QueueConfig,
+    /// Inbound limits and dispatch.
+    pub inbound: InboundConfig,
+    /// tungstenite's `write_buffer_size`: bytes buffered before a write reaches the
+    /// socket. Default 16 KiB.
+    pub write_buffer_bytes: usize,
+    /// tungstenite's `max_write_buffer_size`, which tungstenite leaves unlimited:
+    /// capped small, since the outbound queue is where events wait. Default 64 KiB;
+    /// must exceed `write_buffer_bytes`.
+    pub max_write_buffer_bytes: usize,
+    /// A ping is sent after this long without one. Default 20 s.
+    pub keepalive_interval: Duration,
+    /// The connection is closed when nothing (no frame, no pong) has arrived for this
+    /// long. Default 60 s; must exceed `keepalive_interval`.
+    pub idle_timeout: Duration,
+    /// Longest one write (a frame reaching the socket) may take before the connection
+    /// is dropped. Default 10 s.
+    pub write_timeout: Duration,
+    /// How long a closing side waits for the peer's close frame. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            outbound: QueueConfig::default(),
+            inbound: InboundConfig::default(),
+            write_buffer_bytes: 16 << 10,
+            max_write_buffer_bytes: 64 << 10,
+            keepalive_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] naming the first field that is zero or inconsistent.
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        self.outbound.validate()?;
+        self.inbound.validate()?;
+        if self.max_write_buffer_bytes <= self.write_buffer_bytes {
+            return Err(WsConfigError::new(
+                "max_write_buffer_bytes",
+                "must exceed write_buffer_bytes",
+            ));
+        }
+        nonzero_duration("keepalive_interval", self.keepalive_interval)?;
+        if self.idle_timeout <= self.keepalive_interval {
+            return Err(WsConfigError::new(
+                "idle_timeout",
+                "must exceed keepalive_interval",
+            ));
+        }
+        nonzero_duration("write_timeout", self.write_timeout)?;
+        nonzero_duration("close_timeout", self.close_timeout)
+    }
+}
+
+/// The server's settings.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::ServerConfig;
+///
+/// let config = ServerConfig { max_connections: 100, ..ServerConfig::default() };
+/// assert!(config.bind.ip().is_loopback());
+/// config.validate()?;
+/// # Ok::<(), membound::adapters::ws::WsConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ServerConfig {
+    /// Where to listen. Default `127.0.0.1:0` (loopback, a port the OS picks; the
+    /// server reports it). Listening beyond loopback is a deliberate choice.
+    pub bind: SocketAddr,
+    /// Most open connections; one more is refused with close code 1013. Default
+    /// 10 000.
+    pub max_connections: usize,
+    /// Longest a WebSocket handshake may take. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// On shutdown, how long connections may take to deliver what they had queued
+    /// before their close frame. Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// Settings of each accepted connection.
+    pub connection: ConnectionConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] naming the first field that is zero or inconsistent.
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        nonzero("max_connections", self.max_connections)?;
+        nonzero_duration("handshake_timeout", self.handshake_timeout)?;
+        self.connection.validate()
+    }
+}
+
+/// How a client reconnects after losing its connection: exponential backoff with
+/// jitter, a bounded number of times.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReconnectPolicy {
+    /// Reconnection attempts after a loss before the client gives up; 0 never
+    /// reconnects. Default 10.
+    pub max_attempts: u32,
+    /// Delay before the first attempt. Default 100 ms.
+    pub initial_backoff: Duration,
+    /// Longest delay between attempts. Default 10 s.
+    pub max_backoff: Duration,
+    /// Factor applied to the delay after each failed attempt, at least 1. Default 2.
+    pub multiplier: f64,
+    /// Fraction of each delay that is randomised, in `0..=1`: a delay `d` becomes a
+    /// uniform pick in `[d × (1 − jitter), d]`. Default 0.5.
+    pub jitter: f64,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.5,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] naming the first field that is out of range.
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        if self.max_attempts > 0 {
+            nonzero_duration("reconnect.initial_backoff", self.initial_backoff)?;
+        }
+        if self.max_backoff < self.initial_backoff {
+            return Err(WsConfigError::new(
+                "reconnect.max_backoff",
+                "must not be below initial_backoff",
+            ));
+        }
+        if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
+            return Err(WsConfigError::new(
+                "reconnect.multiplier",
+                "must be a finite number >= 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(WsConfigError::new("reconnect.jitter", "must be in 0..=1"));
+        }
+        Ok(())
+    }
+}
+
+/// The client's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ClientConfig {
+    /// Longest a connection attempt (TCP connect and WebSocket handshake) may take.
+    /// Default 10 s.
+    pub dial_timeout: Duration,
+    /// Reconnection after a lost connection.
+    pub reconnect: ReconnectPolicy,
+    /// Settings of the connection.
+    pub connection: ConnectionConfig,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            dial_timeout: Duration::from_secs(10),
+            reconnect: ReconnectPolicy::default(),
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] naming the first field that is zero or out of range.
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        nonzero_duration("dial_timeout", self.dial_timeout)?;
+        self.reconnect.validate()?;
+        self.connection.validate()
+    }
+}
+
+/// A transport configuration that cannot work: which field, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WsConfigError {
+    /// The field, dotted from the connection settings (`outbound.capacity`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl WsConfigError {
+    const fn new(field: &'static str, reason: &'static str) -> Self {
+        Self { field, reason }
+    }
+}
+
+impl fmt::Display for WsConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid transport setting `{}`: {}",
+            self.field, self.reason
+        )
+    }
+}
+
+impl std::error::Error for WsConfigError {}
+
+fn nonzero(field: &'static str, value: usize) -> Result<(), WsConfigError> {
+    if value == 0 {
+        Err(WsConfigError::new(field, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+fn nonzero_duration(field: &'static str, value: Duration) -> Result<(), WsConfigError> {
+    if value.is_zero() {
+        Err(WsConfigError::new(field, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ServerConfig::default().validate().unwrap();
+        ClientConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let mut c = ServerConfig::default();
+        c.connection.outbound.capacity = 0;
+        assert_eq!(c.validate().unwrap_err().field, "outbound.capacity");
+
+        let mut c = ServerConfig::default();
+        c.connection.outbound.soft_limit_bytes = c.connection.outbound.hard_limit_bytes + 1;
+        assert_eq!(c.validate().unwrap_err().field, "outbound.soft_limit_bytes");
+
+        let mut c = ServerConfig::default();
+        c.connection.idle_timeout = c.connection.keepalive_interval;
+        assert_eq!(c.validate().unwrap_err().field, "idle_timeout");
+
+        let mut c = ClientConfig::default();
+        c.reconnect.jitter = f64::NAN;
+        assert_eq!(c.validate().unwrap_err().field, "reconnect.jitter");
+        c.reconnect.jitter = 0.5;
+        c.reconnect.multiplier = 0.5;
+        assert_eq!(c.validate().unwrap_err().field, "reconnect.multiplier");
+    }
+}

@@ -1,0 +1,390 @@
+//! Events: JSON objects with a `type` field, the AG-UI protocol's event types, and the
+//! delivery class each type gets.
+
+use std::fmt;
+use std::prelude::rust_2021::*;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// An event's `type`: the AG-UI protocol's event types, and any other string as
+/// [`EventType::Other`] (passed through and delivered as [`DeliveryClass::Droppable`],
+/// like `RAW`).
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::{DeliveryClass, EventType};
+///
+/// let t = EventType::parse("TEXT_MESSAGE_CONTENT");
+/// assert_eq!(t, EventType::TextMessageContent);
+/// assert_eq!(t.as_str(), "TEXT_MESSAGE_CONTENT");
+/// assert_eq!(t.class(), DeliveryClass::Lossless);
+/// assert_eq!(EventType::parse("MY_THING").class(), DeliveryClass::Droppable);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventType {
+    /// `RUN_STARTED`
+    RunStarted,
+    /// `RUN_FINISHED`
+    RunFinished,
+    /// `RUN_ERROR`
+    RunError,
+    /// `STEP_STARTED`
+    StepStarted,
+    /// `STEP_FINISHED`
+    StepFinished,
+    /// `TEXT_MESSAGE_START`
+    TextMessageStart,
+    /// `TEXT_MESSAGE_CONTENT`
+    TextMessageContent,
+    /// `TEXT_MESSAGE_END`
+    TextMessageEnd,
+    /// `TEXT_MESSAGE_CHUNK`
+    TextMessageChunk,
+    /// `TOOL_CALL_START`
+    ToolCallStart,
+    /// `TOOL_CALL_ARGS`
+    ToolCallArgs,
+    /// `TOOL_CALL_END`
+    ToolCallEnd,
+    /// `TOOL_CALL_CHUNK`
+    ToolCallChunk,
+    /// `TOOL_CALL_RESULT`
+    ToolCallResult,
+    /// `STATE_SNAPSHOT`
+    StateSnapshot,
+    /// `STATE_DELTA`
+    StateDelta,
+    /// `MESSAGES_SNAPSHOT`
+    MessagesSnapshot,
+    /// `RAW`
+    Raw,
+    /// `CUSTOM`
+    Custom,
+    /// Any other type string, kept as sent.
+    Other(Arc<str>),
+}
+
+/// Every named AG-UI type with its wire name, in declaration order.
+const NAMED: [(EventType, &str); 19] = [
+    (EventType::RunStarted, "RUN_STARTED"),
+    (EventType::RunFinished, "RUN_FINISHED"),
+    (EventType::RunError, "RUN_ERROR"),
+    (EventType::StepStarted, "STEP_STARTED"),
+    (EventType::StepFinished, "STEP_FINISHED"),
+    (EventType::TextMessageStart, "TEXT_MESSAGE_START"),
+    (EventType::TextMessageContent, "TEXT_MESSAGE_CONTENT"),
+    (EventType::TextMessageEnd, "TEXT_MESSAGE_END"),
+    (EventType::TextMessageChunk, "TEXT_MESSAGE_CHUNK"),
+    (EventType::ToolCallStart, "TOOL_CALL_START"),
+    (EventType::ToolCallArgs, "TOOL_CALL_ARGS"),
+    (EventType::ToolCallEnd, "TOOL_CALL_END"),
+    (EventType::ToolCallChunk, "TOOL_CALL_CHUNK"),
+    (EventType::ToolCallResult, "TOOL_CALL_RESULT"),
+    (EventType::StateSnapshot, "STATE_SNAPSHOT"),
+    (EventType::StateDelta, "STATE_DELTA"),
+    (EventType::MessagesSnapshot, "MESSAGES_SNAPSHOT"),
+    (EventType::Raw, "RAW"),
+    (EventType::Custom, "CUSTOM"),
+];
+
+impl EventType {
+    /// The type named by `s`: one of the AG-UI types, or [`EventType::Other`].
+    pub fn parse(s: &str) -> Self {
+        NAMED
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map_or_else(|| Self::Other(Arc::from(s)), |(t, _)| t.clone())
+    }
+
+    /// The wire name (`"TEXT_MESSAGE_CONTENT"`, or the string an `Other` carries).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Other(s) => s,
+            named => NAMED
+                .iter()
+                .find(|(t, _)| t == named)
+                .map_or("", |(_, name)| name),
+        }
+    }
+
+    /// How the outbound queue treats events of this type when a connection falls
+    /// behind.
+    pub fn class(&self) -> DeliveryClass {
+        match self {
+            Self::StateDelta => DeliveryClass::StateDelta,
+            Self::StateSnapshot | Self::MessagesSnapshot => DeliveryClass::Snapshot,
+            Self::Raw | Self::Custom | Self::Other(_) => DeliveryClass::Droppable,
+            _ => DeliveryClass::Lossless,
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the outbound queue of a connection that falls behind does with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryClass {
+    /// Lifecycle, `TEXT_MESSAGE_*`, `TOOL_CALL_*`: never dropped. A sender waits for
+    /// room up to a timeout; then the connection is closed as a slow consumer
+    /// ([`close_code::SLOW_CONSUMER`](super::close_code::SLOW_CONSUMER)).
+    Lossless,
+    /// `STATE_DELTA`: on overflow the queued deltas are discarded and the connection
+    /// gets a fresh `STATE_SNAPSHOT` before any further delta.
+    StateDelta,
+    /// `STATE_SNAPSHOT`, `MESSAGES_SNAPSHOT`: latest wins; a newer snapshot replaces a
+    /// queued older one of the same type.
+    Snapshot,
+    /// `RAW`, `CUSTOM` and unknown types: dropped by the configured policy, counted.
+    Droppable,
+}
+
+impl DeliveryClass {
+    /// Every class, in a fixed order (for per-class metrics).
+    pub const ALL: [DeliveryClass; 4] = [
+        DeliveryClass::Lossless,
+        DeliveryClass::StateDelta,
+        DeliveryClass::Snapshot,
+        DeliveryClass::Droppable,
+    ];
+
+    /// A short lower-case name: `lossless`, `state_delta`, `snapshot`, `droppable`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Lossless => "lossless",
+            Self::StateDelta => "state_delta",
+            Self::Snapshot => "snapshot",
+            Self::Droppable => "droppable",
+        }
+    }
+
+    /// The position of this class in [`ALL`](Self::ALL), for per-class arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a text could not be read as an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventError {
+    /// Not valid JSON; the parser's message.
+    Json(String),
+    /// Valid JSON, but not an object.
+    NotObject,
+    /// An object without a `type` member.
+    MissingType,
+    /// A `type` member that is not a string.
+    TypeNotString,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Json(msg) => write!(f, "event is not valid JSON: {msg}"),
+            Self::NotObject => f.write_str("event is not a JSON object"),
+            Self::MissingType => f.write_str("event has no \"type\" field"),
+            Self::TypeNotString => f.write_str("event's \"type\" field is not a string"),
+        }
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// One event: a JSON object whose `type` member names an [`EventType`].
+///
+/// An event may carry the [state store](crate::adapters::state) revision it
+/// describes ([`with_revision`](Self::with_revision)); it is not sent on the wire, but
+/// lets a connection that is resynchronised with a snapshot skip the deltas the
+/// snapshot already contains.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::{Event, EventType};
+/// use serde_json::json;
+///
+/// let ev = Event::parse(r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m1","delta":"hi"}"#)?;
+/// assert_eq!(ev.kind(), &EventType::TextMessageContent);
+/// assert_eq!(ev.get("delta"), Some(&json!("hi")));
+///
+/// let out = Event::new(EventType::RunStarted)
+///     .with("threadId", "t1")
+///     .with("runId", "r1");
+/// assert_eq!(out.to_json()["type"], "RUN_STARTED");
+/// # Ok::<(), membound::adapters::ws::EventError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    kind: EventType,
+    /// The whole object, `type` member included.
+    fields: Map<String, Value>,
+    revision: Option<u64>,
+}
+
+impl Event {
+    /// An event of type `kind` with no other fields.
+    pub fn new(kind: EventType) -> Self {
+        let mut fields = Map::new();
+        fields.insert("type".to_owned(), Value::String(kind.as_str().to_owned()));
+        Self {
+            kind,
+            fields,
+            revision: None,
+        }
+    }
+
+    /// Adds (or replaces) a field. Setting `type` is ignored: the type is fixed at
+    /// construction.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if key != "type" {
+            self.fields.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// Tags the event with the state-store revision it describes (not sent).
+    #[must_use]
+    pub fn with_revision(mut self, revision: u64) -> Self {
+        self.revision = Some(revision);
+        self
+    }
+
+    /// Reads an event from JSON text.
+    ///
+    /// # Errors
+    ///
+    /// [`EventError`] when the text is not a JSON object with a string `type`.
+    pub fn parse(text: &str) -> Result<Self, EventError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| EventError::Json(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    /// Reads an event from a JSON value.
+    ///
+    /// # Errors
+    ///
+    /// [`EventError`] when the value is not an object with a string `type`.
+    pub fn from_value(value: Value) -> Result<Self, EventError> {
+        let Value::Object(fields) = value else {
+            return Err(EventError::NotObject);
+        };
+        let kind = match fields.get("type") {
+            None => return Err(EventError::MissingType),
+            Some(Value::String(s)) => EventType::parse(s),
+            Some(_) => return Err(EventError::TypeNotString),
+        };
+        Ok(Self {
+            kind,
+            fields,
+            revision: None,
+        })
+    }
+
+    /// The event's type.
+    pub fn kind(&self) -> &EventType {
+        &self.kind
+    }
+
+    /// The delivery class of the event's type.
+    pub fn class(&self) -> DeliveryClass {
+        self.kind.class()
+    }
+
+    /// The state-store revision the event was tagged with.
+    pub fn revision(&self) -> Option<u64> {
+        self.revision
+    }
+
+    /// One field of the object.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
+    /// The whole object, `type` included.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// The event as a JSON value.
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.fields.clone())
+    }
+
+    /// Encodes the event once, for sending to any number of connections.
+    pub fn encode(&self) -> Frame {
+        // Serialising a `Map<String, Value>` cannot fail: every key is a string.
+        let text = serde_json::to_string(&self.fields).unwrap_or_default();
+        Frame {
+            kind: self.kind.clone(),
+            text: Utf8Bytes::from(text),
+            revision: self.revision,
+        }
+    }
+}
+
+/// An encoded event, ready to send: its JSON text, shared (cloning a frame copies a
+/// pointer, not the text), its type, and its revision tag.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::{DeliveryClass, Event, EventType};
+///
+/// let frame = Event::new(EventType::StateDelta).with("delta", serde_json::json!([])).encode();
+/// assert_eq!(frame.class(), DeliveryClass::StateDelta);
+/// assert_eq!(frame.as_str(), r#"{"delta":[],"type":"STATE_DELTA"}"#); // keys sorted
+/// assert_eq!(frame.len(), frame.as_str().len());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    kind: EventType,
+    text: Utf8Bytes,
+    revision: Option<u64>,
+}
+
+impl Frame {
+    /// The event's type.
+    pub fn kind(&self) -> &EventType {
+        &self.kind
+    }
+
+    /// The delivery class of the event's type.
+    pub fn class(&self) -> DeliveryClass {
+        self.kind.class()
+    }
+
+    /// The state-store revision the event was tagged with.
+    pub fn revision(&self) -> Option<u64> {
+        self.revision
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.text.as_str()
+    }
+
+    /// The JSON text as tungstenite's shared text type (cheap to clone).
+    pub fn text(&self) -> &Utf8Bytes {
+        &self.text
+    }
+
+    /// Length of the JSON text in bytes: what the byte limits count.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether the text is empty (never, for an encoded event).
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
