@@ -1,0 +1,256 @@
+//! WebSocket fan-out: one server publishing to N loopback clients, membound's
+//! transport against a plain tokio-tungstenite server built on
+//! `tokio::sync::broadcast`, measured in the same run.
+//!
+//! Each iteration publishes 1 000 pre-encoded `TEXT_MESSAGE_CONTENT` events (about
+//! 100 bytes each) and waits until every client has read every one; throughput is
+//! events delivered per second over all clients. Both servers get queues deep enough
+//! for a whole iteration, so neither drops anything and the comparison is of the
+//! delivery path alone. The peer's writer batches as a careful server would: it feeds
+//! what the channel holds into the sink and flushes once the channel is empty.
+//! Clients run in the same process and runtime (2 worker threads).
+//!
+//! After the measurements it prints the heap each idle connection costs on either
+//! server (server and client side together, counted by the crate's
+//! `TrackingAllocator`; the client side is the same tokio-tungstenite client for both,
+//! so the difference is the servers').
+//!
+//! Bar from the issue: at least 1.0x the peer.
+//!
+//! Run: `cargo bench --bench ws --features ws`.
+#![allow(missing_docs)]
+
+use std::alloc::System;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures_util::{SinkExt, StreamExt};
+use membound::adapters::ws::{Event, EventType, Frame, QueueConfig, Server, ServerConfig};
+use membound::heap::TrackingAllocator;
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::{broadcast, Notify};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+mod support;
+use support::config;
+
+#[global_allocator]
+static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
+
+const EVENTS: usize = 1_000;
+const CLIENTS: [usize; 2] = [4, 32];
+const IDLE: usize = 500;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn frames() -> Vec<Frame> {
+    (0..EVENTS)
+        .map(|i| {
+            Event::new(EventType::TextMessageContent)
+                .with("messageId", "msg-1")
+                .with("delta", format!("token {i:05} of a streamed answer, padded to size.."))
+                .encode()
+        })
+        .collect()
+}
+
+/// Counts what every client received; wakes the publisher when a target is reached.
+#[derive(Default)]
+struct Tally {
+    received: AtomicU64,
+    target: AtomicU64,
+    reached: Notify,
+}
+
+impl Tally {
+    async fn wait_for(&self, target: u64) {
+        self.target.store(target, Ordering::SeqCst);
+        while self.received.load(Ordering::SeqCst) < target {
+            self.reached.notified().await;
+        }
+    }
+}
+
+async fn connect_clients(addr: SocketAddr, n: usize, tally: &Arc<Tally>) {
+    for _ in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .expect("connect");
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() {
+                    let now = tally.received.fetch_add(1, Ordering::SeqCst) + 1;
+                    if now == tally.target.load(Ordering::SeqCst) {
+                        tally.reached.notify_one();
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The peer: tokio-tungstenite, one `broadcast` channel, a writer task per
+/// connection that feeds what it can and flushes when the channel runs dry.
+async fn peer_server(capacity: usize) -> (SocketAddr, broadcast::Sender<Utf8Bytes>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, _) = broadcast::channel::<Utf8Bytes>(capacity);
+    let accept_tx = tx.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let mut rx = accept_tx.subscribe();
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                tokio::spawn(async move { while stream.next().await.is_some() {} });
+                loop {
+                    let text = match rx.recv().await {
+                        Ok(text) => text,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    if sink.feed(Message::Text(text)).await.is_err() {
+                        return;
+                    }
+                    while let Ok(text) = rx.try_recv() {
+                        if sink.feed(Message::Text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, tx)
+}
+
+fn membound_config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.connection.outbound = QueueConfig {
+        capacity: 2 * EVENTS,
+        ..QueueConfig::default()
+    };
+    config
+}
+
+fn fan_out(c: &mut Criterion) {
+    let rt = runtime();
+    let frames = frames();
+    let mut group = c.benchmark_group("ws_fan_out");
+    for &n in &CLIENTS {
+        group.throughput(Throughput::Elements((EVENTS * n) as u64));
+
+        let (server, tally) = rt.block_on(async {
+            let server = Server::builder(membound_config())
+                .bind()
+                .await
+                .expect("bind");
+            let tally = Arc::new(Tally::default());
+            connect_clients(server.local_addr(), n, &tally).await;
+            (server, tally)
+        });
+        rt.block_on(async { while server.metrics().connections < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } });
+        group.bench_function(BenchmarkId::new("membound", n), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let target = tally.received.load(Ordering::SeqCst) + (EVENTS * n) as u64;
+                        for f in &frames {
+                            server.broadcast_frame(f.clone()).await;
+                        }
+                        tally.wait_for(target).await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        rt.block_on(server.shutdown());
+
+        let (tx, tally) = rt.block_on(async {
+            let (addr, tx) = peer_server(2 * EVENTS).await;
+            let tally = Arc::new(Tally::default());
+            connect_clients(addr, n, &tally).await;
+            while tx.receiver_count() < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (tx, tally)
+        });
+        group.bench_function(BenchmarkId::new("tokio_broadcast", n), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let target = tally.received.load(Ordering::SeqCst) + (EVENTS * n) as u64;
+                        for f in &frames {
+                            let _ = tx.send(f.text().clone());
+                        }
+                        tally.wait_for(target).await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        drop(tx);
+    }
+    group.finish();
+    idle_memory(&rt);
+}
+
+/// Heap per idle connection, server and client side together.
+fn idle_memory(rt: &Runtime) {
+    let per_conn = |live_before: usize| (HEAP.live_bytes().saturating_sub(live_before)) / IDLE;
+    let ours = rt.block_on(async {
+        let server = Server::builder(membound_config())
+            .bind()
+            .await
+            .expect("bind");
+        let before = HEAP.live_bytes();
+        let tally = Arc::new(Tally::default());
+        connect_clients(server.local_addr(), IDLE, &tally).await;
+        while server.metrics().connections < IDLE {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let bytes = per_conn(before);
+        server.shutdown().await;
+        bytes
+    });
+    let peer = rt.block_on(async {
+        let (addr, tx) = peer_server(2 * EVENTS).await;
+        let before = HEAP.live_bytes();
+        let tally = Arc::new(Tally::default());
+        connect_clients(addr, IDLE, &tally).await;
+        while tx.receiver_count() < IDLE {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        per_conn(before)
+    });
+    println!(
+        "heap per idle connection ({IDLE} connections, server + client side): membound {ours} B, tokio_broadcast {peer} B"
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = fan_out
+}
+criterion_main!(benches);
