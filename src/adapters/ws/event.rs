@@ -200,7 +200,7 @@ impl std::error::Error for EventError {}
 
 /// One event: a JSON object whose `type` member names an [`EventType`].
 ///
-/// An event may carry the [state store](crate::adapters::state) revision it
+/// An event may carry the state-store revision it
 /// describes ([`with_revision`](Self::with_revision)); it is not sent on the wire, but
 /// lets a connection that is resynchronised with a snapshot skip the deltas the
 /// snapshot already contains.
