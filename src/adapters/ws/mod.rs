@@ -25,6 +25,7 @@ use std::prelude::rust_2021::*;
 
 mod config;
 mod event;
+mod hub;
 mod outbound;
 
 pub use config::{
@@ -32,6 +33,7 @@ pub use config::{
     ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
+pub use hub::{Broadcast, Hub, HubMetrics};
 pub use outbound::{ClassMetrics, Next, OfferError, Offered, Outbound, OutboundMetrics};
 
 /// The close codes the transport sends (RFC 6455 §7.4, and one private code).
