@@ -227,6 +227,17 @@ struct State {
     peak_bytes: usize,
 }
 
+/// Which call an offer is part of, for counting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// `offer`: an error is handed back.
+    Offer,
+    /// The first try of a wait: `Full` starts a wait.
+    FirstWait,
+    /// A later try of the same wait.
+    Rewait,
+}
+
 /// Which waiters to wake once the lock is released.
 #[derive(Clone, Copy, Default)]
 #[must_use]
@@ -269,7 +280,13 @@ struct Wake {
 /// # Delivery classes
 ///
 /// Each frame's [`DeliveryClass`] decides what happens when the queue is full, in
-/// events (the soft capacity) or in bytes (the hard limit, below):
+/// events (the soft capacity) or in bytes (the hard limit, below).
+///
+/// First, droppable frames yield: a frame of any other class that finds the queue
+/// full evicts the oldest queued droppable frames (as many as it needs, counted)
+/// and is queued ([`Offered::DroppedOldest`]). A `RAW` event never costs a
+/// lossless one its connection, nor a delta its sequence. Only when no droppable
+/// frame can make room does the frame's own class policy apply:
 ///
 /// - **lossless**: never dropped. [`offer`](Outbound::offer) returns
 ///   [`OfferError::Full`] with the frame; [`send`](Outbound::send) and
@@ -386,7 +403,8 @@ struct Wake {
 /// ```
 /// use std::sync::Arc;
 /// use membound::adapters::ws::{
-///     CloseReason, DeliveryClass, Event, EventType, Next, Offered, Outbound, QueueConfig,
+///     CloseReason, DeliveryClass, Event, EventType, Next, OfferError, Offered, Outbound,
+///     QueueConfig,
 /// };
 /// use membound::clock::MonotonicClock;
 ///
@@ -397,15 +415,17 @@ struct Wake {
 /// let text = Event::new(EventType::TextMessageContent).with("delta", "hi").encode();
 /// assert_eq!(queue.offer(text.clone()), Ok(Offered::Queued));
 /// assert_eq!(queue.offer(Event::new(EventType::Raw).encode()), Ok(Offered::Queued));
-/// // Full: a droppable evicts the oldest droppable, a lossless frame is handed back.
+/// // Full: a droppable evicts the oldest droppable...
 /// assert_eq!(queue.offer(Event::new(EventType::Custom).encode()), Ok(Offered::DroppedOldest));
-/// assert!(queue.offer(text.clone()).is_err());
+/// // ... and so does a lossless frame; with no droppable left, it is handed back.
+/// assert_eq!(queue.offer(text.clone()), Ok(Offered::DroppedOldest));
+/// assert_eq!(queue.offer(text.clone()), Err(OfferError::Full(text.clone())));
 ///
 /// queue.close(CloseReason::Normal); // drains
+/// assert_eq!(queue.try_next(), Some(Next::Frame(text.clone())));
 /// assert_eq!(queue.try_next(), Some(Next::Frame(text)));
-/// assert!(matches!(queue.try_next(), Some(Next::Frame(f)) if f.kind() == &EventType::Custom));
 /// assert_eq!(queue.try_next(), Some(Next::Closed(CloseReason::Normal)));
-/// assert_eq!(queue.metrics().class(DeliveryClass::Droppable).dropped, 1);
+/// assert_eq!(queue.metrics().class(DeliveryClass::Droppable).dropped, 2);
 /// # Ok::<(), membound::adapters::ws::WsConfigError>(())
 /// ```
 pub struct Outbound {
@@ -511,15 +531,20 @@ impl Outbound {
     /// - [`OfferError::SlowConsumer`]: the frame would break the hard byte limit, or
     ///   the soft limit had been held too long; the queue is now closed.
     pub fn offer(&self, frame: Frame) -> Result<Offered, OfferError> {
-        self.offer_inner(frame, false)
+        self.offer_inner(frame, Attempt::Offer)
     }
 
-    fn offer_inner(&self, frame: Frame, first_wait: bool) -> Result<Offered, OfferError> {
+    fn offer_inner(&self, frame: Frame, attempt: Attempt) -> Result<Offered, OfferError> {
         let now = self.clock.now();
         let mut st = self.lock();
         let (result, wake) = self.offer_locked(&mut st, frame, now);
-        if first_wait && matches!(result, Err(OfferError::Full(_))) {
-            st.lossless_waits += 1;
+        if let Err(err) = &result {
+            match (err, attempt) {
+                // Not handed back: the sender waits.
+                (OfferError::Full(_), Attempt::FirstWait) => st.lossless_waits += 1,
+                (OfferError::Full(_), Attempt::Rewait) => {}
+                _ => st.classes[err.frame().class().index()].rejected += 1,
+            }
         }
         drop(st);
         self.wake(wake);
@@ -549,7 +574,12 @@ impl Outbound {
             let mut notified = pin!(self.room.notified());
             // Registered before the check below: a pop after the check wakes it.
             notified.as_mut().enable();
-            match self.offer_inner(frame, first) {
+            let attempt = if first {
+                Attempt::FirstWait
+            } else {
+                Attempt::Rewait
+            };
+            match self.offer_inner(frame, attempt) {
                 Err(OfferError::Full(back)) => frame = back,
                 other => return other,
             }
@@ -565,6 +595,9 @@ impl Outbound {
         let now = self.clock.now();
         let mut st = self.lock();
         let (result, mut wake) = self.offer_locked(&mut st, frame, now);
+        if let Err(err) = &result {
+            st.classes[err.frame().class().index()].rejected += 1;
+        }
         let result = match result {
             Err(OfferError::Full(frame)) => {
                 st.lossless_timeouts += 1;
@@ -828,12 +861,10 @@ impl Outbound {
         let class = frame.class();
         let ci = class.index();
         if st.closed.is_some() {
-            st.classes[ci].rejected += 1;
             return (Err(OfferError::Closed(frame)), Wake::default());
         }
         let mut wake = self.check_soft_locked(st, now);
         if st.closed.is_some() {
-            st.classes[ci].rejected += 1;
             return (Err(OfferError::SlowConsumer(frame)), wake);
         }
         let hard = self.config.hard_limit_bytes;
@@ -851,7 +882,6 @@ impl Outbound {
                     }
                 }
                 if st.bytes - old_len + frame.len() > hard {
-                    st.classes[ci].rejected += 1;
                     wake.all |= self.hard_limit_locked(st);
                     return (Err(OfferError::SlowConsumer(frame)), wake);
                 }
@@ -883,9 +913,18 @@ impl Outbound {
             return (Ok(Offered::Queued), wake);
         }
 
+        // Droppable frames yield: a frame of another class evicts the oldest
+        // droppables before its own class policy applies.
+        if class != DeliveryClass::Droppable && st.can_make_room_for(&frame, hard) {
+            while !fits(st) && st.evict_oldest_droppable() {}
+            st.after_removal();
+            st.push(frame, now);
+            wake.data = true;
+            return (Ok(Offered::DroppedOldest), wake);
+        }
+
         match class {
             DeliveryClass::Lossless | DeliveryClass::Snapshot => {
-                st.classes[ci].rejected += 1;
                 if st.bytes + frame.len() > hard {
                     wake.all |= self.hard_limit_locked(st);
                     (Err(OfferError::SlowConsumer(frame)), wake)
@@ -999,10 +1038,11 @@ impl State {
         let mut len = self.queue.len();
         let mut bytes = self.bytes;
         let mut droppables = self.counts[di];
+        let droppable = frame.class() == DeliveryClass::Droppable;
         let fits = |len: usize, bytes: usize, droppables: usize| {
             len < self.capacity
                 && bytes + frame.len() <= hard
-                && droppables < self.droppable_capacity()
+                && (!droppable || droppables < self.droppable_capacity())
         };
         if fits(len, bytes, droppables) {
             return true;
