@@ -749,16 +749,33 @@ fn bad_configs_are_refused() {
 }
 
 #[test]
-fn a_drained_burst_gives_its_memory_back() {
+fn nothing_is_reserved_up_front_and_a_drained_burst_gives_its_memory_back() {
     let q = queue(cfg(4096));
+    assert_eq!(q.metrics().buffer_slots, 0);
     for n in 0..4096 {
         q.offer(text(n)).unwrap();
     }
-    assert_eq!(drain(&q).len(), 4096);
-    // Not observable through the API except by debug output; the queue must
-    // at least keep working after shrinking.
+    assert!(q.metrics().buffer_slots >= 4096);
+    // Draining three quarters shrinks the buffer to twice what is left.
+    for _ in 0..3072 {
+        q.try_next().unwrap();
+    }
+    let slots = q.metrics().buffer_slots;
+    assert!((1024..=2048).contains(&slots), "{slots}");
+    assert_eq!(drain(&q).len(), 1024);
+    assert!(
+        q.metrics().buffer_slots <= 64,
+        "{}",
+        q.metrics().buffer_slots
+    );
     q.offer(text(1)).unwrap();
     assert_eq!(drain(&q), [t("TEXT_MESSAGE_CONTENT", 1)]);
+    // A discarding close frees the buffer.
+    for n in 0..100 {
+        q.offer(text(n)).unwrap();
+    }
+    q.close(CloseReason::Lost("reset".into()));
+    assert_eq!(q.metrics().buffer_slots, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -1042,7 +1059,7 @@ fn async_senders_and_writer_lose_no_wake_up() {
     runtime.block_on(async {
         let q = Arc::new(queue(QueueConfig {
             // A lost wake-up would show as a slow-consumer close.
-            lossless_timeout: Duration::from_secs(60),
+            lossless_timeout: Duration::from_secs(20),
             ..cfg(4)
         }));
         let senders: Vec<_> = (0..SENDERS)

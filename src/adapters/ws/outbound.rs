@@ -16,9 +16,10 @@ use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::pressure::{adaptive_size, PressureLevel};
 
-/// A drained buffer that holds more entries than this is shrunk.
+/// A buffer with room for more entries than this is shrunk once it is three
+/// quarters empty.
 const SHRINK_ABOVE: usize = 64;
-/// What a drained buffer is shrunk to.
+/// The least a buffer is shrunk to.
 const SHRINK_TO: usize = 8;
 
 /// What [`Outbound::offer`] did with a frame it accepted.
@@ -149,6 +150,10 @@ pub struct OutboundMetrics {
     pub capacity: usize,
     /// The configured capacity: the most the soft capacity can be raised to.
     pub max_capacity: usize,
+    /// Frames the queue's buffer has room for without growing: what it holds
+    /// allocated now (each slot is a [`Frame`] handle and a sequence number; the
+    /// frames' text is counted in `queued_bytes`).
+    pub buffer_slots: usize,
     /// The most droppable frames that may be queued now (half the capacity at
     /// [`PressureLevel::Critical`], otherwise the capacity).
     pub droppable_capacity: usize,
@@ -273,9 +278,11 @@ struct Wake {
 /// done on plain integers under the same lock, so metrics cost no extra atomic.
 ///
 /// The deque grows on demand up to the capacity; nothing is reserved up front, so an
-/// idle connection costs a few words. When a burst has drained, the buffer is shrunk
-/// back (to 8 entries once it held more than 64), and a
+/// idle connection costs the struct (a few hundred bytes) and no buffer. When a burst
+/// has drained, the buffer is shrunk back: once it has room for more than 64 frames
+/// and is three quarters empty, it is cut to twice what is queued (at least 8); a
 /// close that discards the queue frees it.
+/// [`OutboundMetrics::buffer_slots`] shows what is allocated.
 ///
 /// # Delivery classes
 ///
@@ -395,8 +402,9 @@ struct Wake {
 ///
 /// tokio's `Notify` does not run under loom, so this argument is not model-checked
 /// by `loom-tests/`; the module has no lock-free code of its own (the queue state is
-/// entirely under the mutex), and the waits are exercised by the tests below and in
-/// `tests/ws_outbound.rs`, including a multi-threaded exactly-once test.
+/// entirely under the mutex), and the waits are exercised by `tests/ws_outbound.rs`
+/// on tokio's paused clock and on a multi-threaded runtime with an exactly-once
+/// check.
 ///
 /// # Examples
 ///
@@ -788,6 +796,7 @@ impl Outbound {
             len: st.queue.len(),
             capacity: st.capacity,
             max_capacity: self.config.capacity,
+            buffer_slots: st.queue.capacity(),
             droppable_capacity: st.droppable_capacity(),
             resync_pending: st.resync_pending,
             closed: st.closed.clone(),
@@ -1005,8 +1014,12 @@ impl State {
         if self.soft_since.is_some() && self.bytes <= self.soft_limit {
             self.soft_since = None;
         }
-        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
-            self.queue.shrink_to(SHRINK_TO);
+        // Shrink once the buffer is at least four times what is queued: a factor
+        // of two between growing (doubling) and shrinking keeps a queue that hovers
+        // around one size from reallocating back and forth.
+        let slots = self.queue.capacity();
+        if slots > SHRINK_ABOVE && self.queue.len() <= slots / 4 {
+            self.queue.shrink_to((self.queue.len() * 2).max(SHRINK_TO));
         }
     }
 
