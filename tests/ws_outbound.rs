@@ -1225,3 +1225,17 @@ fn attach_and_detach_race_broadcasts_without_lost_updates() {
     assert!(detached.iter().all(|q| Arc::strong_count(q) == 1));
     assert_eq!(hub.metrics().events, broadcasts);
 }
+
+#[test]
+fn queues_hubs_and_their_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let q = queue(cfg(1));
+    let hub = Hub::new();
+    send_sync(&q);
+    send_sync(&hub);
+    send(q.send(text(1)));
+    send(q.send_until(text(1), tokio::time::Instant::now()));
+    send(q.next());
+    send(hub.broadcast_frame(text(1)));
+}

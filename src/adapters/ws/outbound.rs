@@ -543,9 +543,8 @@ impl Outbound {
     }
 
     fn offer_inner(&self, frame: Frame, attempt: Attempt) -> Result<Offered, OfferError> {
-        let now = self.clock.now();
         let mut st = self.lock();
-        let (result, wake) = self.offer_locked(&mut st, frame, now);
+        let (result, wake) = self.offer_locked(&mut st, frame);
         if let Err(err) = &result {
             match (err, attempt) {
                 // Not handed back: the sender waits.
@@ -600,9 +599,8 @@ impl Outbound {
 
     /// The deadline of a lossless wait has passed: one last try, then close.
     fn time_out(&self, frame: Frame) -> Result<Offered, OfferError> {
-        let now = self.clock.now();
         let mut st = self.lock();
-        let (result, mut wake) = self.offer_locked(&mut st, frame, now);
+        let (result, mut wake) = self.offer_locked(&mut st, frame);
         if let Err(err) = &result {
             st.classes[err.frame().class().index()].rejected += 1;
         }
@@ -722,9 +720,8 @@ impl Outbound {
     ///
     /// The reason the queue is closed, when it is (by this call or earlier).
     pub fn check_limits(&self) -> Result<(), CloseReason> {
-        let now = self.clock.now();
         let mut st = self.lock();
-        let wake = self.check_soft_locked(&mut st, now);
+        let wake = self.check_soft_locked(&mut st);
         let result = match &st.closed {
             Some(reason) => Err(reason.clone()),
             None => Ok(()),
@@ -851,9 +848,14 @@ impl Outbound {
             .all
     }
 
-    fn check_soft_locked(&self, st: &mut State, now: u64) -> Wake {
+    /// The soft limit's timer. The clock is read only while the timer runs, so an
+    /// offer below the soft limit costs no clock read.
+    fn check_soft_locked(&self, st: &mut State) -> Wake {
         match st.soft_since {
-            Some(since) if st.closed.is_none() && now.saturating_sub(since) >= self.soft_ticks => {
+            Some(since)
+                if st.closed.is_none()
+                    && self.clock.now().saturating_sub(since) >= self.soft_ticks =>
+            {
                 self.close_locked(st, CloseReason::SlowConsumer(SlowConsumer::SoftLimit))
             }
             _ => Wake::default(),
@@ -861,18 +863,13 @@ impl Outbound {
     }
 
     /// The class policies, under the lock.
-    fn offer_locked(
-        &self,
-        st: &mut State,
-        frame: Frame,
-        now: u64,
-    ) -> (Result<Offered, OfferError>, Wake) {
+    fn offer_locked(&self, st: &mut State, frame: Frame) -> (Result<Offered, OfferError>, Wake) {
         let class = frame.class();
         let ci = class.index();
         if st.closed.is_some() {
             return (Err(OfferError::Closed(frame)), Wake::default());
         }
-        let mut wake = self.check_soft_locked(st, now);
+        let mut wake = self.check_soft_locked(st);
         if st.closed.is_some() {
             return (Err(OfferError::SlowConsumer(frame)), wake);
         }
@@ -903,7 +900,7 @@ impl Outbound {
                     seq: st.next_seq,
                 };
                 st.next_seq += 1;
-                st.after_growth(now);
+                st.after_growth(&*self.clock);
                 if st.bytes < old_len {
                     st.after_removal();
                 }
@@ -917,7 +914,7 @@ impl Outbound {
                 && (class != DeliveryClass::Droppable || st.counts[ci] < st.droppable_capacity())
         };
         if fits(st) {
-            st.push(frame, now);
+            st.push(frame, &*self.clock);
             wake.data = true;
             return (Ok(Offered::Queued), wake);
         }
@@ -927,7 +924,7 @@ impl Outbound {
         if class != DeliveryClass::Droppable && st.can_make_room_for(&frame, hard) {
             while !fits(st) && st.evict_oldest_droppable() {}
             st.after_removal();
-            st.push(frame, now);
+            st.push(frame, &*self.clock);
             wake.data = true;
             return (Ok(Offered::DroppedOldest), wake);
         }
@@ -962,7 +959,7 @@ impl Outbound {
                 {
                     while !fits(st) && st.evict_oldest_droppable() {}
                     st.after_removal();
-                    st.push(frame, now);
+                    st.push(frame, &*self.clock);
                     wake.data = true;
                     (Ok(Offered::DroppedOldest), wake)
                 } else {
@@ -985,7 +982,7 @@ impl State {
         }
     }
 
-    fn push(&mut self, frame: Frame, now: u64) {
+    fn push(&mut self, frame: Frame, clock: &dyn Clock) {
         let ci = frame.class().index();
         self.counts[ci] += 1;
         self.classes[ci].offered += 1;
@@ -996,13 +993,16 @@ impl State {
             seq: self.next_seq,
         });
         self.next_seq += 1;
-        self.after_growth(now);
+        self.after_growth(clock);
     }
 
-    fn after_growth(&mut self, now: u64) {
+    /// Bookkeeping after the queued bytes grew: the peak, and starting the soft
+    /// limit's timer (the only clock read on the offer path, and only when the
+    /// bytes cross the soft limit).
+    fn after_growth(&mut self, clock: &dyn Clock) {
         self.peak_bytes = self.peak_bytes.max(self.bytes);
         if self.bytes > self.soft_limit {
-            self.soft_since.get_or_insert(now);
+            self.soft_since.get_or_insert_with(|| clock.now());
         }
     }
 
