@@ -321,11 +321,13 @@ struct Wake {
 /// queued frames ([`Frame::len`]).
 ///
 /// - **Hard limit** ([`QueueConfig::hard_limit_bytes`]): the queue never holds more.
-///   A frame that would take it past the limit first gets its class policy (a
-///   droppable evicts older droppables or is dropped, a delta triggers a resync, a
-///   snapshot replaces its predecessor); if the frame still does not fit, the queue
-///   is closed at once with [`SlowConsumer::HardLimit`] and the frame is handed back
-///   in [`OfferError::SlowConsumer`].
+///   A frame that would take it past the limit is treated as one that finds the
+///   queue full: droppables yield, then its class policy applies (a droppable is
+///   dropped, a delta triggers a resync, a snapshot replaces its predecessor). A
+///   lossless frame (or a snapshot with nothing to replace) that still does not
+///   fit does not wait: the queue is closed at once with
+///   [`SlowConsumer::HardLimit`] and the frame is handed back in
+///   [`OfferError::SlowConsumer`].
 /// - **Soft limit** ([`QueueConfig::soft_limit_bytes`] for
 ///   [`QueueConfig::soft_limit_for`]): the first time the queued bytes rise above the
 ///   soft limit, the time is taken from the crate [`Clock`]; when they fall back to
@@ -340,7 +342,9 @@ struct Wake {
 /// State deltas only make sense in sequence. When a delta finds the queue full, the
 /// queue drops every queued delta (and the incoming one) and sets a *resync mark*.
 /// The writer's next [`next`](Outbound::next) returns [`Next::Resync`] before any
-/// other frame; the writer then fetches a fresh `STATE_SNAPSHOT` from its
+/// frame, including frames queued before the overflow (the snapshot is the current
+/// state, so it may overtake them; non-state frames keep their order). The writer
+/// then fetches a fresh `STATE_SNAPSHOT` from its
 /// [`SnapshotSource`](super::SnapshotSource), sends it, and calls
 /// [`resynced`](Outbound::resynced) with the snapshot's revision. From then on the
 /// queue skips (and counts as discarded) the *state frames* (`STATE_DELTA` and
@@ -398,7 +402,10 @@ struct Wake {
 /// wakes every future that was created before it). There is no window in which a
 /// change is made, notified, and missed. A sender woken by `notify_one` whose future
 /// is then dropped (its offer succeeded, or its deadline passed) does not swallow the
-/// wake-up: tokio hands an unconsumed `notify_one` on to the next waiter.
+/// wake-up: tokio hands an unconsumed `notify_one` on to the next waiter. A permit
+/// stored while nobody waited can be consumed by a future that is then dropped,
+/// but such a permit was owed to no registered waiter, and every later waiter
+/// re-checks the state before it sleeps.
 ///
 /// tokio's `Notify` does not run under loom, so this argument is not model-checked
 /// by `loom-tests/`; the module has no lock-free code of its own (the queue state is
