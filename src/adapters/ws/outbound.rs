@@ -271,11 +271,13 @@ struct Wake {
 /// an older one in place, an overflowing delta discards every queued delta, a full
 /// queue evicts its oldest *droppable* event behind older lossless ones), and the
 /// writer skips stale state frames after a resync. A FIFO ring can only take from
-/// its head. The lock is held for a few dozen instructions, never across an
-/// `.await` and never while user code runs, and it is contended by one writer and
-/// the few tasks that publish to this one connection, so its cost is small next to
-/// the JSON encoding and the socket write that surround every frame. Counting is
-/// done on plain integers under the same lock, so metrics cost no extra atomic.
+/// its head. The lock is held for short, bounded sections (a scan of the queue at
+/// most, for a replacement or an eviction), never across an `.await` and never
+/// while user code runs, and it is contended only by one writer and the tasks that
+/// publish to this one connection. `benches/ws_outbound.rs` measures an
+/// uncontended round against a bounded `tokio::sync::mpsc` channel and the crate's
+/// ring. Counting is done on plain integers under the same lock, so metrics cost
+/// no extra atomic.
 ///
 /// The deque grows on demand up to the capacity; nothing is reserved up front, so an
 /// idle connection costs the struct (a few hundred bytes) and no buffer. When a burst
