@@ -279,11 +279,11 @@ struct Wake {
 /// ring. Counting is done on plain integers under the same lock, so metrics cost
 /// no extra atomic.
 ///
-/// The deque grows on demand up to the capacity; nothing is reserved up front, so an
-/// idle connection costs the struct (a few hundred bytes) and no buffer. When a burst
-/// has drained, the buffer is shrunk back: once it has room for more than 64 frames
-/// and is three quarters empty, it is cut to twice what is queued (at least 8); a
-/// close that discards the queue frees it.
+/// The deque grows on demand up to the capacity; nothing is reserved up front, so
+/// an idle connection costs the struct (about half a KiB on 64-bit targets) and no
+/// buffer. When a burst has drained, the buffer is shrunk back: once it has room
+/// for more than 64 frames and is three quarters empty, it is cut to twice what is
+/// queued (at least 8); a close that discards the queue frees it.
 /// [`OutboundMetrics::buffer_slots`] shows what is allocated.
 ///
 /// # Delivery classes
