@@ -25,12 +25,16 @@ use std::prelude::rust_2021::*;
 
 mod config;
 mod event;
+mod hub;
+mod outbound;
 
 pub use config::{
     ClientConfig, ConnectionConfig, DropPolicy, InboundConfig, MalformedPolicy, QueueConfig,
     ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
+pub use hub::{Broadcast, Hub, HubMetrics};
+pub use outbound::{ClassMetrics, Next, OfferError, Offered, Outbound, OutboundMetrics};
 
 /// The close codes the transport sends (RFC 6455 §7.4, and one private code).
 pub mod close_code {
