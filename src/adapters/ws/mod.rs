@@ -25,12 +25,17 @@ use std::prelude::rust_2021::*;
 
 mod config;
 mod event;
+mod inbound;
 
 pub use config::{
     ClientConfig, ConnectionConfig, DropPolicy, InboundConfig, MalformedPolicy, QueueConfig,
     ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
+pub use inbound::{
+    EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics,
+    SubscriptionError, SubscriptionId,
+};
 
 /// The close codes the transport sends (RFC 6455 §7.4, and one private code).
 pub mod close_code {
