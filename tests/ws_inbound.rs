@@ -2,15 +2,18 @@
 //! handlers, the handler registry, and subscriptions with an idle TTL.
 #![cfg(feature = "ws")]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use membound::adapters::ws::{
-    Event, EventType, Inbound, InboundConfig, InboundError, SubscriptionError,
+    Event, EventSubscription, EventType, Inbound, InboundClosed, InboundConfig, InboundError,
+    SubscriptionError,
 };
 use membound::clock::ManualClock;
-use serde_json::json;
+use tokio::time::Instant;
 
 fn config() -> InboundConfig {
     InboundConfig {
@@ -185,10 +188,428 @@ async fn subscriptions_get_their_types_in_order() {
 }
 
 #[test]
-fn handler_flag_types_are_send_and_sync() {
+fn inbound_and_subscriptions_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Inbound>();
-    assert_send_sync::<membound::adapters::ws::EventSubscription>();
-    let _ = (AtomicBool::new(false), AtomicUsize::new(0), json!(null));
-    let _ = Ordering::Relaxed;
+    assert_send_sync::<EventSubscription>();
+}
+
+#[test]
+fn a_config_that_cannot_work_is_refused() {
+    let clock = Arc::new(ManualClock::default());
+    let bad = InboundConfig {
+        max_handlers: 0,
+        ..InboundConfig::default()
+    };
+    assert_eq!(
+        Inbound::new(bad, clock.clone()).unwrap_err().field,
+        "inbound.max_handlers"
+    );
+    let huge = InboundConfig {
+        subscription_capacity: usize::MAX,
+        ..InboundConfig::default()
+    };
+    assert_eq!(
+        Inbound::new(huge, clock).unwrap_err().field,
+        "inbound.subscription_capacity"
+    );
+}
+
+/// Sets its flag when dropped: shows that a handler's future was dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_handler_is_abandoned_at_the_timeout_while_the_others_run() {
+    let (inbound, _) = inbound(config()); // handler_timeout: 1 s
+    let finished = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicBool::new(false));
+    // Registered first, so that handlers run one after the other would make the
+    // fast one wait for it.
+    inbound
+        .on(EventType::Custom, {
+            let (finished, dropped) = (finished.clone(), dropped.clone());
+            move |_| {
+                let (finished, guard) = (finished.clone(), SetOnDrop(dropped.clone()));
+                async move {
+                    let _guard = guard;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    finished.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .unwrap();
+    let start = Instant::now();
+    let fast: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
+    inbound
+        .on(EventType::Custom, {
+            let fast = fast.clone();
+            move |ev| {
+                let fast = fast.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    fast.lock().unwrap().push((seq(&ev), start.elapsed()));
+                }
+            }
+        })
+        .unwrap();
+
+    dispatch_all(
+        &inbound,
+        vec![event(EventType::Custom, 0), event(EventType::Custom, 1)],
+    )
+    .await;
+
+    // Each event cost one timeout, not the slow handler's 60 s.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    // The fast handler ran alongside the slow one, not after it.
+    let fast = fast.lock().unwrap().clone();
+    assert_eq!(fast.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [0, 1]);
+    assert!(fast[0].1 < Duration::from_secs(1), "{fast:?}");
+    assert!(fast[1].1 < Duration::from_secs(2), "{fast:?}");
+    // The slow handler's futures were dropped at the timeout: cancelled.
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(!finished.load(Ordering::SeqCst));
+    let m = inbound.metrics();
+    assert_eq!((m.handler_calls, m.handler_timeouts), (4, 2));
+    assert_eq!(m.dispatched, 2);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_counted_and_the_dispatcher_goes_on() {
+    let (inbound, _) = inbound(config());
+    inbound
+        .on(EventType::Custom, |_| -> std::future::Ready<()> {
+            panic!("handler panics when called")
+        })
+        .unwrap();
+    inbound
+        .on_any(|ev| async move {
+            if seq(&ev) == 0 {
+                panic!("handler panics while polled");
+            }
+        })
+        .unwrap();
+    let (seen, on_seen) = recorder();
+    inbound.on_any(on_seen).unwrap();
+    dispatch_all(
+        &inbound,
+        vec![event(EventType::Custom, 0), event(EventType::Custom, 1)],
+    )
+    .await;
+    assert_eq!(*seen.lock().unwrap(), [0, 1]);
+    let m = inbound.metrics();
+    assert_eq!(m.handler_panics, 3);
+    assert_eq!(m.dispatched, 2);
+    assert_eq!(m.handlers, 3, "a panicking handler stays registered");
+}
+
+#[tokio::test]
+async fn an_idle_subscription_expires_at_its_ttl_and_a_delivery_restarts_it() {
+    let (inbound, clock) = inbound(config()); // TTL 10 s = 10 000 ticks
+    let busy = inbound.subscribe([EventType::Custom]).unwrap();
+    let idle = inbound.subscribe([EventType::Raw]).unwrap();
+    let dispatcher = tokio::spawn({
+        let inbound = inbound.clone();
+        async move { inbound.run().await }
+    });
+
+    clock.advance(9_999);
+    assert_eq!(inbound.sweep(), 0, "not idle for the whole TTL yet");
+    inbound.push(event(EventType::Custom, 0)).await.unwrap();
+    assert_eq!(seq(&busy.recv().await.unwrap()), 0);
+
+    clock.advance(1);
+    assert_eq!(inbound.sweep(), 1, "the idle one expires at its TTL");
+    assert!(idle.is_closed());
+    assert!(!busy.is_closed(), "the delivery restarted its TTL");
+    assert_eq!(idle.recv().await, Err(SubscriptionError::Expired));
+    assert_eq!(idle.try_recv(), Err(SubscriptionError::Expired));
+    assert_eq!(inbound.subscription_count(), 1);
+
+    clock.advance(9_998);
+    assert_eq!(inbound.sweep(), 0);
+    clock.advance(1);
+    assert_eq!(inbound.sweep(), 1);
+    assert_eq!(busy.recv().await, Err(SubscriptionError::Expired));
+    assert_eq!(inbound.subscription_count(), 0);
+    assert_eq!(inbound.metrics().subscriptions_expired, 2);
+
+    inbound.close();
+    dispatcher.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_receiver_finds_its_expiry_without_a_sweep() {
+    let (inbound, clock) = inbound(config());
+    let sub = inbound.subscribe([]).unwrap();
+    let dispatcher = tokio::spawn({
+        let inbound = inbound.clone();
+        async move { inbound.run().await }
+    });
+    inbound.push(event(EventType::Custom, 0)).await.unwrap();
+    while sub.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    clock.advance(10_000);
+    // The queued event is discarded with the subscription.
+    assert_eq!(sub.try_recv(), Err(SubscriptionError::Expired));
+    assert_eq!(inbound.subscription_count(), 0);
+    assert_eq!(inbound.metrics().subscriptions_expired, 1);
+    inbound.close();
+    dispatcher.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dispatcher_sweeps_idle_subscriptions_on_its_own() {
+    let (inbound, clock) = inbound(config()); // TTL 10 s: swept every 1.25 s
+    let sub = inbound.subscribe([EventType::Raw]).unwrap();
+    let dispatcher = tokio::spawn({
+        let inbound = inbound.clone();
+        async move { inbound.run().await }
+    });
+    clock.advance(10_000);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(sub.is_closed(), "no sweep ran");
+    assert_eq!(inbound.subscription_count(), 0);
+    assert_eq!(inbound.metrics().subscriptions_expired, 1);
+    inbound.close();
+    dispatcher.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dispatched_event_expires_idle_subscriptions_of_other_types() {
+    let (inbound, clock) = inbound(config());
+    let idle = inbound.subscribe([EventType::Raw]).unwrap();
+    clock.advance(10_000);
+    dispatch_all(&inbound, vec![event(EventType::Custom, 0)]).await;
+    assert_eq!(inbound.metrics().subscriptions_expired, 1);
+    assert_eq!(idle.try_recv(), Err(SubscriptionError::Expired));
+}
+
+#[tokio::test]
+async fn a_full_subscription_drops_its_oldest_event_as_lag() {
+    let (inbound, _) = inbound(config()); // 4 events per subscription
+    let sub = inbound.subscribe([EventType::Custom]).unwrap();
+    dispatch_all(
+        &inbound,
+        (0..7).map(|i| event(EventType::Custom, i)).collect(),
+    )
+    .await;
+    assert_eq!(sub.lagged(), 3);
+    assert_eq!(inbound.metrics().lagged, 3);
+    let mut got = Vec::new();
+    while let Some(ev) = sub.try_recv().unwrap_or(None) {
+        got.push(seq(&ev));
+    }
+    assert_eq!(got, [3, 4, 5, 6]);
+    assert_eq!(sub.try_recv(), Err(SubscriptionError::Closed));
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_frees_its_entry() {
+    let (inbound, _) = inbound(config());
+    let a = inbound.subscribe([]).unwrap();
+    let b = inbound.subscribe([EventType::Custom]).unwrap();
+    assert_eq!(inbound.subscription_count(), 2);
+    drop(a);
+    assert_eq!(inbound.subscription_count(), 1);
+    let b_id = b.id();
+    drop(b);
+    assert_eq!(inbound.subscription_count(), 0);
+    assert_eq!(inbound.metrics().subscriptions, 0);
+    // The room is free again, and ids are not reused.
+    let c = inbound.subscribe([]).unwrap();
+    assert_ne!(c.id(), b_id);
+    // Dispatching to a dropped subscription is harmless.
+    dispatch_all(&inbound, vec![event(EventType::Custom, 0)]).await;
+    assert_eq!(inbound.metrics().subscription_events, 1);
+}
+
+#[tokio::test]
+async fn a_full_inbound_queue_holds_the_pusher_back() {
+    let (inbound, _) = inbound(InboundConfig {
+        queue_capacity: 2,
+        ..config()
+    });
+    let (seen, on_seen) = recorder();
+    inbound.on_any(on_seen).unwrap();
+    inbound.push(event(EventType::Custom, 0)).await.unwrap();
+    inbound.push(event(EventType::Custom, 1)).await.unwrap();
+    let pusher = tokio::spawn({
+        let inbound = inbound.clone();
+        async move { inbound.push(event(EventType::Custom, 2)).await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!pusher.is_finished(), "a push into a full queue must wait");
+    let m = inbound.metrics();
+    assert_eq!((m.queued, m.events_in, m.push_waits), (2, 2, 1));
+
+    let dispatcher = tokio::spawn({
+        let inbound = inbound.clone();
+        async move { inbound.run().await }
+    });
+    pusher.await.unwrap().unwrap();
+    inbound.close();
+    dispatcher.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+}
+
+#[tokio::test]
+async fn close_refuses_pushes_and_the_dispatcher_drains_what_was_queued() {
+    let (inbound, _) = inbound(config());
+    let (seen, on_seen) = recorder();
+    inbound.on_any(on_seen).unwrap();
+    let sub = inbound.subscribe([]).unwrap();
+    for i in 0..3 {
+        inbound.push(event(EventType::Custom, i)).await.unwrap();
+    }
+    inbound.close();
+    assert!(inbound.is_closed());
+    let refused = inbound.push(event(EventType::Raw, 9)).await.unwrap_err();
+    assert_eq!(seq(&InboundClosed::into_inner(refused)), 9);
+
+    inbound.run().await; // drains, then returns
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+    let mut got = Vec::new();
+    while let Ok(ev) = sub.recv().await {
+        got.push(seq(&ev));
+    }
+    assert_eq!(got, [0, 1, 2]);
+    assert_eq!(sub.recv().await, Err(SubscriptionError::Closed));
+    assert_eq!(inbound.subscription_count(), 0);
+    assert_eq!(
+        inbound.on_any(|_| async {}).unwrap_err(),
+        InboundError::Closed
+    );
+    assert_eq!(inbound.subscribe([]).unwrap_err(), InboundError::Closed);
+    assert_eq!(inbound.metrics().dispatched, 3);
+}
+
+#[tokio::test]
+async fn dropping_the_inbound_ends_its_subscriptions() {
+    let (inbound, _) = inbound(config());
+    let sub = inbound.subscribe([]).unwrap();
+    drop(inbound);
+    assert!(sub.is_closed());
+    assert_eq!(sub.recv().await, Err(SubscriptionError::Closed));
+}
+
+/// Handlers added and removed by several threads while events are dispatched: no
+/// add or remove is lost, and every handler sees, exactly once and in order, every
+/// event pushed after its add returned.
+#[test]
+fn handlers_added_and_removed_during_dispatch_are_never_lost() {
+    const EVENTS: u64 = 2_000;
+    const THREADS: u64 = 3;
+    const ROUNDS: u64 = 30;
+    let (inbound, _) = inbound(InboundConfig {
+        queue_capacity: 16,
+        max_handlers: 256,
+        ..config()
+    });
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    // The seq of the event being pushed, set before its push: a handler that read
+    // `f` after its add returned gets every event after `f`.
+    let frontier = Arc::new(Mutex::new(0u64));
+    let dispatcher = thread::spawn({
+        let inbound = inbound.clone();
+        move || runtime().block_on(inbound.run())
+    });
+    type Log = Arc<Mutex<Vec<u64>>>;
+    let adders: Vec<thread::JoinHandle<(Vec<(Log, u64)>, Vec<Log>)>> = (0..THREADS)
+        .map(|t| {
+            let (inbound, frontier) = (inbound.clone(), frontier.clone());
+            thread::spawn(move || {
+                let mut kept = Vec::new();
+                let mut removed = Vec::new();
+                for round in 0..ROUNDS {
+                    // Spread the adds over the whole run of events.
+                    let due = (round * EVENTS / ROUNDS).min(EVENTS - 1);
+                    while *frontier.lock().unwrap() < due {
+                        thread::yield_now();
+                    }
+                    let (log, handler) = recorder();
+                    let id = if (round + t) % 2 == 0 {
+                        inbound.on(EventType::Custom, handler).unwrap()
+                    } else {
+                        inbound.on_any(handler).unwrap()
+                    };
+                    let from = *frontier.lock().unwrap();
+                    kept.push((id, log, from));
+                    if round % 3 == 2 {
+                        let (id, log, _) = kept.remove(kept.len() / 2);
+                        assert!(inbound.remove_handler(id), "a removal found nothing");
+                        removed.push(log);
+                    }
+                }
+                let kept = kept.into_iter().map(|(_, log, from)| (log, from)).collect();
+                (kept, removed)
+            })
+        })
+        .collect();
+    runtime().block_on(async {
+        for i in 0..EVENTS {
+            *frontier.lock().unwrap() = i;
+            inbound.push(event(EventType::Custom, i)).await.unwrap();
+        }
+    });
+    let results: Vec<_> = adders.into_iter().map(|a| a.join().unwrap()).collect();
+    inbound.close();
+    dispatcher.join().unwrap();
+
+    let mut calls = 0;
+    let mut kept_count = 0;
+    for (kept, removed) in &results {
+        kept_count += kept.len();
+        for (log, from) in kept {
+            let log = log.lock().unwrap();
+            calls += log.len();
+            // In order, exactly once, and nothing missed from `from + 1` to the end.
+            let first = *log.first().expect("a kept handler saw events");
+            assert!(
+                first <= from + 1,
+                "missed events after its add: {first} > {from} + 1"
+            );
+            assert!(
+                log.iter().copied().eq(first..EVENTS),
+                "not each event once in order"
+            );
+        }
+        for log in removed {
+            let log = log.lock().unwrap();
+            calls += log.len();
+            let unique: BTreeSet<u64> = log.iter().copied().collect();
+            assert_eq!(unique.len(), log.len(), "an event reached a handler twice");
+            if let (Some(&a), Some(&b)) = (log.first(), log.last()) {
+                assert!(
+                    log.iter().copied().eq(a..=b),
+                    "gaps or disorder before removal"
+                );
+            }
+        }
+    }
+    assert_eq!(kept_count as u64, THREADS * (ROUNDS - ROUNDS / 3));
+    assert_eq!(inbound.handler_count(), kept_count, "a handler was lost");
+    let m = inbound.metrics();
+    assert_eq!(m.handler_calls, calls as u64, "the counts do not add up");
+    assert_eq!(m.dispatched, EVENTS);
+    assert_eq!(m.events_in, EVENTS);
+    assert_eq!((m.handler_timeouts, m.handler_panics), (0, 0));
 }
