@@ -533,7 +533,10 @@ fn handlers_added_and_removed_during_dispatch_are_never_lost() {
         move || runtime().block_on(inbound.run())
     });
     type Log = Arc<Mutex<Vec<u64>>>;
-    let adders: Vec<thread::JoinHandle<(Vec<(Log, u64)>, Vec<Log>)>> = (0..THREADS)
+    // Per thread: the kept handlers' logs with the frontier read after each add,
+    // and the removed handlers' logs.
+    type Outcome = (Vec<(Log, u64)>, Vec<Log>);
+    let adders: Vec<thread::JoinHandle<Outcome>> = (0..THREADS)
         .map(|t| {
             let (inbound, frontier) = (inbound.clone(), frontier.clone());
             thread::spawn(move || {
