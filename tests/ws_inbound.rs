@@ -58,12 +58,15 @@ fn recorder() -> (
     })
 }
 
+/// Runs `inbound`'s dispatcher as a task.
+fn spawn_dispatcher(inbound: &Arc<Inbound>) -> tokio::task::JoinHandle<()> {
+    let inbound = inbound.clone();
+    tokio::spawn(async move { inbound.run().await })
+}
+
 /// Pushes `events`, closes, and runs the dispatcher until it has drained them.
 async fn dispatch_all(inbound: &Arc<Inbound>, events: Vec<Event>) {
-    let dispatcher = tokio::spawn({
-        let inbound = inbound.clone();
-        async move { inbound.run().await }
-    });
+    let dispatcher = spawn_dispatcher(&inbound);
     for ev in events {
         inbound.push(ev).await.expect("open");
     }
@@ -318,10 +321,7 @@ async fn an_idle_subscription_expires_at_its_ttl_and_a_delivery_restarts_it() {
     let (inbound, clock) = inbound(config()); // TTL 10 s = 10 000 ticks
     let busy = inbound.subscribe([EventType::Custom]).unwrap();
     let idle = inbound.subscribe([EventType::Raw]).unwrap();
-    let dispatcher = tokio::spawn({
-        let inbound = inbound.clone();
-        async move { inbound.run().await }
-    });
+    let dispatcher = spawn_dispatcher(&inbound);
 
     clock.advance(9_999);
     assert_eq!(inbound.sweep(), 0, "not idle for the whole TTL yet");
@@ -352,10 +352,7 @@ async fn an_idle_subscription_expires_at_its_ttl_and_a_delivery_restarts_it() {
 async fn a_receiver_finds_its_expiry_without_a_sweep() {
     let (inbound, clock) = inbound(config());
     let sub = inbound.subscribe([]).unwrap();
-    let dispatcher = tokio::spawn({
-        let inbound = inbound.clone();
-        async move { inbound.run().await }
-    });
+    let dispatcher = spawn_dispatcher(&inbound);
     inbound.push(event(EventType::Custom, 0)).await.unwrap();
     while sub.is_empty() {
         tokio::task::yield_now().await;
@@ -373,10 +370,7 @@ async fn a_receiver_finds_its_expiry_without_a_sweep() {
 async fn the_dispatcher_sweeps_idle_subscriptions_on_its_own() {
     let (inbound, clock) = inbound(config()); // TTL 10 s: swept every 1.25 s
     let sub = inbound.subscribe([EventType::Raw]).unwrap();
-    let dispatcher = tokio::spawn({
-        let inbound = inbound.clone();
-        async move { inbound.run().await }
-    });
+    let dispatcher = spawn_dispatcher(&inbound);
     clock.advance(10_000);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(sub.is_closed(), "no sweep ran");
@@ -456,10 +450,7 @@ async fn a_full_inbound_queue_holds_the_pusher_back() {
     let m = inbound.metrics();
     assert_eq!((m.queued, m.events_in, m.push_waits), (2, 2, 1));
 
-    let dispatcher = tokio::spawn({
-        let inbound = inbound.clone();
-        async move { inbound.run().await }
-    });
+    let dispatcher = spawn_dispatcher(&inbound);
     pusher.await.unwrap().unwrap();
     inbound.close();
     dispatcher.await.unwrap();

@@ -140,10 +140,11 @@ use std::sync::{Arc, Weak};
 use futures_util::future::{join_all, FutureExt};
 
 use super::{Event, EventType, InboundConfig, WsConfigError};
+use crate::adapters::ending::{bump, Ending};
 use crate::clock::Clock;
 use crate::ring::{Ring, RingConfig};
 use crate::slice::SnapshotVec;
-use crate::sync::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// Identifies a handler on its connection; returned by [`Inbound::on`] and
 /// [`Inbound::on_any`], taken by [`Inbound::remove_handler`].
@@ -313,11 +314,10 @@ impl Handler {
     }
 }
 
-/// How a subscription ended, in [`Sub::end`].
+/// How a subscription ended ([`Sub::end`]'s cause).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 enum End {
-    Open = 0,
     /// Its receiver was dropped.
     Unsubscribed = 1,
     /// The connection's inbound side ended.
@@ -336,8 +336,8 @@ struct Sub {
     queue: Ring<Event>,
     /// Clock tick of the last delivery (or of the subscription's start).
     last_delivery: AtomicU64,
-    /// An [`End`]; set once, from `Open`.
-    end: AtomicU8,
+    /// Open, or the [`End`] that closed `queue`; set once.
+    end: Ending,
 }
 
 impl Sub {
@@ -346,7 +346,7 @@ impl Sub {
     }
 
     fn is_open(&self) -> bool {
-        self.end.load(Ordering::Acquire) == End::Open as u8
+        self.end.is_open()
     }
 
     fn idle_at(&self, now: u64, ttl_ticks: u64) -> bool {
@@ -354,29 +354,14 @@ impl Sub {
     }
 
     /// Ends the subscription for `why` unless it already ended; returns whether this
-    /// call ended it. Closing the queue wakes a waiting receiver; but for `Closed`,
-    /// whose receiver may still drain, the queued events are discarded.
+    /// call ended it. Wakes a waiting receiver; but for `Closed`, whose receiver may
+    /// still drain, the queued events are discarded.
     fn finish(&self, why: End) -> bool {
-        let won = self
-            .end
-            .compare_exchange(
-                End::Open as u8,
-                why as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok();
-        if won {
-            self.queue.close();
-            if why != End::Closed {
-                self.queue.clear();
-            }
-        }
-        won
+        self.end.end(why as u8, &self.queue, why == End::Closed)
     }
 
     fn end_error(&self) -> SubscriptionError {
-        if self.end.load(Ordering::Acquire) == End::Expired as u8 {
+        if self.end.cause() == End::Expired as u8 {
             SubscriptionError::Expired
         } else {
             SubscriptionError::Closed
@@ -396,12 +381,6 @@ struct Counters {
     lagged: AtomicU64,
     handlers_rejected: AtomicU64,
     subscriptions_rejected: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, n: u64) {
-    if n > 0 {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
 }
 
 /// What handlers and subscriptions share; subscriptions hold it weakly, so that a
@@ -674,7 +653,7 @@ impl Inbound {
             kinds: list.into_boxed_slice(),
             queue,
             last_delivery: AtomicU64::new(reg.clock.now()),
-            end: AtomicU8::new(End::Open as u8),
+            end: Ending::new(),
         });
         let max = reg.config.max_subscriptions;
         let admitted = match reg.subs.push_within(sub.clone(), max) {
