@@ -66,7 +66,7 @@ fn spawn_dispatcher(inbound: &Arc<Inbound>) -> tokio::task::JoinHandle<()> {
 
 /// Pushes `events`, closes, and runs the dispatcher until it has drained them.
 async fn dispatch_all(inbound: &Arc<Inbound>, events: Vec<Event>) {
-    let dispatcher = spawn_dispatcher(&inbound);
+    let dispatcher = spawn_dispatcher(inbound);
     for ev in events {
         inbound.push(ev).await.expect("open");
     }
@@ -486,6 +486,31 @@ async fn close_refuses_pushes_and_the_dispatcher_drains_what_was_queued() {
     );
     assert_eq!(inbound.subscribe([]).unwrap_err(), InboundError::Closed);
     assert_eq!(inbound.metrics().dispatched, 3);
+}
+
+#[tokio::test]
+async fn a_dispatcher_that_was_aborted_can_be_started_again() {
+    let (inbound, _) = inbound(config());
+    let (seen, on_seen) = recorder();
+    inbound.on_any(on_seen).unwrap();
+    let first = spawn_dispatcher(&inbound);
+    tokio::task::yield_now().await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // A second dispatcher while none runs is not refused.
+    dispatch_all(&inbound, vec![event(EventType::Custom, 0)]).await;
+    assert_eq!(*seen.lock().unwrap(), [0]);
+}
+
+#[tokio::test]
+async fn a_second_dispatcher_while_one_runs_returns_at_once() {
+    let (inbound, _) = inbound(config());
+    let first = spawn_dispatcher(&inbound);
+    tokio::task::yield_now().await;
+    inbound.run().await; // returns although the inbound side is open
+    assert!(!inbound.is_closed());
+    inbound.close();
+    first.await.unwrap();
 }
 
 #[tokio::test]

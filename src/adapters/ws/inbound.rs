@@ -333,7 +333,7 @@ struct Sub {
     kinds: Box<[EventType]>,
     /// Its bounded queue: the dispatcher `force_push`es (the oldest is dropped when
     /// full), the receiver pops. Closed when the subscription ends.
-    queue: Ring<Event>,
+    queue: Ring<Box<Event>>,
     /// Clock tick of the last delivery (or of the subscription's start).
     last_delivery: AtomicU64,
     /// Open, or the [`End`] that closed `queue`; set once.
@@ -438,6 +438,15 @@ impl Registry {
     }
 }
 
+/// Clears [`Inbound::running`] when dropped.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// The inbound side of one connection: the bounded queue from the reader, the
 /// dispatcher, and the registry of handlers and subscriptions. See the
 /// [module documentation](self) for the dispatch model and the TTL semantics.
@@ -445,7 +454,9 @@ impl Registry {
 /// `Send + Sync`; share it as `Arc<Inbound>` between the reader task, the
 /// dispatcher task and the program.
 pub struct Inbound {
-    queue: Ring<Event>,
+    /// Boxed, so that an idle connection's queue costs 16 bytes a slot, not an
+    /// event's size.
+    queue: Ring<Box<Event>>,
     registry: Arc<Registry>,
     /// Set while a [`run`](Self::run) is dispatching.
     running: AtomicBool,
@@ -455,8 +466,10 @@ impl Inbound {
     /// An inbound side with `config`'s limits; `clock` times the subscriptions' idle
     /// TTL.
     ///
-    /// Allocates the inbound queue (`queue_capacity` slots) here; each subscription
-    /// allocates its own queue when made.
+    /// Allocates the inbound queue here: `queue_capacity` slots of two words each
+    /// (events are boxed), 4 KiB at the default capacity on 64-bit targets. Handlers
+    /// and subscriptions cost nothing until added; each subscription allocates its
+    /// own queue (`subscription_capacity` slots, as small) when made.
     ///
     /// # Errors
     ///
@@ -509,9 +522,9 @@ impl Inbound {
     /// while waiting.
     pub async fn push(&self, event: Event) -> Result<(), InboundClosed> {
         self.queue
-            .push_async(event)
+            .push_async(Box::new(event))
             .await
-            .map_err(|closed| InboundClosed(closed.0))
+            .map_err(|closed| InboundClosed(*closed.0))
     }
 
     /// The dispatcher: takes the queued events in order and dispatches each (see
@@ -528,13 +541,15 @@ impl Inbound {
         if self.running.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Cleared however this ends, a dropped (aborted) `run` included.
+        let _running = Running(&self.running);
         let period = (self.registry.config.subscription_ttl / 8)
             .clamp(Duration::from_millis(1), Duration::from_secs(60));
         let mut next_sweep = tokio::time::Instant::now() + period;
         loop {
             // `pop_async` is cancel-safe: a timeout that drops it loses no event.
             match tokio::time::timeout_at(next_sweep, self.queue.pop_async()).await {
-                Ok(Ok(event)) => self.dispatch(event).await,
+                Ok(Ok(event)) => self.dispatch(*event).await,
                 Ok(Err(_closed)) => break,
                 Err(_elapsed) => {
                     self.sweep();
@@ -543,7 +558,6 @@ impl Inbound {
             }
         }
         self.registry.close();
-        self.running.store(false, Ordering::Release);
     }
 
     /// Closes the inbound side: later pushes fail with [`InboundClosed`], a
@@ -756,7 +770,7 @@ impl Inbound {
             }
             if sub.wants(&kind) {
                 let Some(copy) = next_copy() else { break };
-                match sub.queue.force_push(copy) {
+                match sub.queue.force_push(Box::new(copy)) {
                     Ok(evicted) => {
                         sub.last_delivery.fetch_max(now, Ordering::Relaxed);
                         delivered += 1;
@@ -860,6 +874,7 @@ impl EventSubscription {
             .queue
             .pop_async()
             .await
+            .map(|event| *event)
             .map_err(|_closed| self.shared.end_error())
     }
 
@@ -871,7 +886,7 @@ impl EventSubscription {
     pub fn try_recv(&self) -> Result<Option<Event>, SubscriptionError> {
         self.check_idle();
         match self.shared.queue.pop() {
-            Ok(event) => Ok(Some(event)),
+            Ok(event) => Ok(Some(*event)),
             Err(crate::ring::PopError::Empty) => Ok(None),
             Err(crate::ring::PopError::Closed) => Err(self.shared.end_error()),
         }
