@@ -12,7 +12,9 @@ use membound::adapters::ws::{
     Event, EventSubscription, EventType, Inbound, InboundClosed, InboundConfig, InboundError,
     SubscriptionError,
 };
+use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
+use membound::pressure::PressureLevel;
 use tokio::time::Instant;
 
 fn config() -> InboundConfig {
@@ -455,6 +457,37 @@ async fn a_full_inbound_queue_holds_the_pusher_back() {
     inbound.close();
     dispatcher.await.unwrap();
     assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+}
+
+#[tokio::test]
+async fn pressure_shrinks_the_queue_without_dropping_what_it_holds() {
+    let (inbound, _) = inbound(config()); // 8 events
+    let (seen, on_seen) = recorder();
+    inbound.on_any(on_seen).unwrap();
+    for i in 0..6 {
+        inbound.push(event(EventType::Custom, i)).await.unwrap();
+    }
+    inbound.on_pressure(PressureLevel::Critical); // 8 -> 2, with 6 queued
+    assert_eq!(inbound.capacity(), 2);
+    assert_eq!(inbound.queued(), 6, "nothing queued is dropped");
+    let pusher = tokio::spawn({
+        let inbound = inbound.clone();
+        async move { inbound.push(event(EventType::Custom, 6)).await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !pusher.is_finished(),
+        "above the lowered capacity a push waits"
+    );
+    let dispatcher = spawn_dispatcher(&inbound);
+    pusher.await.unwrap().unwrap();
+    inbound.close();
+    dispatcher.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3, 4, 5, 6]);
+    inbound.on_pressure(PressureLevel::Normal);
+    assert_eq!(inbound.capacity(), 8);
 }
 
 #[tokio::test]

@@ -1,132 +1,15 @@
-//! Inbound events of one connection: a bounded queue to the handlers, a handler
-//! registry keyed by event type, and subscriptions that expire when idle.
-//!
-//! [`Inbound`] sits between a connection's reader task and the program. The reader
-//! [`push`](Inbound::push)es every parsed event into a bounded queue; one dispatcher
-//! task ([`run`](Inbound::run)) takes them out in order and hands each to the
-//! handlers registered for its type ([`on`](Inbound::on), and the catch-all
-//! [`on_any`](Inbound::on_any)) and to every [`EventSubscription`] whose set of
-//! types matches.
-//!
-//! # The inbound queue
-//!
-//! A [`Ring`] of [`InboundConfig::queue_capacity`] events, pushed with
-//! [`push_async`](crate::ring::RingCore::push_async) and popped with
-//! [`pop_async`](crate::ring::RingCore::pop_async). When it is full, `push` waits:
-//! the reader stops reading the socket, and TCP slows a fast sender down. Nothing is
-//! dropped on the way in. [`close`](Inbound::close) refuses further pushes (the event
-//! is handed back in [`InboundClosed`]) while the dispatcher delivers what was
-//! queued, then `run` returns.
-//!
-//! # Dispatch model
-//!
-//! - **One event at a time, in arrival order.** The dispatcher takes the next event
-//!   only when every handler has finished with (or been abandoned on) the current
-//!   one. So each handler sees the events of its type in the order they arrived, and
-//!   never runs on two events at once.
-//! - **The handlers of one event run concurrently**, in the dispatcher's task
-//!   (polled together, not spawned), **each under its own
-//!   [`handler_timeout`](InboundConfig::handler_timeout)**. A slow handler therefore
-//!   costs the others at most `handler_timeout` per event, and the queue behind it
-//!   waits at most that long.
-//! - **A handler that times out is cancelled**: its future is dropped at the
-//!   deadline, so it stops at the `.await` where it was waiting and runs no further
-//!   (its destructors run). The timeout is counted
-//!   ([`InboundMetrics::handler_timeouts`]). Handlers should therefore keep no state
-//!   that a cancellation at an `.await` would leave inconsistent, and must not block
-//!   the thread: a handler that blocks (a synchronous sleep, a busy loop) cannot be
-//!   cancelled and stalls the dispatcher; hand such work to
-//!   `tokio::task::spawn_blocking`.
-//! - **A handler that panics** (when called, or while its future is polled) is
-//!   caught and counted ([`InboundMetrics::handler_panics`]); the other handlers and
-//!   the dispatcher go on, and the handler stays registered.
-//! - **Subscriptions get the event before the handlers run.** Delivering to a
-//!   subscription never waits: its queue is bounded and a full one drops its oldest
-//!   event, counted as lag ([`EventSubscription::lagged`],
-//!   [`InboundMetrics::lagged`]).
-//! - Each handler and subscription gets its own copy of the event (the last one
-//!   served gets the original).
-//!
-//! # Registry
-//!
-//! Handlers and subscriptions live in [`SnapshotVec`]s: the dispatcher iterates an
-//! immutable snapshot without a lock, and adds and removes are read-copy-update
-//! writes that retry when another writer got in first, so no add or remove is lost
-//! however they race with each other and with dispatch. A handler added before an
-//! event is pushed gets that event; an event whose dispatch began before a handler
-//! was added or removed may or may not reach it. The caps
-//! ([`max_handlers`](InboundConfig::max_handlers),
-//! [`max_subscriptions`](InboundConfig::max_subscriptions)) are checked in the same
-//! write as the append ([`SnapshotVec::push_within`]), so racing adds never exceed
-//! them; a refused add is a typed error ([`InboundError`]).
-//!
-//! The structure is a composition of loom-checked parts (the ring's queue and its
-//! waits, the snapshot vector) and adds no lock-free code of its own; its only
-//! atomics are counters and each subscription's end state, set once by a
-//! compare-and-swap.
-//!
-//! # Idle TTL of subscriptions
-//!
-//! *Activity is an event delivered to the subscription*, timed by the crate
-//! [`Clock`] given to [`Inbound::new`]. A subscription that has had no event
-//! delivered for [`subscription_ttl`](InboundConfig::subscription_ttl) expires: it
-//! leaves the registry, its queued events are discarded, and its receiver gets
-//! [`SubscriptionError::Expired`]. Receiving does not count as activity: a
-//! subscription to a rare type needs a TTL longer than the gaps between its events.
-//! Expiry is found by
-//!
-//! - [`sweep`](Inbound::sweep), which the dispatcher also runs every eighth of the TTL
-//!   (at most once a minute) while it waits for events;
-//! - the dispatcher's pass over the subscriptions for each event;
-//! - the receiver itself, at each [`recv`](EventSubscription::recv) and
-//!   [`try_recv`](EventSubscription::try_recv),
-//!
-//! so the outcome does not depend on whether a sweep has run yet. Dropping an
-//! [`EventSubscription`] removes it from the registry at once.
-//!
-//! # Why not the state store's subscriptions
-//!
-//! [`adapters::state`](crate::adapters::state)'s registry is built around JSON
-//! Pointer patterns, revisions and a backlog, and times idleness by the receiver's
-//! activity in a [`TtlTable`](crate::table::TtlTable) reserved up front. Here the
-//! filter is a set of types, activity is a delivery, and a connection's registry
-//! must cost nothing while no one subscribes (thousands of idle connections), so
-//! each subscription keeps its last delivery tick and the sweep scans the (capped)
-//! list. The queue of each subscription is the same: a [`Ring`] fed with
-//! [`force_push`](crate::ring::RingCore::force_push), closed to end it.
-//!
-//! # Examples
-//!
-//! ```
-//! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use std::sync::Arc;
-//! use membound::adapters::ws::{Event, EventType, Inbound, InboundConfig};
-//! use membound::clock::MonotonicClock;
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! let inbound = Arc::new(Inbound::new(InboundConfig::default(), Arc::new(MonotonicClock::new()))?);
-//! let seen = Arc::new(AtomicUsize::new(0));
-//! let counter = seen.clone();
-//! inbound.on(EventType::RunStarted, move |_event| {
-//!     counter.fetch_add(1, Ordering::Relaxed);
-//!     async {}
-//! })?;
-//! let sub = inbound.subscribe([EventType::Custom])?;
-//!
-//! let dispatcher = tokio::spawn({
-//!     let inbound = inbound.clone();
-//!     async move { inbound.run().await }
-//! });
-//! inbound.push(Event::new(EventType::RunStarted)).await?;
-//! inbound.push(Event::new(EventType::Custom).with("value", 7)).await?;
-//! assert_eq!(sub.recv().await?.get("value"), Some(&serde_json::json!(7)));
-//! inbound.close();
-//! dispatcher.await?;
-//! assert_eq!(seen.load(Ordering::Relaxed), 1);
-//! assert_eq!(inbound.metrics().dispatched, 2);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! Inbound events of one connection: the bounded queue to the handlers, the handler
+//! registry keyed by event type, and subscriptions that expire when idle. The design
+//! (dispatch model, TTL semantics) is documented on [`Inbound`], which is public.
+
+// Why not the state store's subscription registry: it is built around JSON Pointer
+// patterns, revisions and a backlog, and times idleness by the receiver's activity in
+// a `TtlTable` reserved up front. Here the filter is a set of types, activity is a
+// delivery, and a connection's registry must cost nothing while nobody subscribes
+// (thousands of idle connections), so each subscription keeps the tick of its last
+// delivery and a sweep scans the (capped) list. What both share is in
+// `adapters::ending`: a subscription's queue is a `Ring` fed with `force_push`, and
+// the first cause that ends it closes the queue.
 
 use std::prelude::rust_2021::*;
 
@@ -141,8 +24,10 @@ use futures_util::future::{join_all, FutureExt};
 
 use super::{Event, EventType, InboundConfig, WsConfigError};
 use crate::adapters::ending::{bump, Ending};
+use crate::capacity::{CapacityError, SoftCapacity};
 use crate::clock::Clock;
-use crate::ring::{Ring, RingConfig};
+use crate::pressure::{adaptive_size, PressureLevel};
+use crate::ring::{OverflowPolicy, Ring, RingConfig};
 use crate::slice::SnapshotVec;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -447,12 +332,127 @@ impl Drop for Running<'_> {
     }
 }
 
-/// The inbound side of one connection: the bounded queue from the reader, the
-/// dispatcher, and the registry of handlers and subscriptions. See the
-/// [module documentation](self) for the dispatch model and the TTL semantics.
+/// The inbound side of one connection: a bounded queue to the handlers, a handler
+/// registry keyed by event type, and subscriptions that expire when idle.
 ///
-/// `Send + Sync`; share it as `Arc<Inbound>` between the reader task, the
-/// dispatcher task and the program.
+/// `Send + Sync`; share it as `Arc<Inbound>` between the connection's reader task,
+/// its dispatcher task and the program.
+///
+/// [`Inbound`] sits between a connection's reader task and the program. The reader
+/// [`push`](Inbound::push)es every parsed event into a bounded queue; one dispatcher
+/// task ([`run`](Inbound::run)) takes them out in order and hands each to the
+/// handlers registered for its type ([`on`](Inbound::on), and the catch-all
+/// [`on_any`](Inbound::on_any)) and to every [`EventSubscription`] whose set of
+/// types matches.
+///
+/// # The inbound queue
+///
+/// A [`Ring`] of [`InboundConfig::queue_capacity`] events, pushed with
+/// [`push_async`](crate::ring::RingCore::push_async) and popped with
+/// [`pop_async`](crate::ring::RingCore::pop_async). When it is full, `push` waits:
+/// the reader stops reading the socket, and TCP slows a fast sender down. Nothing is
+/// dropped on the way in. [`close`](Inbound::close) refuses further pushes (the event
+/// is handed back in [`InboundClosed`]) while the dispatcher delivers what was
+/// queued, then `run` returns.
+///
+/// # Dispatch model
+///
+/// - **One event at a time, in arrival order.** The dispatcher takes the next event
+///   only when every handler has finished with (or been abandoned on) the current
+///   one. So each handler sees the events of its type in the order they arrived, and
+///   never runs on two events at once.
+/// - **The handlers of one event run concurrently**, in the dispatcher's task
+///   (polled together, not spawned), **each under its own
+///   [`handler_timeout`](InboundConfig::handler_timeout)**. A slow handler therefore
+///   costs the others at most `handler_timeout` per event, and the queue behind it
+///   waits at most that long.
+/// - **A handler that times out is cancelled**: its future is dropped at the
+///   deadline, so it stops at the `.await` where it was waiting and runs no further
+///   (its destructors run). The timeout is counted
+///   ([`InboundMetrics::handler_timeouts`]). Handlers should therefore keep no state
+///   that a cancellation at an `.await` would leave inconsistent, and must not block
+///   the thread: a handler that blocks (a synchronous sleep, a busy loop) cannot be
+///   cancelled and stalls the dispatcher; hand such work to
+///   `tokio::task::spawn_blocking`.
+/// - **A handler that panics** (when called, or while its future is polled) is
+///   caught and counted ([`InboundMetrics::handler_panics`]); the other handlers and
+///   the dispatcher go on, and the handler stays registered.
+/// - **Subscriptions get the event before the handlers run.** Delivering to a
+///   subscription never waits: its queue is bounded and a full one drops its oldest
+///   event, counted as lag ([`EventSubscription::lagged`],
+///   [`InboundMetrics::lagged`]).
+/// - Each handler and subscription gets its own copy of the event (the last one
+///   served gets the original).
+///
+/// # Registry
+///
+/// Handlers and subscriptions live in [`SnapshotVec`]s: the dispatcher iterates an
+/// immutable snapshot without a lock, and adds and removes are read-copy-update
+/// writes that retry when another writer got in first, so no add or remove is lost
+/// however they race with each other and with dispatch. A handler added before an
+/// event is pushed gets that event; an event whose dispatch began before a handler
+/// was added or removed may or may not reach it. The caps
+/// ([`max_handlers`](InboundConfig::max_handlers),
+/// [`max_subscriptions`](InboundConfig::max_subscriptions)) are checked in the same
+/// write as the append ([`SnapshotVec::push_within`]), so racing adds never exceed
+/// them; a refused add is a typed error ([`InboundError`]).
+///
+/// The structure is a composition of loom-checked parts (the ring's queue and its
+/// waits, the snapshot vector) and adds no lock-free code of its own; its only
+/// atomics are counters and each subscription's end state, set once by a
+/// compare-and-swap.
+///
+/// # Idle TTL of subscriptions
+///
+/// *Activity is an event delivered to the subscription*, timed by the crate
+/// [`Clock`] given to [`Inbound::new`]. A subscription that has had no event
+/// delivered for [`subscription_ttl`](InboundConfig::subscription_ttl) expires: it
+/// leaves the registry, its queued events are discarded, and its receiver gets
+/// [`SubscriptionError::Expired`]. Receiving does not count as activity: a
+/// subscription to a rare type needs a TTL longer than the gaps between its events.
+/// Expiry is found by
+///
+/// - [`sweep`](Inbound::sweep), which the dispatcher also runs every eighth of the TTL
+///   (at most once a minute) while it waits for events;
+/// - the dispatcher's pass over the subscriptions for each event;
+/// - the receiver itself, at each [`recv`](EventSubscription::recv) and
+///   [`try_recv`](EventSubscription::try_recv),
+///
+/// so the outcome does not depend on whether a sweep has run yet. Dropping an
+/// [`EventSubscription`] removes it from the registry at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use membound::adapters::ws::{Event, EventType, Inbound, InboundConfig};
+/// use membound::clock::MonotonicClock;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let inbound = Arc::new(Inbound::new(InboundConfig::default(), Arc::new(MonotonicClock::new()))?);
+/// let seen = Arc::new(AtomicUsize::new(0));
+/// let counter = seen.clone();
+/// inbound.on(EventType::RunStarted, move |_event| {
+///     counter.fetch_add(1, Ordering::Relaxed);
+///     async {}
+/// })?;
+/// let sub = inbound.subscribe([EventType::Custom])?;
+///
+/// let dispatcher = tokio::spawn({
+///     let inbound = inbound.clone();
+///     async move { inbound.run().await }
+/// });
+/// inbound.push(Event::new(EventType::RunStarted)).await?;
+/// inbound.push(Event::new(EventType::Custom).with("value", 7)).await?;
+/// assert_eq!(sub.recv().await?.get("value"), Some(&serde_json::json!(7)));
+/// inbound.close();
+/// dispatcher.await?;
+/// assert_eq!(seen.load(Ordering::Relaxed), 1);
+/// assert_eq!(inbound.metrics().dispatched, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub struct Inbound {
     /// Boxed, so that an idle connection's queue costs 16 bytes a slot, not an
     /// event's size.
@@ -487,8 +487,12 @@ impl Inbound {
         RingConfig::new(config.subscription_capacity)
             .validate()
             .map_err(|_| too_large("inbound.subscription_capacity"))?;
-        let queue =
-            Ring::new(config.queue_capacity).map_err(|_| too_large("inbound.queue_capacity"))?;
+        // `Reject`: a lowered capacity keeps what is queued (pushes wait until the
+        // dispatcher drains below it) instead of evicting, which `DropOldest` would.
+        let queue = Ring::with_config(
+            RingConfig::new(config.queue_capacity).with_policy(OverflowPolicy::Reject),
+        )
+        .map_err(|_| too_large("inbound.queue_capacity"))?;
         let ttl_ticks = clock.ticks_for(config.subscription_ttl).max(1);
         Ok(Self {
             queue,
@@ -528,7 +532,7 @@ impl Inbound {
     }
 
     /// The dispatcher: takes the queued events in order and dispatches each (see
-    /// the [module documentation](self)), and sweeps idle subscriptions every eighth
+    /// the [`Inbound`] documentation), and sweeps idle subscriptions every eighth
     /// of their TTL (at most every minute) while it waits. The connection spawns it
     /// once.
     ///
@@ -713,6 +717,36 @@ impl Inbound {
         self.queue.len()
     }
 
+    /// Sizes the inbound queue for memory-pressure `level`: its capacity becomes
+    /// [`adaptive_size`]`(queue_capacity, level)` (a quarter at `Critical`). Nothing
+    /// queued is dropped: when more is queued than the new capacity, pushes wait
+    /// until the dispatcher has taken the queue below it, which holds the peer back
+    /// through TCP. The same knob as the [`SoftCapacity`] implementation, for a
+    /// memory manager's capacity targets.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use membound::adapters::ws::{Inbound, InboundConfig};
+    /// use membound::capacity::SoftCapacity;
+    /// use membound::clock::ManualClock;
+    /// use membound::pressure::PressureLevel;
+    ///
+    /// let config = InboundConfig { queue_capacity: 100, ..InboundConfig::default() };
+    /// let inbound = Inbound::new(config, Arc::new(ManualClock::default()))?;
+    /// inbound.on_pressure(PressureLevel::Critical);
+    /// assert_eq!(inbound.capacity(), 25);
+    /// inbound.on_pressure(PressureLevel::Normal);
+    /// assert_eq!(inbound.capacity(), 100);
+    /// # Ok::<(), membound::adapters::ws::WsConfigError>(())
+    /// ```
+    pub fn on_pressure(&self, level: PressureLevel) {
+        let capacity = adaptive_size(self.registry.config.queue_capacity, level);
+        // Within `1..=queue_capacity` by construction, so this cannot fail.
+        let _ = self.queue.set_capacity(capacity);
+    }
+
     /// A snapshot of the counters.
     pub fn metrics(&self) -> InboundMetrics {
         let reg = &*self.registry;
@@ -819,6 +853,22 @@ impl Inbound {
     }
 }
 
+/// The inbound queue's capacity in events, within `1..=queue_capacity`; see
+/// [`Inbound::on_pressure`] for what lowering it does.
+impl SoftCapacity for Inbound {
+    fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    fn max_capacity(&self) -> usize {
+        self.queue.max_capacity()
+    }
+
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        self.queue.set_capacity(capacity)
+    }
+}
+
 impl Drop for Inbound {
     fn drop(&mut self) {
         self.queue.close();
@@ -844,7 +894,7 @@ impl fmt::Debug for Inbound {
 /// ([`subscription_capacity`](InboundConfig::subscription_capacity)) drops its
 /// oldest event; [`lagged`](Self::lagged) counts them. A subscription that has had
 /// no event delivered for its idle TTL expires (see the
-/// [module documentation](self)).
+/// [`Inbound`] documentation).
 pub struct EventSubscription {
     shared: Arc<Sub>,
     registry: Weak<Registry>,
