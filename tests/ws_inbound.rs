@@ -555,9 +555,10 @@ async fn dropping_the_inbound_ends_its_subscriptions() {
     assert_eq!(sub.recv().await, Err(SubscriptionError::Closed));
 }
 
-/// Handlers added and removed by several threads while events are dispatched: no
-/// add or remove is lost, and every handler sees, exactly once and in order, every
-/// event pushed after its add returned.
+/// Handlers added and removed by several threads, and subscriptions made and
+/// dropped by another, while events are dispatched: no add or remove is lost, and
+/// every handler and subscription sees, exactly once and in order, every event
+/// pushed after its add returned.
 #[test]
 fn handlers_added_and_removed_during_dispatch_are_never_lost() {
     const EVENTS: u64 = 2_000;
@@ -566,6 +567,8 @@ fn handlers_added_and_removed_during_dispatch_are_never_lost() {
     let (inbound, _) = inbound(InboundConfig {
         queue_capacity: 16,
         max_handlers: 256,
+        max_subscriptions: 128,
+        subscription_capacity: EVENTS as usize,
         ..config()
     });
     let runtime = || {
@@ -583,14 +586,15 @@ fn handlers_added_and_removed_during_dispatch_are_never_lost() {
     });
     type Log = Arc<Mutex<Vec<u64>>>;
     // Per thread: the kept handlers' logs with the frontier read after each add,
-    // and the removed handlers' logs.
-    type Outcome = (Vec<(Log, u64)>, Vec<Log>);
+    // the removed handlers' logs, and the kept subscriptions with their frontier.
+    type Outcome = (Vec<(Log, u64)>, Vec<Log>, Vec<(EventSubscription, u64)>);
     let adders: Vec<thread::JoinHandle<Outcome>> = (0..THREADS)
         .map(|t| {
             let (inbound, frontier) = (inbound.clone(), frontier.clone());
             thread::spawn(move || {
                 let mut kept = Vec::new();
                 let mut removed = Vec::new();
+                let mut subs = Vec::new();
                 for round in 0..ROUNDS {
                     // Spread the adds over the whole run of events.
                     let due = (round * EVENTS / ROUNDS).min(EVENTS - 1);
@@ -610,9 +614,15 @@ fn handlers_added_and_removed_during_dispatch_are_never_lost() {
                         assert!(inbound.remove_handler(id), "a removal found nothing");
                         removed.push(log);
                     }
+                    let sub = inbound.subscribe([]).unwrap();
+                    let from = *frontier.lock().unwrap();
+                    subs.push((sub, from));
+                    if round % 3 == 1 {
+                        drop(subs.remove(subs.len() / 2)); // unsubscribed while events flow
+                    }
                 }
                 let kept = kept.into_iter().map(|(_, log, from)| (log, from)).collect();
-                (kept, removed)
+                (kept, removed, subs)
             })
         })
         .collect();
@@ -623,18 +633,20 @@ fn handlers_added_and_removed_during_dispatch_are_never_lost() {
         }
     });
     let results: Vec<_> = adders.into_iter().map(|a| a.join().unwrap()).collect();
+    let subs: Vec<&(EventSubscription, u64)> = results.iter().flat_map(|r| &r.2).collect();
+    assert_eq!(subs.len() as u64, THREADS * (ROUNDS - ROUNDS / 3));
+    assert_eq!(
+        inbound.subscription_count(),
+        subs.len(),
+        "a subscription was lost (or an unsubscribe undone)"
+    );
     inbound.close();
     dispatcher.join().unwrap();
 
-    let mut calls = 0;
-    let mut kept_count = 0;
-    for (kept, removed) in &results {
-        kept_count += kept.len();
-        for (log, from) in kept {
-            let log = log.lock().unwrap();
-            calls += log.len();
-            // In order, exactly once, and nothing missed from `from + 1` to the end.
-            let first = *log.first().expect("a kept handler saw events");
+    // Each expected to hold every event after `from`, in order, exactly once.
+    let check = |log: &[u64], from: u64| match log.first() {
+        None => assert!(from + 1 >= EVENTS, "missed every event after {from}"),
+        Some(&first) => {
             assert!(
                 first <= from + 1,
                 "missed events after its add: {first} > {from} + 1"
@@ -643,6 +655,26 @@ fn handlers_added_and_removed_during_dispatch_are_never_lost() {
                 log.iter().copied().eq(first..EVENTS),
                 "not each event once in order"
             );
+        }
+    };
+    for (sub, from) in subs {
+        let mut got = Vec::new();
+        while let Ok(Some(ev)) = sub.try_recv() {
+            got.push(seq(&ev));
+        }
+        assert_eq!(sub.try_recv(), Err(SubscriptionError::Closed));
+        assert_eq!(sub.lagged(), 0);
+        check(&got, *from);
+    }
+
+    let mut calls = 0;
+    let mut kept_count = 0;
+    for (kept, removed, _) in &results {
+        kept_count += kept.len();
+        for (log, from) in kept {
+            let log = log.lock().unwrap();
+            calls += log.len();
+            check(&log, *from);
         }
         for log in removed {
             let log = log.lock().unwrap();

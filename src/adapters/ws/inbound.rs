@@ -780,13 +780,13 @@ impl Inbound {
         let kind = event.kind().clone();
         let subs = reg.subs.load();
         let handlers = reg.handlers.load();
-        let targets: Vec<&Arc<Handler>> = handlers.iter().filter(|h| h.wants(&kind)).collect();
+        let targets = handlers.iter().filter(|h| h.wants(&kind)).count();
         let wanted = subs
             .iter()
             .filter(|s| s.is_open() && s.wants(&kind))
             .count();
         // Each target gets a clone; the last one served gets the original.
-        let mut remaining = wanted + targets.len();
+        let mut remaining = wanted + targets;
         let mut event = Some(event);
         let mut next_copy = || {
             remaining -= 1;
@@ -824,25 +824,30 @@ impl Inbound {
         bump(&reg.counters.subscription_events, delivered);
         bump(&reg.counters.lagged, lagged);
 
-        if !targets.is_empty() {
-            let calls: Vec<_> = targets
-                .iter()
-                .filter_map(|h| next_copy().map(|copy| self.call(h, copy)))
-                .collect();
-            bump(&reg.counters.handler_calls, calls.len() as u64);
-            join_all(calls).await;
+        // Call every matching handler here, then let go of the snapshot: only the
+        // futures are held while they run.
+        let (mut calls, mut panics) = (0, 0);
+        let mut running = Vec::with_capacity(targets);
+        for handler in handlers.iter().filter(|h| h.wants(&kind)) {
+            let Some(copy) = next_copy() else { break };
+            calls += 1;
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (handler.call)(copy))) {
+                Ok(future) => running.push(self.supervise(future)),
+                Err(_panic) => panics += 1,
+            }
+        }
+        drop(handlers);
+        bump(&reg.counters.handler_calls, calls);
+        bump(&reg.counters.handler_panics, panics);
+        if !running.is_empty() {
+            join_all(running).await;
         }
         bump(&reg.counters.dispatched, 1);
     }
 
-    /// Runs one handler on `event` under the timeout, catching a panic.
-    async fn call(&self, handler: &Handler, event: Event) {
+    /// Runs one handler's future under the handler timeout, catching a panic.
+    async fn supervise(&self, future: HandlerFuture) {
         let c = &self.registry.counters;
-        let Ok(future) = std::panic::catch_unwind(AssertUnwindSafe(|| (handler.call)(event)))
-        else {
-            bump(&c.handler_panics, 1);
-            return;
-        };
         let timeout = self.registry.config.handler_timeout;
         match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await {
             Ok(Ok(())) => {}
