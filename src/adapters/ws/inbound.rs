@@ -309,9 +309,12 @@ impl Registry {
         self.subs.retain(|s| !Arc::ptr_eq(s, sub) && s.is_open());
     }
 
-    /// Ends every subscription as closed: receivers drain, then get `Closed`.
+    /// Ends every subscription as closed (receivers drain, then get `Closed`) and
+    /// drops every handler, which breaks any reference cycle through a handler that
+    /// holds its own connection.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.handlers.clear();
         let subs = self.subs.store(Vec::new());
         for sub in subs.iter() {
             sub.finish(End::Closed);
@@ -335,15 +338,13 @@ impl Drop for Running<'_> {
 /// The inbound side of one connection: a bounded queue to the handlers, a handler
 /// registry keyed by event type, and subscriptions that expire when idle.
 ///
-/// `Send + Sync`; share it as `Arc<Inbound>` between the connection's reader task,
-/// its dispatcher task and the program.
-///
-/// [`Inbound`] sits between a connection's reader task and the program. The reader
+/// It sits between a connection's reader task and the program. The reader
 /// [`push`](Inbound::push)es every parsed event into a bounded queue; one dispatcher
 /// task ([`run`](Inbound::run)) takes them out in order and hands each to the
 /// handlers registered for its type ([`on`](Inbound::on), and the catch-all
 /// [`on_any`](Inbound::on_any)) and to every [`EventSubscription`] whose set of
-/// types matches.
+/// types matches. `Send + Sync`: share it as `Arc<Inbound>` between the reader, the
+/// dispatcher and the program.
 ///
 /// # The inbound queue
 ///
@@ -381,26 +382,31 @@ impl Drop for Running<'_> {
 ///   subscription never waits: its queue is bounded and a full one drops its oldest
 ///   event, counted as lag ([`EventSubscription::lagged`],
 ///   [`InboundMetrics::lagged`]).
-/// - Each handler and subscription gets its own copy of the event (the last one
-///   served gets the original).
+/// - The handlers are called (the synchronous part that returns their future) one
+///   after the other in the order they were added, then their futures are polled
+///   together. Each handler and subscription gets its own copy of the event (the
+///   last one served gets the original).
 ///
 /// # Registry
 ///
 /// Handlers and subscriptions live in [`SnapshotVec`]s: the dispatcher iterates an
 /// immutable snapshot without a lock, and adds and removes are read-copy-update
 /// writes that retry when another writer got in first, so no add or remove is lost
-/// however they race with each other and with dispatch. A handler added before an
-/// event is pushed gets that event; an event whose dispatch began before a handler
-/// was added or removed may or may not reach it. The caps
+/// however they race with each other and with dispatch. An event pushed after
+/// [`on`](Inbound::on) or [`subscribe`](Inbound::subscribe) returned reaches the new
+/// handler or subscription; an event whose dispatch began before an add or a remove
+/// may or may not reach it. The caps
 /// ([`max_handlers`](InboundConfig::max_handlers),
 /// [`max_subscriptions`](InboundConfig::max_subscriptions)) are checked in the same
 /// write as the append ([`SnapshotVec::push_within`]), so racing adds never exceed
 /// them; a refused add is a typed error ([`InboundError`]).
 ///
-/// The structure is a composition of loom-checked parts (the ring's queue and its
-/// waits, the snapshot vector) and adds no lock-free code of its own; its only
-/// atomics are counters and each subscription's end state, set once by a
-/// compare-and-swap.
+/// The structure is a composition of loom-checked parts and adds no lock-free code
+/// of its own: the ring and its async waits (`loom-tests/tests/ring.rs`, `wait.rs`),
+/// the ring as a subscription queue, fed by `force_push` while a third party closes
+/// and clears it under a waiting receiver (`subscription.rs`), and the snapshot
+/// vector with its capped push (`slice.rs`). Its only other atomics are counters and
+/// each subscription's end state, set once by a compare-and-swap.
 ///
 /// # Idle TTL of subscriptions
 ///
@@ -538,9 +544,10 @@ impl Inbound {
     ///
     /// Returns after [`close`](Self::close), once every event queued before it has
     /// been dispatched; then every subscription ends as closed (its receiver drains
-    /// what it holds, then gets [`SubscriptionError::Closed`]) and no handler or
-    /// subscription can be added. A second `run` while one is dispatching returns at
-    /// once.
+    /// what it holds, then gets [`SubscriptionError::Closed`]), every handler is
+    /// dropped (so a handler may hold the connection's own handle without a
+    /// reference cycle outliving the connection), and no handler or subscription can
+    /// be added. A second `run` while one is dispatching returns at once.
     pub async fn run(&self) {
         if self.running.swap(true, Ordering::AcqRel) {
             return;
