@@ -25,17 +25,12 @@ use std::prelude::rust_2021::*;
 
 mod config;
 mod event;
-mod inbound;
 
 pub use config::{
     ClientConfig, ConnectionConfig, DropPolicy, InboundConfig, MalformedPolicy, QueueConfig,
     ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
-pub use inbound::{
-    EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics,
-    SubscriptionError, SubscriptionId,
-};
 
 /// The close codes the transport sends (RFC 6455 §7.4, and one private code).
 pub mod close_code {
@@ -230,6 +225,13 @@ impl fmt::Display for ConnId {
         write!(f, "conn-{}", self.0)
     }
 }
+
+// The inbound side: queue to the handlers, handler registry, subscriptions.
+mod inbound;
+pub use inbound::{
+    EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics,
+    SubscriptionError, SubscriptionId,
+};
 
 #[cfg(test)]
 mod tests {
