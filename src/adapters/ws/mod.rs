@@ -230,6 +230,13 @@ impl fmt::Display for ConnId {
     }
 }
 
+// The inbound side: queue to the handlers, handler registry, subscriptions.
+mod inbound;
+pub use inbound::{
+    EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics,
+    SubscriptionError, SubscriptionId,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
