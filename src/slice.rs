@@ -505,6 +505,32 @@ impl<T: Clone> SnapshotVec<T> {
         self.append(alloc::vec![item]);
     }
 
+    /// Appends `item` unless the vector already holds `max_len` elements; then hands
+    /// `item` back and writes nothing. The length check and the append are one write,
+    /// so concurrent callers never take the vector past `max_len` (a capped
+    /// registry: handlers, subscribers).
+    ///
+    /// # Errors
+    ///
+    /// `Err(item)` when the vector holds `max_len` elements or more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = membound::slice::SnapshotVec::new();
+    /// assert_eq!(v.push_within('a', 2), Ok(()));
+    /// assert_eq!(v.push_within('b', 2), Ok(()));
+    /// assert_eq!(v.push_within('c', 2), Err('c'));
+    /// assert_eq!(v.load().as_slice(), ['a', 'b']);
+    /// ```
+    pub fn push_within(&self, item: T, max_len: usize) -> Result<(), T> {
+        self.append_within(alloc::vec![item], max_len)
+            .map_err(|mut refused| match refused.pop() {
+                Some(item) => item,
+                None => unreachable!("a refused append hands back what it was given"),
+            })
+    }
+
     /// Appends every item of `items`, in one write.
     ///
     /// # Examples
@@ -522,9 +548,19 @@ impl<T: Clone> SnapshotVec<T> {
     }
 
     /// Appends `extra`, moving its items (never cloning them) on every attempt.
-    fn append(&self, mut extra: Vec<T>) {
+    fn append(&self, extra: Vec<T>) {
+        // Nothing holds `usize::MAX` elements, so the append always happens.
+        let _ = self.append_within(extra, usize::MAX);
+    }
+
+    /// Appends `extra` if the vector then holds at most `max_len` elements (checked
+    /// against the contents the write replaces); otherwise hands `extra` back.
+    fn append_within(&self, mut extra: Vec<T>, max_len: usize) -> Result<(), Vec<T>> {
         loop {
             let current = self.current.load_full();
+            if current.len().saturating_add(extra.len()) > max_len {
+                return Err(extra);
+            }
             let mut next = Vec::with_capacity(current.len() + extra.len());
             next.extend_from_slice(&current);
             next.append(&mut extra);
@@ -533,7 +569,7 @@ impl<T: Clone> SnapshotVec<T> {
                     self.installed();
                     drop(current);
                     drop(replaced);
-                    return;
+                    return Ok(());
                 }
                 Err(mut refused) => {
                     self.retries.fetch_add(1, Ordering::Relaxed);

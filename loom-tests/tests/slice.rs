@@ -109,3 +109,47 @@ fn cached_reader_racing_push() {
         assert_all_dropped(&ledger);
     });
 }
+
+/// Two capped pushes race for the last free place: exactly one gets in, the other
+/// gets its item back, and the vector never exceeds the cap.
+#[test]
+fn capped_pushes_racing_for_the_last_place() {
+    model_without_waiters(usize::MAX, || {
+        let ledger = ledger(3);
+        let v = Arc::new(SnapshotVec::from_vec(vec![Tracked::new(&ledger, 0)]));
+        let other = {
+            let (v, item) = (v.clone(), Tracked::new(&ledger, 1));
+            thread::spawn(move || v.push_within(item, 2).map_err(|t| t.id))
+        };
+        let mine = v.push_within(Tracked::new(&ledger, 2), 2).map_err(|t| t.id);
+        let theirs = other.join().unwrap();
+        assert!(mine.is_ok() != theirs.is_ok(), "exactly one capped push wins");
+        let refused = mine.err().or(theirs.err()).unwrap();
+        let ids: Vec<usize> = v.load().iter().map(|t| t.id).collect();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0], 0);
+        assert_ne!(ids[1], refused);
+        drop(v);
+        assert_all_dropped(&ledger);
+    });
+}
+
+/// A capped push races a remove on a full vector: the push gets in only if the
+/// remove made room first, and the result never holds more than the cap.
+#[test]
+fn capped_push_racing_remove() {
+    model_without_waiters(usize::MAX, || {
+        let ledger = ledger(2);
+        let v = Arc::new(SnapshotVec::from_vec(vec![Tracked::new(&ledger, 0)]));
+        let remover = {
+            let v = v.clone();
+            thread::spawn(move || v.remove_at(0).map(|t| t.id))
+        };
+        let pushed = v.push_within(Tracked::new(&ledger, 1), 1).is_ok();
+        assert_eq!(remover.join().unwrap(), Some(0));
+        let ids: Vec<usize> = v.load().iter().map(|t| t.id).collect();
+        assert_eq!(ids, if pushed { vec![1] } else { vec![] });
+        drop(v);
+        assert_all_dropped(&ledger);
+    });
+}

@@ -6,3 +6,7 @@ pub mod state;
 
 #[cfg(feature = "ws")]
 pub mod ws;
+
+// The subscriptions of the state store and of the WebSocket transport share it.
+#[cfg(any(feature = "state", feature = "ws"))]
+mod ending;

@@ -25,12 +25,16 @@ use std::prelude::rust_2021::*;
 
 mod config;
 mod event;
+mod hub;
+mod outbound;
 
 pub use config::{
     ClientConfig, ConnectionConfig, DropPolicy, InboundConfig, MalformedPolicy, QueueConfig,
     ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
+pub use hub::{Broadcast, Hub, HubMetrics};
+pub use outbound::{ClassMetrics, Next, OfferError, Offered, Outbound, OutboundMetrics};
 
 /// The close codes the transport sends (RFC 6455 §7.4, and one private code).
 pub mod close_code {
@@ -233,6 +237,13 @@ impl fmt::Display for ConnId {
         write!(f, "conn-{}", self.0)
     }
 }
+
+// The inbound side: queue to the handlers, handler registry, subscriptions.
+mod inbound;
+pub use inbound::{
+    EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics,
+    SubscriptionError, SubscriptionId,
+};
 
 #[cfg(test)]
 mod tests {

@@ -63,10 +63,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use json_patch::PatchOperation;
 
 use super::Revision;
+use crate::adapters::ending::{bump, Ending};
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::ring::{self, PopFuture, PopTimeoutError, Ring, RingConfig, Slot};
-use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use crate::table::{self, DefaultHashBuilder, EvictionCause, EvictionHook, FullPolicy};
 use crate::table::{TableConfig, TtlTable};
 
@@ -393,6 +394,9 @@ enum End {
     Panicked = 4,
 }
 
+// `Open` is the queue's open state in `Ending`.
+const _: () = assert!(End::Open as u8 == Ending::OPEN);
+
 impl End {
     fn from_u8(v: u8) -> Self {
         match v {
@@ -432,36 +436,21 @@ struct Shared {
     /// Serialises writers of this queue and orders backlog before live changes.
     feed: Mutex<Feed>,
     /// An [`End`]; set once, from `Open`.
-    end: AtomicU8,
+    end: Ending,
     /// Idle TTL.
     ttl: Duration,
 }
 
 impl Shared {
     fn ended(&self) -> End {
-        End::from_u8(self.end.load(Ordering::Acquire))
+        End::from_u8(self.end.cause())
     }
 
     /// Ends the subscription for `why` unless it already ended; returns whether
     /// this call ended it. Closes the queue, which wakes its receiver; all causes but
     /// `Closed` also discard what is queued (nobody will, or should, read it).
     fn end(&self, why: End) -> bool {
-        let won = self
-            .end
-            .compare_exchange(
-                End::Open as u8,
-                why as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok();
-        if won {
-            self.queue.close();
-            if why != End::Closed {
-                self.queue.clear();
-            }
-        }
-        won
+        self.end.end(why as u8, &self.queue, why == End::Closed)
     }
 
     /// Queues `change` unless its revision is not newer than the last queued.
@@ -509,12 +498,6 @@ struct Counters {
     delivered: AtomicU64,
     lagged: AtomicU64,
     callback_panics: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, n: u64) {
-    if n > 0 {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
 }
 
 /// Ends the subscriptions the table expires (a sweep, or an insert that reuses an
@@ -649,7 +632,7 @@ impl<C: Clock + Send + Sync + 'static> Registry<C> {
             pattern,
             queue,
             feed: Mutex::new(Feed { last: 0, seq: 0 }),
-            end: AtomicU8::new(End::Open as u8),
+            end: Ending::new(),
             ttl,
         });
         // Held until the backlog is queued: a live change for this subscription

@@ -1,0 +1,1128 @@
+//! One connection's outbound queue ([`Outbound`]): delivery classes, byte limits,
+//! the resync protocol, and the waits of lossless senders and of the writer. The
+//! design is documented on [`Outbound`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::pin;
+use std::prelude::rust_2021::*;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::WsConfigError;
+use super::{CloseReason, DeliveryClass, DropPolicy, EventType, Frame, QueueConfig, SlowConsumer};
+use crate::capacity::{self, CapacityError, SoftCapacity};
+use crate::clock::Clock;
+use crate::pressure::{adaptive_size, PressureLevel};
+
+/// A drained buffer that holds more entries than this is shrunk.
+const SHRINK_ABOVE: usize = 64;
+/// What a drained buffer is shrunk to.
+const SHRINK_TO: usize = 8;
+
+/// What [`Outbound::offer`] did with a frame it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Offered {
+    /// Queued; nothing was dropped.
+    Queued,
+    /// Queued, after evicting the oldest queued droppable frame(s) (counted).
+    DroppedOldest,
+    /// Not queued: the frame itself was dropped (counted), by
+    /// [`DropPolicy::Newest`], because no droppable could be evicted, or because a
+    /// newer snapshot of its type is queued.
+    DroppedNewest,
+    /// Queued in place of an older snapshot of the same type (counted).
+    ReplacedSnapshot,
+    /// A state delta found the queue full: it and every queued delta were
+    /// discarded, and the writer gets [`Next::Resync`] before its next frame.
+    Resync,
+}
+
+/// Why [`Outbound`] did not take a frame. The frame is handed back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OfferError {
+    /// No room for a lossless frame (or a snapshot with nothing to replace). Retry,
+    /// or wait with [`Outbound::send`].
+    Full(Frame),
+    /// The queue is closed.
+    Closed(Frame),
+    /// Taking the frame broke a limit (the hard byte limit, the soft limit's
+    /// duration, or the lossless timeout): the queue is now closed with
+    /// [`CloseReason::SlowConsumer`].
+    SlowConsumer(Frame),
+}
+
+impl OfferError {
+    /// The frame that was not taken.
+    pub fn into_frame(self) -> Frame {
+        match self {
+            Self::Full(f) | Self::Closed(f) | Self::SlowConsumer(f) => f,
+        }
+    }
+
+    /// The frame that was not taken, by reference.
+    pub fn frame(&self) -> &Frame {
+        match self {
+            Self::Full(f) | Self::Closed(f) | Self::SlowConsumer(f) => f,
+        }
+    }
+}
+
+impl fmt::Display for OfferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(frame) => write!(f, "outbound queue full ({} event)", frame.kind()),
+            Self::Closed(frame) => write!(f, "outbound queue closed ({} event)", frame.kind()),
+            Self::SlowConsumer(frame) => write!(
+                f,
+                "outbound queue closed as a slow consumer ({} event)",
+                frame.kind()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OfferError {}
+
+/// What the writer does next, from [`Outbound::next`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Send this frame.
+    Frame(Frame),
+    /// Queued state deltas were discarded: send a fresh `STATE_SNAPSHOT`, then call
+    /// [`Outbound::resynced`] with its revision.
+    Resync,
+    /// The queue is closed (and, for a reason that drains, empty): send a close
+    /// frame for this reason. Returned again on every later call.
+    Closed(CloseReason),
+}
+
+/// Counts for one [`DeliveryClass`].
+///
+/// At any moment `offered == sent + dropped + queued`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassMetrics {
+    /// Frames the queue accepted (every `Ok` from an offer), whether queued or
+    /// dropped by the class policy.
+    pub offered: u64,
+    /// Frames handed to the writer ([`Next::Frame`]).
+    pub sent: u64,
+    /// Accepted frames that will never be sent: evicted, dropped on arrival,
+    /// replaced, discarded for a resync, skipped as stale, or discarded by a close
+    /// that does not drain.
+    pub dropped: u64,
+    /// Frames in the queue now.
+    pub queued: u64,
+    /// Frames refused and handed back to the caller (`Err` from an offer); not part
+    /// of `offered`.
+    pub rejected: u64,
+}
+
+/// A snapshot of one queue's counters, from [`Outbound::metrics`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboundMetrics {
+    /// Per-class counts, indexed by [`DeliveryClass::index`]; see
+    /// [`class`](Self::class).
+    pub classes: [ClassMetrics; 4],
+    /// Snapshots replaced in place by a newer one, or dropped because a newer one
+    /// was queued, or skipped as covered by a resync snapshot.
+    pub replaced_snapshots: u64,
+    /// Times the queue was marked for a resync (each leads to one
+    /// [`Next::Resync`], unless the queue is closed first).
+    pub resyncs: u64,
+    /// State deltas discarded: at an overflow (the queued ones and the incoming
+    /// one), and stale ones skipped after a resync.
+    pub discarded_deltas: u64,
+    /// Lossless sends that found no room and had to wait (each counted once,
+    /// however long it waited).
+    pub lossless_waits: u64,
+    /// Lossless waits that ran out of time and closed the queue.
+    pub lossless_timeouts: u64,
+    /// Bytes (JSON text) queued now.
+    pub queued_bytes: usize,
+    /// The most bytes ever queued at once.
+    pub peak_bytes: usize,
+    /// Frames queued now.
+    pub len: usize,
+    /// The soft capacity in force, in frames.
+    pub capacity: usize,
+    /// The configured capacity: the most the soft capacity can be raised to.
+    pub max_capacity: usize,
+    /// The most droppable frames that may be queued now (half the capacity at
+    /// [`PressureLevel::Critical`], otherwise the capacity).
+    pub droppable_capacity: usize,
+    /// Whether a [`Next::Resync`] is pending.
+    pub resync_pending: bool,
+    /// Why the queue was closed, if it was.
+    pub closed: Option<CloseReason>,
+}
+
+impl OutboundMetrics {
+    /// The counts of one class.
+    pub fn class(&self, class: DeliveryClass) -> &ClassMetrics {
+        &self.classes[class.index()]
+    }
+
+    /// Frames dropped in every class.
+    pub fn dropped_total(&self) -> u64 {
+        self.classes.iter().map(|c| c.dropped).sum()
+    }
+
+    /// Frames sent in every class.
+    pub fn sent_total(&self) -> u64 {
+        self.classes.iter().map(|c| c.sent).sum()
+    }
+}
+
+/// One queued frame.
+#[derive(Debug)]
+struct Entry {
+    frame: Frame,
+    /// Order of admission, to tell which untagged state frames were queued before a
+    /// `resynced` call.
+    seq: u64,
+}
+
+/// Everything the mutex guards.
+#[derive(Debug)]
+struct State {
+    /// Queued frames, oldest first. Never longer than `max_capacity` plus what a
+    /// lowered capacity left behind.
+    queue: VecDeque<Entry>,
+    /// Sum of `frame.len()` over `queue`; never above the hard limit.
+    bytes: usize,
+    /// `config.soft_limit_bytes`.
+    soft_limit: usize,
+    /// Frames per class in `queue`.
+    counts: [usize; 4],
+    /// Soft capacity in force, `1..=max_capacity`.
+    capacity: usize,
+    /// The pressure level last applied (decides the droppable share).
+    level: PressureLevel,
+    /// The writer owes a `Next::Resync`.
+    resync_pending: bool,
+    /// State frames tagged with a revision `<=` this are stale.
+    floor_revision: Option<u64>,
+    /// State frames with a `seq` below this are stale if untagged (or if the
+    /// last resync had no revision).
+    floor_seq: u64,
+    /// Whether the last resync had no revision: then tagged frames below
+    /// `floor_seq` are stale too.
+    floor_all_before_seq: bool,
+    /// The next entry's `seq`.
+    next_seq: u64,
+    /// Clock tick at which `bytes` went above the soft limit; `None` while at or
+    /// below it.
+    soft_since: Option<u64>,
+    /// Why the queue was closed.
+    closed: Option<CloseReason>,
+    /// Counters.
+    classes: [ClassMetrics; 4],
+    replaced_snapshots: u64,
+    resyncs: u64,
+    discarded_deltas: u64,
+    lossless_waits: u64,
+    lossless_timeouts: u64,
+    peak_bytes: usize,
+}
+
+/// Which call an offer is part of, for counting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// `offer`: an error is handed back.
+    Offer,
+    /// The first try of a wait: `Full` starts a wait.
+    FirstWait,
+    /// A later try of the same wait.
+    Rewait,
+}
+
+/// Which waiters to wake once the lock is released.
+#[derive(Clone, Copy, Default)]
+#[must_use]
+struct Wake {
+    /// A frame (or a resync) became available.
+    data: bool,
+    /// One slot was freed.
+    room_one: bool,
+    /// Room changed in bulk, or the queue closed: wake every waiter.
+    all: bool,
+}
+
+/// One connection's bounded outbound queue.
+///
+/// `Send + Sync`; share it as `Arc<Outbound>` between the tasks that publish to the
+/// connection and its one writer task.
+///
+/// # Design
+///
+/// [`Outbound`] is a `std` [`Mutex`] over a bounded [`VecDeque`] of encoded
+/// [`Frame`]s, with two [`tokio::sync::Notify`]s: *room* (senders of lossless
+/// events wait on it) and *data* (the connection's writer task waits on it).
+///
+/// Why a lock and not the crate's lock-free [`Ring`](crate::ring::Ring): the class
+/// policies remove entries from the *middle* of the queue (a newer snapshot replaces
+/// an older one in place, an overflowing delta discards every queued delta, a full
+/// queue evicts its oldest *droppable* event behind older lossless ones), and the
+/// writer skips stale state frames after a resync. A FIFO ring can only take from
+/// its head. The lock is held for a few dozen instructions, never across an
+/// `.await` and never while user code runs, and it is contended by one writer and
+/// the few tasks that publish to this one connection, so its cost is small next to
+/// the JSON encoding and the socket write that surround every frame. Counting is
+/// done on plain integers under the same lock, so metrics cost no extra atomic.
+///
+/// The deque grows on demand up to the capacity; nothing is reserved up front, so an
+/// idle connection costs a few words. When a burst has drained, the buffer is shrunk
+/// back (to 8 entries once it held more than 64), and a
+/// close that discards the queue frees it.
+///
+/// # Delivery classes
+///
+/// Each frame's [`DeliveryClass`] decides what happens when the queue is full, in
+/// events (the soft capacity) or in bytes (the hard limit, below).
+///
+/// First, droppable frames yield: a frame of any other class that finds the queue
+/// full evicts the oldest queued droppable frames (as many as it needs, counted)
+/// and is queued ([`Offered::DroppedOldest`]). A `RAW` event never costs a
+/// lossless one its connection, nor a delta its sequence. Only when no droppable
+/// frame can make room does the frame's own class policy apply:
+///
+/// - **lossless**: never dropped. [`offer`](Outbound::offer) returns
+///   [`OfferError::Full`] with the frame; [`send`](Outbound::send) and
+///   [`send_until`](Outbound::send_until) wait for room until a deadline, then close
+///   the queue with [`SlowConsumer::LosslessTimeout`]. A lossless frame that would
+///   break the hard byte limit closes the queue at once ([`SlowConsumer::HardLimit`]).
+/// - **state delta**: every queued delta and the incoming one are discarded, and the
+///   queue is marked for a resync ([`Offered::Resync`]); see *Resync* below.
+/// - **snapshot**: latest wins. A snapshot replaces a queued snapshot of the same
+///   type in place (keeping the old one's position), whether or not the queue is
+///   full ([`Offered::ReplacedSnapshot`]); if both carry revisions and the incoming
+///   one is older, the incoming one is dropped instead ([`Offered::DroppedNewest`]).
+///   A snapshot with no predecessor to replace is treated like a lossless frame.
+/// - **droppable**: [`DropPolicy::Oldest`] evicts the oldest queued droppable frames
+///   (as many as are needed to make room), or else drops the incoming one;
+///   [`DropPolicy::Newest`] drops the incoming one. Either way it is counted.
+///
+/// Within a class, frames leave in the order they were queued. Across classes the
+/// order is the order of queueing, except that a replacing snapshot takes the
+/// position of the one it replaced.
+///
+/// # Byte limits
+///
+/// Modelled on Redis' `client-output-buffer-limit`. Bytes are the JSON text of the
+/// queued frames ([`Frame::len`]).
+///
+/// - **Hard limit** ([`QueueConfig::hard_limit_bytes`]): the queue never holds more.
+///   A frame that would take it past the limit first gets its class policy (a
+///   droppable evicts older droppables or is dropped, a delta triggers a resync, a
+///   snapshot replaces its predecessor); if the frame still does not fit, the queue
+///   is closed at once with [`SlowConsumer::HardLimit`] and the frame is handed back
+///   in [`OfferError::SlowConsumer`].
+/// - **Soft limit** ([`QueueConfig::soft_limit_bytes`] for
+///   [`QueueConfig::soft_limit_for`]): the first time the queued bytes rise above the
+///   soft limit, the time is taken from the crate [`Clock`]; when they fall back to
+///   the limit or below, the timer is cleared. [`check_limits`](Outbound::check_limits)
+///   (called by every offer and on the writer's ticks) closes the queue with
+///   [`SlowConsumer::SoftLimit`] once the bytes have stayed above the limit for the
+///   whole duration. A client that is slow for a moment survives; one that stays
+///   behind does not.
+///
+/// # Resync and revisions
+///
+/// State deltas only make sense in sequence. When a delta finds the queue full, the
+/// queue drops every queued delta (and the incoming one) and sets a *resync mark*.
+/// The writer's next [`next`](Outbound::next) returns [`Next::Resync`] before any
+/// other frame; the writer then fetches a fresh `STATE_SNAPSHOT` from its
+/// [`SnapshotSource`](super::SnapshotSource), sends it, and calls
+/// [`resynced`](Outbound::resynced) with the snapshot's revision. From then on the
+/// queue skips (and counts as discarded) the *state frames* (`STATE_DELTA` and
+/// `STATE_SNAPSHOT`) that the snapshot already covers:
+///
+/// - a frame tagged with a revision ([`Event::with_revision`](super::Event::with_revision))
+///   `<=` the snapshot's revision;
+/// - an untagged frame queued before the `resynced` call (an untagged frame cannot
+///   say whether it is covered; tag deltas with the state store's revision to make
+///   the cut exact);
+/// - with `resynced(None)` (a snapshot without a revision), every state frame queued
+///   before the call.
+///
+/// Later tagged frames with higher revisions are delivered, so the client applies
+/// exactly the deltas that follow its snapshot. A queued older `STATE_SNAPSHOT` is
+/// skipped by the same rule, so the client's state never moves backwards.
+///
+/// # Closing
+///
+/// [`close`](Outbound::close) is idempotent; the first reason wins. A reason that
+/// [`drains`](CloseReason::drains) (`Normal`, `Shutdown`) lets the writer deliver
+/// what is queued, then gives it [`Next::Closed`]; any other reason discards the
+/// queue at once (counted as dropped per class) and the writer gets
+/// [`Next::Closed`] on its next call. Either way, offers fail with
+/// [`OfferError::Closed`] from then on, and every waiting sender and writer is
+/// woken.
+///
+/// # Memory pressure
+///
+/// [`on_pressure`](Outbound::on_pressure) sets the soft capacity to
+/// [`adaptive_size`]`(capacity, level)`; at [`PressureLevel::Critical`] droppable
+/// frames may fill at most half of it. Lowering the capacity evicts the oldest
+/// droppable frames beyond the new bounds at once; other frames stay and are
+/// delivered (new ones wait until the queue has drained below the capacity).
+/// Raising it wakes waiting senders. The same is reachable through
+/// [`SoftCapacity`], so a pressure manager can drive the queue directly.
+///
+/// # Waiting, and why no wake-up is lost
+///
+/// A waiter (a lossless sender in [`send_until`](Outbound::send_until), the writer in
+/// [`next`](Outbound::next)) runs this loop:
+///
+/// 1. create the `Notified` future and [`enable`](tokio::sync::futures::Notified::enable)
+///    it, which registers it with the `Notify`;
+/// 2. take the lock and re-check the state (room, or a frame, or a close);
+/// 3. only if there is nothing to do, release the lock and await the future.
+///
+/// Every state change that a waiter may be waiting for (a pop frees room, an offer
+/// queues a frame, a close, a raised capacity, discarded deltas) is made under the
+/// lock and followed by a notification. If the change happens before the waiter's
+/// check in step 2, the check sees it; if after, the waiter's future was already
+/// registered in step 1 and is woken by the notification
+/// ([`notify_one`](tokio::sync::Notify::notify_one) stores a permit even with no
+/// registered waiter, and [`notify_waiters`](tokio::sync::Notify::notify_waiters)
+/// wakes every future that was created before it). There is no window in which a
+/// change is made, notified, and missed. A sender woken by `notify_one` whose future
+/// is then dropped (its offer succeeded, or its deadline passed) does not swallow the
+/// wake-up: tokio hands an unconsumed `notify_one` on to the next waiter.
+///
+/// tokio's `Notify` does not run under loom, so this argument is not model-checked
+/// by `loom-tests/`; the module has no lock-free code of its own (the queue state is
+/// entirely under the mutex), and the waits are exercised by the tests below and in
+/// `tests/ws_outbound.rs`, including a multi-threaded exactly-once test.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use membound::adapters::ws::{
+///     CloseReason, DeliveryClass, Event, EventType, Next, OfferError, Offered, Outbound,
+///     QueueConfig,
+/// };
+/// use membound::clock::MonotonicClock;
+///
+/// let queue = Outbound::new(
+///     QueueConfig { capacity: 2, ..QueueConfig::default() },
+///     Arc::new(MonotonicClock::new()),
+/// )?;
+/// let text = Event::new(EventType::TextMessageContent).with("delta", "hi").encode();
+/// assert_eq!(queue.offer(text.clone()), Ok(Offered::Queued));
+/// assert_eq!(queue.offer(Event::new(EventType::Raw).encode()), Ok(Offered::Queued));
+/// // Full: a droppable evicts the oldest droppable...
+/// assert_eq!(queue.offer(Event::new(EventType::Custom).encode()), Ok(Offered::DroppedOldest));
+/// // ... and so does a lossless frame; with no droppable left, it is handed back.
+/// assert_eq!(queue.offer(text.clone()), Ok(Offered::DroppedOldest));
+/// assert_eq!(queue.offer(text.clone()), Err(OfferError::Full(text.clone())));
+///
+/// queue.close(CloseReason::Normal); // drains
+/// assert_eq!(queue.try_next(), Some(Next::Frame(text.clone())));
+/// assert_eq!(queue.try_next(), Some(Next::Frame(text)));
+/// assert_eq!(queue.try_next(), Some(Next::Closed(CloseReason::Normal)));
+/// assert_eq!(queue.metrics().class(DeliveryClass::Droppable).dropped, 2);
+/// # Ok::<(), membound::adapters::ws::WsConfigError>(())
+/// ```
+pub struct Outbound {
+    config: QueueConfig,
+    clock: Arc<dyn Clock + Send + Sync>,
+    /// `ticks_for(config.soft_limit_for)` on `clock`.
+    soft_ticks: u64,
+    state: Mutex<State>,
+    /// Lossless senders wait here for room.
+    room: Notify,
+    /// The writer waits here for a frame.
+    data: Notify,
+}
+
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.lock();
+        f.debug_struct("Outbound")
+            .field("config", &self.config)
+            .field("len", &st.queue.len())
+            .field("bytes", &st.bytes)
+            .field("capacity", &st.capacity)
+            .field("closed", &st.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    /// An empty queue with `config`'s limits, timing the soft limit on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] when `config` does not [validate](QueueConfig::validate).
+    pub fn new(
+        config: QueueConfig,
+        clock: Arc<dyn Clock + Send + Sync>,
+    ) -> Result<Self, WsConfigError> {
+        config.validate()?;
+        let soft_ticks = clock.ticks_for(config.soft_limit_for);
+        Ok(Self {
+            config,
+            clock,
+            soft_ticks,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                bytes: 0,
+                soft_limit: config.soft_limit_bytes,
+                counts: [0; 4],
+                capacity: config.capacity,
+                level: PressureLevel::Normal,
+                resync_pending: false,
+                floor_revision: None,
+                floor_seq: 0,
+                floor_all_before_seq: false,
+                next_seq: 0,
+                soft_since: None,
+                closed: None,
+                classes: [ClassMetrics::default(); 4],
+                replaced_snapshots: 0,
+                resyncs: 0,
+                discarded_deltas: 0,
+                lossless_waits: 0,
+                lossless_timeouts: 0,
+                peak_bytes: 0,
+            }),
+            room: Notify::new(),
+            data: Notify::new(),
+        })
+    }
+
+    /// The configuration the queue was built with.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing under the lock panics; if something did, the counters are still
+        // consistent enough to keep serving rather than poisoning every connection.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wake(&self, wake: Wake) {
+        if wake.all {
+            self.room.notify_waiters();
+            self.data.notify_waiters();
+        }
+        if wake.room_one {
+            self.room.notify_one();
+        }
+        if wake.data {
+            self.data.notify_one();
+        }
+    }
+
+    /// Offers a frame without waiting, applying its class policy (see the
+    /// [type docs](Outbound#delivery-classes)).
+    ///
+    /// # Errors
+    ///
+    /// - [`OfferError::Full`]: a lossless frame (or a snapshot with nothing to
+    ///   replace) found no room;
+    /// - [`OfferError::Closed`]: the queue is closed;
+    /// - [`OfferError::SlowConsumer`]: the frame would break the hard byte limit, or
+    ///   the soft limit had been held too long; the queue is now closed.
+    pub fn offer(&self, frame: Frame) -> Result<Offered, OfferError> {
+        self.offer_inner(frame, Attempt::Offer)
+    }
+
+    fn offer_inner(&self, frame: Frame, attempt: Attempt) -> Result<Offered, OfferError> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let (result, wake) = self.offer_locked(&mut st, frame, now);
+        if let Err(err) = &result {
+            match (err, attempt) {
+                // Not handed back: the sender waits.
+                (OfferError::Full(_), Attempt::FirstWait) => st.lossless_waits += 1,
+                (OfferError::Full(_), Attempt::Rewait) => {}
+                _ => st.classes[err.frame().class().index()].rejected += 1,
+            }
+        }
+        drop(st);
+        self.wake(wake);
+        result
+    }
+
+    /// Waits until `deadline` (tokio time) for room for a lossless frame (or a
+    /// snapshot with nothing to replace); other frames are offered as by
+    /// [`offer`](Self::offer), without waiting.
+    ///
+    /// Cancel-safe: dropping the future leaves the frame unqueued and the queue
+    /// unchanged.
+    ///
+    /// # Errors
+    ///
+    /// As [`offer`](Self::offer), except that `Full` becomes a wait; at the deadline
+    /// the queue is closed with
+    /// [`CloseReason::SlowConsumer`]`(`[`SlowConsumer::LosslessTimeout`]`)` and the
+    /// frame handed back in [`OfferError::SlowConsumer`].
+    pub async fn send_until(
+        &self,
+        mut frame: Frame,
+        deadline: tokio::time::Instant,
+    ) -> Result<Offered, OfferError> {
+        let mut first = true;
+        loop {
+            let mut notified = pin!(self.room.notified());
+            // Registered before the check below: a pop after the check wakes it.
+            notified.as_mut().enable();
+            let attempt = if first {
+                Attempt::FirstWait
+            } else {
+                Attempt::Rewait
+            };
+            match self.offer_inner(frame, attempt) {
+                Err(OfferError::Full(back)) => frame = back,
+                other => return other,
+            }
+            first = false;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.time_out(frame);
+            }
+        }
+    }
+
+    /// The deadline of a lossless wait has passed: one last try, then close.
+    fn time_out(&self, frame: Frame) -> Result<Offered, OfferError> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let (result, mut wake) = self.offer_locked(&mut st, frame, now);
+        if let Err(err) = &result {
+            st.classes[err.frame().class().index()].rejected += 1;
+        }
+        let result = match result {
+            Err(OfferError::Full(frame)) => {
+                st.lossless_timeouts += 1;
+                let w = self.close_locked(
+                    &mut st,
+                    CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout),
+                );
+                wake.all |= w.all;
+                Err(OfferError::SlowConsumer(frame))
+            }
+            other => other,
+        };
+        drop(st);
+        self.wake(wake);
+        result
+    }
+
+    /// [`send_until`](Self::send_until) with the deadline
+    /// [`lossless_timeout`](QueueConfig::lossless_timeout) from now.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_until`](Self::send_until).
+    pub async fn send(&self, frame: Frame) -> Result<Offered, OfferError> {
+        let deadline = tokio::time::Instant::now() + self.config.lossless_timeout;
+        self.send_until(frame, deadline).await
+    }
+
+    /// The writer's next step: a frame, a resync, or the close. Waits while the
+    /// queue is empty and open.
+    ///
+    /// A close whose reason [drains](CloseReason::drains) comes after the queue is
+    /// empty; any other comes at once (the queue was discarded). Meant for one
+    /// writer; several would each get some of the frames.
+    pub async fn next(&self) -> Next {
+        loop {
+            let mut notified = pin!(self.data.notified());
+            // Registered before the check: an offer after the check wakes it.
+            notified.as_mut().enable();
+            if let Some(next) = self.try_next() {
+                return next;
+            }
+            notified.await;
+        }
+    }
+
+    /// [`next`](Self::next) without waiting: `None` while the queue is empty and
+    /// open.
+    pub fn try_next(&self) -> Option<Next> {
+        let mut st = self.lock();
+        if st.resync_pending {
+            st.resync_pending = false;
+            return Some(Next::Resync);
+        }
+        let mut popped = 0usize;
+        let mut found = None;
+        while let Some(entry) = st.queue.pop_front() {
+            popped += 1;
+            let ci = entry.frame.class().index();
+            st.counts[ci] -= 1;
+            st.bytes -= entry.frame.len();
+            st.classes[ci].queued -= 1;
+            if st.is_stale(&entry) {
+                st.classes[ci].dropped += 1;
+                if ci == DeliveryClass::StateDelta.index() {
+                    st.discarded_deltas += 1;
+                } else {
+                    st.replaced_snapshots += 1;
+                }
+                continue;
+            }
+            st.classes[ci].sent += 1;
+            found = Some(Next::Frame(entry.frame));
+            break;
+        }
+        if popped > 0 {
+            st.after_removal();
+        }
+        // One freed slot wakes one sender; stale frames skipped on the way freed more.
+        let wake = Wake {
+            room_one: popped == 1,
+            all: popped > 1,
+            ..Wake::default()
+        };
+        let next = match found {
+            Some(next) => Some(next),
+            None => st.closed.clone().map(Next::Closed),
+        };
+        drop(st);
+        self.wake(wake);
+        next
+    }
+
+    /// The writer sent a snapshot taken at `revision` after [`Next::Resync`]. From
+    /// now on the queue skips the state frames the snapshot covers (see
+    /// [Resync and revisions](Outbound#resync-and-revisions)).
+    pub fn resynced(&self, revision: Option<u64>) {
+        let mut st = self.lock();
+        st.floor_seq = st.next_seq;
+        match revision {
+            Some(rev) => {
+                st.floor_revision = Some(st.floor_revision.map_or(rev, |r| r.max(rev)));
+                st.floor_all_before_seq = false;
+            }
+            None => st.floor_all_before_seq = true,
+        }
+    }
+
+    /// Checks the soft byte limit's timer on the crate clock. When the queued bytes
+    /// have stayed above [`soft_limit_bytes`](QueueConfig::soft_limit_bytes) for
+    /// [`soft_limit_for`](QueueConfig::soft_limit_for), closes the queue.
+    ///
+    /// # Errors
+    ///
+    /// The reason the queue is closed, when it is (by this call or earlier).
+    pub fn check_limits(&self) -> Result<(), CloseReason> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let wake = self.check_soft_locked(&mut st, now);
+        let result = match &st.closed {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        };
+        drop(st);
+        self.wake(wake);
+        result
+    }
+
+    /// Closes the queue (see [Closing](Outbound#closing)). Idempotent: the first reason
+    /// wins. Wakes every waiting sender and the writer.
+    pub fn close(&self, reason: CloseReason) {
+        let mut st = self.lock();
+        let wake = self.close_locked(&mut st, reason);
+        drop(st);
+        self.wake(wake);
+    }
+
+    /// Why the queue was closed, if it was.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().closed.clone()
+    }
+
+    /// Whether the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Frames queued now.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// Bytes (JSON text) queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Applies a memory pressure level: the soft capacity becomes
+    /// [`adaptive_size`]`(capacity, level)`, and at
+    /// [`PressureLevel::Critical`] droppable frames get at most half of it. Frames
+    /// beyond the new bounds are evicted if droppable (oldest first, counted).
+    pub fn on_pressure(&self, level: PressureLevel) {
+        let mut st = self.lock();
+        st.level = level;
+        let capacity = adaptive_size(self.config.capacity, level);
+        let wake = self.set_capacity_locked(&mut st, capacity);
+        drop(st);
+        self.wake(wake);
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> OutboundMetrics {
+        let st = self.lock();
+        OutboundMetrics {
+            classes: st.classes,
+            replaced_snapshots: st.replaced_snapshots,
+            resyncs: st.resyncs,
+            discarded_deltas: st.discarded_deltas,
+            lossless_waits: st.lossless_waits,
+            lossless_timeouts: st.lossless_timeouts,
+            queued_bytes: st.bytes,
+            peak_bytes: st.peak_bytes,
+            len: st.queue.len(),
+            capacity: st.capacity,
+            max_capacity: self.config.capacity,
+            droppable_capacity: st.droppable_capacity(),
+            resync_pending: st.resync_pending,
+            closed: st.closed.clone(),
+        }
+    }
+
+    fn set_capacity_locked(&self, st: &mut State, capacity: usize) -> Wake {
+        let raised = capacity > st.capacity;
+        st.capacity = capacity;
+        // Evict droppables beyond the new bounds, oldest first.
+        let mut evicted = false;
+        while (st.queue.len() > st.capacity
+            || st.counts[DeliveryClass::Droppable.index()] > st.droppable_capacity())
+            && st.evict_oldest_droppable()
+        {
+            evicted = true;
+        }
+        if evicted {
+            st.after_removal();
+        }
+        Wake {
+            all: raised || evicted,
+            ..Wake::default()
+        }
+    }
+
+    fn close_locked(&self, st: &mut State, reason: CloseReason) -> Wake {
+        if st.closed.is_some() {
+            return Wake::default();
+        }
+        if !reason.drains() {
+            for entry in core::mem::take(&mut st.queue) {
+                let i = entry.frame.class().index();
+                st.classes[i].queued -= 1;
+                st.classes[i].dropped += 1;
+            }
+            st.counts = [0; 4];
+            st.bytes = 0;
+            st.soft_since = None;
+            st.resync_pending = false;
+        }
+        st.closed = Some(reason);
+        Wake {
+            all: true,
+            ..Wake::default()
+        }
+    }
+
+    /// Closes for the hard byte limit; whether every waiter must be woken.
+    fn hard_limit_locked(&self, st: &mut State) -> bool {
+        self.close_locked(st, CloseReason::SlowConsumer(SlowConsumer::HardLimit))
+            .all
+    }
+
+    fn check_soft_locked(&self, st: &mut State, now: u64) -> Wake {
+        match st.soft_since {
+            Some(since) if st.closed.is_none() && now.saturating_sub(since) >= self.soft_ticks => {
+                self.close_locked(st, CloseReason::SlowConsumer(SlowConsumer::SoftLimit))
+            }
+            _ => Wake::default(),
+        }
+    }
+
+    /// The class policies, under the lock.
+    fn offer_locked(
+        &self,
+        st: &mut State,
+        frame: Frame,
+        now: u64,
+    ) -> (Result<Offered, OfferError>, Wake) {
+        let class = frame.class();
+        let ci = class.index();
+        if st.closed.is_some() {
+            return (Err(OfferError::Closed(frame)), Wake::default());
+        }
+        let mut wake = self.check_soft_locked(st, now);
+        if st.closed.is_some() {
+            return (Err(OfferError::SlowConsumer(frame)), wake);
+        }
+        let hard = self.config.hard_limit_bytes;
+
+        if class == DeliveryClass::Snapshot && st.counts[ci] > 0 {
+            if let Some(pos) = st.queue.iter().position(|e| e.frame.kind() == frame.kind()) {
+                let old_len = st.queue[pos].frame.len();
+                if let (Some(old), Some(new)) = (st.queue[pos].frame.revision(), frame.revision()) {
+                    if new < old {
+                        // The queued one is newer: latest wins.
+                        st.classes[ci].offered += 1;
+                        st.classes[ci].dropped += 1;
+                        st.replaced_snapshots += 1;
+                        return (Ok(Offered::DroppedNewest), wake);
+                    }
+                }
+                if st.bytes - old_len + frame.len() > hard {
+                    wake.all |= self.hard_limit_locked(st);
+                    return (Err(OfferError::SlowConsumer(frame)), wake);
+                }
+                st.classes[ci].offered += 1;
+                st.classes[ci].dropped += 1;
+                st.replaced_snapshots += 1;
+                st.bytes = st.bytes - old_len + frame.len();
+                st.queue[pos] = Entry {
+                    frame,
+                    seq: st.next_seq,
+                };
+                st.next_seq += 1;
+                st.after_growth(now);
+                if st.bytes < old_len {
+                    st.after_removal();
+                }
+                return (Ok(Offered::ReplacedSnapshot), wake);
+            }
+        }
+
+        let fits = |st: &State| {
+            st.queue.len() < st.capacity
+                && st.bytes + frame.len() <= hard
+                && (class != DeliveryClass::Droppable || st.counts[ci] < st.droppable_capacity())
+        };
+        if fits(st) {
+            st.push(frame, now);
+            wake.data = true;
+            return (Ok(Offered::Queued), wake);
+        }
+
+        // Droppable frames yield: a frame of another class evicts the oldest
+        // droppables before its own class policy applies.
+        if class != DeliveryClass::Droppable && st.can_make_room_for(&frame, hard) {
+            while !fits(st) && st.evict_oldest_droppable() {}
+            st.after_removal();
+            st.push(frame, now);
+            wake.data = true;
+            return (Ok(Offered::DroppedOldest), wake);
+        }
+
+        match class {
+            DeliveryClass::Lossless | DeliveryClass::Snapshot => {
+                if st.bytes + frame.len() > hard {
+                    wake.all |= self.hard_limit_locked(st);
+                    (Err(OfferError::SlowConsumer(frame)), wake)
+                } else {
+                    (Err(OfferError::Full(frame)), wake)
+                }
+            }
+            DeliveryClass::StateDelta => {
+                let discarded = st.discard_deltas();
+                st.classes[ci].offered += 1;
+                st.classes[ci].dropped += 1;
+                st.discarded_deltas += 1;
+                if discarded > 0 {
+                    st.after_removal();
+                    wake.all = true;
+                }
+                if !st.resync_pending {
+                    st.resync_pending = true;
+                    st.resyncs += 1;
+                    wake.data = true;
+                }
+                (Ok(Offered::Resync), wake)
+            }
+            DeliveryClass::Droppable => {
+                if self.config.droppable == DropPolicy::Oldest && st.can_make_room_for(&frame, hard)
+                {
+                    while !fits(st) && st.evict_oldest_droppable() {}
+                    st.after_removal();
+                    st.push(frame, now);
+                    wake.data = true;
+                    (Ok(Offered::DroppedOldest), wake)
+                } else {
+                    st.classes[ci].offered += 1;
+                    st.classes[ci].dropped += 1;
+                    (Ok(Offered::DroppedNewest), wake)
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    /// Droppable frames allowed now.
+    fn droppable_capacity(&self) -> usize {
+        if self.level >= PressureLevel::Critical {
+            (self.capacity / 2).max(1)
+        } else {
+            self.capacity
+        }
+    }
+
+    fn push(&mut self, frame: Frame, now: u64) {
+        let ci = frame.class().index();
+        self.counts[ci] += 1;
+        self.classes[ci].offered += 1;
+        self.classes[ci].queued += 1;
+        self.bytes += frame.len();
+        self.queue.push_back(Entry {
+            frame,
+            seq: self.next_seq,
+        });
+        self.next_seq += 1;
+        self.after_growth(now);
+    }
+
+    fn after_growth(&mut self, now: u64) {
+        self.peak_bytes = self.peak_bytes.max(self.bytes);
+        if self.bytes > self.soft_limit {
+            self.soft_since.get_or_insert(now);
+        }
+    }
+
+    /// Bookkeeping after frames left the queue: the soft timer, and shrinking a
+    /// drained buffer.
+    fn after_removal(&mut self) {
+        // `soft_since` is cleared only here and by a discarding close: a removal is
+        // the only way bytes fall.
+        if self.soft_since.is_some() && self.bytes <= self.soft_limit {
+            self.soft_since = None;
+        }
+        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
+            self.queue.shrink_to(SHRINK_TO);
+        }
+    }
+
+    /// Removes the oldest queued droppable frame, counting it as dropped.
+    fn evict_oldest_droppable(&mut self) -> bool {
+        let di = DeliveryClass::Droppable.index();
+        if self.counts[di] == 0 {
+            return false;
+        }
+        let Some(pos) = self
+            .queue
+            .iter()
+            .position(|e| e.frame.class() == DeliveryClass::Droppable)
+        else {
+            return false;
+        };
+        if let Some(entry) = self.queue.remove(pos) {
+            self.counts[di] -= 1;
+            self.bytes -= entry.frame.len();
+            self.classes[di].queued -= 1;
+            self.classes[di].dropped += 1;
+        }
+        true
+    }
+
+    /// Whether evicting queued droppables (oldest first) can make room for `frame`.
+    fn can_make_room_for(&self, frame: &Frame, hard: usize) -> bool {
+        let di = DeliveryClass::Droppable.index();
+        let mut len = self.queue.len();
+        let mut bytes = self.bytes;
+        let mut droppables = self.counts[di];
+        let droppable = frame.class() == DeliveryClass::Droppable;
+        let fits = |len: usize, bytes: usize, droppables: usize| {
+            len < self.capacity
+                && bytes + frame.len() <= hard
+                && (!droppable || droppables < self.droppable_capacity())
+        };
+        if fits(len, bytes, droppables) {
+            return true;
+        }
+        for e in self
+            .queue
+            .iter()
+            .filter(|e| e.frame.class() == DeliveryClass::Droppable)
+        {
+            len -= 1;
+            bytes -= e.frame.len();
+            droppables -= 1;
+            if fits(len, bytes, droppables) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Removes every queued delta (counted); returns how many.
+    fn discard_deltas(&mut self) -> usize {
+        let ci = DeliveryClass::StateDelta.index();
+        let n = self.counts[ci];
+        if n == 0 {
+            return 0;
+        }
+        let mut freed = 0;
+        self.queue.retain(|e| {
+            if e.frame.class() == DeliveryClass::StateDelta {
+                freed += e.frame.len();
+                false
+            } else {
+                true
+            }
+        });
+        self.bytes -= freed;
+        self.counts[ci] = 0;
+        self.classes[ci].queued -= n as u64;
+        self.classes[ci].dropped += n as u64;
+        self.discarded_deltas += n as u64;
+        n
+    }
+
+    /// Whether a popped entry is a state frame covered by the last resync snapshot.
+    fn is_stale(&self, entry: &Entry) -> bool {
+        let frame = &entry.frame;
+        let is_state =
+            frame.class() == DeliveryClass::StateDelta || frame.kind() == &EventType::StateSnapshot;
+        if !is_state {
+            return false;
+        }
+        let before = entry.seq < self.floor_seq;
+        match frame.revision() {
+            Some(rev) => {
+                self.floor_revision.is_some_and(|floor| rev <= floor)
+                    || (before && self.floor_all_before_seq)
+            }
+            None => before,
+        }
+    }
+}
+
+/// The soft capacity in frames. Lowering it evicts the oldest droppable frames
+/// beyond it (counted); other frames stay queued, and new ones wait until the queue
+/// has drained below it. [`Outbound::on_pressure`] sets it from a pressure level.
+impl SoftCapacity for Outbound {
+    fn capacity(&self) -> usize {
+        self.lock().capacity
+    }
+
+    fn max_capacity(&self) -> usize {
+        self.config.capacity
+    }
+
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        capacity::check(capacity, self.config.capacity)?;
+        let mut st = self.lock();
+        let wake = self.set_capacity_locked(&mut st, capacity);
+        drop(st);
+        self.wake(wake);
+        Ok(())
+    }
+}

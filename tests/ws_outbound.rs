@@ -1,0 +1,1115 @@
+//! The per-connection outbound queue and the fan-out hub: class policies at a full
+//! queue, order, resync with revisions, byte limits on a manual clock, lossless waits
+//! on tokio's paused time, closing, memory pressure, metrics, and concurrent
+//! exactly-once delivery.
+#![cfg(feature = "ws")]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use membound::adapters::ws::{
+    CloseReason, ConnId, DeliveryClass, DropPolicy, Event, EventType, Frame, Hub, Next, OfferError,
+    Offered, Outbound, QueueConfig, SlowConsumer,
+};
+use membound::capacity::{CapacityError, SoftCapacity};
+use membound::clock::{Clock, ManualClock, MonotonicClock};
+use membound::pressure::PressureLevel;
+
+fn cfg(capacity: usize) -> QueueConfig {
+    QueueConfig {
+        capacity,
+        ..QueueConfig::default()
+    }
+}
+
+fn queue(config: QueueConfig) -> Outbound {
+    Outbound::new(config, Arc::new(ManualClock::default())).unwrap()
+}
+
+/// An encoded event of `kind` carrying `n` in field `n`.
+fn frame(kind: EventType, n: u64) -> Frame {
+    Event::new(kind).with("n", n).encode()
+}
+
+fn text(n: u64) -> Frame {
+    frame(EventType::TextMessageContent, n)
+}
+fn raw(n: u64) -> Frame {
+    frame(EventType::Raw, n)
+}
+fn delta(n: u64, revision: Option<u64>) -> Frame {
+    let ev = Event::new(EventType::StateDelta).with("n", n);
+    match revision {
+        Some(r) => ev.with_revision(r).encode(),
+        None => ev.encode(),
+    }
+}
+fn snapshot(kind: EventType, n: u64, revision: Option<u64>) -> Frame {
+    let ev = Event::new(kind).with("n", n);
+    match revision {
+        Some(r) => ev.with_revision(r).encode(),
+        None => ev.encode(),
+    }
+}
+
+/// `(type, n)` of a frame, for readable assertions.
+fn tag(frame: &Frame) -> (String, u64) {
+    let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+    (
+        frame.kind().as_str().to_owned(),
+        value["n"].as_u64().unwrap(),
+    )
+}
+
+/// Every frame the writer gets until the queue is empty (or closed), with resyncs as
+/// `("RESYNC", 0)`.
+fn drain(q: &Outbound) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    while let Some(next) = q.try_next() {
+        match next {
+            Next::Frame(f) => out.push(tag(&f)),
+            Next::Resync => out.push(("RESYNC".into(), 0)),
+            Next::Closed(_) => break,
+        }
+    }
+    out
+}
+
+fn t(kind: &str, n: u64) -> (String, u64) {
+    (kind.to_owned(), n)
+}
+
+/// At any moment, per class: offered == sent + dropped + queued.
+fn assert_balanced(q: &Outbound) {
+    let m = q.metrics();
+    for class in DeliveryClass::ALL {
+        let c = m.class(class);
+        assert_eq!(
+            c.offered,
+            c.sent + c.dropped + c.queued,
+            "{class:?} unbalanced: {c:?}"
+        );
+    }
+    assert_eq!(
+        m.len as u64,
+        m.classes.iter().map(|c| c.queued).sum::<u64>()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Class policies at a full queue
+// ---------------------------------------------------------------------------
+
+#[test]
+fn lossless_at_a_full_queue_is_handed_back() {
+    let q = queue(cfg(2));
+    assert_eq!(q.offer(text(1)), Ok(Offered::Queued));
+    assert_eq!(q.offer(text(2)), Ok(Offered::Queued));
+    let back = q.offer(text(3)).unwrap_err();
+    assert_eq!(back, OfferError::Full(text(3)));
+    assert_eq!(back.into_frame(), text(3));
+    assert_eq!(q.len(), 2);
+    let m = q.metrics();
+    assert_eq!(m.class(DeliveryClass::Lossless).rejected, 1);
+    assert_eq!(m.class(DeliveryClass::Lossless).dropped, 0);
+    assert_eq!(
+        drain(&q),
+        [t("TEXT_MESSAGE_CONTENT", 1), t("TEXT_MESSAGE_CONTENT", 2)]
+    );
+    assert_balanced(&q);
+}
+
+#[test]
+fn delta_at_a_full_queue_discards_every_delta_and_marks_a_resync() {
+    let q = queue(cfg(4));
+    q.offer(delta(1, None)).unwrap();
+    q.offer(text(1)).unwrap();
+    q.offer(delta(2, None)).unwrap();
+    q.offer(text(2)).unwrap();
+    assert_eq!(q.offer(delta(3, None)), Ok(Offered::Resync));
+    assert_eq!(q.len(), 2, "both queued deltas gone");
+    // A second overflowing delta does not owe a second resync... the queue has
+    // room again, so the delta is simply queued.
+    assert_eq!(q.offer(delta(4, None)), Ok(Offered::Queued));
+    let m = q.metrics();
+    assert_eq!(m.resyncs, 1);
+    assert!(m.resync_pending);
+    assert_eq!(m.discarded_deltas, 3);
+    assert_eq!(m.class(DeliveryClass::StateDelta).dropped, 3);
+    // Resync comes before any frame.
+    assert_eq!(q.try_next(), Some(Next::Resync));
+    assert_balanced(&q);
+}
+
+#[test]
+fn snapshot_at_a_full_queue_replaces_its_predecessor_or_is_handed_back() {
+    let q = queue(cfg(2));
+    q.offer(snapshot(EventType::StateSnapshot, 1, None))
+        .unwrap();
+    q.offer(text(1)).unwrap();
+    assert_eq!(
+        q.offer(snapshot(EventType::StateSnapshot, 2, None)),
+        Ok(Offered::ReplacedSnapshot)
+    );
+    // Another snapshot type has nothing to replace: treated like a lossless frame.
+    let messages = snapshot(EventType::MessagesSnapshot, 1, None);
+    assert_eq!(q.offer(messages.clone()), Err(OfferError::Full(messages)));
+    assert_eq!(
+        drain(&q),
+        [t("STATE_SNAPSHOT", 2), t("TEXT_MESSAGE_CONTENT", 1)]
+    );
+    let m = q.metrics();
+    assert_eq!(m.replaced_snapshots, 1);
+    assert_eq!(m.class(DeliveryClass::Snapshot).dropped, 1);
+    assert_eq!(m.class(DeliveryClass::Snapshot).rejected, 1);
+    assert_balanced(&q);
+}
+
+#[test]
+fn droppable_oldest_evicts_the_oldest_droppable_behind_lossless_frames() {
+    let q = queue(cfg(3));
+    q.offer(text(1)).unwrap();
+    q.offer(raw(1)).unwrap();
+    q.offer(frame(EventType::Custom, 2)).unwrap();
+    assert_eq!(q.offer(raw(3)), Ok(Offered::DroppedOldest));
+    assert_eq!(
+        drain(&q),
+        [t("TEXT_MESSAGE_CONTENT", 1), t("CUSTOM", 2), t("RAW", 3)]
+    );
+    // No droppable queued: the incoming one is dropped.
+    q.offer(text(2)).unwrap();
+    q.offer(text(3)).unwrap();
+    q.offer(text(4)).unwrap();
+    assert_eq!(q.offer(raw(4)), Ok(Offered::DroppedNewest));
+    let m = q.metrics();
+    assert_eq!(m.class(DeliveryClass::Droppable).dropped, 2);
+    assert_eq!(m.class(DeliveryClass::Droppable).offered, 4);
+    assert_balanced(&q);
+}
+
+#[test]
+fn droppable_newest_drops_the_incoming_frame() {
+    let q = queue(QueueConfig {
+        droppable: DropPolicy::Newest,
+        ..cfg(2)
+    });
+    q.offer(raw(1)).unwrap();
+    q.offer(raw(2)).unwrap();
+    assert_eq!(q.offer(raw(3)), Ok(Offered::DroppedNewest));
+    assert_eq!(drain(&q), [t("RAW", 1), t("RAW", 2)]);
+    let m = q.metrics();
+    assert_eq!(m.class(DeliveryClass::Droppable).dropped, 1);
+    assert_eq!(m.class(DeliveryClass::Droppable).sent, 2);
+    assert_balanced(&q);
+}
+
+// ---------------------------------------------------------------------------
+// Order
+// ---------------------------------------------------------------------------
+
+#[test]
+fn order_is_fifo_within_a_class_and_offer_order_across_classes() {
+    let q = queue(cfg(64));
+    let mut expected = Vec::new();
+    for n in 0..10 {
+        let f = match n % 4 {
+            0 => text(n),
+            1 => delta(n, None),
+            2 => raw(n),
+            _ => frame(EventType::ToolCallArgs, n),
+        };
+        expected.push(tag(&f));
+        q.offer(f).unwrap();
+    }
+    assert_eq!(drain(&q), expected);
+}
+
+#[test]
+fn a_replaced_snapshot_keeps_its_position_even_when_not_full() {
+    let q = queue(cfg(16));
+    q.offer(text(1)).unwrap();
+    q.offer(snapshot(EventType::MessagesSnapshot, 1, None))
+        .unwrap();
+    q.offer(snapshot(EventType::StateSnapshot, 1, Some(5)))
+        .unwrap();
+    q.offer(text(2)).unwrap();
+    assert_eq!(
+        q.offer(snapshot(EventType::StateSnapshot, 2, Some(7))),
+        Ok(Offered::ReplacedSnapshot)
+    );
+    // Older than the queued one: latest wins, the incoming one is dropped.
+    assert_eq!(
+        q.offer(snapshot(EventType::StateSnapshot, 3, Some(6))),
+        Ok(Offered::DroppedNewest)
+    );
+    assert_eq!(
+        q.offer(snapshot(EventType::MessagesSnapshot, 2, None)),
+        Ok(Offered::ReplacedSnapshot)
+    );
+    assert_eq!(
+        drain(&q),
+        [
+            t("TEXT_MESSAGE_CONTENT", 1),
+            t("MESSAGES_SNAPSHOT", 2),
+            t("STATE_SNAPSHOT", 2),
+            t("TEXT_MESSAGE_CONTENT", 2),
+        ]
+    );
+    assert_eq!(q.metrics().replaced_snapshots, 3);
+    assert_balanced(&q);
+}
+
+// ---------------------------------------------------------------------------
+// Resync and revisions
+// ---------------------------------------------------------------------------
+
+#[test]
+fn delta_overflow_then_resync_then_stale_deltas_are_skipped() {
+    let q = queue(cfg(8));
+    // 8 = 4 deltas and 4 texts; after the overflow the 4 texts leave room for 4.
+    q.offer(delta(0, Some(0))).unwrap();
+    for rev in 1..=3 {
+        q.offer(delta(rev, Some(rev))).unwrap();
+    }
+    q.offer(text(1)).unwrap();
+    for n in 2..=4 {
+        q.offer(text(n)).unwrap();
+    }
+    assert_eq!(q.offer(delta(4, Some(4))), Ok(Offered::Resync));
+    // While the resync is pending, more state arrives.
+    q.offer(delta(5, Some(5))).unwrap();
+    q.offer(delta(50, None)).unwrap(); // untagged, before the resync call
+    q.offer(snapshot(EventType::StateSnapshot, 6, Some(6)))
+        .unwrap();
+
+    // The writer gets Resync before anything else, sends a snapshot taken at
+    // revision 6, and reports it.
+    assert_eq!(q.try_next(), Some(Next::Resync));
+    q.resynced(Some(6));
+    q.offer(delta(7, Some(7))).unwrap(); // fills the queue
+    for n in 1..=4 {
+        assert!(
+            matches!(q.try_next(), Some(Next::Frame(f)) if tag(&f) == t("TEXT_MESSAGE_CONTENT", n))
+        );
+    }
+    q.offer(delta(60, None)).unwrap(); // untagged, after the call: delivered
+    q.offer(delta(6, Some(6))).unwrap(); // tagged, covered: skipped
+
+    assert_eq!(drain(&q), [t("STATE_DELTA", 7), t("STATE_DELTA", 60)]);
+    let m = q.metrics();
+    assert_eq!(m.resyncs, 1);
+    assert!(!m.resync_pending);
+    // 4 queued + 1 incoming at the overflow, then 5, 50 and 6 skipped as stale.
+    assert_eq!(m.discarded_deltas, 8);
+    assert_eq!(m.class(DeliveryClass::StateDelta).dropped, 8);
+    assert_eq!(m.class(DeliveryClass::StateDelta).sent, 2);
+    // The queued snapshot at revision 6 was covered by the resync snapshot.
+    assert_eq!(m.replaced_snapshots, 1);
+    assert_balanced(&q);
+}
+
+#[test]
+fn resynced_without_a_revision_skips_every_state_frame_queued_before_it() {
+    let q = queue(cfg(3));
+    q.offer(delta(1, Some(1))).unwrap();
+    q.offer(delta(2, Some(2))).unwrap();
+    q.offer(delta(3, Some(3))).unwrap();
+    assert_eq!(q.offer(delta(30, Some(30))), Ok(Offered::Resync));
+    q.offer(delta(4, Some(4))).unwrap();
+    q.offer(delta(5, None)).unwrap();
+    assert_eq!(q.try_next(), Some(Next::Resync));
+    q.resynced(None);
+    q.offer(delta(6, Some(6))).unwrap();
+    assert_eq!(drain(&q), [t("STATE_DELTA", 6)]);
+    assert_balanced(&q);
+}
+
+#[test]
+fn a_second_overflow_after_the_resync_owes_a_second_resync() {
+    let q = queue(cfg(1));
+    q.offer(delta(1, Some(1))).unwrap();
+    assert_eq!(q.offer(delta(2, Some(2))), Ok(Offered::Resync));
+    assert_eq!(q.offer(delta(3, Some(3))), Ok(Offered::Queued));
+    assert_eq!(q.offer(delta(4, Some(4))), Ok(Offered::Resync));
+    assert_eq!(q.metrics().resyncs, 1, "still the same pending resync");
+    assert_eq!(q.try_next(), Some(Next::Resync));
+    assert_eq!(q.try_next(), None);
+    q.resynced(Some(4));
+    q.offer(delta(5, Some(5))).unwrap();
+    assert_eq!(q.offer(delta(6, Some(6))), Ok(Offered::Resync));
+    assert_eq!(q.metrics().resyncs, 2);
+    assert_eq!(drain(&q), [t("RESYNC", 0)]);
+}
+
+// ---------------------------------------------------------------------------
+// Byte limits
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_hard_limit_closes_at_once_and_discards_the_queue() {
+    let one = text(1).len();
+    let q = queue(QueueConfig {
+        capacity: 100,
+        hard_limit_bytes: 2 * one + 1,
+        soft_limit_bytes: 2 * one + 1,
+        ..QueueConfig::default()
+    });
+    q.offer(text(1)).unwrap();
+    q.offer(text(2)).unwrap();
+    assert_eq!(q.queued_bytes(), 2 * one);
+    // A droppable that cannot fit is dropped, not a reason to close.
+    assert_eq!(q.offer(raw(1)), Ok(Offered::DroppedNewest));
+    assert_eq!(q.close_reason(), None);
+    // A lossless frame that cannot fit breaks the hard limit.
+    assert_eq!(q.offer(text(3)), Err(OfferError::SlowConsumer(text(3))));
+    let reason = CloseReason::SlowConsumer(SlowConsumer::HardLimit);
+    assert_eq!(q.close_reason(), Some(reason.clone()));
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.queued_bytes(), 0);
+    assert_eq!(q.try_next(), Some(Next::Closed(reason.clone())));
+    assert_eq!(q.check_limits(), Err(reason));
+    let m = q.metrics();
+    assert_eq!(m.class(DeliveryClass::Lossless).dropped, 2);
+    assert_eq!(m.peak_bytes, 2 * one);
+    assert_balanced(&q);
+}
+
+#[test]
+fn a_delta_at_the_hard_limit_resyncs_instead_of_closing() {
+    let one = delta(1, None).len();
+    let q = queue(QueueConfig {
+        capacity: 100,
+        hard_limit_bytes: 2 * one,
+        soft_limit_bytes: 2 * one,
+        ..QueueConfig::default()
+    });
+    q.offer(delta(1, None)).unwrap();
+    q.offer(delta(2, None)).unwrap();
+    assert_eq!(q.offer(delta(3, None)), Ok(Offered::Resync));
+    assert_eq!(q.queued_bytes(), 0);
+    assert_eq!(q.close_reason(), None);
+}
+
+#[test]
+fn droppable_oldest_evicts_enough_bytes_for_the_hard_limit() {
+    let small = raw(1).len();
+    let big = Event::new(EventType::Raw)
+        .with("n", 9)
+        .with("pad", "x".repeat(small))
+        .encode();
+    let q = queue(QueueConfig {
+        capacity: 100,
+        hard_limit_bytes: 3 * small,
+        soft_limit_bytes: 3 * small,
+        ..QueueConfig::default()
+    });
+    for n in 1..=3 {
+        q.offer(raw(n)).unwrap();
+    }
+    assert!(big.len() > small && big.len() <= 2 * small + 2 * small);
+    assert_eq!(q.offer(big.clone()), Ok(Offered::DroppedOldest));
+    assert!(q.queued_bytes() <= 3 * small);
+    let left = drain(&q);
+    assert_eq!(left.last(), Some(&t("RAW", 9)));
+    assert_eq!(
+        q.metrics().class(DeliveryClass::Droppable).dropped as usize,
+        4 - left.len()
+    );
+}
+
+#[test]
+fn the_soft_limit_held_for_its_duration_closes() {
+    let clock = Arc::new(ManualClock::default());
+    let one = text(1).len();
+    let q = Outbound::new(
+        QueueConfig {
+            capacity: 100,
+            hard_limit_bytes: 10 * one,
+            soft_limit_bytes: 2 * one,
+            soft_limit_for: Duration::from_secs(10),
+            ..QueueConfig::default()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    for n in 0..3 {
+        q.offer(text(n)).unwrap(); // the third goes above the soft limit at t = 0
+    }
+    clock.advance_by(Duration::from_millis(9_999));
+    assert_eq!(q.check_limits(), Ok(()));
+    // Back at the limit: the timer stops.
+    assert!(matches!(q.try_next(), Some(Next::Frame(_))));
+    clock.advance_by(Duration::from_secs(60));
+    assert_eq!(q.check_limits(), Ok(()));
+    // Above again from t = 69.999 s: it takes another full 10 s.
+    q.offer(text(3)).unwrap();
+    clock.advance_by(Duration::from_millis(9_999));
+    assert_eq!(q.check_limits(), Ok(()));
+    assert_eq!(q.offer(text(4)), Ok(Offered::Queued));
+    clock.advance(1);
+    let reason = CloseReason::SlowConsumer(SlowConsumer::SoftLimit);
+    // An offer checks the timer too.
+    assert_eq!(q.offer(text(5)), Err(OfferError::SlowConsumer(text(5))));
+    assert_eq!(q.check_limits(), Err(reason.clone()));
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.try_next(), Some(Next::Closed(reason)));
+    assert_balanced(&q);
+}
+
+// ---------------------------------------------------------------------------
+// Lossless waits (tokio's paused clock)
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_lossless_wait_is_woken_by_the_writer() {
+    let q = Arc::new(queue(QueueConfig {
+        lossless_timeout: Duration::from_secs(5),
+        ..cfg(1)
+    }));
+    q.offer(text(1)).unwrap();
+    let start = tokio::time::Instant::now();
+    let sender = tokio::spawn({
+        let q = q.clone();
+        async move { q.send(text(2)).await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!sender.is_finished(), "the sender waits for room");
+    assert_eq!(q.metrics().lossless_waits, 1);
+    // The writer takes a frame: the sender is woken, well before its timeout.
+    assert!(matches!(q.next().await, Next::Frame(f) if tag(&f) == t("TEXT_MESSAGE_CONTENT", 1)));
+    assert_eq!(sender.await.unwrap(), Ok(Offered::Queued));
+    assert_eq!(start.elapsed(), Duration::ZERO, "no time passed");
+    assert!(matches!(q.next().await, Next::Frame(f) if tag(&f) == t("TEXT_MESSAGE_CONTENT", 2)));
+    assert_eq!(q.close_reason(), None);
+    assert_eq!(q.metrics().lossless_timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lossless_timeout_closes_as_a_slow_consumer() {
+    let timeout = Duration::from_secs(5);
+    let q = queue(QueueConfig {
+        lossless_timeout: timeout,
+        ..cfg(1)
+    });
+    q.offer(text(1)).unwrap();
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        q.send(text(2)).await,
+        Err(OfferError::SlowConsumer(text(2)))
+    );
+    assert_eq!(start.elapsed(), timeout);
+    let reason = CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout);
+    assert_eq!(q.close_reason(), Some(reason.clone()));
+    assert_eq!(q.next().await, Next::Closed(reason));
+    let m = q.metrics();
+    assert_eq!((m.lossless_waits, m.lossless_timeouts), (1, 1));
+    assert_eq!(
+        m.class(DeliveryClass::Lossless).dropped,
+        1,
+        "the queued one"
+    );
+    assert_eq!(
+        m.class(DeliveryClass::Lossless).rejected,
+        1,
+        "the waiting one"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_raised_capacity_wakes_a_waiting_sender() {
+    let q = Arc::new(queue(cfg(4)));
+    q.on_pressure(PressureLevel::Critical); // capacity 1
+    q.offer(text(1)).unwrap();
+    let sender = tokio::spawn({
+        let q = q.clone();
+        async move { q.send(text(2)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!sender.is_finished());
+    q.on_pressure(PressureLevel::Normal);
+    assert_eq!(sender.await.unwrap(), Ok(Offered::Queued));
+    assert_eq!(q.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_wakes_waiting_senders_and_the_writer() {
+    let q = Arc::new(queue(cfg(1)));
+    let writer = tokio::spawn({
+        let q = q.clone();
+        async move { q.next().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!writer.is_finished());
+    q.offer(text(1)).unwrap();
+    assert!(matches!(writer.await.unwrap(), Next::Frame(_)));
+
+    q.offer(text(2)).unwrap();
+    let sender = tokio::spawn({
+        let q = q.clone();
+        async move { q.send(text(3)).await }
+    });
+    tokio::task::yield_now().await;
+    q.close(CloseReason::Lost("gone".into()));
+    assert_eq!(sender.await.unwrap(), Err(OfferError::Closed(text(3))));
+    assert_eq!(
+        q.next().await,
+        Next::Closed(CloseReason::Lost("gone".into()))
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Closing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_close_that_drains_delivers_the_queue_then_closed() {
+    let q = queue(cfg(8));
+    q.offer(text(1)).unwrap();
+    q.offer(raw(2)).unwrap();
+    q.offer(delta(3, None)).unwrap();
+    q.close(CloseReason::Shutdown);
+    q.close(CloseReason::Normal); // the first reason wins
+    assert_eq!(q.offer(text(4)), Err(OfferError::Closed(text(4))));
+    assert_eq!(
+        drain(&q),
+        [
+            t("TEXT_MESSAGE_CONTENT", 1),
+            t("RAW", 2),
+            t("STATE_DELTA", 3)
+        ]
+    );
+    assert_eq!(q.try_next(), Some(Next::Closed(CloseReason::Shutdown)));
+    assert_eq!(q.try_next(), Some(Next::Closed(CloseReason::Shutdown)));
+    assert_eq!(q.metrics().dropped_total(), 0);
+    assert_balanced(&q);
+}
+
+#[test]
+fn a_close_that_does_not_drain_discards_at_once() {
+    let q = queue(cfg(8));
+    q.offer(text(1)).unwrap();
+    q.offer(raw(2)).unwrap();
+    q.offer(delta(3, None)).unwrap();
+    let reason = CloseReason::IdleTimeout;
+    q.close(reason.clone());
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.queued_bytes(), 0);
+    assert_eq!(q.try_next(), Some(Next::Closed(reason.clone())));
+    let m = q.metrics();
+    assert_eq!(m.dropped_total(), 3);
+    assert_eq!(m.sent_total(), 0);
+    assert_eq!(m.closed, Some(reason));
+    assert_balanced(&q);
+}
+
+// ---------------------------------------------------------------------------
+// Memory pressure
+// ---------------------------------------------------------------------------
+
+#[test]
+fn pressure_shrinks_the_capacity_and_halves_droppables_at_critical() {
+    let q = queue(cfg(100));
+    for n in 0..20 {
+        q.offer(raw(n)).unwrap();
+    }
+    q.on_pressure(PressureLevel::High);
+    assert_eq!(q.capacity(), 50);
+    assert_eq!(q.len(), 20, "within the capacity: nothing evicted");
+    q.on_pressure(PressureLevel::Critical);
+    assert_eq!(q.capacity(), 25);
+    let m = q.metrics();
+    assert_eq!(m.droppable_capacity, 12);
+    assert_eq!(m.len, 12, "the oldest 8 droppables evicted");
+    assert_eq!(m.class(DeliveryClass::Droppable).dropped, 8);
+    // The 13th droppable evicts the oldest again; lossless frames still get the
+    // rest of the capacity.
+    assert_eq!(q.offer(raw(20)), Ok(Offered::DroppedOldest));
+    for n in 0..13 {
+        assert_eq!(q.offer(text(n)), Ok(Offered::Queued), "lossless {n}");
+    }
+    // Full: the next lossless frame evicts the oldest droppable.
+    assert_eq!(q.offer(text(13)), Ok(Offered::DroppedOldest));
+    let got = drain(&q);
+    let raws: Vec<u64> = got
+        .iter()
+        .filter(|(k, _)| k == "RAW")
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(raws, (10..=20).collect::<Vec<_>>());
+    // Back to normal: the whole capacity again.
+    q.on_pressure(PressureLevel::Normal);
+    assert_eq!(q.capacity(), 100);
+    for n in 0..100 {
+        assert_eq!(q.offer(raw(n)), Ok(Offered::Queued));
+    }
+    assert_balanced(&q);
+}
+
+#[test]
+fn a_lowered_capacity_keeps_lossless_frames_and_refuses_new_ones() {
+    let q = queue(cfg(8));
+    for n in 0..6 {
+        q.offer(text(n)).unwrap();
+    }
+    q.offer(raw(0)).unwrap();
+    q.set_capacity(4).unwrap();
+    assert_eq!(q.len(), 6, "the droppable evicted, lossless frames kept");
+    assert!(matches!(q.offer(text(6)), Err(OfferError::Full(_))));
+    assert_eq!(q.set_capacity(0), Err(CapacityError::Zero));
+    assert_eq!(
+        q.set_capacity(9),
+        Err(CapacityError::AboveMax {
+            requested: 9,
+            max: 8
+        })
+    );
+    assert_eq!(q.max_capacity(), 8);
+    assert_balanced(&q);
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+#[test]
+fn metrics_equal_what_happened() {
+    let q = queue(QueueConfig {
+        droppable: DropPolicy::Oldest,
+        ..cfg(3)
+    });
+    let l = DeliveryClass::Lossless;
+    let d = DeliveryClass::StateDelta;
+    let s = DeliveryClass::Snapshot;
+    let r = DeliveryClass::Droppable;
+
+    q.offer(text(1)).unwrap(); // queued
+    q.offer(raw(1)).unwrap(); // queued
+    q.offer(snapshot(EventType::StateSnapshot, 1, None))
+        .unwrap(); // queued
+    q.offer(snapshot(EventType::StateSnapshot, 2, None))
+        .unwrap(); // replaces
+    q.offer(raw(2)).unwrap(); // evicts raw 1
+    q.offer(text(2)).unwrap(); // evicts raw 2
+    q.offer(text(3)).unwrap_err(); // full, nothing droppable: rejected
+    q.offer(delta(1, None)).unwrap(); // overflow: resync, dropped
+    assert!(matches!(q.try_next(), Some(Next::Resync)));
+    q.resynced(Some(0));
+    assert!(matches!(q.try_next(), Some(Next::Frame(_)))); // text 1
+    q.offer(raw(3)).unwrap(); // queued again
+
+    let m = q.metrics();
+    let expect = |c: DeliveryClass, offered, sent, dropped, queued, rejected| {
+        let got = m.class(c);
+        assert_eq!(
+            (got.offered, got.sent, got.dropped, got.queued, got.rejected),
+            (offered, sent, dropped, queued, rejected),
+            "{c:?}"
+        );
+    };
+    expect(l, 2, 1, 0, 1, 1);
+    expect(d, 1, 0, 1, 0, 0);
+    expect(s, 2, 0, 1, 1, 0);
+    expect(r, 3, 0, 2, 1, 0);
+    assert_eq!(m.replaced_snapshots, 1);
+    assert_eq!(m.resyncs, 1);
+    assert_eq!(m.discarded_deltas, 1);
+    assert_eq!(m.lossless_waits, 0);
+    assert_eq!(m.len, 3);
+    let snap = snapshot(EventType::StateSnapshot, 2, None).len();
+    let bytes = snap + text(2).len() + raw(3).len();
+    assert_eq!(m.queued_bytes, bytes);
+    assert_eq!(q.queued_bytes(), bytes);
+    // Two texts and the snapshot, before text 1 was sent.
+    assert_eq!(m.peak_bytes, snap + 2 * text(1).len());
+    assert_eq!(
+        (m.capacity, m.max_capacity, m.droppable_capacity),
+        (3, 3, 3)
+    );
+    assert!(!m.resync_pending);
+    assert_eq!(m.closed, None);
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let clock: Arc<dyn Clock + Send + Sync> = Arc::new(MonotonicClock::new());
+    let err = Outbound::new(cfg(0), clock.clone()).unwrap_err();
+    assert_eq!(err.field, "outbound.capacity");
+    let err = Outbound::new(
+        QueueConfig {
+            lossless_timeout: Duration::ZERO,
+            ..cfg(1)
+        },
+        clock,
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "outbound.lossless_timeout");
+}
+
+#[test]
+fn a_drained_burst_gives_its_memory_back() {
+    let q = queue(cfg(4096));
+    for n in 0..4096 {
+        q.offer(text(n)).unwrap();
+    }
+    assert_eq!(drain(&q).len(), 4096);
+    // Not observable through the API except by debug output; the queue must
+    // at least keep working after shrinking.
+    q.offer(text(1)).unwrap();
+    assert_eq!(drain(&q), [t("TEXT_MESSAGE_CONTENT", 1)]);
+}
+
+// ---------------------------------------------------------------------------
+// Hub
+// ---------------------------------------------------------------------------
+
+fn shared_queue(config: QueueConfig) -> Arc<Outbound> {
+    Arc::new(Outbound::new(config, Arc::new(MonotonicClock::new())).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_queue_delays_a_broadcast_by_at_most_one_timeout() {
+    let timeout = Duration::from_secs(5);
+    let config = QueueConfig {
+        lossless_timeout: timeout,
+        ..cfg(4)
+    };
+    let hub = Arc::new(Hub::new());
+    let fast: Vec<Arc<Outbound>> = (0..3).map(|_| shared_queue(config)).collect();
+    let stalled = shared_queue(config);
+    for (i, q) in fast.iter().enumerate() {
+        hub.attach(ConnId(i as u64), q.clone());
+    }
+    hub.attach(ConnId(99), stalled.clone());
+    assert_eq!(hub.len(), 4);
+
+    // The fast queues are drained by their writers.
+    let writers: Vec<_> = fast
+        .iter()
+        .map(|q| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    match q.next().await {
+                        Next::Frame(f) => got.push(tag(&f).1),
+                        Next::Resync => unreachable!("no deltas"),
+                        Next::Closed(reason) => return (got, reason),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let start = tokio::time::Instant::now();
+    let events = 20;
+    for n in 0..events {
+        let ev = Event::new(EventType::TextMessageContent).with("n", n);
+        let before = tokio::time::Instant::now();
+        let b = hub.broadcast(&ev).await;
+        assert_eq!(b.total(), 4);
+        match n {
+            // The stalled queue takes the first four at once.
+            0..=3 => assert_eq!((b.queued, b.closed), (4, 0), "event {n}"),
+            // The fifth waits for it, one timeout, then closes it.
+            4 => {
+                assert_eq!((b.queued, b.closed), (3, 1));
+                assert_eq!(before.elapsed(), timeout);
+            }
+            // Later events skip the closed queue without waiting.
+            _ => {
+                assert_eq!((b.queued, b.closed), (3, 1));
+                assert_eq!(before.elapsed(), Duration::ZERO);
+            }
+        }
+    }
+    assert_eq!(start.elapsed(), timeout, "one timeout in all");
+    assert_eq!(
+        stalled.close_reason(),
+        Some(CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout))
+    );
+    for q in &fast {
+        q.close(CloseReason::Normal);
+    }
+    for w in writers {
+        let (got, reason) = w.await.unwrap();
+        assert_eq!(
+            got,
+            (0..events).collect::<Vec<_>>(),
+            "every event, in order"
+        );
+        assert_eq!(reason, CloseReason::Normal);
+    }
+    let m = hub.metrics();
+    assert_eq!(m.events, events);
+    assert_eq!(m.slow_consumer_closes, 1);
+    assert_eq!(m.frames_queued, 3 * events + 4);
+    assert_eq!(m.closed, events - 4);
+
+    // Detach frees the entry: the hub holds no reference any more.
+    assert_eq!(Arc::strong_count(&stalled), 2);
+    assert!(hub.detach(ConnId(99)));
+    assert!(!hub.detach(ConnId(99)));
+    assert_eq!(hub.len(), 3);
+    assert_eq!(Arc::strong_count(&stalled), 1);
+    assert!(hub.get(ConnId(99)).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_queues_get_a_broadcast_while_it_waits_on_a_stalled_one() {
+    let config = QueueConfig {
+        lossless_timeout: Duration::from_secs(5),
+        ..cfg(1)
+    };
+    let hub = Arc::new(Hub::new());
+    let fast = shared_queue(config);
+    let stalled = shared_queue(config);
+    hub.attach(ConnId(1), fast.clone());
+    hub.attach(ConnId(2), stalled.clone());
+    stalled.offer(text(0)).unwrap();
+    let task = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.broadcast_frame(text(1)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished());
+    assert_eq!(
+        fast.try_next(),
+        Some(Next::Frame(text(1))),
+        "delivered at once"
+    );
+    // The stalled one catches up before the deadline: nothing is closed.
+    assert_eq!(stalled.try_next(), Some(Next::Frame(text(0))));
+    let b = task.await.unwrap();
+    assert_eq!((b.queued, b.closed), (2, 0));
+    assert_eq!(stalled.try_next(), Some(Next::Frame(text(1))));
+}
+
+#[tokio::test]
+async fn broadcast_applies_each_queues_class_policy_and_pressure() {
+    let hub = Hub::new();
+    let a = shared_queue(cfg(2));
+    let b = shared_queue(cfg(2));
+    hub.attach(ConnId(1), a.clone());
+    hub.attach(ConnId(2), b.clone());
+    hub.attach(ConnId(2), b.clone()); // re-attach replaces
+    assert_eq!(hub.len(), 2);
+    a.offer(raw(0)).unwrap();
+    a.offer(raw(1)).unwrap();
+    let r = hub.broadcast_frame(raw(2)).await;
+    assert_eq!((r.queued, r.dropped), (1, 1));
+    // a is full of droppables: the snapshot evicts the oldest of them.
+    let r = hub
+        .broadcast_frame(snapshot(EventType::StateSnapshot, 1, None))
+        .await;
+    assert_eq!((r.queued, r.dropped), (1, 1));
+    let r = hub
+        .broadcast_frame(snapshot(EventType::StateSnapshot, 2, None))
+        .await;
+    assert_eq!(r.replaced, 2);
+    // Both full: the delta evicts the last droppable...
+    let r = hub.broadcast_frame(delta(1, None)).await;
+    assert_eq!(r.dropped, 2);
+    // ... and the next one overflows.
+    let r = hub.broadcast_frame(delta(2, None)).await;
+    assert_eq!(r.resyncs, 2);
+    b.close(CloseReason::Normal);
+    // The overflow discarded a's delta: room for a droppable again.
+    let r = hub.broadcast_frame(raw(3)).await;
+    assert_eq!((r.queued, r.closed), (1, 1));
+    hub.on_pressure(PressureLevel::Critical);
+    assert_eq!(a.capacity(), 1);
+    let m = hub.metrics();
+    assert_eq!(m.connections, 2);
+    assert_eq!(m.events, 6);
+    assert_eq!(m.resyncs, 2);
+    assert_eq!(m.replaced, 2);
+    assert_eq!(m.closed, 1);
+    assert_eq!(m.dropped(DeliveryClass::Droppable), 1);
+    assert_eq!(m.dropped(DeliveryClass::Snapshot), 1);
+    assert_eq!(m.dropped(DeliveryClass::StateDelta), 2);
+    assert_eq!(m.frames_queued, 3);
+    assert_eq!(m.slow_consumer_closes, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency: every frame delivered exactly once or dropped exactly once
+// ---------------------------------------------------------------------------
+
+const SENDERS: u64 = 4;
+const PER_SENDER: u64 = 3_000;
+
+/// Frame `i` of sender `s`, its class chosen by `i`.
+fn mixed(s: u64, i: u64) -> Frame {
+    let id = s * 1_000_000 + i;
+    match i % 5 {
+        0 | 1 => text(id),
+        2 => delta(id, None),
+        3 => snapshot(EventType::StateSnapshot, id, None),
+        _ => raw(id),
+    }
+}
+
+fn sender_of(id: u64) -> u64 {
+    id / 1_000_000
+}
+
+#[test]
+fn threads_deliver_every_frame_exactly_once_or_count_it_dropped() {
+    let q = Arc::new(queue(cfg(16)));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut accepted = [0u64; 4];
+                for i in 0..PER_SENDER {
+                    let mut f = mixed(s, i);
+                    loop {
+                        let class = f.class();
+                        match q.offer(f) {
+                            Ok(_) => {
+                                accepted[class.index()] += 1;
+                                break;
+                            }
+                            Err(OfferError::Full(back)) => {
+                                f = back;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let drainer = std::thread::spawn({
+        let q = q.clone();
+        move || {
+            let mut seen = HashSet::new();
+            let mut per_class = [0u64; 4];
+            let mut last_lossless = vec![None::<u64>; SENDERS as usize];
+            loop {
+                match q.try_next() {
+                    Some(Next::Frame(f)) => {
+                        let (_, id) = tag(&f);
+                        assert!(seen.insert((f.kind().clone(), id)), "{id} twice");
+                        per_class[f.class().index()] += 1;
+                        if f.class() == DeliveryClass::Lossless {
+                            let s = sender_of(id) as usize;
+                            assert!(last_lossless[s] < Some(id), "lossless out of order");
+                            last_lossless[s] = Some(id);
+                        }
+                    }
+                    Some(Next::Resync) => q.resynced(None),
+                    Some(Next::Closed(reason)) => return (per_class, reason),
+                    None => std::thread::yield_now(),
+                }
+            }
+        }
+    });
+    let mut accepted = [0u64; 4];
+    for s in senders {
+        for (total, n) in accepted.iter_mut().zip(s.join().unwrap()) {
+            *total += n;
+        }
+    }
+    q.close(CloseReason::Normal);
+    let (delivered, reason) = drainer.join().unwrap();
+    assert_eq!(reason, CloseReason::Normal);
+    let m = q.metrics();
+    for class in DeliveryClass::ALL {
+        let c = m.class(class);
+        assert_eq!(c.offered, accepted[class.index()], "{class:?} offered");
+        assert_eq!(c.sent, delivered[class.index()], "{class:?} sent");
+        assert_eq!(c.queued, 0, "{class:?} left");
+        assert_eq!(c.offered, c.sent + c.dropped, "{class:?} exactly once");
+    }
+    let lossless = m.class(DeliveryClass::Lossless);
+    assert_eq!(lossless.dropped, 0);
+    assert_eq!(lossless.sent, SENDERS * PER_SENDER * 2 / 5);
+}
+
+#[test]
+fn async_senders_and_writer_lose_no_wake_up() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let q = Arc::new(queue(QueueConfig {
+            // A lost wake-up would show as a slow-consumer close.
+            lossless_timeout: Duration::from_secs(60),
+            ..cfg(4)
+        }));
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|s| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    for i in 0..PER_SENDER / 3 {
+                        q.send(text(s * 1_000_000 + i)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let writer = tokio::spawn({
+            let q = q.clone();
+            async move {
+                let mut next_of = vec![0u64; SENDERS as usize];
+                loop {
+                    match q.next().await {
+                        Next::Frame(f) => {
+                            let id = tag(&f).1;
+                            let s = sender_of(id) as usize;
+                            assert_eq!(id % 1_000_000, next_of[s], "exactly once, in order");
+                            next_of[s] += 1;
+                        }
+                        Next::Resync => unreachable!(),
+                        Next::Closed(_) => return next_of,
+                    }
+                }
+            }
+        });
+        for s in senders {
+            s.await.unwrap();
+        }
+        q.close(CloseReason::Normal);
+        let counts = writer.await.unwrap();
+        assert!(counts.iter().all(|&n| n == PER_SENDER / 3));
+        assert_eq!(q.metrics().lossless_timeouts, 0);
+    });
+}
+
+#[test]
+fn droppables_yield_room_to_every_other_class() {
+    for policy in [DropPolicy::Oldest, DropPolicy::Newest] {
+        let q = queue(QueueConfig {
+            droppable: policy,
+            ..cfg(3)
+        });
+        q.offer(raw(1)).unwrap();
+        q.offer(raw(2)).unwrap();
+        q.offer(raw(3)).unwrap();
+        assert_eq!(q.offer(text(1)), Ok(Offered::DroppedOldest), "{policy:?}");
+        assert_eq!(q.offer(delta(1, None)), Ok(Offered::DroppedOldest));
+        assert_eq!(
+            q.offer(snapshot(EventType::StateSnapshot, 1, None)),
+            Ok(Offered::DroppedOldest)
+        );
+        assert_eq!(q.offer(raw(4)), Ok(Offered::DroppedNewest));
+        assert_eq!(q.metrics().resyncs, 0);
+        assert_eq!(
+            drain(&q),
+            [
+                t("TEXT_MESSAGE_CONTENT", 1),
+                t("STATE_DELTA", 1),
+                t("STATE_SNAPSHOT", 1)
+            ]
+        );
+        assert_eq!(q.metrics().class(DeliveryClass::Droppable).dropped, 4);
+        assert_balanced(&q);
+    }
+}
