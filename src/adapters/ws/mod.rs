@@ -61,6 +61,14 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
+// The connection core, the server and the client.
+mod client;
+mod conn;
+mod server;
+pub use client::{backoff_delay, Client, ClientMetrics, ClientState, ConnectError};
+pub use conn::{Connection, ConnectionMetrics};
+pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics};
+
 /// Where a connection that missed state deltas gets a fresh `STATE_SNAPSHOT`.
 ///
 /// The transport asks for a snapshot when it has discarded a connection's queued

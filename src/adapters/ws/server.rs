@@ -1,0 +1,812 @@
+//! The server: accepts WebSocket connections, fans events out to all of them through
+//! the [`Hub`], refuses connections at its cap or under critical memory pressure,
+//! and shuts down gracefully.
+
+use core::time::Duration;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::prelude::rust_2021::*;
+// `tokio::select!` expands to `panic!`, which the prelude glob and the crate's
+// `no_std` prelude both provide; an explicit import settles which.
+#[allow(unused_imports)]
+use core::panic;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::timeout;
+
+use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, IoTotals};
+use super::{
+    Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub,
+    HubMetrics, Inbound, Outbound, ServerConfig, SnapshotSource, WsConfigError,
+};
+use crate::clock::{Clock, MonotonicClock};
+use crate::pressure::PressureLevel;
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
+
+/// Why a server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration cannot work.
+    Config(WsConfigError),
+    /// The listening socket could not be bound.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The listening socket's address could not be read.
+    LocalAddr(io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "cannot start the WebSocket server: {e}"),
+            Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Self::LocalAddr(e) => write!(f, "cannot read the listening address: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Bind { source, .. } => Some(source),
+            Self::LocalAddr(e) => Some(e),
+        }
+    }
+}
+
+impl From<WsConfigError> for ServeError {
+    fn from(e: WsConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+/// How many connections ended, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseCounts {
+    /// Closed by the program ([`CloseReason::Normal`]).
+    pub normal: u64,
+    /// Closed by the server's shutdown.
+    pub shutdown: u64,
+    /// Closed as slow consumers (code 4008).
+    pub slow_consumer: u64,
+    /// Closed after the idle timeout.
+    pub idle_timeout: u64,
+    /// Closed for a malformed inbound event (code 1007).
+    pub invalid_payload: u64,
+    /// Closed for an oversized inbound message (code 1009).
+    pub message_too_big: u64,
+    /// Closed for a protocol error (code 1002).
+    pub protocol: u64,
+    /// Closed by the peer.
+    pub remote: u64,
+    /// Lost without a close handshake.
+    pub lost: u64,
+}
+
+impl CloseCounts {
+    fn slot(&mut self, reason: &CloseReason) -> &mut u64 {
+        match reason {
+            CloseReason::Normal => &mut self.normal,
+            CloseReason::Shutdown => &mut self.shutdown,
+            CloseReason::SlowConsumer(_) => &mut self.slow_consumer,
+            CloseReason::IdleTimeout => &mut self.idle_timeout,
+            CloseReason::InvalidPayload(_) => &mut self.invalid_payload,
+            CloseReason::MessageTooBig => &mut self.message_too_big,
+            CloseReason::Protocol(_) => &mut self.protocol,
+            CloseReason::Remote { .. } => &mut self.remote,
+            // `Refused` never reaches a registered connection; count it as lost.
+            _ => &mut self.lost,
+        }
+    }
+
+    /// Every ended connection.
+    pub fn total(&self) -> u64 {
+        self.normal
+            + self.shutdown
+            + self.slow_consumer
+            + self.idle_timeout
+            + self.invalid_payload
+            + self.message_too_big
+            + self.protocol
+            + self.remote
+            + self.lost
+    }
+}
+
+/// The server's totals: connections, refusals, traffic (of open and ended
+/// connections together), queues and fan-out.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerMetrics {
+    /// Connections open now.
+    pub connections: usize,
+    /// Connections admitted since the start.
+    pub accepted: u64,
+    /// Connections refused at `max_connections` (code 1013).
+    pub refused_capacity: u64,
+    /// Connections refused under critical memory pressure (code 1013).
+    pub refused_pressure: u64,
+    /// Connections refused because the server was shutting down (code 1001).
+    pub refused_shutdown: u64,
+    /// TCP connections whose WebSocket handshake failed or timed out.
+    pub handshake_failures: u64,
+    /// Errors from the listening socket's `accept`.
+    pub accept_errors: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Messages received.
+    pub frames_in: u64,
+    /// Event bytes sent.
+    pub bytes_out: u64,
+    /// Events sent.
+    pub frames_out: u64,
+    /// Keepalive pings sent.
+    pub pings_sent: u64,
+    /// Pongs received.
+    pub pongs_received: u64,
+    /// Inbound messages that were not events.
+    pub malformed_in: u64,
+    /// Snapshots sent to resynchronise connections that missed state deltas.
+    pub resyncs_sent: u64,
+    /// Events queued on open connections now.
+    pub queued_events: u64,
+    /// Bytes queued on open connections now.
+    pub queued_bytes: u64,
+    /// Ended connections by reason.
+    pub closed: CloseCounts,
+    /// The fan-out's metrics.
+    pub hub: HubMetrics,
+    /// The memory pressure level last given to [`Server::on_pressure`].
+    pub pressure: PressureLevel,
+}
+
+type OnConnect = Arc<dyn Fn(Connection) + Send + Sync>;
+
+/// Builds a [`Server`] with a snapshot source, a connection callback or a clock.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::{Server, ServerConfig};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let server = Server::builder(ServerConfig::default())
+///     .on_connect(|conn| println!("{} connected from {:?}", conn.id(), conn.peer_addr()))
+///     .bind()
+///     .await?;
+/// assert!(server.local_addr().ip().is_loopback());
+/// server.shutdown().await;
+/// # Ok::<(), membound::adapters::ws::ServeError>(())
+/// # }).unwrap();
+/// ```
+#[must_use = "a builder does nothing until `bind` is called"]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    snapshots: Option<Arc<dyn SnapshotSource>>,
+    on_connect: Option<OnConnect>,
+    clock: Arc<dyn Clock + Send + Sync>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("snapshot_source", &self.snapshots.is_some())
+            .field("on_connect", &self.on_connect.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Where connections that missed state deltas get a fresh `STATE_SNAPSHOT`
+    /// (for instance a [`StateStore`](crate::adapters::state::StateStore)). Without
+    /// one, such a connection is closed as a slow consumer.
+    pub fn snapshot_source(mut self, source: Arc<dyn SnapshotSource>) -> Self {
+        self.snapshots = Some(source);
+        self
+    }
+
+    /// Called with each admitted connection before it starts reading, so handlers
+    /// registered here see every inbound event. It runs on the connection's task:
+    /// keep it short.
+    pub fn on_connect<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(Connection) + Send + Sync + 'static,
+    {
+        self.on_connect = Some(Arc::new(callback));
+        self
+    }
+
+    /// The clock of the queues' soft-limit timers and the subscriptions' idle TTL
+    /// (default [`MonotonicClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock + Send + Sync>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the configuration, binds the listening socket and starts accepting.
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Config`] for a configuration that cannot work,
+    /// [`ServeError::Bind`] when the address cannot be bound.
+    pub async fn bind(self) -> Result<Server, ServeError> {
+        let shared = self.build()?;
+        let addr = shared.config.bind;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        let accept = tokio::spawn(accept_loop(Arc::clone(&shared), listener));
+        Ok(Server {
+            shared,
+            local_addr: Some(local_addr),
+            accept: Mutex::new(Some(accept)),
+        })
+    }
+
+    /// The server's state without a listening socket, for connections handed over
+    /// by another server (the axum adapter).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn build(self) -> Result<Arc<Shared>, ServeError> {
+        self.config.validate()?;
+        Ok(Arc::new(Shared {
+            config: self.config,
+            hub: Hub::new(),
+            registry: Mutex::new(HashMap::new()),
+            tasks: Tracker::default(),
+            open: AtomicU64::new(0),
+            pressure: AtomicU8::new(PressureLevel::Normal.index() as u8),
+            stopping: Flag::default(),
+            snapshots: self.snapshots,
+            on_connect: self.on_connect,
+            clock: self.clock,
+            totals: Mutex::new(Totals::default()),
+        }))
+    }
+}
+
+/// A WebSocket server that keeps every connection's memory bounded.
+///
+/// It listens on `127.0.0.1:0` by default (the port is [`local_addr`]). Each
+/// connection gets a bounded outbound queue with byte limits and delivery classes
+/// (see the [module docs](super)), a bounded inbound queue with handlers and
+/// subscriptions, keepalive pings and an idle timeout. [`broadcast`] encodes an event
+/// once and queues it for every connection.
+///
+/// Connections over `max_connections`, and every new connection while the memory
+/// pressure is `Critical`, complete the handshake and are closed at once with code
+/// 1013 (try again later). [`shutdown`] delivers what is queued (within the shutdown
+/// timeout) and closes every connection with 1001.
+///
+/// Dropping the server without [`shutdown`] stops accepting and closes the
+/// connections without delivering what is queued.
+///
+/// [`local_addr`]: Self::local_addr
+/// [`broadcast`]: Self::broadcast
+/// [`shutdown`]: Self::shutdown
+///
+/// # Examples
+///
+/// A server and a plain tokio-tungstenite client on loopback:
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use membound::adapters::ws::{Event, EventType, Server, ServerConfig};
+/// use tokio_tungstenite::tungstenite::Message;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let (connected, mut on_connected) = tokio::sync::mpsc::unbounded_channel();
+/// let server = Server::builder(ServerConfig::default())
+///     .on_connect(move |conn| { let _ = connected.send(conn.id()); })
+///     .bind()
+///     .await?;
+///
+/// let url = format!("ws://{}", server.local_addr());
+/// let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+/// on_connected.recv().await; // registered: broadcasts reach it from now on
+///
+/// let sent = server
+///     .broadcast(&Event::new(EventType::RunStarted).with("runId", "r1"))
+///     .await;
+/// assert_eq!(sent.queued, 1);
+///
+/// let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("no event") };
+/// assert_eq!(Event::parse(&text).unwrap().get("runId").unwrap(), "r1");
+///
+/// server.shutdown().await; // the client gets a close frame with code 1001
+/// # Ok::<(), membound::adapters::ws::ServeError>(())
+/// # }).unwrap();
+/// ```
+pub struct Server {
+    shared: Arc<Shared>,
+    local_addr: Option<SocketAddr>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts a server with `config` (see [`ServerBuilder::bind`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::bind`].
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        Self::builder(config).bind().await
+    }
+
+    /// A builder, for a snapshot source, a connection callback or a clock.
+    pub fn builder(config: ServerConfig) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            snapshots: None,
+            on_connect: None,
+            clock: Arc::new(MonotonicClock::new()),
+        }
+    }
+
+    /// The address the server listens on (with the port the OS picked).
+    ///
+    /// # Panics
+    ///
+    /// Never for a server made by [`bind`](Self::bind).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+            .expect("a bound server knows its address")
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Encodes `event` once and queues it for every connection, by its delivery
+    /// class. Lossless events that find queues full wait for all of them together, at
+    /// most one lossless timeout; the queues still full then are closed as slow
+    /// consumers.
+    pub async fn broadcast(&self, event: &Event) -> Broadcast {
+        self.shared.hub.broadcast(event).await
+    }
+
+    /// [`broadcast`](Self::broadcast) for an event already encoded.
+    pub async fn broadcast_frame(&self, frame: Frame) -> Broadcast {
+        self.shared.hub.broadcast_frame(frame).await
+    }
+
+    /// The fan-out to every connection.
+    pub fn hub(&self) -> &Hub {
+        &self.shared.hub
+    }
+
+    /// Applies a memory pressure level: the queues' capacities shrink with it, and at
+    /// `Critical` new connections are refused with code 1013 and droppable events get
+    /// at most half of each queue.
+    pub fn on_pressure(&self, level: PressureLevel) {
+        self.shared.on_pressure(level);
+    }
+
+    /// The level last given to [`on_pressure`](Self::on_pressure).
+    pub fn pressure(&self) -> PressureLevel {
+        self.shared.pressure()
+    }
+
+    /// The open connection `id`.
+    pub fn connection(&self, id: ConnId) -> Option<Connection> {
+        self.shared.registry().get(&id).cloned()
+    }
+
+    /// Every open connection.
+    pub fn connections(&self) -> Vec<Connection> {
+        let mut all: Vec<Connection> = self.shared.registry().values().cloned().collect();
+        all.sort_by_key(Connection::id);
+        all
+    }
+
+    /// The metrics of every open connection.
+    pub fn connection_metrics(&self) -> Vec<ConnectionMetrics> {
+        self.connections().iter().map(Connection::metrics).collect()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry().len()
+    }
+
+    /// Connection tasks still running (open connections, handshakes, refusals).
+    pub fn task_count(&self) -> usize {
+        self.shared.tasks.len()
+    }
+
+    /// The server's totals.
+    pub fn metrics(&self) -> ServerMetrics {
+        self.shared.metrics()
+    }
+
+    /// Shuts the server down gracefully: stops accepting; asks every connection to
+    /// close with [`CloseReason::Shutdown`], which delivers what is queued first;
+    /// after `shutdown_timeout` abandons what is still queued; sends every close frame
+    /// (code 1001) and completes the close handshakes within `close_timeout`; and
+    /// waits for every connection task to end. Calling it again does nothing more.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        shared.stopping.set();
+        let accept = lock(&self.accept).take();
+        if let Some(accept) = accept {
+            let _ = accept.await;
+        }
+        for conn in self.connections() {
+            conn.close(CloseReason::Shutdown);
+        }
+        let config = &shared.config;
+        if timeout(config.shutdown_timeout, shared.tasks.wait_idle())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        for conn in self.connections() {
+            conn.core().force_close();
+        }
+        // The close frames and handshakes, then a margin for the tasks to finish.
+        let grace = config.connection.close_timeout * 2 + Duration::from_millis(100);
+        if timeout(grace, shared.tasks.wait_idle()).await.is_err() {
+            shared.tasks.abort_all();
+            shared.tasks.wait_idle().await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stopping.set();
+        if let Some(accept) = lock(&self.accept).take() {
+            accept.abort();
+        }
+        for conn in self.connections() {
+            conn.close(CloseReason::Shutdown);
+            conn.core().force_close();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code panics while holding these locks; recover the data if one ever did.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counters of the server as a whole.
+#[derive(Debug, Default)]
+struct Totals {
+    accepted: u64,
+    refused_capacity: u64,
+    refused_pressure: u64,
+    refused_shutdown: u64,
+    handshake_failures: u64,
+    accept_errors: u64,
+    /// Traffic of the connections that have ended.
+    retired: IoTotals,
+    closed: CloseCounts,
+}
+
+/// The server's state, shared by its handle, its accept loop and its connections.
+pub(crate) struct Shared {
+    config: ServerConfig,
+    hub: Hub,
+    registry: Mutex<HashMap<ConnId, Connection>>,
+    tasks: Tracker,
+    /// Admitted connections not yet ended (the cap counts these).
+    open: AtomicU64,
+    pressure: AtomicU8,
+    stopping: Flag,
+    snapshots: Option<Arc<dyn SnapshotSource>>,
+    on_connect: Option<OnConnect>,
+    clock: Arc<dyn Clock + Send + Sync>,
+    totals: Mutex<Totals>,
+}
+
+/// Why a connection is refused.
+enum Refusal {
+    Capacity,
+    Pressure,
+    Shutdown,
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, HashMap<ConnId, Connection>> {
+        lock(&self.registry)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Totals)) {
+        f(&mut lock(&self.totals));
+    }
+
+    fn pressure(&self) -> PressureLevel {
+        PressureLevel::from_index(usize::from(self.pressure.load(Ordering::Acquire)))
+            .unwrap_or_default()
+    }
+
+    fn on_pressure(&self, level: PressureLevel) {
+        self.pressure.store(level.index() as u8, Ordering::Release);
+        self.hub.on_pressure(level);
+    }
+
+    /// Takes a place for a new connection, or says why there is none.
+    fn admit(&self) -> Result<(), Refusal> {
+        if self.stopping.is_set() {
+            return Err(Refusal::Shutdown);
+        }
+        if self.pressure() == PressureLevel::Critical {
+            return Err(Refusal::Pressure);
+        }
+        let max = self.config.max_connections as u64;
+        // AcqRel: the cap is exact even when handshakes finish together.
+        if self.open.fetch_add(1, Ordering::AcqRel) >= max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Capacity);
+        }
+        Ok(())
+    }
+
+    /// Runs one connection whose WebSocket handshake is done, from admission to its
+    /// end (or refuses it).
+    pub(crate) async fn run_connection<T: conn::Transport>(
+        self: &Arc<Self>,
+        socket: T,
+        peer: Option<SocketAddr>,
+    ) {
+        let close_timeout = self.config.connection.close_timeout;
+        if let Err(refusal) = self.admit() {
+            let reason = match refusal {
+                Refusal::Capacity => {
+                    self.count(|t| t.refused_capacity += 1);
+                    CloseReason::Refused
+                }
+                Refusal::Pressure => {
+                    self.count(|t| t.refused_pressure += 1);
+                    CloseReason::Refused
+                }
+                Refusal::Shutdown => {
+                    self.count(|t| t.refused_shutdown += 1);
+                    CloseReason::Shutdown
+                }
+            };
+            refuse(socket, &reason, close_timeout).await;
+            return;
+        }
+        let config = self.config.connection;
+        let queues = Outbound::new(config.outbound, Arc::clone(&self.clock)).and_then(|out| {
+            Inbound::new(config.inbound, Arc::clone(&self.clock)).map(|inb| (out, inb))
+        });
+        let Ok((outbound, inbound)) = queues else {
+            // Unreachable: the configuration was validated when the server was built.
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            refuse(socket, &CloseReason::Refused, close_timeout).await;
+            return;
+        };
+        let outbound = Arc::new(outbound);
+        outbound.on_pressure(self.pressure());
+        let core = Core::new(CoreParts {
+            id: next_conn_id(),
+            peer,
+            config,
+            outbound,
+            inbound: Arc::new(inbound),
+            owns_inbound: true,
+            snapshots: self.snapshots.clone(),
+        });
+        let conn = Connection::from_core(Arc::clone(&core));
+        let mut registration = Registration {
+            shared: Arc::clone(self),
+            core: Arc::clone(&core),
+            reason: None,
+        };
+        self.registry().insert(core.id(), conn.clone());
+        self.hub.attach(core.id(), Arc::clone(core.outbound()));
+        self.count(|t| t.accepted += 1);
+        if self.stopping.is_set() {
+            // Shutdown began while this one was being admitted: it gets its close
+            // frame like the others.
+            conn.close(CloseReason::Shutdown);
+        }
+        if let Some(on_connect) = &self.on_connect {
+            on_connect(conn);
+        }
+        registration.reason = Some(drive(socket, core).await);
+    }
+
+    fn metrics(&self) -> ServerMetrics {
+        let live: Vec<Connection> = self.registry().values().cloned().collect();
+        let mut io = IoTotals::default();
+        let mut queued_events = 0u64;
+        let mut queued_bytes = 0u64;
+        for conn in &live {
+            io.add(&conn.core().io_totals());
+            queued_events += conn.core().outbound().len() as u64;
+            queued_bytes += conn.core().outbound().queued_bytes() as u64;
+        }
+        let totals = lock(&self.totals);
+        io.add(&totals.retired);
+        ServerMetrics {
+            connections: live.len(),
+            accepted: totals.accepted,
+            refused_capacity: totals.refused_capacity,
+            refused_pressure: totals.refused_pressure,
+            refused_shutdown: totals.refused_shutdown,
+            handshake_failures: totals.handshake_failures,
+            accept_errors: totals.accept_errors,
+            bytes_in: io.bytes_in,
+            frames_in: io.frames_in,
+            bytes_out: io.bytes_out,
+            frames_out: io.frames_out,
+            pings_sent: io.pings_sent,
+            pongs_received: io.pongs_received,
+            malformed_in: io.malformed_in,
+            resyncs_sent: io.resyncs_sent,
+            queued_events,
+            queued_bytes,
+            closed: totals.closed,
+            hub: self.hub.metrics(),
+            pressure: self.pressure(),
+        }
+    }
+
+    /// Spawns a connection task that shutdown can wait for and abort.
+    fn spawn<F>(self: &Arc<Self>, task: F)
+    where
+        F: core::future::Future<Output = ()> + Send + 'static,
+    {
+        // Relaxed: keys only need to be unique.
+        let key = self.tasks.next.fetch_add(1, Ordering::Relaxed);
+        let guard = TaskGuard {
+            shared: Arc::clone(self),
+            key,
+        };
+        // The lock is held until the handle is stored, so a task that ends at once
+        // removes its entry only after it was inserted.
+        let mut tasks = lock(&self.tasks.tasks);
+        let handle = tokio::spawn(async move {
+            let _guard = guard;
+            task.await;
+        });
+        tasks.insert(key, handle.abort_handle());
+    }
+}
+
+/// A registered connection; dropping it (at the connection's end, or when its task
+/// is aborted) removes it from the registry and the hub and records its end.
+struct Registration {
+    shared: Arc<Shared>,
+    core: Arc<Core>,
+    reason: Option<CloseReason>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let reason = self
+            .reason
+            .take()
+            .unwrap_or_else(|| CloseReason::Lost("connection task aborted".into()));
+        let id = self.core.id();
+        self.core.outbound().close(reason.clone());
+        self.shared.registry().remove(&id);
+        self.shared.hub.detach(id);
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        let io = self.core.io_totals();
+        self.shared.count(|t| {
+            t.retired.add(&io);
+            *t.closed.slot(&reason) += 1;
+        });
+        self.core.finish(reason);
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shared.stopping.wait() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let task = serve_tcp(Arc::clone(&shared), tcp, peer);
+                shared.spawn(task);
+            }
+            Err(error) => {
+                shared.count(|t| t.accept_errors += 1);
+                // Out of file descriptors or memory: give the system a moment instead
+                // of spinning. A connection reset before accept needs no pause.
+                if !matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_tcp(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    // Events are small and latency matters more than packet count.
+    let _ = tcp.set_nodelay(true);
+    let ws_config = conn::websocket_config(&shared.config.connection);
+    let handshake = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config));
+    match timeout(shared.config.handshake_timeout, handshake).await {
+        Ok(Ok(socket)) => shared.run_connection(socket, Some(peer)).await,
+        _ => shared.count(|t| t.handshake_failures += 1),
+    }
+}
+
+/// The server's connection tasks: counted, awaitable and abortable, so shutdown can
+/// join them. Each task removes itself when it ends, so nothing accumulates.
+#[derive(Default)]
+struct Tracker {
+    tasks: Mutex<HashMap<u64, AbortHandle>>,
+    next: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+/// Removes its task from the tracker when the task's future is dropped (it ended,
+/// or was aborted, even before it first ran).
+struct TaskGuard {
+    shared: Arc<Shared>,
+    key: u64,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let tracker = &self.shared.tasks;
+        let mut tasks = lock(&tracker.tasks);
+        tasks.remove(&self.key);
+        if tasks.is_empty() {
+            tracker.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    fn len(&self) -> usize {
+        lock(&self.tasks).len()
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.tasks).is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn abort_all(&self) {
+        for handle in lock(&self.tasks).values() {
+            handle.abort();
+        }
+    }
+}

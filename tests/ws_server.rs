@@ -1,0 +1,493 @@
+//! End-to-end tests of the WebSocket server on loopback, with real tokio-tungstenite
+//! clients: delivery order per class, slow consumers, keepalive and idle timeout,
+//! oversized and malformed input, connection caps, memory pressure, inbound events and
+//! graceful shutdown.
+#![cfg(feature = "ws")]
+
+#[path = "support/ws.rs"]
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use membound::adapters::ws::{
+    close_code, CloseReason, DeliveryClass, Event, EventType, MalformedPolicy, Server,
+    SlowConsumer,
+};
+use membound::pressure::PressureLevel;
+use serde_json::json;
+use support::*;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+fn seq(event: &Event) -> u64 {
+    event.get("seq").and_then(|v| v.as_u64()).expect("seq field")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_in_order_within_each_class() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // An AG-UI mix: lifecycle and text (lossless), state deltas, snapshots, raw.
+    let kinds = [
+        EventType::TextMessageContent,
+        EventType::StateDelta,
+        EventType::ToolCallArgs,
+        EventType::Raw,
+        EventType::StateSnapshot,
+        EventType::Custom,
+    ];
+    let total = 600u64;
+    for i in 0..total {
+        let kind = kinds[(i % kinds.len() as u64) as usize].clone();
+        let event = Event::new(kind).with("seq", i).with_revision(i);
+        // Through both paths: the fan-out and the connection's own queue.
+        if i % 2 == 0 {
+            server.broadcast(&event).await;
+        } else {
+            conn.send(&event).await.expect("queued");
+        }
+    }
+    let mut last = [None::<u64>; 4];
+    let mut lossless = Vec::new();
+    let mut received = 0;
+    while received < total {
+        let event = next_event(&mut ws).await;
+        let class = event.class();
+        let s = seq(&event);
+        if let Some(prev) = last[class.index()] {
+            assert!(s > prev, "{} out of order: {s} after {prev}", class.as_str());
+        }
+        last[class.index()] = Some(s);
+        if class == DeliveryClass::Lossless {
+            lossless.push(s);
+        }
+        received += 1;
+    }
+    // A reader that keeps up loses nothing, and lossless events are all there.
+    let expected: Vec<u64> = (0..total)
+        .filter(|i| kinds[(*i % kinds.len() as u64) as usize].class() == DeliveryClass::Lossless)
+        .collect();
+    assert_eq!(lossless, expected);
+    let m = conn.metrics();
+    assert_eq!(m.frames_out, total);
+    assert!(m.bytes_out > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_closed_as_a_slow_consumer_with_4008() {
+    let mut config = fast_config();
+    config.connection.outbound.capacity = 16;
+    config.connection.outbound.lossless_timeout = Duration::from_millis(200);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut stalled = stalled_client(server.local_addr()).await;
+    let stalled_conn = next_conn(&mut conns).await;
+    let mut fast = client(server.local_addr()).await;
+    let fast_conn = next_conn(&mut conns).await;
+
+    // The fast client reads everything on its own task.
+    let reader = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            match next_got(&mut fast).await {
+                Got::Event(e) => {
+                    assert_eq!(seq(&e), n, "the fast client gets every event in order");
+                    n += 1;
+                }
+                Got::Close(code, _) => return (n, code),
+                other => panic!("fast client: {other:?}"),
+            }
+        }
+    });
+
+    let payload = "x".repeat(8 << 10);
+    let mut sent = 0u64;
+    let mut closed = 0;
+    while closed == 0 {
+        assert!(sent < 20_000, "the stalled client was never closed");
+        let event = Event::new(EventType::TextMessageContent)
+            .with("seq", sent)
+            .with("delta", payload.as_str());
+        let b = server.broadcast(&event).await;
+        closed = b.closed;
+        sent += 1;
+    }
+
+    // Now the stalled client reads: what was written before, then the close frame.
+    let (events, code, reason) = read_to_close(&mut stalled).await;
+    assert_eq!(code, close_code::SLOW_CONSUMER, "reason: {reason}");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(seq(e), i as u64, "a prefix, in order, without gaps");
+    }
+    assert!((events.len() as u64) < sent);
+    let why = within("the stalled connection to end", stalled_conn.closed()).await;
+    assert_eq!(why, CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout));
+    assert!(stalled_conn.metrics().close_handshake, "handshake completed");
+
+    // The fast client was not held back beyond one timeout and lost nothing.
+    assert!(!fast_conn.is_closed());
+    server.shutdown().await;
+    let (n, code) = within("the fast reader", reader).await.unwrap();
+    assert_eq!(n, sent);
+    assert_eq!(code, close_code::GOING_AWAY);
+    let m = server.metrics();
+    assert_eq!(m.closed.slow_consumer, 1);
+    assert_eq!(m.closed.shutdown, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_pings_arrive_and_answered_pings_keep_the_connection() {
+    let mut config = fast_config();
+    config.connection.keepalive_interval = Duration::from_millis(40);
+    config.connection.idle_timeout = Duration::from_millis(200);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // Reading answers pings (tungstenite replies with pongs), so the connection
+    // outlives several idle timeouts.
+    let mut pings = 0;
+    while pings < 15 {
+        match within("a ping", ws.next()).await {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected pings, got {other:?}"),
+        }
+    }
+    assert!(!conn.is_closed());
+    let m = conn.metrics();
+    assert!(m.pings_sent >= 15);
+    assert!(m.pongs_received >= 10, "pongs: {}", m.pongs_received);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_closed_after_the_idle_timeout() {
+    let mut config = fast_config();
+    config.connection.keepalive_interval = Duration::from_millis(30);
+    config.connection.idle_timeout = Duration::from_millis(150);
+    config.connection.close_timeout = Duration::from_millis(200);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    // A peer that reads the raw socket and never answers: no pongs, no close reply.
+    let ws = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    let started = tokio::time::Instant::now();
+    let (opcodes, code) = read_silently_until_close(ws).await;
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!(code, close_code::GOING_AWAY);
+    assert!(opcodes.iter().filter(|&&op| op == 0x9).count() >= 2, "{opcodes:?}");
+    let why = within("the idle timeout", conn.closed()).await;
+    assert_eq!(why, CloseReason::IdleTimeout);
+    assert!(!conn.metrics().close_handshake, "the peer never answered");
+    assert_eq!(server.metrics().closed.idle_timeout, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_closed_with_1009() {
+    let mut config = fast_config();
+    config.connection.inbound.max_frame_bytes = 1024;
+    config.connection.inbound.max_message_bytes = 4096;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    let big = json!({"type": "CUSTOM", "value": "y".repeat(2000)}).to_string();
+    send_text(&mut ws, &big).await;
+    let (_, code, _) = read_to_close(&mut ws).await;
+    assert_eq!(code, close_code::MESSAGE_TOO_BIG);
+    assert_eq!(
+        within("the close", conn.closed()).await,
+        CloseReason::MessageTooBig
+    );
+    assert_eq!(server.metrics().closed.message_too_big, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_fragmented_message_is_closed_with_1009() {
+    let mut config = fast_config();
+    config.connection.inbound.max_frame_bytes = 1024;
+    config.connection.inbound.max_message_bytes = 2048;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let part = "z".repeat(900);
+    let first = Frame::message(part.clone(), OpCode::Data(Data::Text), false);
+    ws.send(Message::Frame(first)).await.unwrap();
+    for _ in 0..3 {
+        let more = Frame::message(part.clone(), OpCode::Data(Data::Continue), false);
+        if ws.send(Message::Frame(more)).await.is_err() {
+            break;
+        }
+    }
+    let (_, code, _) = read_to_close(&mut ws).await;
+    assert_eq!(code, close_code::MESSAGE_TOO_BIG);
+    assert_eq!(
+        within("the close", conn.closed()).await,
+        CloseReason::MessageTooBig
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_closed_with_1007() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    for bad in ["{not json", r#"{"no_type": 1}"#, "[1,2]", r#"{"type": 7}"#] {
+        let mut ws = client(server.local_addr()).await;
+        let conn = next_conn(&mut conns).await;
+        send_text(&mut ws, bad).await;
+        let (_, code, reason) = read_to_close(&mut ws).await;
+        assert_eq!(code, close_code::INVALID_PAYLOAD, "{bad}");
+        assert!(!reason.is_empty());
+        assert!(matches!(
+            within("the close", conn.closed()).await,
+            CloseReason::InvalidPayload(_)
+        ));
+    }
+    // Invalid UTF-8 in a text frame: also 1007.
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let raw = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(raw)).await.unwrap();
+    let (_, code, _) = read_to_close(&mut ws).await;
+    assert_eq!(code, close_code::INVALID_PAYLOAD);
+    assert!(matches!(
+        within("the close", conn.closed()).await,
+        CloseReason::InvalidPayload(_)
+    ));
+    assert_eq!(server.metrics().closed.invalid_payload, 5);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_gets_an_error_event_when_so_configured() {
+    let mut config = fast_config();
+    config.connection.inbound.on_malformed = MalformedPolicy::ErrorEvent;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    let mut inbound = conn.subscribe([]).unwrap();
+
+    send_text(&mut ws, "{oops").await;
+    let error = next_event(&mut ws).await;
+    assert_eq!(error.kind(), &EventType::RunError);
+    assert_eq!(error.get("code").unwrap(), "MALFORMED_EVENT");
+    assert!(error.get("message").unwrap().as_str().unwrap().contains("JSON"));
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    let error = next_event(&mut ws).await;
+    assert_eq!(error.kind(), &EventType::RunError);
+
+    // The connection is still open and reads good events.
+    send_text(&mut ws, r#"{"type":"CUSTOM","name":"ping","value":1}"#).await;
+    let got = within("the inbound event", inbound.recv()).await.unwrap();
+    assert_eq!(got.kind(), &EventType::Custom);
+    assert_eq!(conn.metrics().malformed_in, 2);
+    assert!(!conn.is_closed());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_refuses_with_1013() {
+    let mut config = fast_config();
+    config.max_connections = 2;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let _a = client(server.local_addr()).await;
+    let a = next_conn(&mut conns).await;
+    let _b = client(server.local_addr()).await;
+    let _b_conn = next_conn(&mut conns).await;
+
+    let mut c = client(server.local_addr()).await;
+    let (events, code, _) = read_to_close(&mut c).await;
+    assert!(events.is_empty());
+    assert_eq!(code, close_code::TRY_AGAIN_LATER);
+    assert_eq!(server.metrics().refused_capacity, 1);
+    assert_eq!(server.connection_count(), 2);
+
+    // A place frees up: the next one is admitted.
+    a.close(CloseReason::Normal);
+    within("the close", a.closed()).await;
+    let _d = client(server.local_addr()).await;
+    let d = next_conn(&mut conns).await;
+    assert!(!d.is_closed());
+    assert_eq!(server.connection_count(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_pressure_refuses_new_connections_with_1013() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    let mut old = client(server.local_addr()).await;
+    let old_conn = next_conn(&mut conns).await;
+
+    server.on_pressure(PressureLevel::Critical);
+    assert_eq!(server.metrics().pressure, PressureLevel::Critical);
+    let mut refused = client(server.local_addr()).await;
+    let (_, code, reason) = read_to_close(&mut refused).await;
+    assert_eq!(code, close_code::TRY_AGAIN_LATER);
+    assert_eq!(reason, "try again later");
+    assert_eq!(server.metrics().refused_pressure, 1);
+
+    // Connections already open stay open and keep receiving lossless events.
+    server
+        .broadcast(&Event::new(EventType::RunStarted).with("seq", 0))
+        .await;
+    assert_eq!(seq(&next_event(&mut old).await), 0);
+    assert!(!old_conn.is_closed());
+
+    server.on_pressure(PressureLevel::Normal);
+    let _again = client(server.local_addr()).await;
+    let again = next_conn(&mut conns).await;
+    assert!(!again.is_closed());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_events_reach_handlers_and_subscriptions() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let log = Arc::clone(&seen);
+    conn.on(EventType::ToolCallResult, move |event| {
+        let log = Arc::clone(&log);
+        let tx = tx.clone();
+        async move {
+            log.lock().unwrap().push(event.get("n").cloned());
+            let _ = tx.send(());
+        }
+    })
+    .unwrap();
+    let mut custom = conn.subscribe([EventType::Custom]).unwrap();
+
+    for n in 0..5 {
+        let text = json!({"type": "TOOL_CALL_RESULT", "n": n}).to_string();
+        send_text(&mut ws, &text).await;
+        send_text(&mut ws, &json!({"type": "CUSTOM", "n": n}).to_string()).await;
+    }
+    for n in 0..5 {
+        within("the handler", rx.recv()).await.unwrap();
+        let event = within("the subscription", custom.recv()).await.unwrap();
+        assert_eq!(event.get("n").unwrap(), n);
+    }
+    let got: Vec<_> = seen.lock().unwrap().iter().map(|v| v.clone().unwrap()).collect();
+    assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
+    let m = conn.metrics();
+    assert_eq!(m.frames_in, 10);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_lossless_events_then_sends_1001() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(stalled_client(server.local_addr()).await);
+        next_conn(&mut conns).await;
+    }
+    // Queue more than the stalled sockets take, so events wait in the queues when
+    // the shutdown begins.
+    let payload = "p".repeat(1024);
+    let total = 300u64;
+    for i in 0..total {
+        let event = Event::new(EventType::TextMessageContent)
+            .with("seq", i)
+            .with("delta", payload.as_str());
+        let b = server.broadcast(&event).await;
+        assert_eq!(b.closed, 0);
+    }
+    assert!(server.metrics().queued_events > 0, "events are waiting");
+    let shutting = tokio::spawn(async move {
+        server.shutdown().await;
+        server
+    });
+    // The readers start late: the shutdown waits for them (within its timeout).
+    for ws in &mut clients {
+        let (events, code, reason) = read_to_close(ws).await;
+        assert_eq!(code, close_code::GOING_AWAY, "{reason}");
+        let seqs: Vec<u64> = events.iter().map(seq).collect();
+        assert_eq!(seqs, (0..total).collect::<Vec<_>>(), "every lossless event");
+    }
+    let server = within("the shutdown", shutting).await.unwrap();
+    let m = server.metrics();
+    assert_eq!(m.connections, 0);
+    assert_eq!(m.closed.shutdown, 3);
+    assert_eq!(server.task_count(), 0);
+    assert!(server.hub().is_empty());
+
+    // No one is admitted afterwards.
+    assert!(
+        tokio_tungstenite::connect_async(url(server.local_addr()))
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_larger_than_the_write_buffer_cap_go_out_fragmented() {
+    let mut config = fast_config();
+    config.connection.write_buffer_bytes = 1024;
+    config.connection.max_write_buffer_bytes = 4096;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    let big = "b".repeat(50_000);
+    conn.send(&Event::new(EventType::StateSnapshot).with("snapshot", big.as_str()))
+        .await
+        .unwrap();
+    conn.send(&Event::new(EventType::RunFinished)).await.unwrap();
+    let event = next_event(&mut ws).await;
+    assert_eq!(event.get("snapshot").unwrap().as_str().unwrap().len(), 50_000);
+    assert_eq!(next_event(&mut ws).await.kind(), &EventType::RunFinished);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_close_is_answered_and_recorded() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 4001u16.into(),
+        reason: Utf8Bytes::from_static("bye"),
+    }))
+    .await
+    .unwrap();
+    // The server's reply ends the client's stream.
+    loop {
+        match within("the reply", ws.next()).await {
+            None => break,
+            Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 4001),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+    let why = within("the close", conn.closed()).await;
+    assert_eq!(
+        why,
+        CloseReason::Remote {
+            code: 4001,
+            reason: "bye".into()
+        }
+    );
+    assert!(conn.metrics().close_handshake);
+    assert_eq!(server.connection_count(), 0);
+    assert!(conn.send(&Event::new(EventType::RunStarted)).await.is_err());
+    server.shutdown().await;
+}
