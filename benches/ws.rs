@@ -58,7 +58,10 @@ fn frames() -> Vec<Frame> {
         .map(|i| {
             Event::new(EventType::TextMessageContent)
                 .with("messageId", "msg-1")
-                .with("delta", format!("token {i:05} of a streamed answer, padded to size.."))
+                .with(
+                    "delta",
+                    format!("token {i:05} of a streamed answer, padded to size.."),
+                )
                 .encode()
         })
         .collect()
@@ -165,9 +168,11 @@ fn fan_out(c: &mut Criterion) {
             connect_clients(server.local_addr(), n, &tally).await;
             (server, tally)
         });
-        rt.block_on(async { while server.metrics().connections < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        } });
+        rt.block_on(async {
+            while server.metrics().connections < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
         group.bench_function(BenchmarkId::new("membound", n), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {

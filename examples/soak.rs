@@ -300,7 +300,10 @@ fn print_table(args: &Args, reports: &[Report]) {
         ("RSS growth after warm-up".into(), vec![]),
         ("stalled subscribers connected".into(), vec![]),
         ("slow-consumer disconnects (4008)".into(), vec![]),
-        ("state resyncs (snapshot after dropped deltas)".into(), vec![]),
+        (
+            "state resyncs (snapshot after dropped deltas)".into(),
+            vec![],
+        ),
     ];
     for class in DeliveryClass::ALL {
         rows.push((format!("dropped: {}", class.as_str()), vec![]));
@@ -421,7 +424,7 @@ fn chart(reports: &[Report]) -> String {
         let t = t_max * f64::from(i) / 5.0;
         let _ = writeln!(
             svg,
-            r##"<text x="{}" y="{}" text-anchor="end">{mib:.0}</text><line x1="{left}" y1="{2}" x2="{}" y2="{2}" stroke="#ddd"/>"##,
+            r##"<text x="{}" y="{}" text-anchor="end">{mib:.0}</text><line x1="{left}" y1="{2}" x2="{3}" y2="{2}" stroke="#ddd"/>"##,
             left - 6.0,
             y(mib) + 4.0,
             y(mib),
@@ -488,9 +491,11 @@ fn run_child(args: &Args, mode: Mode, report_path: &str) -> Result<ExitCode, Err
 /// The server under test, behind one interface so both modes run the same load.
 enum Target {
     Membound {
-        server: Server,
+        server: Arc<Server>,
         store: Arc<StateStore>,
         monitor: MemoryManager,
+        /// Keeps the pressure callback registered.
+        _pressure: membound::monitor::Subscription,
     },
     Baseline(Arc<Baseline>),
 }
@@ -530,10 +535,10 @@ impl Target {
             } => {
                 let m = server.metrics();
                 (
-                    m.queued_bytes as u64,
-                    m.dropped_by_class,
-                    m.resyncs,
-                    m.slow_consumer_closes,
+                    m.queued_bytes,
+                    m.hub.dropped,
+                    m.resyncs_sent,
+                    m.closed.slow_consumer,
                     monitor.level(),
                 )
             }
@@ -664,7 +669,7 @@ async fn child(args: Args, mode: Mode) -> Result<Report, Error> {
     }
     drop(stalled);
     churn.abort();
-    if let Target::Membound { server, .. } = Arc::into_inner(target).ok_or("target still shared")? {
+    if let Target::Membound { server, .. } = &*target {
         server.shutdown().await;
     }
     Ok(report)
@@ -684,20 +689,25 @@ async fn start_membound() -> Result<Target, Error> {
         lossless_timeout: Duration::from_millis(500),
         ..QueueConfig::default()
     };
-    let server = Server::builder(config)
-        .snapshot_source(store.clone())
-        .bind()
-        .await?;
+    let server = Arc::new(
+        Server::builder(config)
+            .snapshot_source(store.clone())
+            .bind()
+            .await?,
+    );
+    // The process's memory pressure drives the server: queues shrink with the level,
+    // and at critical new connections are refused.
     let monitor = MemoryManager::new(MonitorConfig::development())?;
-    {
-        let hub = server.pressure_handle();
-        let _ = monitor.on_pressure(move |event| hub.on_pressure(event.level));
-    }
+    let pressure = {
+        let server = server.clone();
+        monitor.on_pressure(move |event| server.on_pressure(event.transition.to))
+    };
     monitor.start()?;
     Ok(Target::Membound {
         server,
         store,
         monitor,
+        _pressure: pressure,
     })
 }
 
@@ -769,7 +779,9 @@ fn agent_run(run: u64) -> Vec<Step> {
                 .with("threadId", thread.clone())
                 .with("runId", run_id.clone()),
         ),
-        Step::Delta(json!([{"op": "add", "path": format!("/runs/{}", run % 64), "value": {"status": "running", "progress": 0}}])),
+        Step::Delta(
+            json!([{"op": "add", "path": format!("/runs/{}", run % 64), "value": {"status": "running", "progress": 0}}]),
+        ),
         Step::Lossless(
             Event::new(EventType::TextMessageStart)
                 .with("messageId", msg.clone())
@@ -792,7 +804,12 @@ fn agent_run(run: u64) -> Vec<Step> {
             .with("toolCallName", "search")
             .with("parentMessageId", msg),
     ));
-    for part in [r#"{"query":"#, r#""bounded "#, r#"memory","#, r#""limit":10}"#] {
+    for part in [
+        r#"{"query":"#,
+        r#""bounded "#,
+        r#"memory","#,
+        r#""limit":10}"#,
+    ] {
         steps.push(Step::Lossless(
             Event::new(EventType::ToolCallArgs)
                 .with("toolCallId", call.clone())
@@ -802,13 +819,17 @@ fn agent_run(run: u64) -> Vec<Step> {
     steps.push(Step::Lossless(
         Event::new(EventType::ToolCallEnd).with("toolCallId", call),
     ));
-    steps.push(Step::Delta(json!([{"op": "replace", "path": format!("/runs/{}/progress", run % 64), "value": 50}])));
+    steps.push(Step::Delta(
+        json!([{"op": "replace", "path": format!("/runs/{}/progress", run % 64), "value": 50}]),
+    ));
     steps.push(Step::Other(
         Event::new(EventType::Custom)
             .with("name", "metrics")
             .with("value", json!({"tokens": 20 + run % 7, "latencyMs": 35})),
     ));
-    steps.push(Step::Delta(json!([{"op": "replace", "path": format!("/runs/{}/status", run % 64), "value": "done"}])));
+    steps.push(Step::Delta(
+        json!([{"op": "replace", "path": format!("/runs/{}/status", run % 64), "value": "done"}]),
+    ));
     steps.push(Step::Lossless(
         Event::new(EventType::RunFinished)
             .with("threadId", thread)
@@ -818,10 +839,7 @@ fn agent_run(run: u64) -> Vec<Step> {
 }
 
 /// Reads everything; checks the lossless events' numbers are consecutive.
-async fn fast_subscriber(
-    mut ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    shared: Arc<Shared>,
-) {
+async fn fast_subscriber(mut ws: WebSocketStream<MaybeTlsStream<TcpStream>>, shared: Arc<Shared>) {
     let mut last_seq = None::<u64>;
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Text(text) = msg else { continue };

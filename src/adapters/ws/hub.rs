@@ -255,7 +255,6 @@ impl Hub {
     /// leaves the frame unqueued in the queues it was still waiting on.
     pub async fn broadcast_frame(&self, frame: Frame) -> Broadcast {
         let snapshot = self.entries.load();
-        let start = tokio::time::Instant::now();
         let mut tally = Tally::default();
         let mut full: Vec<&Outbound> = Vec::new();
         for (_, queue) in snapshot.iter() {
@@ -266,6 +265,9 @@ impl Hub {
             }
         }
         if !full.is_empty() {
+            // The clock is read only when someone has to wait: the common case
+            // (every queue had room) costs no clock read.
+            let start = tokio::time::Instant::now();
             let waits = full.iter().map(|queue| {
                 let deadline = start + queue.config().lossless_timeout;
                 queue.send_until(frame.clone(), deadline)
