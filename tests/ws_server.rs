@@ -459,14 +459,28 @@ async fn events_larger_than_the_write_buffer_cap_go_out_fragmented() {
     let mut ws = client(server.local_addr()).await;
     let conn = next_conn(&mut conns).await;
 
+    // Small events batched in the write buffer, then events that do not fit beside
+    // them (one under the cap, one far over it, sent as continuation frames).
     let big = "b".repeat(50_000);
-    conn.send(&Event::new(EventType::StateSnapshot).with("snapshot", big.as_str()))
-        .await
+    let medium = "m".repeat(3_500);
+    for i in 0..20 {
+        conn.try_send(&Event::new(EventType::TextMessageContent).with("seq", i))
+            .unwrap();
+    }
+    conn.try_send(&Event::new(EventType::ToolCallArgs).with("delta", medium.as_str()))
         .unwrap();
-    conn.send(&Event::new(EventType::RunFinished)).await.unwrap();
+    conn.try_send(&Event::new(EventType::StateSnapshot).with("snapshot", big.as_str()))
+        .unwrap();
+    conn.try_send(&Event::new(EventType::RunFinished)).unwrap();
+    for i in 0..20 {
+        assert_eq!(seq(&next_event(&mut ws).await), i);
+    }
+    let event = next_event(&mut ws).await;
+    assert_eq!(event.get("delta").unwrap().as_str().unwrap().len(), 3_500);
     let event = next_event(&mut ws).await;
     assert_eq!(event.get("snapshot").unwrap().as_str().unwrap().len(), 50_000);
     assert_eq!(next_event(&mut ws).await.kind(), &EventType::RunFinished);
+    assert!(!conn.is_closed());
     server.shutdown().await;
 }
 

@@ -977,6 +977,11 @@ where
     M: WireMessage,
 {
     async fn write_frame(&mut self, frame: &Frame) -> Result<(), Stop> {
+        // tungstenite refuses a frame that would take its buffer past the cap: flush
+        // what is batched first when the two together might not fit.
+        if self.unflushed > 0 && self.unflushed + frame.len() > self.max_part {
+            self.flush().await?;
+        }
         if frame.len() > self.max_part {
             if let Some(parts) = M::fragments(frame, self.max_part) {
                 for part in parts {
