@@ -64,7 +64,9 @@ async fn a_client_receives_broadcasts_and_sends_events() {
         .send(&Event::new(EventType::Custom).with("name", "hello"))
         .await
         .unwrap();
-    let event = within("the client's event", from_client.recv()).await.unwrap();
+    let event = within("the client's event", from_client.recv())
+        .await
+        .unwrap();
     assert_eq!(event.get("name").unwrap(), "hello");
 
     // Closing the client closes the connection with 1000 and no reconnection.
@@ -74,7 +76,10 @@ async fn a_client_receives_broadcasts_and_sends_events() {
         ClientState::Closed(CloseReason::Normal)
     ));
     let why = within("the server side", conn.closed()).await;
-    assert!(matches!(why, CloseReason::Remote { code: 1000, .. }), "{why:?}");
+    assert!(
+        matches!(why, CloseReason::Remote { code: 1000, .. }),
+        "{why:?}"
+    );
     assert!(client.connection().metrics().close_handshake);
     assert!(matches!(
         within("the subscription end", text.recv()).await,
@@ -105,8 +110,14 @@ async fn a_client_reconnects_and_keeps_its_handlers_and_subscriptions() {
 
     // The server drops this client (as a slow consumer would be): it reconnects.
     conn.close(CloseReason::Refused);
-    let state = state_where(&mut states, |s| matches!(s, ClientState::Connected(id) if *id != first)).await;
-    let ClientState::Connected(second) = state else { unreachable!() };
+    let state = state_where(
+        &mut states,
+        |s| matches!(s, ClientState::Connected(id) if *id != first),
+    )
+    .await;
+    let ClientState::Connected(second) = state else {
+        unreachable!()
+    };
     assert_ne!(second, first);
     let _conn2 = next_conn(&mut conns).await;
     assert_eq!(client.metrics().reconnects, 1);
@@ -158,10 +169,16 @@ async fn a_client_gives_up_after_its_bounded_attempts() {
         }
     })
     .await;
-    assert!(matches!(last, ClientState::GaveUp { attempts: 3, .. }), "{last:?}");
+    assert!(
+        matches!(last, ClientState::GaveUp { attempts: 3, .. }),
+        "{last:?}"
+    );
     // Each attempt is announced (a fast transition may be skipped by the watch,
     // never reordered).
-    assert!(attempts_seen.windows(2).all(|w| w[0] < w[1]), "{attempts_seen:?}");
+    assert!(
+        attempts_seen.windows(2).all(|w| w[0] < w[1]),
+        "{attempts_seen:?}"
+    );
     assert!(attempts_seen.iter().all(|a| (1..=3).contains(a)));
     assert_eq!(client.metrics().failed_attempts, 3);
     assert_eq!(client.metrics().reconnects, 0);
@@ -170,7 +187,10 @@ async fn a_client_gives_up_after_its_bounded_attempts() {
         within("the subscription end", runs.recv()).await,
         Err(SubscriptionError::Closed)
     ));
-    assert!(client.send(&Event::new(EventType::RunStarted)).await.is_err());
+    assert!(client
+        .send(&Event::new(EventType::RunStarted))
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,6 +242,8 @@ async fn connecting_fails_with_typed_errors() {
 
     let mut config = client_config(1);
     config.reconnect.jitter = 2.0;
-    let err = Client::connect("ws://127.0.0.1:1/", config).await.unwrap_err();
+    let err = Client::connect("ws://127.0.0.1:1/", config)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ConnectError::Config(_)), "{err}");
 }

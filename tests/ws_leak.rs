@@ -42,8 +42,12 @@ fn client_config() -> ClientConfig {
 /// One cycle: connect, subscribe and register a handler, send an event, receive the
 /// server's reply through the subscription, close.
 async fn cycle(url: &str, handled: &Arc<AtomicUsize>) {
-    let client = Client::connect(url, client_config()).await.expect("connect");
-    let replies = client.subscribe([EventType::RunStarted]).expect("subscribe");
+    let client = Client::connect(url, client_config())
+        .await
+        .expect("connect");
+    let replies = client
+        .subscribe([EventType::RunStarted])
+        .expect("subscribe");
     let count = Arc::clone(handled);
     client
         .on(EventType::RunStarted, move |_| {
@@ -90,7 +94,10 @@ async fn run_cycles(
     for _ in 0..n {
         let conn = next_conn(ended).await;
         let why = within("the server side to end", conn.closed()).await;
-        assert!(matches!(why, CloseReason::Remote { code: 1000, .. }), "{why:?}");
+        assert!(
+            matches!(why, CloseReason::Remote { code: 1000, .. }),
+            "{why:?}"
+        );
     }
 }
 

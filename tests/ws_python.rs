@@ -17,7 +17,10 @@ use membound::adapters::ws::{Event, EventType, Server};
 use serde_json::json;
 use support::*;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ws/python_client.py");
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/ws/python_client.py"
+);
 
 fn websockets_available() -> bool {
     Command::new("python3")

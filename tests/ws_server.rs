@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use membound::adapters::ws::{
-    close_code, CloseReason, DeliveryClass, Event, EventType, MalformedPolicy, Server,
-    SlowConsumer,
+    close_code, CloseReason, DeliveryClass, Event, EventType, MalformedPolicy, Server, SlowConsumer,
 };
 use membound::pressure::PressureLevel;
 use serde_json::json;
@@ -21,7 +20,10 @@ use support::*;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 fn seq(event: &Event) -> u64 {
-    event.get("seq").and_then(|v| v.as_u64()).expect("seq field")
+    event
+        .get("seq")
+        .and_then(|v| v.as_u64())
+        .expect("seq field")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +65,9 @@ async fn events_arrive_in_order_within_each_class() {
         got[event.class().index()].push(seq(&event));
     }
     let sent = |class: DeliveryClass| -> Vec<u64> {
-        (0..total).filter(|i| kind_of(*i).class() == class).collect()
+        (0..total)
+            .filter(|i| kind_of(*i).class() == class)
+            .collect()
     };
     // The queue never overflowed: lossless events, deltas and droppables all arrive,
     // each class in the order sent.
@@ -135,8 +139,14 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_with_4008() {
     }
     assert!((events.len() as u64) < sent);
     let why = within("the stalled connection to end", stalled_conn.closed()).await;
-    assert_eq!(why, CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout));
-    assert!(stalled_conn.metrics().close_handshake, "handshake completed");
+    assert_eq!(
+        why,
+        CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout)
+    );
+    assert!(
+        stalled_conn.metrics().close_handshake,
+        "handshake completed"
+    );
 
     // The fast client was not held back beyond one timeout and lost nothing.
     assert!(!fast_conn.is_closed());
@@ -189,7 +199,10 @@ async fn a_silent_peer_is_closed_after_the_idle_timeout() {
     let (opcodes, code) = read_silently_until_close(ws).await;
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert_eq!(code, close_code::GOING_AWAY);
-    assert!(opcodes.iter().filter(|&&op| op == 0x9).count() >= 2, "{opcodes:?}");
+    assert!(
+        opcodes.iter().filter(|&&op| op == 0x9).count() >= 2,
+        "{opcodes:?}"
+    );
     let why = within("the idle timeout", conn.closed()).await;
     assert_eq!(why, CloseReason::IdleTimeout);
     assert!(!conn.metrics().close_handshake, "the peer never answered");
@@ -296,8 +309,15 @@ async fn malformed_json_gets_an_error_event_when_so_configured() {
     let error = next_event(&mut ws).await;
     assert_eq!(error.kind(), &EventType::RunError);
     assert_eq!(error.get("code").unwrap(), "MALFORMED_EVENT");
-    assert!(error.get("message").unwrap().as_str().unwrap().contains("JSON"));
-    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert!(error
+        .get("message")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("JSON"));
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     let error = next_event(&mut ws).await;
     assert_eq!(error.kind(), &EventType::RunError);
 
@@ -395,7 +415,12 @@ async fn inbound_events_reach_handlers_and_subscriptions() {
         let event = within("the subscription", custom.recv()).await.unwrap();
         assert_eq!(event.get("n").unwrap(), n);
     }
-    let got: Vec<_> = seen.lock().unwrap().iter().map(|v| v.clone().unwrap()).collect();
+    let got: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v.clone().unwrap())
+        .collect();
     assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
     let m = conn.metrics();
     assert_eq!(m.frames_in, 10);
@@ -478,7 +503,10 @@ async fn events_larger_than_the_write_buffer_cap_go_out_fragmented() {
     let event = next_event(&mut ws).await;
     assert_eq!(event.get("delta").unwrap().as_str().unwrap().len(), 3_500);
     let event = next_event(&mut ws).await;
-    assert_eq!(event.get("snapshot").unwrap().as_str().unwrap().len(), 50_000);
+    assert_eq!(
+        event.get("snapshot").unwrap().as_str().unwrap().len(),
+        50_000
+    );
     assert_eq!(next_event(&mut ws).await.kind(), &EventType::RunFinished);
     assert!(!conn.is_closed());
     server.shutdown().await;

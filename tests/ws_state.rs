@@ -56,10 +56,16 @@ async fn delta_overflow_is_followed_by_a_snapshot_and_the_replayed_state_matches
     // Each client starts from a snapshot, as an application would send on connect.
     let mut stalled = stalled_client(server.local_addr()).await;
     let stalled_conn = next_conn(&mut conns).await;
-    stalled_conn.send(&SnapshotSource::snapshot(&*store).unwrap()).await.unwrap();
+    stalled_conn
+        .send(&SnapshotSource::snapshot(&*store).unwrap())
+        .await
+        .unwrap();
     let mut fast = client(server.local_addr()).await;
     let fast_conn = next_conn(&mut conns).await;
-    fast_conn.send(&SnapshotSource::snapshot(&*store).unwrap()).await.unwrap();
+    fast_conn
+        .send(&SnapshotSource::snapshot(&*store).unwrap())
+        .await
+        .unwrap();
     let fast_reader = tokio::spawn(async move { replay(&mut fast).await });
 
     // Publish deltas, each applied to the store first and tagged with its revision,
@@ -120,8 +126,10 @@ async fn without_a_snapshot_source_a_delta_overflow_closes_as_a_slow_consumer() 
     let mut published = 0u64;
     while !conn.is_closed() && conn.metrics().outbound.resyncs == 0 {
         assert!(published < 20_000, "the queue never overflowed");
-        let event = Event::new(EventType::StateDelta)
-            .with("delta", json!([{"op": "replace", "path": "/pad", "value": pad}]));
+        let event = Event::new(EventType::StateDelta).with(
+            "delta",
+            json!([{"op": "replace", "path": "/pad", "value": pad}]),
+        );
         server.broadcast(&event).await;
         published += 1;
     }

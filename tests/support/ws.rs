@@ -81,9 +81,12 @@ pub async fn stalled_client(addr: SocketAddr) -> RawWs {
     let tcp = within("TCP connect", socket.connect(addr))
         .await
         .expect("connect");
-    let (ws, _) = within("the handshake", tokio_tungstenite::client_async(url(addr), tcp))
-        .await
-        .expect("handshake succeeds");
+    let (ws, _) = within(
+        "the handshake",
+        tokio_tungstenite::client_async(url(addr), tcp),
+    )
+    .await
+    .expect("handshake succeeds");
     ws
 }
 
@@ -206,7 +209,11 @@ pub async fn read_silently_until_close(ws: RawWs) -> (Vec<u8>, u16) {
                 opcodes.push(opcode);
                 if opcode == 0x8 {
                     let p = &buf[header..header + len];
-                    let code = if p.len() >= 2 { u16::from_be_bytes([p[0], p[1]]) } else { 1005 };
+                    let code = if p.len() >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        1005
+                    };
                     return (opcodes.clone(), code);
                 }
                 buf.drain(..header + len);

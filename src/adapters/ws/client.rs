@@ -151,7 +151,11 @@ pub fn backoff_delay(policy: &ReconnectPolicy, attempt: u32, jitter_sample: f64)
     let max = policy.max_backoff.as_secs_f64();
     let steps = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
     let delay = policy.initial_backoff.as_secs_f64() * policy.multiplier.powi(steps);
-    let delay = if delay.is_finite() { delay.min(max) } else { max };
+    let delay = if delay.is_finite() {
+        delay.min(max)
+    } else {
+        max
+    };
     let sample = if jitter_sample.is_nan() {
         0.0
     } else {
@@ -541,7 +545,9 @@ mod tests {
     #[test]
     fn backoff_grows_geometrically_up_to_the_cap() {
         let p = policy();
-        let schedule: Vec<u128> = (1..=7).map(|a| backoff_delay(&p, a, 0.0).as_millis()).collect();
+        let schedule: Vec<u128> = (1..=7)
+            .map(|a| backoff_delay(&p, a, 0.0).as_millis())
+            .collect();
         assert_eq!(schedule, [100, 200, 400, 800, 1600, 2000, 2000]);
     }
 

@@ -63,9 +63,9 @@ use tokio_tungstenite::tungstenite::{
 use tokio_tungstenite::WebSocketStream;
 
 use super::{
-    CloseReason, ConnId, ConnectionConfig, Event, EventSubscription, EventType, Frame,
-    HandlerId, Inbound, InboundError, InboundMetrics, MalformedPolicy, Next, OfferError, Offered,
-    Outbound, OutboundMetrics, SlowConsumer, SnapshotSource,
+    CloseReason, ConnId, ConnectionConfig, Event, EventSubscription, EventType, Frame, HandlerId,
+    Inbound, InboundError, InboundMetrics, MalformedPolicy, Next, OfferError, Offered, Outbound,
+    OutboundMetrics, SlowConsumer, SnapshotSource,
 };
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -174,9 +174,11 @@ impl WireMessage for Message {
             Message::Binary(data) => Incoming::Binary(data.len()),
             Message::Ping(data) => Incoming::Ping(data.len()),
             Message::Pong(data) => Incoming::Pong(data.len()),
-            Message::Close(frame) => {
-                Incoming::Close(frame.as_ref().map(|f| (u16::from(f.code), f.reason.as_str())))
-            }
+            Message::Close(frame) => Incoming::Close(
+                frame
+                    .as_ref()
+                    .map(|f| (u16::from(f.code), f.reason.as_str())),
+            ),
             // Never produced by reading.
             Message::Frame(frame) => Incoming::Binary(frame.payload().len()),
         }
@@ -680,7 +682,11 @@ pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> CloseReas
 
 /// Refuses a connection whose handshake is done: sends a close frame for `reason`
 /// and waits (within `close_timeout`) for the peer's reply and the end of the stream.
-pub(crate) async fn refuse<T: Transport>(mut socket: T, reason: &CloseReason, close_timeout: Duration) {
+pub(crate) async fn refuse<T: Transport>(
+    mut socket: T,
+    reason: &CloseReason,
+    close_timeout: Duration,
+) {
     let deadline = Instant::now() + close_timeout;
     let close = T::Msg::close(reason.code(), reason.reason());
     if let Ok(Ok(())) = timeout_at(deadline, socket.send(close)).await {
@@ -776,9 +782,9 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
             }
         }
     };
-    core.outbound.close(end.unwrap_or_else(|| {
-        CloseReason::Lost("connection closed without a close frame".into())
-    }));
+    core.outbound.close(
+        end.unwrap_or_else(|| CloseReason::Lost("connection closed without a close frame".into())),
+    );
     done.set();
 }
 

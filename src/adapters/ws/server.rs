@@ -20,8 +20,8 @@ use tokio::time::timeout;
 
 use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, IoTotals};
 use super::{
-    Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub,
-    HubMetrics, Inbound, Outbound, ServerConfig, SnapshotSource, WsConfigError,
+    Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub, HubMetrics,
+    Inbound, Outbound, ServerConfig, SnapshotSource, WsConfigError,
 };
 use crate::clock::{Clock, MonotonicClock};
 use crate::pressure::PressureLevel;
@@ -371,8 +371,7 @@ impl Server {
     ///
     /// Never for a server made by [`bind`](Self::bind).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-            .expect("a bound server knows its address")
+        self.local_addr.expect("a bound server knows its address")
     }
 
     /// The server's settings.
