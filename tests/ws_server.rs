@@ -89,6 +89,7 @@ async fn events_arrive_in_order_within_each_class() {
         "every event sent or replaced"
     );
     assert!(m.bytes_out > 0);
+    drop(ws); // an idle client would hold the shutdown for its close reply
     server.shutdown().await;
 }
 
@@ -181,6 +182,7 @@ async fn keepalive_pings_arrive_and_answered_pings_keep_the_connection() {
     let m = conn.metrics();
     assert!(m.pings_sent >= 15);
     assert!(m.pongs_received >= 10, "pongs: {}", m.pongs_received);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -228,6 +230,7 @@ async fn an_oversized_frame_is_closed_with_1009() {
         CloseReason::MessageTooBig
     );
     assert_eq!(server.metrics().closed.message_too_big, 1);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -259,6 +262,7 @@ async fn an_oversized_fragmented_message_is_closed_with_1009() {
         within("the close", conn.closed()).await,
         CloseReason::MessageTooBig
     );
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -293,6 +297,7 @@ async fn malformed_json_is_closed_with_1007() {
         CloseReason::InvalidPayload(_)
     ));
     assert_eq!(server.metrics().closed.invalid_payload, 5);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -327,6 +332,7 @@ async fn malformed_json_gets_an_error_event_when_so_configured() {
     assert_eq!(got.kind(), &EventType::Custom);
     assert_eq!(conn.metrics().malformed_in, 2);
     assert!(!conn.is_closed());
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -335,9 +341,9 @@ async fn the_connection_cap_refuses_with_1013() {
     let mut config = fast_config();
     config.max_connections = 2;
     let (server, mut conns) = serve(Server::builder(config)).await;
-    let _a = client(server.local_addr()).await;
+    let mut a_ws = client(server.local_addr()).await;
     let a = next_conn(&mut conns).await;
-    let _b = client(server.local_addr()).await;
+    let b_ws = client(server.local_addr()).await;
     let _b_conn = next_conn(&mut conns).await;
 
     let mut c = client(server.local_addr()).await;
@@ -349,11 +355,14 @@ async fn the_connection_cap_refuses_with_1013() {
 
     // A place frees up: the next one is admitted.
     a.close(CloseReason::Normal);
+    let (_, code, _) = read_to_close(&mut a_ws).await;
+    assert_eq!(code, close_code::NORMAL);
     within("the close", a.closed()).await;
-    let _d = client(server.local_addr()).await;
+    let d_ws = client(server.local_addr()).await;
     let d = next_conn(&mut conns).await;
     assert!(!d.is_closed());
     assert_eq!(server.connection_count(), 2);
+    drop((b_ws, d_ws));
     server.shutdown().await;
 }
 
@@ -379,9 +388,10 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
     assert!(!old_conn.is_closed());
 
     server.on_pressure(PressureLevel::Normal);
-    let _again = client(server.local_addr()).await;
+    let again_ws = client(server.local_addr()).await;
     let again = next_conn(&mut conns).await;
     assert!(!again.is_closed());
+    drop((old, again_ws));
     server.shutdown().await;
 }
 
@@ -424,6 +434,7 @@ async fn inbound_events_reach_handlers_and_subscriptions() {
     assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
     let m = conn.metrics();
     assert_eq!(m.frames_in, 10);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -509,6 +520,7 @@ async fn events_larger_than_the_write_buffer_cap_go_out_fragmented() {
     );
     assert_eq!(next_event(&mut ws).await.kind(), &EventType::RunFinished);
     assert!(!conn.is_closed());
+    drop(ws);
     server.shutdown().await;
 }
 
