@@ -94,7 +94,9 @@ async fn delta_overflow_is_followed_by_a_snapshot_and_the_replayed_state_matches
     let (state, snapshots, deltas) = replay(&mut stalled).await;
     let (_, expected) = store.snapshot();
     assert_eq!(state, expected, "the stalled client's replayed state");
-    assert!(snapshots >= 2, "the first snapshot and at least one resync");
+    // At least the resync's snapshot (the first one is skipped when it was still
+    // queued, since the fresh one covers it).
+    assert!(snapshots >= 1);
     assert!((deltas as u64) < published, "deltas were discarded");
     let m = stalled_conn.metrics();
     assert!(m.resyncs_sent >= 1);
@@ -102,14 +104,16 @@ async fn delta_overflow_is_followed_by_a_snapshot_and_the_replayed_state_matches
     assert!(!stalled_conn.is_closed());
 
     // The client that reads as fast as it can ends with the same state. (With a
-    // queue of 8 it may fall behind in a burst too; each resync is one snapshot.)
+    // queue of 8 it may fall behind in a burst too: each resync is one more
+    // snapshot, and may make a still queued older one redundant.)
     let (state, snapshots, deltas) = within("the fast reader", fast_reader).await.unwrap();
     assert_eq!(state, expected);
     let resyncs = fast_conn.metrics().resyncs_sent;
-    assert_eq!(snapshots as u64, 1 + resyncs);
+    assert!(snapshots >= 1 && snapshots as u64 <= 1 + resyncs);
     if resyncs == 0 {
-        assert_eq!(deltas as u64, published);
+        assert_eq!((snapshots, deltas as u64), (1, published));
     }
+    drop(stalled);
     server.shutdown().await;
 }
 
