@@ -21,6 +21,7 @@ static GLOBAL: Counting = Counting;
 #[derive(Clone, Debug)]
 enum Op {
     Push(u8),
+    PushWithin(u8, usize),
     Extend(Vec<u8>),
     RemoveAt(usize),
     RemoveFirst(u8),
@@ -33,6 +34,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => any::<u8>().prop_map(Op::Push),
+        2 => (any::<u8>(), 0usize..12).prop_map(|(x, max)| Op::PushWithin(x, max)),
         1 => prop::collection::vec(any::<u8>(), 0..4).prop_map(Op::Extend),
         2 => (0usize..12).prop_map(Op::RemoveAt),
         2 => any::<u8>().prop_map(|x| Op::RemoveFirst(x % 8)),
@@ -62,6 +64,16 @@ proptest! {
                     v.push(x);
                     model.push(x);
                     true
+                }
+                Op::PushWithin(x, max) => {
+                    let fits = model.len() < max;
+                    if fits {
+                        model.push(x);
+                        prop_assert_eq!(v.push_within(x, max), Ok(()));
+                    } else {
+                        prop_assert_eq!(v.push_within(x, max), Err(x));
+                    }
+                    fits
                 }
                 Op::Extend(xs) => {
                     v.extend(xs.clone());
@@ -319,6 +331,36 @@ fn concurrent_pushes_are_all_kept() {
         }
     });
     let mut all = v.load().to_vec();
+    all.sort_unstable();
+    assert_eq!(all, (0..THREADS * PER_THREAD).collect::<Vec<_>>());
+}
+
+/// Capped pushes from several threads: exactly the cap gets in, each refused item
+/// comes back to its pusher, and nothing is lost or doubled.
+#[test]
+fn concurrent_capped_pushes_stop_exactly_at_the_cap() {
+    const THREADS: u32 = 4;
+    const PER_THREAD: u32 = 500;
+    const CAP: usize = 1000;
+    let v = SnapshotVec::new();
+    let start = Barrier::new(THREADS as usize);
+    let refused: Vec<Vec<u32>> = thread::scope(|s| {
+        let pushers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (v, start) = (&v, &start);
+                s.spawn(move || {
+                    start.wait();
+                    (0..PER_THREAD)
+                        .filter_map(|i| v.push_within(t * PER_THREAD + i, CAP).err())
+                        .collect()
+                })
+            })
+            .collect();
+        pushers.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    let mut all = v.load().to_vec();
+    assert_eq!(all.len(), CAP);
+    all.extend(refused.into_iter().flatten());
     all.sort_unstable();
     assert_eq!(all, (0..THREADS * PER_THREAD).collect::<Vec<_>>());
 }

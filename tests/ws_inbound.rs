@@ -198,6 +198,20 @@ fn inbound_and_subscriptions_are_send_and_sync() {
 }
 
 #[test]
+fn errors_say_what_went_wrong() {
+    assert!(InboundError::TooManyHandlers
+        .to_string()
+        .contains("handler limit"));
+    assert!(InboundError::TooManySubscriptions
+        .to_string()
+        .contains("subscription limit"));
+    assert!(SubscriptionError::Expired.to_string().contains("idle TTL"));
+    let closed = InboundClosed(Event::new(EventType::RunStarted));
+    assert!(closed.to_string().contains("RUN_STARTED"));
+    let _: &dyn std::error::Error = &closed;
+}
+
+#[test]
 fn a_config_that_cannot_work_is_refused() {
     let clock = Arc::new(ManualClock::default());
     let bad = InboundConfig {

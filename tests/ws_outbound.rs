@@ -749,16 +749,33 @@ fn bad_configs_are_refused() {
 }
 
 #[test]
-fn a_drained_burst_gives_its_memory_back() {
+fn nothing_is_reserved_up_front_and_a_drained_burst_gives_its_memory_back() {
     let q = queue(cfg(4096));
+    assert_eq!(q.metrics().buffer_slots, 0);
     for n in 0..4096 {
         q.offer(text(n)).unwrap();
     }
-    assert_eq!(drain(&q).len(), 4096);
-    // Not observable through the API except by debug output; the queue must
-    // at least keep working after shrinking.
+    assert!(q.metrics().buffer_slots >= 4096);
+    // Draining three quarters shrinks the buffer to twice what is left.
+    for _ in 0..3072 {
+        q.try_next().unwrap();
+    }
+    let slots = q.metrics().buffer_slots;
+    assert!((1024..=2048).contains(&slots), "{slots}");
+    assert_eq!(drain(&q).len(), 1024);
+    assert!(
+        q.metrics().buffer_slots <= 64,
+        "{}",
+        q.metrics().buffer_slots
+    );
     q.offer(text(1)).unwrap();
     assert_eq!(drain(&q), [t("TEXT_MESSAGE_CONTENT", 1)]);
+    // A discarding close frees the buffer.
+    for n in 0..100 {
+        q.offer(text(n)).unwrap();
+    }
+    q.close(CloseReason::Lost("reset".into()));
+    assert_eq!(q.metrics().buffer_slots, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -927,10 +944,12 @@ async fn broadcast_applies_each_queues_class_policy_and_pressure() {
     assert_eq!(m.resyncs, 2);
     assert_eq!(m.replaced, 2);
     assert_eq!(m.closed, 1);
-    assert_eq!(m.dropped(DeliveryClass::Droppable), 1);
-    assert_eq!(m.dropped(DeliveryClass::Snapshot), 1);
+    // Evictions count under droppable, whatever the broadcast's class; the
+    // overflowing deltas under state delta.
+    assert_eq!(m.dropped(DeliveryClass::Droppable), 4);
+    assert_eq!(m.dropped(DeliveryClass::Snapshot), 0);
     assert_eq!(m.dropped(DeliveryClass::StateDelta), 2);
-    assert_eq!(m.frames_queued, 3);
+    assert_eq!(m.frames_queued, 9);
     assert_eq!(m.slow_consumer_closes, 0);
 }
 
@@ -1042,7 +1061,7 @@ fn async_senders_and_writer_lose_no_wake_up() {
     runtime.block_on(async {
         let q = Arc::new(queue(QueueConfig {
             // A lost wake-up would show as a slow-consumer close.
-            lossless_timeout: Duration::from_secs(60),
+            lossless_timeout: Duration::from_secs(20),
             ..cfg(4)
         }));
         let senders: Vec<_> = (0..SENDERS)
@@ -1112,4 +1131,111 @@ fn droppables_yield_room_to_every_other_class() {
         assert_eq!(q.metrics().class(DeliveryClass::Droppable).dropped, 4);
         assert_balanced(&q);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_queues_share_one_deadline() {
+    let timeout = Duration::from_secs(5);
+    let config = QueueConfig {
+        lossless_timeout: timeout,
+        ..cfg(1)
+    };
+    let hub = Hub::new();
+    let stalled: Vec<_> = (0..3).map(|_| shared_queue(config)).collect();
+    let fast = shared_queue(config);
+    for (i, q) in stalled.iter().enumerate() {
+        q.offer(text(0)).unwrap();
+        hub.attach(ConnId(i as u64), q.clone());
+    }
+    hub.attach(ConnId(10), fast.clone());
+    let start = tokio::time::Instant::now();
+    let b = hub.broadcast_frame(text(1)).await;
+    assert_eq!(
+        start.elapsed(),
+        timeout,
+        "waited on concurrently, not in turn"
+    );
+    assert_eq!((b.queued, b.closed), (1, 3));
+    assert_eq!(fast.try_next(), Some(Next::Frame(text(1))));
+    for q in &stalled {
+        assert_eq!(
+            q.close_reason(),
+            Some(CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout))
+        );
+    }
+    assert_eq!(hub.metrics().slow_consumer_closes, 3);
+}
+
+#[test]
+fn attach_and_detach_race_broadcasts_without_lost_updates() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let hub = Arc::new(Hub::new());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = runtime.spawn({
+        let hub = hub.clone();
+        let stop = stop.clone();
+        async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hub.broadcast_frame(raw(n)).await;
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+            n
+        }
+    });
+    const THREADS: u64 = 4;
+    const EACH: u64 = 200;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                let mut detached = Vec::new();
+                for i in 0..EACH {
+                    let id = ConnId(t * 1_000 + i);
+                    hub.attach(id, shared_queue(cfg(8)));
+                    if i % 2 == 1 {
+                        let q = hub.get(id).unwrap();
+                        assert!(hub.detach(id));
+                        detached.push(q);
+                    }
+                }
+                detached
+            })
+        })
+        .collect();
+    let detached: Vec<Arc<Outbound>> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let broadcasts = runtime.block_on(publisher).unwrap();
+    assert!(broadcasts > 0);
+    assert_eq!(hub.len() as u64, THREADS * EACH / 2);
+    for t in 0..THREADS {
+        for i in 0..EACH {
+            assert_eq!(hub.get(ConnId(t * 1_000 + i)).is_some(), i % 2 == 0);
+        }
+    }
+    // No snapshot outlives the broadcasts: the detached queues are ours alone.
+    assert!(detached.iter().all(|q| Arc::strong_count(q) == 1));
+    assert_eq!(hub.metrics().events, broadcasts);
+}
+
+#[test]
+fn queues_hubs_and_their_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let q = queue(cfg(1));
+    let hub = Hub::new();
+    send_sync(&q);
+    send_sync(&hub);
+    send(q.send(text(1)));
+    send(q.send_until(text(1), tokio::time::Instant::now()));
+    send(q.next());
+    send(hub.broadcast_frame(text(1)));
 }

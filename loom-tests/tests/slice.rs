@@ -123,7 +123,10 @@ fn capped_pushes_racing_for_the_last_place() {
         };
         let mine = v.push_within(Tracked::new(&ledger, 2), 2).map_err(|t| t.id);
         let theirs = other.join().unwrap();
-        assert!(mine.is_ok() != theirs.is_ok(), "exactly one capped push wins");
+        assert!(
+            mine.is_ok() != theirs.is_ok(),
+            "exactly one capped push wins"
+        );
         let refused = mine.err().or(theirs.err()).unwrap();
         let ids: Vec<usize> = v.load().iter().map(|t| t.id).collect();
         assert_eq!(ids.len(), 2);

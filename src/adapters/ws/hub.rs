@@ -82,9 +82,9 @@ pub struct Hub {
 pub struct Broadcast {
     /// Queues that queued the event ([`Offered::Queued`]), at once or after a wait.
     pub queued: usize,
-    /// Queues where a droppable frame was dropped for it: an older one evicted
-    /// ([`Offered::DroppedOldest`], the event is queued) or the event itself
-    /// ([`Offered::DroppedNewest`]).
+    /// Queues where a frame was dropped for the event: older droppable frames
+    /// evicted to make room ([`Offered::DroppedOldest`]; the event is queued), or
+    /// the event itself ([`Offered::DroppedNewest`]).
     pub dropped: usize,
     /// Queues where the event replaced an older snapshot
     /// ([`Offered::ReplacedSnapshot`]).
@@ -102,13 +102,38 @@ impl Broadcast {
     pub fn total(&self) -> usize {
         self.queued + self.dropped + self.replaced + self.resyncs + self.closed
     }
+}
 
+/// A broadcast's outcome, with the splits the hub's totals need.
+#[derive(Default)]
+struct Tally {
+    result: Broadcast,
+    /// Queues that evicted droppables for the event (part of `result.dropped`).
+    evicted: usize,
+    /// Queues that closed as slow consumers during the broadcast (part of
+    /// `result.closed`).
+    slow: usize,
+}
+
+impl Tally {
     fn count(&mut self, offered: Offered) {
+        let r = &mut self.result;
         match offered {
-            Offered::Queued => self.queued += 1,
-            Offered::DroppedOldest | Offered::DroppedNewest => self.dropped += 1,
-            Offered::ReplacedSnapshot => self.replaced += 1,
-            Offered::Resync => self.resyncs += 1,
+            Offered::Queued => r.queued += 1,
+            Offered::DroppedOldest => {
+                r.dropped += 1;
+                self.evicted += 1;
+            }
+            Offered::DroppedNewest => r.dropped += 1,
+            Offered::ReplacedSnapshot => r.replaced += 1,
+            Offered::Resync => r.resyncs += 1,
+        }
+    }
+
+    fn refused(&mut self, err: &OfferError) {
+        self.result.closed += 1;
+        if matches!(err, OfferError::SlowConsumer(_)) {
+            self.slow += 1;
         }
     }
 }
@@ -120,10 +145,15 @@ pub struct HubMetrics {
     pub connections: usize,
     /// Broadcasts made (events, not frames).
     pub events: u64,
-    /// Frames queued in all broadcasts (the sum of [`Broadcast::queued`]).
+    /// Frames of broadcast events that entered a queue: queued, queued after
+    /// evicting droppables, or replacing an older snapshot.
     pub frames_queued: u64,
-    /// Per class of the broadcast event, indexed by [`DeliveryClass::index`]: queues
-    /// where a frame was dropped for it (the sum of [`Broadcast::dropped`]).
+    /// Frames dropped by broadcasts, per class, indexed by [`DeliveryClass::index`]:
+    /// the event itself where a queue dropped it (a droppable or an older snapshot
+    /// dropped on arrival, a delta that overflowed into a resync), and, under
+    /// droppable, the queues that evicted older droppables to make room for it.
+    /// The deltas a resync discarded from a queue are in that queue's
+    /// [`OutboundMetrics`](super::OutboundMetrics).
     pub dropped: [u64; 4],
     /// Snapshots replaced in queues (the sum of [`Broadcast::replaced`]).
     pub replaced: u64,
@@ -226,18 +256,13 @@ impl Hub {
     pub async fn broadcast_frame(&self, frame: Frame) -> Broadcast {
         let snapshot = self.entries.load();
         let start = tokio::time::Instant::now();
-        let mut result = Broadcast::default();
-        let mut slow = 0u64;
+        let mut tally = Tally::default();
         let mut full: Vec<&Outbound> = Vec::new();
         for (_, queue) in snapshot.iter() {
             match queue.offer(frame.clone()) {
-                Ok(offered) => result.count(offered),
+                Ok(offered) => tally.count(offered),
                 Err(OfferError::Full(_)) => full.push(queue),
-                Err(OfferError::Closed(_)) => result.closed += 1,
-                Err(OfferError::SlowConsumer(_)) => {
-                    result.closed += 1;
-                    slow += 1;
-                }
+                Err(err) => tally.refused(&err),
             }
         }
         if !full.is_empty() {
@@ -246,37 +271,39 @@ impl Hub {
                 queue.send_until(frame.clone(), deadline)
             });
             for outcome in join_all(waits).await {
+                // `send_until` turns `Full` into a wait: only closes are left.
                 match outcome {
-                    Ok(offered) => result.count(offered),
-                    Err(OfferError::SlowConsumer(_)) => {
-                        result.closed += 1;
-                        slow += 1;
-                    }
-                    // `send_until` turns `Full` into a wait, so only a close is left.
-                    Err(OfferError::Closed(_) | OfferError::Full(_)) => result.closed += 1,
+                    Ok(offered) => tally.count(offered),
+                    Err(err) => tally.refused(&err),
                 }
             }
         }
-        self.record(&result, frame.class(), slow);
-        result
+        self.record(&tally, frame.class());
+        tally.result
     }
 
-    fn record(&self, result: &Broadcast, class: DeliveryClass, slow: u64) {
+    fn record(&self, tally: &Tally, class: DeliveryClass) {
         let add = |counter: &AtomicU64, n: usize| {
             if n > 0 {
                 // Statistics only: nothing is ordered by these counters.
                 counter.fetch_add(n as u64, Ordering::Relaxed);
             }
         };
+        let r = &tally.result;
         self.broadcasts.fetch_add(1, Ordering::Relaxed);
-        add(&self.queued, result.queued);
-        add(&self.replaced, result.replaced);
-        add(&self.resyncs, result.resyncs);
-        add(&self.closed, result.closed);
-        add(&self.dropped[class.index()], result.dropped);
-        if slow > 0 {
-            self.slow_consumer_closes.fetch_add(slow, Ordering::Relaxed);
-        }
+        add(&self.queued, r.queued + tally.evicted + r.replaced);
+        add(&self.replaced, r.replaced);
+        add(&self.resyncs, r.resyncs);
+        add(&self.closed, r.closed);
+        add(&self.slow_consumer_closes, tally.slow);
+        add(
+            &self.dropped[class.index()],
+            r.dropped - tally.evicted + r.resyncs,
+        );
+        add(
+            &self.dropped[DeliveryClass::Droppable.index()],
+            tally.evicted,
+        );
     }
 
     /// Applies a memory pressure level to every attached queue

@@ -16,9 +16,10 @@ use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::pressure::{adaptive_size, PressureLevel};
 
-/// A drained buffer that holds more entries than this is shrunk.
+/// A buffer with room for more entries than this is shrunk once it is three
+/// quarters empty.
 const SHRINK_ABOVE: usize = 64;
-/// What a drained buffer is shrunk to.
+/// The least a buffer is shrunk to.
 const SHRINK_TO: usize = 8;
 
 /// What [`Outbound::offer`] did with a frame it accepted.
@@ -149,6 +150,10 @@ pub struct OutboundMetrics {
     pub capacity: usize,
     /// The configured capacity: the most the soft capacity can be raised to.
     pub max_capacity: usize,
+    /// Frames the queue's buffer has room for without growing: what it holds
+    /// allocated now (each slot is a [`Frame`] handle and a sequence number; the
+    /// frames' text is counted in `queued_bytes`).
+    pub buffer_slots: usize,
     /// The most droppable frames that may be queued now (half the capacity at
     /// [`PressureLevel::Critical`], otherwise the capacity).
     pub droppable_capacity: usize,
@@ -266,16 +271,20 @@ struct Wake {
 /// an older one in place, an overflowing delta discards every queued delta, a full
 /// queue evicts its oldest *droppable* event behind older lossless ones), and the
 /// writer skips stale state frames after a resync. A FIFO ring can only take from
-/// its head. The lock is held for a few dozen instructions, never across an
-/// `.await` and never while user code runs, and it is contended by one writer and
-/// the few tasks that publish to this one connection, so its cost is small next to
-/// the JSON encoding and the socket write that surround every frame. Counting is
-/// done on plain integers under the same lock, so metrics cost no extra atomic.
+/// its head. The lock is held for short, bounded sections (a scan of the queue at
+/// most, for a replacement or an eviction), never across an `.await` and never
+/// while user code runs, and it is contended only by one writer and the tasks that
+/// publish to this one connection. `benches/ws_outbound.rs` measures an
+/// uncontended round against a bounded `tokio::sync::mpsc` channel and the crate's
+/// ring. Counting is done on plain integers under the same lock, so metrics cost
+/// no extra atomic.
 ///
-/// The deque grows on demand up to the capacity; nothing is reserved up front, so an
-/// idle connection costs a few words. When a burst has drained, the buffer is shrunk
-/// back (to 8 entries once it held more than 64), and a
-/// close that discards the queue frees it.
+/// The deque grows on demand up to the capacity; nothing is reserved up front, so
+/// an idle connection costs the struct (about half a KiB on 64-bit targets) and no
+/// buffer. When a burst has drained, the buffer is shrunk back: once it has room
+/// for more than 64 frames and is three quarters empty, it is cut to twice what is
+/// queued (at least 8); a close that discards the queue frees it.
+/// [`OutboundMetrics::buffer_slots`] shows what is allocated.
 ///
 /// # Delivery classes
 ///
@@ -314,11 +323,13 @@ struct Wake {
 /// queued frames ([`Frame::len`]).
 ///
 /// - **Hard limit** ([`QueueConfig::hard_limit_bytes`]): the queue never holds more.
-///   A frame that would take it past the limit first gets its class policy (a
-///   droppable evicts older droppables or is dropped, a delta triggers a resync, a
-///   snapshot replaces its predecessor); if the frame still does not fit, the queue
-///   is closed at once with [`SlowConsumer::HardLimit`] and the frame is handed back
-///   in [`OfferError::SlowConsumer`].
+///   A frame that would take it past the limit is treated as one that finds the
+///   queue full: droppables yield, then its class policy applies (a droppable is
+///   dropped, a delta triggers a resync, a snapshot replaces its predecessor). A
+///   lossless frame (or a snapshot with nothing to replace) that still does not
+///   fit does not wait: the queue is closed at once with
+///   [`SlowConsumer::HardLimit`] and the frame is handed back in
+///   [`OfferError::SlowConsumer`].
 /// - **Soft limit** ([`QueueConfig::soft_limit_bytes`] for
 ///   [`QueueConfig::soft_limit_for`]): the first time the queued bytes rise above the
 ///   soft limit, the time is taken from the crate [`Clock`]; when they fall back to
@@ -333,7 +344,9 @@ struct Wake {
 /// State deltas only make sense in sequence. When a delta finds the queue full, the
 /// queue drops every queued delta (and the incoming one) and sets a *resync mark*.
 /// The writer's next [`next`](Outbound::next) returns [`Next::Resync`] before any
-/// other frame; the writer then fetches a fresh `STATE_SNAPSHOT` from its
+/// frame, including frames queued before the overflow (the snapshot is the current
+/// state, so it may overtake them; non-state frames keep their order). The writer
+/// then fetches a fresh `STATE_SNAPSHOT` from its
 /// [`SnapshotSource`](super::SnapshotSource), sends it, and calls
 /// [`resynced`](Outbound::resynced) with the snapshot's revision. From then on the
 /// queue skips (and counts as discarded) the *state frames* (`STATE_DELTA` and
@@ -391,12 +404,16 @@ struct Wake {
 /// wakes every future that was created before it). There is no window in which a
 /// change is made, notified, and missed. A sender woken by `notify_one` whose future
 /// is then dropped (its offer succeeded, or its deadline passed) does not swallow the
-/// wake-up: tokio hands an unconsumed `notify_one` on to the next waiter.
+/// wake-up: tokio hands an unconsumed `notify_one` on to the next waiter. A permit
+/// stored while nobody waited can be consumed by a future that is then dropped,
+/// but such a permit was owed to no registered waiter, and every later waiter
+/// re-checks the state before it sleeps.
 ///
 /// tokio's `Notify` does not run under loom, so this argument is not model-checked
 /// by `loom-tests/`; the module has no lock-free code of its own (the queue state is
-/// entirely under the mutex), and the waits are exercised by the tests below and in
-/// `tests/ws_outbound.rs`, including a multi-threaded exactly-once test.
+/// entirely under the mutex), and the waits are exercised by `tests/ws_outbound.rs`
+/// on tokio's paused clock and on a multi-threaded runtime with an exactly-once
+/// check.
 ///
 /// # Examples
 ///
@@ -535,9 +552,8 @@ impl Outbound {
     }
 
     fn offer_inner(&self, frame: Frame, attempt: Attempt) -> Result<Offered, OfferError> {
-        let now = self.clock.now();
         let mut st = self.lock();
-        let (result, wake) = self.offer_locked(&mut st, frame, now);
+        let (result, wake) = self.offer_locked(&mut st, frame);
         if let Err(err) = &result {
             match (err, attempt) {
                 // Not handed back: the sender waits.
@@ -592,9 +608,8 @@ impl Outbound {
 
     /// The deadline of a lossless wait has passed: one last try, then close.
     fn time_out(&self, frame: Frame) -> Result<Offered, OfferError> {
-        let now = self.clock.now();
         let mut st = self.lock();
-        let (result, mut wake) = self.offer_locked(&mut st, frame, now);
+        let (result, mut wake) = self.offer_locked(&mut st, frame);
         if let Err(err) = &result {
             st.classes[err.frame().class().index()].rejected += 1;
         }
@@ -714,9 +729,8 @@ impl Outbound {
     ///
     /// The reason the queue is closed, when it is (by this call or earlier).
     pub fn check_limits(&self) -> Result<(), CloseReason> {
-        let now = self.clock.now();
         let mut st = self.lock();
-        let wake = self.check_soft_locked(&mut st, now);
+        let wake = self.check_soft_locked(&mut st);
         let result = match &st.closed {
             Some(reason) => Err(reason.clone()),
             None => Ok(()),
@@ -788,6 +802,7 @@ impl Outbound {
             len: st.queue.len(),
             capacity: st.capacity,
             max_capacity: self.config.capacity,
+            buffer_slots: st.queue.capacity(),
             droppable_capacity: st.droppable_capacity(),
             resync_pending: st.resync_pending,
             closed: st.closed.clone(),
@@ -842,9 +857,14 @@ impl Outbound {
             .all
     }
 
-    fn check_soft_locked(&self, st: &mut State, now: u64) -> Wake {
+    /// The soft limit's timer. The clock is read only while the timer runs, so an
+    /// offer below the soft limit costs no clock read.
+    fn check_soft_locked(&self, st: &mut State) -> Wake {
         match st.soft_since {
-            Some(since) if st.closed.is_none() && now.saturating_sub(since) >= self.soft_ticks => {
+            Some(since)
+                if st.closed.is_none()
+                    && self.clock.now().saturating_sub(since) >= self.soft_ticks =>
+            {
                 self.close_locked(st, CloseReason::SlowConsumer(SlowConsumer::SoftLimit))
             }
             _ => Wake::default(),
@@ -852,18 +872,13 @@ impl Outbound {
     }
 
     /// The class policies, under the lock.
-    fn offer_locked(
-        &self,
-        st: &mut State,
-        frame: Frame,
-        now: u64,
-    ) -> (Result<Offered, OfferError>, Wake) {
+    fn offer_locked(&self, st: &mut State, frame: Frame) -> (Result<Offered, OfferError>, Wake) {
         let class = frame.class();
         let ci = class.index();
         if st.closed.is_some() {
             return (Err(OfferError::Closed(frame)), Wake::default());
         }
-        let mut wake = self.check_soft_locked(st, now);
+        let mut wake = self.check_soft_locked(st);
         if st.closed.is_some() {
             return (Err(OfferError::SlowConsumer(frame)), wake);
         }
@@ -894,7 +909,7 @@ impl Outbound {
                     seq: st.next_seq,
                 };
                 st.next_seq += 1;
-                st.after_growth(now);
+                st.after_growth(&*self.clock);
                 if st.bytes < old_len {
                     st.after_removal();
                 }
@@ -908,7 +923,7 @@ impl Outbound {
                 && (class != DeliveryClass::Droppable || st.counts[ci] < st.droppable_capacity())
         };
         if fits(st) {
-            st.push(frame, now);
+            st.push(frame, &*self.clock);
             wake.data = true;
             return (Ok(Offered::Queued), wake);
         }
@@ -918,7 +933,7 @@ impl Outbound {
         if class != DeliveryClass::Droppable && st.can_make_room_for(&frame, hard) {
             while !fits(st) && st.evict_oldest_droppable() {}
             st.after_removal();
-            st.push(frame, now);
+            st.push(frame, &*self.clock);
             wake.data = true;
             return (Ok(Offered::DroppedOldest), wake);
         }
@@ -953,7 +968,7 @@ impl Outbound {
                 {
                     while !fits(st) && st.evict_oldest_droppable() {}
                     st.after_removal();
-                    st.push(frame, now);
+                    st.push(frame, &*self.clock);
                     wake.data = true;
                     (Ok(Offered::DroppedOldest), wake)
                 } else {
@@ -976,7 +991,7 @@ impl State {
         }
     }
 
-    fn push(&mut self, frame: Frame, now: u64) {
+    fn push(&mut self, frame: Frame, clock: &dyn Clock) {
         let ci = frame.class().index();
         self.counts[ci] += 1;
         self.classes[ci].offered += 1;
@@ -987,13 +1002,16 @@ impl State {
             seq: self.next_seq,
         });
         self.next_seq += 1;
-        self.after_growth(now);
+        self.after_growth(clock);
     }
 
-    fn after_growth(&mut self, now: u64) {
+    /// Bookkeeping after the queued bytes grew: the peak, and starting the soft
+    /// limit's timer (the only clock read on the offer path, and only when the
+    /// bytes cross the soft limit).
+    fn after_growth(&mut self, clock: &dyn Clock) {
         self.peak_bytes = self.peak_bytes.max(self.bytes);
         if self.bytes > self.soft_limit {
-            self.soft_since.get_or_insert(now);
+            self.soft_since.get_or_insert_with(|| clock.now());
         }
     }
 
@@ -1005,8 +1023,12 @@ impl State {
         if self.soft_since.is_some() && self.bytes <= self.soft_limit {
             self.soft_since = None;
         }
-        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
-            self.queue.shrink_to(SHRINK_TO);
+        // Shrink once the buffer is at least four times what is queued: a factor
+        // of two between growing (doubling) and shrinking keeps a queue that hovers
+        // around one size from reallocating back and forth.
+        let slots = self.queue.capacity();
+        if slots > SHRINK_ABOVE && self.queue.len() <= slots / 4 {
+            self.queue.shrink_to((self.queue.len() * 2).max(SHRINK_TO));
         }
     }
 
