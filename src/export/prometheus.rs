@@ -32,7 +32,7 @@
 //! | `heap` | [`TrackingAllocator`](crate::heap::TrackingAllocator) or any [`HeapUsage`] ([`HeapStats`]) | [`Exporter::add_heap`] |
 #![cfg_attr(
     feature = "ws",
-    doc = "| `ws_server` | [`Server`](crate::adapters::ws::Server) ([`ServerMetrics`](crate::adapters::ws::ServerMetrics); per connection, if asked, [`ConnectionMetrics`](crate::adapters::ws::ConnectionMetrics), label `conn`) | [`Exporter::add_ws_server`], [`Exporter::add_ws_server_with`] |"
+    doc = "| `ws_server` | [`Server`] ([`ServerMetrics`]; per connection, if asked, [`ConnectionMetrics`], label `conn`) | [`Exporter::add_ws_server`], [`Exporter::add_ws_server_with`] |"
 )]
 //!
 //! The SPSC channel has no metrics snapshot (its two ends are owned by their threads;
@@ -806,8 +806,9 @@ impl Exporter {
     ///
     /// The server is held weakly: once the last `Arc` is dropped, its series are
     /// gone from the next scrape. A scrape takes the server's registry lock briefly
-    /// and each open connection's queue lock once; it never waits for the runtime, so
-    /// a [`MetricsServer`] thread can scrape a server that runs on tokio.
+    /// and each open connection's queue lock twice (its length and its bytes), off
+    /// the hot paths; it never waits for the runtime, so a [`MetricsServer`] thread
+    /// can scrape a server that runs on tokio.
     ///
     /// # Errors
     ///
@@ -852,7 +853,7 @@ impl Exporter {
     /// exporter.add_ws_server_with("events", &server, options)?;
     ///
     /// let url = format!("ws://{}", server.local_addr());
-    /// let (_socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    /// let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
     /// let id = on_connected.recv().await.expect("admitted");
     /// // Not read yet: the event is still queued when the scrape runs.
     /// server.broadcast(&Event::new(EventType::RunStarted)).await;
@@ -863,6 +864,7 @@ impl Exporter {
     /// let conn = format!("{{ws_server=\"events\",conn=\"{}\"}} 1\n", id.0);
     /// assert!(text.contains(&format!("membound_ws_server_conn_queued_events{conn}")));
     ///
+    /// drop(socket);
     /// server.shutdown().await;
     /// drop(server); // gone from the next scrape
     /// text.clear();
@@ -908,10 +910,11 @@ impl Exporter {
 /// and as identifiers are never reused, every connection that comes and goes
 /// leaves a new set of series behind in the monitoring system's index (churn) even
 /// though the exporter drops them when the connection ends. The scrape also reads
-/// each connection's full snapshot. So it is off by default: the totals answer
-/// "is anyone falling behind?" (queued bytes, drops, slow-consumer closes) with a
-/// fixed number of series. Turn it on for servers with few, long-lived
-/// connections, or for debugging.
+/// each connection's full snapshot, after the totals (the two are not one atomic
+/// snapshot: a connection that ends in between is in one and not the other). So
+/// it is off by default: the totals answer "is anyone falling behind?" (queued
+/// bytes, drops, slow-consumer closes) with a fixed number of series. Turn it on
+/// for servers with few, long-lived connections, or for debugging.
 ///
 /// [`ConnId`]: crate::adapters::ws::ConnId
 #[cfg(feature = "ws")]
