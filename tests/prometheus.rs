@@ -31,6 +31,10 @@ use openmetrics_parser::{
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 
+#[cfg(feature = "ws")]
+#[path = "support/ws.rs"]
+mod ws;
+
 const MIB: u64 = 1 << 20;
 
 /// A parsed exposition: each family's type and unit, each series' value.
@@ -671,6 +675,267 @@ fn a_state_store_exports_its_counts_and_subscriptions() {
     );
 }
 
+/// A WebSocket server on loopback for the export tests: 2 connections at most,
+/// queues of 4 events that drop the newest droppable event when full, and no
+/// keepalive ping during a test (so the traffic counts are exactly the test's).
+#[cfg(feature = "ws")]
+async fn ws_server() -> (
+    Arc<membound::adapters::ws::Server>,
+    tokio::sync::mpsc::UnboundedReceiver<membound::adapters::ws::Connection>,
+) {
+    use membound::adapters::ws::{DropPolicy, Server};
+    let mut config = ws::fast_config();
+    config.max_connections = 2;
+    config.connection.keepalive_interval = Duration::from_secs(60);
+    config.connection.idle_timeout = Duration::from_secs(120);
+    config.connection.outbound.capacity = 4;
+    config.connection.outbound.droppable = DropPolicy::Newest;
+    let (server, conns) = ws::serve(Server::builder(config)).await;
+    (Arc::new(server), conns)
+}
+
+/// Runs on one thread (tokio's test default), so the connections' writers run only
+/// when the test awaits something that waits: events broadcast without such an
+/// await are all still queued at the next scrape.
+#[cfg(feature = "ws")]
+#[tokio::test]
+async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
+    use membound::adapters::ws::{close_code, Event, EventType};
+    use membound::export::prometheus::WsExport;
+    use membound::pressure::PressureLevel;
+
+    let mut registry = Registry::default();
+    let exporter = Exporter::register(&mut registry);
+    let (server, mut conns) = ws_server().await;
+    // The same server twice: once with its connections, once with the totals only.
+    let detailed = WsExport::default().with_per_connection(true);
+    exporter
+        .add_ws_server_with("detailed", &server, detailed)
+        .unwrap();
+    exporter.add_ws_server("plain", &server).unwrap();
+    assert_eq!(
+        exporter.add_ws_server("plain", &server),
+        Err(ExportError::DuplicateName {
+            kind: "ws_server",
+            name: "plain".into()
+        })
+    );
+
+    let mut a = ws::client(server.local_addr()).await;
+    let conn_a = ws::next_conn(&mut conns).await;
+    let mut b = ws::client(server.local_addr()).await;
+    let conn_b = ws::next_conn(&mut conns).await;
+    // Over max_connections: the handshake completes, then 1013.
+    let mut refused = ws::client(server.local_addr()).await;
+    assert_eq!(
+        ws::read_to_close(&mut refused).await.1,
+        close_code::TRY_AGAIN_LATER
+    );
+
+    // Per queue: the lifecycle event and three RAW ones queued, two RAW dropped.
+    let events: Vec<Event> = std::iter::once(Event::new(EventType::RunStarted))
+        .chain((0..5).map(|i| Event::new(EventType::Raw).with("seq", i)))
+        .collect();
+    for event in &events {
+        server.broadcast(event).await;
+    }
+    let queued_bytes: usize = events[..4].iter().map(|e| e.encode().len()).sum();
+
+    let s = scrape(&registry);
+    for name in ["detailed", "plain"] {
+        let l = [("ws_server", name)];
+        assert_eq!(s.kind("membound_ws_server_connections"), ("gauge", ""));
+        assert_eq!(s.value("membound_ws_server_connections", &l), 2.0);
+        assert_eq!(s.kind("membound_ws_server_accepted"), ("counter", ""));
+        assert_eq!(s.value("membound_ws_server_accepted", &l), 2.0);
+        assert_eq!(s.value("membound_ws_server_queued_events", &l), 8.0);
+        assert_eq!(
+            s.kind("membound_ws_server_queued_bytes"),
+            ("gauge", "bytes")
+        );
+        assert_eq!(
+            s.value("membound_ws_server_queued_bytes", &l),
+            (2 * queued_bytes) as f64
+        );
+        assert_eq!(s.value("membound_ws_server_broadcasts", &l), 6.0);
+        assert_eq!(s.value("membound_ws_server_broadcast_queued", &l), 8.0);
+        assert_eq!(s.value("membound_ws_server_sent_events", &l), 0.0);
+        assert_eq!(s.value("membound_ws_server_pressure_level", &l), 0.0);
+    }
+    let cause = |c| [("ws_server", "detailed"), ("cause", c)];
+    assert_eq!(s.kind("membound_ws_server_refused"), ("counter", ""));
+    assert_eq!(
+        s.value("membound_ws_server_refused", &cause("capacity")),
+        1.0
+    );
+    assert_eq!(
+        s.value("membound_ws_server_refused", &cause("pressure")),
+        0.0
+    );
+    assert_eq!(
+        s.value("membound_ws_server_refused", &cause("shutdown")),
+        0.0
+    );
+    let class = |c| [("ws_server", "detailed"), ("class", c)];
+    assert_eq!(
+        s.kind("membound_ws_server_broadcast_dropped"),
+        ("counter", "")
+    );
+    assert_eq!(
+        s.value("membound_ws_server_broadcast_dropped", &class("droppable")),
+        4.0
+    );
+    assert_eq!(
+        s.value("membound_ws_server_broadcast_dropped", &class("lossless")),
+        0.0
+    );
+    // Each connection, under the detailed name only.
+    let id_a = conn_a.id().0.to_string();
+    let id_b = conn_b.id().0.to_string();
+    for id in [id_a.as_str(), id_b.as_str()] {
+        let c = [("ws_server", "detailed"), ("conn", id)];
+        assert_eq!(
+            s.kind("membound_ws_server_conn_queued_events"),
+            ("gauge", "")
+        );
+        assert_eq!(s.value("membound_ws_server_conn_queued_events", &c), 4.0);
+        assert_eq!(
+            s.kind("membound_ws_server_conn_queued_bytes"),
+            ("gauge", "bytes")
+        );
+        assert_eq!(
+            s.value("membound_ws_server_conn_queued_bytes", &c),
+            queued_bytes as f64
+        );
+        assert_eq!(s.value("membound_ws_server_conn_sent_events", &c), 0.0);
+        let dropped = |class| [("ws_server", "detailed"), ("conn", id), ("class", class)];
+        assert_eq!(s.kind("membound_ws_server_conn_dropped"), ("counter", ""));
+        assert_eq!(
+            s.value("membound_ws_server_conn_dropped", &dropped("droppable")),
+            2.0
+        );
+        assert_eq!(
+            s.value("membound_ws_server_conn_dropped", &dropped("lossless")),
+            0.0
+        );
+    }
+    assert_eq!(s.series("membound_ws_server_conn_queued_events").len(), 2);
+    assert_eq!(s.series("membound_ws_server_conn_dropped").len(), 8);
+    assert!(s
+        .names()
+        .iter()
+        .filter(|n| n.starts_with("membound_ws_server_conn_"))
+        .flat_map(|n| s.series(n))
+        .all(|labels| labels["ws_server"] == "detailed"));
+
+    // The clients read what was queued; A sends an event, B a text that is not one
+    // (closed with 1007 under the default policy).
+    for ws in [&mut a, &mut b] {
+        assert_eq!(ws::next_event(ws).await.kind(), &EventType::RunStarted);
+        for i in 0..3 {
+            assert_eq!(ws::next_event(ws).await.get("seq").unwrap(), i);
+        }
+    }
+    let custom = r#"{"type":"CUSTOM","name":"ping"}"#;
+    ws::send_text(&mut a, custom).await;
+    ws::send_text(&mut b, "not json").await;
+    assert_eq!(
+        ws::read_to_close(&mut b).await.1,
+        close_code::INVALID_PAYLOAD
+    );
+    ws::eventually("A's event counted and B gone", || {
+        let m = server.metrics();
+        m.frames_in == 2 && m.connections == 1
+    })
+    .await;
+
+    let s = scrape(&registry);
+    let l = [("ws_server", "detailed")];
+    assert_eq!(s.value("membound_ws_server_connections", &l), 1.0);
+    // B's traffic stays in the totals after B ended.
+    assert_eq!(s.kind("membound_ws_server_sent_events"), ("counter", ""));
+    assert_eq!(s.value("membound_ws_server_sent_events", &l), 8.0);
+    assert_eq!(
+        s.kind("membound_ws_server_sent_bytes"),
+        ("counter", "bytes")
+    );
+    assert_eq!(
+        s.value("membound_ws_server_sent_bytes", &l),
+        (2 * queued_bytes) as f64
+    );
+    assert_eq!(s.value("membound_ws_server_received_messages", &l), 2.0);
+    assert_eq!(s.value("membound_ws_server_received_malformed", &l), 1.0);
+    assert_eq!(
+        s.value("membound_ws_server_received_bytes", &l),
+        (custom.len() + "not json".len()) as f64
+    );
+    assert_eq!(s.value("membound_ws_server_queued_events", &l), 0.0);
+    assert_eq!(s.value("membound_ws_server_queued_bytes", &l), 0.0);
+    let reason = |r| [("ws_server", "detailed"), ("reason", r)];
+    assert_eq!(s.kind("membound_ws_server_closed"), ("counter", ""));
+    assert_eq!(
+        s.value("membound_ws_server_closed", &reason("invalid_payload")),
+        1.0
+    );
+    assert_eq!(
+        s.value("membound_ws_server_closed", &reason("shutdown")),
+        0.0
+    );
+    assert_eq!(s.series("membound_ws_server_closed").len(), 2 * 9);
+    // A ended connection's series are gone; A's show what was written to it.
+    let c = [("ws_server", "detailed"), ("conn", id_a.as_str())];
+    assert_eq!(
+        s.series("membound_ws_server_conn_sent_events"),
+        [&c.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()]
+    );
+    assert_eq!(s.value("membound_ws_server_conn_sent_events", &c), 4.0);
+    assert_eq!(
+        s.kind("membound_ws_server_conn_sent_bytes"),
+        ("counter", "bytes")
+    );
+    assert_eq!(
+        s.value("membound_ws_server_conn_sent_bytes", &c),
+        queued_bytes as f64
+    );
+    assert_eq!(s.value("membound_ws_server_conn_queued_events", &c), 0.0);
+
+    // Critical pressure refuses new connections; shutdown closes A with 1001.
+    server.on_pressure(PressureLevel::Critical);
+    let mut late = ws::client(server.local_addr()).await;
+    assert_eq!(
+        ws::read_to_close(&mut late).await.1,
+        close_code::TRY_AGAIN_LATER
+    );
+    // A answers the close frame while the shutdown waits for it.
+    let ((), (_, code, _)) = tokio::join!(server.shutdown(), ws::read_to_close(&mut a));
+    assert_eq!(code, close_code::GOING_AWAY);
+    let s = scrape(&registry);
+    assert_eq!(s.value("membound_ws_server_pressure_level", &l), 3.0);
+    assert_eq!(
+        s.value("membound_ws_server_refused", &cause("pressure")),
+        1.0
+    );
+    assert_eq!(
+        s.value("membound_ws_server_closed", &reason("shutdown")),
+        1.0
+    );
+    assert_eq!(s.value("membound_ws_server_connections", &l), 0.0);
+    assert!(s.series("membound_ws_server_conn_sent_events").is_empty());
+
+    // Held weakly: the dropped server's series go, and its names are free again.
+    drop(server);
+    assert!(!render(&registry).contains("membound_ws_server"));
+    let (again, _conns) = ws_server().await;
+    exporter.add_ws_server("plain", &again).unwrap();
+    let s = scrape(&registry);
+    assert_eq!(
+        s.value("membound_ws_server_accepted", &[("ws_server", "plain")]),
+        0.0
+    );
+}
+
 #[test]
 fn names_are_escaped_not_injected() {
     let mut registry = Registry::default();
@@ -720,6 +985,22 @@ fn every_kind_renders_valid_openmetrics_and_prometheus_text() {
     exporter
         .add_sampler("s", Sampler::new(SamplerConfig::default()).unwrap())
         .unwrap();
+    // A WebSocket server with one connection, for its per-connection families too.
+    // The runtime runs only inside `block_on`: nothing moves between the renderings.
+    #[cfg(feature = "ws")]
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    #[cfg(feature = "ws")]
+    let (_ws_server, _ws_client) = runtime.block_on(async {
+        let (server, mut conns) = ws_server().await;
+        let client = ws::client(server.local_addr()).await;
+        ws::next_conn(&mut conns).await;
+        let options = membound::export::prometheus::WsExport::new().with_per_connection(true);
+        exporter.add_ws_server_with("w", &server, options).unwrap();
+        (server, client)
+    });
 
     let open = scrape(&registry);
     let mut text = String::new();
@@ -737,6 +1018,10 @@ fn every_kind_renders_valid_openmetrics_and_prometheus_text() {
         "snapshot_vec",
         #[cfg(feature = "state")]
         "state",
+        #[cfg(feature = "ws")]
+        "ws_server",
+        #[cfg(feature = "ws")]
+        "ws_server_conn",
     ] {
         let prefix = format!("membound_{kind}_");
         assert!(

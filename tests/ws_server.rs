@@ -32,7 +32,7 @@ async fn events_arrive_in_order_within_each_class() {
     let mut ws = client(server.local_addr()).await;
     let conn = next_conn(&mut conns).await;
 
-    // An AG-UI mix: lifecycle and text (lossless), state deltas, snapshots, raw.
+    // An AG-UI mix: text and tool calls (lossless), state deltas, snapshots, raw.
     let kinds = [
         EventType::TextMessageContent,
         EventType::StateDelta,
@@ -42,9 +42,9 @@ async fn events_arrive_in_order_within_each_class() {
         EventType::Custom,
     ];
     let total = 600u64;
+    let kind_of = |i: u64| kinds[(i % kinds.len() as u64) as usize].clone();
     for i in 0..total {
-        let kind = kinds[(i % kinds.len() as u64) as usize].clone();
-        let event = Event::new(kind).with("seq", i).with_revision(i);
+        let event = Event::new(kind_of(i)).with("seq", i).with_revision(i);
         // Through both paths: the fan-out and the connection's own queue.
         if i % 2 == 0 {
             server.broadcast(&event).await;
@@ -52,34 +52,44 @@ async fn events_arrive_in_order_within_each_class() {
             conn.send(&event).await.expect("queued");
         }
     }
-    let mut last = [None::<u64>; 4];
-    let mut lossless = Vec::new();
-    let mut received = 0;
-    while received < total {
+    server
+        .broadcast(&Event::new(EventType::RunFinished).with("seq", total))
+        .await;
+
+    let mut got: [Vec<u64>; 4] = Default::default();
+    loop {
         let event = next_event(&mut ws).await;
-        let class = event.class();
-        let s = seq(&event);
-        if let Some(prev) = last[class.index()] {
-            assert!(
-                s > prev,
-                "{} out of order: {s} after {prev}",
-                class.as_str()
-            );
+        if event.kind() == &EventType::RunFinished {
+            break;
         }
-        last[class.index()] = Some(s);
-        if class == DeliveryClass::Lossless {
-            lossless.push(s);
-        }
-        received += 1;
+        got[event.class().index()].push(seq(&event));
     }
-    // A reader that keeps up loses nothing, and lossless events are all there.
-    let expected: Vec<u64> = (0..total)
-        .filter(|i| kinds[(*i % kinds.len() as u64) as usize].class() == DeliveryClass::Lossless)
-        .collect();
-    assert_eq!(lossless, expected);
+    let sent = |class: DeliveryClass| -> Vec<u64> {
+        (0..total)
+            .filter(|i| kind_of(*i).class() == class)
+            .collect()
+    };
+    // The queue never overflowed: lossless events, deltas and droppables all arrive,
+    // each class in the order sent.
+    for class in [
+        DeliveryClass::Lossless,
+        DeliveryClass::StateDelta,
+        DeliveryClass::Droppable,
+    ] {
+        assert_eq!(got[class.index()], sent(class), "{}", class.as_str());
+    }
+    // Snapshots are latest-wins: a subsequence in order, ending with the newest.
+    let snapshots = &got[DeliveryClass::Snapshot.index()];
+    assert!(snapshots.windows(2).all(|w| w[0] < w[1]), "{snapshots:?}");
+    assert_eq!(snapshots.last(), sent(DeliveryClass::Snapshot).last());
     let m = conn.metrics();
-    assert_eq!(m.frames_out, total);
+    assert_eq!(
+        m.frames_out + m.outbound.replaced_snapshots,
+        total + 1,
+        "every event sent or replaced"
+    );
     assert!(m.bytes_out > 0);
+    drop(ws); // an idle client would hold the shutdown for its close reply
     server.shutdown().await;
 }
 
@@ -172,6 +182,7 @@ async fn keepalive_pings_arrive_and_answered_pings_keep_the_connection() {
     let m = conn.metrics();
     assert!(m.pings_sent >= 15);
     assert!(m.pongs_received >= 10, "pongs: {}", m.pongs_received);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -219,6 +230,7 @@ async fn an_oversized_frame_is_closed_with_1009() {
         CloseReason::MessageTooBig
     );
     assert_eq!(server.metrics().closed.message_too_big, 1);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -250,6 +262,7 @@ async fn an_oversized_fragmented_message_is_closed_with_1009() {
         within("the close", conn.closed()).await,
         CloseReason::MessageTooBig
     );
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -284,6 +297,7 @@ async fn malformed_json_is_closed_with_1007() {
         CloseReason::InvalidPayload(_)
     ));
     assert_eq!(server.metrics().closed.invalid_payload, 5);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -294,7 +308,7 @@ async fn malformed_json_gets_an_error_event_when_so_configured() {
     let (server, mut conns) = serve(Server::builder(config)).await;
     let mut ws = client(server.local_addr()).await;
     let conn = next_conn(&mut conns).await;
-    let mut inbound = conn.subscribe([]).unwrap();
+    let inbound = conn.subscribe([]).unwrap();
 
     send_text(&mut ws, "{oops").await;
     let error = next_event(&mut ws).await;
@@ -318,6 +332,7 @@ async fn malformed_json_gets_an_error_event_when_so_configured() {
     assert_eq!(got.kind(), &EventType::Custom);
     assert_eq!(conn.metrics().malformed_in, 2);
     assert!(!conn.is_closed());
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -326,9 +341,9 @@ async fn the_connection_cap_refuses_with_1013() {
     let mut config = fast_config();
     config.max_connections = 2;
     let (server, mut conns) = serve(Server::builder(config)).await;
-    let _a = client(server.local_addr()).await;
+    let mut a_ws = client(server.local_addr()).await;
     let a = next_conn(&mut conns).await;
-    let _b = client(server.local_addr()).await;
+    let b_ws = client(server.local_addr()).await;
     let _b_conn = next_conn(&mut conns).await;
 
     let mut c = client(server.local_addr()).await;
@@ -340,11 +355,14 @@ async fn the_connection_cap_refuses_with_1013() {
 
     // A place frees up: the next one is admitted.
     a.close(CloseReason::Normal);
+    let (_, code, _) = read_to_close(&mut a_ws).await;
+    assert_eq!(code, close_code::NORMAL);
     within("the close", a.closed()).await;
-    let _d = client(server.local_addr()).await;
+    let d_ws = client(server.local_addr()).await;
     let d = next_conn(&mut conns).await;
     assert!(!d.is_closed());
     assert_eq!(server.connection_count(), 2);
+    drop((b_ws, d_ws));
     server.shutdown().await;
 }
 
@@ -370,9 +388,10 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
     assert!(!old_conn.is_closed());
 
     server.on_pressure(PressureLevel::Normal);
-    let _again = client(server.local_addr()).await;
+    let again_ws = client(server.local_addr()).await;
     let again = next_conn(&mut conns).await;
     assert!(!again.is_closed());
+    drop((old, again_ws));
     server.shutdown().await;
 }
 
@@ -394,7 +413,7 @@ async fn inbound_events_reach_handlers_and_subscriptions() {
         }
     })
     .unwrap();
-    let mut custom = conn.subscribe([EventType::Custom]).unwrap();
+    let custom = conn.subscribe([EventType::Custom]).unwrap();
 
     for n in 0..5 {
         let text = json!({"type": "TOOL_CALL_RESULT", "n": n}).to_string();
@@ -415,6 +434,7 @@ async fn inbound_events_reach_handlers_and_subscriptions() {
     assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
     let m = conn.metrics();
     assert_eq!(m.frames_in, 10);
+    drop(ws);
     server.shutdown().await;
 }
 
@@ -426,18 +446,19 @@ async fn graceful_shutdown_drains_lossless_events_then_sends_1001() {
         clients.push(stalled_client(server.local_addr()).await);
         next_conn(&mut conns).await;
     }
-    // Queue more than the stalled sockets take, so events wait in the queues when
+    // Queue more than the stalled sockets take, so events wait in every queue when
     // the shutdown begins.
-    let payload = "p".repeat(1024);
-    let total = 300u64;
-    for i in 0..total {
+    let payload = "p".repeat(2048);
+    let mut total = 0u64;
+    while !server.connections().iter().all(|c| c.queued() >= 50) {
+        assert!(total < 20_000, "the queues never filled");
         let event = Event::new(EventType::TextMessageContent)
-            .with("seq", i)
+            .with("seq", total)
             .with("delta", payload.as_str());
         let b = server.broadcast(&event).await;
         assert_eq!(b.closed, 0);
+        total += 1;
     }
-    assert!(server.metrics().queued_events > 0, "events are waiting");
     let shutting = tokio::spawn(async move {
         server.shutdown().await;
         server
@@ -474,19 +495,32 @@ async fn events_larger_than_the_write_buffer_cap_go_out_fragmented() {
     let mut ws = client(server.local_addr()).await;
     let conn = next_conn(&mut conns).await;
 
+    // Small events batched in the write buffer, then events that do not fit beside
+    // them (one under the cap, one far over it, sent as continuation frames).
     let big = "b".repeat(50_000);
-    conn.send(&Event::new(EventType::StateSnapshot).with("snapshot", big.as_str()))
-        .await
+    let medium = "m".repeat(3_500);
+    for i in 0..20 {
+        conn.try_send(&Event::new(EventType::TextMessageContent).with("seq", i))
+            .unwrap();
+    }
+    conn.try_send(&Event::new(EventType::ToolCallArgs).with("delta", medium.as_str()))
         .unwrap();
-    conn.send(&Event::new(EventType::RunFinished))
-        .await
+    conn.try_send(&Event::new(EventType::StateSnapshot).with("snapshot", big.as_str()))
         .unwrap();
+    conn.try_send(&Event::new(EventType::RunFinished)).unwrap();
+    for i in 0..20 {
+        assert_eq!(seq(&next_event(&mut ws).await), i);
+    }
+    let event = next_event(&mut ws).await;
+    assert_eq!(event.get("delta").unwrap().as_str().unwrap().len(), 3_500);
     let event = next_event(&mut ws).await;
     assert_eq!(
         event.get("snapshot").unwrap().as_str().unwrap().len(),
         50_000
     );
     assert_eq!(next_event(&mut ws).await.kind(), &EventType::RunFinished);
+    assert!(!conn.is_closed());
+    drop(ws);
     server.shutdown().await;
 }
 

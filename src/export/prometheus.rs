@@ -30,6 +30,10 @@
 //! | `sampler` | [`Sampler`], sampled at each scrape | [`Exporter::add_sampler`] |
 //! | `cleanup` | [`CleanupManager`] (each task's [`TaskMetrics`], label `task`) | [`Exporter::add_cleanup`] |
 //! | `heap` | [`TrackingAllocator`](crate::heap::TrackingAllocator) or any [`HeapUsage`] ([`HeapStats`]) | [`Exporter::add_heap`] |
+#![cfg_attr(
+    feature = "ws",
+    doc = "| `ws_server` | [`Server`] ([`ServerMetrics`]; per connection, if asked, [`ConnectionMetrics`], label `conn`) | [`Exporter::add_ws_server`], [`Exporter::add_ws_server_with`] |"
+)]
 //!
 //! The SPSC channel has no metrics snapshot (its two ends are owned by their threads;
 //! the producer's [`dropped`](crate::ring::spsc::Producer::dropped) is its only
@@ -104,6 +108,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 #[cfg(feature = "state")]
 use crate::adapters::state::{subscription::SubscriptionMetrics, StateMetrics, StateStore};
+#[cfg(feature = "ws")]
+use crate::adapters::ws::{ConnectionMetrics, DeliveryClass, Server, ServerMetrics};
 use crate::backpressure::{Backpressure, BackpressureMetrics};
 use crate::cleanup::{CleanupManager, TaskFailure};
 use crate::clock::{Clock, MonotonicClock};
@@ -401,6 +407,18 @@ impl Samples<'_> {
         self.push(family, Some((label.0, label.1.into())), value.into());
     }
 
+    /// One sample of `family` with several more labels, in this order (a connection,
+    /// then a class).
+    #[cfg_attr(not(feature = "ws"), allow(dead_code))]
+    pub(crate) fn sample_labels<const N: usize>(
+        &mut self,
+        family: Family,
+        labels: [Label; N],
+        value: impl Into<Value>,
+    ) {
+        self.push(family, labels, value.into());
+    }
+
     /// One sample of `family` if the snapshot has the figure; none otherwise (an
     /// absent figure is not a zero).
     pub(crate) fn sample_opt(&mut self, family: Family, value: Option<impl Into<Value>>) {
@@ -423,8 +441,9 @@ impl Samples<'_> {
         }
     }
 
-    fn push(&mut self, family: Family, extra: Option<Label>, value: Value) {
-        let mut labels = Vec::with_capacity(2);
+    fn push(&mut self, family: Family, extra: impl IntoIterator<Item = Label>, value: Value) {
+        let extra = extra.into_iter();
+        let mut labels = Vec::with_capacity(1 + extra.size_hint().0);
         labels.push((self.kind, Cow::Owned(self.instance.to_string())));
         labels.extend(extra);
         self.scrape
@@ -445,7 +464,8 @@ impl Samples<'_> {
 ///    pool.", self.hits)`, in a `#[rustfmt::skip]` table); others one [`Family`] at
 ///    a time with [`Samples::sample`] (`.bytes()` / `.seconds()` for units, `f64`
 ///    and `Duration` values), [`Samples::sample_with`] for a field split by one
-///    more label (a cause, a level), [`Samples::sample_opt`] for a figure the
+///    more label (a cause, a level), [`Samples::sample_labels`] for several (a
+///    connection and a class), [`Samples::sample_opt`] for a figure the
 ///    snapshot may lack. Counters are named without `_total` and units without
 ///    their suffix: the encoder appends both.
 /// 2. An `add_foo` method on [`Exporter`] that calls `self.add(name, foo.into(),
@@ -776,6 +796,277 @@ impl Exporter {
         store: impl Into<Handle<StateStore<C>>>,
     ) -> Result<(), ExportError> {
         self.add(name, store.into(), state_snapshot)
+    }
+
+    /// Exports a WebSocket server's totals ([`ServerMetrics`]) as
+    /// `membound_ws_server_*{ws_server="<name>"}`: connections, refusals by cause,
+    /// traffic, queued events and bytes, closed connections by reason, the fan-out's
+    /// drops by delivery class, and the pressure level. No series per connection;
+    /// for those, see [`add_ws_server_with`](Self::add_ws_server_with).
+    ///
+    /// The server is held weakly: once the last `Arc` is dropped, its series are
+    /// gone from the next scrape. A scrape takes the server's registry lock briefly
+    /// and each open connection's queue lock twice (its length and its bytes), off
+    /// the hot paths; it never waits for the runtime, so a [`MetricsServer`] thread
+    /// can scrape a server that runs on tokio.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_ring`](Self::add_ring).
+    #[cfg(feature = "ws")]
+    pub fn add_ws_server(
+        &self,
+        name: &str,
+        server: impl Into<Handle<Server>>,
+    ) -> Result<(), ExportError> {
+        self.add_ws_server_with(name, server, WsExport::default())
+    }
+
+    /// [`add_ws_server`](Self::add_ws_server) with options: with
+    /// [`WsExport::with_per_connection`], each open connection also gets its own
+    /// series, `membound_ws_server_conn_*{ws_server="<name>",conn="<id>"}` (see
+    /// [`WsExport`] for the families and what they cost).
+    ///
+    /// # Errors
+    ///
+    /// As [`add_ring`](Self::add_ring).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use membound::adapters::ws::{Event, EventType, Server, ServerConfig};
+    /// use membound::export::prometheus::{Exporter, WsExport};
+    /// use prometheus_client::{encoding::text::encode, registry::Registry};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (connected, mut on_connected) = tokio::sync::mpsc::unbounded_channel();
+    /// let server = Arc::new(
+    ///     Server::builder(ServerConfig::default())
+    ///         .on_connect(move |conn| { let _ = connected.send(conn.id()); })
+    ///         .bind()
+    ///         .await?,
+    /// );
+    /// let mut registry = Registry::default();
+    /// let exporter = Exporter::register(&mut registry);
+    /// let options = WsExport::default().with_per_connection(true);
+    /// exporter.add_ws_server_with("events", &server, options)?;
+    ///
+    /// let url = format!("ws://{}", server.local_addr());
+    /// let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    /// let id = on_connected.recv().await.expect("admitted");
+    /// // Not read yet: the event is still queued when the scrape runs.
+    /// server.broadcast(&Event::new(EventType::RunStarted)).await;
+    ///
+    /// let mut text = String::new();
+    /// encode(&mut text, &registry)?;
+    /// assert!(text.contains("membound_ws_server_connections{ws_server=\"events\"} 1\n"));
+    /// let conn = format!("{{ws_server=\"events\",conn=\"{}\"}} 1\n", id.0);
+    /// assert!(text.contains(&format!("membound_ws_server_conn_queued_events{conn}")));
+    ///
+    /// drop(socket);
+    /// server.shutdown().await;
+    /// drop(server); // gone from the next scrape
+    /// text.clear();
+    /// encode(&mut text, &registry)?;
+    /// assert!(!text.contains("membound_ws_server"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[cfg(feature = "ws")]
+    pub fn add_ws_server_with(
+        &self,
+        name: &str,
+        server: impl Into<Handle<Server>>,
+        options: WsExport,
+    ) -> Result<(), ExportError> {
+        let read: fn(&Server) -> WsServerSnapshot = if options.per_connection {
+            ws_server_with_connections
+        } else {
+            ws_server_totals
+        };
+        self.add(name, server.into(), read)
+    }
+}
+
+/// What [`Exporter::add_ws_server_with`] exports of a WebSocket server, beyond its
+/// totals.
+///
+/// # Per-connection series and cardinality
+///
+/// With [`per_connection`](Self::per_connection) on, every open connection adds
+/// 8 series, labelled `ws_server="<name>",conn="<id>"` (the [`ConnId`] number):
+///
+/// | family | type | what |
+/// |---|---|---|
+/// | `membound_ws_server_conn_queued_events` | gauge | events queued for it now |
+/// | `membound_ws_server_conn_queued_bytes` | gauge | bytes queued for it now |
+/// | `membound_ws_server_conn_sent_events_total` | counter | events written to it |
+/// | `membound_ws_server_conn_sent_bytes_total` | counter | event bytes written to it |
+/// | `membound_ws_server_conn_dropped_total` | counter, label `class` (4) | frames its queue dropped |
+///
+/// That is what lets an operator find *the* slow client, but it is paid for in
+/// series: a server at `max_connections` 10 000 exposes 80 000 of them per scrape,
+/// and as identifiers are never reused, every connection that comes and goes
+/// leaves a new set of series behind in the monitoring system's index (churn) even
+/// though the exporter drops them when the connection ends. The scrape also reads
+/// each connection's full snapshot, after the totals (the two are not one atomic
+/// snapshot: a connection that ends in between is in one and not the other). So
+/// it is off by default: the totals answer "is anyone falling behind?" (queued
+/// bytes, drops, slow-consumer closes) with a fixed number of series. Turn it on
+/// for servers with few, long-lived connections, or for debugging.
+///
+/// [`ConnId`]: crate::adapters::ws::ConnId
+#[cfg(feature = "ws")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WsExport {
+    /// Series per open connection as well as the totals (default `false`).
+    pub per_connection: bool,
+}
+
+#[cfg(feature = "ws")]
+impl WsExport {
+    /// The totals only (the default).
+    pub const fn new() -> Self {
+        Self {
+            per_connection: false,
+        }
+    }
+
+    /// Exports (or not) series per open connection; see [the cost](Self#per-connection-series-and-cardinality).
+    pub const fn with_per_connection(mut self, per_connection: bool) -> Self {
+        self.per_connection = per_connection;
+        self
+    }
+}
+
+/// What the exporter reads from a WebSocket server: its totals, and the metrics
+/// of its open connections if they are exported.
+#[cfg(feature = "ws")]
+struct WsServerSnapshot {
+    totals: ServerMetrics,
+    connections: Vec<ConnectionMetrics>,
+}
+
+#[cfg(feature = "ws")]
+fn ws_server_totals(server: &Server) -> WsServerSnapshot {
+    WsServerSnapshot {
+        totals: server.metrics(),
+        connections: Vec::new(),
+    }
+}
+
+#[cfg(feature = "ws")]
+fn ws_server_with_connections(server: &Server) -> WsServerSnapshot {
+    WsServerSnapshot {
+        totals: server.metrics(),
+        connections: server.connection_metrics(),
+    }
+}
+
+#[cfg(feature = "ws")]
+impl Export for WsServerSnapshot {
+    const KIND: &'static str = "ws_server";
+
+    fn export(&self, out: &mut Samples<'_>) {
+        let (m, hub) = (&self.totals, &self.totals.hub);
+        #[rustfmt::skip]
+        let counters = [
+            ("accepted", "Connections admitted.", m.accepted),
+            ("handshake_failures", "TCP connections whose WebSocket handshake failed or timed out.", m.handshake_failures),
+            ("accept_errors", "Errors from the listening socket's accept.", m.accept_errors),
+            ("received_messages", "Messages received (fragments of one message count once).", m.frames_in),
+            ("received_malformed", "Inbound messages that were not events.", m.malformed_in),
+            ("received_pongs", "Pongs received.", m.pongs_received),
+            ("sent_events", "Events written, resynchronising snapshots included.", m.frames_out),
+            ("sent_pings", "Keepalive pings sent.", m.pings_sent),
+            ("sent_resyncs", "Snapshots sent to resynchronise connections that missed state deltas.", m.resyncs_sent),
+            ("broadcasts", "Events broadcast.", hub.events),
+            ("broadcast_queued", "Frames broadcasts queued (one per connection that took the event).", hub.frames_queued),
+            ("broadcast_replaced", "Queued snapshots that broadcast snapshots replaced.", hub.replaced),
+            ("broadcast_resyncs", "Queues a broadcast state delta overflowed (marked for a resync).", hub.resyncs),
+            ("broadcast_closed", "Queues that did not take a broadcast event because they were closed.", hub.closed),
+            ("slow_consumer_closes", "Connections broadcasts closed as slow consumers (lossless timeout or hard byte limit).", hub.slow_consumer_closes),
+        ];
+        out.counters(&counters);
+        let received = Family::counter(
+            "received",
+            "Payload bytes received (messages, pings, pongs).",
+        );
+        out.sample(received.bytes(), m.bytes_in);
+        let sent = Family::counter("sent", "Event bytes written (the JSON texts).");
+        out.sample(sent.bytes(), m.bytes_out);
+        #[rustfmt::skip]
+        let gauges = [
+            ("connections", "Connections open now.", m.connections as u64),
+            ("queued_events", "Events queued on the open connections now.", m.queued_events),
+            ("pressure_level", "The pressure level last reported (0 normal .. 3 critical).", m.pressure.index() as u64),
+        ];
+        out.gauges(&gauges);
+        let queued = Family::gauge("queued", "Bytes queued on the open connections now.");
+        out.sample(queued.bytes(), m.queued_bytes);
+        let refused = Family::counter(
+            "refused",
+            "Connections refused after the handshake, by cause.",
+        );
+        out.sample_with(refused, ("cause", "capacity"), m.refused_capacity);
+        out.sample_with(refused, ("cause", "pressure"), m.refused_pressure);
+        out.sample_with(refused, ("cause", "shutdown"), m.refused_shutdown);
+        let closed = Family::counter("closed", "Connections ended, by reason.");
+        let c = &m.closed;
+        #[rustfmt::skip]
+        let reasons = [
+            ("normal", c.normal),
+            ("shutdown", c.shutdown),
+            ("slow_consumer", c.slow_consumer),
+            ("idle_timeout", c.idle_timeout),
+            ("invalid_payload", c.invalid_payload),
+            ("message_too_big", c.message_too_big),
+            ("protocol", c.protocol),
+            ("remote", c.remote),
+            ("lost", c.lost),
+        ];
+        for (reason, count) in reasons {
+            out.sample_with(closed, ("reason", reason), count);
+        }
+        let dropped = Family::counter(
+            "broadcast_dropped",
+            "Droppable frames the queues' policy dropped for broadcast events, by the event's delivery class.",
+        );
+        for class in DeliveryClass::ALL {
+            out.sample_with(dropped, ("class", class.as_str()), hub.dropped(class));
+        }
+        self.export_connections(out);
+    }
+}
+
+#[cfg(feature = "ws")]
+impl WsServerSnapshot {
+    /// The series of each open connection (none unless they were asked for).
+    fn export_connections(&self, out: &mut Samples<'_>) {
+        let queued_events = Family::gauge(
+            "conn_queued_events",
+            "Events queued for the connection now.",
+        );
+        let queued = Family::gauge("conn_queued", "Bytes queued for the connection now.").bytes();
+        let sent_events = Family::counter("conn_sent_events", "Events written to the connection.");
+        let sent = Family::counter("conn_sent", "Event bytes written to the connection.").bytes();
+        let dropped = Family::counter(
+            "conn_dropped",
+            "Frames the connection's queue accepted and will never send, by delivery class.",
+        );
+        for c in &self.connections {
+            let conn = || ("conn", Cow::Owned(c.id.0.to_string()));
+            out.sample_with(queued_events, conn(), c.outbound.len);
+            out.sample_with(queued, conn(), c.outbound.queued_bytes);
+            out.sample_with(sent_events, conn(), c.frames_out);
+            out.sample_with(sent, conn(), c.bytes_out);
+            for class in DeliveryClass::ALL {
+                let labels = [conn(), ("class", Cow::Borrowed(class.as_str()))];
+                out.sample_labels(dropped, labels, c.outbound.class(class).dropped);
+            }
+        }
     }
 }
 

@@ -100,27 +100,31 @@ pub enum Got {
     Error(String),
 }
 
-/// Reads the next event or close frame, skipping pings and pongs.
+/// Reads the next event or close frame, skipping pings and pongs (all within one
+/// [`LIMIT`], so keepalive pings cannot keep a broken test waiting).
 pub async fn next_got<S>(ws: &mut WebSocketStream<S>) -> Got
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    loop {
-        match within("a message", ws.next()).await {
-            None => return Got::End,
-            Some(Err(e)) => return Got::Error(e.to_string()),
-            Some(Ok(Message::Text(text))) => {
-                return Got::Event(Event::parse(&text).expect("the server sends events"))
-            }
-            Some(Ok(Message::Close(frame))) => {
-                return match frame {
-                    Some(f) => Got::Close(u16::from(f.code), f.reason.to_string()),
-                    None => Got::Close(1005, String::new()),
+    within("a message", async {
+        loop {
+            match ws.next().await {
+                None => return Got::End,
+                Some(Err(e)) => return Got::Error(e.to_string()),
+                Some(Ok(Message::Text(text))) => {
+                    return Got::Event(Event::parse(&text).expect("the server sends events"))
                 }
+                Some(Ok(Message::Close(frame))) => {
+                    return match frame {
+                        Some(f) => Got::Close(u16::from(f.code), f.reason.to_string()),
+                        None => Got::Close(1005, String::new()),
+                    }
+                }
+                Some(Ok(_)) => {}
             }
-            Some(Ok(_)) => {}
         }
-    }
+    })
+    .await
 }
 
 /// Reads the next message, which must be an event.

@@ -460,8 +460,13 @@ async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>) {
         let mut core = core;
         let mut jitter = Jitter::new();
         let last = loop {
-            let reason = drive(socket, Arc::clone(&core)).await;
+            let ended = drive(socket, Arc::clone(&core)).await;
+            let reason = ended.reason;
             core.finish(reason.clone());
+            if let Some(linger) = ended.linger {
+                // Bounded by the close timeout; the reconnection need not wait.
+                tokio::spawn(linger);
+            }
             if inner.closing.is_set() {
                 break ClientState::Closed(reason);
             }

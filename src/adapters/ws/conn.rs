@@ -637,9 +637,18 @@ impl Connection {
 // Driving a connection
 // ---------------------------------------------------------------------------------
 
+/// How a connection ended: why, and what is left to do with its socket.
+pub(crate) struct Ended {
+    pub(crate) reason: CloseReason,
+    /// After a read error, the socket still has to linger (see
+    /// [`Transport::linger`]) so the close frame reaches the peer. The caller records
+    /// the end first, then awaits this (it is bounded by the close timeout).
+    pub(crate) linger: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
 /// Runs the connection until it has ended; returns why. The caller records the end
-/// ([`Core::finish`]) after its own clean-up.
-pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> CloseReason {
+/// ([`Core::finish`]) after its own clean-up, then awaits [`Ended::linger`].
+pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> Ended {
     let (sink, stream) = socket.split();
     let reader_done = Flag::default();
     let mut reader = ReaderState {
@@ -668,16 +677,16 @@ pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> CloseReas
     } else {
         io.await
     };
+    let mut linger = None;
     if reader.read_error {
         // The stream ended on an error with the socket still open: let the close
         // frame reach the peer before the socket goes.
         if let Ok(socket) = reader.stream.reunite(sink) {
-            socket
-                .linger(Instant::now() + core.config.close_timeout)
-                .await;
+            let deadline = Instant::now() + core.config.close_timeout;
+            linger = Some(Box::pin(socket.linger(deadline)) as Pin<Box<_>>);
         }
     }
-    reason
+    Ended { reason, linger }
 }
 
 /// Refuses a connection whose handshake is done: sends a close frame for `reason`
@@ -983,6 +992,11 @@ where
     M: WireMessage,
 {
     async fn write_frame(&mut self, frame: &Frame) -> Result<(), Stop> {
+        // tungstenite refuses a frame that would take its buffer past the cap: flush
+        // what is batched first when the two together might not fit.
+        if self.unflushed > 0 && self.unflushed + frame.len() > self.max_part {
+            self.flush().await?;
+        }
         if frame.len() > self.max_part {
             if let Some(parts) = M::fragments(frame, self.max_part) {
                 for part in parts {

@@ -326,7 +326,14 @@ impl ServerBuilder {
 /// let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("no event") };
 /// assert_eq!(Event::parse(&text).unwrap().get("runId").unwrap(), "r1");
 ///
-/// server.shutdown().await; // the client gets a close frame with code 1001
+/// // Shut down: the client reads the close frame (code 1001) and answers it.
+/// let (_, close) = tokio::join!(server.shutdown(), async {
+///     let close = socket.next().await;
+///     while socket.next().await.is_some() {} // sends the reply, then sees the end
+///     close
+/// });
+/// let Some(Ok(Message::Close(Some(frame)))) = close else { panic!("no close frame") };
+/// assert_eq!(u16::from(frame.code), 1001);
 /// # Ok::<(), membound::adapters::ws::ServeError>(())
 /// # }).unwrap();
 /// ```
@@ -630,7 +637,12 @@ impl Shared {
         if let Some(on_connect) = &self.on_connect {
             on_connect(conn);
         }
-        registration.reason = Some(drive(socket, core).await);
+        let ended = drive(socket, core).await;
+        registration.reason = Some(ended.reason);
+        drop(registration);
+        if let Some(linger) = ended.linger {
+            linger.await;
+        }
     }
 
     fn metrics(&self) -> ServerMetrics {
