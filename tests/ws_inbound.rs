@@ -15,6 +15,7 @@ use membound::adapters::ws::{
 use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
 use membound::pressure::PressureLevel;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 fn config() -> InboundConfig {
@@ -761,31 +762,26 @@ fn spawn_push(
     tokio::spawn(async move { inbound.push_sized(ev, bytes).await })
 }
 
-/// A handler for `seq`s that waits, on the event with seq `hold`, until the gate
-/// opens, so that the dispatcher stays on that event.
-fn gated_recorder(
-    hold: u64,
-) -> (
-    Arc<Mutex<Vec<u64>>>,
-    Arc<tokio::sync::Notify>,
-    impl Fn(Event) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        + Send
-        + Sync
-        + 'static,
-) {
+/// Registers a catch-all handler that records the `seq` of every event and waits,
+/// on the event with seq `hold`, until the returned gate opens, so that the
+/// dispatcher stays on that event.
+fn gated_recorder(inbound: &Inbound, hold: u64) -> (Arc<Mutex<Vec<u64>>>, Arc<Notify>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let gate = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(Notify::new());
     let (log, open) = (seen.clone(), gate.clone());
-    (seen, gate, move |ev: Event| {
-        let (log, open) = (log.clone(), open.clone());
-        Box::pin(async move {
-            let n = seq(&ev);
-            if n == hold {
-                open.notified().await;
+    inbound
+        .on_any(move |ev: Event| {
+            let (log, open) = (log.clone(), open.clone());
+            async move {
+                let n = seq(&ev);
+                if n == hold {
+                    open.notified().await;
+                }
+                log.lock().unwrap().push(n);
             }
-            log.lock().unwrap().push(n);
         })
-    })
+        .unwrap();
+    (seen, gate)
 }
 
 #[test]
@@ -830,8 +826,7 @@ fn the_byte_budget_is_validated() {
 #[tokio::test]
 async fn the_byte_budget_holds_a_push_back_until_the_dispatcher_takes_bytes_out() {
     let (inbound, _) = inbound(byte_budget(100));
-    let (seen, gate, handler) = gated_recorder(0);
-    inbound.on_any(handler).unwrap();
+    let (seen, gate) = gated_recorder(&inbound, 0);
     inbound
         .push_sized(event(EventType::Custom, 0), 60)
         .await
@@ -894,8 +889,7 @@ async fn the_byte_budget_holds_a_push_back_until_the_dispatcher_takes_bytes_out(
 #[tokio::test]
 async fn a_message_larger_than_what_is_left_goes_through_once_the_queue_is_empty() {
     let (inbound, _) = inbound(byte_budget(100));
-    let (seen, gate, handler) = gated_recorder(0);
-    inbound.on_any(handler).unwrap();
+    let (seen, gate) = gated_recorder(&inbound, 0);
 
     // The whole budget in one message, into an empty queue: no wait.
     inbound
@@ -939,8 +933,7 @@ async fn a_message_larger_than_what_is_left_goes_through_once_the_queue_is_empty
 #[tokio::test]
 async fn a_message_larger_than_the_budget_waits_for_an_empty_queue_and_goes_alone() {
     let (inbound, _) = inbound(byte_budget(100));
-    let (seen, gate, handler) = gated_recorder(0);
-    inbound.on_any(handler).unwrap();
+    let (seen, gate) = gated_recorder(&inbound, 0);
     inbound
         .push_sized(event(EventType::Custom, 0), 10)
         .await
