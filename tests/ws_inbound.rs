@@ -15,6 +15,7 @@ use membound::adapters::ws::{
 use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
 use membound::pressure::PressureLevel;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 fn config() -> InboundConfig {
@@ -731,4 +732,396 @@ fn handlers_added_and_removed_during_dispatch_are_never_lost() {
     assert_eq!(m.dispatched, EVENTS);
     assert_eq!(m.events_in, EVENTS);
     assert_eq!((m.handler_timeouts, m.handler_panics), (0, 0));
+}
+
+/// A budget of `bytes` bytes, with room for 8 events; messages up to the budget.
+fn byte_budget(bytes: usize) -> InboundConfig {
+    InboundConfig {
+        max_queued_bytes: bytes,
+        max_message_bytes: bytes,
+        max_frame_bytes: bytes,
+        handler_timeout: Duration::from_secs(60),
+        ..config()
+    }
+}
+
+/// Lets the other tasks of this (current-thread) runtime run for a while.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Pushes `ev` of `bytes` bytes in a task of its own.
+fn spawn_push(
+    inbound: &Arc<Inbound>,
+    ev: Event,
+    bytes: usize,
+) -> tokio::task::JoinHandle<Result<(), InboundClosed>> {
+    let inbound = inbound.clone();
+    tokio::spawn(async move { inbound.push_sized(ev, bytes).await })
+}
+
+/// Registers a catch-all handler that records the `seq` of every event and waits,
+/// on the event with seq `hold`, until the returned gate opens, so that the
+/// dispatcher stays on that event.
+fn gated_recorder(inbound: &Inbound, hold: u64) -> (Arc<Mutex<Vec<u64>>>, Arc<Notify>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(Notify::new());
+    let (log, open) = (seen.clone(), gate.clone());
+    inbound
+        .on_any(move |ev: Event| {
+            let (log, open) = (log.clone(), open.clone());
+            async move {
+                let n = seq(&ev);
+                if n == hold {
+                    open.notified().await;
+                }
+                log.lock().unwrap().push(n);
+            }
+        })
+        .unwrap();
+    (seen, gate)
+}
+
+#[test]
+fn the_byte_budget_is_validated() {
+    let clock = Arc::new(ManualClock::default());
+    assert_eq!(InboundConfig::default().max_queued_bytes, 4 << 20);
+    assert!(InboundConfig::default().validate().is_ok());
+    let zero = InboundConfig {
+        max_queued_bytes: 0,
+        ..InboundConfig::default()
+    };
+    assert_eq!(
+        zero.validate().unwrap_err().field,
+        "inbound.max_queued_bytes"
+    );
+    let below_a_message = InboundConfig {
+        max_queued_bytes: (1 << 20) - 1, // max_message_bytes is 1 MiB
+        ..InboundConfig::default()
+    };
+    assert_eq!(
+        below_a_message.validate().unwrap_err().field,
+        "inbound.max_queued_bytes"
+    );
+    let one_message = InboundConfig {
+        max_queued_bytes: 1 << 20,
+        ..InboundConfig::default()
+    };
+    assert!(Inbound::new(one_message, clock.clone()).is_ok());
+    if let Some(huge) = (u32::MAX as usize).checked_add(1) {
+        let huge = InboundConfig {
+            max_queued_bytes: huge,
+            ..InboundConfig::default()
+        };
+        assert!(huge.validate().is_ok());
+        assert_eq!(
+            Inbound::new(huge, clock).unwrap_err().field,
+            "inbound.max_queued_bytes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_byte_budget_holds_a_push_back_until_the_dispatcher_takes_bytes_out() {
+    let (inbound, _) = inbound(byte_budget(100));
+    let (seen, gate) = gated_recorder(&inbound, 0);
+    inbound
+        .push_sized(event(EventType::Custom, 0), 60)
+        .await
+        .unwrap();
+    inbound
+        .push_sized(event(EventType::Custom, 1), 30)
+        .await
+        .unwrap();
+    let m = inbound.metrics();
+    assert_eq!(
+        (m.queued, m.queued_bytes, m.byte_waits, m.max_queued_bytes),
+        (2, 90, 0, 100)
+    );
+
+    // 90 + 20 > 100, with 6 event slots free: only the bytes hold it back.
+    let pusher = spawn_push(&inbound, event(EventType::Custom, 2), 20);
+    settle().await;
+    assert!(
+        !pusher.is_finished(),
+        "a push past the byte budget must wait"
+    );
+    let m = inbound.metrics();
+    assert_eq!(
+        (
+            m.events_in,
+            m.queued,
+            m.queued_bytes,
+            m.byte_waits,
+            m.push_waits
+        ),
+        (2, 2, 90, 1, 0)
+    );
+
+    // The dispatcher takes event 0 and stays in its handler: its 60 bytes are free.
+    let dispatcher = spawn_dispatcher(&inbound);
+    pusher.await.unwrap().unwrap();
+    let m = inbound.metrics();
+    assert_eq!(
+        (m.events_in, m.queued, m.queued_bytes, m.peak_queued_bytes),
+        (3, 2, 50, 90)
+    );
+    assert!(seen.lock().unwrap().is_empty(), "still on event 0");
+
+    gate.notify_one();
+    inbound.close();
+    dispatcher.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+    let m = inbound.metrics();
+    assert_eq!(
+        (
+            m.queued_bytes,
+            m.peak_queued_bytes,
+            m.byte_waits,
+            m.dispatched
+        ),
+        (0, 90, 1, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_message_larger_than_what_is_left_goes_through_once_the_queue_is_empty() {
+    let (inbound, _) = inbound(byte_budget(100));
+    let (seen, gate) = gated_recorder(&inbound, 0);
+
+    // The whole budget in one message, into an empty queue: no wait.
+    inbound
+        .push_sized(event(EventType::Custom, 0), 100)
+        .await
+        .unwrap();
+    assert_eq!(inbound.metrics().byte_waits, 0);
+    let dispatcher = spawn_dispatcher(&inbound);
+    settle().await; // the dispatcher holds event 0; the queue is empty
+    assert_eq!((inbound.queued(), inbound.queued_bytes()), (0, 0));
+
+    inbound
+        .push_sized(event(EventType::Custom, 1), 50)
+        .await
+        .unwrap();
+    // 50 + 80 > 100: waits while event 1 is queued...
+    let pusher = spawn_push(&inbound, event(EventType::Custom, 2), 80);
+    settle().await;
+    assert!(!pusher.is_finished(), "80 bytes do not fit beside 50");
+    assert_eq!(inbound.metrics().byte_waits, 1);
+
+    // ...and goes through when the dispatcher takes event 1 (the queue is empty).
+    gate.notify_one();
+    pusher.await.unwrap().unwrap();
+    settle().await;
+    inbound.close();
+    dispatcher.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+    let m = inbound.metrics();
+    assert_eq!(
+        (
+            m.events_in,
+            m.queued_bytes,
+            m.peak_queued_bytes,
+            m.byte_waits
+        ),
+        (3, 0, 100, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_message_larger_than_the_budget_waits_for_an_empty_queue_and_goes_alone() {
+    let (inbound, _) = inbound(byte_budget(100));
+    let (seen, gate) = gated_recorder(&inbound, 0);
+    inbound
+        .push_sized(event(EventType::Custom, 0), 10)
+        .await
+        .unwrap();
+    let big = spawn_push(&inbound, event(EventType::Custom, 1), 250);
+    settle().await;
+    assert!(!big.is_finished(), "beside 10 queued bytes it waits");
+
+    // The dispatcher takes event 0 and stays in its handler: the queue is empty.
+    let dispatcher = spawn_dispatcher(&inbound);
+    big.await.unwrap().unwrap();
+    let m = inbound.metrics();
+    assert_eq!(
+        (m.queued, m.queued_bytes, m.peak_queued_bytes),
+        (1, 250, 250)
+    );
+    // It holds the whole budget: even one byte waits behind it.
+    let small = spawn_push(&inbound, event(EventType::Custom, 2), 1);
+    settle().await;
+    assert!(
+        !small.is_finished(),
+        "nothing goes beside a message over the budget"
+    );
+
+    gate.notify_one();
+    small.await.unwrap().unwrap();
+    inbound.close();
+    dispatcher.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+    let m = inbound.metrics();
+    assert_eq!(
+        (m.queued_bytes, m.peak_queued_bytes, m.byte_waits),
+        (0, 250, 2)
+    );
+}
+
+#[tokio::test]
+async fn push_counts_the_encoded_length() {
+    let (inbound, _) = inbound(config());
+    let ev = Event::new(EventType::TextMessageContent).with("delta", "héllo");
+    let len = ev.encode().len();
+    assert_eq!(len, ev.encode().as_str().len());
+    inbound.push(ev.clone()).await.unwrap();
+    inbound.push(ev).await.unwrap();
+    let m = inbound.metrics();
+    assert_eq!(
+        (m.queued_bytes, m.peak_queued_bytes),
+        (2 * len as u64, 2 * len as u64)
+    );
+    inbound.close();
+    inbound.run().await;
+    assert_eq!(inbound.queued_bytes(), 0);
+}
+
+#[tokio::test]
+async fn close_fails_a_push_waiting_for_bytes_and_hands_its_event_back() {
+    let (inbound, _) = inbound(byte_budget(100));
+    inbound
+        .push_sized(event(EventType::Custom, 0), 70)
+        .await
+        .unwrap();
+    let pusher = spawn_push(&inbound, event(EventType::Custom, 1), 70);
+    settle().await;
+    assert!(!pusher.is_finished());
+    inbound.close();
+    let refused = tokio::time::timeout(Duration::from_secs(10), pusher)
+        .await
+        .expect("close wakes a push waiting for bytes")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(seq(&refused.into_inner()), 1);
+    let m = inbound.metrics();
+    assert_eq!((m.events_in, m.queued_bytes, m.byte_waits), (1, 70, 1));
+    inbound.run().await;
+    assert_eq!(inbound.metrics().queued_bytes, 0);
+}
+
+#[tokio::test]
+async fn a_cancelled_push_gives_its_bytes_back() {
+    let (inbound, _) = inbound(InboundConfig {
+        queue_capacity: 1,
+        ..byte_budget(100)
+    });
+    inbound
+        .push_sized(event(EventType::Custom, 0), 40)
+        .await
+        .unwrap();
+    // Cancelled while waiting for bytes.
+    let for_bytes = spawn_push(&inbound, event(EventType::Custom, 1), 80);
+    // Cancelled after its bytes were granted, while waiting for the event slot.
+    let for_slot = spawn_push(&inbound, event(EventType::Custom, 2), 10);
+    settle().await;
+    let m = inbound.metrics();
+    // The fair semaphore keeps the 10 bytes behind the waiting 80.
+    assert_eq!((m.queued_bytes, m.byte_waits, m.push_waits), (40, 2, 0));
+    for_bytes.abort();
+    assert!(for_bytes.await.unwrap_err().is_cancelled());
+    settle().await;
+    let m = inbound.metrics();
+    assert_eq!(
+        (m.queued_bytes, m.push_waits),
+        (50, 1),
+        "admitted by bytes, waiting for the slot"
+    );
+    for_slot.abort();
+    assert!(for_slot.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        inbound.queued_bytes(),
+        40,
+        "the cancelled pushes hold nothing"
+    );
+
+    let (seen, on_seen) = recorder();
+    inbound.on_any(on_seen).unwrap();
+    let dispatcher = spawn_dispatcher(&inbound);
+    // The whole budget is free again once event 0 is taken.
+    inbound
+        .push_sized(event(EventType::Custom, 3), 100)
+        .await
+        .unwrap();
+    inbound.close();
+    dispatcher.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0, 3]);
+    assert_eq!(inbound.metrics().queued_bytes, 0);
+}
+
+/// A pusher and a dispatcher on two threads, with messages of every size up to
+/// the budget: each event arrives once and in order, the queued bytes never pass
+/// the budget, and at the end every byte is back.
+#[test]
+fn queued_bytes_stay_within_the_budget_under_load() {
+    const EVENTS: u64 = 3_000;
+    const BUDGET: usize = 1_000;
+    let (inbound, _) = inbound(InboundConfig {
+        queue_capacity: 64,
+        ..byte_budget(BUDGET)
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let over = Arc::new(AtomicBool::new(false));
+    let weak = Arc::downgrade(&inbound);
+    inbound
+        .on_any({
+            let (seen, over) = (seen.clone(), over.clone());
+            move |ev| {
+                if let Some(inbound) = weak.upgrade() {
+                    if inbound.queued_bytes() > BUDGET {
+                        over.store(true, Ordering::SeqCst);
+                    }
+                }
+                seen.lock().unwrap().push(seq(&ev));
+                std::future::ready(())
+            }
+        })
+        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    let dispatcher = thread::spawn({
+        let inbound = inbound.clone();
+        move || runtime().block_on(inbound.run())
+    });
+    let mut size = 1usize;
+    let mut total = 0u64;
+    runtime().block_on(async {
+        for i in 0..EVENTS {
+            // Sizes spread over 1..=BUDGET by a fixed linear congruence.
+            size = (size * 7919 + 13) % BUDGET + 1;
+            total += size as u64;
+            inbound
+                .push_sized(event(EventType::Custom, i), size)
+                .await
+                .unwrap();
+            assert!(inbound.queued_bytes() <= BUDGET);
+        }
+    });
+    inbound.close();
+    dispatcher.join().unwrap();
+    assert!(
+        !over.load(Ordering::SeqCst),
+        "queued bytes passed the budget"
+    );
+    assert!(seen.lock().unwrap().iter().copied().eq(0..EVENTS));
+    let m = inbound.metrics();
+    assert_eq!((m.events_in, m.dispatched), (EVENTS, EVENTS));
+    assert_eq!(m.queued_bytes, 0);
+    assert!(m.peak_queued_bytes <= BUDGET as u64);
+    assert!(total > BUDGET as u64 * 100, "the load was not heavy enough");
 }

@@ -104,6 +104,13 @@ pub struct InboundConfig {
     /// Events parsed but not yet dispatched to handlers; when full the connection
     /// stops reading (the peer is slowed by TCP). Default 256.
     pub queue_capacity: usize,
+    /// Bytes of received text that may wait in the inbound queue: a push that would
+    /// take the queued bytes past this waits, as a push into a full queue does,
+    /// unless the queue holds no bytes (so one message always gets through). Bounds a
+    /// connection's queued text, which `queue_capacity` full-size messages would
+    /// otherwise put at `queue_capacity * max_message_bytes`. Default 4 MiB; at
+    /// least `max_message_bytes`, so that any message the connection accepts fits.
+    pub max_queued_bytes: usize,
     /// What to do with a text that is not an event.
     pub on_malformed: MalformedPolicy,
     /// Most handlers on one connection. Default 64.
@@ -127,6 +134,7 @@ impl Default for InboundConfig {
             max_message_bytes: 1 << 20,
             max_frame_bytes: 256 << 10,
             queue_capacity: 256,
+            max_queued_bytes: 4 << 20,
             on_malformed: MalformedPolicy::Close,
             max_handlers: 64,
             max_subscriptions: 64,
@@ -153,6 +161,13 @@ impl InboundConfig {
             ));
         }
         nonzero("inbound.queue_capacity", self.queue_capacity)?;
+        nonzero("inbound.max_queued_bytes", self.max_queued_bytes)?;
+        if self.max_queued_bytes < self.max_message_bytes {
+            return Err(WsConfigError::new(
+                "inbound.max_queued_bytes",
+                "must be at least max_message_bytes",
+            ));
+        }
         nonzero("inbound.max_handlers", self.max_handlers)?;
         nonzero("inbound.max_subscriptions", self.max_subscriptions)?;
         nonzero("inbound.subscription_capacity", self.subscription_capacity)?;

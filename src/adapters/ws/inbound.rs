@@ -21,6 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 
 use futures_util::future::{join_all, FutureExt};
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::{Event, EventType, InboundConfig, WsConfigError};
 use crate::adapters::ending::{bump, Ending};
@@ -154,6 +155,21 @@ pub struct InboundMetrics {
     /// Pushes that found the queue full and waited for room (the reader was held
     /// back, which slows the peer through TCP).
     pub push_waits: u64,
+    /// Bytes of the events in the inbound queue now: each event counts its size
+    /// (as given to [`Inbound::push_sized`], or its encoded length for
+    /// [`Inbound::push`]) from when the byte budget admits it until the dispatcher
+    /// takes it out. At most [`max_queued_bytes`](Self::max_queued_bytes), except
+    /// while the one event queued is larger than the whole budget.
+    pub queued_bytes: u64,
+    /// The highest [`queued_bytes`](Self::queued_bytes) seen so far.
+    pub peak_queued_bytes: u64,
+    /// The byte budget, [`InboundConfig::max_queued_bytes`].
+    pub max_queued_bytes: u64,
+    /// Pushes that found the byte budget short and waited for the dispatcher to
+    /// free bytes (the reader was held back, as for
+    /// [`push_waits`](Self::push_waits)). A push can wait for bytes and then for an
+    /// event slot, and count in both.
+    pub byte_waits: u64,
     /// Events the dispatcher finished with: delivered to every matching
     /// subscription, and every matching handler completed, timed out or panicked.
     pub dispatched: u64,
@@ -356,6 +372,31 @@ impl Drop for Running<'_> {
 /// is handed back in [`InboundClosed`]) while the dispatcher delivers what was
 /// queued, then `run` returns.
 ///
+/// # The byte budget
+///
+/// The queue is also bounded in bytes of text,
+/// [`InboundConfig::max_queued_bytes`] (4 MiB by default): without it, a queue of
+/// 256 events of up to 1 MiB each could hold 256 MiB per connection. The reader
+/// calls [`push_sized`](Inbound::push_sized) with the length of the text it
+/// received. A push whose bytes would take the queued bytes past the budget waits,
+/// like a push into a full queue, until the dispatcher has taken enough out; the
+/// bytes of an event are freed when the dispatcher takes it, before its handlers
+/// run. When no bytes are queued, any one message goes through, so a message
+/// larger than what is left of the budget waits for the queue to drain rather
+/// than forever. [`push`](Inbound::push) counts the event's encoded length.
+///
+/// The budget is a [`tokio::sync::Semaphore`] holding the free bytes as permits:
+/// a push takes its bytes with `acquire_many` (a message larger than the whole
+/// budget takes all of it, so it waits for an empty queue and then goes through
+/// alone), and the dispatcher gives them back with `add_permits`. The semaphore
+/// is fair, so pushes are admitted in the order they asked, and a large message
+/// is not overtaken by later small ones. Its wait/wake protocol is tokio's and is
+/// checked with loom in tokio's own suite (`tokio/src/sync/tests/`
+/// `loom_semaphore_batch.rs`); this crate adds no wait/wake code for it.
+/// [`close`](Inbound::close) closes the semaphore too, so a push waiting for
+/// bytes fails with [`InboundClosed`]. The budget does not follow memory
+/// pressure; [`on_pressure`](Inbound::on_pressure) sizes the queue in events.
+///
 /// # Dispatch model
 ///
 /// - **One event at a time, in arrival order.** The dispatcher takes the next event
@@ -402,7 +443,8 @@ impl Drop for Running<'_> {
 /// them; a refused add is a typed error ([`InboundError`]).
 ///
 /// The structure is a composition of loom-checked parts and adds no lock-free code
-/// of its own: the ring and its async waits (`loom-tests/tests/ring.rs`, `wait.rs`),
+/// of its own: the byte budget's semaphore (tokio's, see above), the ring and its
+/// async waits (`loom-tests/tests/ring.rs`, `wait.rs`),
 /// the ring as a subscription queue, fed by `force_push` while a third party closes
 /// and clears it under a waiting receiver (`subscription.rs`), and the snapshot
 /// vector with its capped push (`slice.rs`). Its only other atomics are counters and
@@ -462,10 +504,47 @@ impl Drop for Running<'_> {
 pub struct Inbound {
     /// Boxed, so that an idle connection's queue costs 16 bytes a slot, not an
     /// event's size.
-    queue: Ring<Box<Event>>,
+    queue: Ring<Box<Queued>>,
+    /// The byte budget's free bytes, as permits: `budget` minus the permits held
+    /// by the admitted events (each holds [`Inbound::permits_for`] its bytes) until
+    /// the dispatcher takes it out. Closed by [`close`](Self::close).
+    free_bytes: Semaphore,
+    /// [`InboundConfig::max_queued_bytes`] as permits (checked to fit a `u32`).
+    budget: u32,
+    /// Sum of the bytes of the admitted events not yet taken by the dispatcher:
+    /// added before the event enters the ring, subtracted after it leaves, so it
+    /// never goes below zero.
+    queued_bytes: AtomicU64,
+    /// Highest `queued_bytes` seen.
+    peak_queued_bytes: AtomicU64,
+    /// Pushes that waited for bytes.
+    byte_waits: AtomicU64,
     registry: Arc<Registry>,
     /// Set while a [`run`](Self::run) is dispatching.
     running: AtomicBool,
+}
+
+/// An event in the inbound queue, with the bytes it holds of the budget.
+struct Queued {
+    event: Event,
+    bytes: usize,
+}
+
+/// Gives back an admitted push's bytes unless the event was queued: a push that
+/// fails or is cancelled while it waits for an event slot leaves the budget as it
+/// found it.
+struct Admitted<'a> {
+    inbound: &'a Inbound,
+    bytes: usize,
+    queued: bool,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.inbound.release(self.bytes);
+        }
+    }
 }
 
 impl Inbound {
@@ -499,9 +578,22 @@ impl Inbound {
             RingConfig::new(config.queue_capacity).with_policy(OverflowPolicy::Reject),
         )
         .map_err(|_| too_large("inbound.queue_capacity"))?;
+        // `acquire_many` takes a `u32`, and a semaphore holds at most MAX_PERMITS.
+        let budget = u32::try_from(config.max_queued_bytes)
+            .ok()
+            .filter(|&b| b as usize <= Semaphore::MAX_PERMITS)
+            .ok_or(WsConfigError {
+                field: "inbound.max_queued_bytes",
+                reason: "is larger than the byte budget can hold (u32::MAX)",
+            })?;
         let ttl_ticks = clock.ticks_for(config.subscription_ttl).max(1);
         Ok(Self {
             queue,
+            free_bytes: Semaphore::new(budget as usize),
+            budget,
+            queued_bytes: AtomicU64::new(0),
+            peak_queued_bytes: AtomicU64::new(0),
+            byte_waits: AtomicU64::new(0),
             registry: Arc::new(Registry {
                 config,
                 clock,
@@ -521,20 +613,102 @@ impl Inbound {
         &self.registry.config
     }
 
-    /// Queues `event` for dispatch, waiting while the queue is full. Called by the
-    /// connection's reader task: while it waits it reads nothing more from the
+    /// Queues `event` for dispatch, waiting while the queue is full or the byte
+    /// budget is short; as [`push_sized`](Self::push_sized) with the length of the
+    /// event's compact JSON encoding as its size. That encoding is built here to be
+    /// measured, so a caller that has the received text should call `push_sized`
+    /// with its length instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`push_sized`](Self::push_sized).
+    pub async fn push(&self, event: Event) -> Result<(), InboundClosed> {
+        let bytes = event.encode().len();
+        self.push_sized(event, bytes).await
+    }
+
+    /// Queues `event`, which arrived as `bytes` bytes of text, for dispatch. Waits
+    /// while the queue is full, and while the queued bytes plus `bytes` would
+    /// exceed [`max_queued_bytes`](InboundConfig::max_queued_bytes) unless no bytes
+    /// are queued (see the [`Inbound`] documentation on the byte budget). Called by
+    /// the connection's reader task: while it waits it reads nothing more from the
     /// socket, so a peer that sends faster than the handlers keep up is slowed by
-    /// TCP. Cancel-safe: dropping the future before it resolves queues nothing.
+    /// TCP. Cancel-safe: dropping the future before it resolves queues nothing and
+    /// gives back any bytes it had been granted.
     ///
     /// # Errors
     ///
     /// [`InboundClosed`] with the event after [`close`](Self::close), including
     /// while waiting.
-    pub async fn push(&self, event: Event) -> Result<(), InboundClosed> {
-        self.queue
-            .push_async(Box::new(event))
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use membound::adapters::ws::{Event, Inbound, InboundConfig};
+    /// use membound::clock::ManualClock;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let inbound = Inbound::new(InboundConfig::default(), Arc::new(ManualClock::default()))?;
+    /// let text = r#"{"type":"RUN_STARTED","threadId":"t1","runId":"r1"}"#;
+    /// inbound.push_sized(Event::parse(text)?, text.len()).await?;
+    /// assert_eq!(inbound.queued_bytes(), text.len());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn push_sized(&self, event: Event, bytes: usize) -> Result<(), InboundClosed> {
+        let permits = self.permits_for(bytes);
+        let granted = match self.free_bytes.try_acquire_many(permits) {
+            Ok(granted) => granted,
+            Err(TryAcquireError::Closed) => return Err(InboundClosed(event)),
+            Err(TryAcquireError::NoPermits) => {
+                bump(&self.byte_waits, 1);
+                match self.free_bytes.acquire_many(permits).await {
+                    Ok(granted) => granted,
+                    Err(_closed) => return Err(InboundClosed(event)),
+                }
+            }
+        };
+        // From here the bytes are accounted to this event: the dispatcher releases
+        // them when it takes the event out, `Admitted` when it never goes in.
+        granted.forget();
+        let mut admitted = Admitted {
+            inbound: self,
+            bytes,
+            queued: false,
+        };
+        let now = self
+            .queued_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            .saturating_add(bytes as u64);
+        if now > self.peak_queued_bytes.load(Ordering::Relaxed) {
+            self.peak_queued_bytes.fetch_max(now, Ordering::Relaxed);
+        }
+        match self
+            .queue
+            .push_async(Box::new(Queued { event, bytes }))
             .await
-            .map_err(|closed| InboundClosed(*closed.0))
+        {
+            Ok(()) => {
+                admitted.queued = true;
+                Ok(())
+            }
+            Err(closed) => Err(InboundClosed(closed.0.event)),
+        }
+    }
+
+    /// The permits `bytes` hold of the budget: all of it at most, so that a
+    /// message larger than the budget waits for an empty queue, not forever.
+    fn permits_for(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes).map_or(self.budget, |b| b.min(self.budget))
+    }
+
+    /// Gives an event's bytes back to the budget. The count drops first, so that
+    /// a push woken by the permits never sees it above the budget.
+    fn release(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.free_bytes
+            .add_permits(self.permits_for(bytes) as usize);
     }
 
     /// The dispatcher: takes the queued events in order and dispatches each (see
@@ -560,7 +734,11 @@ impl Inbound {
         loop {
             // `pop_async` is cancel-safe: a timeout that drops it loses no event.
             match tokio::time::timeout_at(next_sweep, self.queue.pop_async()).await {
-                Ok(Ok(event)) => self.dispatch(*event).await,
+                Ok(Ok(queued)) => {
+                    let Queued { event, bytes } = *queued;
+                    self.release(bytes);
+                    self.dispatch(event).await;
+                }
                 Ok(Err(_closed)) => break,
                 Err(_elapsed) => {
                     self.sweep();
@@ -575,6 +753,8 @@ impl Inbound {
     /// [`run`](Self::run) dispatches what is queued and returns. Idempotent.
     pub fn close(&self) {
         self.queue.close();
+        // Wakes the pushes waiting for bytes; the dispatcher's releases still work.
+        self.free_bytes.close();
     }
 
     /// Whether [`close`](Self::close) has been called.
@@ -724,6 +904,14 @@ impl Inbound {
         self.queue.len()
     }
 
+    /// Bytes of the events waiting in the inbound queue now; see
+    /// [`InboundMetrics::queued_bytes`].
+    pub fn queued_bytes(&self) -> usize {
+        // At most the sum of the sizes of the queued events, which are `usize`s
+        // of text held in memory.
+        self.queued_bytes.load(Ordering::Relaxed) as usize
+    }
+
     /// Sizes the inbound queue for memory-pressure `level`: its capacity becomes
     /// [`adaptive_size`]`(queue_capacity, level)` (a quarter at `Critical`). Nothing
     /// queued is dropped: when more is queued than the new capacity, pushes wait
@@ -765,6 +953,10 @@ impl Inbound {
             queued: queue.len,
             queue_capacity: queue.capacity,
             push_waits: queue.push_waits,
+            queued_bytes: get(&self.queued_bytes),
+            peak_queued_bytes: get(&self.peak_queued_bytes),
+            max_queued_bytes: u64::from(self.budget),
+            byte_waits: get(&self.byte_waits),
             dispatched: get(&c.dispatched),
             handler_calls: get(&c.handler_calls),
             handler_timeouts: get(&c.handler_timeouts),
