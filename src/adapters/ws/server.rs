@@ -243,7 +243,7 @@ impl ServerBuilder {
     /// [`ServeError::Config`] for a configuration that cannot work,
     /// [`ServeError::Bind`] when the address cannot be bound.
     pub async fn bind(self) -> Result<Server, ServeError> {
-        let shared = self.build()?;
+        let shared = self.build_shared()?;
         let addr = shared.config.bind;
         let listener = TcpListener::bind(addr)
             .await
@@ -257,10 +257,23 @@ impl ServerBuilder {
         })
     }
 
-    /// The server's state without a listening socket, for connections handed over
-    /// by another server (the axum adapter).
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn build(self) -> Result<Arc<Shared>, ServeError> {
+    /// A server without a listening socket, whose connections come from axum
+    /// ([`axum::upgrade`](super::axum::upgrade)). Everything else works as for a
+    /// bound server; [`Server::local_addr`] is `0.0.0.0:0`.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Config`] for a configuration that cannot work.
+    #[cfg(feature = "axum")]
+    pub fn build(self) -> Result<Server, ServeError> {
+        Ok(Server {
+            shared: self.build_shared()?,
+            local_addr: None,
+            accept: Mutex::new(None),
+        })
+    }
+
+    fn build_shared(self) -> Result<Arc<Shared>, ServeError> {
         self.config.validate()?;
         Ok(Arc::new(Shared {
             config: self.config,
@@ -372,13 +385,16 @@ impl Server {
         }
     }
 
-    /// The address the server listens on (with the port the OS picked).
-    ///
-    /// # Panics
-    ///
-    /// Never for a server made by [`bind`](Self::bind).
+    /// The address the server listens on (with the port the OS picked); `0.0.0.0:0`
+    /// for a server without a listener (axum's).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr.expect("a bound server knows its address")
+        self.local_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    #[cfg(feature = "axum")]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The server's settings.
@@ -681,8 +697,13 @@ impl Shared {
         }
     }
 
+    #[cfg(feature = "axum")]
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     /// Spawns a connection task that shutdown can wait for and abort.
-    fn spawn<F>(self: &Arc<Self>, task: F)
+    pub(crate) fn spawn<F>(self: &Arc<Self>, task: F)
     where
         F: core::future::Future<Output = ()> + Send + 'static,
     {
