@@ -557,3 +557,101 @@ async fn a_peer_close_is_answered_and_recorded() {
     assert!(conn.send(&Event::new(EventType::RunStarted)).await.is_err());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_limit_held_too_long_closes_with_4008() {
+    let mut config = fast_config();
+    config.connection.outbound.capacity = 4096;
+    config.connection.outbound.soft_limit_bytes = 64 << 10;
+    config.connection.outbound.hard_limit_bytes = 64 << 20;
+    config.connection.outbound.soft_limit_for = std::time::Duration::from_millis(100);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // Droppable events never wait: they pile up above the soft limit until the
+    // queue has stayed there for 100 ms (the hub then finds it closed).
+    let payload = "r".repeat(4096);
+    let mut sent = 0u64;
+    loop {
+        assert!(sent < 1_000_000, "the soft limit never closed the queue");
+        let event = Event::new(EventType::Raw)
+            .with("seq", sent)
+            .with("data", payload.as_str());
+        if server.broadcast(&event).await.closed > 0 {
+            break;
+        }
+        sent += 1;
+        if sent % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (_, code, reason) = read_to_close(&mut stalled).await;
+    assert_eq!(code, close_code::SLOW_CONSUMER);
+    assert_eq!(reason, SlowConsumer::SoftLimit.as_str());
+    assert_eq!(
+        within("the close", conn.closed()).await,
+        CloseReason::SlowConsumer(SlowConsumer::SoftLimit)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_past_the_write_timeout_drops_the_connection() {
+    let mut config = fast_config();
+    config.connection.write_timeout = std::time::Duration::from_millis(150);
+    config.connection.outbound.capacity = 64;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // Droppable events only: nothing waits for room, so only the blocked write can
+    // end the connection.
+    let payload = "w".repeat(8192);
+    let mut sent = 0u64;
+    while !conn.is_closed() {
+        assert!(sent < 100_000, "the write never timed out");
+        server
+            .broadcast(&Event::new(EventType::Custom).with("data", payload.as_str()))
+            .await;
+        sent += 1;
+        if conn.queued() >= 64 {
+            // Full: wait for the end instead of spinning.
+            break;
+        }
+    }
+    let why = within("the write timeout", conn.closed()).await;
+    assert_eq!(why, CloseReason::Lost("write timed out".into()));
+    assert_eq!(server.metrics().closed.lost, 1);
+    drop(stalled);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
+    let mut config = fast_config();
+    config.connection.outbound.capacity = 4096;
+    config.connection.outbound.soft_limit_bytes = 64 << 10;
+    config.connection.outbound.hard_limit_bytes = 64 << 20;
+    config.connection.outbound.soft_limit_for = std::time::Duration::from_millis(100);
+    config.connection.close_timeout = std::time::Duration::from_millis(200);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // Fill the queue above the soft limit, then offer nothing more: only the
+    // connection's own timer can see the limit held too long.
+    let payload = "t".repeat(4096);
+    let mut sent = 0u64;
+    while conn.metrics().outbound.queued_bytes < (128 << 10) {
+        assert!(sent < 100_000, "the queue never grew");
+        server
+            .broadcast(&Event::new(EventType::Raw).with("data", payload.as_str()))
+            .await;
+        sent += 1;
+    }
+    let why = within("the soft limit", conn.closed()).await;
+    assert_eq!(why, CloseReason::SlowConsumer(SlowConsumer::SoftLimit));
+    drop(stalled);
+    server.shutdown().await;
+}

@@ -271,6 +271,19 @@ fn read(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
+/// `start + duration`, saturating far in the future instead of panicking for a huge
+/// configured duration.
+pub(crate) fn later(start: Instant, duration: Duration) -> Instant {
+    start
+        .checked_add(duration)
+        .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// `duration` from now (see [`later`]).
+pub(crate) fn after(duration: Duration) -> Instant {
+    later(Instant::now(), duration)
+}
+
 /// The next connection identifier, unique in the process (servers and clients).
 pub(crate) fn next_conn_id() -> ConnId {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -382,7 +395,7 @@ impl Core {
     /// When the idle timeout runs out if nothing more arrives.
     fn idle_deadline(&self) -> Instant {
         let last = Duration::from_nanos(self.last_rx.load(Ordering::Relaxed));
-        self.epoch + last + self.config.idle_timeout
+        later(self.epoch, last.saturating_add(self.config.idle_timeout))
     }
 
     /// Stops draining: the writer drops what is queued and closes now.
@@ -682,7 +695,7 @@ pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> Ended {
         // The stream ended on an error with the socket still open: let the close
         // frame reach the peer before the socket goes.
         if let Ok(socket) = reader.stream.reunite(sink) {
-            let deadline = Instant::now() + core.config.close_timeout;
+            let deadline = after(core.config.close_timeout);
             linger = Some(Box::pin(socket.linger(deadline)) as Pin<Box<_>>);
         }
     }
@@ -696,7 +709,7 @@ pub(crate) async fn refuse<T: Transport>(
     reason: &CloseReason,
     close_timeout: Duration,
 ) {
-    let deadline = Instant::now() + close_timeout;
+    let deadline = after(close_timeout);
     let close = T::Msg::close(reason.code(), reason.reason());
     if let Ok(Ok(())) = timeout_at(deadline, socket.send(close)).await {
         let _ = timeout_at(deadline, async {
@@ -848,10 +861,10 @@ where
     };
     // The timers live across iterations, so a busy connection does not register
     // three timers per event.
-    let ping = sleep_until(Instant::now() + config.keepalive_interval);
+    let ping = sleep_until(after(config.keepalive_interval));
     let idle = sleep_until(core.idle_deadline());
     let limits_every = limits_period(config);
-    let limits = sleep_until(Instant::now() + limits_every);
+    let limits = sleep_until(after(limits_every));
     tokio::pin!(ping, idle, limits);
     let mut ping_seq = 0u64;
 
@@ -890,12 +903,12 @@ where
                         break Err(stop);
                     }
                     bump(&core.io.pings_sent, 1);
-                    ping.as_mut().reset(Instant::now() + config.keepalive_interval);
+                    ping.as_mut().reset(after(config.keepalive_interval));
                     continue;
                 }
                 () = &mut limits => {
                     let _ = core.outbound.check_limits();
-                    limits.as_mut().reset(Instant::now() + limits_every);
+                    limits.as_mut().reset(after(limits_every));
                     continue;
                 }
             },
@@ -1051,7 +1064,12 @@ where
     E: WireError,
 {
     let write = timeout(core.config.write_timeout, write);
-    tokio::pin!(write);
+    // While the write is blocked: the soft limit's timer, and a close that `next`
+    // cannot report because an item is already held. (Never registered when the
+    // write completes at once: the write is polled first.)
+    let tick = limits_period(&core.config).min(Duration::from_millis(100));
+    let check = tokio::time::sleep(tick);
+    tokio::pin!(write, check);
     loop {
         tokio::select! {
             biased;
@@ -1067,6 +1085,14 @@ where
                 Next::Closed(reason) if !reason.drains() => return Err(Stop::Close(reason)),
                 item => *lookahead = Some(item),
             },
+            () = &mut check => {
+                if let Err(reason) = core.outbound.check_limits() {
+                    if !reason.drains() {
+                        return Err(Stop::Close(reason));
+                    }
+                }
+                check.as_mut().reset(after(tick));
+            }
         }
     }
 }

@@ -490,7 +490,11 @@ impl Server {
             conn.core().force_close();
         }
         // The close frames and handshakes, then a margin for the tasks to finish.
-        let grace = config.connection.close_timeout * 2 + Duration::from_millis(100);
+        let grace = config
+            .connection
+            .close_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_millis(100));
         if timeout(grace, shared.tasks.wait_idle()).await.is_err() {
             shared.tasks.abort_all();
             shared.tasks.wait_idle().await;
