@@ -84,11 +84,11 @@ async fn events_arrive_in_order_within_each_class() {
     assert_eq!(snapshots.last(), sent(DeliveryClass::Snapshot).last());
     let m = conn.metrics();
     assert_eq!(
-        m.frames_out + m.outbound.replaced_snapshots,
+        m.traffic.frames_out + m.outbound.replaced_snapshots,
         total + 1,
         "every event sent or replaced"
     );
-    assert!(m.bytes_out > 0);
+    assert!(m.traffic.bytes_out > 0);
     drop(ws); // an idle client would hold the shutdown for its close reply
     server.shutdown().await;
 }
@@ -180,8 +180,12 @@ async fn keepalive_pings_arrive_and_answered_pings_keep_the_connection() {
     }
     assert!(!conn.is_closed());
     let m = conn.metrics();
-    assert!(m.pings_sent >= 15);
-    assert!(m.pongs_received >= 10, "pongs: {}", m.pongs_received);
+    assert!(m.traffic.pings_sent >= 15);
+    assert!(
+        m.traffic.pongs_received >= 10,
+        "pongs: {}",
+        m.traffic.pongs_received
+    );
     drop(ws);
     server.shutdown().await;
 }
@@ -330,7 +334,7 @@ async fn malformed_json_gets_an_error_event_when_so_configured() {
     send_text(&mut ws, r#"{"type":"CUSTOM","name":"ping","value":1}"#).await;
     let got = within("the inbound event", inbound.recv()).await.unwrap();
     assert_eq!(got.kind(), &EventType::Custom);
-    assert_eq!(conn.metrics().malformed_in, 2);
+    assert_eq!(conn.metrics().traffic.malformed_in, 2);
     assert!(!conn.is_closed());
     drop(ws);
     server.shutdown().await;
@@ -433,7 +437,7 @@ async fn inbound_events_reach_handlers_and_subscriptions() {
         .collect();
     assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
     let m = conn.metrics();
-    assert_eq!(m.frames_in, 10);
+    assert_eq!(m.traffic.frames_in, 10);
     drop(ws);
     server.shutdown().await;
 }

@@ -291,21 +291,30 @@ pub(crate) fn next_conn_id() -> ConnId {
     ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A connection's traffic counters, summed into a server's totals.
+/// Traffic of one connection, or of a server's connections together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct IoTotals {
-    pub(crate) bytes_in: u64,
-    pub(crate) frames_in: u64,
-    pub(crate) bytes_out: u64,
-    pub(crate) frames_out: u64,
-    pub(crate) pings_sent: u64,
-    pub(crate) pongs_received: u64,
-    pub(crate) malformed_in: u64,
-    pub(crate) resyncs_sent: u64,
+#[non_exhaustive]
+pub struct Traffic {
+    /// Payload bytes received (text and binary messages, pings and pongs).
+    pub bytes_in: u64,
+    /// Messages received (the fragments of one message count once).
+    pub frames_in: u64,
+    /// Event bytes sent (the JSON texts).
+    pub bytes_out: u64,
+    /// Events sent, resynchronising snapshots included.
+    pub frames_out: u64,
+    /// Keepalive pings sent.
+    pub pings_sent: u64,
+    /// Pongs received.
+    pub pongs_received: u64,
+    /// Inbound messages that were not events (malformed JSON, no `type`, binary).
+    pub malformed_in: u64,
+    /// Snapshots sent to resynchronise after discarded state deltas.
+    pub resyncs_sent: u64,
 }
 
-impl IoTotals {
-    pub(crate) fn add(&mut self, other: &IoTotals) {
+impl Traffic {
+    pub(crate) fn add(&mut self, other: &Traffic) {
         self.bytes_in += other.bytes_in;
         self.frames_in += other.frames_in;
         self.bytes_out += other.bytes_out;
@@ -439,8 +448,8 @@ impl Core {
         self.id
     }
 
-    pub(crate) fn io_totals(&self) -> IoTotals {
-        IoTotals {
+    pub(crate) fn traffic(&self) -> Traffic {
+        Traffic {
             bytes_in: read(&self.io.bytes_in),
             frames_in: read(&self.io.frames_in),
             bytes_out: read(&self.io.bytes_out),
@@ -456,14 +465,7 @@ impl Core {
         ConnectionMetrics {
             id: self.id,
             peer: self.peer,
-            bytes_in: read(&self.io.bytes_in),
-            frames_in: read(&self.io.frames_in),
-            bytes_out: read(&self.io.bytes_out),
-            frames_out: read(&self.io.frames_out),
-            pings_sent: read(&self.io.pings_sent),
-            pongs_received: read(&self.io.pongs_received),
-            malformed_in: read(&self.io.malformed_in),
-            resyncs_sent: read(&self.io.resyncs_sent),
+            traffic: self.traffic(),
             close_handshake: self.io.peer_closed.load(Ordering::Relaxed)
                 && (self.io.close_sent.load(Ordering::Relaxed)
                     || matches!(
@@ -485,22 +487,8 @@ pub struct ConnectionMetrics {
     pub id: ConnId,
     /// The peer's address, when known.
     pub peer: Option<SocketAddr>,
-    /// Payload bytes received (text and binary messages, pings and pongs).
-    pub bytes_in: u64,
-    /// Messages received (fragments of one message count once).
-    pub frames_in: u64,
-    /// Event bytes sent (the JSON texts).
-    pub bytes_out: u64,
-    /// Events sent, resynchronising snapshots included.
-    pub frames_out: u64,
-    /// Keepalive pings sent.
-    pub pings_sent: u64,
-    /// Pongs received.
-    pub pongs_received: u64,
-    /// Inbound messages that were not events (malformed JSON, no `type`, binary).
-    pub malformed_in: u64,
-    /// Snapshots sent to resynchronise after discarded state deltas.
-    pub resyncs_sent: u64,
+    /// Bytes and messages in and out.
+    pub traffic: Traffic,
     /// Whether the close handshake completed: both sides' close frames went out (the
     /// peer's reply to ours, or tungstenite's reply to the peer's).
     pub close_handshake: bool,

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::timeout;
 
-use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, IoTotals};
+use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, Traffic};
 use super::{
     Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub, HubMetrics,
     Inbound, Outbound, ServerConfig, SnapshotSource, WsConfigError,
@@ -143,22 +143,8 @@ pub struct ServerMetrics {
     pub handshake_failures: u64,
     /// Errors from the listening socket's `accept`.
     pub accept_errors: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// Messages received.
-    pub frames_in: u64,
-    /// Event bytes sent.
-    pub bytes_out: u64,
-    /// Events sent.
-    pub frames_out: u64,
-    /// Keepalive pings sent.
-    pub pings_sent: u64,
-    /// Pongs received.
-    pub pongs_received: u64,
-    /// Inbound messages that were not events.
-    pub malformed_in: u64,
-    /// Snapshots sent to resynchronise connections that missed state deltas.
-    pub resyncs_sent: u64,
+    /// Bytes and messages in and out, of open and ended connections together.
+    pub traffic: Traffic,
     /// Events queued on open connections now.
     pub queued_events: u64,
     /// Bytes queued on open connections now.
@@ -530,7 +516,7 @@ struct Totals {
     handshake_failures: u64,
     accept_errors: u64,
     /// Traffic of the connections that have ended.
-    retired: IoTotals,
+    retired: Traffic,
     closed: CloseCounts,
 }
 
@@ -667,11 +653,11 @@ impl Shared {
 
     fn metrics(&self) -> ServerMetrics {
         let live: Vec<Connection> = self.registry().values().cloned().collect();
-        let mut io = IoTotals::default();
+        let mut io = Traffic::default();
         let mut queued_events = 0u64;
         let mut queued_bytes = 0u64;
         for conn in &live {
-            io.add(&conn.core().io_totals());
+            io.add(&conn.core().traffic());
             queued_events += conn.core().outbound().len() as u64;
             queued_bytes += conn.core().outbound().queued_bytes() as u64;
         }
@@ -685,14 +671,7 @@ impl Shared {
             refused_shutdown: totals.refused_shutdown,
             handshake_failures: totals.handshake_failures,
             accept_errors: totals.accept_errors,
-            bytes_in: io.bytes_in,
-            frames_in: io.frames_in,
-            bytes_out: io.bytes_out,
-            frames_out: io.frames_out,
-            pings_sent: io.pings_sent,
-            pongs_received: io.pongs_received,
-            malformed_in: io.malformed_in,
-            resyncs_sent: io.resyncs_sent,
+            traffic: io,
             queued_events,
             queued_bytes,
             closed: totals.closed,
@@ -747,7 +726,7 @@ impl Drop for Registration {
         self.shared.registry().remove(&id);
         self.shared.hub.detach(id);
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
-        let io = self.core.io_totals();
+        let io = self.core.traffic();
         self.shared.count(|t| {
             t.retired.add(&io);
             *t.closed.slot(&reason) += 1;
