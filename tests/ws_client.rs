@@ -260,7 +260,10 @@ async fn dropping_the_last_client_handle_closes_it() {
     assert!(!conn.is_closed(), "a handle is left");
     drop(other);
     let why = within("the server side", conn.closed()).await;
-    assert!(matches!(why, CloseReason::Remote { code: 1000, .. }), "{why:?}");
+    assert!(
+        matches!(why, CloseReason::Remote { code: 1000, .. }),
+        "{why:?}"
+    );
     assert_eq!(server.connection_count(), 0);
     server.shutdown().await;
 }

@@ -378,6 +378,10 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
 
     server.on_pressure(PressureLevel::Critical);
     assert_eq!(server.metrics().pressure, PressureLevel::Critical);
+    // The open connection's queues shrank to a quarter.
+    let m = old_conn.metrics();
+    assert_eq!(m.outbound.capacity, 1024 / 4);
+    assert_eq!(m.inbound.queue_capacity, 256 / 4);
     let mut refused = client(server.local_addr()).await;
     let (_, code, reason) = read_to_close(&mut refused).await;
     assert_eq!(code, close_code::TRY_AGAIN_LATER);
@@ -392,6 +396,8 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
     assert!(!old_conn.is_closed());
 
     server.on_pressure(PressureLevel::Normal);
+    assert_eq!(old_conn.metrics().outbound.capacity, 1024);
+    assert_eq!(old_conn.metrics().inbound.queue_capacity, 256);
     let again_ws = client(server.local_addr()).await;
     let again = next_conn(&mut conns).await;
     assert!(!again.is_closed());

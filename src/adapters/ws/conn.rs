@@ -394,6 +394,10 @@ impl Core {
         &self.outbound
     }
 
+    pub(crate) fn inbound(&self) -> &Arc<Inbound> {
+        &self.inbound
+    }
+
     /// Records that something arrived.
     fn touch(&self) {
         let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -406,9 +406,9 @@ impl Server {
         &self.shared.hub
     }
 
-    /// Applies a memory pressure level: the queues' capacities shrink with it, and at
-    /// `Critical` new connections are refused with code 1013 and droppable events get
-    /// at most half of each queue.
+    /// Applies a memory pressure level: every connection's outbound and inbound queue
+    /// capacities shrink with it, and at `Critical` new connections are refused with
+    /// code 1013 and droppable events get at most half of each outbound queue.
     pub fn on_pressure(&self, level: PressureLevel) {
         self.shared.on_pressure(level);
     }
@@ -560,6 +560,10 @@ impl Shared {
     fn on_pressure(&self, level: PressureLevel) {
         self.pressure.store(level.index() as u8, Ordering::Release);
         self.hub.on_pressure(level);
+        let live: Vec<Connection> = self.registry().values().cloned().collect();
+        for conn in live {
+            conn.core().inbound().on_pressure(level);
+        }
     }
 
     /// Takes a place for a new connection, or says why there is none.
@@ -616,7 +620,9 @@ impl Shared {
             return;
         };
         let outbound = Arc::new(outbound);
-        outbound.on_pressure(self.pressure());
+        let level = self.pressure();
+        outbound.on_pressure(level);
+        inbound.on_pressure(level);
         let core = Core::new(CoreParts {
             id: next_conn_id(),
             peer,
