@@ -665,3 +665,23 @@ async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
     drop(stalled);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_fails_with_typed_errors() {
+    use membound::adapters::ws::ServeError;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = fast_config();
+    config.bind = taken.local_addr().unwrap();
+    let err = Server::bind(config).await.unwrap_err();
+    assert!(
+        matches!(err, ServeError::Bind { addr, .. } if addr == config.bind),
+        "{err}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+
+    let mut config = fast_config();
+    config.connection.outbound.capacity = 0;
+    let err = Server::bind(config).await.unwrap_err();
+    assert!(matches!(err, ServeError::Config(_)), "{err}");
+    assert!(err.to_string().contains("outbound.capacity"));
+}

@@ -1097,3 +1097,73 @@ fn write_failed<E: WireError>(error: &E) -> CloseReason {
         other => CloseReason::Lost(other.reason()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_carry_the_text_in_order_with_one_final_frame() {
+        let text: String = "é✓".repeat(1000); // multi-byte characters across part edges
+        let frame = Event::new(EventType::Custom)
+            .with("data", text.as_str())
+            .encode();
+        let parts = <Message as WireMessage>::fragments(&frame, 1000).unwrap();
+        assert_eq!(parts.len(), frame.len().div_ceil(1000));
+        let mut joined = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let Message::Frame(f) = part else {
+                panic!("raw frames")
+            };
+            let expected = if i == 0 {
+                OpCode::Data(OpData::Text)
+            } else {
+                OpCode::Data(OpData::Continue)
+            };
+            assert_eq!(f.header().opcode, expected);
+            assert_eq!(f.header().is_final, i == parts.len() - 1);
+            assert!(f.payload().len() <= 1000);
+            joined.extend_from_slice(f.payload());
+        }
+        assert_eq!(joined, frame.as_str().as_bytes());
+    }
+
+    #[test]
+    fn the_largest_part_fits_the_write_buffer_cap() {
+        let mut config = ConnectionConfig::default();
+        for cap in [2, 100, 300, 4096, 64 << 10] {
+            config.max_write_buffer_bytes = cap;
+            let part = max_part(&config);
+            assert!(part >= 1 && part <= cap, "cap {cap}: {part}");
+            if cap > 512 {
+                assert!(part + 256 <= cap, "room for a header and a control frame");
+            }
+        }
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn read_errors_map_to_close_reasons() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let too_big = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        });
+        assert_eq!(too_big.close_reason(), CloseReason::MessageTooBig);
+        let utf8 = tungstenite::Error::Utf8("bad".into());
+        assert_eq!(utf8.close_reason().code(), 1007);
+        let reset = tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert!(matches!(reset.close_reason(), CloseReason::Lost(_)));
+        let unmasked = tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert_eq!(unmasked.close_reason().code(), 1002);
+    }
+}
