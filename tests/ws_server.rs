@@ -685,3 +685,40 @@ async fn binding_fails_with_typed_errors() {
     assert!(matches!(err, ServeError::Config(_)), "{err}");
     assert!(err.to_string().contains("outbound.capacity"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_stalled_handshakes_are_counted_and_dropped() {
+    let mut config = fast_config();
+    config.handshake_timeout = Duration::from_millis(100);
+    let (server, _conns) = serve(Server::builder(config)).await;
+
+    // Garbage instead of an HTTP upgrade, and a client that never sends one.
+    let garbage = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    garbage.writable().await.unwrap();
+    garbage.try_write(b"NOT HTTP\r\n\r\n").unwrap();
+    let silent = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    for tcp in [&garbage, &silent] {
+        // The server drops both: reading sees the end (or a reset).
+        within("the server to drop the socket", async {
+            let mut buf = [0u8; 256];
+            loop {
+                tcp.readable().await.unwrap();
+                match tcp.try_read(&mut buf) {
+                    Ok(0) => break,
+                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    }
+    let m = server.metrics();
+    assert_eq!(m.handshake_failures, 2);
+    assert_eq!(m.accepted, 0);
+    server.shutdown().await;
+    assert_eq!(server.task_count(), 0);
+}
