@@ -723,3 +723,26 @@ async fn failed_and_stalled_handshakes_are_counted_and_dropped() {
     server.shutdown().await;
     assert_eq!(server.task_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_client_that_never_reads() {
+    let mut config = fast_config();
+    config.shutdown_timeout = Duration::from_millis(200);
+    config.connection.close_timeout = Duration::from_millis(200);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    let payload = "q".repeat(4096);
+    while conn.queued() < 32 {
+        let event = Event::new(EventType::TextMessageContent).with("delta", payload.as_str());
+        assert_eq!(server.broadcast(&event).await.closed, 0);
+    }
+    // The drain cannot finish: after the shutdown timeout the queue is abandoned,
+    // the close frame cannot be written either, and the task ends.
+    within("the shutdown", server.shutdown()).await;
+    assert_eq!(conn.closed().await, CloseReason::Shutdown);
+    assert!(!conn.metrics().close_handshake);
+    assert_eq!(server.task_count(), 0);
+    assert_eq!(server.metrics().closed.shutdown, 1);
+    drop(stalled);
+}
