@@ -342,10 +342,9 @@ pub(crate) struct Core {
     epoch: Instant,
     /// Nanoseconds after `epoch` at which something last arrived.
     last_rx: AtomicU64,
-    /// Set (with `force_notify`) to stop draining: the writer abandons what is
-    /// queued and sends its close frame.
-    forced: AtomicBool,
-    force_notify: Notify,
+    /// Set to stop draining: the writer abandons what is queued and sends its close
+    /// frame.
+    forced: Flag,
     /// `Some(reason)` once the connection's task has ended.
     done: watch::Sender<Option<CloseReason>>,
 }
@@ -384,8 +383,7 @@ impl Core {
             io: Io::default(),
             epoch: Instant::now(),
             last_rx: AtomicU64::new(0),
-            forced: AtomicBool::new(false),
-            force_notify: Notify::new(),
+            forced: Flag::default(),
             done: watch::Sender::new(None),
         })
     }
@@ -413,20 +411,11 @@ impl Core {
 
     /// Stops draining: the writer drops what is queued and closes now.
     pub(crate) fn force_close(&self) {
-        self.forced.store(true, Ordering::Release);
-        self.force_notify.notify_waiters();
+        self.forced.set();
     }
 
     async fn forced(&self) {
-        loop {
-            let notified = self.force_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.forced.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
+        self.forced.wait().await;
     }
 
     /// Marks the connection as ended (idempotent; the first reason stays).
@@ -866,7 +855,7 @@ where
             && !ping.is_elapsed()
             && !idle.is_elapsed()
             && !limits.is_elapsed()
-            && !core.forced.load(Ordering::Acquire)
+            && !core.forced.is_set()
         {
             item = core.outbound.try_next();
         }
