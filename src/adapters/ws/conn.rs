@@ -1154,4 +1154,29 @@ mod tests {
         let unmasked = tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient);
         assert_eq!(unmasked.close_reason().code(), 1002);
     }
+
+    #[test]
+    fn handles_and_their_futures_cross_threads() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        fn types<T: Send + Sync>() {}
+        types::<Connection>();
+        types::<ConnectionMetrics>();
+        types::<super::super::Server>();
+        types::<super::super::ServerMetrics>();
+        types::<super::super::Client>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = super::super::Server::bind(Default::default())
+                .await
+                .unwrap();
+            send_sync(&server);
+            send(&server.broadcast(&Event::new(EventType::RunStarted)));
+            send(&server.shutdown());
+            server.shutdown().await;
+        });
+    }
 }
