@@ -247,3 +247,23 @@ async fn connecting_fails_with_typed_errors() {
         .unwrap_err();
     assert!(matches!(err, ConnectError::Config(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_client_handle_closes_it() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    let client = Client::connect(&url(server.local_addr()), client_config(5))
+        .await
+        .unwrap();
+    let conn = next_conn(&mut conns).await;
+    let other = client.clone();
+    drop(client);
+    assert!(!conn.is_closed(), "a handle is left");
+    drop(other);
+    let why = within("the server side", conn.closed()).await;
+    assert!(
+        matches!(why, CloseReason::Remote { code: 1000, .. }),
+        "{why:?}"
+    );
+    assert_eq!(server.connection_count(), 0);
+    server.shutdown().await;
+}

@@ -112,5 +112,5 @@ async fn a_python_websockets_client_interoperates() {
     assert_eq!(stdout.trim(), "closed 1001", "stderr: {stderr}");
     let m = server.metrics();
     assert_eq!(m.closed.shutdown, 1);
-    assert!(m.frames_in >= 1);
+    assert!(m.traffic.frames_in >= 1);
 }

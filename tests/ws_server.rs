@@ -84,11 +84,11 @@ async fn events_arrive_in_order_within_each_class() {
     assert_eq!(snapshots.last(), sent(DeliveryClass::Snapshot).last());
     let m = conn.metrics();
     assert_eq!(
-        m.frames_out + m.outbound.replaced_snapshots,
+        m.traffic.frames_out + m.outbound.replaced_snapshots,
         total + 1,
         "every event sent or replaced"
     );
-    assert!(m.bytes_out > 0);
+    assert!(m.traffic.bytes_out > 0);
     drop(ws); // an idle client would hold the shutdown for its close reply
     server.shutdown().await;
 }
@@ -180,8 +180,13 @@ async fn keepalive_pings_arrive_and_answered_pings_keep_the_connection() {
     }
     assert!(!conn.is_closed());
     let m = conn.metrics();
-    assert!(m.pings_sent >= 15);
-    assert!(m.pongs_received >= 10, "pongs: {}", m.pongs_received);
+    assert!(m.traffic.pings_sent >= 15);
+    // Most pongs are back (the last ones may still be on their way).
+    assert!(
+        m.traffic.pongs_received >= 5,
+        "pongs: {}",
+        m.traffic.pongs_received
+    );
     drop(ws);
     server.shutdown().await;
 }
@@ -330,7 +335,7 @@ async fn malformed_json_gets_an_error_event_when_so_configured() {
     send_text(&mut ws, r#"{"type":"CUSTOM","name":"ping","value":1}"#).await;
     let got = within("the inbound event", inbound.recv()).await.unwrap();
     assert_eq!(got.kind(), &EventType::Custom);
-    assert_eq!(conn.metrics().malformed_in, 2);
+    assert_eq!(conn.metrics().traffic.malformed_in, 2);
     assert!(!conn.is_closed());
     drop(ws);
     server.shutdown().await;
@@ -374,6 +379,10 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
 
     server.on_pressure(PressureLevel::Critical);
     assert_eq!(server.metrics().pressure, PressureLevel::Critical);
+    // The open connection's queues shrank to a quarter.
+    let m = old_conn.metrics();
+    assert_eq!(m.outbound.capacity, 1024 / 4);
+    assert_eq!(m.inbound.queue_capacity, 256 / 4);
     let mut refused = client(server.local_addr()).await;
     let (_, code, reason) = read_to_close(&mut refused).await;
     assert_eq!(code, close_code::TRY_AGAIN_LATER);
@@ -388,6 +397,8 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
     assert!(!old_conn.is_closed());
 
     server.on_pressure(PressureLevel::Normal);
+    assert_eq!(old_conn.metrics().outbound.capacity, 1024);
+    assert_eq!(old_conn.metrics().inbound.queue_capacity, 256);
     let again_ws = client(server.local_addr()).await;
     let again = next_conn(&mut conns).await;
     assert!(!again.is_closed());
@@ -433,7 +444,7 @@ async fn inbound_events_reach_handlers_and_subscriptions() {
         .collect();
     assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
     let m = conn.metrics();
-    assert_eq!(m.frames_in, 10);
+    assert_eq!(m.traffic.frames_in, 10);
     drop(ws);
     server.shutdown().await;
 }
@@ -556,4 +567,182 @@ async fn a_peer_close_is_answered_and_recorded() {
     assert_eq!(server.connection_count(), 0);
     assert!(conn.send(&Event::new(EventType::RunStarted)).await.is_err());
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_limit_held_too_long_closes_with_4008() {
+    let mut config = fast_config();
+    config.connection.outbound.capacity = 4096;
+    config.connection.outbound.soft_limit_bytes = 64 << 10;
+    config.connection.outbound.hard_limit_bytes = 64 << 20;
+    config.connection.outbound.soft_limit_for = std::time::Duration::from_millis(100);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // Droppable events never wait: they pile up above the soft limit until the
+    // queue has stayed there for 100 ms (the hub then finds it closed).
+    let payload = "r".repeat(4096);
+    let mut sent = 0u64;
+    loop {
+        assert!(sent < 1_000_000, "the soft limit never closed the queue");
+        let event = Event::new(EventType::Raw)
+            .with("seq", sent)
+            .with("data", payload.as_str());
+        if server.broadcast(&event).await.closed > 0 {
+            break;
+        }
+        sent += 1;
+        if sent % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (_, code, reason) = read_to_close(&mut stalled).await;
+    assert_eq!(code, close_code::SLOW_CONSUMER);
+    assert_eq!(reason, SlowConsumer::SoftLimit.as_str());
+    assert_eq!(
+        within("the close", conn.closed()).await,
+        CloseReason::SlowConsumer(SlowConsumer::SoftLimit)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_past_the_write_timeout_drops_the_connection() {
+    let mut config = fast_config();
+    config.connection.write_timeout = std::time::Duration::from_millis(150);
+    config.connection.outbound.capacity = 64;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // Droppable events only: nothing waits for room, so only the blocked write can
+    // end the connection.
+    let payload = "w".repeat(8192);
+    let mut sent = 0u64;
+    while !conn.is_closed() {
+        assert!(sent < 100_000, "the write never timed out");
+        server
+            .broadcast(&Event::new(EventType::Custom).with("data", payload.as_str()))
+            .await;
+        sent += 1;
+        if conn.queued() >= 64 {
+            // Full: wait for the end instead of spinning.
+            break;
+        }
+    }
+    let why = within("the write timeout", conn.closed()).await;
+    assert_eq!(why, CloseReason::Lost("write timed out".into()));
+    assert_eq!(server.metrics().closed.lost, 1);
+    drop(stalled);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
+    let mut config = fast_config();
+    config.connection.outbound.capacity = 4096;
+    config.connection.outbound.soft_limit_bytes = 64 << 10;
+    config.connection.outbound.hard_limit_bytes = 64 << 20;
+    config.connection.outbound.soft_limit_for = std::time::Duration::from_millis(100);
+    config.connection.close_timeout = std::time::Duration::from_millis(200);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+
+    // Fill the queue above the soft limit, then offer nothing more: only the
+    // connection's own timer can see the limit held too long.
+    let payload = "t".repeat(4096);
+    let mut sent = 0u64;
+    while conn.metrics().outbound.queued_bytes < (128 << 10) {
+        assert!(sent < 100_000, "the queue never grew");
+        server
+            .broadcast(&Event::new(EventType::Raw).with("data", payload.as_str()))
+            .await;
+        sent += 1;
+    }
+    let why = within("the soft limit", conn.closed()).await;
+    assert_eq!(why, CloseReason::SlowConsumer(SlowConsumer::SoftLimit));
+    drop(stalled);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_fails_with_typed_errors() {
+    use membound::adapters::ws::ServeError;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = fast_config();
+    config.bind = taken.local_addr().unwrap();
+    let err = Server::bind(config).await.unwrap_err();
+    assert!(
+        matches!(err, ServeError::Bind { addr, .. } if addr == config.bind),
+        "{err}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+
+    let mut config = fast_config();
+    config.connection.outbound.capacity = 0;
+    let err = Server::bind(config).await.unwrap_err();
+    assert!(matches!(err, ServeError::Config(_)), "{err}");
+    assert!(err.to_string().contains("outbound.capacity"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_stalled_handshakes_are_counted_and_dropped() {
+    let mut config = fast_config();
+    config.handshake_timeout = Duration::from_millis(100);
+    let (server, _conns) = serve(Server::builder(config)).await;
+
+    // Garbage instead of an HTTP upgrade, and a client that never sends one.
+    let garbage = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    garbage.writable().await.unwrap();
+    garbage.try_write(b"NOT HTTP\r\n\r\n").unwrap();
+    let silent = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    for tcp in [&garbage, &silent] {
+        // The server drops both: reading sees the end (or a reset).
+        within("the server to drop the socket", async {
+            let mut buf = [0u8; 256];
+            loop {
+                tcp.readable().await.unwrap();
+                match tcp.try_read(&mut buf) {
+                    Ok(0) => break,
+                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    }
+    let m = server.metrics();
+    assert_eq!(m.handshake_failures, 2);
+    assert_eq!(m.accepted, 0);
+    server.shutdown().await;
+    assert_eq!(server.task_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_client_that_never_reads() {
+    let mut config = fast_config();
+    config.shutdown_timeout = Duration::from_millis(200);
+    config.connection.close_timeout = Duration::from_millis(200);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let stalled = stalled_client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    let payload = "q".repeat(4096);
+    while conn.queued() < 32 {
+        let event = Event::new(EventType::TextMessageContent).with("delta", payload.as_str());
+        assert_eq!(server.broadcast(&event).await.closed, 0);
+    }
+    // The drain cannot finish: after the shutdown timeout the queue is abandoned,
+    // the close frame cannot be written either, and the task ends.
+    within("the shutdown", server.shutdown()).await;
+    assert_eq!(conn.closed().await, CloseReason::Shutdown);
+    assert!(!conn.metrics().close_handshake);
+    assert_eq!(server.task_count(), 0);
+    assert_eq!(server.metrics().closed.shutdown, 1);
+    drop(stalled);
 }

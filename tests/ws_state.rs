@@ -99,7 +99,7 @@ async fn delta_overflow_is_followed_by_a_snapshot_and_the_replayed_state_matches
     assert!(snapshots >= 1);
     assert!((deltas as u64) < published, "deltas were discarded");
     let m = stalled_conn.metrics();
-    assert!(m.resyncs_sent >= 1);
+    assert!(m.traffic.resyncs_sent >= 1);
     assert!(m.outbound.discarded_deltas > 0);
     assert!(!stalled_conn.is_closed());
 
@@ -108,7 +108,7 @@ async fn delta_overflow_is_followed_by_a_snapshot_and_the_replayed_state_matches
     // snapshot, and may make a still queued older one redundant.)
     let (state, snapshots, deltas) = within("the fast reader", fast_reader).await.unwrap();
     assert_eq!(state, expected);
-    let resyncs = fast_conn.metrics().resyncs_sent;
+    let resyncs = fast_conn.metrics().traffic.resyncs_sent;
     assert!(snapshots >= 1 && snapshots as u64 <= 1 + resyncs);
     if resyncs == 0 {
         assert_eq!((snapshots, deltas as u64), (1, published));

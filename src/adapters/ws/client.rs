@@ -193,9 +193,10 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket client with the server's bounded queues, keepalive and close
 /// handling, which reconnects after a loss.
 ///
-/// Cloning gives another handle to the same client. Events sent while the client is
-/// reconnecting fail with [`OfferError::Closed`]; handlers and subscriptions stay
-/// registered across reconnects and close when the client closes or gives up.
+/// Cloning gives another handle to the same client; dropping the last handle closes
+/// it (with [`CloseReason::Normal`]). Events sent while the client is reconnecting
+/// fail with [`OfferError::Closed`]; handlers and subscriptions stay registered
+/// across reconnects and close when the client closes or gives up.
 ///
 /// # Examples
 ///
@@ -229,6 +230,19 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
+    /// Shared by the handles only (not by the client's task): when the last handle
+    /// goes, the client closes.
+    _owner: Arc<Owner>,
+}
+
+/// Closes the client when the last [`Client`] handle is dropped.
+struct Owner(Arc<ClientInner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.closing.set();
+        lock(&self.0.current).close(CloseReason::Normal);
+    }
 }
 
 struct ClientInner {
@@ -297,7 +311,10 @@ impl Client {
             failed_attempts: AtomicU64::new(0),
         });
         tokio::spawn(run(Arc::clone(&inner), socket, core));
-        Ok(Self { inner })
+        Ok(Self {
+            _owner: Arc::new(Owner(Arc::clone(&inner))),
+            inner,
+        })
     }
 
     /// The URL the client connects to.

@@ -271,6 +271,19 @@ fn read(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
+/// `start + duration`, saturating far in the future instead of panicking for a huge
+/// configured duration.
+pub(crate) fn later(start: Instant, duration: Duration) -> Instant {
+    start
+        .checked_add(duration)
+        .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// `duration` from now (see [`later`]).
+pub(crate) fn after(duration: Duration) -> Instant {
+    later(Instant::now(), duration)
+}
+
 /// The next connection identifier, unique in the process (servers and clients).
 pub(crate) fn next_conn_id() -> ConnId {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -278,21 +291,30 @@ pub(crate) fn next_conn_id() -> ConnId {
     ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A connection's traffic counters, summed into a server's totals.
+/// Traffic of one connection, or of a server's connections together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct IoTotals {
-    pub(crate) bytes_in: u64,
-    pub(crate) frames_in: u64,
-    pub(crate) bytes_out: u64,
-    pub(crate) frames_out: u64,
-    pub(crate) pings_sent: u64,
-    pub(crate) pongs_received: u64,
-    pub(crate) malformed_in: u64,
-    pub(crate) resyncs_sent: u64,
+#[non_exhaustive]
+pub struct Traffic {
+    /// Payload bytes received (text and binary messages, pings and pongs).
+    pub bytes_in: u64,
+    /// Messages received (the fragments of one message count once).
+    pub frames_in: u64,
+    /// Event bytes handed to the socket (the JSON texts).
+    pub bytes_out: u64,
+    /// Events handed to the socket, resynchronising snapshots included.
+    pub frames_out: u64,
+    /// Keepalive pings sent.
+    pub pings_sent: u64,
+    /// Pongs received.
+    pub pongs_received: u64,
+    /// Inbound messages that were not events (malformed JSON, no `type`, binary).
+    pub malformed_in: u64,
+    /// Snapshots sent to resynchronise after discarded state deltas.
+    pub resyncs_sent: u64,
 }
 
-impl IoTotals {
-    pub(crate) fn add(&mut self, other: &IoTotals) {
+impl Traffic {
+    pub(crate) fn add(&mut self, other: &Traffic) {
         self.bytes_in += other.bytes_in;
         self.frames_in += other.frames_in;
         self.bytes_out += other.bytes_out;
@@ -320,10 +342,9 @@ pub(crate) struct Core {
     epoch: Instant,
     /// Nanoseconds after `epoch` at which something last arrived.
     last_rx: AtomicU64,
-    /// Set (with `force_notify`) to stop draining: the writer abandons what is
-    /// queued and sends its close frame.
-    forced: AtomicBool,
-    force_notify: Notify,
+    /// Set to stop draining: the writer abandons what is queued and sends its close
+    /// frame.
+    forced: Flag,
     /// `Some(reason)` once the connection's task has ended.
     done: watch::Sender<Option<CloseReason>>,
 }
@@ -362,14 +383,17 @@ impl Core {
             io: Io::default(),
             epoch: Instant::now(),
             last_rx: AtomicU64::new(0),
-            forced: AtomicBool::new(false),
-            force_notify: Notify::new(),
+            forced: Flag::default(),
             done: watch::Sender::new(None),
         })
     }
 
     pub(crate) fn outbound(&self) -> &Arc<Outbound> {
         &self.outbound
+    }
+
+    pub(crate) fn inbound(&self) -> &Arc<Inbound> {
+        &self.inbound
     }
 
     /// Records that something arrived.
@@ -382,25 +406,16 @@ impl Core {
     /// When the idle timeout runs out if nothing more arrives.
     fn idle_deadline(&self) -> Instant {
         let last = Duration::from_nanos(self.last_rx.load(Ordering::Relaxed));
-        self.epoch + last + self.config.idle_timeout
+        later(self.epoch, last.saturating_add(self.config.idle_timeout))
     }
 
     /// Stops draining: the writer drops what is queued and closes now.
     pub(crate) fn force_close(&self) {
-        self.forced.store(true, Ordering::Release);
-        self.force_notify.notify_waiters();
+        self.forced.set();
     }
 
     async fn forced(&self) {
-        loop {
-            let notified = self.force_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.forced.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
+        self.forced.wait().await;
     }
 
     /// Marks the connection as ended (idempotent; the first reason stays).
@@ -426,8 +441,8 @@ impl Core {
         self.id
     }
 
-    pub(crate) fn io_totals(&self) -> IoTotals {
-        IoTotals {
+    pub(crate) fn traffic(&self) -> Traffic {
+        Traffic {
             bytes_in: read(&self.io.bytes_in),
             frames_in: read(&self.io.frames_in),
             bytes_out: read(&self.io.bytes_out),
@@ -443,14 +458,7 @@ impl Core {
         ConnectionMetrics {
             id: self.id,
             peer: self.peer,
-            bytes_in: read(&self.io.bytes_in),
-            frames_in: read(&self.io.frames_in),
-            bytes_out: read(&self.io.bytes_out),
-            frames_out: read(&self.io.frames_out),
-            pings_sent: read(&self.io.pings_sent),
-            pongs_received: read(&self.io.pongs_received),
-            malformed_in: read(&self.io.malformed_in),
-            resyncs_sent: read(&self.io.resyncs_sent),
+            traffic: self.traffic(),
             close_handshake: self.io.peer_closed.load(Ordering::Relaxed)
                 && (self.io.close_sent.load(Ordering::Relaxed)
                     || matches!(
@@ -472,22 +480,8 @@ pub struct ConnectionMetrics {
     pub id: ConnId,
     /// The peer's address, when known.
     pub peer: Option<SocketAddr>,
-    /// Payload bytes received (text and binary messages, pings and pongs).
-    pub bytes_in: u64,
-    /// Messages received (fragments of one message count once).
-    pub frames_in: u64,
-    /// Event bytes sent (the JSON texts).
-    pub bytes_out: u64,
-    /// Events sent, resynchronising snapshots included.
-    pub frames_out: u64,
-    /// Keepalive pings sent.
-    pub pings_sent: u64,
-    /// Pongs received.
-    pub pongs_received: u64,
-    /// Inbound messages that were not events (malformed JSON, no `type`, binary).
-    pub malformed_in: u64,
-    /// Snapshots sent to resynchronise after discarded state deltas.
-    pub resyncs_sent: u64,
+    /// Bytes and messages in and out.
+    pub traffic: Traffic,
     /// Whether the close handshake completed: both sides' close frames went out (the
     /// peer's reply to ours, or tungstenite's reply to the peer's).
     pub close_handshake: bool,
@@ -682,7 +676,7 @@ pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> Ended {
         // The stream ended on an error with the socket still open: let the close
         // frame reach the peer before the socket goes.
         if let Ok(socket) = reader.stream.reunite(sink) {
-            let deadline = Instant::now() + core.config.close_timeout;
+            let deadline = after(core.config.close_timeout);
             linger = Some(Box::pin(socket.linger(deadline)) as Pin<Box<_>>);
         }
     }
@@ -696,7 +690,7 @@ pub(crate) async fn refuse<T: Transport>(
     reason: &CloseReason,
     close_timeout: Duration,
 ) {
-    let deadline = Instant::now() + close_timeout;
+    let deadline = after(close_timeout);
     let close = T::Msg::close(reason.code(), reason.reason());
     if let Ok(Ok(())) = timeout_at(deadline, socket.send(close)).await {
         let _ = timeout_at(deadline, async {
@@ -848,10 +842,10 @@ where
     };
     // The timers live across iterations, so a busy connection does not register
     // three timers per event.
-    let ping = sleep_until(Instant::now() + config.keepalive_interval);
+    let ping = sleep_until(after(config.keepalive_interval));
     let idle = sleep_until(core.idle_deadline());
     let limits_every = limits_period(config);
-    let limits = sleep_until(Instant::now() + limits_every);
+    let limits = sleep_until(after(limits_every));
     tokio::pin!(ping, idle, limits);
     let mut ping_seq = 0u64;
 
@@ -861,7 +855,7 @@ where
             && !ping.is_elapsed()
             && !idle.is_elapsed()
             && !limits.is_elapsed()
-            && !core.forced.load(Ordering::Acquire)
+            && !core.forced.is_set()
         {
             item = core.outbound.try_next();
         }
@@ -890,12 +884,12 @@ where
                         break Err(stop);
                     }
                     bump(&core.io.pings_sent, 1);
-                    ping.as_mut().reset(Instant::now() + config.keepalive_interval);
+                    ping.as_mut().reset(after(config.keepalive_interval));
                     continue;
                 }
                 () = &mut limits => {
                     let _ = core.outbound.check_limits();
-                    limits.as_mut().reset(Instant::now() + limits_every);
+                    limits.as_mut().reset(after(limits_every));
                     continue;
                 }
             },
@@ -997,19 +991,18 @@ where
         if self.unflushed > 0 && self.unflushed + frame.len() > self.max_part {
             self.flush().await?;
         }
+        // Counted when handed to the socket (before its bytes can reach the peer).
+        self.sent(frame);
         if frame.len() > self.max_part {
             if let Some(parts) = M::fragments(frame, self.max_part) {
                 for part in parts {
                     self.write(part, 0).await?;
                     self.flush().await?;
                 }
-                self.sent(frame);
                 return Ok(());
             }
         }
-        self.write(M::text(frame), frame.len()).await?;
-        self.sent(frame);
-        Ok(())
+        self.write(M::text(frame), frame.len()).await
     }
 
     fn sent(&self, frame: &Frame) {
@@ -1051,7 +1044,12 @@ where
     E: WireError,
 {
     let write = timeout(core.config.write_timeout, write);
-    tokio::pin!(write);
+    // While the write is blocked: the soft limit's timer, and a close that `next`
+    // cannot report because an item is already held. (Never registered when the
+    // write completes at once: the write is polled first.)
+    let tick = limits_period(&core.config).min(Duration::from_millis(100));
+    let check = tokio::time::sleep(tick);
+    tokio::pin!(write, check);
     loop {
         tokio::select! {
             biased;
@@ -1067,6 +1065,14 @@ where
                 Next::Closed(reason) if !reason.drains() => return Err(Stop::Close(reason)),
                 item => *lookahead = Some(item),
             },
+            () = &mut check => {
+                if let Err(reason) = core.outbound.check_limits() {
+                    if !reason.drains() {
+                        return Err(Stop::Close(reason));
+                    }
+                }
+                check.as_mut().reset(after(tick));
+            }
         }
     }
 }
@@ -1077,5 +1083,100 @@ fn write_failed<E: WireError>(error: &E) -> CloseReason {
     match error.close_reason() {
         CloseReason::Lost(why) => CloseReason::Lost(why),
         other => CloseReason::Lost(other.reason()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_carry_the_text_in_order_with_one_final_frame() {
+        let text: String = "é✓".repeat(1000); // multi-byte characters across part edges
+        let frame = Event::new(EventType::Custom)
+            .with("data", text.as_str())
+            .encode();
+        let parts = <Message as WireMessage>::fragments(&frame, 1000).unwrap();
+        assert_eq!(parts.len(), frame.len().div_ceil(1000));
+        let mut joined = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let Message::Frame(f) = part else {
+                panic!("raw frames")
+            };
+            let expected = if i == 0 {
+                OpCode::Data(OpData::Text)
+            } else {
+                OpCode::Data(OpData::Continue)
+            };
+            assert_eq!(f.header().opcode, expected);
+            assert_eq!(f.header().is_final, i == parts.len() - 1);
+            assert!(f.payload().len() <= 1000);
+            joined.extend_from_slice(f.payload());
+        }
+        assert_eq!(joined, frame.as_str().as_bytes());
+    }
+
+    #[test]
+    fn the_largest_part_fits_the_write_buffer_cap() {
+        let mut config = ConnectionConfig::default();
+        for cap in [2, 100, 300, 4096, 64 << 10] {
+            config.max_write_buffer_bytes = cap;
+            let part = max_part(&config);
+            assert!(part >= 1 && part <= cap, "cap {cap}: {part}");
+            if cap > 512 {
+                assert!(part + 256 <= cap, "room for a header and a control frame");
+            }
+        }
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn read_errors_map_to_close_reasons() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let too_big = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        });
+        assert_eq!(too_big.close_reason(), CloseReason::MessageTooBig);
+        let utf8 = tungstenite::Error::Utf8("bad".into());
+        assert_eq!(utf8.close_reason().code(), 1007);
+        let reset = tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert!(matches!(reset.close_reason(), CloseReason::Lost(_)));
+        let unmasked = tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert_eq!(unmasked.close_reason().code(), 1002);
+    }
+
+    #[test]
+    fn handles_and_their_futures_cross_threads() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        fn types<T: Send + Sync>() {}
+        types::<Connection>();
+        types::<ConnectionMetrics>();
+        types::<super::super::Server>();
+        types::<super::super::ServerMetrics>();
+        types::<super::super::Client>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = super::super::Server::bind(Default::default())
+                .await
+                .unwrap();
+            send_sync(&server);
+            send(&server.broadcast(&Event::new(EventType::RunStarted)));
+            send(&server.shutdown());
+            server.shutdown().await;
+        });
     }
 }

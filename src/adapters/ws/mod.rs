@@ -66,8 +66,10 @@ mod client;
 mod conn;
 mod server;
 pub use client::{backoff_delay, Client, ClientMetrics, ClientState, ConnectError};
-pub use conn::{Connection, ConnectionMetrics};
+pub use conn::{Connection, ConnectionMetrics, Traffic};
 pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics};
+#[cfg(feature = "axum")]
+pub mod axum;
 
 /// Where a connection that missed state deltas gets a fresh `STATE_SNAPSHOT`.
 ///

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::timeout;
 
-use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, IoTotals};
+use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, Traffic};
 use super::{
     Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub, HubMetrics,
     Inbound, Outbound, ServerConfig, SnapshotSource, WsConfigError,
@@ -143,22 +143,8 @@ pub struct ServerMetrics {
     pub handshake_failures: u64,
     /// Errors from the listening socket's `accept`.
     pub accept_errors: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// Messages received.
-    pub frames_in: u64,
-    /// Event bytes sent.
-    pub bytes_out: u64,
-    /// Events sent.
-    pub frames_out: u64,
-    /// Keepalive pings sent.
-    pub pings_sent: u64,
-    /// Pongs received.
-    pub pongs_received: u64,
-    /// Inbound messages that were not events.
-    pub malformed_in: u64,
-    /// Snapshots sent to resynchronise connections that missed state deltas.
-    pub resyncs_sent: u64,
+    /// Bytes and messages in and out, of open and ended connections together.
+    pub traffic: Traffic,
     /// Events queued on open connections now.
     pub queued_events: u64,
     /// Bytes queued on open connections now.
@@ -243,7 +229,7 @@ impl ServerBuilder {
     /// [`ServeError::Config`] for a configuration that cannot work,
     /// [`ServeError::Bind`] when the address cannot be bound.
     pub async fn bind(self) -> Result<Server, ServeError> {
-        let shared = self.build()?;
+        let shared = self.build_shared()?;
         let addr = shared.config.bind;
         let listener = TcpListener::bind(addr)
             .await
@@ -257,10 +243,23 @@ impl ServerBuilder {
         })
     }
 
-    /// The server's state without a listening socket, for connections handed over
-    /// by another server (the axum adapter).
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn build(self) -> Result<Arc<Shared>, ServeError> {
+    /// A server without a listening socket, whose connections come from axum
+    /// ([`axum::upgrade`](super::axum::upgrade)). Everything else works as for a
+    /// bound server; [`Server::local_addr`] is `0.0.0.0:0`.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Config`] for a configuration that cannot work.
+    #[cfg(feature = "axum")]
+    pub fn build(self) -> Result<Server, ServeError> {
+        Ok(Server {
+            shared: self.build_shared()?,
+            local_addr: None,
+            accept: Mutex::new(None),
+        })
+    }
+
+    fn build_shared(self) -> Result<Arc<Shared>, ServeError> {
         self.config.validate()?;
         Ok(Arc::new(Shared {
             config: self.config,
@@ -372,13 +371,16 @@ impl Server {
         }
     }
 
-    /// The address the server listens on (with the port the OS picked).
-    ///
-    /// # Panics
-    ///
-    /// Never for a server made by [`bind`](Self::bind).
+    /// The address the server listens on (with the port the OS picked); `0.0.0.0:0`
+    /// for a server without a listener (axum's).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr.expect("a bound server knows its address")
+        self.local_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    #[cfg(feature = "axum")]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The server's settings.
@@ -404,9 +406,9 @@ impl Server {
         &self.shared.hub
     }
 
-    /// Applies a memory pressure level: the queues' capacities shrink with it, and at
-    /// `Critical` new connections are refused with code 1013 and droppable events get
-    /// at most half of each queue.
+    /// Applies a memory pressure level: every connection's outbound and inbound queue
+    /// capacities shrink with it, and at `Critical` new connections are refused with
+    /// code 1013 and droppable events get at most half of each outbound queue.
     pub fn on_pressure(&self, level: PressureLevel) {
         self.shared.on_pressure(level);
     }
@@ -474,7 +476,11 @@ impl Server {
             conn.core().force_close();
         }
         // The close frames and handshakes, then a margin for the tasks to finish.
-        let grace = config.connection.close_timeout * 2 + Duration::from_millis(100);
+        let grace = config
+            .connection
+            .close_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_millis(100));
         if timeout(grace, shared.tasks.wait_idle()).await.is_err() {
             shared.tasks.abort_all();
             shared.tasks.wait_idle().await;
@@ -510,7 +516,7 @@ struct Totals {
     handshake_failures: u64,
     accept_errors: u64,
     /// Traffic of the connections that have ended.
-    retired: IoTotals,
+    retired: Traffic,
     closed: CloseCounts,
 }
 
@@ -554,6 +560,10 @@ impl Shared {
     fn on_pressure(&self, level: PressureLevel) {
         self.pressure.store(level.index() as u8, Ordering::Release);
         self.hub.on_pressure(level);
+        let live: Vec<Connection> = self.registry().values().cloned().collect();
+        for conn in live {
+            conn.core().inbound().on_pressure(level);
+        }
     }
 
     /// Takes a place for a new connection, or says why there is none.
@@ -610,7 +620,9 @@ impl Shared {
             return;
         };
         let outbound = Arc::new(outbound);
-        outbound.on_pressure(self.pressure());
+        let level = self.pressure();
+        outbound.on_pressure(level);
+        inbound.on_pressure(level);
         let core = Core::new(CoreParts {
             id: next_conn_id(),
             peer,
@@ -647,11 +659,11 @@ impl Shared {
 
     fn metrics(&self) -> ServerMetrics {
         let live: Vec<Connection> = self.registry().values().cloned().collect();
-        let mut io = IoTotals::default();
+        let mut io = Traffic::default();
         let mut queued_events = 0u64;
         let mut queued_bytes = 0u64;
         for conn in &live {
-            io.add(&conn.core().io_totals());
+            io.add(&conn.core().traffic());
             queued_events += conn.core().outbound().len() as u64;
             queued_bytes += conn.core().outbound().queued_bytes() as u64;
         }
@@ -665,14 +677,7 @@ impl Shared {
             refused_shutdown: totals.refused_shutdown,
             handshake_failures: totals.handshake_failures,
             accept_errors: totals.accept_errors,
-            bytes_in: io.bytes_in,
-            frames_in: io.frames_in,
-            bytes_out: io.bytes_out,
-            frames_out: io.frames_out,
-            pings_sent: io.pings_sent,
-            pongs_received: io.pongs_received,
-            malformed_in: io.malformed_in,
-            resyncs_sent: io.resyncs_sent,
+            traffic: io,
             queued_events,
             queued_bytes,
             closed: totals.closed,
@@ -681,8 +686,13 @@ impl Shared {
         }
     }
 
+    #[cfg(feature = "axum")]
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     /// Spawns a connection task that shutdown can wait for and abort.
-    fn spawn<F>(self: &Arc<Self>, task: F)
+    pub(crate) fn spawn<F>(self: &Arc<Self>, task: F)
     where
         F: core::future::Future<Output = ()> + Send + 'static,
     {
@@ -722,7 +732,7 @@ impl Drop for Registration {
         self.shared.registry().remove(&id);
         self.shared.hub.detach(id);
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
-        let io = self.core.io_totals();
+        let io = self.core.traffic();
         self.shared.count(|t| {
             t.retired.add(&io);
             *t.closed.slot(&reason) += 1;

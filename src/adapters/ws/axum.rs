@@ -1,0 +1,136 @@
+//! Serving the transport from an axum router (feature `axum`).
+//!
+//! [`upgrade`] completes axum's WebSocket upgrade with the server's connection
+//! settings and runs the connection on the same core as [`Server`]'s own listener:
+//! the same queues, delivery classes, limits, keepalive, close handling, registry,
+//! fan-out, caps and shutdown. A server for axum only is built without a listener
+//! by [`ServerBuilder::build`](super::ServerBuilder::build).
+//!
+//! One difference: axum's socket cannot send raw continuation frames, so an event
+//! larger than the write buffer cap cannot be split as on the server's own listener.
+//! axum's write buffer cap is therefore raised to fit the largest event a queue
+//! admits (`hard_limit_bytes`); the writer still flushes after each batch, so the
+//! buffer holds at most one batch or one event.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use axum::extract::{State, WebSocketUpgrade};
+//! use axum::response::Response;
+//! use axum::{routing::get, Router};
+//! use membound::adapters::ws::{axum::upgrade, Server, ServerConfig};
+//!
+//! async fn events(ws: WebSocketUpgrade, State(server): State<Arc<Server>>) -> Response {
+//!     upgrade(ws, &server, None)
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let server = Arc::new(Server::builder(ServerConfig::default()).build()?);
+//! let app: Router = Router::new().route("/events", get(events)).with_state(Arc::clone(&server));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! # let _ = (app, listener);
+//! // axum::serve(listener, app).await?;  // broadcast with server.broadcast(&event)
+//! # Ok::<(), membound::adapters::ws::ServeError>(())
+//! # }).unwrap();
+//! ```
+
+use std::net::SocketAddr;
+use std::prelude::rust_2021::*;
+use std::sync::Arc;
+
+use ::axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use ::axum::response::Response;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Bytes};
+
+use super::conn::{Incoming, Transport, WireError, WireMessage};
+use super::{CloseReason, Frame, Server};
+
+/// Completes `ws`'s upgrade and runs the connection with `server`'s settings,
+/// registry and fan-out; `peer` is the client's address when the router provides it
+/// (axum's `ConnectInfo`). Returns the response for axum to send.
+///
+/// The connection is admitted like one on the server's own listener: refused with
+/// 1013 at the connection cap or under critical memory pressure, with 1001 once the
+/// server is shutting down.
+pub fn upgrade(ws: WebSocketUpgrade, server: &Server, peer: Option<SocketAddr>) -> Response {
+    let shared = Arc::clone(server.shared());
+    let config = shared.config().connection;
+    let write_cap = config.max_write_buffer_bytes.max(
+        config
+            .outbound
+            .hard_limit_bytes
+            .saturating_add(config.write_buffer_bytes),
+    );
+    ws.read_buffer_size(config.write_buffer_bytes.clamp(4 << 10, 128 << 10))
+        .write_buffer_size(config.write_buffer_bytes)
+        .max_write_buffer_size(write_cap)
+        .max_message_size(config.inbound.max_message_bytes)
+        .max_frame_size(config.inbound.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            let task_shared = Arc::clone(&shared);
+            shared.spawn(async move { task_shared.run_connection(socket, peer).await });
+            async {}
+        })
+}
+
+impl WireMessage for Message {
+    fn text(frame: &Frame) -> Self {
+        let bytes: Bytes = frame.text().clone().into();
+        // The text is UTF-8 already; the check does not copy it.
+        let text = Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from(frame.as_str()));
+        Message::Text(text)
+    }
+
+    fn fragments(_frame: &Frame, _max_part: usize) -> Option<Vec<Self>> {
+        None
+    }
+
+    fn ping(payload: u64) -> Self {
+        Message::Ping(Bytes::copy_from_slice(&payload.to_be_bytes()))
+    }
+
+    fn close(code: u16, reason: String) -> Self {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    }
+
+    fn kind(&self) -> Incoming<'_> {
+        match self {
+            Message::Text(text) => Incoming::Text(text.as_str()),
+            Message::Binary(data) => Incoming::Binary(data.len()),
+            Message::Ping(data) => Incoming::Ping(data.len()),
+            Message::Pong(data) => Incoming::Pong(data.len()),
+            Message::Close(frame) => {
+                Incoming::Close(frame.as_ref().map(|f| (f.code, f.reason.as_str())))
+            }
+        }
+    }
+}
+
+impl WireError for ::axum::Error {
+    fn close_reason(&self) -> CloseReason {
+        // axum wraps tungstenite's error, of the same version as ours.
+        match std::error::Error::source(self).and_then(|e| e.downcast_ref::<tungstenite::Error>()) {
+            Some(inner) => inner.close_reason(),
+            None => CloseReason::Lost(self.to_string()),
+        }
+    }
+}
+
+impl Transport for WebSocket {
+    type Msg = Message;
+    type Fault = ::axum::Error;
+
+    async fn linger(self, deadline: Instant) {
+        // axum does not hand out the raw socket, and its stream has ended: keep the
+        // socket open until the deadline, so the peer can read the close frame before
+        // a reset (for unread input) can overtake it.
+        tokio::time::sleep_until(deadline).await;
+        drop(self);
+    }
+}
