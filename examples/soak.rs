@@ -537,7 +537,7 @@ impl Target {
                 (
                     m.queued_bytes,
                     m.hub.dropped,
-                    m.resyncs_sent,
+                    m.traffic.resyncs_sent,
                     m.closed.slow_consumer,
                     monitor.level(),
                 )

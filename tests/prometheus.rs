@@ -845,7 +845,7 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     );
     ws::eventually("A's event counted and B gone", || {
         let m = server.metrics();
-        m.frames_in == 2 && m.connections == 1
+        m.traffic.frames_in == 2 && m.connections == 1
     })
     .await;
 

@@ -976,12 +976,12 @@ impl Export for WsServerSnapshot {
             ("accepted", "Connections admitted.", m.accepted),
             ("handshake_failures", "TCP connections whose WebSocket handshake failed or timed out.", m.handshake_failures),
             ("accept_errors", "Errors from the listening socket's accept.", m.accept_errors),
-            ("received_messages", "Messages received (fragments of one message count once).", m.frames_in),
-            ("received_malformed", "Inbound messages that were not events.", m.malformed_in),
-            ("received_pongs", "Pongs received.", m.pongs_received),
-            ("sent_events", "Events written, resynchronising snapshots included.", m.frames_out),
-            ("sent_pings", "Keepalive pings sent.", m.pings_sent),
-            ("sent_resyncs", "Snapshots sent to resynchronise connections that missed state deltas.", m.resyncs_sent),
+            ("received_messages", "Messages received (fragments of one message count once).", m.traffic.frames_in),
+            ("received_malformed", "Inbound messages that were not events.", m.traffic.malformed_in),
+            ("received_pongs", "Pongs received.", m.traffic.pongs_received),
+            ("sent_events", "Events written, resynchronising snapshots included.", m.traffic.frames_out),
+            ("sent_pings", "Keepalive pings sent.", m.traffic.pings_sent),
+            ("sent_resyncs", "Snapshots sent to resynchronise connections that missed state deltas.", m.traffic.resyncs_sent),
             ("broadcasts", "Events broadcast.", hub.events),
             ("broadcast_queued", "Frames broadcasts queued (one per connection that took the event).", hub.frames_queued),
             ("broadcast_replaced", "Queued snapshots that broadcast snapshots replaced.", hub.replaced),
@@ -994,9 +994,9 @@ impl Export for WsServerSnapshot {
             "received",
             "Payload bytes received (messages, pings, pongs).",
         );
-        out.sample(received.bytes(), m.bytes_in);
+        out.sample(received.bytes(), m.traffic.bytes_in);
         let sent = Family::counter("sent", "Event bytes written (the JSON texts).");
-        out.sample(sent.bytes(), m.bytes_out);
+        out.sample(sent.bytes(), m.traffic.bytes_out);
         #[rustfmt::skip]
         let gauges = [
             ("connections", "Connections open now.", m.connections as u64),
@@ -1060,8 +1060,8 @@ impl WsServerSnapshot {
             let conn = || ("conn", Cow::Owned(c.id.0.to_string()));
             out.sample_with(queued_events, conn(), c.outbound.len);
             out.sample_with(queued, conn(), c.outbound.queued_bytes);
-            out.sample_with(sent_events, conn(), c.frames_out);
-            out.sample_with(sent, conn(), c.bytes_out);
+            out.sample_with(sent_events, conn(), c.traffic.frames_out);
+            out.sample_with(sent, conn(), c.traffic.bytes_out);
             for class in DeliveryClass::ALL {
                 let labels = [conn(), ("class", Cow::Borrowed(class.as_str()))];
                 out.sample_labels(dropped, labels, c.outbound.class(class).dropped);

@@ -167,6 +167,17 @@ where
         .expect("send");
 }
 
+/// Waits until `cond` holds, checking at short intervals: for counters that change
+/// on another task without an event to wait on (metrics).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
 /// Reads a server's frames from the raw socket of `ws` without ever answering
 /// anything (a silent peer: no pongs, no close reply), until the server's close frame.
 /// Returns the opcodes seen (`0x9` ping, `0x1` text, ...) and the close code.

@@ -757,7 +757,7 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
                 match Event::parse(text) {
                     Ok(event) => {
                         // A closed inbound side (the connection is ending) drops it.
-                        let _ = core.inbound.push(event).await;
+                        let _ = core.inbound.push_sized(event, text.len()).await;
                     }
                     Err(error) => malformed(core, error.to_string()).await,
                 }
