@@ -269,7 +269,7 @@ impl Hub {
             // (every queue had room) costs no clock read.
             let start = tokio::time::Instant::now();
             let waits = full.iter().map(|queue| {
-                let deadline = start + queue.config().lossless_timeout;
+                let deadline = super::conn::later(start, queue.config().lossless_timeout);
                 queue.send_until(frame.clone(), deadline)
             });
             for outcome in join_all(waits).await {

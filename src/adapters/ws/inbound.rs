@@ -730,7 +730,7 @@ impl Inbound {
         let _running = Running(&self.running);
         let period = (self.registry.config.subscription_ttl / 8)
             .clamp(Duration::from_millis(1), Duration::from_secs(60));
-        let mut next_sweep = tokio::time::Instant::now() + period;
+        let mut next_sweep = super::conn::after(period);
         loop {
             // `pop_async` is cancel-safe: a timeout that drops it loses no event.
             match tokio::time::timeout_at(next_sweep, self.queue.pop_async()).await {
@@ -742,7 +742,7 @@ impl Inbound {
                 Ok(Err(_closed)) => break,
                 Err(_elapsed) => {
                     self.sweep();
-                    next_sweep = tokio::time::Instant::now() + period;
+                    next_sweep = super::conn::after(period);
                 }
             }
         }

@@ -637,7 +637,7 @@ impl Outbound {
     ///
     /// As [`send_until`](Self::send_until).
     pub async fn send(&self, frame: Frame) -> Result<Offered, OfferError> {
-        let deadline = tokio::time::Instant::now() + self.config.lossless_timeout;
+        let deadline = super::conn::after(self.config.lossless_timeout);
         self.send_until(frame, deadline).await
     }
 
