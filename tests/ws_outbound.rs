@@ -1239,3 +1239,39 @@ fn queues_hubs_and_their_futures_can_cross_threads() {
     send(q.next());
     send(hub.broadcast_frame(text(1)));
 }
+
+#[test]
+fn a_batch_takes_frames_in_order_up_to_its_max_and_stops_at_a_resync_or_the_close() {
+    use std::collections::VecDeque;
+    let q = queue(cfg(4));
+    for n in 0..3 {
+        q.offer(text(n)).unwrap();
+    }
+    let mut out = VecDeque::new();
+    assert_eq!(q.try_next_batch(&mut out, 2), None);
+    assert_eq!(
+        out.iter().map(tag).collect::<Vec<_>>(),
+        [text(0), text(1)].iter().map(tag).collect::<Vec<_>>()
+    );
+    out.clear();
+    // A delta overflow: the resync comes before the frame still queued.
+    q.offer(delta(10, None)).unwrap();
+    q.offer(delta(11, None)).unwrap();
+    q.offer(delta(12, None)).unwrap();
+    assert_eq!(q.offer(delta(13, None)), Ok(Offered::Resync));
+    assert!(matches!(q.try_next_batch(&mut out, 8), Some(Next::Resync)));
+    assert!(out.is_empty());
+    q.resynced(None);
+    assert_eq!(q.try_next_batch(&mut out, 8), None);
+    assert_eq!(out.iter().map(tag).collect::<Vec<_>>(), [tag(&text(2))]);
+    assert_eq!(q.metrics().class(DeliveryClass::Lossless).sent, 3);
+    // Empty and open: nothing; empty and closed: the close.
+    out.clear();
+    assert_eq!(q.try_next_batch(&mut out, 8), None);
+    q.close(CloseReason::Normal);
+    assert!(matches!(
+        q.try_next_batch(&mut out, 8),
+        Some(Next::Closed(CloseReason::Normal))
+    ));
+    assert!(out.is_empty());
+}

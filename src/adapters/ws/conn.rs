@@ -39,7 +39,9 @@
 
 use core::future::Future;
 use core::pin::Pin;
+use core::task::Poll;
 use core::time::Duration;
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::prelude::rust_2021::*;
@@ -836,6 +838,7 @@ where
         core,
         sink,
         lookahead: None,
+        batch: VecDeque::new(),
         unflushed: 0,
         max_part: max_part(config),
         _msg: core::marker::PhantomData,
@@ -857,7 +860,7 @@ where
             && !limits.is_elapsed()
             && !core.forced.is_set()
         {
-            item = core.outbound.try_next();
+            item = writer.next_ready();
         }
         let item = match item {
             Some(item) => item,
@@ -920,7 +923,15 @@ where
         // the queue runs dry.
         if writer.unflushed > 0 {
             if writer.unflushed < config.write_buffer_bytes && writer.lookahead.is_none() {
-                if let Some(item) = core.outbound.try_next() {
+                if let Some(item) = writer.next_ready() {
+                    writer.lookahead = Some(item);
+                    continue;
+                }
+                // The queue ran dry: give a publisher in the middle of a burst one
+                // turn of the scheduler before paying a system call for the flush,
+                // so a burst goes out in few writes rather than one per event.
+                tokio::task::yield_now().await;
+                if let Some(item) = writer.next_ready() {
                     writer.lookahead = Some(item);
                     continue;
                 }
@@ -968,11 +979,19 @@ fn max_part(config: &ConnectionConfig) -> usize {
     cap.saturating_sub(256).max(cap / 2).max(1)
 }
 
+/// Most frames the writer takes from its queue at once. Small, because frames taken
+/// are out of the queue's reach (a discarding close does not remove them).
+const WRITE_BATCH: usize = 32;
+
 struct Writer<'a, K, M> {
     core: &'a Core,
     sink: &'a mut K,
     /// One queue item taken while a write was in progress, or by batching.
     lookahead: Option<Next>,
+    /// Frames taken from the queue in one batch and not yet written (at most
+    /// [`WRITE_BATCH`]): one lock per batch instead of one per frame, so the
+    /// publisher and the writer contend less on the queue.
+    batch: VecDeque<Frame>,
     /// Bytes fed to the sink since the last flush.
     unflushed: usize,
     max_part: usize,
@@ -985,6 +1004,21 @@ where
     K::Error: WireError,
     M: WireMessage,
 {
+    /// The next queue item without waiting: from the batch, else a new batch.
+    fn next_ready(&mut self) -> Option<Next> {
+        if let Some(frame) = self.batch.pop_front() {
+            return Some(Next::Frame(frame));
+        }
+        match self
+            .core
+            .outbound
+            .try_next_batch(&mut self.batch, WRITE_BATCH)
+        {
+            Some(next) => Some(next),
+            None => self.batch.pop_front().map(Next::Frame),
+        }
+    }
+
     async fn write_frame(&mut self, frame: &Frame) -> Result<(), Stop> {
         // tungstenite refuses a frame that would take its buffer past the cap: flush
         // what is batched first when the two together might not fit.
@@ -1018,7 +1052,20 @@ where
             lookahead,
             ..
         } = self;
-        guarded(core, lookahead, sink.feed(message)).await?;
+        // Fast path: while tungstenite's buffer has room, `poll_ready` is ready at
+        // once and `start_send` only appends to the buffer. Feeding then needs no
+        // timer and no select (which cost a clock read and a runtime lookup per
+        // event); only a feed that has to wait for the socket goes through `guarded`.
+        let ready = std::future::poll_fn(|cx| Poll::Ready(sink.poll_ready_unpin(cx))).await;
+        match ready {
+            Poll::Ready(Ok(())) => {
+                if let Err(error) = sink.start_send_unpin(message) {
+                    return Err(Stop::Close(write_failed(&error)));
+                }
+            }
+            Poll::Ready(Err(error)) => return Err(Stop::Close(write_failed(&error))),
+            Poll::Pending => guarded(core, lookahead, sink.feed(message)).await?,
+        }
         self.unflushed += len.max(1);
         Ok(())
     }
@@ -1030,7 +1077,12 @@ where
             lookahead,
             ..
         } = self;
-        guarded(core, lookahead, sink.flush()).await?;
+        // As in `write`: a flush the socket takes at once needs no timer.
+        match std::future::poll_fn(|cx| Poll::Ready(sink.poll_flush_unpin(cx))).await {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return Err(Stop::Close(write_failed(&error))),
+            Poll::Pending => guarded(core, lookahead, sink.flush()).await?,
+        }
         self.unflushed = 0;
         Ok(())
     }

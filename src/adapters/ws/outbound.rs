@@ -207,6 +207,12 @@ struct State {
     level: PressureLevel,
     /// The writer owes a `Next::Resync`.
     resync_pending: bool,
+    /// The writer found the queue empty and is waiting (or about to) in `next`:
+    /// only then does an offer notify `data`. Cleared by the offer that notifies.
+    writer_waiting: bool,
+    /// Senders inside `send_until` that found no room and wait on `room`: a pop
+    /// notifies `room` only while there are some.
+    senders_waiting: usize,
     /// State frames tagged with a revision `<=` this are stale.
     floor_revision: Option<u64>,
     /// State frames with a `seq` below this are stale if untagged (or if the
@@ -494,6 +500,8 @@ impl Outbound {
                 capacity: config.capacity,
                 level: PressureLevel::Normal,
                 resync_pending: false,
+                writer_waiting: false,
+                senders_waiting: 0,
                 floor_revision: None,
                 floor_seq: 0,
                 floor_all_before_seq: false,
@@ -553,11 +561,16 @@ impl Outbound {
 
     fn offer_inner(&self, frame: Frame, attempt: Attempt) -> Result<Offered, OfferError> {
         let mut st = self.lock();
-        let (result, wake) = self.offer_locked(&mut st, frame);
+        let (result, mut wake) = self.offer_locked(&mut st, frame);
+        st.filter_data_wake(&mut wake);
         if let Err(err) = &result {
             match (err, attempt) {
-                // Not handed back: the sender waits.
-                (OfferError::Full(_), Attempt::FirstWait) => st.lossless_waits += 1,
+                // Not handed back: the sender waits (its guard in `send_until`
+                // takes it off `senders_waiting` again).
+                (OfferError::Full(_), Attempt::FirstWait) => {
+                    st.lossless_waits += 1;
+                    st.senders_waiting += 1;
+                }
                 (OfferError::Full(_), Attempt::Rewait) => {}
                 _ => st.classes[err.frame().class().index()].rejected += 1,
             }
@@ -586,6 +599,7 @@ impl Outbound {
         deadline: tokio::time::Instant,
     ) -> Result<Offered, OfferError> {
         let mut first = true;
+        let mut _waiting = None;
         loop {
             let mut notified = pin!(self.room.notified());
             // Registered before the check below: a pop after the check wakes it.
@@ -599,6 +613,11 @@ impl Outbound {
                 Err(OfferError::Full(back)) => frame = back,
                 other => return other,
             }
+            if first {
+                // Counted in `senders_waiting` by the offer above; uncounted when
+                // this future ends, however it ends.
+                _waiting = Some(SenderWaiting(self));
+            }
             first = false;
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.time_out(frame);
@@ -610,6 +629,7 @@ impl Outbound {
     fn time_out(&self, frame: Frame) -> Result<Offered, OfferError> {
         let mut st = self.lock();
         let (result, mut wake) = self.offer_locked(&mut st, frame);
+        st.filter_data_wake(&mut wake);
         if let Err(err) = &result {
             st.classes[err.frame().class().index()].rejected += 1;
         }
@@ -652,7 +672,7 @@ impl Outbound {
             let mut notified = pin!(self.data.notified());
             // Registered before the check: an offer after the check wakes it.
             notified.as_mut().enable();
-            if let Some(next) = self.try_next() {
+            if let Some(next) = self.take_next(true) {
                 return next;
             }
             notified.await;
@@ -662,6 +682,12 @@ impl Outbound {
     /// [`next`](Self::next) without waiting: `None` while the queue is empty and
     /// open.
     pub fn try_next(&self) -> Option<Next> {
+        self.take_next(false)
+    }
+
+    /// The next step, if any; with `waiting`, an empty queue records that the
+    /// writer waits (its `Notified` is already enabled), so the next offer wakes it.
+    fn take_next(&self, waiting: bool) -> Option<Next> {
         let mut st = self.lock();
         if st.resync_pending {
             st.resync_pending = false;
@@ -693,7 +719,7 @@ impl Outbound {
         }
         // One freed slot wakes one sender; stale frames skipped on the way freed more.
         let wake = Wake {
-            room_one: popped == 1,
+            room_one: popped == 1 && st.senders_waiting > 0,
             all: popped > 1,
             ..Wake::default()
         };
@@ -701,9 +727,69 @@ impl Outbound {
             Some(next) => Some(next),
             None => st.closed.clone().map(Next::Closed),
         };
+        if next.is_none() && waiting {
+            st.writer_waiting = true;
+        }
         drop(st);
         self.wake(wake);
         next
+    }
+
+    /// Takes up to `max` frames in one go (one lock for the batch instead of one per
+    /// frame), appending them to `out` in order. Returns `Some` instead, with
+    /// nothing appended, when the next step is a [`Next::Resync`] or the queue is
+    /// empty and closed; `None` otherwise (`out` may have got nothing: the queue is
+    /// empty and open).
+    ///
+    /// Frames taken count as sent; a close that discards the queue does not reach
+    /// them, so a writer should keep `max` small.
+    pub fn try_next_batch(&self, out: &mut VecDeque<Frame>, max: usize) -> Option<Next> {
+        let mut st = self.lock();
+        if st.resync_pending {
+            st.resync_pending = false;
+            return Some(Next::Resync);
+        }
+        let mut popped = 0usize;
+        let mut taken = 0usize;
+        while taken < max {
+            let Some(entry) = st.queue.pop_front() else {
+                break;
+            };
+            popped += 1;
+            let ci = entry.frame.class().index();
+            st.counts[ci] -= 1;
+            st.bytes -= entry.frame.len();
+            st.classes[ci].queued -= 1;
+            if st.is_stale(&entry) {
+                st.classes[ci].dropped += 1;
+                if ci == DeliveryClass::StateDelta.index() {
+                    st.discarded_deltas += 1;
+                } else {
+                    st.replaced_snapshots += 1;
+                }
+                continue;
+            }
+            st.classes[ci].sent += 1;
+            out.push_back(entry.frame);
+            taken += 1;
+        }
+        if popped > 0 {
+            st.after_removal();
+        }
+        let senders = st.senders_waiting > 0;
+        let wake = Wake {
+            room_one: popped == 1 && senders,
+            all: popped > 1 && senders,
+            ..Wake::default()
+        };
+        let closed = if taken == 0 {
+            st.closed.clone().map(Next::Closed)
+        } else {
+            None
+        };
+        drop(st);
+        self.wake(wake);
+        closed
     }
 
     /// The writer sent a snapshot taken at `revision` after [`Next::Resync`]. From
@@ -1017,6 +1103,15 @@ impl State {
 
     /// Bookkeeping after frames left the queue: the soft timer, and shrinking a
     /// drained buffer.
+    /// An offer's `data` wake-up is needed only when the writer waits for data;
+    /// otherwise it will find the frame by itself (it re-checks under this lock
+    /// before it waits). Both sides decide under the lock, so none is lost.
+    fn filter_data_wake(&mut self, wake: &mut Wake) {
+        if wake.data {
+            wake.data = core::mem::take(&mut self.writer_waiting);
+        }
+    }
+
     fn after_removal(&mut self) {
         // `soft_since` is cleared only here and by a discarding close: a removal is
         // the only way bytes fall.
@@ -1146,5 +1241,16 @@ impl SoftCapacity for Outbound {
         drop(st);
         self.wake(wake);
         Ok(())
+    }
+}
+
+/// A sender of `send_until` counted in `senders_waiting`; uncounts it when the wait
+/// ends, also when its future is dropped.
+struct SenderWaiting<'a>(&'a Outbound);
+
+impl Drop for SenderWaiting<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.senders_waiting = st.senders_waiting.saturating_sub(1);
     }
 }
