@@ -39,6 +39,10 @@
 //! - `prometheus`: implies `std`; `export::prometheus` exposes every component's
 //!   metrics through the `prometheus-client` registry and serves them over HTTP.
 //! - `state`: the versioned JSON state store, `adapters::state` (implies `std`).
+//! - `ws`: the WebSocket event transport, `adapters::ws`: a server and a client on
+//!   tokio and tokio-tungstenite with bounded per-connection queues, delivery classes
+//!   and byte limits (implies `std`).
+//! - `axum`: serves the same transport from an axum router (implies `ws`).
 //!
 //! With default features off the crate is `no_std` and needs no allocator:
 //! [`ring::StaticRing`] lives in a `static`.
