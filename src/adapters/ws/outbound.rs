@@ -16,8 +16,8 @@ use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::pressure::{adaptive_size, PressureLevel};
 
-/// A buffer with room for more entries than this is shrunk once it is three
-/// quarters empty.
+/// A buffer with room for more entries than this is shrunk when the queue runs
+/// empty after using at most a quarter of it.
 const SHRINK_ABOVE: usize = 64;
 /// The least a buffer is shrunk to.
 const SHRINK_TO: usize = 8;
@@ -210,6 +210,9 @@ struct State {
     /// The writer found the queue empty and is waiting (or about to) in `next`:
     /// only then does an offer notify `data`. Cleared by the offer that notifies.
     writer_waiting: bool,
+    /// Most frames queued at once since the queue last ran empty (decides whether
+    /// the buffer shrinks then).
+    high_water: usize,
     /// Senders inside `send_until` that found no room and wait on `room`: a pop
     /// notifies `room` only while there are some.
     senders_waiting: usize,
@@ -287,9 +290,12 @@ struct Wake {
 ///
 /// The deque grows on demand up to the capacity; nothing is reserved up front, so
 /// an idle connection costs the struct (about half a KiB on 64-bit targets) and no
-/// buffer. When a burst has drained, the buffer is shrunk back: once it has room
-/// for more than 64 frames and is three quarters empty, it is cut to twice what is
-/// queued (at least 8); a close that discards the queue frees it.
+/// buffer. A buffer is given back when it is no longer used: when the queue runs
+/// empty after holding at most a quarter of its buffer (of more than 64 frames)
+/// since it last ran empty, it is cut to twice that high-water mark (at least 8).
+/// So a connection that keeps taking bursts keeps its buffer instead of
+/// reallocating it during every burst, and a one-off burst's buffer goes at the
+/// next quiet moment; a close that discards the queue frees it.
 /// [`OutboundMetrics::buffer_slots`] shows what is allocated.
 ///
 /// # Delivery classes
@@ -501,6 +507,7 @@ impl Outbound {
                 level: PressureLevel::Normal,
                 resync_pending: false,
                 writer_waiting: false,
+                high_water: 0,
                 senders_waiting: 0,
                 floor_revision: None,
                 floor_seq: 0,
@@ -920,6 +927,7 @@ impl Outbound {
             return Wake::default();
         }
         if !reason.drains() {
+            st.high_water = 0;
             for entry in core::mem::take(&mut st.queue) {
                 let i = entry.frame.class().index();
                 st.classes[i].queued -= 1;
@@ -1088,6 +1096,7 @@ impl State {
             seq: self.next_seq,
         });
         self.next_seq += 1;
+        self.high_water = self.high_water.max(self.queue.len());
         self.after_growth(clock);
     }
 
@@ -1118,12 +1127,17 @@ impl State {
         if self.soft_since.is_some() && self.bytes <= self.soft_limit {
             self.soft_since = None;
         }
-        // Shrink once the buffer is at least four times what is queued: a factor
-        // of two between growing (doubling) and shrinking keeps a queue that hovers
-        // around one size from reallocating back and forth.
-        let slots = self.queue.capacity();
-        if slots > SHRINK_ABOVE && self.queue.len() <= slots / 4 {
-            self.queue.shrink_to((self.queue.len() * 2).max(SHRINK_TO));
+        // Shrink only when the queue runs empty, and only if it used at most a
+        // quarter of its buffer since it last ran empty: a connection that keeps
+        // taking bursts keeps its buffer (shrinking while a burst drains would
+        // reallocate and copy several times per burst), while one whose burst was
+        // a one-off gives the memory back at the next quiet moment.
+        if self.queue.is_empty() {
+            let slots = self.queue.capacity();
+            if slots > SHRINK_ABOVE && self.high_water <= slots / 4 {
+                self.queue.shrink_to((self.high_water * 2).max(SHRINK_TO));
+            }
+            self.high_water = 0;
         }
     }
 
