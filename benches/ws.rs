@@ -143,6 +143,24 @@ async fn peer_server(capacity: usize) -> (SocketAddr, broadcast::Sender<Utf8Byte
     (addr, tx)
 }
 
+/// `iters` rounds of `publish`, each until all `n` clients have read the round's
+/// events; the time they took.
+fn rounds<F, Fut>(rt: &Runtime, tally: &Tally, n: usize, iters: u64, mut publish: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let target = tally.received.load(Ordering::SeqCst) + (EVENTS * n) as u64;
+            publish().await;
+            tally.wait_for(target).await;
+        }
+        start.elapsed()
+    })
+}
+
 fn membound_config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.connection.outbound = QueueConfig {
@@ -174,17 +192,12 @@ fn fan_out(c: &mut Criterion) {
             }
         });
         group.bench_function(BenchmarkId::new("membound", n), |b| {
+            let (frames, server) = (&frames, &server);
             b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let target = tally.received.load(Ordering::SeqCst) + (EVENTS * n) as u64;
-                        for f in &frames {
-                            server.broadcast_frame(f.clone()).await;
-                        }
-                        tally.wait_for(target).await;
+                rounds(&rt, &tally, n, iters, move || async move {
+                    for f in frames {
+                        server.broadcast_frame(f.clone()).await;
                     }
-                    start.elapsed()
                 })
             })
         });
@@ -200,17 +213,12 @@ fn fan_out(c: &mut Criterion) {
             (tx, tally)
         });
         group.bench_function(BenchmarkId::new("tokio_broadcast", n), |b| {
+            let (frames, tx) = (&frames, &tx);
             b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let target = tally.received.load(Ordering::SeqCst) + (EVENTS * n) as u64;
-                        for f in &frames {
-                            let _ = tx.send(f.text().clone());
-                        }
-                        tally.wait_for(target).await;
+                rounds(&rt, &tally, n, iters, move || async move {
+                    for f in frames {
+                        let _ = tx.send(f.text().clone());
                     }
-                    start.elapsed()
                 })
             })
         });

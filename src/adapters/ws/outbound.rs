@@ -701,26 +701,7 @@ impl Outbound {
             return Some(Next::Resync);
         }
         let mut popped = 0usize;
-        let mut found = None;
-        while let Some(entry) = st.queue.pop_front() {
-            popped += 1;
-            let ci = entry.frame.class().index();
-            st.counts[ci] -= 1;
-            st.bytes -= entry.frame.len();
-            st.classes[ci].queued -= 1;
-            if st.is_stale(&entry) {
-                st.classes[ci].dropped += 1;
-                if ci == DeliveryClass::StateDelta.index() {
-                    st.discarded_deltas += 1;
-                } else {
-                    st.replaced_snapshots += 1;
-                }
-                continue;
-            }
-            st.classes[ci].sent += 1;
-            found = Some(Next::Frame(entry.frame));
-            break;
-        }
+        let found = st.pop_live(&mut popped).map(Next::Frame);
         if popped > 0 {
             st.after_removal();
         }
@@ -759,25 +740,10 @@ impl Outbound {
         let mut popped = 0usize;
         let mut taken = 0usize;
         while taken < max {
-            let Some(entry) = st.queue.pop_front() else {
+            let Some(frame) = st.pop_live(&mut popped) else {
                 break;
             };
-            popped += 1;
-            let ci = entry.frame.class().index();
-            st.counts[ci] -= 1;
-            st.bytes -= entry.frame.len();
-            st.classes[ci].queued -= 1;
-            if st.is_stale(&entry) {
-                st.classes[ci].dropped += 1;
-                if ci == DeliveryClass::StateDelta.index() {
-                    st.discarded_deltas += 1;
-                } else {
-                    st.replaced_snapshots += 1;
-                }
-                continue;
-            }
-            st.classes[ci].sent += 1;
-            out.push_back(entry.frame);
+            out.push_back(frame);
             taken += 1;
         }
         if popped > 0 {
@@ -1115,6 +1081,31 @@ impl State {
     /// An offer's `data` wake-up is needed only when the writer waits for data;
     /// otherwise it will find the frame by itself (it re-checks under this lock
     /// before it waits). Both sides decide under the lock, so none is lost.
+    /// Takes the oldest frame that is not stale, counting it as sent; stale frames
+    /// met on the way are dropped and counted. `popped` grows by every frame taken
+    /// off the queue (for the wake-ups and `after_removal`, left to the caller).
+    fn pop_live(&mut self, popped: &mut usize) -> Option<Frame> {
+        while let Some(entry) = self.queue.pop_front() {
+            *popped += 1;
+            let ci = entry.frame.class().index();
+            self.counts[ci] -= 1;
+            self.bytes -= entry.frame.len();
+            self.classes[ci].queued -= 1;
+            if self.is_stale(&entry) {
+                self.classes[ci].dropped += 1;
+                if ci == DeliveryClass::StateDelta.index() {
+                    self.discarded_deltas += 1;
+                } else {
+                    self.replaced_snapshots += 1;
+                }
+                continue;
+            }
+            self.classes[ci].sent += 1;
+            return Some(entry.frame);
+        }
+        None
+    }
+
     fn filter_data_wake(&mut self, wake: &mut Wake) {
         if wake.data {
             wake.data = core::mem::take(&mut self.writer_waiting);
