@@ -1255,7 +1255,7 @@ fn a_batch_takes_frames_in_order_up_to_its_max_and_stops_at_a_resync_or_the_clos
         q.offer(text(n)).unwrap();
     }
     let mut out = VecDeque::new();
-    assert_eq!(q.try_next_batch(&mut out, 2), None);
+    assert_eq!(q.try_next_batch(&mut out, 2, usize::MAX), None);
     assert_eq!(
         out.iter().map(tag).collect::<Vec<_>>(),
         [text(0), text(1)].iter().map(tag).collect::<Vec<_>>()
@@ -1266,19 +1266,40 @@ fn a_batch_takes_frames_in_order_up_to_its_max_and_stops_at_a_resync_or_the_clos
     q.offer(delta(11, None)).unwrap();
     q.offer(delta(12, None)).unwrap();
     assert_eq!(q.offer(delta(13, None)), Ok(Offered::Resync));
-    assert!(matches!(q.try_next_batch(&mut out, 8), Some(Next::Resync)));
+    assert!(matches!(
+        q.try_next_batch(&mut out, 8, usize::MAX),
+        Some(Next::Resync)
+    ));
     assert!(out.is_empty());
     q.resynced(None);
-    assert_eq!(q.try_next_batch(&mut out, 8), None);
+    assert_eq!(q.try_next_batch(&mut out, 8, usize::MAX), None);
     assert_eq!(out.iter().map(tag).collect::<Vec<_>>(), [tag(&text(2))]);
     assert_eq!(q.metrics().class(DeliveryClass::Lossless).sent, 3);
     // Empty and open: nothing; empty and closed: the close.
     out.clear();
-    assert_eq!(q.try_next_batch(&mut out, 8), None);
+    assert_eq!(q.try_next_batch(&mut out, 8, usize::MAX), None);
     q.close(CloseReason::Normal);
     assert!(matches!(
-        q.try_next_batch(&mut out, 8),
+        q.try_next_batch(&mut out, 8, usize::MAX),
         Some(Next::Closed(CloseReason::Normal))
     ));
     assert!(out.is_empty());
+}
+
+#[test]
+fn a_batch_stops_at_its_byte_budget_but_takes_at_least_one_frame() {
+    use std::collections::VecDeque;
+    let q = queue(cfg(8));
+    for n in 0..4 {
+        q.offer(text(n)).unwrap();
+    }
+    let one = text(0).len();
+    let mut out = VecDeque::new();
+    assert_eq!(q.try_next_batch(&mut out, 8, 1), None);
+    assert_eq!(out.len(), 1, "a budget below one frame still takes one");
+    out.clear();
+    assert_eq!(q.try_next_batch(&mut out, 8, one + 1), None);
+    assert_eq!(out.len(), 2, "stops once the budget is reached");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q.queued_bytes(), text(3).len());
 }

@@ -853,14 +853,15 @@ where
     let mut ping_seq = 0u64;
 
     let outcome: Result<CloseReason, Stop> = loop {
-        let mut item = writer.lookahead.take();
+        let mut item = writer.take_buffered();
         if item.is_none()
             && !ping.is_elapsed()
             && !idle.is_elapsed()
             && !limits.is_elapsed()
             && !core.forced.is_set()
+            && writer.ready()
         {
-            item = writer.next_ready();
+            item = writer.take_buffered();
         }
         let item = match item {
             Some(item) => item,
@@ -923,16 +924,14 @@ where
         // the queue runs dry.
         if writer.unflushed > 0 {
             if writer.unflushed < config.write_buffer_bytes && writer.lookahead.is_none() {
-                if let Some(item) = writer.next_ready() {
-                    writer.lookahead = Some(item);
+                if writer.ready() {
                     continue;
                 }
                 // The queue ran dry: give a publisher in the middle of a burst one
                 // turn of the scheduler before paying a system call for the flush,
                 // so a burst goes out in few writes rather than one per event.
                 tokio::task::yield_now().await;
-                if let Some(item) = writer.next_ready() {
-                    writer.lookahead = Some(item);
+                if writer.ready() {
                     continue;
                 }
             }
@@ -979,8 +978,10 @@ fn max_part(config: &ConnectionConfig) -> usize {
     cap.saturating_sub(256).max(cap / 2).max(1)
 }
 
-/// Most frames the writer takes from its queue at once. Small, because frames taken
-/// are out of the queue's reach (a discarding close does not remove them).
+/// Most frames the writer takes from its queue at once; it also stops once it holds
+/// `write_buffer_bytes` of text. Small, because frames taken are out of the queue's
+/// reach (its byte limits do not count them, a discarding close does not remove
+/// them): the writer holds at most about one write buffer more than tungstenite.
 const WRITE_BATCH: usize = 32;
 
 struct Writer<'a, K, M> {
@@ -1004,18 +1005,32 @@ where
     K::Error: WireError,
     M: WireMessage,
 {
-    /// The next queue item without waiting: from the batch, else a new batch.
-    fn next_ready(&mut self) -> Option<Next> {
-        if let Some(frame) = self.batch.pop_front() {
-            return Some(Next::Frame(frame));
+    /// The next item already taken from the queue. The batch comes first: the
+    /// lookahead, when `guarded` took it during a write, is newer than every frame
+    /// of the batch (and a draining close in it must come after them).
+    fn take_buffered(&mut self) -> Option<Next> {
+        self.batch
+            .pop_front()
+            .map(Next::Frame)
+            .or_else(|| self.lookahead.take())
+    }
+
+    /// Whether an item is ready without waiting: one already taken, else a new
+    /// batch from the queue (a resync or a close goes to the lookahead).
+    fn ready(&mut self) -> bool {
+        if !self.batch.is_empty() || self.lookahead.is_some() {
+            return true;
         }
-        match self
-            .core
-            .outbound
-            .try_next_batch(&mut self.batch, WRITE_BATCH)
-        {
-            Some(next) => Some(next),
-            None => self.batch.pop_front().map(Next::Frame),
+        match self.core.outbound.try_next_batch(
+            &mut self.batch,
+            WRITE_BATCH,
+            self.core.config.write_buffer_bytes,
+        ) {
+            Some(next) => {
+                self.lookahead = Some(next);
+                true
+            }
+            None => !self.batch.is_empty(),
         }
     }
 

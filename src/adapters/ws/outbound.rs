@@ -723,15 +723,22 @@ impl Outbound {
         next
     }
 
-    /// Takes up to `max` frames in one go (one lock for the batch instead of one per
-    /// frame), appending them to `out` in order. Returns `Some` instead, with
+    /// Takes up to `max` frames, and no more once `max_bytes` of text are taken
+    /// (always at least one frame), in one go: one lock for the batch instead of one
+    /// per frame. Appends them to `out` in order. Returns `Some` instead, with
     /// nothing appended, when the next step is a [`Next::Resync`] or the queue is
     /// empty and closed; `None` otherwise (`out` may have got nothing: the queue is
     /// empty and open).
     ///
-    /// Frames taken count as sent; a close that discards the queue does not reach
-    /// them, so a writer should keep `max` small.
-    pub fn try_next_batch(&self, out: &mut VecDeque<Frame>, max: usize) -> Option<Next> {
+    /// Frames taken count as sent and leave the byte account; a close that
+    /// discards the queue does not reach them. So a writer keeps `max` and
+    /// `max_bytes` small: what it holds is outside the queue's limits.
+    pub fn try_next_batch(
+        &self,
+        out: &mut VecDeque<Frame>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Option<Next> {
         let mut st = self.lock();
         if st.resync_pending {
             st.resync_pending = false;
@@ -739,10 +746,12 @@ impl Outbound {
         }
         let mut popped = 0usize;
         let mut taken = 0usize;
-        while taken < max {
+        let mut bytes = 0usize;
+        while taken < max && (taken == 0 || bytes < max_bytes) {
             let Some(frame) = st.pop_live(&mut popped) else {
                 break;
             };
+            bytes += frame.len();
             out.push_back(frame);
             taken += 1;
         }
