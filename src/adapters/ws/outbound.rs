@@ -199,8 +199,6 @@ struct State {
     bytes: usize,
     /// `config.soft_limit_bytes`.
     soft_limit: usize,
-    /// Frames per class in `queue`.
-    counts: [usize; 4],
     /// Soft capacity in force, `1..=max_capacity`.
     capacity: usize,
     /// The pressure level last applied (decides the droppable share).
@@ -502,7 +500,6 @@ impl Outbound {
                 queue: VecDeque::new(),
                 bytes: 0,
                 soft_limit: config.soft_limit_bytes,
-                counts: [0; 4],
                 capacity: config.capacity,
                 level: PressureLevel::Normal,
                 resync_pending: false,
@@ -883,7 +880,7 @@ impl Outbound {
         // Evict droppables beyond the new bounds, oldest first.
         let mut evicted = false;
         while (st.queue.len() > st.capacity
-            || st.counts[DeliveryClass::Droppable.index()] > st.droppable_capacity())
+            || st.queued(DeliveryClass::Droppable.index()) > st.droppable_capacity())
             && st.evict_oldest_droppable()
         {
             evicted = true;
@@ -908,7 +905,6 @@ impl Outbound {
                 st.classes[i].queued -= 1;
                 st.classes[i].dropped += 1;
             }
-            st.counts = [0; 4];
             st.bytes = 0;
             st.soft_since = None;
             st.resync_pending = false;
@@ -953,7 +949,7 @@ impl Outbound {
         }
         let hard = self.config.hard_limit_bytes;
 
-        if class == DeliveryClass::Snapshot && st.counts[ci] > 0 {
+        if class == DeliveryClass::Snapshot && st.queued(ci) > 0 {
             if let Some(pos) = st.queue.iter().position(|e| e.frame.kind() == frame.kind()) {
                 let old_len = st.queue[pos].frame.len();
                 if let (Some(old), Some(new)) = (st.queue[pos].frame.revision(), frame.revision()) {
@@ -989,7 +985,7 @@ impl Outbound {
         let fits = |st: &State| {
             st.queue.len() < st.capacity
                 && st.bytes + frame.len() <= hard
-                && (class != DeliveryClass::Droppable || st.counts[ci] < st.droppable_capacity())
+                && (class != DeliveryClass::Droppable || st.queued(ci) < st.droppable_capacity())
         };
         if fits(st) {
             st.push(frame, &*self.clock);
@@ -1062,7 +1058,6 @@ impl State {
 
     fn push(&mut self, frame: Frame, clock: &dyn Clock) {
         let ci = frame.class().index();
-        self.counts[ci] += 1;
         self.classes[ci].offered += 1;
         self.classes[ci].queued += 1;
         self.bytes += frame.len();
@@ -1090,6 +1085,11 @@ impl State {
     /// An offer's `data` wake-up is needed only when the writer waits for data;
     /// otherwise it will find the frame by itself (it re-checks under this lock
     /// before it waits). Both sides decide under the lock, so none is lost.
+    /// Frames of class `ci` in the queue (the class's `queued` counter).
+    fn queued(&self, ci: usize) -> usize {
+        self.classes[ci].queued as usize
+    }
+
     /// Takes the oldest frame that is not stale, counting it as sent; stale frames
     /// met on the way are dropped and counted. `popped` grows by every frame taken
     /// off the queue (for the wake-ups and `after_removal`, left to the caller).
@@ -1097,7 +1097,6 @@ impl State {
         while let Some(entry) = self.queue.pop_front() {
             *popped += 1;
             let ci = entry.frame.class().index();
-            self.counts[ci] -= 1;
             self.bytes -= entry.frame.len();
             self.classes[ci].queued -= 1;
             if self.is_stale(&entry) {
@@ -1144,7 +1143,7 @@ impl State {
     /// Removes the oldest queued droppable frame, counting it as dropped.
     fn evict_oldest_droppable(&mut self) -> bool {
         let di = DeliveryClass::Droppable.index();
-        if self.counts[di] == 0 {
+        if self.queued(di) == 0 {
             return false;
         }
         let Some(pos) = self
@@ -1155,7 +1154,6 @@ impl State {
             return false;
         };
         if let Some(entry) = self.queue.remove(pos) {
-            self.counts[di] -= 1;
             self.bytes -= entry.frame.len();
             self.classes[di].queued -= 1;
             self.classes[di].dropped += 1;
@@ -1168,7 +1166,7 @@ impl State {
         let di = DeliveryClass::Droppable.index();
         let mut len = self.queue.len();
         let mut bytes = self.bytes;
-        let mut droppables = self.counts[di];
+        let mut droppables = self.queued(di);
         let droppable = frame.class() == DeliveryClass::Droppable;
         let fits = |len: usize, bytes: usize, droppables: usize| {
             len < self.capacity
@@ -1196,7 +1194,7 @@ impl State {
     /// Removes every queued delta (counted); returns how many.
     fn discard_deltas(&mut self) -> usize {
         let ci = DeliveryClass::StateDelta.index();
-        let n = self.counts[ci];
+        let n = self.queued(ci);
         if n == 0 {
             return 0;
         }
@@ -1210,7 +1208,6 @@ impl State {
             }
         });
         self.bytes -= freed;
-        self.counts[ci] = 0;
         self.classes[ci].queued -= n as u64;
         self.classes[ci].dropped += n as u64;
         self.discarded_deltas += n as u64;
