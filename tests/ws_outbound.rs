@@ -457,6 +457,42 @@ fn the_soft_limit_held_for_its_duration_closes() {
     assert_balanced(&q);
 }
 
+#[test]
+fn a_smaller_snapshot_replacing_a_larger_one_stops_the_soft_limit_timer() {
+    let clock = Arc::new(ManualClock::default());
+    let small = Event::new(EventType::StateSnapshot).with("s", "x").encode();
+    let big = Event::new(EventType::StateSnapshot)
+        .with("s", "x".repeat(200))
+        .encode();
+    // Other frames keep more bytes queued than the big snapshot alone.
+    let texts: Vec<Frame> = (0..20).map(text).collect();
+    let others: usize = texts.iter().map(Frame::len).sum();
+    assert!(others > big.len());
+    let q = Outbound::new(
+        QueueConfig {
+            capacity: 100,
+            hard_limit_bytes: 10 * (others + big.len()),
+            soft_limit_bytes: others + small.len(),
+            soft_limit_for: Duration::from_secs(10),
+            ..QueueConfig::default()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    for t in texts {
+        q.offer(t).unwrap();
+    }
+    q.offer(big).unwrap(); // above the soft limit at t = 0
+    assert_eq!(q.offer(small), Ok(Offered::ReplacedSnapshot));
+    assert_eq!(q.queued_bytes(), q.config().soft_limit_bytes);
+    clock.advance_by(Duration::from_secs(60));
+    assert_eq!(
+        q.check_limits(),
+        Ok(()),
+        "at the soft limit since the replacement"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Lossless waits (tokio's paused clock)
 // ---------------------------------------------------------------------------

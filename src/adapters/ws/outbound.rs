@@ -968,14 +968,17 @@ impl Outbound {
                 st.classes[ci].offered += 1;
                 st.classes[ci].dropped += 1;
                 st.replaced_snapshots += 1;
-                st.bytes = st.bytes - old_len + frame.len();
+                let new_len = frame.len();
+                st.bytes = st.bytes - old_len + new_len;
                 st.queue[pos] = Entry {
                     frame,
                     seq: st.next_seq,
                 };
                 st.next_seq += 1;
-                st.after_growth(&*self.clock);
-                if st.bytes < old_len {
+                if new_len > old_len {
+                    st.after_growth(&*self.clock);
+                } else {
+                    // Fewer bytes: the soft limit's timer may have to stop.
                     st.after_removal();
                 }
                 return (Ok(Offered::ReplacedSnapshot), wake);
@@ -1080,11 +1083,6 @@ impl State {
         }
     }
 
-    /// Bookkeeping after frames left the queue: the soft timer, and shrinking a
-    /// drained buffer.
-    /// An offer's `data` wake-up is needed only when the writer waits for data;
-    /// otherwise it will find the frame by itself (it re-checks under this lock
-    /// before it waits). Both sides decide under the lock, so none is lost.
     /// Frames of class `ci` in the queue (the class's `queued` counter).
     fn queued(&self, ci: usize) -> usize {
         self.classes[ci].queued as usize
@@ -1114,12 +1112,17 @@ impl State {
         None
     }
 
+    /// An offer's `data` wake-up is needed only when the writer waits for data;
+    /// otherwise it will find the frame by itself (it re-checks under this lock
+    /// before it waits). Both sides decide under the lock, so none is lost.
     fn filter_data_wake(&mut self, wake: &mut Wake) {
         if wake.data {
             wake.data = core::mem::take(&mut self.writer_waiting);
         }
     }
 
+    /// Bookkeeping after frames left the queue: the soft timer, and shrinking a
+    /// drained buffer.
     fn after_removal(&mut self) {
         // `soft_since` is cleared only here and by a discarding close: a removal is
         // the only way bytes fall.
