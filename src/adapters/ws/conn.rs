@@ -69,6 +69,7 @@ use super::{
     Inbound, InboundError, InboundMetrics, MalformedPolicy, Next, OfferError, Offered, Outbound,
     OutboundMetrics, SlowConsumer, SnapshotSource,
 };
+use crate::adapters::ending::bump;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 // ---------------------------------------------------------------------------------
@@ -262,11 +263,6 @@ struct Io {
     peer_closed: AtomicBool,
     /// This side's close frame was sent.
     close_sent: AtomicBool,
-}
-
-fn bump(counter: &AtomicU64, by: usize) {
-    // Relaxed: the counters are statistics, read as a snapshot.
-    counter.fetch_add(by as u64, Ordering::Relaxed);
 }
 
 fn read(counter: &AtomicU64) -> u64 {
@@ -752,7 +748,7 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
         match message.kind() {
             Incoming::Text(text) => {
                 bump(&core.io.frames_in, 1);
-                bump(&core.io.bytes_in, text.len());
+                bump(&core.io.bytes_in, text.len() as u64);
                 if closing(core) {
                     continue;
                 }
@@ -766,14 +762,14 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
             }
             Incoming::Binary(len) => {
                 bump(&core.io.frames_in, 1);
-                bump(&core.io.bytes_in, len);
+                bump(&core.io.bytes_in, len as u64);
                 if !closing(core) {
                     malformed(core, "binary messages are not events".into()).await;
                 }
             }
-            Incoming::Ping(len) => bump(&core.io.bytes_in, len),
+            Incoming::Ping(len) => bump(&core.io.bytes_in, len as u64),
             Incoming::Pong(len) => {
-                bump(&core.io.bytes_in, len);
+                bump(&core.io.bytes_in, len as u64);
                 bump(&core.io.pongs_received, 1);
             }
             Incoming::Close(frame) => {
@@ -1056,7 +1052,7 @@ where
 
     fn sent(&self, frame: &Frame) {
         bump(&self.core.io.frames_out, 1);
-        bump(&self.core.io.bytes_out, frame.len());
+        bump(&self.core.io.bytes_out, frame.len() as u64);
     }
 
     /// Feeds one message (without flushing), under the write timeout.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 
 use super::{ConnId, DeliveryClass, Event, Frame, OfferError, Offered, Outbound};
+use crate::adapters::ending::bump;
 use crate::pressure::PressureLevel;
 use crate::slice::SnapshotVec;
 use crate::sync::{AtomicU64, Ordering};
@@ -285,12 +286,8 @@ impl Hub {
     }
 
     fn record(&self, tally: &Tally, class: DeliveryClass) {
-        let add = |counter: &AtomicU64, n: usize| {
-            if n > 0 {
-                // Statistics only: nothing is ordered by these counters.
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-            }
-        };
+        // Statistics only: nothing is ordered by these counters.
+        let add = |counter: &AtomicU64, n: usize| bump(counter, n as u64);
         let r = &tally.result;
         self.broadcasts.fetch_add(1, Ordering::Relaxed);
         add(&self.queued, r.queued + tally.evicted + r.replaced);
