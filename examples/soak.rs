@@ -211,6 +211,8 @@ struct Report {
     mode: String,
     seconds: f64,
     published: u64,
+    /// Fast subscribers.
+    fast: u64,
     /// Events each fast subscriber received per second, averaged over them.
     fast_rate: f64,
     fast_received: u64,
@@ -229,6 +231,7 @@ impl Report {
     fn to_json(&self) -> Value {
         json!({
             "mode": self.mode, "seconds": self.seconds, "published": self.published,
+            "fast": self.fast,
             "fast_rate": self.fast_rate, "fast_received": self.fast_received,
             "lossless_gaps": self.lossless_gaps, "rss_start": self.rss_start,
             "rss_end": self.rss_end, "rss_peak": self.rss_peak, "dropped": self.dropped,
@@ -255,6 +258,7 @@ impl Report {
             mode: v["mode"].as_str().unwrap_or("?").to_owned(),
             seconds: f("seconds")?,
             published: u("published")?,
+            fast: u("fast")?,
             fast_rate: f("fast_rate")?,
             fast_received: u("fast_received")?,
             lossless_gaps: u("lossless_gaps")?,
@@ -350,6 +354,17 @@ fn verdicts(reports: &[Report]) -> Vec<(bool, String)> {
         format!(
             "membound: no lossless event missing at the fast subscribers ({} gaps)",
             ours.lossless_gaps
+        ),
+    ));
+    // A fast subscriber cut off early would show no gap, only fewer events: each
+    // must have received nearly everything published (the rest was in flight at
+    // the stop).
+    let expected = ours.published as f64 * ours.fast as f64;
+    out.push((
+        ours.fast_received as f64 >= expected * 0.97,
+        format!(
+            "membound: the fast subscribers received {:.1} % of what was published",
+            100.0 * ours.fast_received as f64 / expected.max(1.0)
         ),
     ));
     // Flat: after warm-up, RSS grows by less than 32 MiB (allocator noise, socket
@@ -652,6 +667,7 @@ async fn child(args: Args, mode: Mode) -> Result<Report, Error> {
         mode: mode.name().into(),
         seconds: elapsed,
         published: shared.published.load(Ordering::Relaxed),
+        fast: args.fast as u64,
         fast_rate: fast_received as f64 / args.fast as f64 / elapsed,
         fast_received,
         lossless_gaps: shared.lossless_gaps.load(Ordering::Relaxed),
@@ -904,11 +920,13 @@ impl Baseline {
 
     fn broadcast(&self, frame: Frame) {
         let mut conns = self.conns.lock().unwrap();
+        let len = frame.len() as u64;
         conns.retain(|tx| {
+            // Counted before the send: the writer may take it (and subtract) at once.
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
             let sent = tx.send(frame.text().clone()).is_ok();
-            if sent {
-                self.queued_bytes
-                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            if !sent {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             }
             sent
         });

@@ -22,10 +22,9 @@ const WORKERS: usize = 16;
 const CYCLES: usize = 4_000;
 const WARM_UP: usize = 200;
 /// Resident memory the measured cycles may add. An open connection costs about
-/// 68 KiB for its client and server sides together (measured with 500 open ones in a
-/// debug build: tungstenite's buffers, the queues, the tasks, the registry entries),
-/// so keeping even a tenth of what 4 000 cycles used would pass this bound; the
-/// allocator's slack and the runtime's caches stay well below it (about 1 MiB).
+/// 170 KB of heap for its client and server sides together (`cargo bench --bench ws
+/// --features ws` prints it), so keeping even a few percent of the 4 000 cycles'
+/// connections would break this bound.
 const RSS_BOUND: u64 = 8 << 20;
 
 fn client_config() -> ClientConfig {
