@@ -850,25 +850,23 @@ where
 
     let outcome: Result<CloseReason, Stop> = loop {
         let mut item = writer.take_buffered();
-        if item.is_none()
-            && !ping.is_elapsed()
-            && !idle.is_elapsed()
-            && !limits.is_elapsed()
-            && !core.forced.is_set()
-            && writer.ready()
-        {
+        if item.is_none() && !core.forced.is_set() && writer.ready(timers(&ping, &idle, &limits)) {
             item = writer.take_buffered();
         }
         let item = match item {
             Some(item) => item,
+            // The timers come before the queue: a queue that never runs dry must
+            // not starve the keepalive, the idle check or the limits.
             None => tokio::select! {
                 biased;
                 () = core.forced() => break Err(Stop::Forced),
-                item = core.outbound.next() => item,
                 () = &mut idle => {
                     let deadline = core.idle_deadline();
                     if Instant::now() >= deadline {
                         core.outbound.close(CloseReason::IdleTimeout);
+                        // Disarmed, so the queue's close is taken next (an elapsed
+                        // timer would win this biased select again and again).
+                        idle.as_mut().reset(after(config.idle_timeout));
                     } else {
                         idle.as_mut().reset(deadline);
                     }
@@ -892,6 +890,7 @@ where
                     limits.as_mut().reset(after(limits_every));
                     continue;
                 }
+                item = core.outbound.next() => item,
             },
         };
         let written = match item {
@@ -920,14 +919,14 @@ where
         // the queue runs dry.
         if writer.unflushed > 0 {
             if writer.unflushed < config.write_buffer_bytes && writer.lookahead.is_none() {
-                if writer.ready() {
+                if writer.ready(timers(&ping, &idle, &limits)) {
                     continue;
                 }
                 // The queue ran dry: give a publisher in the middle of a burst one
                 // turn of the scheduler before paying a system call for the flush,
                 // so a burst goes out in few writes rather than one per event.
                 tokio::task::yield_now().await;
-                if writer.ready() {
+                if writer.ready(timers(&ping, &idle, &limits)) {
                     continue;
                 }
             }
@@ -1012,10 +1011,15 @@ where
     }
 
     /// Whether an item is ready without waiting: one already taken, else a new
-    /// batch from the queue (a resync or a close goes to the lookahead).
-    fn ready(&mut self) -> bool {
+    /// batch from the queue (a resync or a close goes to the lookahead), unless
+    /// `timers` (the earliest timer deadline) has passed: then the caller goes to
+    /// its `select`, where the timers run first. One clock read per batch.
+    fn ready(&mut self, timers: Instant) -> bool {
         if !self.batch.is_empty() || self.lookahead.is_some() {
             return true;
+        }
+        if Instant::now() >= timers {
+            return false;
         }
         match self.core.outbound.try_next_batch(
             &mut self.batch,
@@ -1097,6 +1101,15 @@ where
         self.unflushed = 0;
         Ok(())
     }
+}
+
+/// The earliest deadline of the writer's timers.
+fn timers(
+    ping: &tokio::time::Sleep,
+    idle: &tokio::time::Sleep,
+    limits: &tokio::time::Sleep,
+) -> Instant {
+    ping.deadline().min(idle.deadline()).min(limits.deadline())
 }
 
 /// Runs one write under the write timeout while watching the queue: a close that
