@@ -1,11 +1,13 @@
 //! The SPSC channel: single-thread behaviour against a `VecDeque` model (both
-//! policies, batches, chunks, lag reports), and two-thread exactly-once delivery
-//! through every way of pushing and popping, including drop-oldest, where every item
-//! is either received in order or reported lost.
+//! policies, batches, chunks, chunks held across a push, lag reports), and
+//! two-thread exactly-once delivery through every way of pushing and popping,
+//! including drop-oldest, where every item is either received in order or reported
+//! lost.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::Duration;
 
 #[path = "support/executor.rs"]
 mod executor;
@@ -14,6 +16,7 @@ mod model;
 
 use executor::block_on;
 use membound::ring::spsc::{self, SpscPolicy, SpscPopError, StaticChannel};
+use membound::ring::PushError;
 use model::{run_model, Op};
 use proptest::prelude::*;
 
@@ -30,6 +33,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6).prop_map(Op::PopBatch),
         (0u8..6).prop_map(Op::PopSlice),
         (0u8..6).prop_map(Op::ReadChunk),
+        (0u8..6, any::<u32>()).prop_map(|(n, v)| Op::PushHoldingChunk(n, v)),
+        (0u8..6, any::<u32>()).prop_map(|(n, v)| Op::PushHoldingBatch(n, v)),
     ]
 }
 
@@ -45,6 +50,59 @@ proptest! {
         let policy = if drop_oldest { SpscPolicy::DropOldest } else { SpscPolicy::Reject };
         run_model(cap, policy, &ops);
     }
+}
+
+/// Runs `scenario` on its own thread and returns its result, or fails the test if it
+/// has not returned after a generous grace period: a regression that makes it spin
+/// forever fails instead of hanging the suite (the spinning thread is abandoned).
+fn returns<R: Send + 'static>(scenario: impl FnOnce() -> R + Send + 'static) -> R {
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(scenario());
+    });
+    match result.recv_timeout(Duration::from_secs(20)) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the scenario never returned: a push waited for the consumer")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the scenario panicked"),
+    }
+}
+
+/// Under drop-oldest, a push that finds the oldest item claimed by the consumer (a
+/// held `ReadChunk`, or a `PopBatch` not yet taken past it) returns at once with the
+/// item handed back, on the consumer's own thread too; the claimed items are not
+/// evicted, and nothing is counted as dropped.
+#[test]
+fn drop_oldest_push_does_not_wait_for_a_held_chunk() {
+    returns(|| {
+        let (mut tx, mut rx) = spsc::channel_with_policy(2, SpscPolicy::DropOldest).unwrap();
+        tx.push(1u32).unwrap();
+        tx.push(2).unwrap();
+        let chunk = rx.read_chunk(2);
+        assert_eq!(tx.push(3), Err(PushError::Full(3)));
+        assert_eq!(tx.force_push(3), Err(PushError::Full(3)));
+        assert_eq!(tx.dropped(), 0);
+        let (a, b) = chunk.as_slices();
+        assert_eq!([a, b].concat(), [1, 2], "claimed items are not evicted");
+        chunk.commit();
+        tx.push(3).unwrap();
+        tx.push(4).unwrap();
+
+        // A batch releases item by item: once it is past the oldest, a push gets in.
+        let mut batch = rx.pop_batch(2);
+        assert_eq!(tx.push(5), Err(PushError::Full(5)));
+        assert_eq!(batch.next(), Some(3));
+        assert_eq!(tx.push(5), Ok(()));
+        assert_eq!(tx.push(6), Err(PushError::Full(6)), "4 is still claimed");
+        drop(batch);
+        assert_eq!(tx.push(6), Ok(()));
+        assert_eq!(tx.push(7), Ok(()), "nothing claimed: evicts 5");
+        assert_eq!(tx.dropped(), 1);
+        assert_eq!(rx.pop(), Err(SpscPopError::Lagged(1)));
+        assert_eq!(rx.pop(), Ok(6));
+        assert_eq!(rx.pop(), Ok(7));
+    });
 }
 
 const ITEMS: u64 = 200_000;
@@ -171,13 +229,21 @@ fn async_items_arrive_exactly_once_in_order() {
 }
 
 /// Under drop-oldest with a slow consumer, every item is either received (in order)
-/// or reported in a `Lagged` count, and the counts add up exactly.
+/// or reported in a `Lagged` count, and the counts add up exactly. A push that meets
+/// the oldest item mid-pop gets it back as `Full` and pushes it again.
 #[test]
 fn drop_oldest_reports_every_lost_item() {
     let (mut tx, mut rx) = spsc::channel_with_policy(4, SpscPolicy::DropOldest).unwrap();
     let producer = thread::spawn(move || {
         for i in 0..ITEMS {
-            tx.push(i).unwrap();
+            let mut item = i;
+            while let Err(e) = tx.push(item) {
+                let PushError::Full(back) = e else {
+                    panic!("consumer gone early")
+                };
+                item = back;
+                std::hint::spin_loop();
+            }
         }
         tx.dropped()
     });

@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
                 7..=9 => Op::Pop,
                 10 => Op::PopBatch(n),
                 11 => Op::PopSlice(n),
-                _ => Op::ReadChunk(n),
+                12 | 13 => Op::ReadChunk(n),
+                14 => Op::PushHoldingChunk(n, v),
+                _ => Op::PushHoldingBatch(n, v),
             }
         })
         .collect();

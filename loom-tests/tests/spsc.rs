@@ -1,7 +1,7 @@
 //! Loom models of the SPSC channel (`membound::ring::spsc`): the hand-over of
 //! items through cached indices, batch publication, drop-oldest racing the
-//! consumer, and the wait path with its asymmetric barrier (a `SeqCst` fence on both
-//! sides under loom).
+//! consumer (a pop, and a claimed batch held across the push), and the wait path
+//! with its asymmetric barrier (a `SeqCst` fence on both sides under loom).
 //!
 //! Loom makes every `SeqCst` fence synchronise with the earlier ones, so the
 //! notify path's fences would hide a missing Release/Acquire on an index; the
@@ -9,8 +9,11 @@
 //! check the indices' own orderings.
 #![cfg(loom)]
 
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::Arc;
 use loom::thread;
 use membound::ring::spsc::{self, SpscPolicy, SpscPopError};
+use membound::ring::PushError;
 use membound_loom_tests::{model_bounded, model_without_waiters};
 
 /// Items pushed one by one through a ring of 1 arrive in order, each once, and the
@@ -58,18 +61,26 @@ fn batch_publish_is_all_or_nothing() {
 }
 
 /// Drop-oldest: the producer evicting from a full ring races the consumer reading
-/// the same oldest item. Each item is received or reported lost exactly once, in
-/// order, and the producer never writes a slot the consumer is reading (loom's cell
-/// tracking reports that as a data race).
+/// the same oldest item. Each item is received, evicted or handed back (`Full`, when
+/// the push met it mid-pop) exactly once, received ones in order, and the producer
+/// never writes a slot the consumer is reading (loom's cell tracking reports that as
+/// a data race).
 #[test]
 fn drop_oldest_racing_pop() {
     model_without_waiters(3, || {
         let (mut tx, mut rx) = spsc::channel_with_policy(1, SpscPolicy::DropOldest).unwrap();
         tx.push(0u32).unwrap();
         let producer = thread::spawn(move || {
-            let evicted = tx.force_push(1).unwrap();
-            let evicted2 = tx.force_push(2).unwrap();
-            (evicted, evicted2)
+            let mut evicted = Vec::new();
+            let mut handed_back = Vec::new();
+            for item in [1, 2] {
+                match tx.force_push(item) {
+                    Ok(old) => evicted.extend(old),
+                    Err(PushError::Full(back)) => handed_back.push(back),
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            (evicted, handed_back)
         });
         let mut got = Vec::new();
         let mut lagged = 0;
@@ -78,19 +89,69 @@ fn drop_oldest_racing_pop() {
                 Ok(item) => got.push(item),
                 Err(SpscPopError::Lagged(n)) => lagged += n,
                 Err(SpscPopError::Empty) => {}
+                // Both pushes handed their items back and the producer is gone.
+                Err(SpscPopError::Closed) => break,
                 Err(other) => panic!("unexpected {other:?}"),
             }
         }
-        let (e1, e2) = producer.join().unwrap();
-        let evicted: Vec<u32> = e1.into_iter().chain(e2).collect();
+        let (evicted, handed_back) = producer.join().unwrap();
         while let Some(item) = rx.try_pop() {
             got.push(item);
         }
         assert!(got.windows(2).all(|w| w[0] < w[1]), "order: {got:?}");
-        let mut all = [got.clone(), evicted.clone()].concat();
+        let mut all = [got.clone(), evicted.clone(), handed_back.clone()].concat();
         all.sort_unstable();
-        assert_eq!(all, [0, 1, 2], "got {got:?}, evicted {evicted:?}");
+        assert_eq!(
+            all,
+            [0, 1, 2],
+            "got {got:?}, evicted {evicted:?}, handed back {handed_back:?}"
+        );
         assert!(lagged <= evicted.len() as u64);
+    });
+}
+
+/// Drop-oldest: a push on a full ring whose oldest item the consumer holds claimed
+/// in a batch it keeps until the push has returned. The push must finish on its own
+/// (a producer that waits for the release never does, and the model never ends):
+/// either it evicted the item before the claim, or it hands its own item back. The
+/// claimed item is never evicted, and no item is lost or seen twice.
+#[test]
+fn drop_oldest_push_does_not_wait_for_a_claimed_batch() {
+    model_without_waiters(3, || {
+        let (mut tx, mut rx) = spsc::channel_with_policy(1, SpscPolicy::DropOldest).unwrap();
+        tx.push(0u32).unwrap();
+        let pushed = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let pushed = pushed.clone();
+            thread::spawn(move || {
+                let outcome = tx.force_push(1);
+                pushed.store(true, Ordering::Release);
+                outcome
+            })
+        };
+        let batch = rx.pop_batch(1);
+        let lagged = batch.lagged();
+        // Hold the claim until the push has returned.
+        while !pushed.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        let mut got: Vec<u32> = batch.collect();
+        match producer.join().unwrap() {
+            // Evicted before the batch claimed it; the batch reports it, or comes
+            // too early to see either.
+            Ok(Some(0)) => {
+                got.extend(rx.try_pop());
+                assert_eq!(got, [1]);
+                assert!(lagged <= 1);
+            }
+            // The batch claimed 0 first: its slot was not the producer's to take.
+            Err(PushError::Full(1)) => {
+                assert_eq!(got, [0]);
+                assert_eq!(lagged, 0);
+                assert_eq!(rx.try_pop(), None);
+            }
+            other => panic!("unexpected {other:?} (batch got {got:?})"),
+        }
     });
 }
 

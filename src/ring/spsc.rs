@@ -25,9 +25,15 @@
 //! (the producer's eviction claims the oldest position with the same CAS, so an item
 //! is either read or evicted, never both) and publishes a separate `released` index
 //! once it has read the slot; the producer reuses a slot only once it is released or
-//! evicted by itself. The consumer learns how many items it lost, and where: the next
-//! [`Consumer::pop`] after an eviction returns [`SpscPopError::Lagged`]`(n)` (tokio
-//! broadcast's idea), then the items that follow.
+//! evicted by itself. It never waits for a release (a push is wait-free, whatever
+//! the consumer holds): while the oldest position is claimed and not yet released
+//! (a held [`ReadChunk`], a [`PopBatch`] not yet taken past it, a pop still copying
+//! it out after a bounded number of the producer's spins), there is nothing it may
+//! evict in its place, so the push hands its item back as [`PushError::Full`] (see
+//! [`Producer::push`] for why not drop the new item instead). The consumer learns how many items it
+//! lost, and where: the next [`Consumer::pop`] after an eviction returns
+//! [`SpscPopError::Lagged`]`(n)` (tokio broadcast's idea), then the items that
+//! follow.
 //!
 //! # Waiting
 //!
@@ -63,6 +69,12 @@ use super::PushTimeoutError;
 use super::{Closed, PushError, MAX_CAPACITY};
 use crate::sync::{AtomicBool, AtomicU64, Backoff, Ordering, UnsafeCell};
 
+/// How many backoff spins a `DropOldest` push gives a claimed oldest item to be
+/// released before handing its own item back: enough for a pop that is copying the
+/// item out (a few instructions), bounded so that a held chunk costs a push about
+/// two hundred spin hints at most.
+const MID_POP_SPINS: u32 = 8;
+
 /// What [`Producer::push`] does when the ring is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -72,7 +84,9 @@ pub enum SpscPolicy {
     #[default]
     Reject,
     /// Evict the oldest item; the consumer sees [`SpscPopError::Lagged`]. Pops claim
-    /// positions with a CAS.
+    /// positions with a CAS. An item the consumer has claimed (a held chunk or
+    /// batch) is not evictable: while the oldest is claimed, a push returns
+    /// [`PushError::Full`] rather than wait (see [`Producer::push`]).
     DropOldest,
 }
 
@@ -603,12 +617,41 @@ impl<'a, T> Producer<'a, T> {
     }
 
     /// Stores `item` under the channel's policy: `Reject` hands it back when full,
-    /// `DropOldest` evicts the oldest item (counted in [`dropped`](Self::dropped);
-    /// the consumer sees [`SpscPopError::Lagged`]).
+    /// `DropOldest` evicts the oldest stored item (counted in
+    /// [`dropped`](Self::dropped); the consumer sees [`SpscPopError::Lagged`]).
+    /// Wait-free under both: it never waits for the consumer.
     ///
     /// # Errors
     ///
-    /// As [`try_push`](Self::try_push) under `Reject`; never under `DropOldest`.
+    /// [`PushError::Full`] with the item when the ring is full and nothing can be
+    /// evicted ([`PushError::Closed`] if the consumer is gone): always under
+    /// `Reject`, as [`try_push`](Self::try_push); under `DropOldest` only while the
+    /// consumer holds the oldest item claimed: in a [`ReadChunk`], in a
+    /// [`PopBatch`] not yet taken past it, or in a [`Consumer::pop`] copying it out
+    /// (the push gives such a pop a bounded number of spins to finish, so this is
+    /// rare: mostly a consumer descheduled mid-pop). A claimed item is no longer
+    /// the ring's to drop, and its slot is the one the new item needs, so the push
+    /// hands the new item back instead of waiting for the consumer. It does not
+    /// drop the new item instead: `DropOldest` keeps the newest items, and the
+    /// consumer would never hear of that loss; handed back, the item can be pushed
+    /// again once the consumer lets go.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::spsc::{self, SpscPolicy};
+    /// use membound::ring::PushError;
+    ///
+    /// let (mut tx, mut rx) = spsc::channel_with_policy(2, SpscPolicy::DropOldest)?;
+    /// tx.push(1)?;
+    /// tx.push(2)?;
+    /// tx.push(3)?; // evicts 1
+    /// let chunk = rx.read_chunk(2); // claims 2 and 3
+    /// assert_eq!(tx.push(4), Err(PushError::Full(4))); // nothing left to evict
+    /// drop(chunk);
+    /// tx.push(4)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
         match self.force_push(item) {
@@ -621,11 +664,13 @@ impl<'a, T> Producer<'a, T> {
     }
 
     /// Stores `item`; under `DropOldest` a full ring evicts its oldest item, which
-    /// is returned. Costs a push that finds room nothing extra.
+    /// is returned. Costs a push that finds room nothing extra; wait-free.
     ///
     /// # Errors
     ///
-    /// Under `Reject`, as [`try_push`](Self::try_push).
+    /// As [`push`](Self::push): under `Reject` as [`try_push`](Self::try_push);
+    /// under `DropOldest` [`PushError::Full`] only while the consumer holds the
+    /// oldest item claimed.
     #[inline]
     pub fn force_push(&mut self, item: T) -> Result<Option<T>, PushError<T>> {
         if self.has_room(1) {
@@ -634,21 +679,25 @@ impl<'a, T> Producer<'a, T> {
             return Ok(None);
         }
         match self.end.shared().policy {
-            SpscPolicy::DropOldest => {
-                let evicted = self.evict_oldest();
-                self.write(item);
-                self.publish();
-                Ok(evicted)
-            }
+            SpscPolicy::DropOldest => match self.evict_oldest() {
+                Ok(evicted) => {
+                    self.write(item);
+                    self.publish();
+                    Ok(evicted)
+                }
+                Err(()) => Err(self.full(item)),
+            },
             _ => Err(self.full(item)),
         }
     }
 
-    /// Frees the slot of `tail` on a full `DropOldest` ring: evicts the item of
-    /// `tail - cap` unless the consumer has claimed it, then waits for the
-    /// consumer to release it (it is mid-read: a bounded wait).
+    /// Frees the slot of `tail` on a full `DropOldest` ring in a bounded number of
+    /// steps: evicts the item of `tail - cap` (`Ok(Some)`) unless the consumer has
+    /// claimed it. A claimed item's slot is free only once the consumer releases
+    /// it (`Ok(None)` if it already has); until then it is the consumer's, however
+    /// long it holds it (a chunk may be held across this very push), so `Err`.
     #[cold]
-    fn evict_oldest(&mut self) -> Option<T> {
+    fn evict_oldest(&mut self) -> Result<Option<T>, ()> {
         let oldest = self.tail - self.end.cap;
         // AcqRel: our claim orders against the consumer's claims of `head`.
         let won = self
@@ -672,14 +721,23 @@ impl<'a, T> Producer<'a, T> {
                 .slot(self.index)
                 .0
                 .with(|p| unsafe { p.read().assume_init() });
-            return Some(item);
+            return Ok(Some(item));
         }
-        // The consumer claimed `oldest`; it releases the slot once read.
+        // The consumer claimed `oldest`. A pop copies it out and releases it within
+        // a few of its steps, so give it a bounded number of ours (a chunk or batch
+        // may be held across this very push, on this very thread: never more).
         let mut backoff = Backoff::new();
-        while !self.has_room(1) {
-            backoff.snooze();
+        for _ in 0..MID_POP_SPINS {
+            if self.has_room(1) {
+                return Ok(None);
+            }
+            backoff.spin();
         }
-        None
+        if self.has_room(1) {
+            Ok(None)
+        } else {
+            Err(())
+        }
     }
 
     /// Pushes items from `iter` while there is room, publishing once; returns how

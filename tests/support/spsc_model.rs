@@ -1,7 +1,9 @@
 //! The reference model of the SPSC channel, shared by the proptest (`tests/spsc.rs`)
 //! and the fuzz target (`fuzz/fuzz_targets/spsc_ops.rs`): a `VecDeque` plus the lag
 //! the consumer has not been told of. [`run_model`] applies operations to a channel
-//! and the model and panics on any divergence.
+//! and the model and panics on any divergence. Items the consumer holds claimed (a
+//! chunk or batch kept across a push) still occupy their slots and are not
+//! evictable: a push that needs the oldest one's slot is refused with `Full`.
 
 use std::collections::VecDeque;
 
@@ -21,6 +23,10 @@ pub enum Op {
     PopBatch(u8),
     PopSlice(u8),
     ReadChunk(u8),
+    /// `read_chunk(n)` held across `push(v)`, then committed.
+    PushHoldingChunk(u8, u32),
+    /// `pop_batch(n)` held, not yet iterated, across `push(v)`, then drained.
+    PushHoldingBatch(u8, u32),
 }
 
 /// Applies `ops` to a channel and to a `VecDeque` model; any divergence panics.
@@ -117,6 +123,38 @@ pub fn run_model(cap: usize, policy: SpscPolicy, ops: &[Op]) {
                     }
                 };
                 assert_eq!(got, expected, "{op:?}");
+            }
+            Op::PushHoldingChunk(n, v) | Op::PushHoldingBatch(n, v) => {
+                let k = usize::from(n).min(model.len());
+                let held: Vec<u32> = model.drain(..k).collect();
+                let reported = if n > 0 { std::mem::take(&mut lag) } else { 0 };
+                // The held items are the oldest and still fill their slots.
+                let expected = if model.len() + k < cap {
+                    model.push_back(v);
+                    Ok(())
+                } else if drop_oldest && k == 0 {
+                    model.pop_front();
+                    lag += 1;
+                    model.push_back(v);
+                    Ok(())
+                } else {
+                    Err(PushError::Full(v))
+                };
+                let got: Vec<u32> = if matches!(op, Op::PushHoldingChunk(..)) {
+                    let chunk = rx.read_chunk(usize::from(n));
+                    assert_eq!(chunk.lagged(), reported);
+                    assert_eq!(tx.push(v), expected, "{op:?}");
+                    let (a, b) = chunk.as_slices();
+                    let got = [a, b].concat();
+                    chunk.commit();
+                    got
+                } else {
+                    let batch = rx.pop_batch(usize::from(n));
+                    assert_eq!(batch.lagged(), reported);
+                    assert_eq!(tx.push(v), expected, "{op:?}");
+                    batch.collect()
+                };
+                assert_eq!(got, held, "{op:?}");
             }
         }
         assert_eq!(rx.len(), model.len());
