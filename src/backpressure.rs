@@ -7,11 +7,17 @@
 //!   refuse with an error, drop the oldest item, drop the new one, or wait for room
 //!   (forever or up to a timeout);
 //! - **water marks** ([`WaterMarks`]) add hysteresis: when the fill reaches `high`,
-//!   the channel *pauses*. While paused, the waiting sends ([`send`], [`send_timeout`],
-//!   [`send_async`]) wait until consumers have drained the fill down to `low`, and
-//!   [`try_send`] fails with [`SendError::Paused`]. Producers therefore stop in bulk
-//!   and restart in bulk, instead of flapping at the edge of a full ring. The
-//!   [`is_paused`] flag and an optional callback report each transition.
+//!   the channel *pauses*. Only the waiting strategies ([`Strategy::Block`],
+//!   [`Strategy::BlockWithTimeout`]) wait out a pause: while paused, their sends
+//!   ([`send`], [`send_timeout`], [`send_async`]) wait until consumers have drained
+//!   the fill down to `low`, and [`try_send`] fails with [`SendError::Paused`].
+//!   Producers therefore stop in bulk and restart in bulk, instead of flapping at
+//!   the edge of a full ring. The other strategies never block a sender:
+//!   [`Strategy::None`], which refuses rather than waits, refuses every send with
+//!   [`SendError::Paused`] while paused, and [`Strategy::DropOldest`] and
+//!   [`Strategy::DropNewest`] are not held back at all (they drop, as when full).
+//!   The [`is_paused`] flag and an optional callback report each transition under
+//!   every strategy.
 //!
 //! The original Go handler only toggled a flag at its water marks and never slowed a
 //! producer; here the pause is the point.
@@ -74,15 +80,19 @@ use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Strategy {
-    /// Refuse the item with [`SendError::Full`] (it comes back to the caller).
+    /// Refuse the item with [`SendError::Full`] (it comes back to the caller), and
+    /// while the channel is paused with [`SendError::Paused`]. Never waits.
     None,
-    /// Make room by dropping the oldest stored item (counted).
+    /// Make room by dropping the oldest stored item (counted). Never waits, and a
+    /// pause does not hold it back: the water marks only report.
     DropOldest,
     /// Drop the new item (counted); the send still reports success as
-    /// [`Pushed::DroppedNewest`].
+    /// [`Pushed::DroppedNewest`]. Never waits, and a pause does not hold it back:
+    /// the water marks only report.
     DropNewest,
-    /// Wait for room. [`try_send`](Backpressure::try_send) never waits and returns
-    /// [`SendError::Full`].
+    /// Wait for room, and while the channel is paused.
+    /// [`try_send`](Backpressure::try_send) never waits and returns
+    /// [`SendError::Full`] or [`SendError::Paused`].
     #[default]
     Block,
     /// Wait for room at most this long, then fail with [`SendError::Timeout`]. The
@@ -102,9 +112,15 @@ impl Strategy {
         }
     }
 
-    /// Whether a full ring makes a send wait rather than fail or drop.
+    /// Whether a full ring (or a pause) makes a send wait rather than fail or drop.
     const fn waits_for_room(self) -> bool {
         matches!(self, Self::Block | Self::BlockWithTimeout(_))
+    }
+
+    /// Whether a pause holds a send back (to wait, or to be refused): all but the
+    /// dropping strategies, which drop as when full.
+    const fn held_back_by_pause(self) -> bool {
+        !matches!(self, Self::DropOldest | Self::DropNewest)
     }
 }
 
@@ -113,7 +129,10 @@ impl Strategy {
 ///
 /// The channel pauses when the fill reaches `ceil(high × capacity)` items and resumes
 /// when it falls to `floor(low × capacity)`, so the two counts differ for every
-/// capacity and the hysteresis never collapses.
+/// capacity and the hysteresis never collapses. A pause makes the sends of the
+/// waiting strategies wait and those of [`Strategy::None`] fail; the dropping
+/// strategies go on (the pause is still reported). No send waits unless its strategy
+/// waits.
 ///
 /// # Examples
 ///
@@ -222,7 +241,8 @@ pub struct BackpressureConfig {
     pub max_capacity: usize,
     /// What a send does when the ring is full.
     pub strategy: Strategy,
-    /// Pause and resume marks; `None` disables pausing.
+    /// Pause and resume marks (see [`WaterMarks`] for which strategies a pause holds
+    /// back); `None` disables pausing.
     pub water_marks: Option<WaterMarks>,
 }
 
@@ -345,8 +365,9 @@ pub enum SendError<T> {
     /// strategy through [`try_send`](Backpressure::try_send)).
     Full(T),
     /// The channel is paused (the fill reached the high mark and has not fallen to
-    /// the low mark yet). Only [`try_send`](Backpressure::try_send) returns it; the
-    /// waiting sends wait.
+    /// the low mark yet). [`try_send`](Backpressure::try_send) returns it under the
+    /// waiting strategies (their other sends wait instead), and every send under
+    /// [`Strategy::None`]; the dropping strategies are not held back by a pause.
     Paused(T),
     /// The wait ran out: [`Strategy::BlockWithTimeout`] or
     /// [`send_timeout`](Backpressure::send_timeout).
@@ -396,7 +417,9 @@ impl<T> core::error::Error for SendError<T> {}
 pub enum FlowState {
     /// Below the high mark, or fallen back to the low mark since.
     Flowing,
-    /// The fill reached the high mark and has not fallen to the low mark since.
+    /// The fill reached the high mark and has not fallen to the low mark since. Sends
+    /// of the waiting strategies wait, those of [`Strategy::None`] are refused, those
+    /// of the dropping strategies go on.
     Paused,
 }
 
@@ -431,7 +454,8 @@ pub struct BackpressureMetrics {
     pub dropped_newest: u64,
     /// Sends refused with [`SendError::Full`].
     pub rejected_full: u64,
-    /// `try_send` calls refused with [`SendError::Paused`].
+    /// Sends refused with [`SendError::Paused`]: `try_send` calls, and any send
+    /// under [`Strategy::None`].
     pub rejected_paused: u64,
     /// Sends that could not proceed at once and waited (paused, or full under a
     /// blocking strategy).
@@ -614,16 +638,13 @@ impl<T> Backpressure<T> {
     ///
     /// # Errors
     ///
-    /// [`SendError::Paused`] while paused, [`SendError::Full`] when the ring is full
-    /// and the strategy neither drops nor (here) waits, [`SendError::Closed`] once
-    /// closed; each hands the item back.
+    /// [`SendError::Paused`] while paused, unless the strategy drops,
+    /// [`SendError::Full`] when the ring is full and the strategy neither drops nor
+    /// (here) waits, [`SendError::Closed`] once closed; each hands the item back.
     pub fn try_send(&self, item: T) -> Result<Pushed, SendError<T>> {
         match self.attempt(item) {
             Attempt::Done(done) => done,
-            Attempt::Paused(item) => {
-                self.rejected_paused.fetch_add(1, Ordering::Relaxed);
-                Err(SendError::Paused(item))
-            }
+            Attempt::Paused(item) => Err(self.refused_paused(item)),
             Attempt::Full(item) => {
                 self.rejected_full.fetch_add(1, Ordering::Relaxed);
                 Err(SendError::Full(item))
@@ -634,10 +655,19 @@ impl<T> Backpressure<T> {
     /// One send attempt: never waits.
     #[inline]
     fn attempt(&self, item: T) -> Attempt<T> {
-        if self.marks.is_some() && self.paused.load(Ordering::Acquire) {
+        // The dropping strategies are not held back by a pause (the marks still
+        // report its transitions, in `after_send`); `None` is refused, not made to
+        // wait.
+        if self.strategy.held_back_by_pause()
+            && self.marks.is_some()
+            && self.paused.load(Ordering::Acquire)
+        {
             // A closed channel answers Closed even while paused.
             if self.ring.is_closed() {
                 return Attempt::Done(Err(SendError::Closed(item)));
+            }
+            if !self.strategy.waits_for_room() {
+                return Attempt::Done(Err(self.refused_paused(item)));
             }
             return Attempt::Paused(item);
         }
@@ -661,6 +691,12 @@ impl<T> Backpressure<T> {
             }
             Err(PushError::Closed(item)) => Attempt::Done(Err(SendError::Closed(item))),
         }
+    }
+
+    /// Counts a send refused because the channel is paused.
+    fn refused_paused(&self, item: T) -> SendError<T> {
+        self.rejected_paused.fetch_add(1, Ordering::Relaxed);
+        SendError::Paused(item)
     }
 
     /// Pauses when a send brought the fill to the high mark.
@@ -787,8 +823,9 @@ impl<T> Backpressure<T> {
         Ok(item)
     }
 
-    /// A future that sends `item`, waiting while the channel is paused and, under
-    /// the blocking strategies, while the ring is full. No allocation, no runtime
+    /// A future that sends `item`; under the waiting strategies it waits while the
+    /// channel is paused or the ring full, under the others it is ready at once
+    /// with [`try_send`](Self::try_send)'s answer. No allocation, no runtime
     /// dependency; dropping it cancels the wait without losing a wake-up another
     /// producer needed (the item is dropped with the future).
     ///
@@ -920,13 +957,14 @@ impl<T> Backpressure<T> {
 
 #[cfg(feature = "std")]
 impl<T> Backpressure<T> {
-    /// Sends, waiting while the channel is paused and, under the blocking
-    /// strategies, while the ring is full; under
-    /// [`Strategy::BlockWithTimeout`]`(d)` for at most `d`.
+    /// Sends. Under the waiting strategies it waits while the channel is paused or
+    /// the ring full, under [`Strategy::BlockWithTimeout`]`(d)` for at most `d`;
+    /// under the others it never waits, paused or not.
     ///
     /// # Errors
     ///
-    /// [`SendError::Full`] under [`Strategy::None`] when the ring is full,
+    /// [`SendError::Full`] under [`Strategy::None`] when the ring is full, and
+    /// [`SendError::Paused`] when the channel is paused,
     /// [`SendError::Timeout`] when a `BlockWithTimeout` wait ran out,
     /// [`SendError::Closed`] once closed (also while waiting); each hands the item
     /// back.
@@ -962,8 +1000,9 @@ impl<T> Backpressure<T> {
         self.send_until(item, deadline)
     }
 
-    /// Sends, waiting at most `timeout` (whatever the strategy) while the channel
-    /// is paused or, under the blocking strategies, full.
+    /// Sends, waiting at most `timeout` (in place of a `BlockWithTimeout`'s own)
+    /// while the channel is paused or full, under the waiting strategies; under the
+    /// others it never waits, as [`send`](Self::send).
     ///
     /// # Errors
     ///

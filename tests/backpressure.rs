@@ -137,6 +137,96 @@ fn dropping_strategies_drop_and_count() {
     assert_eq!((m.sent, m.dropped_newest), (2, 4));
 }
 
+/// Runs `scenario` on its own thread and returns its result, or fails the test if it
+/// has not returned after a generous grace period: a send that blocks for good fails
+/// the test instead of hanging the suite (the blocked thread is abandoned).
+fn returns<R: Send + 'static>(scenario: impl FnOnce() -> R + Send + 'static) -> R {
+    let (done, result) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(scenario());
+    });
+    match result.recv_timeout(Duration::from_secs(20)) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the scenario never returned: a send blocked")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the scenario panicked"),
+    }
+}
+
+/// The water marks make only the waiting strategies wait: with the default marks and
+/// no receiver, `send` under `DropOldest`, `DropNewest` and `None` never waits at or
+/// past the high mark. The dropping strategies drop (counted) as when full, `None`
+/// refuses with `Paused`; the pause is still reported.
+#[test]
+fn non_waiting_strategies_never_block_at_the_high_mark() {
+    returns(|| {
+        // Capacity 2, default marks (0.5, 0.9): the channel pauses at 2 items.
+        let oldest =
+            Backpressure::new(BackpressureConfig::new(2).with_strategy(Strategy::DropOldest))
+                .unwrap();
+        assert_eq!(oldest.send(0).unwrap(), Pushed::Stored);
+        assert_eq!(oldest.send(1).unwrap(), Pushed::Stored);
+        assert!(oldest.is_paused(), "the pause is reported");
+        for i in 2..5 {
+            assert_eq!(oldest.send(i).unwrap(), Pushed::DroppedOldest);
+        }
+        assert_eq!(oldest.try_send(5).unwrap(), Pushed::DroppedOldest);
+        assert_eq!(
+            oldest.send_timeout(6, Duration::from_secs(60)).unwrap(),
+            Pushed::DroppedOldest
+        );
+        let m = oldest.metrics();
+        assert_eq!((m.dropped_oldest, m.blocked, m.rejected_paused), (5, 0, 0));
+        assert_eq!(m.high_water_hits, 1);
+        assert_eq!(oldest.try_recv(), Some(5));
+        assert_eq!(oldest.try_recv(), Some(6));
+
+        let newest =
+            Backpressure::new(BackpressureConfig::new(2).with_strategy(Strategy::DropNewest))
+                .unwrap();
+        newest.send(0).unwrap();
+        newest.send(1).unwrap();
+        assert!(newest.is_paused());
+        assert_eq!(newest.send(2).unwrap(), Pushed::DroppedNewest);
+        assert_eq!(newest.try_send(3).unwrap(), Pushed::DroppedNewest);
+        let m = newest.metrics();
+        assert_eq!((m.dropped_newest, m.blocked, m.rejected_paused), (2, 0, 0));
+
+        // `None` refuses rather than waits: while paused, with `Paused`, at once.
+        let none =
+            Backpressure::new(BackpressureConfig::new(10).with_strategy(Strategy::None)).unwrap();
+        for i in 0..9 {
+            none.send(i).unwrap();
+        }
+        assert!(none.is_paused(), "paused at 9 of 10");
+        assert!(matches!(none.send(9), Err(SendError::Paused(9))));
+        assert!(matches!(
+            none.send_timeout(10, Duration::from_secs(60)),
+            Err(SendError::Paused(10))
+        ));
+        assert!(matches!(none.try_send(11), Err(SendError::Paused(11))));
+        let m = none.metrics();
+        assert_eq!((m.rejected_paused, m.blocked, m.len), (3, 0, 9));
+    });
+}
+
+/// An async send under a dropping strategy is ready at once while paused.
+#[test]
+fn async_dropping_sends_are_ready_while_paused() {
+    let channel =
+        Backpressure::new(BackpressureConfig::new(2).with_strategy(Strategy::DropOldest)).unwrap();
+    channel.try_send(0).unwrap();
+    channel.try_send(1).unwrap();
+    assert!(channel.is_paused());
+    let mut send = pin!(channel.send_async(2));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(
+        send.as_mut().poll(&mut cx),
+        Poll::Ready(Ok(Pushed::DroppedOldest))
+    ));
+}
+
 #[test]
 fn block_try_send_is_full_and_send_waits_for_room() {
     let channel = Arc::new(
