@@ -525,7 +525,9 @@ impl Connection {
 
     /// Queues `event` for this connection. A lossless event that finds the queue
     /// full waits up to the queue's lossless timeout; then the connection is closed
-    /// as a slow consumer and the event is handed back.
+    /// as a slow consumer and the event is handed back. Each send consumes a unit of
+    /// the task's tokio budget, so a task that sends in a loop never starves the
+    /// connection's writer.
     ///
     /// # Errors
     ///

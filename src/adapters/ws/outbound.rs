@@ -591,6 +591,11 @@ impl Outbound {
     /// Cancel-safe: dropping the future leaves the frame unqueued and the queue
     /// unchanged.
     ///
+    /// Cooperative: each call consumes a unit of the tokio task's budget
+    /// ([`consume_budget`](tokio::task::coop::consume_budget)), so a task that sends
+    /// in a loop yields now and then even when the queue always has room, and the
+    /// connection's writer keeps up.
+    ///
     /// # Errors
     ///
     /// As [`offer`](Self::offer), except that `Full` becomes a wait; at the deadline
@@ -602,6 +607,11 @@ impl Outbound {
         mut frame: Frame,
         deadline: tokio::time::Instant,
     ) -> Result<Offered, OfferError> {
+        // Every send consumes a unit of the task's budget, before the frame is
+        // offered (so cancelling here leaves the queue unchanged): a loop of sends
+        // that always find room still yields to the runtime, so the writer it wakes
+        // gets to run (see `Hub::broadcast_frame`).
+        tokio::task::coop::consume_budget().await;
         let mut first = true;
         let mut _waiting = None;
         loop {
