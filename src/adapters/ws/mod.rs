@@ -6,7 +6,7 @@
 //! plain tokio-tungstenite server is a hard bound on what a slow client can cost:
 //!
 //! - every connection has a bounded outbound queue with byte limits (a hard limit
-//!   that disconnects at once, a soft limit that disconnects when held too long), and
+//!   that the queue never passes, a soft limit that disconnects when held too long), and
 //!   tungstenite's own write buffer, unlimited by default, is capped small;
 //! - each event type has a [`DeliveryClass`] that says what happens when a
 //!   connection falls behind: lossless events are never dropped (the connection is
@@ -107,7 +107,8 @@ impl<C: crate::clock::Clock + Send + Sync + 'static> SnapshotSource
 pub enum SlowConsumer {
     /// A lossless event waited for room longer than the queue's lossless timeout.
     LosslessTimeout,
-    /// The queued bytes reached the hard limit.
+    /// A frame could never fit under the hard byte limit: a lossless event larger
+    /// than the limit, or a snapshot whose replacement would still break it.
     HardLimit,
     /// The queued bytes stayed above the soft limit for longer than allowed.
     SoftLimit,
