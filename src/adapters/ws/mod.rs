@@ -150,7 +150,9 @@ pub enum CloseReason {
     /// An inbound message or frame was over the size limit
     /// ([`close_code::MESSAGE_TOO_BIG`]).
     MessageTooBig,
-    /// The peer broke the WebSocket protocol ([`close_code::PROTOCOL_ERROR`]).
+    /// The peer broke the WebSocket protocol ([`close_code::PROTOCOL_ERROR`]);
+    /// events already queued (replies to its earlier, valid messages) are delivered
+    /// first, within the close timeout.
     Protocol(String),
     /// Refused at once: connection cap or critical memory pressure
     /// ([`close_code::TRY_AGAIN_LATER`]).
@@ -184,10 +186,10 @@ impl CloseReason {
         }
     }
 
-    /// Whether events already queued are delivered before the close frame (`Normal`
-    /// and `Shutdown`); otherwise they are discarded.
+    /// Whether events already queued are delivered before the close frame
+    /// (`Normal`, `Shutdown` and `Protocol`); otherwise they are discarded.
     pub fn drains(&self) -> bool {
-        matches!(self, Self::Normal | Self::Shutdown)
+        matches!(self, Self::Normal | Self::Shutdown | Self::Protocol(_))
     }
 
     /// The close frame's reason text (at most 123 bytes, as RFC 6455 allows).
@@ -259,6 +261,7 @@ mod tests {
             close_code::SLOW_CONSUMER
         );
         assert!(CloseReason::Shutdown.drains());
+        assert!(CloseReason::Protocol("reserved bits".into()).drains());
         assert!(!CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout).drains());
         let long = CloseReason::InvalidPayload("é".repeat(100));
         assert!(long.reason().len() <= 123);

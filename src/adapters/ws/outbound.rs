@@ -382,9 +382,9 @@ struct Wake {
 /// # Closing
 ///
 /// [`close`](Outbound::close) is idempotent; the first reason wins. A reason that
-/// [`drains`](CloseReason::drains) (`Normal`, `Shutdown`) lets the writer deliver
-/// what is queued, then gives it [`Next::Closed`]; any other reason discards the
-/// queue at once (counted as dropped per class) and the writer gets
+/// [`drains`](CloseReason::drains) (`Normal`, `Shutdown`, `Protocol`) lets the
+/// writer deliver what is queued, then gives it [`Next::Closed`]; any other reason
+/// discards the queue at once (counted as dropped per class) and the writer gets
 /// [`Next::Closed`] on its next call. Either way, offers fail with
 /// [`OfferError::Closed`] from then on, and every waiting sender and writer is
 /// woken.
