@@ -347,7 +347,7 @@ fn a_second_overflow_after_the_resync_owes_a_second_resync() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn the_hard_limit_closes_at_once_and_discards_the_queue() {
+fn a_frame_larger_than_the_hard_limit_closes_at_once_and_discards_the_queue() {
     let one = text(1).len();
     let q = queue(QueueConfig {
         capacity: 100,
@@ -361,8 +361,15 @@ fn the_hard_limit_closes_at_once_and_discards_the_queue() {
     // A droppable that cannot fit is dropped, not a reason to close.
     assert_eq!(q.offer(raw(1)), Ok(Offered::DroppedNewest));
     assert_eq!(q.close_reason(), None);
-    // A lossless frame that cannot fit breaks the hard limit.
-    assert_eq!(q.offer(text(3)), Err(OfferError::SlowConsumer(text(3))));
+    // A lossless frame that does not fit now is full, as in a queue full in events.
+    assert_eq!(q.offer(text(3)), Err(OfferError::Full(text(3))));
+    assert_eq!(q.close_reason(), None);
+    // One that could never fit breaks the hard limit.
+    let huge = Event::new(EventType::TextMessageContent)
+        .with("n", 4)
+        .with("delta", "h".repeat(2 * one))
+        .encode();
+    assert_eq!(q.offer(huge.clone()), Err(OfferError::SlowConsumer(huge)));
     let reason = CloseReason::SlowConsumer(SlowConsumer::HardLimit);
     assert_eq!(q.close_reason(), Some(reason.clone()));
     assert_eq!(q.len(), 0);

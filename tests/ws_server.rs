@@ -611,6 +611,9 @@ async fn a_soft_limit_held_too_long_closes_with_4008() {
 async fn a_write_blocked_past_the_write_timeout_drops_the_connection() {
     let mut config = fast_config();
     config.connection.write_timeout = std::time::Duration::from_millis(150);
+    // Below the write timeout, as it must be; never reached: 64 queued events of
+    // 8 KiB stay under the soft limit's 2 MiB.
+    config.connection.outbound.soft_limit_for = std::time::Duration::from_millis(100);
     config.connection.outbound.capacity = 64;
     let (server, mut conns) = serve(Server::builder(config)).await;
     let stalled = stalled_client(server.local_addr()).await;

@@ -32,7 +32,7 @@ pub fn fast_config() -> ServerConfig {
     conn.keepalive_interval = Duration::from_secs(5);
     conn.idle_timeout = Duration::from_secs(15);
     conn.close_timeout = Duration::from_secs(3);
-    conn.write_timeout = Duration::from_secs(10);
+    conn.write_timeout = Duration::from_secs(30);
     conn.outbound.lossless_timeout = Duration::from_millis(300);
     config.shutdown_timeout = Duration::from_secs(5);
     config

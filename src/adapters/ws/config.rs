@@ -42,17 +42,22 @@ pub enum MalformedPolicy {
 pub struct QueueConfig {
     /// Most queued events. Default 1024.
     pub capacity: usize,
-    /// Queued bytes at which the connection is closed at once as a slow consumer.
-    /// Default 8 MiB.
+    /// The most bytes the queue holds. A frame that would take it past this is
+    /// treated as one that finds the queue full: droppables yield, and a lossless
+    /// sender waits for room (up to [`lossless_timeout`](Self::lossless_timeout)),
+    /// as it does when the queue is full in events. Only a frame that can never fit
+    /// (larger than the limit itself, or a replacing snapshot that would still break
+    /// it) closes the connection at once as a slow consumer. Default 8 MiB.
     pub hard_limit_bytes: usize,
     /// Queued bytes that, held continuously for
     /// [`soft_limit_for`](Self::soft_limit_for), close the connection as a slow
     /// consumer. Default 2 MiB; at most `hard_limit_bytes`.
     pub soft_limit_bytes: usize,
-    /// How long the soft limit may be exceeded. Default 10 s.
+    /// How long the soft limit may be exceeded. Default 10 s; must be below the
+    /// connection's [`write_timeout`](ConnectionConfig::write_timeout).
     pub soft_limit_for: Duration,
-    /// How long a sender of a lossless event waits for room before the connection is
-    /// closed as a slow consumer. Default 5 s.
+    /// How long a sender of a lossless event waits for room (in events or in bytes)
+    /// before the connection is closed as a slow consumer. Default 5 s.
     pub lossless_timeout: Duration,
     /// What happens to droppable events when the queue is full.
     pub droppable: DropPolicy,
@@ -197,7 +202,16 @@ pub struct ConnectionConfig {
     /// long. Default 60 s; must exceed `keepalive_interval`.
     pub idle_timeout: Duration,
     /// Longest one write (a frame reaching the socket) may take before the connection
-    /// is dropped. Default 10 s.
+    /// is dropped, without a close frame (counted as lost, 1006). Default 30 s; must
+    /// exceed [`outbound.soft_limit_for`](QueueConfig::soft_limit_for).
+    ///
+    /// Which limit wins for a peer that stops reading: its writes block first, then
+    /// its queue grows. Once the queue holds more than `soft_limit_bytes` for
+    /// `soft_limit_for` (or a lossless event waits `lossless_timeout` for room), the
+    /// connection is closed as a slow consumer (4008), which is what the defaults
+    /// give a stalled peer with events still coming. A peer that stalls while so
+    /// little is queued that the soft limit is not passed within
+    /// `write_timeout - soft_limit_for` is dropped by this timeout instead.
     pub write_timeout: Duration,
     /// How long a closing side waits for the peer's close frame. Default 5 s.
     pub close_timeout: Duration,
@@ -212,7 +226,7 @@ impl Default for ConnectionConfig {
             max_write_buffer_bytes: 64 << 10,
             keepalive_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
         }
     }
@@ -241,6 +255,16 @@ impl ConnectionConfig {
             ));
         }
         nonzero_duration("write_timeout", self.write_timeout)?;
+        if self.outbound.soft_limit_for >= self.write_timeout {
+            // A stalled peer's write blocks before its queue grows past the soft
+            // limit, so the write timeout would always drop it first (1006) and the
+            // slow-consumer close (4008) could not happen.
+            return Err(WsConfigError::new(
+                "outbound.soft_limit_for",
+                "must be below write_timeout, or a stalled consumer is dropped by the \
+                 write timeout before the soft limit can close it",
+            ));
+        }
         nonzero_duration("close_timeout", self.close_timeout)
     }
 }

@@ -26,9 +26,10 @@
 //! (the peer's close frame, an oversized or malformed message, a lost socket) and
 //! the writer (idle timeout, a failed write). The writer learns it from
 //! [`Outbound::next`], at once for a reason that discards the queue and after the
-//! queue has drained for [`CloseReason::drains`] ones. While a write is blocked on a
-//! peer that does not read, the writer keeps watching the queue, so a slow-consumer
-//! close is acted on without waiting for the write.
+//! queue has drained for [`CloseReason::drains`] ones (after a protocol error, which
+//! ends the reader, the drain gets at most the close timeout). While a write is
+//! blocked on a peer that does not read, the writer keeps watching the queue, so a
+//! slow-consumer close is acted on without waiting for the write.
 //!
 //! # The socket seam
 //!
@@ -525,7 +526,9 @@ impl Connection {
 
     /// Queues `event` for this connection. A lossless event that finds the queue
     /// full waits up to the queue's lossless timeout; then the connection is closed
-    /// as a slow consumer and the event is handed back.
+    /// as a slow consumer and the event is handed back. Each send consumes a unit of
+    /// the task's tokio budget, so a task that sends in a loop never starves the
+    /// connection's writer.
     ///
     /// # Errors
     ///
@@ -657,7 +660,22 @@ pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> Ended {
         let reason = tokio::select! {
             biased;
             reason = &mut writing => reason,
-            () = &mut reading => writing.await,
+            read_error = &mut reading => {
+                if read_error {
+                    // The peer broke the protocol: what is queued for it (replies to
+                    // its earlier messages) goes out before the close frame, but
+                    // within the close timeout; then the writer abandons the rest.
+                    match timeout(core.config.close_timeout, &mut writing).await {
+                        Ok(reason) => reason,
+                        Err(_) => {
+                            core.force_close();
+                            writing.await
+                        }
+                    }
+                } else {
+                    writing.await
+                }
+            }
         };
         if core.owns_inbound {
             core.inbound.close();
@@ -734,7 +752,8 @@ struct ReaderState<T: Transport> {
     read_error: bool,
 }
 
-async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: &Flag) {
+/// Reads until the stream ends; returns whether it ended on a read error.
+async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: &Flag) -> bool {
     let end = loop {
         let message = match state.stream.next().await {
             None => break None,
@@ -787,6 +806,7 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
         end.unwrap_or_else(|| CloseReason::Lost("connection closed without a close frame".into())),
     );
     done.set();
+    state.read_error
 }
 
 /// Whether the connection is closing for a reason that discards what is queued:

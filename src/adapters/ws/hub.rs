@@ -29,6 +29,11 @@ use crate::sync::{AtomicU64, Ordering};
 ///   [`detach`](Self::detach) removes the entry from the current contents at once;
 ///   the queue itself is freed when the last snapshot holding it (a broadcast in
 ///   flight) is dropped.
+/// - **Cooperative.** Each broadcast consumes a unit of the tokio task's budget
+///   ([`consume_budget`](tokio::task::coop::consume_budget)), so a task that
+///   publishes in a loop yields to the runtime now and then even when every queue has
+///   room, and the connections' writers (woken by its events) keep sending while it
+///   runs.
 /// - **Lagging connections.** Each queue applies its class policies: droppable
 ///   events are dropped and counted, deltas turn into a resync, snapshots replace
 ///   older ones. Only a lossless event can wait: the queues that are full for it are
@@ -255,6 +260,12 @@ impl Hub {
     /// Cancel-safe in the sense of [`Outbound::send_until`]: dropping the future
     /// leaves the frame unqueued in the queues it was still waiting on.
     pub async fn broadcast_frame(&self, frame: Frame) -> Broadcast {
+        // One unit of the task's budget per event, taken before anything is queued
+        // (so a future dropped here has done nothing): a loop of broadcasts that
+        // never finds a queue full returns `Pending` when the budget runs out, and the
+        // writers it woke (in its worker's LIFO slot, which no other worker can steal)
+        // get to run.
+        tokio::task::coop::consume_budget().await;
         let snapshot = self.entries.load();
         let mut tally = Tally::default();
         let mut full: Vec<&Outbound> = Vec::new();

@@ -6,7 +6,7 @@
 //! plain tokio-tungstenite server is a hard bound on what a slow client can cost:
 //!
 //! - every connection has a bounded outbound queue with byte limits (a hard limit
-//!   that disconnects at once, a soft limit that disconnects when held too long), and
+//!   that the queue never passes, a soft limit that disconnects when held too long), and
 //!   tungstenite's own write buffer, unlimited by default, is capped small;
 //! - each event type has a [`DeliveryClass`] that says what happens when a
 //!   connection falls behind: lossless events are never dropped (the connection is
@@ -107,7 +107,8 @@ impl<C: crate::clock::Clock + Send + Sync + 'static> SnapshotSource
 pub enum SlowConsumer {
     /// A lossless event waited for room longer than the queue's lossless timeout.
     LosslessTimeout,
-    /// The queued bytes reached the hard limit.
+    /// A frame could never fit under the hard byte limit: a lossless event larger
+    /// than the limit, or a snapshot whose replacement would still break it.
     HardLimit,
     /// The queued bytes stayed above the soft limit for longer than allowed.
     SoftLimit,
@@ -149,7 +150,9 @@ pub enum CloseReason {
     /// An inbound message or frame was over the size limit
     /// ([`close_code::MESSAGE_TOO_BIG`]).
     MessageTooBig,
-    /// The peer broke the WebSocket protocol ([`close_code::PROTOCOL_ERROR`]).
+    /// The peer broke the WebSocket protocol ([`close_code::PROTOCOL_ERROR`]);
+    /// events already queued (replies to its earlier, valid messages) are delivered
+    /// first, within the close timeout.
     Protocol(String),
     /// Refused at once: connection cap or critical memory pressure
     /// ([`close_code::TRY_AGAIN_LATER`]).
@@ -183,10 +186,10 @@ impl CloseReason {
         }
     }
 
-    /// Whether events already queued are delivered before the close frame (`Normal`
-    /// and `Shutdown`); otherwise they are discarded.
+    /// Whether events already queued are delivered before the close frame
+    /// (`Normal`, `Shutdown` and `Protocol`); otherwise they are discarded.
     pub fn drains(&self) -> bool {
-        matches!(self, Self::Normal | Self::Shutdown)
+        matches!(self, Self::Normal | Self::Shutdown | Self::Protocol(_))
     }
 
     /// The close frame's reason text (at most 123 bytes, as RFC 6455 allows).
@@ -258,6 +261,7 @@ mod tests {
             close_code::SLOW_CONSUMER
         );
         assert!(CloseReason::Shutdown.drains());
+        assert!(CloseReason::Protocol("reserved bits".into()).drains());
         assert!(!CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout).drains());
         let long = CloseReason::InvalidPayload("é".repeat(100));
         assert!(long.reason().len() <= 123);

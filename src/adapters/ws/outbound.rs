@@ -48,8 +48,9 @@ pub enum OfferError {
     Full(Frame),
     /// The queue is closed.
     Closed(Frame),
-    /// Taking the frame broke a limit (the hard byte limit, the soft limit's
-    /// duration, or the lossless timeout): the queue is now closed with
+    /// Taking the frame broke a limit (a frame that can never fit under the hard
+    /// byte limit, the soft limit's duration, or the lossless timeout): the queue is
+    /// now closed with
     /// [`CloseReason::SlowConsumer`].
     SlowConsumer(Frame),
 }
@@ -309,9 +310,10 @@ struct Wake {
 ///
 /// - **lossless**: never dropped. [`offer`](Outbound::offer) returns
 ///   [`OfferError::Full`] with the frame; [`send`](Outbound::send) and
-///   [`send_until`](Outbound::send_until) wait for room until a deadline, then close
-///   the queue with [`SlowConsumer::LosslessTimeout`]. A lossless frame that would
-///   break the hard byte limit closes the queue at once ([`SlowConsumer::HardLimit`]).
+///   [`send_until`](Outbound::send_until) wait for room (in events and in bytes)
+///   until a deadline, then close the queue with [`SlowConsumer::LosslessTimeout`].
+///   Only a lossless frame larger than the hard byte limit itself, which could never
+///   fit, closes the queue at once ([`SlowConsumer::HardLimit`]).
 /// - **state delta**: every queued delta and the incoming one are discarded, and the
 ///   queue is marked for a resync ([`Offered::Resync`]); see *Resync* below.
 /// - **snapshot**: latest wins. A snapshot replaces a queued snapshot of the same
@@ -337,9 +339,12 @@ struct Wake {
 ///   queue full: droppables yield, then its class policy applies (a droppable is
 ///   dropped, a delta triggers a resync, a snapshot replaces its predecessor). A
 ///   lossless frame (or a snapshot with nothing to replace) that still does not
-///   fit does not wait: the queue is closed at once with
-///   [`SlowConsumer::HardLimit`] and the frame is handed back in
-///   [`OfferError::SlowConsumer`].
+///   fit is [`OfferError::Full`], exactly as in a queue full in events: `send`
+///   waits for the writer to make room, up to the lossless timeout. Only a frame
+///   that can never fit closes the queue at once with [`SlowConsumer::HardLimit`]
+///   and is handed back in [`OfferError::SlowConsumer`]: one larger than the hard
+///   limit, or a snapshot whose replacement of its predecessor would still break
+///   it.
 /// - **Soft limit** ([`QueueConfig::soft_limit_bytes`] for
 ///   [`QueueConfig::soft_limit_for`]): the first time the queued bytes rise above the
 ///   soft limit, the time is taken from the crate [`Clock`]; when they fall back to
@@ -377,9 +382,9 @@ struct Wake {
 /// # Closing
 ///
 /// [`close`](Outbound::close) is idempotent; the first reason wins. A reason that
-/// [`drains`](CloseReason::drains) (`Normal`, `Shutdown`) lets the writer deliver
-/// what is queued, then gives it [`Next::Closed`]; any other reason discards the
-/// queue at once (counted as dropped per class) and the writer gets
+/// [`drains`](CloseReason::drains) (`Normal`, `Shutdown`, `Protocol`) lets the
+/// writer deliver what is queued, then gives it [`Next::Closed`]; any other reason
+/// discards the queue at once (counted as dropped per class) and the writer gets
 /// [`Next::Closed`] on its next call. Either way, offers fail with
 /// [`OfferError::Closed`] from then on, and every waiting sender and writer is
 /// woken.
@@ -555,10 +560,11 @@ impl Outbound {
     /// # Errors
     ///
     /// - [`OfferError::Full`]: a lossless frame (or a snapshot with nothing to
-    ///   replace) found no room;
+    ///   replace) found no room, in events or in bytes;
     /// - [`OfferError::Closed`]: the queue is closed;
-    /// - [`OfferError::SlowConsumer`]: the frame would break the hard byte limit, or
-    ///   the soft limit had been held too long; the queue is now closed.
+    /// - [`OfferError::SlowConsumer`]: the frame can never fit under the hard byte
+    ///   limit (see [Byte limits](Outbound#byte-limits)), or the soft limit had been
+    ///   held too long; the queue is now closed.
     pub fn offer(&self, frame: Frame) -> Result<Offered, OfferError> {
         self.offer_inner(frame, Attempt::Offer)
     }
@@ -591,6 +597,11 @@ impl Outbound {
     /// Cancel-safe: dropping the future leaves the frame unqueued and the queue
     /// unchanged.
     ///
+    /// Cooperative: each call consumes a unit of the tokio task's budget
+    /// ([`consume_budget`](tokio::task::coop::consume_budget)), so a task that sends
+    /// in a loop yields now and then even when the queue always has room, and the
+    /// connection's writer keeps up.
+    ///
     /// # Errors
     ///
     /// As [`offer`](Self::offer), except that `Full` becomes a wait; at the deadline
@@ -602,6 +613,11 @@ impl Outbound {
         mut frame: Frame,
         deadline: tokio::time::Instant,
     ) -> Result<Offered, OfferError> {
+        // Every send consumes a unit of the task's budget, before the frame is
+        // offered (so cancelling here leaves the queue unchanged): a loop of sends
+        // that always find room still yields to the runtime, so the writer it wakes
+        // gets to run (see `Hub::broadcast_frame`).
+        tokio::task::coop::consume_budget().await;
         let mut first = true;
         let mut _waiting = None;
         loop {
@@ -1008,10 +1024,12 @@ impl Outbound {
 
         match class {
             DeliveryClass::Lossless | DeliveryClass::Snapshot => {
-                if st.bytes + frame.len() > hard {
+                if frame.len() > hard {
+                    // It would not fit in an empty queue: waiting cannot help.
                     wake.all |= self.hard_limit_locked(st);
                     (Err(OfferError::SlowConsumer(frame)), wake)
                 } else {
+                    // Full in events or in bytes alike: the sender may wait.
                     (Err(OfferError::Full(frame)), wake)
                 }
             }

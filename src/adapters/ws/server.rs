@@ -391,7 +391,8 @@ impl Server {
     /// Encodes `event` once and queues it for every connection, by its delivery
     /// class. Lossless events that find queues full wait for all of them together, at
     /// most one lossless timeout; the queues still full then are closed as slow
-    /// consumers.
+    /// consumers. Each broadcast consumes a unit of the task's tokio budget, so a
+    /// task that publishes in a loop never starves the connections' writers.
     pub async fn broadcast(&self, event: &Event) -> Broadcast {
         self.shared.hub.broadcast(event).await
     }
