@@ -115,10 +115,11 @@ enum Outcome {
 }
 
 fn model(doc: &Value, ops: &[PatchOperation]) -> Outcome {
-    // The values an operation stores are checked before anything runs.
+    // The values an operation stores or tests are checked before anything runs.
     for (i, op) in ops.iter().enumerate() {
         if let PatchOperation::Add(AddOperation { path, value })
-        | PatchOperation::Replace(ReplaceOperation { path, value }) = op
+        | PatchOperation::Replace(ReplaceOperation { path, value })
+        | PatchOperation::Test(TestOperation { path, value }) = op
         {
             if path.count() + depth(value) > DEPTH {
                 return Outcome::Limit(Limit::Depth, Some(i));

@@ -103,9 +103,68 @@ pub(crate) fn member_len(key: &str, value: &Value) -> usize {
     key_len(key) + 1 + encoded_len(value) + 1
 }
 
-/// Checks a value about to be stored with its outermost container at nesting
-/// `level` (the root object is level 1) against the limits that do not depend on the
-/// document: depth, array lengths, object sizes, string and key lengths.
+/// The children of one container a [`walk`] has entered and not finished.
+enum Children<'v> {
+    Items(core::slice::Iter<'v, Value>),
+    Members(serde_json::map::Values<'v>),
+}
+
+impl<'v> Children<'v> {
+    fn of(value: &'v Value) -> Option<Self> {
+        match value {
+            Value::Array(items) => Some(Self::Items(items.iter())),
+            Value::Object(members) => Some(Self::Members(members.values())),
+            _ => None,
+        }
+    }
+}
+
+impl<'v> Iterator for Children<'v> {
+    type Item = &'v Value;
+
+    fn next(&mut self) -> Option<&'v Value> {
+        match self {
+            Self::Items(items) => items.next(),
+            Self::Members(members) => members.next(),
+        }
+    }
+}
+
+/// Visits `value` and every value inside it, each container before what it holds,
+/// with its nesting level (`value` at `level`, what a container holds one deeper),
+/// and stops at the first error `visit` returns.
+///
+/// Without recursion: values from outside can be nested arbitrarily deep, and a
+/// recursive walk (serde_json's encoder, comparison, clone and drop all are one)
+/// overflows the stack on them. The walk keeps one iterator per container it is
+/// inside, so a `visit` that refuses containers past a level bounds its memory too.
+fn walk<E>(
+    value: &Value,
+    level: usize,
+    mut visit: impl FnMut(&Value, usize) -> Result<(), E>,
+) -> Result<(), E> {
+    visit(value, level)?;
+    let mut open: Vec<Children<'_>> = Children::of(value).into_iter().collect();
+    while let Some(children) = open.last_mut() {
+        let Some(child) = children.next() else {
+            open.pop();
+            continue;
+        };
+        visit(child, level + open.len())?;
+        open.extend(Children::of(child));
+    }
+    Ok(())
+}
+
+/// Checks a value a patch carries (to store, or to test against) with its
+/// outermost container at nesting `level` (the root object is level 1) against the
+/// limits that do not depend on the document: depth, array lengths, object sizes,
+/// string and key lengths.
+///
+/// This is the check that runs before anything else walks a value from outside
+/// (encoding it, comparing it, measuring it, dropping it): it does not recurse, and
+/// a value it accepts is at most [`Limits::depth`] deep, which every recursive walk
+/// survives.
 pub(crate) fn check_value(
     value: &Value,
     level: usize,
@@ -118,20 +177,15 @@ pub(crate) fn check_value(
         actual,
         op,
     };
-    match value {
+    walk(value, level, |value, level| match value {
         Value::String(s) if s.len() > limits.string_len => {
             Err(exceeded(Limit::StringLen, limits.string_len, s.len()))
         }
         Value::Array(_) | Value::Object(_) if level > limits.depth => {
             Err(exceeded(Limit::Depth, limits.depth, level))
         }
-        Value::Array(items) => {
-            if items.len() > limits.array_len {
-                return Err(exceeded(Limit::ArrayLen, limits.array_len, items.len()));
-            }
-            items
-                .iter()
-                .try_for_each(|item| check_value(item, level + 1, limits, op))
+        Value::Array(items) if items.len() > limits.array_len => {
+            Err(exceeded(Limit::ArrayLen, limits.array_len, items.len()))
         }
         Value::Object(members) => {
             if members.len() > limits.object_keys {
@@ -141,30 +195,55 @@ pub(crate) fn check_value(
                     members.len(),
                 ));
             }
-            members.iter().try_for_each(|(key, item)| {
-                if key.len() > limits.string_len {
-                    return Err(exceeded(Limit::StringLen, limits.string_len, key.len()));
-                }
-                check_value(item, level + 1, limits, op)
-            })
+            match members.keys().find(|key| key.len() > limits.string_len) {
+                Some(key) => Err(exceeded(Limit::StringLen, limits.string_len, key.len())),
+                None => Ok(()),
+            }
         }
         _ => Ok(()),
-    }
+    })
 }
 
 /// The first nesting level past `max` that `value` reaches, with its outermost
 /// container at `level`; `None` if it stays within `max`. Stops there, so it costs
 /// at most the part of the value within the limit.
 fn depth_past(value: &Value, level: usize, max: usize) -> Option<usize> {
-    match value {
-        Value::Array(_) | Value::Object(_) if level > max => Some(level),
-        Value::Array(items) => items
-            .iter()
-            .find_map(|item| depth_past(item, level + 1, max)),
-        Value::Object(members) => members
-            .values()
-            .find_map(|item| depth_past(item, level + 1, max)),
-        _ => None,
+    walk(value, level, |value, level| match value {
+        Value::Array(_) | Value::Object(_) if level > max => Err(level),
+        _ => Ok(()),
+    })
+    .err()
+}
+
+/// Drops `value` without recursion. serde_json's `Value` drops recursively, one
+/// stack frame per level, so a value from outside that the store refuses (and
+/// owns) is dropped here: refusing it must not overflow the stack, however deep it
+/// is. Costs a stack of the values still to drop.
+pub(crate) fn discard(value: Value) {
+    let mut pending = match value {
+        Value::Array(items) => items,
+        Value::Object(members) => members.into_iter().map(|(_, v)| v).collect(),
+        _ => return,
+    };
+    while let Some(value) = pending.pop() {
+        match value {
+            // The containers are emptied into `pending` before they drop.
+            Value::Array(items) => pending.extend(items),
+            Value::Object(members) => pending.extend(members.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+/// [`discard`] for the values of refused operations.
+pub(crate) fn discard_ops(ops: impl IntoIterator<Item = PatchOperation>) {
+    for op in ops {
+        match op {
+            PatchOperation::Add(op) => discard(op.value),
+            PatchOperation::Replace(op) => discard(op.value),
+            PatchOperation::Test(op) => discard(op.value),
+            _ => {}
+        }
     }
 }
 
@@ -579,8 +658,9 @@ impl<'a> Run<'a> {
 }
 
 /// Checks the part of operation `index` that does not depend on the document: the
-/// value it would store. (Patch bytes and operation count are checked first, by the
-/// caller.)
+/// value it would store (`add`, `replace`) or compare (`test`; a value over a limit
+/// could match nothing stored), as [`check_value`] does, at the place its path
+/// names. (The operation count is checked first, by the caller.)
 pub(crate) fn check_op(
     op: &PatchOperation,
     index: usize,
@@ -589,6 +669,7 @@ pub(crate) fn check_op(
     let (path, value) = match op {
         PatchOperation::Add(op) => (&op.path, &op.value),
         PatchOperation::Replace(op) => (&op.path, &op.value),
+        PatchOperation::Test(op) => (&op.path, &op.value),
         _ => return Ok(()),
     };
     check_value(value, path.count() + 1, limits, Some(index))
