@@ -99,7 +99,10 @@ impl fmt::Display for LimitExceeded {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PatchFailure {
-    /// A `test` operation found a different value.
+    /// A `test` operation found a different value. Values compare as RFC 6902
+    /// section 4.6 says: numbers by numeric value (`1`, `1.0` and `1e0` are equal;
+    /// so are `0` and `-0`), exactly (integers are not rounded through `f64`);
+    /// objects by members in any order. json-patch's own `test` tells `1` from `1.0`.
     TestFailed,
     /// The `from` pointer of a `move` or `copy` names no value.
     InvalidFromPointer,

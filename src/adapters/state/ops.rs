@@ -3,9 +3,12 @@
 //!
 //! The semantics are json-patch 5's, step for step (pointer resolution as
 //! `serde_json`'s `pointer_mut` does it for parents, over `jsonptr` tokens, and
-//! `jsonptr` tokens for the last segment, the same error kinds and precedence); `fuzz/fuzz_targets/state_patch.rs`
-//! checks them against `json_patch::patch` applied one operation at a time. We do
-//! not call `json_patch::patch` itself for three reasons:
+//! `jsonptr` tokens for the last segment, the same error kinds and precedence),
+//! except that `test` compares numbers by value as RFC 6902 section 4.6 says
+//! (json-patch finds `1` and `1.0` different; see [`equal`]);
+//! `fuzz/fuzz_targets/state_patch.rs` checks them against `json_patch::patch`
+//! applied one operation at a time. We do not call `json_patch::patch` itself for
+//! four reasons:
 //!
 //! - its undo is not complete: a `move` whose `add` half fails (the target's parent
 //!   is missing) has already removed the source, and that removal is not undone;
@@ -14,20 +17,21 @@
 //! - limits (container lengths, depth, document size) depend on the state each
 //!   operation sees, so they are checked between operations;
 //! - the size account needs the values an operation removes or overwrites, which
-//!   json-patch drops. Keeping them in our undo log costs no copy.
+//!   json-patch drops. Keeping them in our undo log costs no copy;
+//! - its `test` compares numbers by representation, not by value.
 //!
 //! Cost: an operation costs the size of the values it writes, removes, overwrites or
 //! copies (they are measured), never the size of the document, except an operation
 //! on the root itself.
 
 use alloc::borrow::Cow;
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::mem;
 
 use json_patch::jsonptr::{Pointer, Token};
 use json_patch::PatchOperation;
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 
 use super::config::Limits;
 use super::error::{Limit, LimitExceeded, PatchFailure, StateError};
@@ -213,6 +217,101 @@ fn depth_past(value: &Value, level: usize, max: usize) -> Option<usize> {
         _ => Ok(()),
     })
     .err()
+}
+
+/// The pairs of values still to compare inside two containers an [`equal`] has
+/// entered.
+enum Pairs<'v> {
+    Items(core::iter::Zip<core::slice::Iter<'v, Value>, core::slice::Iter<'v, Value>>),
+    Members(serde_json::map::Iter<'v>, &'v Map<String, Value>),
+}
+
+impl<'v> Pairs<'v> {
+    /// The next pair; `Some(None)` for a member the second object lacks.
+    fn next(&mut self) -> Option<Option<(&'v Value, &'v Value)>> {
+        match self {
+            Self::Items(pairs) => pairs.next().map(Some),
+            Self::Members(members, other) => members
+                .next()
+                .map(|(key, value)| other.get(key).map(|theirs| (value, theirs))),
+        }
+    }
+}
+
+/// RFC 6902 section 4.6 equality, for `test`: the same type and, for numbers, the
+/// same numeric value whatever the text (`1`, `1.0` and `1e0` are equal, so are
+/// `0` and `-0`); strings, booleans and null by value; arrays element by element;
+/// objects by members, in any order. (serde_json's `==`, which json-patch uses,
+/// tells integers and floats apart.)
+///
+/// Without recursion, as [`walk`]: its memory is one iterator pair per level.
+pub(crate) fn equal(a: &Value, b: &Value) -> bool {
+    let mut open: Vec<Pairs<'_>> = Vec::new();
+    let mut next = Some((a, b));
+    loop {
+        if let Some(pair) = next.take() {
+            match pair {
+                (Value::Number(x), Value::Number(y)) if !numbers_equal(x, y) => return false,
+                (Value::Number(_), Value::Number(_)) => {}
+                (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                    open.push(Pairs::Items(x.iter().zip(y)));
+                }
+                (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
+                    open.push(Pairs::Members(x.iter(), y));
+                }
+                (Value::Array(_) | Value::Object(_), _)
+                | (_, Value::Array(_) | Value::Object(_)) => return false,
+                // Null, booleans, strings, or two values of different types: `==`
+                // does not recurse on these.
+                (x, y) if x != y => return false,
+                _ => {}
+            }
+        }
+        let Some(pairs) = open.last_mut() else {
+            return true;
+        };
+        match pairs.next() {
+            Some(Some(pair)) => next = Some(pair),
+            Some(None) => return false,
+            None => {
+                open.pop();
+            }
+        }
+    }
+}
+
+/// Two numbers' values compared exactly: integers as integers (never rounded
+/// through `f64`, which holds integers exactly only up to 2^53), floats as floats,
+/// an integer and a float as equal only when the float is that integer exactly.
+fn numbers_equal(x: &Number, y: &Number) -> bool {
+    match (integer(x), integer(y)) {
+        (Some(i), Some(j)) => i == j,
+        (Some(i), None) => float_integer(y) == Some(i),
+        (None, Some(j)) => float_integer(x) == Some(j),
+        (None, None) => x.as_f64() == y.as_f64(),
+    }
+}
+
+/// An integer number's value (serde_json keeps it as `i64` or `u64`).
+fn integer(n: &Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
+/// A float number's value as an integer, if it is one exactly and within the
+/// range of serde_json's integers (`i64::MIN ..= u64::MAX`; both bounds below are
+/// exact `f64`s).
+fn float_integer(n: &Number) -> Option<i128> {
+    let f = n.as_f64()?;
+    if !(-9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0).contains(&f) {
+        return None;
+    }
+    // In range, `as` truncates toward zero without saturating; the round trip is
+    // exact for an integral `f`, and a fractional one is below 2^52, where
+    // truncation shows.
+    let i = f as i128;
+    (i as f64 == f).then_some(i)
 }
 
 /// Drops `value` without recursion. serde_json's `Value` drops recursively, one
@@ -521,7 +620,7 @@ impl<'a> Run<'a> {
             }
             PatchOperation::Test(op) => {
                 let target = resolve(doc, self.at(&op.path)).ok_or(PatchFailure::InvalidPointer)?;
-                if *target != op.value {
+                if !equal(target, &op.value) {
                     return Err(PatchFailure::TestFailed.into());
                 }
             }
