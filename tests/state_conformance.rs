@@ -180,15 +180,20 @@ fn a12_adding_to_a_nonexistent_target() {
 
 #[test]
 fn a13_invalid_json_patch_document() {
-    // A duplicated "op" member: the RFC calls the document invalid. serde_json keeps
-    // the last member, so it reads as a `remove` of a missing path; either way the
-    // patch is refused and nothing changes.
-    check(
+    // A duplicated "op" member: the RFC calls the document invalid, and the store
+    // refuses it as such (not as the `remove` serde_json's last-member-wins reads).
+    let result = check(
         json!({"foo": "bar"}),
         r#"[{ "op": "add", "path": "/baz", "value": "qux", "op": "remove" }]"#,
         None,
-    )
-    .unwrap_err();
+    );
+    assert_eq!(
+        result,
+        Err(StateError::DuplicateMember {
+            op: 0,
+            name: "op".into()
+        })
+    );
 }
 
 #[test]

@@ -163,8 +163,11 @@ pub struct StateConfig {
     /// 16. Writers to keys on different shards do not wait for each other.
     pub shards: usize,
     /// Lenient parsing of JSON patches: an `add`, `replace` or `test` without a
-    /// `"value"` reads it as `null` (some producers drop null members). Off by
-    /// default: strict RFC 6902.
+    /// `"value"` reads it as `null` (some producers drop null members), and an
+    /// object inside a value with a duplicate member name keeps the last one (as
+    /// serde_json does). An operation object with a duplicate member is refused
+    /// either way. Off by default: strict RFC 6902, and no duplicate member names
+    /// anywhere in a patch.
     pub lenient: bool,
     /// Size limits.
     pub limits: Limits,

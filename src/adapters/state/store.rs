@@ -18,6 +18,7 @@ use super::config::StateConfig;
 use super::error::{HistoryError, Limit, LimitExceeded, StateConfigError, StateError};
 use super::history::{Backlog, Change, Entry, History};
 use super::ops::{self, Run};
+use super::parse;
 use super::subscription::{
     CallbackSubscription, Change as SubscribedChange, RecvError, SubscribeError, SubscribeOptions,
     Subscription, SubscriptionMetrics, Subscriptions,
@@ -132,7 +133,9 @@ impl Counters {
             // Counted by the transaction table, which saw it expire.
             StateError::TxnExpired => return,
             StateError::TooManyTxns { .. } | StateError::CriticalPressure => &self.refused,
-            StateError::RevisionBehind { .. } | StateError::InvalidSnapshot(_) => &self.invalid,
+            StateError::RevisionBehind { .. }
+            | StateError::InvalidSnapshot(_)
+            | StateError::DuplicateMember { .. } => &self.invalid,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -480,10 +483,16 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     /// text's length is checked against
     /// [`Limits::patch_bytes`](super::Limits::patch_bytes) before it is parsed.
     ///
+    /// An operation object with two members of the same name
+    /// (`{"op":"add","path":"/s","op":"remove"}`) is refused in either mode; an
+    /// object with one inside a `value` is refused in strict mode and keeps the
+    /// last member in lenient mode.
+    ///
     /// # Errors
     ///
-    /// [`StateError::InvalidPatch`] if it does not parse; otherwise as
-    /// [`apply`](Self::apply).
+    /// [`StateError::InvalidPatch`] if it does not parse,
+    /// [`StateError::DuplicateMember`] for a duplicate member name; otherwise as
+    /// [`apply`](Self::apply). Nothing is applied then.
     pub fn apply_json(&self, patch: &str) -> Result<Revision, StateError> {
         let result = self.parse(patch).and_then(|ops| {
             let text = self.encode(&ops)?;
@@ -519,8 +528,7 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     pub(crate) fn parse(&self, patch: &str) -> Result<Vec<PatchOperation>, StateError> {
         let limits = &self.config.limits;
         LimitExceeded::check(Limit::PatchBytes, limits.patch_bytes, patch.len())?;
-        let invalid = |e: serde_json::Error| StateError::InvalidPatch(e.to_string());
-        let value: Value = serde_json::from_str(patch).map_err(invalid)?;
+        let value = parse::parse(patch, !self.config.lenient)?;
         let Value::Array(mut items) = value else {
             return Err(StateError::InvalidPatch("a patch is a JSON array".into()));
         };
