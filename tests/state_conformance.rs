@@ -180,15 +180,20 @@ fn a12_adding_to_a_nonexistent_target() {
 
 #[test]
 fn a13_invalid_json_patch_document() {
-    // A duplicated "op" member: the RFC calls the document invalid. serde_json keeps
-    // the last member, so it reads as a `remove` of a missing path; either way the
-    // patch is refused and nothing changes.
-    check(
+    // A duplicated "op" member: the RFC calls the document invalid, and the store
+    // refuses it as such (not as the `remove` serde_json's last-member-wins reads).
+    let result = check(
         json!({"foo": "bar"}),
         r#"[{ "op": "add", "path": "/baz", "value": "qux", "op": "remove" }]"#,
         None,
-    )
-    .unwrap_err();
+    );
+    assert_eq!(
+        result,
+        Err(StateError::DuplicateMember {
+            op: 0,
+            name: "op".into()
+        })
+    );
 }
 
 #[test]
@@ -305,5 +310,68 @@ fn rfc6901_dash_appends_and_is_not_an_element() {
         let patch = format!(r#"[{{"op": "add", "path": "{path}", "value": 1}}]"#);
         let result = check(json!({"list": [1]}), &patch, None);
         assert_eq!(failure(result), PatchFailure::InvalidPointer, "{path}");
+    }
+}
+
+#[test]
+fn test_compares_numbers_by_numeric_value() {
+    // RFC 6902 section 4.6: numbers are equal when their values are numerically
+    // equal, whatever their text (json-patch compares serde_json's representations,
+    // so 1 and 1.0 differ there). Integers beyond f64's precision compare exactly.
+    let doc: Value = serde_json::from_str(
+        r#"{"one": 1, "hundred": 100, "zero": 0, "negzero": -0, "half": 1.5, "neg": -5,
+            "big": 9007199254740993, "bigf": 9007199254740992.0,
+            "umax": 18446744073709551615, "imin": -9223372036854775808,
+            "nested": {"a": [1, {"b": 2.0}], "c": 3}}"#,
+    )
+    .unwrap();
+    let equal = [
+        ("/one", "1"),
+        ("/one", "1.0"),
+        ("/one", "1e0"),
+        ("/one", "10E-1"),
+        ("/hundred", "1e2"),
+        ("/hundred", "100.0"),
+        ("/zero", "-0"),
+        ("/zero", "-0.0"),
+        ("/zero", "0e5"),
+        ("/negzero", "0"),
+        ("/negzero", "-0"),
+        ("/half", "15e-1"),
+        ("/neg", "-5.0"),
+        ("/neg", "-5e0"),
+        ("/big", "9007199254740993"),
+        ("/bigf", "9007199254740992"),
+        ("/umax", "18446744073709551615"),
+        ("/imin", "-9223372036854775808.0"),
+        ("/nested", r#"{"c": 3.0, "a": [1e0, {"b": 2}]}"#),
+    ];
+    for (path, value) in equal {
+        let patch = format!(r#"[{{"op": "test", "path": "{path}", "value": {value}}}]"#);
+        check(doc.clone(), &patch, Some(doc.clone())).unwrap_or_else(|e| panic!("{patch}: {e}"));
+    }
+    let different = [
+        ("/one", "1.5"),
+        ("/one", "\"1\""),
+        ("/one", "true"),
+        ("/one", "[1]"),
+        ("/half", "1"),
+        ("/neg", "5"),
+        ("/zero", "1e-300"),
+        // 9007199254740993 is not an f64: it must not round to ...992.
+        ("/big", "9007199254740992.0"),
+        ("/big", "9007199254740992"),
+        ("/bigf", "9007199254740993"),
+        // u64::MAX as an f64 is 2^64.
+        ("/umax", "18446744073709551615.0"),
+        ("/umax", "18446744073709551614"),
+        ("/nested", r#"{"c": 3.0, "a": [1.5, {"b": 2}]}"#),
+        ("/nested", r#"{"c": 3, "a": [1, {"b": 2}], "d": 4}"#),
+        ("/nested", r#"{"c": 3, "a": [1, {"b": 2}, 3]}"#),
+    ];
+    for (path, value) in different {
+        let patch = format!(r#"[{{"op": "test", "path": "{path}", "value": {value}}}]"#);
+        let result = check(doc.clone(), &patch, None);
+        assert_eq!(failure(result), PatchFailure::TestFailed, "{patch}");
     }
 }

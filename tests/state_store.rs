@@ -644,6 +644,124 @@ fn strict_by_default_lenient_on_request() {
 }
 
 #[test]
+fn duplicate_members_are_refused_and_apply_nothing() {
+    let duplicate = |op: usize, name: &str| {
+        Err::<Revision, _>(StateError::DuplicateMember {
+            op,
+            name: name.into(),
+        })
+    };
+    // An operation object's own members: refused in strict and lenient mode.
+    let in_operation = [
+        (
+            r#"[{"op":"add","path":"/s","value":1,"op":"remove"}]"#,
+            0,
+            "op",
+        ),
+        (
+            r#"[{"op":"add","path":"/s","op":"add","value":1}]"#,
+            0,
+            "op",
+        ),
+        (
+            r#"[{"op":"add","path":"/t","value":1},{"op":"add","path":"/s","path":"/u","value":2}]"#,
+            1,
+            "path",
+        ),
+        (
+            r#"[{"op":"add","path":"/s","value":1,"value":2}]"#,
+            0,
+            "value",
+        ),
+        (
+            r#"[{"op":"move","from":"/a","from":"/b","path":"/c"}]"#,
+            0,
+            "from",
+        ),
+        // Names compare decoded: `p\u0061th` is `path`.
+        (
+            r#"[{"op":"add","p\u0061th":"/s","path":"/u","value":1}]"#,
+            0,
+            "path",
+        ),
+        (
+            r#"[{"op":"add","path":"/s","value":1,"x":1,"x":2}]"#,
+            0,
+            "x",
+        ),
+    ];
+    // Inside a value: refused in strict mode; lenient mode keeps the last.
+    let in_value = [
+        (
+            r#"[{"op":"add","path":"/s","value":{"x":1,"x":2}}]"#,
+            "x",
+            json!({"x": 2}),
+        ),
+        (
+            r#"[{"op":"add","path":"/s","value":[1,{"y":{"z":1,"z":[]}}]}]"#,
+            "z",
+            json!([1, {"y": {"z": []}}]),
+        ),
+    ];
+    for lenient in [false, true] {
+        let (s, _) = store(StateConfig {
+            lenient,
+            ..StateConfig::default()
+        });
+        // `/s` exists: read as serde_json reads it, the first patch below removes it.
+        s.apply_json(
+            r#"[{"op":"add","path":"/a","value":{"b":1}},{"op":"add","path":"/s","value":0}]"#,
+        )
+        .unwrap();
+        let before = observe(&s);
+        let mut refused = 0;
+        for (patch, op, name) in in_operation {
+            assert_eq!(s.apply_json(patch), duplicate(op, name), "{patch}");
+            let mut txn = s.begin().unwrap();
+            assert_eq!(
+                txn.push_json(patch),
+                Err(StateError::DuplicateMember {
+                    op,
+                    name: name.into()
+                })
+            );
+            assert!(txn.ops().is_empty());
+            refused += 2;
+        }
+        for (patch, name, _) in &in_value {
+            if !lenient {
+                assert_eq!(s.apply_json(patch), duplicate(0, name), "{patch}");
+                refused += 1;
+            }
+        }
+        assert_eq!(observe(&s), before, "lenient: {lenient}");
+        assert_eq!(s.metrics().rejected_invalid, refused);
+        if lenient {
+            for (patch, _, stored) in &in_value {
+                s.apply_json(patch).unwrap();
+                assert_eq!(s.get("/s").unwrap().as_ref(), Some(stored));
+            }
+        }
+        // The same name in different objects is no duplicate; neither is a
+        // duplicate in a text that is not a patch at all.
+        s.apply_json(r#"[{"op":"add","path":"/d","value":{"op":{"op":1},"path":[{"op":2}]}},{"op":"test","path":"/d/op/op","value":1}]"#)
+            .unwrap();
+        assert!(matches!(
+            s.apply_json(r#"{"op":"add","op":"remove"}"#),
+            Err(StateError::InvalidPatch(_))
+        ));
+    }
+    let error = StateError::DuplicateMember {
+        op: 1,
+        name: "op".into(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "operation 1: member 'op' twice in one object"
+    );
+}
+
+#[test]
 fn export_import_round_trip() {
     let a = default_store();
     a.apply_json(r#"[{"op":"add","path":"/x","value":{"y":[1,"two",null]}},{"op":"add","path":"/z","value":true}]"#)

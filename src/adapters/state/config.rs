@@ -5,9 +5,16 @@ use core::time::Duration;
 use super::error::{Limit, StateConfigError};
 use super::subscription::SubscriptionConfig;
 
+/// The most containers serde_json's parser takes nested in one text (its recursion
+/// limit of 128 counts one more).
+const PARSER_DEPTH: usize = 127;
+
 /// Size limits on what the store accepts. A patch, transaction or import that would
 /// break one is refused with [`StateError::Limit`](super::StateError::Limit) and
-/// changes nothing.
+/// changes nothing. The values a patch carries (`add`, `replace`, `test`) are
+/// checked against the value limits (depth, array length, object keys, string
+/// length) before anything else reads them, so a value nested arbitrarily deep is
+/// refused, not walked.
 ///
 /// # Examples
 ///
@@ -39,8 +46,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The deepest nesting a store accepts: its checks recurse once per level.
-    pub const MAX_DEPTH: usize = 512;
+    /// The deepest nesting a store accepts: 125, so that everything it stores can
+    /// be written out and parsed back by serde_json, whose parser stops at 127
+    /// nested containers (as [`apply_json`](super::StateStore::apply_json) and the
+    /// history do). A patch adds two levels around its values (the array and the
+    /// operation object), and an operation on the root carries the whole document.
+    pub const MAX_DEPTH: usize = PARSER_DEPTH - 2;
 
     /// Checks that every limit can be met by some document.
     ///
@@ -152,8 +163,11 @@ pub struct StateConfig {
     /// 16. Writers to keys on different shards do not wait for each other.
     pub shards: usize,
     /// Lenient parsing of JSON patches: an `add`, `replace` or `test` without a
-    /// `"value"` reads it as `null` (some producers drop null members). Off by
-    /// default: strict RFC 6902.
+    /// `"value"` reads it as `null` (some producers drop null members), and an
+    /// object inside a value with a duplicate member name keeps the last one (as
+    /// serde_json does). An operation object with a duplicate member is refused
+    /// either way. Off by default: strict RFC 6902, and no duplicate member names
+    /// anywhere in a patch.
     pub lenient: bool,
     /// Size limits.
     pub limits: Limits,

@@ -99,7 +99,10 @@ impl fmt::Display for LimitExceeded {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PatchFailure {
-    /// A `test` operation found a different value.
+    /// A `test` operation found a different value. Values compare as RFC 6902
+    /// section 4.6 says: numbers by numeric value (`1`, `1.0` and `1e0` are equal;
+    /// so are `0` and `-0`), exactly (integers are not rounded through `f64`);
+    /// objects by members in any order. json-patch's own `test` tells `1` from `1.0`.
     TestFailed,
     /// The `from` pointer of a `move` or `copy` names no value.
     InvalidFromPointer,
@@ -143,6 +146,16 @@ pub enum StateError {
     InvalidPatch(String),
     /// A JSON Pointer (RFC 6901) that does not parse.
     InvalidPointer(String),
+    /// Operation `op` of a patch text is an object with two members named `name`,
+    /// or (in strict mode) holds such an object in a value: its meaning would
+    /// depend on the parser (RFC 8259 section 4). See
+    /// [`StateStore::apply_json`](super::StateStore::apply_json).
+    DuplicateMember {
+        /// Index of the operation.
+        op: usize,
+        /// The name found twice.
+        name: String,
+    },
     /// Operation `op` of the patch failed; the whole patch was discarded.
     Patch {
         /// Index of the failing operation.
@@ -203,6 +216,9 @@ impl fmt::Display for StateError {
         match self {
             Self::InvalidPatch(why) => write!(f, "invalid JSON patch: {why}"),
             Self::InvalidPointer(why) => write!(f, "invalid JSON pointer: {why}"),
+            Self::DuplicateMember { op, name } => {
+                write!(f, "operation {op}: member '{name}' twice in one object")
+            }
             Self::Patch { op, path, failure } => {
                 write!(f, "operation {op} failed at path '{path}': {failure}")
             }

@@ -43,6 +43,7 @@ mod config;
 mod error;
 mod history;
 mod ops;
+mod parse;
 mod store;
 pub mod subscription;
 mod txn;

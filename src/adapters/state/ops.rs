@@ -3,9 +3,12 @@
 //!
 //! The semantics are json-patch 5's, step for step (pointer resolution as
 //! `serde_json`'s `pointer_mut` does it for parents, over `jsonptr` tokens, and
-//! `jsonptr` tokens for the last segment, the same error kinds and precedence); `fuzz/fuzz_targets/state_patch.rs`
-//! checks them against `json_patch::patch` applied one operation at a time. We do
-//! not call `json_patch::patch` itself for three reasons:
+//! `jsonptr` tokens for the last segment, the same error kinds and precedence),
+//! except that `test` compares numbers by value as RFC 6902 section 4.6 says
+//! (json-patch finds `1` and `1.0` different; see [`equal`]);
+//! `fuzz/fuzz_targets/state_patch.rs` checks them against `json_patch::patch`
+//! applied one operation at a time. We do not call `json_patch::patch` itself for
+//! four reasons:
 //!
 //! - its undo is not complete: a `move` whose `add` half fails (the target's parent
 //!   is missing) has already removed the source, and that removal is not undone;
@@ -14,20 +17,21 @@
 //! - limits (container lengths, depth, document size) depend on the state each
 //!   operation sees, so they are checked between operations;
 //! - the size account needs the values an operation removes or overwrites, which
-//!   json-patch drops. Keeping them in our undo log costs no copy.
+//!   json-patch drops. Keeping them in our undo log costs no copy;
+//! - its `test` compares numbers by representation, not by value.
 //!
 //! Cost: an operation costs the size of the values it writes, removes, overwrites or
 //! copies (they are measured), never the size of the document, except an operation
 //! on the root itself.
 
 use alloc::borrow::Cow;
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::mem;
 
 use json_patch::jsonptr::{Pointer, Token};
 use json_patch::PatchOperation;
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 
 use super::config::Limits;
 use super::error::{Limit, LimitExceeded, PatchFailure, StateError};
@@ -103,9 +107,68 @@ pub(crate) fn member_len(key: &str, value: &Value) -> usize {
     key_len(key) + 1 + encoded_len(value) + 1
 }
 
-/// Checks a value about to be stored with its outermost container at nesting
-/// `level` (the root object is level 1) against the limits that do not depend on the
-/// document: depth, array lengths, object sizes, string and key lengths.
+/// The children of one container a [`walk`] has entered and not finished.
+enum Children<'v> {
+    Items(core::slice::Iter<'v, Value>),
+    Members(serde_json::map::Values<'v>),
+}
+
+impl<'v> Children<'v> {
+    fn of(value: &'v Value) -> Option<Self> {
+        match value {
+            Value::Array(items) => Some(Self::Items(items.iter())),
+            Value::Object(members) => Some(Self::Members(members.values())),
+            _ => None,
+        }
+    }
+}
+
+impl<'v> Iterator for Children<'v> {
+    type Item = &'v Value;
+
+    fn next(&mut self) -> Option<&'v Value> {
+        match self {
+            Self::Items(items) => items.next(),
+            Self::Members(members) => members.next(),
+        }
+    }
+}
+
+/// Visits `value` and every value inside it, each container before what it holds,
+/// with its nesting level (`value` at `level`, what a container holds one deeper),
+/// and stops at the first error `visit` returns.
+///
+/// Without recursion: values from outside can be nested arbitrarily deep, and a
+/// recursive walk (serde_json's encoder, comparison, clone and drop all are one)
+/// overflows the stack on them. The walk keeps one iterator per container it is
+/// inside, so a `visit` that refuses containers past a level bounds its memory too.
+fn walk<E>(
+    value: &Value,
+    level: usize,
+    mut visit: impl FnMut(&Value, usize) -> Result<(), E>,
+) -> Result<(), E> {
+    visit(value, level)?;
+    let mut open: Vec<Children<'_>> = Children::of(value).into_iter().collect();
+    while let Some(children) = open.last_mut() {
+        let Some(child) = children.next() else {
+            open.pop();
+            continue;
+        };
+        visit(child, level + open.len())?;
+        open.extend(Children::of(child));
+    }
+    Ok(())
+}
+
+/// Checks a value a patch carries (to store, or to test against) with its
+/// outermost container at nesting `level` (the root object is level 1) against the
+/// limits that do not depend on the document: depth, array lengths, object sizes,
+/// string and key lengths.
+///
+/// This is the check that runs before anything else walks a value from outside
+/// (encoding it, comparing it, measuring it, dropping it): it does not recurse, and
+/// a value it accepts is at most [`Limits::depth`] deep, which every recursive walk
+/// survives.
 pub(crate) fn check_value(
     value: &Value,
     level: usize,
@@ -118,20 +181,15 @@ pub(crate) fn check_value(
         actual,
         op,
     };
-    match value {
+    walk(value, level, |value, level| match value {
         Value::String(s) if s.len() > limits.string_len => {
             Err(exceeded(Limit::StringLen, limits.string_len, s.len()))
         }
         Value::Array(_) | Value::Object(_) if level > limits.depth => {
             Err(exceeded(Limit::Depth, limits.depth, level))
         }
-        Value::Array(items) => {
-            if items.len() > limits.array_len {
-                return Err(exceeded(Limit::ArrayLen, limits.array_len, items.len()));
-            }
-            items
-                .iter()
-                .try_for_each(|item| check_value(item, level + 1, limits, op))
+        Value::Array(items) if items.len() > limits.array_len => {
+            Err(exceeded(Limit::ArrayLen, limits.array_len, items.len()))
         }
         Value::Object(members) => {
             if members.len() > limits.object_keys {
@@ -141,30 +199,150 @@ pub(crate) fn check_value(
                     members.len(),
                 ));
             }
-            members.iter().try_for_each(|(key, item)| {
-                if key.len() > limits.string_len {
-                    return Err(exceeded(Limit::StringLen, limits.string_len, key.len()));
-                }
-                check_value(item, level + 1, limits, op)
-            })
+            match members.keys().find(|key| key.len() > limits.string_len) {
+                Some(key) => Err(exceeded(Limit::StringLen, limits.string_len, key.len())),
+                None => Ok(()),
+            }
         }
         _ => Ok(()),
-    }
+    })
 }
 
 /// The first nesting level past `max` that `value` reaches, with its outermost
 /// container at `level`; `None` if it stays within `max`. Stops there, so it costs
 /// at most the part of the value within the limit.
 fn depth_past(value: &Value, level: usize, max: usize) -> Option<usize> {
-    match value {
-        Value::Array(_) | Value::Object(_) if level > max => Some(level),
-        Value::Array(items) => items
-            .iter()
-            .find_map(|item| depth_past(item, level + 1, max)),
-        Value::Object(members) => members
-            .values()
-            .find_map(|item| depth_past(item, level + 1, max)),
-        _ => None,
+    walk(value, level, |value, level| match value {
+        Value::Array(_) | Value::Object(_) if level > max => Err(level),
+        _ => Ok(()),
+    })
+    .err()
+}
+
+/// The pairs of values still to compare inside two containers an [`equal`] has
+/// entered.
+enum Pairs<'v> {
+    Items(core::iter::Zip<core::slice::Iter<'v, Value>, core::slice::Iter<'v, Value>>),
+    Members(serde_json::map::Iter<'v>, &'v Map<String, Value>),
+}
+
+impl<'v> Pairs<'v> {
+    /// The next pair; `Some(None)` for a member the second object lacks.
+    fn next(&mut self) -> Option<Option<(&'v Value, &'v Value)>> {
+        match self {
+            Self::Items(pairs) => pairs.next().map(Some),
+            Self::Members(members, other) => members
+                .next()
+                .map(|(key, value)| other.get(key).map(|theirs| (value, theirs))),
+        }
+    }
+}
+
+/// RFC 6902 section 4.6 equality, for `test`: the same type and, for numbers, the
+/// same numeric value whatever the text (`1`, `1.0` and `1e0` are equal, so are
+/// `0` and `-0`); strings, booleans and null by value; arrays element by element;
+/// objects by members, in any order. (serde_json's `==`, which json-patch uses,
+/// tells integers and floats apart.)
+///
+/// Without recursion, as [`walk`]: its memory is one iterator pair per level.
+pub(crate) fn equal(a: &Value, b: &Value) -> bool {
+    let mut open: Vec<Pairs<'_>> = Vec::new();
+    let mut next = Some((a, b));
+    loop {
+        if let Some(pair) = next.take() {
+            match pair {
+                (Value::Number(x), Value::Number(y)) if !numbers_equal(x, y) => return false,
+                (Value::Number(_), Value::Number(_)) => {}
+                (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                    open.push(Pairs::Items(x.iter().zip(y)));
+                }
+                (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
+                    open.push(Pairs::Members(x.iter(), y));
+                }
+                (Value::Array(_) | Value::Object(_), _)
+                | (_, Value::Array(_) | Value::Object(_)) => return false,
+                // Null, booleans, strings, or two values of different types: `==`
+                // does not recurse on these.
+                (x, y) if x != y => return false,
+                _ => {}
+            }
+        }
+        let Some(pairs) = open.last_mut() else {
+            return true;
+        };
+        match pairs.next() {
+            Some(Some(pair)) => next = Some(pair),
+            Some(None) => return false,
+            None => {
+                open.pop();
+            }
+        }
+    }
+}
+
+/// Two numbers' values compared exactly: integers as integers (never rounded
+/// through `f64`, which holds integers exactly only up to 2^53), floats as floats,
+/// an integer and a float as equal only when the float is that integer exactly.
+fn numbers_equal(x: &Number, y: &Number) -> bool {
+    match (integer(x), integer(y)) {
+        (Some(i), Some(j)) => i == j,
+        (Some(i), None) => float_integer(y) == Some(i),
+        (None, Some(j)) => float_integer(x) == Some(j),
+        (None, None) => x.as_f64() == y.as_f64(),
+    }
+}
+
+/// An integer number's value (serde_json keeps it as `i64` or `u64`).
+fn integer(n: &Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
+/// A float number's value as an integer, if it is one exactly and within the
+/// range of serde_json's integers (`i64::MIN ..= u64::MAX`; both bounds below are
+/// exact `f64`s).
+fn float_integer(n: &Number) -> Option<i128> {
+    let f = n.as_f64()?;
+    if !(-9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0).contains(&f) {
+        return None;
+    }
+    // In range, `as` truncates toward zero without saturating; the round trip is
+    // exact for an integral `f`, and a fractional one is below 2^52, where
+    // truncation shows.
+    let i = f as i128;
+    (i as f64 == f).then_some(i)
+}
+
+/// Drops `value` without recursion. serde_json's `Value` drops recursively, one
+/// stack frame per level, so a value from outside that the store refuses (and
+/// owns) is dropped here: refusing it must not overflow the stack, however deep it
+/// is. Costs a stack of the values still to drop.
+pub(crate) fn discard(value: Value) {
+    let mut pending = match value {
+        Value::Array(items) => items,
+        Value::Object(members) => members.into_iter().map(|(_, v)| v).collect(),
+        _ => return,
+    };
+    while let Some(value) = pending.pop() {
+        match value {
+            // The containers are emptied into `pending` before they drop.
+            Value::Array(items) => pending.extend(items),
+            Value::Object(members) => pending.extend(members.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+/// [`discard`] for the values of refused operations.
+pub(crate) fn discard_ops(ops: impl IntoIterator<Item = PatchOperation>) {
+    for op in ops {
+        match op {
+            PatchOperation::Add(op) => discard(op.value),
+            PatchOperation::Replace(op) => discard(op.value),
+            PatchOperation::Test(op) => discard(op.value),
+            _ => {}
+        }
     }
 }
 
@@ -442,7 +620,7 @@ impl<'a> Run<'a> {
             }
             PatchOperation::Test(op) => {
                 let target = resolve(doc, self.at(&op.path)).ok_or(PatchFailure::InvalidPointer)?;
-                if *target != op.value {
+                if !equal(target, &op.value) {
                     return Err(PatchFailure::TestFailed.into());
                 }
             }
@@ -579,8 +757,9 @@ impl<'a> Run<'a> {
 }
 
 /// Checks the part of operation `index` that does not depend on the document: the
-/// value it would store. (Patch bytes and operation count are checked first, by the
-/// caller.)
+/// value it would store (`add`, `replace`) or compare (`test`; a value over a limit
+/// could match nothing stored), as [`check_value`] does, at the place its path
+/// names. (The operation count is checked first, by the caller.)
 pub(crate) fn check_op(
     op: &PatchOperation,
     index: usize,
@@ -589,6 +768,7 @@ pub(crate) fn check_op(
     let (path, value) = match op {
         PatchOperation::Add(op) => (&op.path, &op.value),
         PatchOperation::Replace(op) => (&op.path, &op.value),
+        PatchOperation::Test(op) => (&op.path, &op.value),
         _ => return Ok(()),
     };
     check_value(value, path.count() + 1, limits, Some(index))

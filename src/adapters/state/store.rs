@@ -18,6 +18,7 @@ use super::config::StateConfig;
 use super::error::{HistoryError, Limit, LimitExceeded, StateConfigError, StateError};
 use super::history::{Backlog, Change, Entry, History};
 use super::ops::{self, Run};
+use super::parse;
 use super::subscription::{
     CallbackSubscription, Change as SubscribedChange, RecvError, SubscribeError, SubscribeOptions,
     Subscription, SubscriptionMetrics, Subscriptions,
@@ -132,7 +133,9 @@ impl Counters {
             // Counted by the transaction table, which saw it expire.
             StateError::TxnExpired => return,
             StateError::TooManyTxns { .. } | StateError::CriticalPressure => &self.refused,
-            StateError::RevisionBehind { .. } | StateError::InvalidSnapshot(_) => &self.invalid,
+            StateError::RevisionBehind { .. }
+            | StateError::InvalidSnapshot(_)
+            | StateError::DuplicateMember { .. } => &self.invalid,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -218,21 +221,33 @@ impl StateSnapshot {
     /// # Errors
     ///
     /// [`StateError::InvalidSnapshot`] when `value` has no unsigned `revision` or no
-    /// object `document`.
+    /// object `document`. What it does not keep is dropped without recursion, so a
+    /// `value` nested arbitrarily deep cannot overflow the stack here.
     pub fn from_json(value: Value) -> Result<Self, StateError> {
-        let Value::Object(mut members) = value else {
-            return Err(StateError::InvalidSnapshot("not an object".into()));
+        let mut members = match value {
+            Value::Object(members) => members,
+            value => {
+                ops::discard(value);
+                return Err(StateError::InvalidSnapshot("not an object".into()));
+            }
         };
-        let revision = members
-            .get("revision")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| StateError::InvalidSnapshot("no unsigned `revision`".into()))?;
-        match members.remove("document") {
-            Some(document @ Value::Object(_)) => Ok(Self {
+        let revision = members.get("revision").and_then(Value::as_u64);
+        let document = members.remove("document");
+        ops::discard(Value::Object(members));
+        match (revision, document) {
+            (Some(revision), Some(document @ Value::Object(_))) => Ok(Self {
                 revision: Revision(revision),
                 document,
             }),
-            _ => Err(StateError::InvalidSnapshot("no object `document`".into())),
+            (revision, document) => {
+                if let Some(document) = document {
+                    ops::discard(document);
+                }
+                Err(StateError::InvalidSnapshot(match revision {
+                    None => "no unsigned `revision`".into(),
+                    Some(_) => "no object `document`".into(),
+                }))
+            }
         }
     }
 }
@@ -436,7 +451,9 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     ///
     /// # Errors
     ///
-    /// [`StateError::Limit`] for a patch or a result over a limit,
+    /// [`StateError::Limit`] for a patch or a result over a limit (the values of
+    /// `add`, `replace` and `test` operations are checked against the value limits
+    /// before anything else reads them, however deep they are nested),
     /// [`StateError::Patch`] for a failing operation (a `test` that does not match,
     /// a pointer to nothing), [`StateError::RootNotObject`]. The document, revision
     /// and history are unchanged then.
@@ -455,10 +472,9 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn apply(&self, patch: &[PatchOperation]) -> Result<Revision, StateError> {
-        let result = self.encode(patch).and_then(|text| {
-            ops::check_ops(patch, &self.config.limits)?;
-            self.commit(patch, text, &[])
-        });
+        let result = self
+            .encode(patch)
+            .and_then(|text| self.commit(patch, text, &[]));
         self.counted(result)
     }
 
@@ -467,14 +483,19 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     /// text's length is checked against
     /// [`Limits::patch_bytes`](super::Limits::patch_bytes) before it is parsed.
     ///
+    /// An operation object with two members of the same name
+    /// (`{"op":"add","path":"/s","op":"remove"}`) is refused in either mode; an
+    /// object with one inside a `value` is refused in strict mode and keeps the
+    /// last member in lenient mode.
+    ///
     /// # Errors
     ///
-    /// [`StateError::InvalidPatch`] if it does not parse; otherwise as
-    /// [`apply`](Self::apply).
+    /// [`StateError::InvalidPatch`] if it does not parse,
+    /// [`StateError::DuplicateMember`] for a duplicate member name; otherwise as
+    /// [`apply`](Self::apply). Nothing is applied then.
     pub fn apply_json(&self, patch: &str) -> Result<Revision, StateError> {
         let result = self.parse(patch).and_then(|ops| {
             let text = self.encode(&ops)?;
-            ops::check_ops(&ops, &self.config.limits)?;
             self.commit(&ops, text, &[])
         });
         self.counted(result)
@@ -488,10 +509,15 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     }
 
     /// A patch's compact JSON text, for the history, checked against the limits on
-    /// operations and bytes.
+    /// operations, values and bytes.
+    ///
+    /// The values are checked before they are encoded: the encoder recurses once per
+    /// level, and a value from outside may be nested deep enough to overflow the
+    /// stack; [`ops::check_ops`] does not recurse and bounds the depth.
     pub(crate) fn encode(&self, patch: &[PatchOperation]) -> Result<Box<str>, StateError> {
         let limits = &self.config.limits;
         LimitExceeded::check(Limit::OpsPerPatch, limits.ops_per_patch, patch.len())?;
+        ops::check_ops(patch, limits)?;
         // Operations have string keys only: serializing them cannot fail.
         let text = serde_json::to_string(patch).unwrap_or_default();
         LimitExceeded::check(Limit::PatchBytes, limits.patch_bytes, text.len())?;
@@ -502,8 +528,7 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     pub(crate) fn parse(&self, patch: &str) -> Result<Vec<PatchOperation>, StateError> {
         let limits = &self.config.limits;
         LimitExceeded::check(Limit::PatchBytes, limits.patch_bytes, patch.len())?;
-        let invalid = |e: serde_json::Error| StateError::InvalidPatch(e.to_string());
-        let value: Value = serde_json::from_str(patch).map_err(invalid)?;
+        let value = parse::parse(patch, !self.config.lenient)?;
         let Value::Array(mut items) = value else {
             return Err(StateError::InvalidPatch("a patch is a JSON array".into()));
         };
@@ -866,13 +891,19 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
 
     fn import_checked(&self, snapshot: StateSnapshot) -> Result<(), StateError> {
         let limits = &self.config.limits;
-        let Value::Object(members) = snapshot.document else {
+        // A refused document is dropped without recursion: it may be nested
+        // arbitrarily deep (see `ops::discard`).
+        let document = snapshot.document;
+        if !document.is_object() {
+            ops::discard(document);
             return Err(StateError::InvalidSnapshot(
                 "the document is not an object".into(),
             ));
-        };
-        let document = Value::Object(members);
-        ops::check_value(&document, 1, limits, None)?;
+        }
+        if let Err(exceeded) = ops::check_value(&document, 1, limits, None) {
+            ops::discard(document);
+            return Err(exceeded.into());
+        }
         let Value::Object(members) = document else {
             unreachable!("checked above")
         };

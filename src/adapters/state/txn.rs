@@ -225,6 +225,18 @@ impl<'s, C: Clock + Send + Sync + 'static> Txn<'s, C> {
     }
 
     fn push_all(&mut self, ops: Vec<PatchOperation>) -> Result<(), StateError> {
+        let result = self.check(&ops);
+        match result {
+            Ok(()) => self.ops.extend(ops),
+            // Refused operations may carry values nested arbitrarily deep: dropped
+            // without recursion (see `ops::discard`).
+            Err(_) => ops::discard_ops(ops),
+        }
+        result
+    }
+
+    /// Checks `ops` for [`push_all`](Self::push_all) and records their shards.
+    fn check(&mut self, ops: &[PatchOperation]) -> Result<(), StateError> {
         self.alive()?;
         let max = self.store.config().txn.max_ops;
         if self.ops.len() + ops.len() > max {
@@ -234,7 +246,7 @@ impl<'s, C: Clock + Send + Sync + 'static> Txn<'s, C> {
         for (i, op) in ops.iter().enumerate() {
             ops::check_op(op, self.ops.len() + i, limits)?;
         }
-        let plan = self.store.plan(&ops);
+        let plan = self.store.plan(ops);
         if plan.all {
             self.record_all();
         } else {
@@ -243,8 +255,6 @@ impl<'s, C: Clock + Send + Sync + 'static> Txn<'s, C> {
                 self.record(shard, revision);
             }
         }
-        drop(plan);
-        self.ops.extend(ops);
         Ok(())
     }
 
