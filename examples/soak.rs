@@ -695,8 +695,9 @@ async fn start_membound() -> Result<Target, Error> {
     let store = Arc::new(StateStore::new(StateConfig::default())?);
     store.apply_json(r#"[{"op":"add","path":"/runs","value":{}}]"#)?;
     let mut config = ServerConfig::default();
-    // Redis-like output limits sized for browsers: a subscriber that falls 1 MiB
-    // behind is cut at once, one that stays 256 KiB behind for 2 s too.
+    // Redis-like output limits sized for browsers: a subscriber never has more
+    // than 1 MiB queued (a lossless event waits up to 500 ms for room, then the
+    // subscriber is cut), and one that stays 256 KiB behind for 2 s is cut too.
     config.connection.outbound = QueueConfig {
         capacity: 16_384,
         hard_limit_bytes: 1 << 20,

@@ -644,7 +644,7 @@ async fn a_write_blocked_past_the_write_timeout_drops_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
     let mut config = fast_config();
-    config.connection.outbound.capacity = 4096;
+    config.connection.outbound.capacity = 16_384;
     config.connection.outbound.soft_limit_bytes = 64 << 10;
     config.connection.outbound.hard_limit_bytes = 64 << 20;
     config.connection.outbound.soft_limit_for = std::time::Duration::from_millis(100);
@@ -654,17 +654,17 @@ async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
     let conn = next_conn(&mut conns).await;
 
     // Fill the queue above the soft limit, then offer nothing more: only the
-    // connection's own timer can see the limit held too long. On a loaded machine
-    // the writer may still be moving the queue into socket buffers that had room
-    // when the fill ended; then the queue falls below the limit, the timer stops,
-    // and the fill is repeated until the socket is full.
+    // connection's own timer can see the limit held too long. The writer may still
+    // be moving the queue into socket buffers that had room when the fill ended
+    // (the kernel grows them to several MiB); then the queue falls below the limit,
+    // the timer stops, and the fill is repeated, twice as deep each round, until
+    // the socket buffers are full and the queue stays over the limit.
     let payload = "t".repeat(4096);
     let mut sent = 0u64;
-    let mut rounds = 0;
+    let mut target = 128usize << 10;
     let why = loop {
-        rounds += 1;
-        assert!(rounds <= 10, "the soft limit never closed the connection");
-        while conn.metrics().outbound.queued_bytes < (128 << 10) {
+        assert!(target <= 32 << 20, "the soft limit never closed the connection");
+        while conn.metrics().outbound.queued_bytes < target {
             assert!(sent < 100_000, "the queue never grew");
             server
                 .broadcast(&Event::new(EventType::Raw).with("data", payload.as_str()))
@@ -674,6 +674,7 @@ async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
         if let Ok(why) = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await {
             break why;
         }
+        target *= 2;
     };
     assert_eq!(why, CloseReason::SlowConsumer(SlowConsumer::SoftLimit));
     drop(stalled);
