@@ -1,6 +1,8 @@
 //! The client: connects to a URL under a dial timeout, runs the same connection core
 //! as the server, and reconnects after a loss with exponential backoff and jitter, a
-//! bounded number of times. Handlers and subscriptions belong to the client, not to
+//! bounded number of times; a connection that ends within the policy's
+//! `stable_after` counts as a failed attempt, so a server that accepts and then fails
+//! does not reset the count. Handlers and subscriptions belong to the client, not to
 //! one connection, so they survive reconnects.
 
 use core::time::Duration;
@@ -117,7 +119,8 @@ pub struct ClientMetrics {
     pub connection: ConnectionMetrics,
     /// Connections made after the first.
     pub reconnects: u64,
-    /// Reconnection attempts that failed.
+    /// Reconnection attempts that failed: no connection was made, or it ended
+    /// within the policy's [`stable_after`](ReconnectPolicy::stable_after).
     pub failed_attempts: u64,
 }
 
@@ -284,8 +287,9 @@ impl Client {
         Self::connect_with_clock(url, config, Arc::new(MonotonicClock::new())).await
     }
 
-    /// [`connect`](Self::connect), with the clock of the queue's soft-limit timer and
-    /// the subscriptions' idle TTL.
+    /// [`connect`](Self::connect), with the clock of the queue's soft-limit timer,
+    /// the subscriptions' idle TTL and the reconnect policy's
+    /// [`stable_after`](ReconnectPolicy::stable_after).
     ///
     /// # Errors
     ///
@@ -298,6 +302,7 @@ impl Client {
         config.validate()?;
         let inbound = Arc::new(Inbound::new(config.connection.inbound, Arc::clone(&clock))?);
         let socket = dial(url, &config).await?;
+        let opened = clock.now();
         let core = new_core(&config, &socket, &inbound, &clock)?;
         let inner = Arc::new(ClientInner {
             url: url.to_owned(),
@@ -310,7 +315,7 @@ impl Client {
             reconnects: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
         });
-        tokio::spawn(run(Arc::clone(&inner), socket, core));
+        tokio::spawn(run(Arc::clone(&inner), socket, core, opened));
         Ok(Self {
             _owner: Arc::new(Owner(Arc::clone(&inner))),
             inner,
@@ -470,14 +475,23 @@ fn new_core(
 }
 
 /// The client's task: runs each connection, reconnects after it ends, and runs the
-/// dispatcher of the client's inbound events throughout.
-async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>) {
+/// dispatcher of the client's inbound events throughout. `opened` is the clock's
+/// tick when the first connection was made.
+async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>, opened: u64) {
     let connections = async {
         let mut socket = socket;
         let mut core = core;
+        let mut opened = opened;
         let mut jitter = Jitter::new();
+        let stable_ticks = inner.clock.ticks_for(inner.config.reconnect.stable_after);
+        // Reconnection attempts since the last connection that held for
+        // `stable_after`: the count (and the backoff) goes on across connections
+        // that end sooner, so a server that accepts and then fails cannot keep the
+        // client at its first attempt forever.
+        let mut attempts = 0u32;
         let last = loop {
             let ended = drive(socket, Arc::clone(&core)).await;
+            let lived = inner.clock.now().saturating_sub(opened);
             let reason = ended.reason;
             core.finish(reason.clone());
             if let Some(linger) = ended.linger {
@@ -487,8 +501,17 @@ async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>) {
             if inner.closing.is_set() {
                 break ClientState::Closed(reason);
             }
-            match reconnect(&inner, &reason, &mut jitter).await {
+            if lived >= stable_ticks {
+                attempts = 0;
+            } else if attempts > 0 {
+                // The attempt made this connection, which did not hold.
+                inner.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            }
+            match reconnect(&inner, &reason, &mut jitter, &mut attempts).await {
                 Ok((next_socket, next_core)) => {
+                    // Read before the new state is published, so that time that
+                    // passes once `Connected` is seen counts to this connection.
+                    opened = inner.clock.now();
                     socket = next_socket;
                     core = next_core;
                     *lock(&inner.current) = Connection::from_core(Arc::clone(&core));
@@ -509,15 +532,19 @@ async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>) {
     inner.state.send_replace(last);
 }
 
-/// Makes up to `max_attempts` connection attempts with backoff; the final state
-/// when none succeeds (or the client is closed meanwhile).
+/// Makes connection attempts with backoff, after the `attempts` already made, up
+/// to `max_attempts` in all; `attempts` counts the ones made. The final state when
+/// none succeeds (or the client is closed meanwhile).
 async fn reconnect(
     inner: &ClientInner,
     after: &CloseReason,
     jitter: &mut Jitter,
+    attempts: &mut u32,
 ) -> Result<(Socket, Arc<Core>), ClientState> {
     let policy = &inner.config.reconnect;
-    for attempt in 1..=policy.max_attempts {
+    while *attempts < policy.max_attempts {
+        *attempts += 1;
+        let attempt = *attempts;
         inner.state.send_replace(ClientState::Reconnecting {
             attempt,
             after: after.clone(),
@@ -561,6 +588,7 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             multiplier: 2.0,
             jitter: 0.5,
+            ..ReconnectPolicy::default()
         }
     }
 

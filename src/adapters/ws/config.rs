@@ -302,11 +302,20 @@ impl ServerConfig {
 
 /// How a client reconnects after losing its connection: exponential backoff with
 /// jitter, a bounded number of times.
+///
+/// An attempt counts as made only when its connection stays open for
+/// [`stable_after`](Self::stable_after): a connection that ends sooner (a server
+/// that completes the handshake and then fails) is a failed attempt, so the delays
+/// keep growing and `max_attempts` bounds the reconnections against a server that
+/// keeps failing. A connection that lasts `stable_after` starts the count afresh
+/// after its loss.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReconnectPolicy {
     /// Reconnection attempts after a loss before the client gives up; 0 never
-    /// reconnects. Default 10.
+    /// reconnects. Attempts whose connection ends within `stable_after` count as
+    /// failed, so this also bounds the reconnections to a server that accepts and
+    /// then drops the client. Default 10.
     pub max_attempts: u32,
     /// Delay before the first attempt. Default 100 ms.
     pub initial_backoff: Duration,
@@ -317,6 +326,13 @@ pub struct ReconnectPolicy {
     /// Fraction of each delay that is randomised, in `0..=1`: a delay `d` becomes a
     /// uniform pick in `[d × (1 − jitter), d]`. Default 0.5.
     pub jitter: f64,
+    /// How long a connection must stay open to count as made, timed by the
+    /// client's clock ([`Client::connect_with_clock`](super::Client::connect_with_clock)).
+    /// A connection that ends sooner counts as a failed attempt; the next delay
+    /// grows and the attempt count goes on. Default 5 s (longer than a handshake
+    /// and a first exchange take, shorter than the least a working session lasts);
+    /// must be greater than zero.
+    pub stable_after: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -327,6 +343,7 @@ impl Default for ReconnectPolicy {
             max_backoff: Duration::from_secs(10),
             multiplier: 2.0,
             jitter: 0.5,
+            stable_after: Duration::from_secs(5),
         }
     }
 }
@@ -356,7 +373,7 @@ impl ReconnectPolicy {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(WsConfigError::new("reconnect.jitter", "must be in 0..=1"));
         }
-        Ok(())
+        nonzero_duration("reconnect.stable_after", self.stable_after)
     }
 }
 
@@ -469,5 +486,8 @@ mod tests {
         c.reconnect.jitter = 0.5;
         c.reconnect.multiplier = 0.5;
         assert_eq!(c.validate().unwrap_err().field, "reconnect.multiplier");
+        c.reconnect.multiplier = 2.0;
+        c.reconnect.stable_after = Duration::ZERO;
+        assert_eq!(c.validate().unwrap_err().field, "reconnect.stable_after");
     }
 }
