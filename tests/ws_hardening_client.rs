@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use membound::adapters::ws::{
-    backoff_delay, Client, ClientConfig, ClientState, CloseReason, ReconnectPolicy, Server,
+    backoff_delay, Client, ClientConfig, ClientState, CloseReason, Connection, Event, EventType,
+    ReconnectPolicy, Server,
 };
 use membound::clock::ManualClock;
 use support::*;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -169,4 +170,106 @@ async fn a_connection_that_held_for_stable_after_starts_the_attempt_count_afresh
     let m = client.metrics();
     assert_eq!((m.reconnects, m.failed_attempts), (2, 1));
     server.shutdown().await;
+}
+
+/// A server that sends each connection a `RUN_STARTED` numbered from 1 as soon as
+/// it is admitted (before it reads or writes anything else).
+async fn greeting_server() -> (Server, mpsc::UnboundedReceiver<Connection>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let greeted = std::sync::atomic::AtomicU64::new(0);
+    let server = Server::builder(fast_config())
+        .on_connect(move |conn| {
+            let n = greeted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let _ = conn.try_send(&Event::new(EventType::RunStarted).with("n", n));
+            let _ = tx.send(conn);
+        })
+        .bind()
+        .await
+        .expect("server binds on loopback");
+    (server, rx)
+}
+
+/// A handler that forwards the `n` of each event it gets.
+fn forwarding() -> (
+    impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static,
+    mpsc::UnboundedReceiver<u64>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = move |event: Event| {
+        let _ = tx.send(event.get("n").and_then(|n| n.as_u64()).unwrap_or(0));
+        std::future::ready(())
+    };
+    (handler, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_and_subscriptions_registered_before_connecting_see_the_event_sent_on_connect() {
+    let (server, mut conns) = greeting_server().await;
+    for attempt in 1..=20u64 {
+        let builder = Client::builder(client_config(0)).unwrap();
+        let runs = builder.subscribe([EventType::RunStarted]).unwrap();
+        let (handler, mut handled) = forwarding();
+        builder.on(EventType::RunStarted, handler).unwrap();
+        let client = builder.connect(&url(server.local_addr())).await.unwrap();
+        let conn = next_conn(&mut conns).await;
+        // After the greeting, a second event: had the greeting been missed, this one
+        // would come first.
+        conn.send(&Event::new(EventType::RunFinished))
+            .await
+            .unwrap();
+
+        let first = within("the greeting", runs.recv()).await.unwrap();
+        assert_eq!(first.get("n").unwrap(), attempt, "try {attempt}");
+        assert_eq!(within("the handler", handled.recv()).await, Some(attempt));
+        client.close(CloseReason::Normal);
+        within("the client to close", client.closed()).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_registered_before_connecting_still_fire_after_a_reconnect() {
+    let (server, mut conns) = greeting_server().await;
+    let builder = Client::builder(client_config(3)).unwrap();
+    let (handler, mut handled) = forwarding();
+    builder.on(EventType::RunStarted, handler).unwrap();
+    let runs = builder.subscribe([]).unwrap();
+    let client = builder.connect(&url(server.local_addr())).await.unwrap();
+    let mut states = client.watch_state();
+    let first = client.connection().id();
+    let conn = next_conn(&mut conns).await;
+    assert_eq!(within("the first greeting", handled.recv()).await, Some(1));
+
+    conn.close(CloseReason::Normal);
+    state_where(
+        &mut states,
+        |s| matches!(s, ClientState::Connected(id) if *id != first),
+    )
+    .await;
+    next_conn(&mut conns).await;
+    assert_eq!(within("the second greeting", handled.recv()).await, Some(2));
+    for n in 1..=2u64 {
+        let event = within("the subscription", runs.recv()).await.unwrap();
+        assert_eq!(event.get("n").unwrap(), n);
+    }
+    assert_eq!(client.metrics().reconnects, 1);
+    client.close(CloseReason::Normal);
+    within("the client to close", client.closed()).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_refuses_a_bad_config_and_a_failed_connect_closes_what_it_registered() {
+    let mut config = client_config(1);
+    config.reconnect.stable_after = Duration::ZERO;
+    let err = Client::builder(config).unwrap_err();
+    assert_eq!(err.field, "reconnect.stable_after");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let builder = Client::builder(client_config(1)).unwrap();
+    let runs = builder.subscribe([]).unwrap();
+    assert!(builder.connect(&url(addr)).await.is_err());
+    assert!(runs.is_closed());
 }

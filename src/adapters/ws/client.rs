@@ -201,6 +201,12 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// fail with [`OfferError::Closed`]; handlers and subscriptions stay registered
 /// across reconnects and close when the client closes or gives up.
 ///
+/// Handlers and subscriptions added with [`on`](Self::on) or
+/// [`subscribe`](Self::subscribe) see the events that arrive after they were added:
+/// an event a server sends as soon as the connection opens may already have been
+/// dispatched by the time [`connect`](Self::connect) returns. To see every event,
+/// register them on a [`ClientBuilder`] ([`Client::builder`]) before it connects.
+///
 /// # Examples
 ///
 /// A client and a server on loopback; the server broadcasts one event:
@@ -277,14 +283,46 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Client {
     /// Connects to `url` (`ws://host:port/path`) within the dial timeout and starts
-    /// the connection. Must be called inside a tokio runtime.
+    /// the connection. Must be called inside a tokio runtime. The same as
+    /// `Client::builder(config)?.connect(url)`, with nothing registered before the
+    /// connection opens.
     ///
     /// # Errors
     ///
     /// [`ConnectError`] when the configuration is invalid or the first connection
     /// fails; reconnection only follows a connection that was made.
     pub async fn connect(url: &str, config: ClientConfig) -> Result<Self, ConnectError> {
-        Self::connect_with_clock(url, config, Arc::new(MonotonicClock::new())).await
+        Self::builder(config)?.connect(url).await
+    }
+
+    /// A builder, to register handlers and subscriptions before the first
+    /// connection opens; the client's clock is a [`MonotonicClock`].
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] when the configuration cannot work.
+    pub fn builder(config: ClientConfig) -> Result<ClientBuilder, WsConfigError> {
+        Self::builder_with_clock(config, Arc::new(MonotonicClock::new()))
+    }
+
+    /// [`builder`](Self::builder), with the clock of the queue's soft-limit timer,
+    /// the subscriptions' idle TTL and the reconnect policy's
+    /// [`stable_after`](ReconnectPolicy::stable_after).
+    ///
+    /// # Errors
+    ///
+    /// As [`builder`](Self::builder).
+    pub fn builder_with_clock(
+        config: ClientConfig,
+        clock: Arc<dyn Clock + Send + Sync>,
+    ) -> Result<ClientBuilder, WsConfigError> {
+        config.validate()?;
+        let inbound = Arc::new(Inbound::new(config.connection.inbound, Arc::clone(&clock))?);
+        Ok(ClientBuilder {
+            config,
+            inbound,
+            clock,
+        })
     }
 
     /// [`connect`](Self::connect), with the clock of the queue's soft-limit timer,
@@ -299,27 +337,7 @@ impl Client {
         config: ClientConfig,
         clock: Arc<dyn Clock + Send + Sync>,
     ) -> Result<Self, ConnectError> {
-        config.validate()?;
-        let inbound = Arc::new(Inbound::new(config.connection.inbound, Arc::clone(&clock))?);
-        let socket = dial(url, &config).await?;
-        let opened = clock.now();
-        let core = new_core(&config, &socket, &inbound, &clock)?;
-        let inner = Arc::new(ClientInner {
-            url: url.to_owned(),
-            config,
-            inbound,
-            clock,
-            current: Mutex::new(Connection::from_core(Arc::clone(&core))),
-            state: watch::Sender::new(ClientState::Connected(core.id())),
-            closing: Flag::default(),
-            reconnects: AtomicU64::new(0),
-            failed_attempts: AtomicU64::new(0),
-        });
-        tokio::spawn(run(Arc::clone(&inner), socket, core, opened));
-        Ok(Self {
-            _owner: Arc::new(Owner(Arc::clone(&inner))),
-            inner,
-        })
+        Self::builder_with_clock(config, clock)?.connect(url).await
     }
 
     /// The URL the client connects to.
@@ -361,8 +379,9 @@ impl Client {
         self.connection().try_send(event)
     }
 
-    /// Calls `handler` with every inbound event of type `kind`, on every connection
-    /// the client makes.
+    /// Calls `handler` with every inbound event of type `kind` that arrives from now
+    /// on, on every connection the client makes (see [`ClientBuilder::on`] to
+    /// register before the first connection opens).
     ///
     /// # Errors
     ///
@@ -393,7 +412,9 @@ impl Client {
         self.inner.inbound.remove_handler(id)
     }
 
-    /// Subscribes to inbound events of the given types (all types when empty).
+    /// Subscribes to inbound events of the given types (all types when empty) that
+    /// arrive from now on (see [`ClientBuilder::subscribe`] to subscribe before the
+    /// first connection opens).
     ///
     /// # Errors
     ///
@@ -432,6 +453,134 @@ impl Client {
             reconnects: self.inner.reconnects.load(Ordering::Relaxed),
             failed_attempts: self.inner.failed_attempts.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Builds a [`Client`] whose handlers and subscriptions are registered before its
+/// first connection opens, so they see every event the server sends, the first one
+/// included. Made by [`Client::builder`].
+///
+/// What is registered here belongs to the client, as with [`Client::on`]: it stays
+/// registered across reconnects, and closes when the client closes or gives up, or
+/// when [`connect`](Self::connect) fails (the builder is consumed then).
+///
+/// # Examples
+///
+/// A server that greets each connection at once; the client sees the greeting:
+///
+/// ```
+/// use membound::adapters::ws::{Client, ClientConfig, CloseReason, Event, EventType, Server, ServerConfig};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let server = Server::builder(ServerConfig::default())
+///     .on_connect(|conn| { let _ = conn.try_send(&Event::new(EventType::RunStarted)); })
+///     .bind()
+///     .await?;
+///
+/// let builder = Client::builder(ClientConfig::default())?;
+/// let runs = builder.subscribe([EventType::RunStarted])?;
+/// let client = builder.connect(&format!("ws://{}", server.local_addr())).await?;
+/// assert_eq!(runs.recv().await?.kind(), &EventType::RunStarted);
+///
+/// client.close(CloseReason::Normal);
+/// client.closed().await;
+/// server.shutdown().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[must_use = "a builder does nothing until `connect` is called"]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    inbound: Arc<Inbound>,
+    clock: Arc<dyn Clock + Send + Sync>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .field("handlers", &self.inbound.handler_count())
+            .field("subscriptions", &self.inbound.subscription_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Calls `handler` with every inbound event of type `kind`, from the first
+    /// connection on (see [`Client::on`]).
+    ///
+    /// # Errors
+    ///
+    /// [`InboundError::TooManyHandlers`] when the client has as many handlers as
+    /// allowed.
+    pub fn on<F, Fut>(&self, kind: EventType, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inbound.on(kind, handler)
+    }
+
+    /// Calls `handler` with every inbound event, from the first connection on.
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_any<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inbound.on_any(handler)
+    }
+
+    /// Subscribes to inbound events of the given types (all types when empty), from
+    /// the first connection on (see [`Client::subscribe`]).
+    ///
+    /// # Errors
+    ///
+    /// [`InboundError::TooManySubscriptions`] when the client has as many
+    /// subscriptions as allowed.
+    pub fn subscribe(
+        &self,
+        kinds: impl IntoIterator<Item = EventType>,
+    ) -> Result<EventSubscription, InboundError> {
+        self.inbound.subscribe(kinds)
+    }
+
+    /// Connects to `url` (`ws://host:port/path`) within the dial timeout and starts
+    /// the connection, with what was registered (see [`Client::connect`]). Must be
+    /// called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`] when the first connection fails; what was registered is
+    /// closed then.
+    pub async fn connect(self, url: &str) -> Result<Client, ConnectError> {
+        let Self {
+            config,
+            inbound,
+            clock,
+        } = self;
+        let socket = dial(url, &config).await?;
+        let opened = clock.now();
+        let core = new_core(&config, &socket, &inbound, &clock)?;
+        let inner = Arc::new(ClientInner {
+            url: url.to_owned(),
+            config,
+            inbound,
+            clock,
+            current: Mutex::new(Connection::from_core(Arc::clone(&core))),
+            state: watch::Sender::new(ClientState::Connected(core.id())),
+            closing: Flag::default(),
+            reconnects: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+        });
+        tokio::spawn(run(Arc::clone(&inner), socket, core, opened));
+        Ok(Client {
+            _owner: Arc::new(Owner(Arc::clone(&inner))),
+            inner,
+        })
     }
 }
 

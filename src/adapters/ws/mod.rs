@@ -65,7 +65,7 @@ pub mod close_code {
 mod client;
 mod conn;
 mod server;
-pub use client::{backoff_delay, Client, ClientMetrics, ClientState, ConnectError};
+pub use client::{backoff_delay, Client, ClientBuilder, ClientMetrics, ClientState, ConnectError};
 pub use conn::{Connection, ConnectionMetrics, Traffic};
 pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics};
 #[cfg(feature = "axum")]
