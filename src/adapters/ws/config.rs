@@ -266,6 +266,18 @@ pub struct ServerConfig {
     /// Most open connections; one more is refused with close code 1013. Default
     /// 10 000.
     pub max_connections: usize,
+    /// Most TCP connections whose WebSocket handshake is under way (accepted, not
+    /// yet upgraded); one more is closed at once, before any handshake, and counted
+    /// ([`ServerMetrics::refused_handshakes`](super::ServerMetrics::refused_handshakes)).
+    /// `max_connections` counts only connections whose handshake is done, so
+    /// without this cap peers that open TCP connections and never finish the
+    /// handshake would each hold a task, a socket and its buffers (about 24 KB)
+    /// until `handshake_timeout`. Default 64: a handshake takes well under a
+    /// millisecond of CPU, so 64 at once let a 2-core server admit bursts of
+    /// thousands of real clients a second, while peers that stall can hold at most
+    /// about 1.5 MB. Connections handed over by axum are upgraded by axum and not
+    /// counted here.
+    pub max_pending_handshakes: usize,
     /// Longest a WebSocket handshake may take. Default 10 s.
     pub handshake_timeout: Duration,
     /// On shutdown, how long connections may take to deliver what they had queued
@@ -280,6 +292,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             max_connections: 10_000,
+            max_pending_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             connection: ConnectionConfig::default(),
@@ -295,6 +308,7 @@ impl ServerConfig {
     /// [`WsConfigError`] naming the first field that is zero or inconsistent.
     pub fn validate(&self) -> Result<(), WsConfigError> {
         nonzero("max_connections", self.max_connections)?;
+        nonzero("max_pending_handshakes", self.max_pending_handshakes)?;
         nonzero_duration("handshake_timeout", self.handshake_timeout)?;
         self.connection.validate()
     }
@@ -479,6 +493,12 @@ mod tests {
         let mut c = ServerConfig::default();
         c.connection.idle_timeout = c.connection.keepalive_interval;
         assert_eq!(c.validate().unwrap_err().field, "idle_timeout");
+
+        let c = ServerConfig {
+            max_pending_handshakes: 0,
+            ..ServerConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "max_pending_handshakes");
 
         let mut c = ClientConfig::default();
         c.reconnect.jitter = f64::NAN;
