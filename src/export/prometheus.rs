@@ -979,6 +979,7 @@ impl Export for WsServerSnapshot {
             ("accept_errors", "Errors from the listening socket's accept.", m.accept_errors),
             ("received_messages", "Messages received (fragments of one message count once).", m.traffic.frames_in),
             ("received_malformed", "Inbound messages that were not events.", m.traffic.malformed_in),
+            ("received_raw", "Inbound messages that were not events, taken by raw mode.", m.traffic.raw_in),
             ("received_pongs", "Pongs received.", m.traffic.pongs_received),
             ("sent_events", "Events written, resynchronising snapshots included.", m.traffic.frames_out),
             ("sent_pings", "Keepalive pings sent.", m.traffic.pings_sent),

@@ -26,8 +26,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::conn::{self, drive, next_conn_id, Core, CoreParts, Flag};
 use super::{
     ClientConfig, CloseReason, ConnId, Connection, ConnectionMetrics, Event, EventSubscription,
-    EventType, HandlerId, Inbound, InboundError, OfferError, Offered, Outbound, ReconnectPolicy,
-    WsConfigError,
+    EventType, HandlerId, Inbound, InboundError, OfferError, Offered, Outbound, RawMessage,
+    ReconnectPolicy, WsConfigError,
 };
 use crate::clock::{Clock, MonotonicClock};
 use crate::sync::{AtomicU64, Ordering};
@@ -407,6 +407,22 @@ impl Client {
         self.inner.inbound.on_any(handler)
     }
 
+    /// Calls `handler` with every inbound message that is not an event, as it
+    /// arrived, when the client's connection is in raw mode
+    /// ([`MalformedPolicy::Raw`](super::MalformedPolicy::Raw)); see
+    /// [`Inbound::on_raw`].
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_raw<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.inbound.on_raw(handler)
+    }
+
     /// Removes a handler; `false` if it was not registered.
     pub fn remove_handler(&self, id: HandlerId) -> bool {
         self.inner.inbound.remove_handler(id)
@@ -532,6 +548,20 @@ impl ClientBuilder {
         Fut: core::future::Future<Output = ()> + Send + 'static,
     {
         self.inbound.on_any(handler)
+    }
+
+    /// Calls `handler` with every inbound message that is not an event, from the
+    /// first connection on (see [`Client::on_raw`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_raw<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inbound.on_raw(handler)
     }
 
     /// Subscribes to inbound events of the given types (all types when empty), from

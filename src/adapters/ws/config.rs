@@ -19,8 +19,9 @@ pub enum DropPolicy {
     Newest,
 }
 
-/// What a connection does with an inbound text that is not an event (malformed JSON,
-/// not an object, no string `type`).
+/// What a connection does with an inbound message that is not an event: a text
+/// that is malformed JSON, not an object or without a string `type`, or a binary
+/// message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum MalformedPolicy {
@@ -31,6 +32,14 @@ pub enum MalformedPolicy {
     /// Keep the connection and send back a `RUN_ERROR` event whose `message` says
     /// what was wrong and whose `code` is `"MALFORMED_EVENT"`.
     ErrorEvent,
+    /// Raw mode, for a transport that carries more than events (binary payloads,
+    /// protocols without JSON): keep the connection and hand the message as it
+    /// arrived ([`RawMessage`](super::RawMessage)) to the connection's raw handlers
+    /// ([`Connection::on_raw`](super::Connection::on_raw)), through the same bounded
+    /// inbound queue and byte budget as events, in arrival order with them. The
+    /// size limits apply as to events. Counted in
+    /// [`Traffic::raw_in`](super::Traffic::raw_in), not as malformed.
+    Raw,
 }
 
 /// One connection's outbound queue and its byte limits, in the manner of Redis'
@@ -111,7 +120,8 @@ pub struct InboundConfig {
     /// otherwise put at `queue_capacity * max_message_bytes`. Default 4 MiB; at
     /// least `max_message_bytes`, so that any message the connection accepts fits.
     pub max_queued_bytes: usize,
-    /// What to do with a text that is not an event.
+    /// What to do with a message that is not an event. Default
+    /// [`MalformedPolicy::Close`]; [`MalformedPolicy::Raw`] turns raw mode on.
     pub on_malformed: MalformedPolicy,
     /// Most handlers on one connection. Default 64.
     pub max_handlers: usize,
