@@ -761,6 +761,16 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
         assert_eq!(s.value("membound_ws_server_broadcast_queued", &l), 8.0);
         assert_eq!(s.value("membound_ws_server_sent_events", &l), 0.0);
         assert_eq!(s.value("membound_ws_server_pressure_level", &l), 0.0);
+        assert_eq!(
+            s.kind("membound_ws_server_handshakes_pending"),
+            ("gauge", "")
+        );
+        assert_eq!(s.value("membound_ws_server_handshakes_pending", &l), 0.0);
+        assert_eq!(
+            s.kind("membound_ws_server_handshakes_refused"),
+            ("counter", "")
+        );
+        assert_eq!(s.value("membound_ws_server_handshakes_refused", &l), 0.0);
     }
     let cause = |c| [("ws_server", "detailed"), ("cause", c)];
     assert_eq!(s.kind("membound_ws_server_refused"), ("counter", ""));

@@ -24,6 +24,7 @@ fn client_config(max_attempts: u32) -> ClientConfig {
             max_backoff: Duration::from_millis(50),
             multiplier: 2.0,
             jitter: 0.5,
+            ..ReconnectPolicy::default()
         },
         connection: fast_config().connection,
     }

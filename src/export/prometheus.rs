@@ -975,9 +975,11 @@ impl Export for WsServerSnapshot {
         let counters = [
             ("accepted", "Connections admitted.", m.accepted),
             ("handshake_failures", "TCP connections whose WebSocket handshake failed or timed out.", m.handshake_failures),
+            ("handshakes_refused", "TCP connections closed before the handshake because max_pending_handshakes were under way.", m.refused_handshakes),
             ("accept_errors", "Errors from the listening socket's accept.", m.accept_errors),
             ("received_messages", "Messages received (fragments of one message count once).", m.traffic.frames_in),
             ("received_malformed", "Inbound messages that were not events.", m.traffic.malformed_in),
+            ("received_raw", "Inbound messages that were not events, taken by raw mode.", m.traffic.raw_in),
             ("received_pongs", "Pongs received.", m.traffic.pongs_received),
             ("sent_events", "Events written, resynchronising snapshots included.", m.traffic.frames_out),
             ("sent_pings", "Keepalive pings sent.", m.traffic.pings_sent),
@@ -1000,6 +1002,7 @@ impl Export for WsServerSnapshot {
         #[rustfmt::skip]
         let gauges = [
             ("connections", "Connections open now.", m.connections as u64),
+            ("handshakes_pending", "WebSocket handshakes under way now.", m.pending_handshakes as u64),
             ("queued_events", "Events queued on the open connections now.", m.queued_events),
             ("pressure_level", "The pressure level last reported (0 normal .. 3 critical).", m.pressure.index() as u64),
         ];

@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Bytes};
 
 use super::conn::{Incoming, Transport, WireError, WireMessage};
-use super::{CloseReason, Frame, Server};
+use super::{CloseReason, Frame, RawMessage, Server};
 
 /// Completes `ws`'s upgrade and runs the connection with `server`'s settings,
 /// registry and fan-out; `peer` is the client's address when the router provides it
@@ -108,6 +108,20 @@ impl WireMessage for Message {
             Message::Close(frame) => {
                 Incoming::Close(frame.as_ref().map(|f| (f.code, f.reason.as_str())))
             }
+        }
+    }
+
+    fn into_raw(self) -> Option<RawMessage> {
+        match self {
+            Message::Text(text) => {
+                let bytes: Bytes = text.into();
+                // axum checked the UTF-8 already; the check does not copy it.
+                tungstenite::Utf8Bytes::try_from(bytes)
+                    .ok()
+                    .map(RawMessage::Text)
+            }
+            Message::Binary(data) => Some(RawMessage::Binary(data)),
+            _ => None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The client: connects to a URL under a dial timeout, runs the same connection core
 //! as the server, and reconnects after a loss with exponential backoff and jitter, a
-//! bounded number of times. Handlers and subscriptions belong to the client, not to
+//! bounded number of times; a connection that ends within the policy's
+//! `stable_after` counts as a failed attempt, so a server that accepts and then fails
+//! does not reset the count. Handlers and subscriptions belong to the client, not to
 //! one connection, so they survive reconnects.
 
 use core::time::Duration;
@@ -24,8 +26,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::conn::{self, drive, next_conn_id, Core, CoreParts, Flag};
 use super::{
     ClientConfig, CloseReason, ConnId, Connection, ConnectionMetrics, Event, EventSubscription,
-    EventType, HandlerId, Inbound, InboundError, OfferError, Offered, Outbound, ReconnectPolicy,
-    WsConfigError,
+    EventType, HandlerId, Inbound, InboundError, OfferError, Offered, Outbound, RawMessage,
+    ReconnectPolicy, WsConfigError,
 };
 use crate::clock::{Clock, MonotonicClock};
 use crate::sync::{AtomicU64, Ordering};
@@ -117,7 +119,8 @@ pub struct ClientMetrics {
     pub connection: ConnectionMetrics,
     /// Connections made after the first.
     pub reconnects: u64,
-    /// Reconnection attempts that failed.
+    /// Reconnection attempts that failed: no connection was made, or it ended
+    /// within the policy's [`stable_after`](ReconnectPolicy::stable_after).
     pub failed_attempts: u64,
 }
 
@@ -198,6 +201,12 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// fail with [`OfferError::Closed`]; handlers and subscriptions stay registered
 /// across reconnects and close when the client closes or gives up.
 ///
+/// Handlers and subscriptions added with [`on`](Self::on) or
+/// [`subscribe`](Self::subscribe) see the events that arrive after they were added:
+/// an event a server sends as soon as the connection opens may already have been
+/// dispatched by the time [`connect`](Self::connect) returns. To see every event,
+/// register them on a [`ClientBuilder`] ([`Client::builder`]) before it connects.
+///
 /// # Examples
 ///
 /// A client and a server on loopback; the server broadcasts one event:
@@ -274,18 +283,51 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Client {
     /// Connects to `url` (`ws://host:port/path`) within the dial timeout and starts
-    /// the connection. Must be called inside a tokio runtime.
+    /// the connection. Must be called inside a tokio runtime. The same as
+    /// `Client::builder(config)?.connect(url)`, with nothing registered before the
+    /// connection opens.
     ///
     /// # Errors
     ///
     /// [`ConnectError`] when the configuration is invalid or the first connection
     /// fails; reconnection only follows a connection that was made.
     pub async fn connect(url: &str, config: ClientConfig) -> Result<Self, ConnectError> {
-        Self::connect_with_clock(url, config, Arc::new(MonotonicClock::new())).await
+        Self::builder(config)?.connect(url).await
     }
 
-    /// [`connect`](Self::connect), with the clock of the queue's soft-limit timer and
-    /// the subscriptions' idle TTL.
+    /// A builder, to register handlers and subscriptions before the first
+    /// connection opens; the client's clock is a [`MonotonicClock`].
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] when the configuration cannot work.
+    pub fn builder(config: ClientConfig) -> Result<ClientBuilder, WsConfigError> {
+        Self::builder_with_clock(config, Arc::new(MonotonicClock::new()))
+    }
+
+    /// [`builder`](Self::builder), with the clock of the queue's soft-limit timer,
+    /// the subscriptions' idle TTL and the reconnect policy's
+    /// [`stable_after`](ReconnectPolicy::stable_after).
+    ///
+    /// # Errors
+    ///
+    /// As [`builder`](Self::builder).
+    pub fn builder_with_clock(
+        config: ClientConfig,
+        clock: Arc<dyn Clock + Send + Sync>,
+    ) -> Result<ClientBuilder, WsConfigError> {
+        config.validate()?;
+        let inbound = Arc::new(Inbound::new(config.connection.inbound, Arc::clone(&clock))?);
+        Ok(ClientBuilder {
+            config,
+            inbound,
+            clock,
+        })
+    }
+
+    /// [`connect`](Self::connect), with the clock of the queue's soft-limit timer,
+    /// the subscriptions' idle TTL and the reconnect policy's
+    /// [`stable_after`](ReconnectPolicy::stable_after).
     ///
     /// # Errors
     ///
@@ -295,26 +337,7 @@ impl Client {
         config: ClientConfig,
         clock: Arc<dyn Clock + Send + Sync>,
     ) -> Result<Self, ConnectError> {
-        config.validate()?;
-        let inbound = Arc::new(Inbound::new(config.connection.inbound, Arc::clone(&clock))?);
-        let socket = dial(url, &config).await?;
-        let core = new_core(&config, &socket, &inbound, &clock)?;
-        let inner = Arc::new(ClientInner {
-            url: url.to_owned(),
-            config,
-            inbound,
-            clock,
-            current: Mutex::new(Connection::from_core(Arc::clone(&core))),
-            state: watch::Sender::new(ClientState::Connected(core.id())),
-            closing: Flag::default(),
-            reconnects: AtomicU64::new(0),
-            failed_attempts: AtomicU64::new(0),
-        });
-        tokio::spawn(run(Arc::clone(&inner), socket, core));
-        Ok(Self {
-            _owner: Arc::new(Owner(Arc::clone(&inner))),
-            inner,
-        })
+        Self::builder_with_clock(config, clock)?.connect(url).await
     }
 
     /// The URL the client connects to.
@@ -356,8 +379,9 @@ impl Client {
         self.connection().try_send(event)
     }
 
-    /// Calls `handler` with every inbound event of type `kind`, on every connection
-    /// the client makes.
+    /// Calls `handler` with every inbound event of type `kind` that arrives from now
+    /// on, on every connection the client makes (see [`ClientBuilder::on`] to
+    /// register before the first connection opens).
     ///
     /// # Errors
     ///
@@ -383,12 +407,30 @@ impl Client {
         self.inner.inbound.on_any(handler)
     }
 
+    /// Calls `handler` with every inbound message that is not an event, as it
+    /// arrived, when the client's connection is in raw mode
+    /// ([`MalformedPolicy::Raw`](super::MalformedPolicy::Raw)); see
+    /// [`Inbound::on_raw`].
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_raw<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.inbound.on_raw(handler)
+    }
+
     /// Removes a handler; `false` if it was not registered.
     pub fn remove_handler(&self, id: HandlerId) -> bool {
         self.inner.inbound.remove_handler(id)
     }
 
-    /// Subscribes to inbound events of the given types (all types when empty).
+    /// Subscribes to inbound events of the given types (all types when empty) that
+    /// arrive from now on (see [`ClientBuilder::subscribe`] to subscribe before the
+    /// first connection opens).
     ///
     /// # Errors
     ///
@@ -427,6 +469,148 @@ impl Client {
             reconnects: self.inner.reconnects.load(Ordering::Relaxed),
             failed_attempts: self.inner.failed_attempts.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Builds a [`Client`] whose handlers and subscriptions are registered before its
+/// first connection opens, so they see every event the server sends, the first one
+/// included. Made by [`Client::builder`].
+///
+/// What is registered here belongs to the client, as with [`Client::on`]: it stays
+/// registered across reconnects, and closes when the client closes or gives up, or
+/// when [`connect`](Self::connect) fails (the builder is consumed then).
+///
+/// # Examples
+///
+/// A server that greets each connection at once; the client sees the greeting:
+///
+/// ```
+/// use membound::adapters::ws::{Client, ClientConfig, CloseReason, Event, EventType, Server, ServerConfig};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let server = Server::builder(ServerConfig::default())
+///     .on_connect(|conn| { let _ = conn.try_send(&Event::new(EventType::RunStarted)); })
+///     .bind()
+///     .await?;
+///
+/// let builder = Client::builder(ClientConfig::default())?;
+/// let runs = builder.subscribe([EventType::RunStarted])?;
+/// let client = builder.connect(&format!("ws://{}", server.local_addr())).await?;
+/// assert_eq!(runs.recv().await?.kind(), &EventType::RunStarted);
+///
+/// client.close(CloseReason::Normal);
+/// client.closed().await;
+/// server.shutdown().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[must_use = "a builder does nothing until `connect` is called"]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    inbound: Arc<Inbound>,
+    clock: Arc<dyn Clock + Send + Sync>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .field("handlers", &self.inbound.handler_count())
+            .field("subscriptions", &self.inbound.subscription_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Calls `handler` with every inbound event of type `kind`, from the first
+    /// connection on (see [`Client::on`]).
+    ///
+    /// # Errors
+    ///
+    /// [`InboundError::TooManyHandlers`] when the client has as many handlers as
+    /// allowed.
+    pub fn on<F, Fut>(&self, kind: EventType, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inbound.on(kind, handler)
+    }
+
+    /// Calls `handler` with every inbound event, from the first connection on.
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_any<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inbound.on_any(handler)
+    }
+
+    /// Calls `handler` with every inbound message that is not an event, from the
+    /// first connection on (see [`Client::on_raw`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_raw<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: core::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inbound.on_raw(handler)
+    }
+
+    /// Subscribes to inbound events of the given types (all types when empty), from
+    /// the first connection on (see [`Client::subscribe`]).
+    ///
+    /// # Errors
+    ///
+    /// [`InboundError::TooManySubscriptions`] when the client has as many
+    /// subscriptions as allowed.
+    pub fn subscribe(
+        &self,
+        kinds: impl IntoIterator<Item = EventType>,
+    ) -> Result<EventSubscription, InboundError> {
+        self.inbound.subscribe(kinds)
+    }
+
+    /// Connects to `url` (`ws://host:port/path`) within the dial timeout and starts
+    /// the connection, with what was registered (see [`Client::connect`]). Must be
+    /// called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`] when the first connection fails; what was registered is
+    /// closed then.
+    pub async fn connect(self, url: &str) -> Result<Client, ConnectError> {
+        let Self {
+            config,
+            inbound,
+            clock,
+        } = self;
+        let socket = dial(url, &config).await?;
+        let opened = clock.now();
+        let core = new_core(&config, &socket, &inbound, &clock)?;
+        let inner = Arc::new(ClientInner {
+            url: url.to_owned(),
+            config,
+            inbound,
+            clock,
+            current: Mutex::new(Connection::from_core(Arc::clone(&core))),
+            state: watch::Sender::new(ClientState::Connected(core.id())),
+            closing: Flag::default(),
+            reconnects: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+        });
+        tokio::spawn(run(Arc::clone(&inner), socket, core, opened));
+        Ok(Client {
+            _owner: Arc::new(Owner(Arc::clone(&inner))),
+            inner,
+        })
     }
 }
 
@@ -470,14 +654,23 @@ fn new_core(
 }
 
 /// The client's task: runs each connection, reconnects after it ends, and runs the
-/// dispatcher of the client's inbound events throughout.
-async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>) {
+/// dispatcher of the client's inbound events throughout. `opened` is the clock's
+/// tick when the first connection was made.
+async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>, opened: u64) {
     let connections = async {
         let mut socket = socket;
         let mut core = core;
+        let mut opened = opened;
         let mut jitter = Jitter::new();
+        let stable_ticks = inner.clock.ticks_for(inner.config.reconnect.stable_after);
+        // Reconnection attempts since the last connection that held for
+        // `stable_after`: the count (and the backoff) goes on across connections
+        // that end sooner, so a server that accepts and then fails cannot keep the
+        // client at its first attempt forever.
+        let mut attempts = 0u32;
         let last = loop {
             let ended = drive(socket, Arc::clone(&core)).await;
+            let lived = inner.clock.now().saturating_sub(opened);
             let reason = ended.reason;
             core.finish(reason.clone());
             if let Some(linger) = ended.linger {
@@ -487,8 +680,17 @@ async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>) {
             if inner.closing.is_set() {
                 break ClientState::Closed(reason);
             }
-            match reconnect(&inner, &reason, &mut jitter).await {
+            if lived >= stable_ticks {
+                attempts = 0;
+            } else if attempts > 0 {
+                // The attempt made this connection, which did not hold.
+                inner.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            }
+            match reconnect(&inner, &reason, &mut jitter, &mut attempts).await {
                 Ok((next_socket, next_core)) => {
+                    // Read before the new state is published, so that time that
+                    // passes once `Connected` is seen counts to this connection.
+                    opened = inner.clock.now();
                     socket = next_socket;
                     core = next_core;
                     *lock(&inner.current) = Connection::from_core(Arc::clone(&core));
@@ -509,15 +711,19 @@ async fn run(inner: Arc<ClientInner>, socket: Socket, core: Arc<Core>) {
     inner.state.send_replace(last);
 }
 
-/// Makes up to `max_attempts` connection attempts with backoff; the final state
-/// when none succeeds (or the client is closed meanwhile).
+/// Makes connection attempts with backoff, after the `attempts` already made, up
+/// to `max_attempts` in all; `attempts` counts the ones made. The final state when
+/// none succeeds (or the client is closed meanwhile).
 async fn reconnect(
     inner: &ClientInner,
     after: &CloseReason,
     jitter: &mut Jitter,
+    attempts: &mut u32,
 ) -> Result<(Socket, Arc<Core>), ClientState> {
     let policy = &inner.config.reconnect;
-    for attempt in 1..=policy.max_attempts {
+    while *attempts < policy.max_attempts {
+        *attempts += 1;
+        let attempt = *attempts;
         inner.state.send_replace(ClientState::Reconnecting {
             attempt,
             after: after.clone(),
@@ -561,6 +767,7 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             multiplier: 2.0,
             jitter: 0.5,
+            ..ReconnectPolicy::default()
         }
     }
 

@@ -19,8 +19,9 @@ pub enum DropPolicy {
     Newest,
 }
 
-/// What a connection does with an inbound text that is not an event (malformed JSON,
-/// not an object, no string `type`).
+/// What a connection does with an inbound message that is not an event: a text
+/// that is malformed JSON, not an object or without a string `type`, or a binary
+/// message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum MalformedPolicy {
@@ -31,6 +32,14 @@ pub enum MalformedPolicy {
     /// Keep the connection and send back a `RUN_ERROR` event whose `message` says
     /// what was wrong and whose `code` is `"MALFORMED_EVENT"`.
     ErrorEvent,
+    /// Raw mode, for a transport that carries more than events (binary payloads,
+    /// protocols without JSON): keep the connection and hand the message as it
+    /// arrived ([`RawMessage`](super::RawMessage)) to the connection's raw handlers
+    /// ([`Connection::on_raw`](super::Connection::on_raw)), through the same bounded
+    /// inbound queue and byte budget as events, in arrival order with them. The
+    /// size limits apply as to events. Counted in
+    /// [`Traffic::raw_in`](super::Traffic::raw_in), not as malformed.
+    Raw,
 }
 
 /// One connection's outbound queue and its byte limits, in the manner of Redis'
@@ -116,7 +125,8 @@ pub struct InboundConfig {
     /// otherwise put at `queue_capacity * max_message_bytes`. Default 4 MiB; at
     /// least `max_message_bytes`, so that any message the connection accepts fits.
     pub max_queued_bytes: usize,
-    /// What to do with a text that is not an event.
+    /// What to do with a message that is not an event. Default
+    /// [`MalformedPolicy::Close`]; [`MalformedPolicy::Raw`] turns raw mode on.
     pub on_malformed: MalformedPolicy,
     /// Most handlers on one connection. Default 64.
     pub max_handlers: usize,
@@ -290,6 +300,18 @@ pub struct ServerConfig {
     /// Most open connections; one more is refused with close code 1013. Default
     /// 10 000.
     pub max_connections: usize,
+    /// Most TCP connections whose WebSocket handshake is under way (accepted, not
+    /// yet upgraded); one more is closed at once, before any handshake, and counted
+    /// ([`ServerMetrics::refused_handshakes`](super::ServerMetrics::refused_handshakes)).
+    /// `max_connections` counts only connections whose handshake is done, so
+    /// without this cap peers that open TCP connections and never finish the
+    /// handshake would each hold a task, a socket and its buffers (about 24 KB)
+    /// until `handshake_timeout`. Default 64: a handshake takes well under a
+    /// millisecond of CPU, so 64 at once let a 2-core server admit bursts of
+    /// thousands of real clients a second, while peers that stall can hold at most
+    /// about 1.5 MB. Connections handed over by axum are upgraded by axum and not
+    /// counted here.
+    pub max_pending_handshakes: usize,
     /// Longest a WebSocket handshake may take. Default 10 s.
     pub handshake_timeout: Duration,
     /// On shutdown, how long connections may take to deliver what they had queued
@@ -304,6 +326,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             max_connections: 10_000,
+            max_pending_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             connection: ConnectionConfig::default(),
@@ -319,6 +342,7 @@ impl ServerConfig {
     /// [`WsConfigError`] naming the first field that is zero or inconsistent.
     pub fn validate(&self) -> Result<(), WsConfigError> {
         nonzero("max_connections", self.max_connections)?;
+        nonzero("max_pending_handshakes", self.max_pending_handshakes)?;
         nonzero_duration("handshake_timeout", self.handshake_timeout)?;
         self.connection.validate()
     }
@@ -326,11 +350,20 @@ impl ServerConfig {
 
 /// How a client reconnects after losing its connection: exponential backoff with
 /// jitter, a bounded number of times.
+///
+/// An attempt counts as made only when its connection stays open for
+/// [`stable_after`](Self::stable_after): a connection that ends sooner (a server
+/// that completes the handshake and then fails) is a failed attempt, so the delays
+/// keep growing and `max_attempts` bounds the reconnections against a server that
+/// keeps failing. A connection that lasts `stable_after` starts the count afresh
+/// after its loss.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReconnectPolicy {
     /// Reconnection attempts after a loss before the client gives up; 0 never
-    /// reconnects. Default 10.
+    /// reconnects. Attempts whose connection ends within `stable_after` count as
+    /// failed, so this also bounds the reconnections to a server that accepts and
+    /// then drops the client. Default 10.
     pub max_attempts: u32,
     /// Delay before the first attempt. Default 100 ms.
     pub initial_backoff: Duration,
@@ -341,6 +374,13 @@ pub struct ReconnectPolicy {
     /// Fraction of each delay that is randomised, in `0..=1`: a delay `d` becomes a
     /// uniform pick in `[d × (1 − jitter), d]`. Default 0.5.
     pub jitter: f64,
+    /// How long a connection must stay open to count as made, timed by the
+    /// client's clock ([`Client::connect_with_clock`](super::Client::connect_with_clock)).
+    /// A connection that ends sooner counts as a failed attempt; the next delay
+    /// grows and the attempt count goes on. Default 5 s (longer than a handshake
+    /// and a first exchange take, shorter than the least a working session lasts);
+    /// must be greater than zero.
+    pub stable_after: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -351,6 +391,7 @@ impl Default for ReconnectPolicy {
             max_backoff: Duration::from_secs(10),
             multiplier: 2.0,
             jitter: 0.5,
+            stable_after: Duration::from_secs(5),
         }
     }
 }
@@ -380,7 +421,7 @@ impl ReconnectPolicy {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(WsConfigError::new("reconnect.jitter", "must be in 0..=1"));
         }
-        Ok(())
+        nonzero_duration("reconnect.stable_after", self.stable_after)
     }
 }
 
@@ -487,11 +528,20 @@ mod tests {
         c.connection.idle_timeout = c.connection.keepalive_interval;
         assert_eq!(c.validate().unwrap_err().field, "idle_timeout");
 
+        let c = ServerConfig {
+            max_pending_handshakes: 0,
+            ..ServerConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "max_pending_handshakes");
+
         let mut c = ClientConfig::default();
         c.reconnect.jitter = f64::NAN;
         assert_eq!(c.validate().unwrap_err().field, "reconnect.jitter");
         c.reconnect.jitter = 0.5;
         c.reconnect.multiplier = 0.5;
         assert_eq!(c.validate().unwrap_err().field, "reconnect.multiplier");
+        c.reconnect.multiplier = 2.0;
+        c.reconnect.stable_after = Duration::ZERO;
+        assert_eq!(c.validate().unwrap_err().field, "reconnect.stable_after");
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! - the **reader** takes messages from the socket, parses texts as [`Event`]s and
 //!   hands them to the connection's [`Inbound`] (which waits while its bounded queue
-//!   is full, so a fast sender is slowed down by TCP); it records activity for the
+//!   is full, so a fast sender is slowed down by TCP), and in raw mode
+//!   ([`MalformedPolicy::Raw`]) the messages that are not events too, as
+//!   [`RawMessage`]s; it records activity for the
 //!   idle timeout and turns protocol errors, oversized messages, malformed events and
 //!   the peer's close frame into a [`CloseReason`];
 //! - the **writer** takes frames from the connection's [`Outbound`] queue and writes
@@ -68,7 +70,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::{
     CloseReason, ConnId, ConnectionConfig, Event, EventSubscription, EventType, Frame, HandlerId,
     Inbound, InboundError, InboundMetrics, MalformedPolicy, Next, OfferError, Offered, Outbound,
-    OutboundMetrics, SlowConsumer, SnapshotSource,
+    OutboundMetrics, RawMessage, SlowConsumer, SnapshotSource,
 };
 use crate::adapters::ending::bump;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -96,6 +98,10 @@ pub(crate) trait WireMessage: Sized + Send + 'static {
 
     /// What was received.
     fn kind(&self) -> Incoming<'_>;
+
+    /// A text or binary message as a [`RawMessage`], without copying its payload;
+    /// `None` for a control frame.
+    fn into_raw(self) -> Option<RawMessage>;
 }
 
 /// A received message, as the reader sees it.
@@ -187,6 +193,14 @@ impl WireMessage for Message {
             Message::Frame(frame) => Incoming::Binary(frame.payload().len()),
         }
     }
+
+    fn into_raw(self) -> Option<RawMessage> {
+        match self {
+            Message::Text(text) => Some(RawMessage::Text(text)),
+            Message::Binary(data) => Some(RawMessage::Binary(data)),
+            _ => None,
+        }
+    }
 }
 
 impl WireError for tungstenite::Error {
@@ -259,6 +273,7 @@ struct Io {
     pings_sent: AtomicU64,
     pongs_received: AtomicU64,
     malformed_in: AtomicU64,
+    raw_in: AtomicU64,
     resyncs_sent: AtomicU64,
     /// The peer's close frame arrived.
     peer_closed: AtomicBool,
@@ -306,8 +321,12 @@ pub struct Traffic {
     pub pings_sent: u64,
     /// Pongs received.
     pub pongs_received: u64,
-    /// Inbound messages that were not events (malformed JSON, no `type`, binary).
+    /// Inbound messages that were not events (malformed JSON, no `type`, binary),
+    /// unless raw mode took them.
     pub malformed_in: u64,
+    /// Inbound messages that were not events and went to the raw handlers
+    /// ([`MalformedPolicy::Raw`]).
+    pub raw_in: u64,
     /// Snapshots sent to resynchronise after discarded state deltas.
     pub resyncs_sent: u64,
 }
@@ -321,6 +340,7 @@ impl Traffic {
         self.pings_sent += other.pings_sent;
         self.pongs_received += other.pongs_received;
         self.malformed_in += other.malformed_in;
+        self.raw_in += other.raw_in;
         self.resyncs_sent += other.resyncs_sent;
     }
 }
@@ -449,6 +469,7 @@ impl Core {
             pings_sent: read(&self.io.pings_sent),
             pongs_received: read(&self.io.pongs_received),
             malformed_in: read(&self.io.malformed_in),
+            raw_in: read(&self.io.raw_in),
             resyncs_sent: read(&self.io.resyncs_sent),
         }
     }
@@ -574,6 +595,21 @@ impl Connection {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.core.inbound.on_any(handler)
+    }
+
+    /// Calls `handler` with every inbound message that is not an event, as it
+    /// arrived, when the connection is in raw mode
+    /// ([`MalformedPolicy::Raw`]); see [`Inbound::on_raw`].
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_raw<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.core.inbound.on_raw(handler)
     }
 
     /// Removes a handler; `false` if it was not registered.
@@ -771,19 +807,20 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
                 if closing(core) {
                     continue;
                 }
+                let len = text.len();
                 match Event::parse(text) {
                     Ok(event) => {
                         // A closed inbound side (the connection is ending) drops it.
-                        let _ = core.inbound.push_sized(event, text.len()).await;
+                        let _ = core.inbound.push_sized(event, len).await;
                     }
-                    Err(error) => malformed(core, error.to_string()).await,
+                    Err(error) => not_an_event(core, message, error.to_string()).await,
                 }
             }
             Incoming::Binary(len) => {
                 bump(&core.io.frames_in, 1);
                 bump(&core.io.bytes_in, len as u64);
                 if !closing(core) {
-                    malformed(core, "binary messages are not events".into()).await;
+                    not_an_event(core, message, "binary messages are not events".into()).await;
                 }
             }
             Incoming::Ping(len) => bump(&core.io.bytes_in, len as u64),
@@ -815,11 +852,25 @@ fn closing(core: &Core) -> bool {
     core.outbound.close_reason().is_some_and(|r| !r.drains())
 }
 
-async fn malformed(core: &Core, why: String) {
-    bump(&core.io.malformed_in, 1);
+/// A text or binary `message` that is not an event (`why`), by the malformed
+/// policy: to the raw handlers in raw mode, otherwise a close or an error event.
+async fn not_an_event<M: WireMessage>(core: &Core, message: M, why: String) {
     match core.config.inbound.on_malformed {
-        MalformedPolicy::Close => core.outbound.close(CloseReason::InvalidPayload(why)),
+        MalformedPolicy::Raw => {
+            // Only text and binary messages come here, so `into_raw` has one.
+            if let Some(raw) = message.into_raw() {
+                bump(&core.io.raw_in, 1);
+                // As for an event: a closed inbound side (the connection is
+                // ending) drops it.
+                let _ = core.inbound.push_raw(raw).await;
+            }
+        }
+        MalformedPolicy::Close => {
+            bump(&core.io.malformed_in, 1);
+            core.outbound.close(CloseReason::InvalidPayload(why));
+        }
         MalformedPolicy::ErrorEvent => {
+            bump(&core.io.malformed_in, 1);
             let reply = Event::new(EventType::RunError)
                 .with("message", why)
                 .with("code", "MALFORMED_EVENT");

@@ -22,6 +22,7 @@ use std::sync::{Arc, Weak};
 
 use futures_util::future::{join_all, FutureExt};
 use tokio::sync::{Semaphore, TryAcquireError};
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use super::{Event, EventType, InboundConfig, WsConfigError};
 use crate::adapters::ending::{bump, Ending};
@@ -146,7 +147,8 @@ impl std::error::Error for SubscriptionError {}
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct InboundMetrics {
-    /// Events accepted by [`Inbound::push`] into the inbound queue.
+    /// Events accepted by [`Inbound::push`] into the inbound queue (with raw
+    /// messages, in raw mode).
     pub events_in: u64,
     /// Events waiting in the inbound queue now.
     pub queued: u64,
@@ -171,7 +173,8 @@ pub struct InboundMetrics {
     /// event slot, and count in both.
     pub byte_waits: u64,
     /// Events the dispatcher finished with: delivered to every matching
-    /// subscription, and every matching handler completed, timed out or panicked.
+    /// subscription, and every matching handler completed, timed out or panicked
+    /// (raw messages count too, in raw mode).
     pub dispatched: u64,
     /// Handler invocations started (one per matching handler per event).
     pub handler_calls: u64,
@@ -198,20 +201,68 @@ pub struct InboundMetrics {
     pub subscriptions_rejected: u64,
 }
 
+/// An inbound message that is not an event, as it arrived, for the raw handlers
+/// ([`Inbound::on_raw`]) of a connection whose
+/// [`on_malformed`](InboundConfig::on_malformed) is [`MalformedPolicy::Raw`].
+///
+/// Cloning shares the payload (no copy).
+///
+/// [`MalformedPolicy::Raw`]: super::MalformedPolicy::Raw
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RawMessage {
+    /// A text message that is not an event (not JSON, not an object, no string
+    /// `type`).
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl RawMessage {
+    /// The payload's length in bytes, which the inbound byte budget counts.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Binary(data) => data.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload's bytes (for a text, its UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(text) => text.as_bytes(),
+            Self::Binary(data) => data,
+        }
+    }
+}
+
 /// A handler's boxed future.
 type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a handler is called with.
+enum Call {
+    /// Events (of its type, or of every type).
+    Event(Box<dyn Fn(Event) -> HandlerFuture + Send + Sync>),
+    /// Raw messages ([`Inbound::on_raw`]).
+    Raw(Box<dyn Fn(RawMessage) -> HandlerFuture + Send + Sync>),
+}
 
 /// A registered handler.
 struct Handler {
     id: HandlerId,
-    /// The type it handles; `None` for every type.
+    /// The type it handles; `None` for every type (and for a raw handler).
     kind: Option<EventType>,
-    call: Box<dyn Fn(Event) -> HandlerFuture + Send + Sync>,
+    call: Call,
 }
 
 impl Handler {
     fn wants(&self, kind: &EventType) -> bool {
-        self.kind.as_ref().is_none_or(|k| k == kind)
+        matches!(self.call, Call::Event(_)) && self.kind.as_ref().is_none_or(|k| k == kind)
     }
 }
 
@@ -524,9 +575,15 @@ pub struct Inbound {
     running: AtomicBool,
 }
 
-/// An event in the inbound queue, with the bytes it holds of the budget.
+/// What the inbound queue carries.
+enum Item {
+    Event(Event),
+    Raw(RawMessage),
+}
+
+/// An item in the inbound queue, with the bytes it holds of the budget.
 struct Queued {
-    event: Event,
+    item: Item,
     bytes: usize,
 }
 
@@ -657,15 +714,37 @@ impl Inbound {
     /// # }).unwrap();
     /// ```
     pub async fn push_sized(&self, event: Event, bytes: usize) -> Result<(), InboundClosed> {
+        match self.push_item(Item::Event(event), bytes).await {
+            Err(Item::Event(event)) => Err(InboundClosed(event)),
+            // Queued (an event never comes back as a raw message).
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues a raw message for the raw handlers, as
+    /// [`push_sized`](Self::push_sized) queues an event: in the same queue, under the
+    /// same byte budget (its length), in arrival order. Called by the reader with
+    /// [`MalformedPolicy::Raw`](super::MalformedPolicy::Raw).
+    pub(crate) async fn push_raw(&self, message: RawMessage) -> Result<(), RawMessage> {
+        let bytes = message.len();
+        match self.push_item(Item::Raw(message), bytes).await {
+            Err(Item::Raw(message)) => Err(message),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues `item`, of `bytes` bytes (see [`push_sized`](Self::push_sized));
+    /// hands it back after [`close`](Self::close).
+    async fn push_item(&self, item: Item, bytes: usize) -> Result<(), Item> {
         let permits = self.permits_for(bytes);
         let granted = match self.free_bytes.try_acquire_many(permits) {
             Ok(granted) => granted,
-            Err(TryAcquireError::Closed) => return Err(InboundClosed(event)),
+            Err(TryAcquireError::Closed) => return Err(item),
             Err(TryAcquireError::NoPermits) => {
                 bump(&self.byte_waits, 1);
                 match self.free_bytes.acquire_many(permits).await {
                     Ok(granted) => granted,
-                    Err(_closed) => return Err(InboundClosed(event)),
+                    Err(_closed) => return Err(item),
                 }
             }
         };
@@ -686,14 +765,14 @@ impl Inbound {
         }
         match self
             .queue
-            .push_async(Box::new(Queued { event, bytes }))
+            .push_async(Box::new(Queued { item, bytes }))
             .await
         {
             Ok(()) => {
                 admitted.queued = true;
                 Ok(())
             }
-            Err(closed) => Err(InboundClosed(closed.0.event)),
+            Err(closed) => Err(closed.0.item),
         }
     }
 
@@ -735,9 +814,12 @@ impl Inbound {
             // `pop_async` is cancel-safe: a timeout that drops it loses no event.
             match tokio::time::timeout_at(next_sweep, self.queue.pop_async()).await {
                 Ok(Ok(queued)) => {
-                    let Queued { event, bytes } = *queued;
+                    let Queued { item, bytes } = *queued;
                     self.release(bytes);
-                    self.dispatch(event).await;
+                    match item {
+                        Item::Event(event) => self.dispatch(event).await,
+                        Item::Raw(message) => self.dispatch_raw(message).await,
+                    }
                 }
                 Ok(Err(_closed)) => break,
                 Err(_elapsed) => {
@@ -791,6 +873,25 @@ impl Inbound {
         self.add_handler(None, handler)
     }
 
+    /// Registers `handler` for the inbound messages that are not events, when the
+    /// connection's [`on_malformed`](InboundConfig::on_malformed) is
+    /// [`MalformedPolicy::Raw`](super::MalformedPolicy::Raw): each comes as it
+    /// arrived ([`RawMessage`]), in arrival order with the events, through the same
+    /// queue and byte budget, and is dispatched as an event is (one at a time, each
+    /// handler under the handler timeout). Counts toward
+    /// [`max_handlers`](InboundConfig::max_handlers).
+    ///
+    /// # Errors
+    ///
+    /// As [`on`](Self::on).
+    pub fn on_raw<F, Fut>(&self, handler: F) -> Result<HandlerId, InboundError>
+    where
+        F: Fn(RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.register(None, Call::Raw(Box::new(move |m| Box::pin(handler(m)))))
+    }
+
     fn add_handler<F, Fut>(
         &self,
         kind: Option<EventType>,
@@ -800,16 +901,16 @@ impl Inbound {
         F: Fn(Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.register(kind, Call::Event(Box::new(move |e| Box::pin(handler(e)))))
+    }
+
+    fn register(&self, kind: Option<EventType>, call: Call) -> Result<HandlerId, InboundError> {
         let reg = &*self.registry;
         if reg.closed.load(Ordering::Acquire) {
             return Err(InboundError::Closed);
         }
         let id = HandlerId(reg.next_id());
-        let entry = Arc::new(Handler {
-            id,
-            kind,
-            call: Box::new(move |event| Box::pin(handler(event))),
-        });
+        let entry = Arc::new(Handler { id, kind, call });
         match reg.handlers.push_within(entry, reg.config.max_handlers) {
             Ok(()) => Ok(id),
             Err(_) => {
@@ -1029,20 +1130,54 @@ impl Inbound {
         let (mut calls, mut panics) = (0, 0);
         let mut running = Vec::with_capacity(targets);
         for handler in handlers.iter().filter(|h| h.wants(&kind)) {
+            let Call::Event(call) = &handler.call else {
+                continue;
+            };
             let Some(copy) = next_copy() else { break };
             calls += 1;
-            match std::panic::catch_unwind(AssertUnwindSafe(|| (handler.call)(copy))) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| call(copy))) {
                 Ok(future) => running.push(self.supervise(future)),
                 Err(_panic) => panics += 1,
             }
         }
         drop(handlers);
-        bump(&reg.counters.handler_calls, calls);
-        bump(&reg.counters.handler_panics, panics);
+        self.finish_dispatch(calls, panics, running).await;
+    }
+
+    /// Runs the raw handlers on `message` as [`dispatch`](Self::dispatch) runs the
+    /// handlers of an event; each gets a clone (which shares the payload).
+    async fn dispatch_raw(&self, message: RawMessage) {
+        let handlers = self.registry.handlers.load();
+        let (mut calls, mut panics) = (0, 0);
+        let mut running = Vec::new();
+        for handler in handlers.iter() {
+            let Call::Raw(call) = &handler.call else {
+                continue;
+            };
+            calls += 1;
+            let copy = message.clone();
+            match std::panic::catch_unwind(AssertUnwindSafe(|| call(copy))) {
+                Ok(future) => running.push(self.supervise(future)),
+                Err(_panic) => panics += 1,
+            }
+        }
+        drop(handlers);
+        self.finish_dispatch(calls, panics, running).await;
+    }
+
+    /// Counts the handler calls of one item, polls their futures together, then
+    /// counts the item as dispatched.
+    async fn finish_dispatch<F>(&self, calls: u64, panics: u64, running: Vec<F>)
+    where
+        F: Future<Output = ()>,
+    {
+        let c = &self.registry.counters;
+        bump(&c.handler_calls, calls);
+        bump(&c.handler_panics, panics);
         if !running.is_empty() {
             join_all(running).await;
         }
-        bump(&reg.counters.dispatched, 1);
+        bump(&c.dispatched, 1);
     }
 
     /// Runs one handler's future under the handler timeout, catching a panic.

@@ -16,7 +16,8 @@
 //! - an event sent to many connections is encoded once and shared ([`Frame`]);
 //! - inbound events are size-limited, parsed without panicking, and pass through a
 //!   bounded queue to handlers and subscriptions, which are capped per connection and
-//!   expire when idle;
+//!   expire when idle; with [`MalformedPolicy::Raw`], messages that are not events
+//!   (binary, other protocols) take the same way to raw handlers, as they arrived;
 //! - under memory pressure the queues shrink, and at `Critical` new connections are
 //!   refused with [`close_code::TRY_AGAIN_LATER`].
 
@@ -65,7 +66,7 @@ pub mod close_code {
 mod client;
 mod conn;
 mod server;
-pub use client::{backoff_delay, Client, ClientMetrics, ClientState, ConnectError};
+pub use client::{backoff_delay, Client, ClientBuilder, ClientMetrics, ClientState, ConnectError};
 pub use conn::{Connection, ConnectionMetrics, Traffic};
 pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics};
 #[cfg(feature = "axum")]
@@ -246,7 +247,7 @@ impl fmt::Display for ConnId {
 // The inbound side: queue to the handlers, handler registry, subscriptions.
 mod inbound;
 pub use inbound::{
-    EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics,
+    EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics, RawMessage,
     SubscriptionError, SubscriptionId,
 };
 

@@ -139,6 +139,13 @@ pub struct ServerMetrics {
     pub refused_pressure: u64,
     /// Connections refused because the server was shutting down (code 1001).
     pub refused_shutdown: u64,
+    /// TCP connections closed at once, before any handshake, because
+    /// [`max_pending_handshakes`](ServerConfig::max_pending_handshakes) handshakes
+    /// were under way.
+    pub refused_handshakes: u64,
+    /// WebSocket handshakes under way now (TCP connections accepted, not yet
+    /// upgraded or failed).
+    pub pending_handshakes: usize,
     /// TCP connections whose WebSocket handshake failed or timed out.
     pub handshake_failures: u64,
     /// Errors from the listening socket's `accept`.
@@ -267,6 +274,7 @@ impl ServerBuilder {
             registry: Mutex::new(HashMap::new()),
             tasks: Tracker::default(),
             open: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
             pressure: AtomicU8::new(PressureLevel::Normal.index() as u8),
             stopping: Flag::default(),
             snapshots: self.snapshots,
@@ -287,8 +295,10 @@ impl ServerBuilder {
 ///
 /// Connections over `max_connections`, and every new connection while the memory
 /// pressure is `Critical`, complete the handshake and are closed at once with code
-/// 1013 (try again later). [`shutdown`] delivers what is queued (within the shutdown
-/// timeout) and closes every connection with 1001.
+/// 1013 (try again later). Handshakes are capped too: a TCP connection accepted
+/// while `max_pending_handshakes` handshakes are under way is closed at once, without
+/// a handshake. [`shutdown`] delivers what is queued (within the shutdown timeout)
+/// and closes every connection with 1001.
 ///
 /// Dropping the server without [`shutdown`] stops accepting and closes the
 /// connections without delivering what is queued.
@@ -514,6 +524,7 @@ struct Totals {
     refused_capacity: u64,
     refused_pressure: u64,
     refused_shutdown: u64,
+    refused_handshakes: u64,
     handshake_failures: u64,
     accept_errors: u64,
     /// Traffic of the connections that have ended.
@@ -529,6 +540,9 @@ pub(crate) struct Shared {
     tasks: Tracker,
     /// Admitted connections not yet ended (the cap counts these).
     open: AtomicU64,
+    /// Handshakes under way on the listener's connections (held by
+    /// [`PendingHandshake`]s; `max_pending_handshakes` caps it).
+    pending: AtomicU64,
     pressure: AtomicU8,
     stopping: Flag,
     snapshots: Option<Arc<dyn SnapshotSource>>,
@@ -582,6 +596,20 @@ impl Shared {
             return Err(Refusal::Capacity);
         }
         Ok(())
+    }
+
+    /// Takes a place for a handshake, or counts a refusal and returns `None` when
+    /// `max_pending_handshakes` are under way.
+    fn begin_handshake(self: &Arc<Self>) -> Option<PendingHandshake> {
+        let max = self.config.max_pending_handshakes as u64;
+        // Relaxed: the read-modify-writes of one counter are totally ordered, so
+        // the cap is exact; nothing else is published through it.
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= max {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.count(|t| t.refused_handshakes += 1);
+            return None;
+        }
+        Some(PendingHandshake(Arc::clone(self)))
     }
 
     /// Runs one connection whose WebSocket handshake is done, from admission to its
@@ -676,6 +704,8 @@ impl Shared {
             refused_capacity: totals.refused_capacity,
             refused_pressure: totals.refused_pressure,
             refused_shutdown: totals.refused_shutdown,
+            refused_handshakes: totals.refused_handshakes,
+            pending_handshakes: self.pending.load(Ordering::Relaxed) as usize,
             handshake_failures: totals.handshake_failures,
             accept_errors: totals.accept_errors,
             traffic: io,
@@ -750,10 +780,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, peer)) => {
-                let task = serve_tcp(Arc::clone(&shared), tcp, peer);
-                shared.spawn(task);
-            }
+            Ok((tcp, peer)) => match shared.begin_handshake() {
+                Some(pending) => {
+                    let task = serve_tcp(Arc::clone(&shared), tcp, peer, pending);
+                    shared.spawn(task);
+                }
+                // Closed at once: a refused peer costs no task and no buffers.
+                None => drop(tcp),
+            },
             Err(error) => {
                 shared.count(|t| t.accept_errors += 1);
                 // Out of file descriptors or memory: give the system a moment instead
@@ -771,12 +805,31 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_tcp(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// A handshake's place under `max_pending_handshakes`, given back when dropped (the
+/// handshake finished or failed, or its task was aborted).
+struct PendingHandshake(Arc<Shared>);
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        // Relaxed: see `Shared::begin_handshake`.
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_tcp(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    pending: PendingHandshake,
+) {
     // Events are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let ws_config = conn::websocket_config(&shared.config.connection);
     let handshake = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config));
-    match timeout(shared.config.handshake_timeout, handshake).await {
+    let handshake = timeout(shared.config.handshake_timeout, handshake).await;
+    // From here `max_connections` counts it, if it is admitted.
+    drop(pending);
+    match handshake {
         Ok(Ok(socket)) => shared.run_connection(socket, Some(peer)).await,
         _ => shared.count(|t| t.handshake_failures += 1),
     }
