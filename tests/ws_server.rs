@@ -663,7 +663,10 @@ async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
     let mut sent = 0u64;
     let mut target = 128usize << 10;
     let why = loop {
-        assert!(target <= 32 << 20, "the soft limit never closed the connection");
+        assert!(
+            target <= 32 << 20,
+            "the soft limit never closed the connection"
+        );
         while conn.metrics().outbound.queued_bytes < target {
             assert!(sent < 100_000, "the queue never grew");
             server
