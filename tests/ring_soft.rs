@@ -53,7 +53,9 @@ fn consumers(
         .collect()
 }
 
-/// Starts a thread that cycles the capacity through `sizes` until `stop` is set.
+/// Starts a thread that cycles the capacity through `sizes` until `stop` is set,
+/// and at least once through all of them (so the ring both shrinks and grows even
+/// when the producers finish before this thread is first scheduled).
 fn churn(
     ring: &Arc<Ring<Tracked>>,
     stop: &Arc<AtomicBool>,
@@ -62,9 +64,9 @@ fn churn(
     let (ring, stop) = (ring.clone(), stop.clone());
     thread::spawn(move || {
         let mut changes = 0;
-        let mut sizes = sizes.iter().cycle();
-        while !stop.load(Ordering::Acquire) {
-            ring.set_capacity(*sizes.next().unwrap()).unwrap();
+        let mut cycle = sizes.iter().cycle();
+        while changes < sizes.len() as u64 || !stop.load(Ordering::Acquire) {
+            ring.set_capacity(*cycle.next().unwrap()).unwrap();
             changes += 1;
             thread::yield_now();
         }
