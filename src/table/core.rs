@@ -1359,7 +1359,14 @@ where
         let len = self.geo.seg_len;
         let mut q = index - base;
         for _ in 0..len {
-            if self.state(base + q).load(Ordering::Relaxed) != TOMB {
+            // Acquire: the tombstone may come from a thread that vacated it after its
+            // readers left, holding no lock, and found the lock taken (`vacate`): the
+            // lock then orders its move-out before nothing. This load reads that
+            // thread's Release store of `TOMB`; our Release store of `EMPTY` below (and
+            // our unlock) then carries the move-out to the next inserter, whose
+            // Acquire load of `EMPTY` (or its lock) comes before its `fill`. Relaxed
+            // here lets that `fill` race the move-out's `ptr::read`.
+            if self.state(base + q).load(Ordering::Acquire) != TOMB {
                 return;
             }
             let mut j = self.next_offset(q);
@@ -1802,9 +1809,10 @@ impl<K, V, C, S, H, St: Storage<K, V>> fmt::Debug for TtlTableCore<K, V, C, S, H
     }
 }
 
-/// A loom model that needs the table's internals: it arranges a replacement that lands
-/// *before* the old slot in the chain (the case the `moves` count exists for) and
-/// checks that a racing lookup never misses the key. Run with
+/// Loom models that need the table's internals (where keys land in the chain): a
+/// replacement that lands *before* the old slot (the case the `moves` count exists
+/// for), which a racing lookup must never miss; and a tombstone that a remover left
+/// after waiting for a reader, purged by another lock holder and filled again. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test --release --lib table::core::loom_models`.
 #[cfg(all(test, loom))]
 mod loom_models {
@@ -1851,6 +1859,56 @@ mod loom_models {
                 .moves
                 .load(super::Ordering::Relaxed);
             assert_eq!(moves, 1, "the replacement went to an earlier slot");
+        });
+    }
+
+    /// A remover that waited for a reader moves the entry out with no lock held and
+    /// finds the lock taken, so another lock holder purges its tombstone to `EMPTY`;
+    /// an insert then fills that slot. The move-out must happen before the fill: the
+    /// purge's load of the tombstone is what carries it (see `purge`).
+    #[test]
+    fn move_out_after_a_reader_happens_before_the_next_fill_of_the_slot() {
+        // Capacity 2: one segment of 3 slots. `a` lives in slot 0, `c` in slot 1, slot
+        // 2 is empty, so removing `c` purges slot 1 and, if `a` is a tombstone by then,
+        // slot 0 too.
+        let hasher = SeededHashBuilder::with_seed(1);
+        let home = |k: u32| ((u64::from(hasher.hash_one(k) as u32) * 3) >> 32) as usize;
+        let a = (0..).find(|&k| home(k) == 0).unwrap();
+        let c = (0..).find(|&k| home(k) == 1).unwrap();
+        loom::model(move || {
+            let table = Arc::new(
+                TtlTable::with_parts(
+                    TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
+                    std::sync::Arc::new(ManualClock::default()),
+                    SeededHashBuilder::with_seed(1),
+                    NoHook,
+                )
+                .unwrap(),
+            );
+            table.insert(a, 1u32).unwrap();
+            table.insert(c, 10).unwrap();
+            let remover = {
+                let table = table.clone();
+                loom::thread::spawn(move || table.remove(&a))
+            };
+            let inserter = {
+                let table = table.clone();
+                loom::thread::spawn(move || {
+                    assert_eq!(table.remove(&c), Some(10));
+                    table.insert(a, 2).unwrap()
+                })
+            };
+            let seen = table.get(&a);
+            assert!(matches!(seen, None | Some(1) | Some(2)), "{seen:?}");
+            let removed = remover.join().unwrap();
+            let replaced = inserter.join().unwrap();
+            match (removed, replaced) {
+                // The remove came first: `a` was new again for the insert.
+                (Some(1), None) => assert_eq!(table.get(&a), Some(2)),
+                // The insert replaced `a`, then the remove took the new value.
+                (Some(2), Some(1)) => assert_eq!(table.get(&a), None),
+                other => panic!("{other:?}"),
+            }
         });
     }
 }
