@@ -3,15 +3,15 @@
 //! value is dropped exactly once and no reader ever sees a torn or foreign value.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use membound::capacity::{CapacityError, SoftCapacity};
 use membound::clock::{Clock, ManualClock};
 use membound::table::{
-    ConfigError, EvictionCause, FullPolicy, NoHook, SeededHashBuilder, StaticTtlTable, TableConfig,
-    TtlTable, MAX_CAPACITY,
+    ConfigError, EvictionCause, FullPolicy, InsertError, NoHook, SeededHashBuilder, StaticTtlTable,
+    TableConfig, TtlTable, MAX_CAPACITY,
 };
 
 /// A table with a fixed seed and no hook (the randomly seeded constructors need `std`;
@@ -102,6 +102,88 @@ fn evict_soonest_expiring_prefers_expired_then_soonest() {
     table.insert(5, 5).unwrap();
     assert_eq!(log.lock().unwrap().pop(), Some((3, EvictionCause::Expired)));
     assert!(table.contains(&1) && table.contains(&4) && table.contains(&5));
+}
+
+/// Issue 14, item 2: keys 1 and 2 fill a table of capacity 2 (3 slots). A reader sits
+/// in `get_with(&1, ..)`; thread X replaces 1 (the new value takes the third slot, the
+/// old one waits for the reader); then `insert(2, 21)` finds no free slot. That slot is
+/// free once the reader leaves, and the table is not over capacity: the insert must
+/// wait for it (and, the reader staying, be refused), never evict a live entry.
+/// `key2_ttl` decides which entry an eviction would pick: the new 1 (longer) or 2
+/// itself (shorter than X's TTL).
+fn replace_while_a_replacement_waits_for_its_reader(key2_ttl: Duration) {
+    let clock = ManualClock::default();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    let table = TtlTable::with_parts(
+        TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
+        &clock,
+        SeededHashBuilder::with_seed(5),
+        move |k: &u32, v: &u32, c| seen.lock().unwrap().push((*k, *v, c)),
+    )
+    .unwrap();
+    table.insert(1, 10).unwrap();
+    table.insert_with_ttl(2, 20, key2_ttl).unwrap();
+    let entered = Barrier::new(2);
+    let release = Barrier::new(2);
+    thread::scope(|s| {
+        let reader = s.spawn(|| {
+            table.get_with(&1, |v| {
+                entered.wait();
+                release.wait();
+                *v
+            })
+        });
+        entered.wait();
+        let x = s.spawn(|| table.insert_with_ttl(1, 11, Duration::from_millis(500)));
+        // X counts the replacement under the segment lock, in the same critical
+        // section as it dooms the old slot; the next insert takes that lock after it.
+        while table.metrics().replaced == 0 {
+            thread::yield_now();
+        }
+        let blocked = table.insert(2, 21);
+        let evicted = table.metrics().evicted;
+        // Let the reader go before any assertion, so a failure cannot hang the scope.
+        release.wait();
+        assert_eq!(reader.join().unwrap(), Some(10));
+        assert_eq!(x.join().unwrap(), Ok(Some(10)));
+        match blocked {
+            Err(InsertError::Full { key, value }) => assert_eq!((key, value), (2, 21)),
+            other => panic!(
+                "insert(2, 21) while a slot waits for its reader: {other:?}, hook saw {:?}",
+                log.lock().unwrap()
+            ),
+        }
+        assert_eq!(evicted, 0);
+    });
+    assert_eq!(table.get(&1), Some(11));
+    assert_eq!(table.get(&2), Some(20));
+    assert_eq!(table.len(), 2);
+    // The vacated slot is free again: the replacement of 2 goes through.
+    assert_eq!(table.insert(2, 21), Ok(Some(20)));
+    assert_eq!(table.get(&2), Some(21));
+    assert_eq!(table.len(), 2);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            (1, 10, EvictionCause::Replaced),
+            (2, 20, EvictionCause::Replaced)
+        ]
+    );
+    assert_eq!(table.metrics().evicted, 0);
+}
+
+#[test]
+fn a_slot_waiting_for_its_reader_never_makes_an_insert_evict_the_soonest_expiring_entry() {
+    // An eviction would pick the new value of 1 (500 ms left, 2 has 1 s).
+    replace_while_a_replacement_waits_for_its_reader(Duration::from_secs(1));
+}
+
+#[test]
+fn a_slot_waiting_for_its_reader_never_makes_an_insert_evict_the_key_it_replaces() {
+    // An eviction would pick 2 itself (100 ms left), and the insert would then store
+    // 2 as a new key, reporting the old value as evicted, not replaced.
+    replace_while_a_replacement_waits_for_its_reader(Duration::from_millis(100));
 }
 
 #[test]
