@@ -3,15 +3,15 @@
 //! value is dropped exactly once and no reader ever sees a torn or foreign value.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use membound::capacity::{CapacityError, SoftCapacity};
 use membound::clock::{Clock, ManualClock};
 use membound::table::{
-    ConfigError, EvictionCause, FullPolicy, NoHook, SeededHashBuilder, StaticTtlTable, TableConfig,
-    TtlTable, MAX_CAPACITY,
+    ConfigError, EvictionCause, FullPolicy, InsertError, NoHook, SeededHashBuilder, StaticTtlTable,
+    TableConfig, TtlTable, MAX_CAPACITY,
 };
 
 /// A table with a fixed seed and no hook (the randomly seeded constructors need `std`;
@@ -102,6 +102,88 @@ fn evict_soonest_expiring_prefers_expired_then_soonest() {
     table.insert(5, 5).unwrap();
     assert_eq!(log.lock().unwrap().pop(), Some((3, EvictionCause::Expired)));
     assert!(table.contains(&1) && table.contains(&4) && table.contains(&5));
+}
+
+/// Issue 14, item 2: keys 1 and 2 fill a table of capacity 2 (3 slots). A reader sits
+/// in `get_with(&1, ..)`; thread X replaces 1 (the new value takes the third slot, the
+/// old one waits for the reader); then `insert(2, 21)` finds no free slot. That slot is
+/// free once the reader leaves, and the table is not over capacity: the insert must
+/// wait for it (and, the reader staying, be refused), never evict a live entry.
+/// `key2_ttl` decides which entry an eviction would pick: the new 1 (longer) or 2
+/// itself (shorter than X's TTL).
+fn replace_while_a_replacement_waits_for_its_reader(key2_ttl: Duration) {
+    let clock = ManualClock::default();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    let table = TtlTable::with_parts(
+        TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
+        &clock,
+        SeededHashBuilder::with_seed(5),
+        move |k: &u32, v: &u32, c| seen.lock().unwrap().push((*k, *v, c)),
+    )
+    .unwrap();
+    table.insert(1, 10).unwrap();
+    table.insert_with_ttl(2, 20, key2_ttl).unwrap();
+    let entered = Barrier::new(2);
+    let release = Barrier::new(2);
+    thread::scope(|s| {
+        let reader = s.spawn(|| {
+            table.get_with(&1, |v| {
+                entered.wait();
+                release.wait();
+                *v
+            })
+        });
+        entered.wait();
+        let x = s.spawn(|| table.insert_with_ttl(1, 11, Duration::from_millis(500)));
+        // X counts the replacement under the segment lock, in the same critical
+        // section as it dooms the old slot; the next insert takes that lock after it.
+        while table.metrics().replaced == 0 {
+            thread::yield_now();
+        }
+        let blocked = table.insert(2, 21);
+        let evicted = table.metrics().evicted;
+        // Let the reader go before any assertion, so a failure cannot hang the scope.
+        release.wait();
+        assert_eq!(reader.join().unwrap(), Some(10));
+        assert_eq!(x.join().unwrap(), Ok(Some(10)));
+        match blocked {
+            Err(InsertError::Full { key, value }) => assert_eq!((key, value), (2, 21)),
+            other => panic!(
+                "insert(2, 21) while a slot waits for its reader: {other:?}, hook saw {:?}",
+                log.lock().unwrap()
+            ),
+        }
+        assert_eq!(evicted, 0);
+    });
+    assert_eq!(table.get(&1), Some(11));
+    assert_eq!(table.get(&2), Some(20));
+    assert_eq!(table.len(), 2);
+    // The vacated slot is free again: the replacement of 2 goes through.
+    assert_eq!(table.insert(2, 21), Ok(Some(20)));
+    assert_eq!(table.get(&2), Some(21));
+    assert_eq!(table.len(), 2);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            (1, 10, EvictionCause::Replaced),
+            (2, 20, EvictionCause::Replaced)
+        ]
+    );
+    assert_eq!(table.metrics().evicted, 0);
+}
+
+#[test]
+fn a_slot_waiting_for_its_reader_never_makes_an_insert_evict_the_soonest_expiring_entry() {
+    // An eviction would pick the new value of 1 (500 ms left, 2 has 1 s).
+    replace_while_a_replacement_waits_for_its_reader(Duration::from_secs(1));
+}
+
+#[test]
+fn a_slot_waiting_for_its_reader_never_makes_an_insert_evict_the_key_it_replaces() {
+    // An eviction would pick 2 itself (100 ms left), and the insert would then store
+    // 2 as a new key, reporting the old value as evicted, not replaced.
+    replace_while_a_replacement_waits_for_its_reader(Duration::from_millis(100));
 }
 
 #[test]
@@ -214,17 +296,46 @@ impl Drop for Tracked {
     }
 }
 
-fn churn(policy: FullPolicy, capacity: usize, keys: u64) {
-    const THREADS: usize = 4;
+/// A key whose comparison can yield the thread. The table compares keys under its
+/// segment lock, so a yielding `Eq` keeps the lock taken while other threads run.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    key: u32,
+    yields: bool,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        if self.yields {
+            thread::yield_now();
+        }
+        self.key == other.key
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+/// `threads` threads insert, remove, touch, sweep and read random keys among `keys`.
+/// With `yields`, key comparisons, readers and the hook yield the thread: lock holders
+/// then keep the lock while others run, readers stay long enough for removers to wait
+/// for them, and a thread that vacated a slot after its readers left (finding the lock
+/// taken) is away, in the hook, while others purge and refill the slot.
+fn churn(policy: FullPolicy, capacity: usize, keys: u64, threads: usize, yields: bool) {
     // Longer in release builds, where the operations are fast enough to overlap a lot.
     const OPS: usize = if cfg!(debug_assertions) {
         20_000
     } else {
         300_000
     };
-    let start = std::sync::Barrier::new(THREADS);
+    let start = std::sync::Barrier::new(threads);
     let drops: Arc<Vec<AtomicU8>> =
-        Arc::new((0..THREADS * OPS).map(|_| AtomicU8::new(0)).collect());
+        Arc::new((0..threads * OPS).map(|_| AtomicU8::new(0)).collect());
     let created = AtomicU64::new(0);
     let clock = Arc::new(ManualClock::default());
     let table = Arc::new(
@@ -232,53 +343,73 @@ fn churn(policy: FullPolicy, capacity: usize, keys: u64) {
             TableConfig::new(capacity, Duration::from_millis(50)).with_policy(policy),
             clock.clone(),
             SeededHashBuilder::with_seed(11),
-            |k: &u32, v: &Tracked, _| assert_eq!(*k, v.check()),
+            move |k: &Key, v: &Tracked, _| {
+                assert_eq!(k.key, v.check());
+                if yields {
+                    thread::yield_now();
+                }
+            },
         )
         .unwrap(),
     );
+    // Joined explicitly: a join is a happens-before edge ThreadSanitizer sees (the
+    // scope's implicit wait runs in uninstrumented std), so the `Drop` below is not
+    // reported as racing the workers' last writes.
     thread::scope(|s| {
-        for t in 0..THREADS {
-            let (table, drops, clock, created) = (&table, &drops, &clock, &created);
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                let mut x = t as u64 * 0x9e37_79b9 + 1;
-                for i in 0..OPS {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let key = (x % keys) as u32;
-                    match (x >> 8) % 10 {
-                        0..=3 => {
-                            created.fetch_add(1, Ordering::Relaxed);
-                            match table.insert(key, Tracked::new(t * OPS + i, key, drops)) {
-                                Ok(Some(old)) => assert_eq!(old.check(), key),
-                                Ok(None) => {}
-                                Err(e) => assert_eq!(e.into_inner().1.check(), key),
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (table, drops, clock, created) = (&table, &drops, &clock, &created);
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    let mut x = t as u64 * 0x9e37_79b9 + 1;
+                    for i in 0..OPS {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let key = (x % keys) as u32;
+                        let k = Key { key, yields };
+                        match (x >> 8) % 10 {
+                            0..=3 => {
+                                created.fetch_add(1, Ordering::Relaxed);
+                                match table.insert(k, Tracked::new(t * OPS + i, key, drops)) {
+                                    Ok(Some(old)) => assert_eq!(old.check(), key),
+                                    Ok(None) => {}
+                                    Err(e) => assert_eq!(e.into_inner().1.check(), key),
+                                }
                             }
-                        }
-                        4 => {
-                            if let Some(v) = table.remove(&key) {
-                                assert_eq!(v.check(), key);
+                            4 => {
+                                if let Some(v) = table.remove(&k) {
+                                    assert_eq!(v.check(), key);
+                                }
                             }
-                        }
-                        5 => {
-                            table.touch(&key);
-                        }
-                        6 => {
-                            table.sweep(clock.now(), 8);
-                        }
-                        7 if t == 0 => {
-                            clock.advance(1);
-                        }
-                        _ => {
-                            if let Some(k) = table.get_with(&key, Tracked::check) {
-                                assert_eq!(k, key);
+                            5 => {
+                                table.touch(&k);
+                            }
+                            6 => {
+                                table.sweep(clock.now(), 8);
+                            }
+                            7 if t == 0 => {
+                                clock.advance(1);
+                            }
+                            _ => {
+                                let read = |v: &Tracked| {
+                                    if yields {
+                                        thread::yield_now();
+                                    }
+                                    v.check()
+                                };
+                                if let Some(k) = table.get_with(&k, read) {
+                                    assert_eq!(k, key);
+                                }
                             }
                         }
                     }
-                }
-            });
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
         }
     });
     let m = table.metrics();
@@ -302,18 +433,31 @@ fn churn(policy: FullPolicy, capacity: usize, keys: u64) {
 
 #[test]
 fn concurrent_churn_drops_every_value_exactly_once_evicting() {
-    churn(FullPolicy::EvictSoonestExpiring, 64, 97);
+    churn(FullPolicy::EvictSoonestExpiring, 64, 97, 4, false);
 }
 
 #[test]
 fn concurrent_churn_drops_every_value_exactly_once_rejecting() {
-    churn(FullPolicy::Reject, 64, 97);
+    churn(FullPolicy::Reject, 64, 97, 4, false);
 }
 
 #[test]
 fn concurrent_churn_over_several_segments_drops_every_value_exactly_once() {
     // 8192 entries make four segments, each with its own lock.
-    churn(FullPolicy::EvictSoonestExpiring, 8192, 12_000);
+    churn(FullPolicy::EvictSoonestExpiring, 8192, 12_000, 4, false);
+}
+
+#[test]
+fn concurrent_churn_of_a_three_slot_table_drops_every_value_exactly_once() {
+    // Capacity 2 (one segment of 3 slots), 3 keys, 8 threads that yield in key
+    // comparisons, reads and the hook: removers wait for readers, find the lock taken,
+    // and slots they vacated are purged and refilled by other threads. (Under
+    // ThreadSanitizer this alone did not catch issue 14's race in 8 runs; the gate
+    // also runs `table::core::races`, which forces it.)
+    // Without `std` a waiting writer spins and never yields, so a reader that yields
+    // inside the table would keep it spinning for whole time slices: fewer threads.
+    let threads = if cfg!(feature = "std") { 8 } else { 2 };
+    churn(FullPolicy::EvictSoonestExpiring, 2, 3, threads, true);
 }
 
 /// The memory bar of issue 4: at most 24 bytes per entry beyond `size_of::<(K, V)>()`

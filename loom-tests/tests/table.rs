@@ -7,8 +7,9 @@
 //! accounted for exactly once, as returned, reported to the hook, or still stored,
 //! and that the table's `Drop` drops what is left exactly once.
 //!
-//! One more model needs the table's internals (to force a replacement into an earlier
-//! slot of the chain) and lives in `src/table/core.rs` (`loom_models`), run by
+//! Two more models need the table's internals (to force a replacement into an earlier
+//! slot of the chain, and a tombstone purged by another thread than the one that left
+//! it) and live in `src/table/core.rs` (`loom_models`), run by
 //! `.ci/run` with `cargo test --release --lib table::core::loom_models`.
 #![cfg(loom)]
 

@@ -171,7 +171,8 @@ impl core::error::Error for ConfigError {}
 #[non_exhaustive]
 pub enum InsertError<K, V> {
     /// The table was full and the policy (or contention on every eviction candidate)
-    /// left no room.
+    /// left no room; or the key's segment had no free slot while slots of it were
+    /// still being vacated (their readers not yet gone), and none freed in time.
     Full {
         /// The key that was not stored.
         key: K,

@@ -59,6 +59,10 @@ const EXPIRED_SCAN: usize = 256;
 /// Evictions one insert may make before it gives up (under contention, or while the
 /// table shrinks toward a lowered soft capacity).
 const MAX_EVICTIONS: usize = 4;
+/// Times an insert waits (backs off and probes again) for a slot of its segment to be
+/// vacated by a thread waiting for the slot's readers, before it is refused. It never
+/// evicts for such a slot.
+const VACATE_WAITS: usize = 16;
 /// Entries `set_capacity` evicts at once when lowering; sweeps and inserts do the rest.
 const SHRINK_STEP: usize = 32;
 #[cfg(feature = "alloc")]
@@ -399,8 +403,12 @@ struct Place {
 ///   `Doomed::purge` for the one remaining, far-fetched window). A replacement needs a
 ///   free slot in the segment; the table keeps one in eight slots free, so a segment
 ///   lacks one only transiently (slots still being vacated) or under a pathological
-///   hash distribution: the insert then waits a bounded number of times and is
-///   refused like a new key.
+///   hash distribution. A slot being vacated is free once its readers leave, so an
+///   insert (new key or replacement) that finds no other waits for it a bounded
+///   number of times and is then refused ([`InsertError::Full`]); it never evicts for
+///   it. An insert evicts only when entries fill the room it needs: the soft capacity
+///   (a new key, under [`FullPolicy::EvictSoonestExpiring`]) or every slot of its
+///   segment.
 /// - **Cleaners** (sweeps, amortized sweeps, evictions, capacity shrinking) remove an
 ///   entry only if it has *no* readers, claimed by CAS under the segment lock, so they
 ///   never wait for a reader; sweeps also skip a segment whose lock is taken.
@@ -1048,12 +1056,16 @@ where
     /// replaced, if `key` had a live entry.
     ///
     /// A new key needs room: with [`FullPolicy::Reject`] a full table refuses it,
-    /// with [`FullPolicy::EvictSoonestExpiring`] it evicts an entry first. Replaced,
-    /// expired and evicted entries go to the eviction hook with their cause.
+    /// with [`FullPolicy::EvictSoonestExpiring`] it evicts an entry first. Replacing a
+    /// live key evicts another only if entries fill every slot of the key's segment
+    /// (a pathological hash distribution). Replaced, expired and evicted entries go to
+    /// the eviction hook with their cause.
     ///
     /// # Errors
     ///
-    /// [`InsertError::Full`] with the key and value when no room could be made.
+    /// [`InsertError::Full`] with the key and value when no room could be made,
+    /// including, transiently, when the key's segment has no free slot because slots
+    /// of it wait for their readers to leave (see the type's documentation).
     ///
     /// # Examples
     ///
@@ -1097,16 +1109,16 @@ where
         let p = self.place(&key);
         let expires = now.saturating_add(ttl);
         let mut entry = (key, value);
-        let mut attempts = 0;
+        let mut evictions = 0;
+        let mut waits = 0;
         let mut backoff = Backoff::new();
         let result = loop {
-            attempts += 1;
             let (outcome, gone) = self.insert_locked(&p, entry, expires, now);
             let old = gone.and_then(|g| self.settle(g));
             match outcome {
                 Attempt::Stored => break Ok(None),
                 Attempt::Replaced => break Ok(old),
-                Attempt::NoRoom(back, segment_full) => {
+                Attempt::NoRoom(back, shortage) => {
                     // `Reject` refuses only when full of live entries: an expired one
                     // near the key's slot makes room first.
                     let (limit, expired_only) = match self.policy {
@@ -1114,15 +1126,36 @@ where
                         FullPolicy::EvictSoonestExpiring => (self.geo.total(), false),
                     };
                     let start = p.base + p.home;
-                    let only = segment_full.then_some(p.seg);
-                    let room = attempts <= MAX_EVICTIONS
-                        && (self.evict_one(start, limit, now, only, expired_only)
-                            // A segment without a free slot usually has slots being
-                            // vacated: wait for them, a bounded number of times.
-                            || (segment_full && {
+                    let room = match shortage {
+                        // Live entries fill the soft capacity: evict anywhere.
+                        Shortage::Capacity => {
+                            evictions += 1;
+                            evictions <= MAX_EVICTIONS
+                                && self.evict_one(start, limit, now, None, expired_only)
+                        }
+                        // Entries fill every slot of the segment (a pathological hash
+                        // distribution): evict in it, or wait for a reader of a
+                        // candidate to leave.
+                        Shortage::Slots => {
+                            evictions += 1;
+                            evictions <= MAX_EVICTIONS
+                                && (self.evict_one(start, limit, now, Some(p.seg), expired_only)
+                                    || {
+                                        backoff.snooze();
+                                        true
+                                    })
+                        }
+                        // A slot that left the table still waits for its readers: it
+                        // is free once they leave, so wait for it, a bounded number of
+                        // times. Evicting would drop a live entry with no need.
+                        Shortage::Vacating => {
+                            waits += 1;
+                            waits <= VACATE_WAITS && {
                                 backoff.snooze();
                                 true
-                            }));
+                            }
+                        }
+                    };
                     if !room {
                         self.stripe().rejected.fetch_add(1, Ordering::Relaxed);
                         let (key, value) = back;
@@ -1172,6 +1205,10 @@ where
         let mut free = None;
         let mut free_after = None;
         let mut found = None;
+        // Whether a slot passed is being vacated (doomed, its readers not yet gone).
+        // Only seen complete when there is no free slot: then the scan covers the
+        // segment.
+        let mut vacating = false;
         let mut offset = p.home;
         for _ in 0..self.geo.seg_len {
             let index = p.base + offset;
@@ -1194,10 +1231,19 @@ where
                 READY if found.is_none() && tag(s) == p.tag && self.key_is(index, &entry.0) => {
                     found = Some(index);
                 }
+                // Under the lock, a `BUSY` slot is one a thread doomed and vacates once
+                // its readers leave (a cleaner's claim never outlives its lock).
+                BUSY => vacating = true,
                 _ => {}
             }
             offset = self.next_offset(offset);
         }
+        // Why there is no free slot, if there is none.
+        let no_slot = if vacating {
+            Shortage::Vacating
+        } else {
+            Shortage::Slots
+        };
 
         let old_expired = match found {
             Some(index) if self.slot(index).expires.load(Ordering::Relaxed) > now => {
@@ -1209,7 +1255,7 @@ where
                 // it unpublished: bumping `moves` between the publish and the doom
                 // makes such a lookup, which then misses, probe again.
                 let Some(free) = free else {
-                    return (Attempt::NoRoom(entry, true), None);
+                    return (Attempt::NoRoom(entry, no_slot), None);
                 };
                 self.fill(free, p.tag, entry, expires);
                 if free_after != Some(free) {
@@ -1232,8 +1278,8 @@ where
             None => None,
         };
         let outcome = match free {
-            None => Attempt::NoRoom(entry, true),
-            Some(_) if !self.reserve() => Attempt::NoRoom(entry, false),
+            None => Attempt::NoRoom(entry, no_slot),
+            Some(_) if !self.reserve() => Attempt::NoRoom(entry, Shortage::Capacity),
             Some(free) => {
                 bump(&w.inserts);
                 self.fill(free, p.tag, entry, expires);
@@ -1359,7 +1405,14 @@ where
         let len = self.geo.seg_len;
         let mut q = index - base;
         for _ in 0..len {
-            if self.state(base + q).load(Ordering::Relaxed) != TOMB {
+            // Acquire: the tombstone may come from a thread that vacated it after its
+            // readers left, holding no lock, and found the lock taken (`vacate`): the
+            // lock then orders its move-out before nothing. This load reads that
+            // thread's Release store of `TOMB`; our Release store of `EMPTY` below (and
+            // our unlock) then carries the move-out to the next inserter, whose
+            // Acquire load of `EMPTY` (or its lock) comes before its `fill`. Relaxed
+            // here lets that `fill` race the move-out's `ptr::read`.
+            if self.state(base + q).load(Ordering::Acquire) != TOMB {
                 return;
             }
             let mut j = self.next_offset(q);
@@ -1719,8 +1772,20 @@ enum Attempt<K, V> {
     Stored,
     /// Stored the new value; the old entry is the attempt's `Gone`.
     Replaced,
-    /// No room: the entry comes back; `true` if its segment had no free slot.
-    NoRoom((K, V), bool),
+    /// No room: the entry comes back, with what was short.
+    NoRoom((K, V), Shortage),
+}
+
+/// Why an insert attempt found no room.
+#[derive(Clone, Copy)]
+enum Shortage {
+    /// A new key, and entries fill the soft capacity.
+    Capacity,
+    /// The segment has no free slot, and entries fill all of its slots.
+    Slots,
+    /// The segment has no free slot, but some of its slots are being vacated: they
+    /// are free once their readers leave. Never a reason to evict.
+    Vacating,
 }
 
 /// An entry a lock holder took out of the table.
@@ -1802,9 +1867,91 @@ impl<K, V, C, S, H, St: Storage<K, V>> fmt::Debug for TtlTableCore<K, V, C, S, H
     }
 }
 
-/// A loom model that needs the table's internals: it arranges a replacement that lands
-/// *before* the old slot in the chain (the case the `moves` count exists for) and
-/// checks that a racing lookup never misses the key. Run with
+/// Interleavings forced step by step on OS threads, for ThreadSanitizer (the gate in
+/// `.ci/run` runs them): each test drives the table's internals into one race window
+/// and checks it got there, so a missing happens-before edge is reported on every run,
+/// not by luck. The steps are ordered by Relaxed atomics and polling, which give
+/// TSan no edge of their own.
+#[cfg(all(test, not(loom), feature = "std"))]
+mod races {
+    use core::hash::BuildHasher;
+    use core::time::Duration;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::Barrier;
+
+    use super::super::{NoHook, TableConfig};
+    use super::{kind, LockGuard, SeededHashBuilder, TtlTable, EMPTY, READY, TOMB};
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn move_out_after_a_reader_happens_before_a_refill_by_another_thread() {
+        // Capacity 2: one segment of 3 slots. `a` in slot 0, `c` in slot 1.
+        let hasher = SeededHashBuilder::with_seed(1);
+        let home = |k: u32| ((u64::from(hasher.hash_one(k) as u32) * 3) >> 32) as usize;
+        let a = (0..).find(|&k| home(k) == 0).unwrap();
+        let c = (0..).find(|&k| home(k) == 1).unwrap();
+        let table = TtlTable::with_parts(
+            TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
+            ManualClock::default(),
+            SeededHashBuilder::with_seed(1),
+            NoHook,
+        )
+        .unwrap();
+        table.insert(a, 1u32).unwrap();
+        table.insert(c, 10).unwrap();
+        let kinds = |t: &TtlTable<u32, u32, ManualClock, SeededHashBuilder>| {
+            [0, 1, 2].map(|i| kind(t.state(i).load(Relaxed)))
+        };
+        assert_eq!(kinds(&table), [READY, READY, EMPTY]);
+        let (entered, leave) = (Barrier::new(2), Barrier::new(2));
+        let removed = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                table.get_with(&a, |v| {
+                    entered.wait();
+                    leave.wait();
+                    *v
+                })
+            });
+            entered.wait();
+            // The remover dooms `a` (counted under the lock, in the same critical
+            // section), then waits for the reader with no lock held.
+            let remover = s.spawn(|| {
+                let v = table.remove(&a);
+                removed.store(true, Relaxed);
+                v
+            });
+            while table.metrics().removed == 0 {
+                std::thread::yield_now();
+            }
+            // Hold the segment lock while the remover moves the entry out, so that it
+            // finds the lock taken and leaves its tombstone to a later purge.
+            let lock = LockGuard::lock(&table.segment(0).lock);
+            leave.wait();
+            while !removed.load(Relaxed) {
+                std::thread::yield_now();
+            }
+            drop(lock);
+            assert_eq!(kinds(&table), [TOMB, READY, EMPTY]);
+            // Removing `c` purges slot 1 and, walking back, `a`'s tombstone; then `a`
+            // is stored again in slot 0. Nothing but the purge's load of the tombstone
+            // orders the remover's move-out before this fill.
+            assert_eq!(table.remove(&c), Some(10));
+            assert_eq!(kinds(&table), [EMPTY, EMPTY, EMPTY]);
+            assert_eq!(table.insert(a, 2), Ok(None));
+            assert_eq!(kinds(&table), [READY, EMPTY, EMPTY]);
+            assert_eq!(reader.join().unwrap(), Some(1));
+            assert_eq!(remover.join().unwrap(), Some(1));
+        });
+        assert_eq!(table.get(&a), Some(2));
+        assert_eq!(table.len(), 1);
+    }
+}
+
+/// Loom models that need the table's internals (where keys land in the chain): a
+/// replacement that lands *before* the old slot (the case the `moves` count exists
+/// for), which a racing lookup must never miss; and a tombstone that a remover left
+/// after waiting for a reader, purged by another lock holder and filled again. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test --release --lib table::core::loom_models`.
 #[cfg(all(test, loom))]
 mod loom_models {
@@ -1851,6 +1998,56 @@ mod loom_models {
                 .moves
                 .load(super::Ordering::Relaxed);
             assert_eq!(moves, 1, "the replacement went to an earlier slot");
+        });
+    }
+
+    /// A remover that waited for a reader moves the entry out with no lock held and
+    /// finds the lock taken, so another lock holder purges its tombstone to `EMPTY`;
+    /// an insert then fills that slot. The move-out must happen before the fill: the
+    /// purge's load of the tombstone is what carries it (see `purge`).
+    #[test]
+    fn move_out_after_a_reader_happens_before_the_next_fill_of_the_slot() {
+        // Capacity 2: one segment of 3 slots. `a` lives in slot 0, `c` in slot 1, slot
+        // 2 is empty, so removing `c` purges slot 1 and, if `a` is a tombstone by then,
+        // slot 0 too.
+        let hasher = SeededHashBuilder::with_seed(1);
+        let home = |k: u32| ((u64::from(hasher.hash_one(k) as u32) * 3) >> 32) as usize;
+        let a = (0..).find(|&k| home(k) == 0).unwrap();
+        let c = (0..).find(|&k| home(k) == 1).unwrap();
+        loom::model(move || {
+            let table = Arc::new(
+                TtlTable::with_parts(
+                    TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
+                    std::sync::Arc::new(ManualClock::default()),
+                    SeededHashBuilder::with_seed(1),
+                    NoHook,
+                )
+                .unwrap(),
+            );
+            table.insert(a, 1u32).unwrap();
+            table.insert(c, 10).unwrap();
+            let remover = {
+                let table = table.clone();
+                loom::thread::spawn(move || table.remove(&a))
+            };
+            let inserter = {
+                let table = table.clone();
+                loom::thread::spawn(move || {
+                    assert_eq!(table.remove(&c), Some(10));
+                    table.insert(a, 2).unwrap()
+                })
+            };
+            let seen = table.get(&a);
+            assert!(matches!(seen, None | Some(1) | Some(2)), "{seen:?}");
+            let removed = remover.join().unwrap();
+            let replaced = inserter.join().unwrap();
+            match (removed, replaced) {
+                // The remove came first: `a` was new again for the insert.
+                (Some(1), None) => assert_eq!(table.get(&a), Some(2)),
+                // The insert replaced `a`, then the remove took the new value.
+                (Some(2), Some(1)) => assert_eq!(table.get(&a), None),
+                other => panic!("{other:?}"),
+            }
         });
     }
 }
