@@ -13,7 +13,6 @@ use membound::adapters::ws::{
     ReconnectPolicy, Server, SubscriptionError,
 };
 use support::*;
-use tokio::sync::watch;
 
 fn client_config(max_attempts: u32) -> ClientConfig {
     ClientConfig {
@@ -28,17 +27,6 @@ fn client_config(max_attempts: u32) -> ClientConfig {
         },
         connection: fast_config().connection,
     }
-}
-
-/// Waits until the client's state satisfies `pred`; returns that state.
-async fn state_where(
-    rx: &mut watch::Receiver<ClientState>,
-    pred: impl FnMut(&ClientState) -> bool,
-) -> ClientState {
-    within("a client state", rx.wait_for(pred))
-        .await
-        .expect("client alive")
-        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use membound::adapters::ws::{
 use membound::clock::ManualClock;
 use support::*;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -62,16 +62,6 @@ async fn failing_server() -> (String, Arc<Mutex<Vec<Instant>>>) {
         }
     });
     (url(addr), handshakes)
-}
-
-async fn state_where(
-    rx: &mut watch::Receiver<ClientState>,
-    pred: impl FnMut(&ClientState) -> bool,
-) -> ClientState {
-    within("a client state", rx.wait_for(pred))
-        .await
-        .expect("client alive")
-        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1964,6 +1964,23 @@ mod loom_models {
     use super::{SeededHashBuilder, Storage, TtlTable};
     use crate::clock::ManualClock;
 
+    type Table = TtlTable<u32, u32, std::sync::Arc<ManualClock>, SeededHashBuilder, NoHook>;
+
+    /// A table of capacity 2 (one segment of 3 slots) hashed with seed 1, on a clock
+    /// that never moves, with no amortized sweeps: the slots a model's keys land in
+    /// are fixed.
+    fn two_entry_table() -> Arc<Table> {
+        Arc::new(
+            TtlTable::with_parts(
+                TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
+                std::sync::Arc::new(ManualClock::default()),
+                SeededHashBuilder::with_seed(1),
+                NoHook,
+            )
+            .unwrap(),
+        )
+    }
+
     #[test]
     fn lookup_racing_a_replacement_into_an_earlier_slot_never_misses() {
         // Capacity 2: one segment of 3 slots. Find keys `a` and `x` with the same home
@@ -1973,15 +1990,7 @@ mod loom_models {
         let a = 0u32;
         let x = (1..).find(|&k| home(k) == home(a)).unwrap();
         loom::model(move || {
-            let table = Arc::new(
-                TtlTable::with_parts(
-                    TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
-                    std::sync::Arc::new(ManualClock::default()),
-                    SeededHashBuilder::with_seed(1),
-                    NoHook,
-                )
-                .unwrap(),
-            );
+            let table = two_entry_table();
             table.insert(a, 1u32).unwrap();
             table.insert(x, 10).unwrap();
             // `a`'s slot becomes a tombstone before `x` in its chain (not purgeable:
@@ -2015,15 +2024,7 @@ mod loom_models {
         let a = (0..).find(|&k| home(k) == 0).unwrap();
         let c = (0..).find(|&k| home(k) == 1).unwrap();
         loom::model(move || {
-            let table = Arc::new(
-                TtlTable::with_parts(
-                    TableConfig::new(2, Duration::from_secs(1)).with_amortized_sweep(0),
-                    std::sync::Arc::new(ManualClock::default()),
-                    SeededHashBuilder::with_seed(1),
-                    NoHook,
-                )
-                .unwrap(),
-            );
+            let table = two_entry_table();
             table.insert(a, 1u32).unwrap();
             table.insert(c, 10).unwrap();
             let remover = {

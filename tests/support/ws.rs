@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use membound::adapters::ws::{Connection, Event, Server, ServerBuilder, ServerConfig};
+use membound::adapters::ws::{ClientState, Connection, Event, Server, ServerBuilder, ServerConfig};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -229,4 +229,15 @@ pub async fn read_silently_until_close(ws: RawWs) -> (Vec<u8>, u16) {
         }
     })
     .await
+}
+
+/// Waits until the client's state satisfies `pred`; returns that state.
+pub async fn state_where(
+    rx: &mut watch::Receiver<ClientState>,
+    pred: impl FnMut(&ClientState) -> bool,
+) -> ClientState {
+    within("a client state", rx.wait_for(pred))
+        .await
+        .expect("client alive")
+        .clone()
 }
