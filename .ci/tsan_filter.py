@@ -118,6 +118,9 @@ def main(argv):
             )
         elif os.path.isfile(p):
             files.append(p)
+        else:
+            print(f"tsan_filter: no such file or folder: {p}")
+            return 2
     counts = {"ours": 0, "arc": 0, "outside": 0}
     ours = []
     outside_tops = {}
