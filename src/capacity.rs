@@ -5,11 +5,19 @@
 //! memory pressure a manager lowers the soft capacity of every registered structure
 //! and restores it when pressure falls; the structure never allocates to do either.
 //!
-//! Rings and TTL tables implement [`SoftCapacity`]; the pressure layer only sees the
-//! trait, so it never imports them (DESIGN: a lower layer never imports a higher one,
-//! and siblings meet through traits).
+//! [`SoftCapacity`] is the crate's one pressure route: everything that can shrink
+//! implements it and is registered with a manager
+//! ([`CapacityTargets`](crate::pressure::CapacityTargets), which the `std`
+//! `MemoryManager` drives). The manager hands each target the new level together
+//! with the capacity for it ([`apply_pressure`](SoftCapacity::apply_pressure)), so a
+//! structure with rules per level (a WebSocket queue that halves its room for
+//! droppable events at Critical, say) acts on the level as well. The pressure layer
+//! only sees the trait, so it never imports the structures (DESIGN: a lower layer
+//! never imports a higher one, and siblings meet through traits).
 
 use core::fmt;
+
+use crate::pressure::PressureLevel;
 
 /// A structure whose usable capacity can change at runtime, within what it reserved.
 ///
@@ -32,6 +40,21 @@ pub trait SoftCapacity {
     /// [`CapacityError::Zero`] for 0, [`CapacityError::AboveMax`] beyond
     /// [`max_capacity`](SoftCapacity::max_capacity); the capacity is unchanged then.
     fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError>;
+
+    /// Applies a pressure level: the manager calls this on every level transition
+    /// with `capacity`, the size it computed for `level` (for a registered target,
+    /// [`adaptive_size`](crate::pressure::adaptive_size) of its base).
+    ///
+    /// The default sets the capacity and ignores the level. A structure whose rules
+    /// depend on the level as well overrides it; it must still apply `capacity`.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_capacity`](SoftCapacity::set_capacity).
+    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
+        let _ = level;
+        self.set_capacity(capacity)
+    }
 }
 
 impl<S: SoftCapacity + ?Sized> SoftCapacity for &S {
@@ -43,6 +66,9 @@ impl<S: SoftCapacity + ?Sized> SoftCapacity for &S {
     }
     fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
         (**self).set_capacity(capacity)
+    }
+    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
+        (**self).apply_pressure(level, capacity)
     }
 }
 
@@ -56,6 +82,9 @@ impl<S: SoftCapacity + ?Sized> SoftCapacity for alloc::sync::Arc<S> {
     }
     fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
         (**self).set_capacity(capacity)
+    }
+    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
+        (**self).apply_pressure(level, capacity)
     }
 }
 

@@ -73,6 +73,7 @@ pub mod capacity;
 #[cfg(feature = "std")]
 pub mod cleanup;
 pub mod clock;
+mod config;
 #[cfg(feature = "prometheus")]
 pub mod export;
 pub mod heap;
@@ -80,6 +81,7 @@ pub mod heap;
 pub mod monitor;
 #[cfg(feature = "std")]
 pub mod os;
+pub mod policy;
 #[cfg(feature = "alloc")]
 pub mod pool;
 pub mod pressure;
@@ -89,6 +91,9 @@ pub mod schedule;
 pub mod slice;
 mod sync;
 pub mod table;
+
+pub use config::ConfigError;
+pub use policy::OverflowPolicy;
 
 #[cfg(loom)]
 #[doc(hidden)]

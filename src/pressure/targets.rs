@@ -35,7 +35,9 @@ struct Entry {
 
 /// The soft-capacity targets (rings, tables) a memory manager resizes on each level
 /// transition: to [`adaptive_size`]`(base, level)`, so 100/75/50/25 % of the
-/// capacity they had when registered, and back to that base at `Normal`.
+/// capacity they had when registered, and back to that base at `Normal`. Each target
+/// receives the level with its capacity
+/// ([`SoftCapacity::apply_pressure`]).
 ///
 /// Targets are held weakly: the registry never keeps a structure alive, and one
 /// dropped by its owner is forgotten.
@@ -117,6 +119,10 @@ impl CapacityTargets {
     where
         T: SoftCapacity + Send + Sync + 'static,
     {
+        // Forget targets dropped since the last `apply`, so that a registry whose
+        // targets come and go (one per connection, say) stays bounded by the live ones
+        // even while the level never changes.
+        self.entries.retain(|entry| entry.target.strong_count() > 0);
         let id = TargetId(self.next_id);
         self.next_id += 1;
         let weak: Weak<T> = Arc::downgrade(target);
@@ -142,7 +148,7 @@ impl CapacityTargets {
         let mut report = ApplyReport::default();
         self.entries.retain(|entry| match entry.target.upgrade() {
             Some(target) => {
-                match target.set_capacity(adaptive_size(entry.base, level)) {
+                match target.apply_pressure(level, adaptive_size(entry.base, level)) {
                     Ok(()) => report.applied += 1,
                     Err(_) => report.refused += 1,
                 }
@@ -281,5 +287,67 @@ mod tests {
         let report = targets.apply(PressureLevel::Low);
         assert_eq!((report.applied, report.refused), (1, 1));
         assert_eq!((a.capacity(), b.capacity()), (10, 7));
+    }
+
+    /// A target that records the level it was last given, as a structure with
+    /// per-level rules would.
+    struct LevelKnob {
+        knob: Knob,
+        level: AtomicU64,
+    }
+
+    impl SoftCapacity for LevelKnob {
+        fn capacity(&self) -> usize {
+            self.knob.capacity()
+        }
+        fn max_capacity(&self) -> usize {
+            self.knob.max_capacity()
+        }
+        fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+            self.knob.set_capacity(capacity)
+        }
+        fn apply_pressure(
+            &self,
+            level: PressureLevel,
+            capacity: usize,
+        ) -> Result<(), CapacityError> {
+            self.level.store(level as u64, Ordering::Relaxed);
+            self.set_capacity(capacity)
+        }
+    }
+
+    #[test]
+    fn targets_receive_the_level_with_their_capacity() {
+        let target = Arc::new(LevelKnob {
+            knob: Knob {
+                max: 8,
+                now: AtomicU64::new(8),
+                refuse: false,
+            },
+            level: AtomicU64::new(PressureLevel::Normal as u64),
+        });
+        let mut targets = CapacityTargets::new();
+        targets.register(&target);
+        for level in [
+            PressureLevel::Critical,
+            PressureLevel::Low,
+            PressureLevel::Normal,
+        ] {
+            targets.apply(level);
+            assert_eq!(target.level.load(Ordering::Relaxed), level as u64);
+            assert_eq!(target.capacity(), adaptive_size(8, level));
+        }
+    }
+
+    #[test]
+    fn registering_forgets_dropped_targets_without_an_apply() {
+        let mut targets = CapacityTargets::new();
+        for _ in 0..100 {
+            let short_lived = Knob::new(4, 4);
+            targets.register(&short_lived);
+        }
+        let kept = Knob::new(4, 4);
+        targets.register(&kept);
+        assert_eq!(targets.len(), 1, "only the live target stays registered");
     }
 }
