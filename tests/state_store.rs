@@ -9,8 +9,9 @@ use membound::adapters::state::{
     HistoryError, HistoryLimits, Limit, Limits, PatchFailure, Revision, StateConfig, StateError,
     StateSnapshot, StateStore, TxnConfig,
 };
+use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
-use membound::pressure::PressureLevel;
+use membound::pressure::{adaptive_size, CapacityTargets, PressureLevel};
 use serde_json::{json, Value};
 
 type Store = StateStore<Arc<ManualClock>>;
@@ -18,9 +19,18 @@ type Store = StateStore<Arc<ManualClock>>;
 fn store(config: StateConfig) -> (Store, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::default()); // 1 ms ticks
     (
-        StateStore::with_clock(config, clock.clone()).unwrap(),
+        StateStore::builder(config)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
         clock,
     )
+}
+
+/// Applies `level` through the trait, with the capacity a manager computes for it.
+fn apply_pressure(s: &Store, level: PressureLevel) {
+    s.apply_pressure(level, adaptive_size(s.max_capacity(), level))
+        .unwrap();
 }
 
 fn default_store() -> Store {
@@ -335,6 +345,9 @@ fn pressure_cuts_history_and_restores() {
         },
         ..StateConfig::default()
     });
+    let s = Arc::new(s);
+    let mut targets = CapacityTargets::new();
+    targets.register(&s);
     let write = |n: usize| {
         for i in 0..n {
             s.apply_json(&format!(r#"[{{"op":"add","path":"/n","value":{i}}}]"#))
@@ -348,13 +361,13 @@ fn pressure_cuts_history_and_restores() {
         (PressureLevel::High, 50),
         (PressureLevel::Critical, 25),
     ] {
-        s.on_pressure(level);
+        targets.apply(level);
         assert_eq!(s.metrics().history_entries, kept, "{level}");
         assert_eq!(s.metrics().pressure, level);
         write(50);
         assert_eq!(s.metrics().history_entries, kept, "{level} while writing");
     }
-    s.on_pressure(PressureLevel::Normal);
+    targets.apply(PressureLevel::Normal);
     write(150);
     assert_eq!(s.metrics().history_entries, 100);
 }
@@ -368,12 +381,15 @@ fn pressure_cuts_history_age() {
         },
         ..StateConfig::default()
     });
+    let s = Arc::new(s);
+    let mut targets = CapacityTargets::new();
+    targets.register(&s);
     s.apply_json(r#"[{"op":"add","path":"/n","value":1}]"#)
         .unwrap();
     clock.advance(30_000);
-    s.on_pressure(PressureLevel::Low); // 75 s
+    targets.apply(PressureLevel::Low); // 75 s
     assert_eq!(s.metrics().history_entries, 1);
-    s.on_pressure(PressureLevel::Critical); // 25 s
+    targets.apply(PressureLevel::Critical); // 25 s
     assert_eq!(s.metrics().history_entries, 0);
 }
 
@@ -975,9 +991,9 @@ fn txn_expires_caps_and_pressure() {
     drop((e, f, g));
     s.sweep();
     assert_eq!(s.metrics().open_txns, 0);
-    s.on_pressure(PressureLevel::Critical);
+    apply_pressure(&s, PressureLevel::Critical);
     assert_eq!(s.begin().unwrap_err(), StateError::CriticalPressure);
-    s.on_pressure(PressureLevel::High);
+    apply_pressure(&s, PressureLevel::High);
     assert!(s.begin().is_ok());
     assert!(s.metrics().txn_refused >= 3);
 }

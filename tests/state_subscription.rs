@@ -337,13 +337,12 @@ mod store {
     #[test]
     fn idle_subscriptions_expire_on_the_stores_clock() {
         let clock = Arc::new(ManualClock::new(Duration::from_secs(1)).unwrap());
-        let store = StateStore::with_clock(
-            StateConfig {
-                subscriptions: SubscriptionConfig::new().with_idle_ttl(Duration::from_secs(60)),
-                ..StateConfig::default()
-            },
-            Arc::clone(&clock),
-        )
+        let store = StateStore::builder(StateConfig {
+            subscriptions: SubscriptionConfig::new().with_idle_ttl(Duration::from_secs(60)),
+            ..StateConfig::default()
+        })
+        .clock(Arc::clone(&clock))
+        .build()
         .unwrap();
         let mut idle = store.subscribe("", SubscribeOptions::new()).unwrap();
         let mut busy = store.subscribe("", SubscribeOptions::new()).unwrap();

@@ -100,7 +100,8 @@ impl Default for Limits {
 }
 
 /// Bounds of the patch history; the tightest wins. Under memory pressure each is cut
-/// to 75/50/25 % (see [`StateStore::on_pressure`](super::StateStore::on_pressure)).
+/// to 75/50/25 % (see the [`StateStore`](super::StateStore)'s
+/// [`SoftCapacity`](crate::capacity::SoftCapacity) impl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistoryLimits {

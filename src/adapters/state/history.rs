@@ -133,9 +133,23 @@ impl History {
         while self.pop_excess(now).is_some() {}
     }
 
-    pub(crate) fn set_level(&mut self, level: PressureLevel, now: u64) {
-        self.limits = Self::limits_at(&self.base, self.base_age, level);
+    /// Cuts the bounds to `level`'s share of the base, the entry bound to `entries`
+    /// (the capacity the memory manager computed for the level), and trims now.
+    pub(crate) fn set_pressure(&mut self, level: PressureLevel, entries: usize, now: u64) {
+        let (_, bytes, age) = Self::limits_at(&self.base, self.base_age, level);
+        self.limits = (entries, bytes, age);
         self.trim(now);
+    }
+
+    /// Sets the entry bound alone (the byte and age bounds stay), and trims now.
+    pub(crate) fn set_entries(&mut self, entries: usize, now: u64) {
+        self.limits.0 = entries;
+        self.trim(now);
+    }
+
+    /// The entry bound in force.
+    pub(crate) fn max_entries(&self) -> usize {
+        self.limits.0
     }
 
     /// Forgets everything: the history restarts after `floor`.

@@ -55,7 +55,7 @@ pub use self::error::{
     HistoryError, Limit, LimitExceeded, PatchFailure, StateConfigError, StateError,
 };
 pub use self::history::Change;
-pub use self::store::{StateMetrics, StateSnapshot, StateStore};
+pub use self::store::{StateMetrics, StateSnapshot, StateStore, StateStoreBuilder};
 pub use self::txn::Txn;
 
 /// A revision of the store: every successful patch gets the next one. The empty store
