@@ -7,8 +7,9 @@ use super::storage::bump;
 use super::vacate::Gone;
 use super::{Place, Storage, TtlTableCore};
 use crate::clock::Clock;
+use crate::policy::OverflowPolicy;
 use crate::sync::{Backoff, Ordering};
-use crate::table::{EvictionCause, EvictionHook, FullPolicy, InsertError};
+use crate::table::{EvictionCause, EvictionHook, InsertError};
 
 /// Slots an insert into a full `Reject` table searches for an expired entry.
 const EXPIRED_SCAN: usize = 256;
@@ -31,8 +32,9 @@ where
     /// Stores `value` under `key` with the table's default TTL. Returns the value it
     /// replaced, if `key` had a live entry.
     ///
-    /// A new key needs room: with [`FullPolicy::Reject`] a full table refuses it,
-    /// with [`FullPolicy::EvictSoonestExpiring`] it evicts an entry first. Replacing a
+    /// A new key needs room: with [`OverflowPolicy::Reject`] a full table refuses it,
+    /// with [`OverflowPolicy::DropOldest`] it evicts an entry first (see
+    /// [`TableConfig`](crate::table::TableConfig#overflow-policies)). Replacing a
     /// live key evicts another only if entries fill every slot of the key's segment
     /// (a pathological hash distribution). Replaced, expired and evicted entries go to
     /// the eviction hook with their cause.
@@ -48,9 +50,11 @@ where
     /// ```
     /// use core::time::Duration;
     /// use membound::clock::ManualClock;
-    /// use membound::table::{FullPolicy, InsertError, TableConfig, TtlTable};
+    /// use membound::table::{InsertError, TableConfig, TtlTable};
+    /// use membound::OverflowPolicy;
     ///
-    /// let config = TableConfig::new(1, Duration::from_secs(1)).with_policy(FullPolicy::Reject);
+    /// let config =
+    ///     TableConfig::new(1, Duration::from_secs(1)).with_policy(OverflowPolicy::Reject);
     /// let table = TtlTable::with_config(config, ManualClock::default())?;
     /// assert_eq!(table.insert(1, 'a')?, None);
     /// assert_eq!(table.insert(1, 'b')?, Some('a'));
@@ -98,8 +102,9 @@ where
                     // `Reject` refuses only when full of live entries: an expired one
                     // near the key's slot makes room first.
                     let (limit, expired_only) = match self.policy {
-                        FullPolicy::Reject => (EXPIRED_SCAN, true),
-                        FullPolicy::EvictSoonestExpiring => (self.geo.total(), false),
+                        OverflowPolicy::Reject => (EXPIRED_SCAN, true),
+                        // `DropOldest`: construction refused every other policy.
+                        _ => (self.geo.total(), false),
                     };
                     let start = p.base + p.home;
                     let room = match shortage {

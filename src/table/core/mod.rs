@@ -13,8 +13,11 @@ use core::marker::PhantomData;
 
 use crossbeam_utils::CachePadded;
 
-use super::{EvictionHook, FullPolicy, TableMetrics};
+use super::{EvictionHook, TableMetrics};
 use crate::clock::Clock;
+#[cfg(feature = "alloc")]
+use crate::config::ConfigError;
+use crate::policy::OverflowPolicy;
 use crate::sync::{AtomicU64, Ordering};
 
 mod capacity;
@@ -177,10 +180,10 @@ struct Place {
 ///   lacks one only transiently (slots still being vacated) or under a pathological
 ///   hash distribution. A slot being vacated is free once its readers leave, so an
 ///   insert (new key or replacement) that finds no other waits for it a bounded
-///   number of times and is then refused ([`InsertError::Full`]); it never evicts for
-///   it. An insert evicts only when entries fill the room it needs: the soft capacity
-///   (a new key, under [`FullPolicy::EvictSoonestExpiring`]) or every slot of its
-///   segment.
+///   number of times and is then refused
+///   ([`InsertError::Full`](super::InsertError::Full)); it never evicts for it. An
+///   insert evicts only when entries fill the room it needs: the soft capacity (a new
+///   key, under [`OverflowPolicy::DropOldest`]) or every slot of its segment.
 /// - **Cleaners** (sweeps, amortized sweeps, evictions, capacity shrinking) remove an
 ///   entry only if it has *no* readers, claimed by CAS under the segment lock, so they
 ///   never wait for a reader; sweeps also skip a segment whose lock is taken.
@@ -241,7 +244,7 @@ pub struct TtlTableCore<K, V, C, S, H, St: Storage<K, V>> {
     geo: Geometry,
     max_capacity: usize,
     default_ttl: u64,
-    policy: FullPolicy,
+    policy: OverflowPolicy,
     amortized_sweep: usize,
     clock: C,
     hasher: S,
@@ -290,7 +293,7 @@ impl<K, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, const N: usize>
     /// An empty table of `N` slots (up to `N - N / 8` entries) whose entries live
     /// `default_ttl` ticks unless inserted with their own TTL; usable in a `static`.
     ///
-    /// Full policy [`FullPolicy::EvictSoonestExpiring`], amortized sweeping of
+    /// Overflow policy [`OverflowPolicy::DropOldest`], amortized sweeping of
     /// [`TableConfig::DEFAULT_AMORTIZED_SWEEP`](super::TableConfig::DEFAULT_AMORTIZED_SWEEP)
     /// slots per insert; change them with [`with_policy`](Self::with_policy) and
     /// [`with_amortized_sweep`](Self::with_amortized_sweep).
@@ -322,7 +325,7 @@ impl<K, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, const N: usize>
             },
             max_capacity: capacity,
             default_ttl,
-            policy: FullPolicy::EvictSoonestExpiring,
+            policy: OverflowPolicy::DropOldest,
             amortized_sweep: super::TableConfig::DEFAULT_AMORTIZED_SWEEP,
             clock,
             hasher,
@@ -335,8 +338,39 @@ impl<K, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, const N: usize>
         }
     }
 
-    /// Sets the policy for a full table.
-    pub const fn with_policy(mut self, policy: FullPolicy) -> Self {
+    /// Sets the policy for a full table: `DropOldest` or `Reject`, as described on
+    /// [`TableConfig`](super::TableConfig#overflow-policies).
+    ///
+    /// # Panics
+    ///
+    /// At compile time in a `static` (at run time otherwise) for any other policy,
+    /// which a heap table's [`TableConfig::validate`](super::TableConfig::validate)
+    /// refuses with
+    /// [`ConfigError::UnsupportedPolicy`](crate::ConfigError::UnsupportedPolicy).
+    ///
+    /// # Examples
+    ///
+    /// An unsupported policy does not compile in a `static`:
+    ///
+    /// ```compile_fail,E0080
+    /// # use core::time::Duration;
+    /// # use membound::clock::Clock;
+    /// # use membound::table::{NoHook, SeededHashBuilder, StaticTtlTable};
+    /// # use membound::OverflowPolicy;
+    /// # struct Ticks;
+    /// # impl Clock for Ticks {
+    /// #     fn now(&self) -> u64 { 0 }
+    /// #     fn tick(&self) -> Duration { Duration::from_millis(1) }
+    /// # }
+    /// static WAITING: StaticTtlTable<u32, u32, Ticks, 8> =
+    ///     StaticTtlTable::new(Ticks, SeededHashBuilder::with_seed(1), NoHook, 1)
+    ///         .with_policy(OverflowPolicy::DropNewest);
+    /// ```
+    pub const fn with_policy(mut self, policy: OverflowPolicy) -> Self {
+        assert!(
+            super::config::check_policy(policy).is_ok(),
+            "a TTL table supports only OverflowPolicy::DropOldest and OverflowPolicy::Reject"
+        );
         self.policy = policy;
         self
     }
@@ -366,7 +400,8 @@ impl<K: Hash + Eq, V, C: Clock>
     /// ```
     /// use core::time::Duration;
     /// use membound::clock::MonotonicClock;
-    /// use membound::table::{ConfigError, TtlTable};
+    /// use membound::table::TtlTable;
+    /// use membound::ConfigError;
     ///
     /// let table = TtlTable::<u64, u64, _>::new(100, Duration::from_secs(1), MonotonicClock::new())?;
     /// assert_eq!(table.capacity(), 100);
@@ -378,7 +413,7 @@ impl<K: Hash + Eq, V, C: Clock>
         capacity: usize,
         default_ttl: core::time::Duration,
         clock: C,
-    ) -> Result<Self, super::ConfigError> {
+    ) -> Result<Self, ConfigError> {
         Self::with_config(super::TableConfig::new(capacity, default_ttl), clock)
     }
 
@@ -387,7 +422,7 @@ impl<K: Hash + Eq, V, C: Clock>
     /// # Errors
     ///
     /// As [`TableConfig::validate`](super::TableConfig::validate).
-    pub fn with_config(config: super::TableConfig, clock: C) -> Result<Self, super::ConfigError> {
+    pub fn with_config(config: super::TableConfig, clock: C) -> Result<Self, ConfigError> {
         Self::with_parts(config, clock, DefaultHashBuilder::default(), super::NoHook)
     }
 }
@@ -438,7 +473,7 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>>
         clock: C,
         hasher: S,
         hook: H,
-    ) -> Result<Self, super::ConfigError> {
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let geo = Geometry::for_capacity(config.capacity);
         let total = geo.total();
@@ -572,7 +607,7 @@ where
         self.len() == 0
     }
 
-    /// The soft capacity in force; see [`SoftCapacity`].
+    /// The soft capacity in force; see [`SoftCapacity`](crate::capacity::SoftCapacity).
     #[inline]
     pub fn capacity(&self) -> usize {
         self.control.soft_capacity.load(Ordering::Relaxed) as usize

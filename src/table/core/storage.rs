@@ -87,8 +87,9 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// Where a table keeps its slots: boxed slices ([`TtlTable`]) or inline arrays
-/// ([`StaticTtlTable`]). Sealed; the algorithm is the same for both.
+/// Where a table keeps its slots: boxed slices ([`TtlTable`](super::TtlTable)) or
+/// inline arrays ([`StaticTtlTable`](super::StaticTtlTable)). Sealed; the algorithm
+/// is the same for both.
 pub trait Storage<K, V>: sealed::Sealed {
     #[doc(hidden)]
     fn slots(&self) -> &[Slot<K, V>];
@@ -96,7 +97,8 @@ pub trait Storage<K, V>: sealed::Sealed {
     fn segments(&self) -> &[Segment];
 }
 
-/// Inline storage of `N` slots in one segment, for [`StaticTtlTable`].
+/// Inline storage of `N` slots in one segment, for
+/// [`StaticTtlTable`](super::StaticTtlTable).
 pub struct InlineStorage<K, V, const N: usize> {
     pub(super) slots: [Slot<K, V>; N],
     pub(super) segment: [Segment; 1],
@@ -120,7 +122,7 @@ impl<K, V, const N: usize> Storage<K, V> for InlineStorage<K, V, N> {
     }
 }
 
-/// Heap storage allocated once at construction, for [`TtlTable`].
+/// Heap storage allocated once at construction, for [`TtlTable`](super::TtlTable).
 #[cfg(feature = "alloc")]
 pub struct HeapStorage<K, V> {
     pub(super) slots: alloc::boxed::Box<[Slot<K, V>]>,
