@@ -9,7 +9,7 @@
 //!
 //! Two more models need the table's internals (to force a replacement into an earlier
 //! slot of the chain, and a tombstone purged by another thread than the one that left
-//! it) and live in `src/table/core.rs` (`loom_models`), run by
+//! it) and live in `src/table/core/loom_models.rs`, run by
 //! `.ci/run` with `cargo test --release --lib table::core::loom_models`.
 #![cfg(loom)]
 
