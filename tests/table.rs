@@ -10,9 +10,10 @@ use std::time::Duration;
 use membound::capacity::{CapacityError, SoftCapacity};
 use membound::clock::{Clock, ManualClock};
 use membound::table::{
-    ConfigError, EvictionCause, FullPolicy, InsertError, NoHook, SeededHashBuilder, StaticTtlTable,
-    TableConfig, TtlTable, MAX_CAPACITY,
+    EvictionCause, InsertError, NoHook, SeededHashBuilder, StaticTtlTable, TableConfig, TtlTable,
+    MAX_CAPACITY,
 };
+use membound::{ConfigError, OverflowPolicy};
 
 /// A table with a fixed seed and no hook (the randomly seeded constructors need `std`;
 /// these tests also run with only `alloc`).
@@ -37,9 +38,56 @@ fn bad_configs_are_errors() {
     );
     assert_eq!(
         err(TableConfig::new(MAX_CAPACITY + 1, Duration::from_secs(1))),
-        ConfigError::CapacityTooLarge
+        ConfigError::CapacityTooLarge {
+            requested: MAX_CAPACITY + 1,
+            max: MAX_CAPACITY
+        }
     );
     assert!(ConfigError::ZeroTtl.to_string().contains("TTL"));
+}
+
+/// A table supports `DropOldest` (the default) and `Reject`; every other overflow
+/// policy is refused at construction, by the heap table with a typed error and by the
+/// static one with a panic (a compile error in a `static`).
+#[test]
+fn unsupported_policies_are_refused_at_construction() {
+    let clock = ManualClock::default();
+    let config = TableConfig::new(4, Duration::from_secs(1));
+    assert_eq!(config.policy, OverflowPolicy::DropOldest);
+    for policy in [OverflowPolicy::DropOldest, OverflowPolicy::Reject] {
+        assert!(plain::<u8, u8, _>(config.with_policy(policy), &clock).is_ok());
+    }
+    let refused = [
+        OverflowPolicy::DropNewest,
+        OverflowPolicy::Block,
+        #[cfg(feature = "std")]
+        OverflowPolicy::BlockTimeout(Duration::from_millis(5)),
+    ];
+    for policy in refused {
+        let err = plain::<u8, u8, _>(config.with_policy(policy), &clock).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::UnsupportedPolicy {
+                policy,
+                structure: "TTL table"
+            }
+        );
+        assert_eq!(config.with_policy(policy).validate(), Err(err));
+        assert!(err.to_string().contains("TTL table"), "{err}");
+        let static_table = std::panic::catch_unwind(|| {
+            StaticTtlTable::<u8, u8, ManualClock, 8>::new(
+                ManualClock::default(),
+                SeededHashBuilder::with_seed(1),
+                NoHook,
+                10,
+            )
+            .with_policy(policy)
+        });
+        assert!(
+            static_table.is_err(),
+            "{policy:?} accepted by a static table"
+        );
+    }
 }
 
 #[test]
@@ -200,7 +248,7 @@ fn static_table_in_a_static() {
     }
     static TABLE: StaticTtlTable<u16, u64, Ticks, 8> =
         StaticTtlTable::new(Ticks, SeededHashBuilder::with_seed(9), NoHook, 10)
-            .with_policy(FullPolicy::Reject)
+            .with_policy(OverflowPolicy::Reject)
             .with_amortized_sweep(0);
     assert_eq!(TABLE.max_capacity(), 7);
     for i in 0..7 {
@@ -326,7 +374,7 @@ impl std::hash::Hash for Key {
 /// then keep the lock while others run, readers stay long enough for removers to wait
 /// for them, and a thread that vacated a slot after its readers left (finding the lock
 /// taken) is away, in the hook, while others purge and refill the slot.
-fn churn(policy: FullPolicy, capacity: usize, keys: u64, threads: usize, yields: bool) {
+fn churn(policy: OverflowPolicy, capacity: usize, keys: u64, threads: usize, yields: bool) {
     // Longer in release builds, where the operations are fast enough to overlap a lot.
     const OPS: usize = if cfg!(debug_assertions) {
         20_000
@@ -433,18 +481,18 @@ fn churn(policy: FullPolicy, capacity: usize, keys: u64, threads: usize, yields:
 
 #[test]
 fn concurrent_churn_drops_every_value_exactly_once_evicting() {
-    churn(FullPolicy::EvictSoonestExpiring, 64, 97, 4, false);
+    churn(OverflowPolicy::DropOldest, 64, 97, 4, false);
 }
 
 #[test]
 fn concurrent_churn_drops_every_value_exactly_once_rejecting() {
-    churn(FullPolicy::Reject, 64, 97, 4, false);
+    churn(OverflowPolicy::Reject, 64, 97, 4, false);
 }
 
 #[test]
 fn concurrent_churn_over_several_segments_drops_every_value_exactly_once() {
     // 8192 entries make four segments, each with its own lock.
-    churn(FullPolicy::EvictSoonestExpiring, 8192, 12_000, 4, false);
+    churn(OverflowPolicy::DropOldest, 8192, 12_000, 4, false);
 }
 
 #[test]
@@ -457,7 +505,7 @@ fn concurrent_churn_of_a_three_slot_table_drops_every_value_exactly_once() {
     // Without `std` a waiting writer spins and never yields, so a reader that yields
     // inside the table would keep it spinning for whole time slices: fewer threads.
     let threads = if cfg!(feature = "std") { 8 } else { 2 };
-    churn(FullPolicy::EvictSoonestExpiring, 2, 3, threads, true);
+    churn(OverflowPolicy::DropOldest, 2, 3, threads, true);
 }
 
 /// The memory bar of issue 4: at most 24 bytes per entry beyond `size_of::<(K, V)>()`

@@ -5,7 +5,7 @@
 #[path = "support/table_model.rs"]
 mod support;
 
-use membound::table::FullPolicy;
+use membound::OverflowPolicy;
 use proptest::prelude::*;
 use support::{Harness, Op};
 
@@ -25,10 +25,10 @@ fn op(keys: u8) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn policy() -> impl Strategy<Value = FullPolicy> {
+fn policy() -> impl Strategy<Value = OverflowPolicy> {
     prop_oneof![
-        Just(FullPolicy::Reject),
-        Just(FullPolicy::EvictSoonestExpiring)
+        Just(OverflowPolicy::Reject),
+        Just(OverflowPolicy::DropOldest)
     ]
 }
 

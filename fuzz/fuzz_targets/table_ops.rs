@@ -11,7 +11,7 @@
 mod model;
 
 use libfuzzer_sys::fuzz_target;
-use membound::table::FullPolicy;
+use membound::OverflowPolicy;
 use model::{Harness, Op};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,9 +20,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let cap = usize::from(first & 31) + 1;
     let policy = if first & 32 == 0 {
-        FullPolicy::Reject
+        OverflowPolicy::Reject
     } else {
-        FullPolicy::EvictSoonestExpiring
+        OverflowPolicy::DropOldest
     };
     let mut h = Harness::new(cap, policy, u64::from(*seed));
     for (i, pair) in rest.chunks_exact(2).enumerate() {

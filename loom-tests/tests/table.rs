@@ -9,7 +9,7 @@
 //!
 //! Two more models need the table's internals (to force a replacement into an earlier
 //! slot of the chain, and a tombstone purged by another thread than the one that left
-//! it) and live in `src/table/core.rs` (`loom_models`), run by
+//! it) and live in `src/table/core/loom_models.rs`, run by
 //! `.ci/run` with `cargo test --release --lib table::core::loom_models`.
 #![cfg(loom)]
 
@@ -20,7 +20,8 @@ use loom::sync::Arc;
 use loom::thread;
 use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
-use membound::table::{EvictionCause, FullPolicy, SeededHashBuilder, TableConfig, TtlTable};
+use membound::table::{EvictionCause, SeededHashBuilder, TableConfig, TtlTable};
+use membound::OverflowPolicy;
 use membound_loom_tests::model_bounded;
 
 /// A value that knows its id, keeps it on the heap, and counts its drop.
@@ -78,7 +79,7 @@ type Hook = Box<dyn Fn(&u32, &Val, EvictionCause) + Send + Sync>;
 type Clk = std::sync::Arc<ManualClock>;
 type Table = TtlTable<u32, Val, Clk, SeededHashBuilder, Hook>;
 
-fn table(capacity: usize, policy: FullPolicy, sweep: usize) -> (Arc<Table>, Clk, Arc<Log>) {
+fn table(capacity: usize, policy: OverflowPolicy, sweep: usize) -> (Arc<Table>, Clk, Arc<Log>) {
     let clock = Clk::new(ManualClock::default());
     let log = Arc::new(Log::default());
     let seen = log.clone();
@@ -123,7 +124,7 @@ fn drop_all(table: Arc<Table>, drops: &Arc<AtomicUsize>, created: usize) {
 fn get_racing_insert_and_remove_sees_whole_values_and_drops_each_once() {
     model_bounded(3, || {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (t, _, log) = table(2, FullPolicy::Reject, 0);
+        let (t, _, log) = table(2, OverflowPolicy::Reject, 0);
         let inserter = {
             let drops = drops.clone();
             spawn(&t, move |t| t.insert(1, Val::new(1, &drops)).is_ok())
@@ -147,7 +148,7 @@ fn get_racing_insert_and_remove_sees_whole_values_and_drops_each_once() {
 fn get_racing_replace_never_misses_the_key() {
     model_bounded(3, || {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (t, _, log) = table(2, FullPolicy::Reject, 0);
+        let (t, _, log) = table(2, OverflowPolicy::Reject, 0);
         t.insert(1, Val::new(1, &drops)).unwrap();
         let replacer = {
             let drops = drops.clone();
@@ -174,7 +175,7 @@ fn get_racing_replace_never_misses_the_key() {
 fn replace_racing_remove_accounts_for_both_values_once() {
     model_bounded(3, || {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (t, _, log) = table(2, FullPolicy::Reject, 0);
+        let (t, _, log) = table(2, OverflowPolicy::Reject, 0);
         t.insert(1, Val::new(1, &drops)).unwrap();
         let replacer = {
             let drops = drops.clone();
@@ -201,7 +202,7 @@ fn replace_racing_remove_accounts_for_both_values_once() {
 fn sweep_racing_touch_and_get_removes_only_expired_entries() {
     model_bounded(3, || {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (t, clock, log) = table(2, FullPolicy::Reject, 0);
+        let (t, clock, log) = table(2, OverflowPolicy::Reject, 0);
         t.insert(1, Val::new(1, &drops)).unwrap(); // expires at 10
         clock.advance(5);
         // The sweeper works as of tick 10 (entry 1 expired); the toucher's clock says
@@ -230,7 +231,7 @@ fn sweep_racing_touch_and_get_removes_only_expired_entries() {
 fn sweep_racing_insert_of_an_expired_key_reports_it_once() {
     model_bounded(3, || {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (t, clock, log) = table(1, FullPolicy::Reject, 0);
+        let (t, clock, log) = table(1, OverflowPolicy::Reject, 0);
         t.insert(1, Val::new(1, &drops)).unwrap();
         clock.advance(10); // value 1 expired
         let sweeper = spawn(&t, |t| t.sweep(10, 8).removed);
@@ -264,7 +265,7 @@ fn sweep_racing_insert_of_an_expired_key_reports_it_once() {
 fn soft_capacity_change_racing_insert_keeps_every_value_accounted() {
     model_bounded(2, || {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (t, _, log) = table(2, FullPolicy::EvictSoonestExpiring, 0);
+        let (t, _, log) = table(2, OverflowPolicy::DropOldest, 0);
         t.insert(1, Val::new(1, &drops)).unwrap();
         t.insert(2, Val::new(2, &drops)).unwrap();
         let shrinker = spawn(&t, |t| t.set_capacity(1).unwrap());

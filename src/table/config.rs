@@ -1,26 +1,10 @@
-//! The table's configuration, policies, errors, causes and metrics.
+//! The table's configuration, errors, causes and metrics.
 
 use core::fmt;
 use core::time::Duration;
 
-/// What an insert of a new key does when the table holds its capacity.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[non_exhaustive]
-pub enum FullPolicy {
-    /// Refuse the new entry and hand key and value back as [`InsertError::Full`],
-    /// unless an expired entry among the 256 slots from the new key's home can make
-    /// room (reported as [`EvictionCause::Expired`]). Counted in
-    /// [`TableMetrics::rejected`].
-    Reject,
-    /// Evict an entry to make room (the default). Expired entries go first (reported
-    /// as [`EvictionCause::Expired`]); otherwise the soonest-expiring of a sample of
-    /// up to eight live entries near the new key's slot, reported as
-    /// [`EvictionCause::Evicted`]. Sampling keeps an insert's work bounded, as in
-    /// Redis's approximated eviction; an entry being read at that moment is skipped.
-    #[default]
-    EvictSoonestExpiring,
-}
+use crate::config::ConfigError;
+use crate::policy::OverflowPolicy;
 
 /// Why an entry left the table, as reported to the eviction hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,7 +18,7 @@ pub enum EvictionCause {
     /// Its key was inserted again with a new value.
     Replaced,
     /// Evicted while live to make room: a full table under
-    /// [`FullPolicy::EvictSoonestExpiring`], or a lowered soft capacity.
+    /// [`OverflowPolicy::DropOldest`], or a lowered soft capacity.
     Evicted,
 }
 
@@ -68,16 +52,44 @@ impl<K, V, F: Fn(&K, &V, EvictionCause)> EvictionHook<K, V> for F {
 
 /// Configuration of a heap-backed [`TtlTable`](super::TtlTable).
 ///
+/// # Overflow policies
+///
+/// What an insert of a new key does when the table holds its capacity. A table
+/// supports two of the crate's [`OverflowPolicy`] values and refuses the others at
+/// construction with [`ConfigError::UnsupportedPolicy`]:
+///
+/// - [`OverflowPolicy::DropOldest`] (the default): evict an entry to make room.
+///   Expired entries go first (reported as [`EvictionCause::Expired`]); otherwise the
+///   soonest-expiring of a sample of up to eight live entries near the new key's
+///   slot, reported as [`EvictionCause::Evicted`]. For entries of one TTL the
+///   soonest-expiring is the oldest written, hence the name. Sampling keeps an
+///   insert's work bounded, as in Redis's approximated eviction; an entry being read
+///   at that moment is skipped.
+/// - [`OverflowPolicy::Reject`]: refuse the new entry and hand key and value back as
+///   [`InsertError::Full`], unless an expired entry among the 256 slots from the new
+///   key's home can make room (reported as [`EvictionCause::Expired`]). Counted in
+///   [`TableMetrics::rejected`].
+///
 /// # Examples
 ///
 /// ```
 /// use core::time::Duration;
-/// use membound::table::{FullPolicy, TableConfig};
+/// use membound::table::TableConfig;
+/// use membound::{ConfigError, OverflowPolicy};
 ///
 /// let config = TableConfig::new(10_000, Duration::from_secs(600))
-///     .with_policy(FullPolicy::Reject)
+///     .with_policy(OverflowPolicy::Reject)
 ///     .with_amortized_sweep(0); // sweep only when told to
 /// assert_eq!(config.validate(), Ok(()));
+///
+/// let waiting = config.with_policy(OverflowPolicy::Block);
+/// assert_eq!(
+///     waiting.validate(),
+///     Err(ConfigError::UnsupportedPolicy {
+///         policy: OverflowPolicy::Block,
+///         structure: "TTL table",
+///     })
+/// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -87,8 +99,9 @@ pub struct TableConfig {
     pub capacity: usize,
     /// The TTL of entries inserted without one.
     pub default_ttl: Duration,
-    /// What an insert does when the table is full.
-    pub policy: FullPolicy,
+    /// What an insert of a new key does when the table is full: `DropOldest` or
+    /// `Reject` (see [Overflow policies](Self#overflow-policies)).
+    pub policy: OverflowPolicy,
     /// Slots after its key's home slot that every insert checks for expired entries
     /// (and removes them), so a table nobody sweeps explicitly still sheds expired
     /// entries. 0 turns it off.
@@ -106,13 +119,15 @@ impl TableConfig {
         Self {
             capacity,
             default_ttl,
-            policy: FullPolicy::EvictSoonestExpiring,
+            policy: OverflowPolicy::DropOldest,
             amortized_sweep: Self::DEFAULT_AMORTIZED_SWEEP,
         }
     }
 
-    /// Sets the policy for a full table.
-    pub const fn with_policy(mut self, policy: FullPolicy) -> Self {
+    /// Sets the policy for a full table: `DropOldest` or `Reject` (see
+    /// [Overflow policies](Self#overflow-policies)); [`validate`](Self::validate)
+    /// refuses the others.
+    pub const fn with_policy(mut self, policy: OverflowPolicy) -> Self {
         self.policy = policy;
         self
     }
@@ -128,43 +143,39 @@ impl TableConfig {
     /// # Errors
     ///
     /// [`ConfigError::ZeroCapacity`], [`ConfigError::CapacityTooLarge`] above
-    /// [`MAX_CAPACITY`](super::MAX_CAPACITY), [`ConfigError::ZeroTtl`].
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY), [`ConfigError::ZeroTtl`],
+    /// [`ConfigError::UnsupportedPolicy`] for a policy other than `DropOldest` and
+    /// `Reject`.
     pub const fn validate(&self) -> Result<(), ConfigError> {
         if self.capacity == 0 {
             Err(ConfigError::ZeroCapacity)
         } else if self.capacity > super::MAX_CAPACITY {
-            Err(ConfigError::CapacityTooLarge)
+            Err(ConfigError::CapacityTooLarge {
+                requested: self.capacity,
+                max: super::MAX_CAPACITY,
+            })
         } else if self.default_ttl.is_zero() {
             Err(ConfigError::ZeroTtl)
         } else {
-            Ok(())
+            check_policy(self.policy)
         }
     }
 }
 
-/// A table configuration that cannot work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A capacity of zero.
-    ZeroCapacity,
-    /// More than [`MAX_CAPACITY`](super::MAX_CAPACITY) entries.
-    CapacityTooLarge,
-    /// A default TTL of zero: every entry would expire as it is stored.
-    ZeroTtl,
-}
+/// The name a table gives in [`ConfigError::UnsupportedPolicy`].
+pub(super) const STRUCTURE: &str = "TTL table";
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ZeroCapacity => f.write_str("table capacity must be at least 1"),
-            Self::CapacityTooLarge => f.write_str("table capacity exceeds MAX_CAPACITY"),
-            Self::ZeroTtl => f.write_str("default TTL must be greater than zero"),
-        }
+/// Whether a table supports `policy`: `DropOldest` and `Reject` only.
+pub(super) const fn check_policy(policy: OverflowPolicy) -> Result<(), ConfigError> {
+    if matches!(policy, OverflowPolicy::DropOldest | OverflowPolicy::Reject) {
+        Ok(())
+    } else {
+        Err(ConfigError::UnsupportedPolicy {
+            policy,
+            structure: STRUCTURE,
+        })
     }
 }
-
-impl core::error::Error for ConfigError {}
 
 /// An insert that did not store its entry; key and value come back inside.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

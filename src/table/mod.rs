@@ -13,8 +13,14 @@
 //!   also sweep a few slots each unless [`TableConfig::amortized_sweep`] is 0.
 //! - Every entry that leaves goes to the [`EvictionHook`] with its
 //!   [`EvictionCause`]; a hook runs after the table let go of the slot.
-//! - A full table follows its [`FullPolicy`]; the soft capacity can be lowered at
-//!   runtime through [`SoftCapacity`](crate::capacity::SoftCapacity).
+//! - A full table follows its [`OverflowPolicy`](crate::OverflowPolicy): `DropOldest`
+//!   (the default) evicts an expired entry, else the soonest-expiring of a sample of
+//!   up to eight live entries near the new key's slot, skipping one being read (for
+//!   entries of one TTL, the oldest written); `Reject` hands the entry back. Other
+//!   policies are refused at construction with
+//!   [`ConfigError::UnsupportedPolicy`](crate::ConfigError::UnsupportedPolicy); see
+//!   [`TableConfig`](TableConfig#overflow-policies). The soft capacity can be lowered
+//!   at runtime through [`SoftCapacity`](crate::capacity::SoftCapacity).
 //! - Keys are hashed with foldhash, randomly seeded per table under `std`
 //!   ([`DefaultHashBuilder`]); without `std` pass a seed ([`SeededHashBuilder`]) or
 //!   any `BuildHasher`.
@@ -52,8 +58,7 @@ mod config;
 mod core;
 
 pub use self::config::{
-    ConfigError, EvictionCause, EvictionHook, FullPolicy, InsertError, NoHook, SweepStats,
-    TableConfig, TableMetrics,
+    EvictionCause, EvictionHook, InsertError, NoHook, SweepStats, TableConfig, TableMetrics,
 };
 pub use self::core::{
     DefaultHashBuilder, InlineStorage, SeededHashBuilder, Segment, Slot, StaticTtlTable, Storage,

@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use membound::capacity::SoftCapacity;
 use membound::clock::{Clock, ManualClock};
-use membound::table::{
-    EvictionCause, FullPolicy, InsertError, SeededHashBuilder, TableConfig, TtlTable,
-};
+use membound::table::{EvictionCause, InsertError, SeededHashBuilder, TableConfig, TtlTable};
+use membound::OverflowPolicy;
 
 /// One operation. TTLs and advances are in ticks (1 ms each).
 #[derive(Clone, Debug)]
@@ -45,7 +44,7 @@ pub struct Harness {
     pub table: Table,
     clock: Arc<ManualClock>,
     events: Events,
-    policy: FullPolicy,
+    policy: OverflowPolicy,
     /// key -> (value, expiry tick)
     stored: HashMap<u8, (u32, u64)>,
     cap: usize,
@@ -64,7 +63,7 @@ fn cause_index(cause: EvictionCause) -> usize {
 }
 
 impl Harness {
-    pub fn new(capacity: usize, policy: FullPolicy, seed: u64) -> Self {
+    pub fn new(capacity: usize, policy: OverflowPolicy, seed: u64) -> Self {
         let clock = Arc::new(ManualClock::default());
         let events: Events = Arc::default();
         let log = events.clone();
@@ -160,7 +159,7 @@ impl Harness {
         }
         let mut evictions = 0;
         for event in events {
-            if self.policy == FullPolicy::Reject {
+            if self.policy == OverflowPolicy::Reject {
                 assert_eq!(
                     event.2,
                     EvictionCause::Expired,
@@ -180,7 +179,7 @@ impl Harness {
                 Err(InsertError::Full { key: k, value: v }) => assert_eq!((k, v), (key, value)),
                 other => panic!("insert {key} into a full table: {other:?}"),
             }
-            if self.policy == FullPolicy::EvictSoonestExpiring {
+            if self.policy == OverflowPolicy::DropOldest {
                 assert_eq!(evictions, 4, "gave up early");
             } else {
                 // Model tables are small (one segment of < 256 slots): a rejected

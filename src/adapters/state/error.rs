@@ -298,7 +298,7 @@ impl fmt::Display for HistoryError {
 impl core::error::Error for HistoryError {}
 
 /// A [`StateConfig`](super::StateConfig) that cannot work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum StateConfigError {
     /// The shard count is 0, not a power of two, or above

@@ -16,7 +16,7 @@ use super::store::StateStore;
 use super::Revision;
 use crate::clock::{Clock, MonotonicClock};
 use crate::sync::{AtomicU64, Ordering};
-use crate::table::{FullPolicy, InsertError, TableConfig, TtlTable};
+use crate::table::{InsertError, TableConfig, TtlTable};
 
 /// Slots a sweep looks at when `begin` finds the table full.
 const SWEEP_BUDGET: usize = 1024;
@@ -32,7 +32,8 @@ pub(crate) struct TxnTable<C: Clock> {
 
 impl<C: Clock> TxnTable<C> {
     pub(crate) fn new(config: &TxnConfig, clock: Arc<C>) -> Result<Self, StateConfigError> {
-        let table = TableConfig::new(config.max_open, config.ttl).with_policy(FullPolicy::Reject);
+        let table = TableConfig::new(config.max_open, config.ttl)
+            .with_policy(crate::OverflowPolicy::Reject);
         Ok(Self {
             table: TtlTable::with_config(table, clock).map_err(|_| StateConfigError::Txn)?,
             next: AtomicU64::new(0),

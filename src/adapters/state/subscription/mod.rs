@@ -68,7 +68,7 @@ use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::ring::{self, PopFuture, PopTimeoutError, Ring, RingConfig, Slot};
 use crate::sync::{AtomicU64, Ordering};
-use crate::table::{self, DefaultHashBuilder, EvictionCause, EvictionHook, FullPolicy};
+use crate::table::{DefaultHashBuilder, EvictionCause, EvictionHook};
 use crate::table::{TableConfig, TtlTable};
 
 /// Configuration of the store's subscriptions.
@@ -142,7 +142,7 @@ impl SubscriptionConfig {
     /// # Errors
     ///
     /// [`SubscriptionConfigError::Table`] for a `max_subscriptions` of 0 or above
-    /// [`table::MAX_CAPACITY`], or a zero `idle_ttl`;
+    /// [`table::MAX_CAPACITY`](crate::table::MAX_CAPACITY), or a zero `idle_ttl`;
     /// [`SubscriptionConfigError::Queue`] for a `queue_capacity` of 0 or above
     /// [`ring::MAX_CAPACITY`].
     pub const fn validate(&self) -> Result<(), SubscriptionConfigError> {
@@ -158,7 +158,8 @@ impl SubscriptionConfig {
     /// The table that tracks the subscriptions: one entry each, refusing more than
     /// the cap.
     const fn table_config(&self) -> TableConfig {
-        TableConfig::new(self.max_subscriptions, self.idle_ttl).with_policy(FullPolicy::Reject)
+        TableConfig::new(self.max_subscriptions, self.idle_ttl)
+            .with_policy(crate::OverflowPolicy::Reject)
     }
 }
 
@@ -169,11 +170,11 @@ impl Default for SubscriptionConfig {
 }
 
 /// A [`SubscriptionConfig`] that cannot work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum SubscriptionConfigError {
     /// The subscription table refused `max_subscriptions` or `idle_ttl`.
-    Table(table::ConfigError),
+    Table(crate::ConfigError),
     /// A queue of `queue_capacity` changes cannot be built.
     Queue(ring::ConfigError),
 }

@@ -340,11 +340,11 @@ fn config_errors_are_typed() {
     };
     assert_eq!(
         new(SubscriptionConfig::new().with_max_subscriptions(0)),
-        SubscriptionConfigError::Table(table::ConfigError::ZeroCapacity)
+        SubscriptionConfigError::Table(crate::ConfigError::ZeroCapacity)
     );
     assert_eq!(
         new(SubscriptionConfig::new().with_idle_ttl(Duration::ZERO)),
-        SubscriptionConfigError::Table(table::ConfigError::ZeroTtl)
+        SubscriptionConfigError::Table(crate::ConfigError::ZeroTtl)
     );
     let err = new(SubscriptionConfig::new().with_queue_capacity(0));
     assert_eq!(

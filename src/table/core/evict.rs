@@ -1,0 +1,138 @@
+//! Cleaners' removals: an unread entry removed under the lock, and the choice of an
+//! eviction victim.
+
+use core::hash::{BuildHasher, Hash};
+
+use super::slot::{kind, readers, LockGuard, BUSY, KIND_MASK, READY};
+use super::storage::bump;
+use super::vacate::Doomed;
+use super::{Storage, TtlTableCore};
+use crate::clock::Clock;
+use crate::sync::Ordering;
+use crate::table::{EvictionCause, EvictionHook};
+
+/// Live entries an eviction compares before choosing the soonest-expiring.
+pub(super) const EVICT_SAMPLE: usize = 8;
+
+impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
+where
+    K: Hash + Eq,
+    C: Clock,
+    S: BuildHasher,
+    H: EvictionHook<K, V>,
+    St: Storage<K, V>,
+{
+    /// A cleaner's removal of the entry at `index`: takes the segment lock (waiting
+    /// only if `wait`), and removes the entry if it is `READY`, unread, and expired at
+    /// `now` (as `Expired`) or `evict` is set (as `Evicted`). Never waits for readers:
+    /// an entry being read is left for later. Returns whether it removed one.
+    pub(super) fn remove_if(&self, index: usize, now: u64, evict: bool, wait: bool) -> bool {
+        let seg = index / self.geo.seg_len;
+        let w = self.segment(seg);
+        let lock = if wait {
+            Some(LockGuard::lock(&w.lock))
+        } else {
+            LockGuard::try_lock(&w.lock)
+        };
+        let Some(lock) = lock else {
+            return false;
+        };
+        let state = self.state(index);
+        let s = state.load(Ordering::Acquire);
+        let slot = self.slot(index);
+        if kind(s) != READY
+            || readers(s) != 0
+            || !(evict || slot.expires.load(Ordering::Relaxed) <= now)
+        {
+            return false;
+        }
+        // Claim against readers joining meanwhile; Acquire: sees the expiry a `touch`
+        // stored before its Release `fetch_sub`.
+        if state
+            .compare_exchange(
+                s,
+                (s & !KIND_MASK) | BUSY,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let expired = slot.expires.load(Ordering::Relaxed) <= now;
+        if !expired && !evict {
+            // Touched since we looked: put it back. (Lookups racing this see `BUSY`
+            // for a moment, probe again, and may miss it.)
+            state.store(s, Ordering::Release);
+            return false;
+        }
+        let cause = if expired {
+            bump(&w.expired);
+            EvictionCause::Expired
+        } else {
+            bump(&w.evicted);
+            EvictionCause::Evicted
+        };
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        let doomed = Doomed { index, seg, cause };
+        let (k, v) = self.vacate(&doomed, true);
+        drop(lock);
+        drop(self.report(cause, k, v));
+        true
+    }
+
+    /// Evicts one entry among the first live ones from global slot `start` (within
+    /// `limit` slots, or within segment `only`): an expired one if seen, otherwise
+    /// (unless `expired_only`) the soonest-expiring of up to [`EVICT_SAMPLE`].
+    /// Returns whether one was evicted.
+    pub(super) fn evict_one(
+        &self,
+        start: usize,
+        limit: usize,
+        now: u64,
+        only: Option<usize>,
+        expired_only: bool,
+    ) -> bool {
+        let total = self.geo.total();
+        let (lo, span) = match only {
+            Some(seg) => (seg * self.geo.seg_len, self.geo.seg_len),
+            None => (0, total),
+        };
+        for _ in 0..3 {
+            let mut best: Option<(usize, u64)> = None;
+            let mut sampled = 0;
+            let mut i = start - lo;
+            for _ in 0..limit.min(span) {
+                let index = lo + i;
+                let s = self.state(index).load(Ordering::Acquire);
+                if kind(s) == READY && readers(s) == 0 {
+                    let expires = self.slot(index).expires.load(Ordering::Relaxed);
+                    if expires <= now {
+                        // Expired: the best victim there is.
+                        best = Some((index, expires));
+                        break;
+                    }
+                    if !expired_only {
+                        if best.is_none_or(|(_, e)| expires < e) {
+                            best = Some((index, expires));
+                        }
+                        sampled += 1;
+                        if sampled >= EVICT_SAMPLE {
+                            break;
+                        }
+                    }
+                }
+                i = if i + 1 == span { 0 } else { i + 1 };
+            }
+            let Some((index, _)) = best else {
+                return false;
+            };
+            // Rechecked under the lock: if the slot changed meanwhile (read, touched,
+            // replaced), look again.
+            if self.remove_if(index, now, !expired_only, true) {
+                return true;
+            }
+        }
+        false
+    }
+}

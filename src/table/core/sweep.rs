@@ -1,0 +1,97 @@
+//! Sweeping expired entries: explicit sweeps from the shared cursor, and the
+//! amortized sweeps of inserts.
+
+use core::hash::{BuildHasher, Hash};
+
+use super::slot::{kind, readers, READY};
+use super::{Storage, TtlTableCore};
+use crate::clock::Clock;
+use crate::sync::Ordering;
+use crate::table::{EvictionHook, SweepStats};
+
+impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
+where
+    K: Hash + Eq,
+    C: Clock,
+    S: BuildHasher,
+    H: EvictionHook<K, V>,
+    St: Storage<K, V>,
+{
+    /// Scans up to `budget` slots from the table's shared sweep cursor and removes
+    /// the entries expired at tick `now`; while the table holds more than its soft
+    /// capacity, it also evicts live entries it scans. Entries being read, and
+    /// segments another writer holds at that moment, are skipped (a later sweep gets
+    /// them). Never waits and never allocates.
+    ///
+    /// Concurrent sweeps scan disjoint ranges. A sweep with a budget of at least the
+    /// slot count (`capacity + capacity / 7`) visits every slot once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::{Clock, ManualClock};
+    /// use membound::table::{TableConfig, TtlTable};
+    ///
+    /// let clock = ManualClock::default();
+    /// let config = TableConfig::new(100, Duration::from_millis(5)).with_amortized_sweep(0);
+    /// let table = TtlTable::with_config(config, &clock)?;
+    /// for i in 0..10 {
+    ///     table.insert(i, i)?;
+    /// }
+    /// clock.advance(5);
+    /// let mut removed = 0;
+    /// while removed < 10 {
+    ///     removed += table.sweep(clock.now(), 16).removed; // bounded work per call
+    /// }
+    /// assert!(table.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sweep(&self, now: u64, budget: usize) -> SweepStats {
+        self.control.sweeps.fetch_add(1, Ordering::Relaxed);
+        let total = self.geo.total();
+        let budget = budget.min(total);
+        let start = (self
+            .control
+            .cursor
+            .fetch_add(budget as u64, Ordering::Relaxed)
+            % total as u64) as usize;
+        let mut stats = SweepStats {
+            scanned: budget,
+            removed: 0,
+        };
+        let mut index = start;
+        for _ in 0..budget {
+            let s = self.state(index).load(Ordering::Acquire);
+            if kind(s) == READY && readers(s) == 0 {
+                let over = self.len.load(Ordering::Relaxed)
+                    > self.control.soft_capacity.load(Ordering::Relaxed);
+                let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
+                if (expired || over) && self.remove_if(index, now, over, false) {
+                    stats.removed += 1;
+                }
+            }
+            index = if index + 1 == total { 0 } else { index + 1 };
+        }
+        stats
+    }
+
+    /// Amortized sweeping: removes expired entries among the `amortized_sweep` slots
+    /// after `start`. Inserts land at random slots, so these scans cover the table
+    /// at random; unlike [`sweep`](Self::sweep) they touch no shared cursor and are
+    /// not counted in `sweeps`.
+    pub(super) fn sweep_near(&self, start: usize, now: u64) {
+        let total = self.geo.total();
+        let mut index = start;
+        for _ in 0..self.amortized_sweep.min(total) {
+            index = if index + 1 >= total { 0 } else { index + 1 };
+            let s = self.state(index).load(Ordering::Acquire);
+            if kind(s) == READY
+                && readers(s) == 0
+                && self.slot(index).expires.load(Ordering::Relaxed) <= now
+            {
+                self.remove_if(index, now, false, false);
+            }
+        }
+    }
+}
