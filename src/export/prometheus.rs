@@ -40,11 +40,11 @@
 //! | `task` | one task of a [`Schedule`](crate::schedule::Schedule) (a schedule is owned by the thread that ticks it) | [`TaskMetrics`](crate::schedule::TaskMetrics), durations in ticks | nested in `cleanup` |
 #![cfg_attr(
     feature = "state",
-    doc = "| `state` | [`StateStore`](crate::adapters::state::StateStore) | [`StateMetrics`](crate::adapters::state::StateMetrics) and its [`SubscriptionMetrics`](crate::adapters::state::subscription::SubscriptionMetrics) | [`Exporter::add_state`] |"
+    doc = "| `state` | [`StateStore`] | [`StateMetrics`](crate::adapters::state::StateMetrics) and its [`SubscriptionMetrics`](crate::adapters::state::subscription::SubscriptionMetrics) | [`Exporter::add_state`] |"
 )]
 #![cfg_attr(
     feature = "ws",
-    doc = "| `ws_server` | [`Server`](crate::adapters::ws::Server) | [`ServerMetrics`](crate::adapters::ws::ServerMetrics), its hub's as `broadcast_*`; per connection, [`ConnectionMetrics`](crate::adapters::ws::ConnectionMetrics) as `conn_*`, label `conn` | `add(name, &server, Server::metrics)`; per connection [`Exporter::add_ws_server_per_connection`] |"
+    doc = "| `ws_server` | [`Server`] | [`ServerMetrics`](crate::adapters::ws::ServerMetrics), its hub's as `broadcast_*`; per connection, [`ConnectionMetrics`](crate::adapters::ws::ConnectionMetrics) as `conn_*`, label `conn` | `add(name, &server, Server::metrics)`; per connection [`Exporter::add_ws_server_per_connection`] |"
 )]
 #![cfg_attr(
     feature = "ws",

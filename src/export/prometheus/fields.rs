@@ -310,7 +310,8 @@ fn every_ws_field_is_exported() {
 /// The kinds the exporter can export: every `impl Metrics` of the crate, and the
 /// readers of the exporter's own wrappers.
 fn kinds() -> Vec<&'static str> {
-    let mut kinds = vec![
+    let mut kinds = Vec::new();
+    kinds.extend([
         RingMetrics::KIND,
         TableMetrics::KIND,
         BackpressureMetrics::KIND,
@@ -321,7 +322,7 @@ fn kinds() -> Vec<&'static str> {
         MemorySample::KIND,
         <super::readers::CleanupSnapshot as Metrics>::KIND,
         TaskMetrics::<()>::KIND,
-    ];
+    ]);
     #[cfg(feature = "state")]
     kinds.extend([
         crate::adapters::state::StateMetrics::KIND,

@@ -3,6 +3,7 @@
 //! the WebSocket server with its connections. Each assembles its snapshot and walks
 //! the components' own [`Metrics`] impls.
 
+#[cfg(feature = "ws")]
 use std::string::ToString;
 use std::sync::{Mutex, PoisonError};
 use std::vec::Vec;
