@@ -28,8 +28,8 @@ use membound::export::prometheus::{Exporter, MetricsServer};
 use membound::heap::TrackingAllocator;
 use membound::monitor::{MemoryManager, MonitorConfig};
 use membound::os::{Sampler, SamplerConfig};
-use membound::ring::Ring;
-use membound::table::TtlTable;
+use membound::ring::{Ring, RingCore};
+use membound::table::{TtlTable, TtlTableCore};
 use prometheus_client::registry::Registry;
 
 /// The heap as the program holds it, exported next to the OS's view.
@@ -139,13 +139,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, std::convert::Infallible>(table.sweep(clock.now(), 1024).removed)
     })?;
 
-    exporter.add_ring("events", &events)?;
-    exporter.add_table("sessions", &sessions)?;
-    exporter.add_monitor("process", &monitor)?;
+    exporter.add("events", &events, RingCore::metrics)?;
+    exporter.add("sessions", &sessions, TtlTableCore::metrics)?;
+    exporter.add("process", &monitor, MemoryManager::metrics)?;
     exporter.add_cleanup("main", &cleanup)?;
-    exporter.add_heap("global", &HEAP)?;
+    exporter.add("global", &HEAP, TrackingAllocator::stats)?;
     exporter.add_sampler("os", Sampler::new(SamplerConfig::default())?)?;
-    exporter.add_backpressure("jobs", &jobs)?;
+    exporter.add("jobs", &jobs, Backpressure::metrics)?;
 
     monitor.start()?;
     cleanup.start();

@@ -478,6 +478,59 @@ pub struct BackpressureMetrics {
     pub producers_waiting: u64,
 }
 
+impl crate::metrics::Metrics for BackpressureMetrics {
+    const KIND: &'static str = "backpressure";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let BackpressureMetrics {
+            sent,
+            received,
+            dropped_oldest,
+            dropped_newest,
+            rejected_full,
+            rejected_paused,
+            blocked,
+            blocked_time,
+            timeouts,
+            high_water_hits,
+            low_water_hits,
+            paused,
+            len,
+            capacity,
+            producers_waiting,
+        } = *self;
+        let dropped =
+            |n: u64| Metric::counter("dropped", "Items the strategy dropped, by cause.", n);
+        let refused = |n: u64| {
+            Metric::counter(
+                "refused",
+                "Sends refused with the item handed back, by cause.",
+                n,
+            )
+        };
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("sent", "Items stored by sends.", sent),
+            Metric::counter("received", "Items taken by receives.", received),
+            Metric::counter("blocked", "Sends that waited (paused, or full under a blocking strategy).", blocked),
+            Metric::counter("timeouts", "Sends that gave up at their deadline.", timeouts),
+            Metric::counter("high_water_hits", "Transitions to paused: the fill reached the high mark.", high_water_hits),
+            Metric::counter("low_water_hits", "Transitions back to flowing: the fill fell to the low mark.", low_water_hits),
+            Metric::gauge("paused", "1 while producers are paused by the water marks.", paused),
+            Metric::gauge("len", "Items stored now.", len),
+            Metric::gauge("capacity", "The capacity in force.", capacity),
+            Metric::gauge("producers_waiting", "Sends sleeping now.", producers_waiting),
+            dropped(dropped_oldest).with_labels(&[("cause", "drop_oldest")]),
+            dropped(dropped_newest).with_labels(&[("cause", "drop_newest")]),
+            refused(rejected_full).with_labels(&[("cause", "full")]),
+            refused(rejected_paused).with_labels(&[("cause", "paused")]),
+            Metric::counter("blocked_time", "Total time sends spent waiting.", blocked_time).seconds(),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 type TransitionHook = Box<dyn Fn(Transition) + Send + Sync>;
 
 /// A bounded channel with an overflow [`Strategy`] and [`WaterMarks`] that pause

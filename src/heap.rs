@@ -53,6 +53,44 @@ pub struct HeapStats {
     pub heap_size: Option<usize>,
 }
 
+impl crate::metrics::Metrics for HeapStats {
+    const KIND: &'static str = "heap";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let HeapStats {
+            live_bytes,
+            peak_bytes,
+            allocations,
+            deallocations,
+            reallocations,
+            failures,
+            heap_size,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("allocations", "Successful allocations.", allocations),
+            Metric::counter("deallocations", "Deallocations.", deallocations),
+            Metric::counter("reallocations", "Successful reallocations.", reallocations),
+            Metric::counter("failures", "Allocations the inner allocator refused.", failures),
+            Metric::gauge("live", "Bytes allocated and not yet freed.", live_bytes).bytes(),
+            Metric::gauge("peak", "Most live bytes since creation or reset.", peak_bytes).bytes(),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+        if let Some(size) = heap_size {
+            out.metric(Metric::gauge("size", "The heap size given at construction.", size).bytes());
+        }
+        // Derived from `live_bytes` and `heap_size`.
+        if let Some(ratio) = self.utilization() {
+            out.metric(Metric::gauge(
+                "utilization_ratio",
+                "Live bytes as a share of the heap.",
+                ratio,
+            ));
+        }
+    }
+}
+
 impl HeapStats {
     /// Live bytes as a fraction of the heap size; `None` without a (non-zero) size.
     pub fn utilization(&self) -> Option<f64> {

@@ -77,6 +77,7 @@ mod config;
 #[cfg(feature = "prometheus")]
 pub mod export;
 pub mod heap;
+pub mod metrics;
 #[cfg(feature = "std")]
 pub mod monitor;
 #[cfg(feature = "std")]

@@ -346,6 +346,58 @@ pub struct MonitorMetrics {
     pub psi_wake: PsiWakeState,
 }
 
+impl crate::metrics::Metrics for MonitorMetrics {
+    const KIND: &'static str = "monitor";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let MonitorMetrics {
+            samples,
+            last_sample,
+            level,
+            scale,
+            transitions_into,
+            time_in,
+            // An event, not a figure: `transitions` and `level` count and show it.
+            last_transition: _,
+            trims,
+            bytes_released,
+            sampling_errors,
+            unmeasured_samples,
+            callback_panics,
+            subscribers,
+            // A mode with an error inside, not a figure.
+            psi_wake: _,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("samples", "Samples taken.", samples),
+            Metric::counter("trims", "Heap trims done.", trims),
+            Metric::counter("sampling_errors", "Fields that failed to read or parse.", sampling_errors),
+            Metric::counter("unmeasured_samples", "Samples with no utilization.", unmeasured_samples),
+            Metric::counter("callback_panics", "Pressure callbacks that panicked.", callback_panics),
+            Metric::counter("trim_released", "RSS released by heap trims.", bytes_released).bytes(),
+            Metric::gauge("level", "Pressure level: 0 normal, 1 low, 2 high, 3 critical.", level.index()),
+            Metric::gauge("scale", "Continuous pressure scale factor, 0 to 1.", scale),
+            Metric::gauge("subscribers", "Live pressure subscriptions.", subscribers),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+        for level in crate::pressure::PressureLevel::ALL {
+            let (i, labels) = (level.index(), [("level", level.as_str())]);
+            let help = "Transitions into each pressure level.";
+            out.metric(
+                Metric::counter("transitions", help, transitions_into[i]).with_labels(&labels),
+            );
+            let help = "Time spent in each pressure level.";
+            let time = Metric::counter("time_in_level", help, time_in[i]).seconds();
+            out.metric(time.with_labels(&labels));
+        }
+        if let Some(sample) = &last_sample {
+            crate::metrics::Metrics::visit(sample, out);
+        }
+    }
+}
+
 /// What one [`MemoryManager::sample_now`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]

@@ -270,6 +270,36 @@ pub struct PoolMetrics {
     pub max_capacity: u64,
 }
 
+impl crate::metrics::Metrics for PoolMetrics {
+    const KIND: &'static str = "pool";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let PoolMetrics {
+            hits,
+            misses,
+            returns,
+            discarded,
+            filled,
+            size,
+            capacity,
+            max_capacity,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("hits", "Gets served by a pooled object.", hits),
+            Metric::counter("misses", "Gets that made a new object (the pool was empty).", misses),
+            Metric::counter("returns", "Objects recycled into the pool.", returns),
+            Metric::counter("discarded", "Objects dropped because the pool was full or shrank.", discarded),
+            Metric::counter("filled", "Objects made ahead of time by fill.", filled),
+            Metric::gauge("size", "Idle objects in the pool now.", size),
+            Metric::gauge("capacity", "The most idle objects kept now.", capacity),
+            Metric::gauge("max_capacity", "The capacity reserved at construction.", max_capacity),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 impl<T: Default> Pool<T> {
     /// A pool keeping up to `capacity` idle objects, making new ones with
     /// `T::default()`.

@@ -60,6 +60,40 @@ pub struct TaskMetrics<E> {
     pub overruns: u64,
 }
 
+/// Durations are in the schedule's clock ticks ([`Unit::Ticks`]); a reader that knows
+/// the clock turns them into seconds.
+///
+/// [`Unit::Ticks`]: crate::metrics::Unit::Ticks
+impl<E> crate::metrics::Metrics for TaskMetrics<E> {
+    const KIND: &'static str = "task";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let TaskMetrics {
+            runs,
+            cleaned,
+            errors,
+            // An error value, not a figure: `errors` counts the failures.
+            last_error: _,
+            // A point on the schedule's own clock, meaningless to a reader without it.
+            last_run: _,
+            last_duration,
+            avg_duration,
+            overruns,
+        } = self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("runs", "Completed runs, successful or not.", *runs),
+            Metric::counter("cleaned", "Items cleaned by successful runs.", *cleaned),
+            Metric::counter("errors", "Runs that failed or panicked.", *errors),
+            Metric::counter("overruns", "Runs that took at least the interval.", *overruns),
+            Metric::gauge("last_duration", "Duration of the latest run.", *last_duration).with_unit(crate::metrics::Unit::Ticks),
+            Metric::gauge("avg_duration", "Moving average of run durations.", *avg_duration).with_unit(crate::metrics::Unit::Ticks),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 impl<E> Default for TaskMetrics<E> {
     fn default() -> Self {
         Self::new()

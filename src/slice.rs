@@ -327,6 +327,26 @@ pub struct SnapshotVecMetrics {
     pub retries: u64,
 }
 
+impl crate::metrics::Metrics for SnapshotVecMetrics {
+    const KIND: &'static str = "snapshot_vec";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let SnapshotVecMetrics {
+            len,
+            writes,
+            retries,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("writes", "Writes published.", writes),
+            Metric::counter("retries", "Writes rebuilt after losing a race to another writer.", retries),
+            Metric::gauge("len", "Elements in the current snapshot.", len),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 impl<T> SnapshotVec<T> {
     /// An empty vector. Allocates its (empty) shared contents once.
     ///

@@ -22,9 +22,9 @@ use membound::monitor::{MemoryManager, MemorySource, MonitorConfig};
 use membound::os::{EffectiveLimit, LimitSource, MemorySample, Sampler, SamplerConfig};
 use membound::pool::Pool;
 use membound::pressure::PressureConfig;
-use membound::ring::{OverflowPolicy, Ring, RingConfig, StaticRing};
+use membound::ring::{OverflowPolicy, Ring, RingConfig, RingCore, StaticRing};
 use membound::slice::SnapshotVec;
-use membound::table::{TableConfig, TtlTable};
+use membound::table::{TableConfig, TtlTable, TtlTableCore};
 use openmetrics_parser::{
     MetricsExposition, OpenMetricsType, OpenMetricsValue, PrometheusType, PrometheusValue,
 };
@@ -167,8 +167,8 @@ fn rings_export_their_counts_under_their_names() {
     let jobs = Arc::new(
         Ring::with_config(RingConfig::new(2).with_policy(OverflowPolicy::Reject)).unwrap(),
     );
-    exporter.add_ring("events", &events).unwrap();
-    exporter.add_ring("jobs", &jobs).unwrap();
+    exporter.add("events", &events, RingCore::metrics).unwrap();
+    exporter.add("jobs", &jobs, RingCore::metrics).unwrap();
 
     for i in 0..6 {
         events.push(i).unwrap(); // 6 pushed, the 2 oldest dropped
@@ -225,7 +225,7 @@ fn a_scrape_reads_the_snapshot_of_that_moment() {
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
     let ring = Arc::new(Ring::new(8).unwrap());
-    exporter.add_ring("r", &ring).unwrap();
+    exporter.add("r", &ring, RingCore::metrics).unwrap();
     let r = [("ring", "r")];
     assert_eq!(scrape(&registry).value("membound_ring_pushed", &r), 0.0);
     ring.push(1).unwrap();
@@ -241,28 +241,34 @@ fn a_dropped_component_disappears_and_its_name_is_free_again() {
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
     let first = Arc::new(Ring::<u8>::new(1).unwrap());
-    exporter.add_ring("events", &first).unwrap();
+    exporter.add("events", &first, RingCore::metrics).unwrap();
     assert_eq!(
-        exporter.add_ring("events", &Arc::new(Ring::<u8>::new(1).unwrap())),
+        exporter.add(
+            "events",
+            &Arc::new(Ring::<u8>::new(1).unwrap()),
+            RingCore::metrics
+        ),
         Err(ExportError::DuplicateName {
             kind: "ring",
             name: "events".into()
         })
     );
     assert_eq!(
-        exporter.add_ring("", &first),
+        exporter.add("", &first, RingCore::metrics),
         Err(ExportError::EmptyName { kind: "ring" })
     );
     drop(first);
     assert!(!render(&registry).contains("membound_ring"));
 
     let second = Arc::new(Ring::<u8>::new(3).unwrap());
-    exporter.add_ring("events", &second).unwrap();
+    exporter.add("events", &second, RingCore::metrics).unwrap();
     // Another kind may use the same name.
     let table = Arc::new(
         TtlTable::<u8, u8, _>::new(4, Duration::from_secs(1), ManualClock::default()).unwrap(),
     );
-    exporter.add_table("events", &table).unwrap();
+    exporter
+        .add("events", &table, TtlTableCore::metrics)
+        .unwrap();
     let s = scrape(&registry);
     assert_eq!(
         s.value("membound_ring_capacity", &[("ring", "events")]),
@@ -279,7 +285,7 @@ fn a_static_ring_is_exported_for_the_life_of_the_program() {
     static RING: StaticRing<u32, 3> = StaticRing::new();
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
-    exporter.add_ring("static", &RING).unwrap();
+    exporter.add("static", &RING, RingCore::metrics).unwrap();
     RING.push(7).unwrap();
     let s = scrape(&registry);
     assert_eq!(s.value("membound_ring_pushed", &[("ring", "static")]), 1.0);
@@ -301,7 +307,9 @@ fn tables_export_hits_misses_and_expiry() {
         )
         .unwrap(),
     );
-    exporter.add_table("sessions", &table).unwrap();
+    exporter
+        .add("sessions", &table, TtlTableCore::metrics)
+        .unwrap();
 
     table.insert(1, "a").unwrap();
     table.insert(2, "b").unwrap();
@@ -360,7 +368,9 @@ fn the_monitor_exports_level_transitions_time_and_its_latest_sample() {
     );
     let manager =
         Arc::new(MemoryManager::with_source(config, script.clone(), Arc::clone(&clock)).unwrap());
-    exporter.add_monitor("main", &manager).unwrap();
+    exporter
+        .add("main", &manager, MemoryManager::metrics)
+        .unwrap();
 
     *script.0.lock().unwrap() = 0.5;
     manager.sample_now();
@@ -525,7 +535,9 @@ fn a_tracking_allocator_exports_its_counts() {
     static HEAP: TrackingAllocator<System> = TrackingAllocator::with_heap_size(System, 1 << 20);
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
-    exporter.add_heap("arena", &HEAP).unwrap();
+    exporter
+        .add("arena", &HEAP, TrackingAllocator::stats)
+        .unwrap();
     let small = Layout::from_size_align(1000, 8).unwrap();
     let large = Layout::from_size_align(3000, 8).unwrap();
     // SAFETY: both layouts have a non-zero size; `a` is freed once, with its layout.
@@ -564,7 +576,9 @@ fn backpressure_exports_sends_refusals_and_transitions() {
         )
         .unwrap(),
     );
-    exporter.add_backpressure("ingest", &channel).unwrap();
+    exporter
+        .add("ingest", &channel, Backpressure::metrics)
+        .unwrap();
     channel.try_send(1).unwrap();
     channel.try_send(2).unwrap(); // full: pauses
     assert!(channel.try_send(3).is_err()); // refused: paused
@@ -610,8 +624,8 @@ fn pools_snapshot_vecs_and_state_stores_export_their_counts() {
     let exporter = Exporter::register(&mut registry);
     let pool = Arc::new(Pool::<Vec<u8>>::new(2).unwrap());
     let vec = Arc::new(SnapshotVec::from_vec(vec![1, 2]));
-    exporter.add_pool("buffers", &pool).unwrap();
-    exporter.add_snapshot_vec("routes", &vec).unwrap();
+    exporter.add("buffers", &pool, Pool::metrics).unwrap();
+    exporter.add("routes", &vec, SnapshotVec::metrics).unwrap();
     {
         let a = pool.get(); // miss
         let b = pool.get(); // miss
@@ -700,21 +714,19 @@ async fn ws_server() -> (
 #[cfg(feature = "ws")]
 #[tokio::test]
 async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
-    use membound::adapters::ws::{close_code, Event, EventType};
-    use membound::export::prometheus::WsExport;
+    use membound::adapters::ws::{close_code, Event, EventType, Server};
     use membound::pressure::PressureLevel;
 
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
     let (server, mut conns) = ws_server().await;
     // The same server twice: once with its connections, once with the totals only.
-    let detailed = WsExport::default().with_per_connection(true);
     exporter
-        .add_ws_server_with("detailed", &server, detailed)
+        .add_ws_server_per_connection("detailed", &server)
         .unwrap();
-    exporter.add_ws_server("plain", &server).unwrap();
+    exporter.add("plain", &server, Server::metrics).unwrap();
     assert_eq!(
-        exporter.add_ws_server("plain", &server),
+        exporter.add("plain", &server, Server::metrics),
         Err(ExportError::DuplicateName {
             kind: "ws_server",
             name: "plain".into()
@@ -938,7 +950,7 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     drop(server);
     assert!(!render(&registry).contains("membound_ws_server"));
     let (again, _conns) = ws_server().await;
-    exporter.add_ws_server("plain", &again).unwrap();
+    exporter.add("plain", &again, Server::metrics).unwrap();
     let s = scrape(&registry);
     assert_eq!(
         s.value("membound_ws_server_accepted", &[("ws_server", "plain")]),
@@ -952,7 +964,7 @@ fn names_are_escaped_not_injected() {
     let exporter = Exporter::register(&mut registry);
     let ring = Arc::new(Ring::<u8>::new(1).unwrap());
     let name = "a\"b\\c\nd} evil{x=\"1";
-    exporter.add_ring(name, &ring).unwrap();
+    exporter.add(name, &ring, RingCore::metrics).unwrap();
     let s = scrape(&registry);
     assert_eq!(s.value("membound_ring_capacity", &[("ring", name)]), 1.0);
 }
@@ -977,17 +989,17 @@ fn every_kind_renders_valid_openmetrics_and_prometheus_text() {
     cleanup
         .register("t", || Ok::<_, std::convert::Infallible>(1))
         .unwrap();
-    exporter.add_ring("r", &ring).unwrap();
-    exporter.add_table("t", &table).unwrap();
-    exporter.add_monitor("m", &monitor).unwrap();
+    exporter.add("r", &ring, RingCore::metrics).unwrap();
+    exporter.add("t", &table, TtlTableCore::metrics).unwrap();
+    exporter.add("m", &monitor, MemoryManager::metrics).unwrap();
     exporter.add_cleanup("c", &cleanup).unwrap();
-    exporter.add_heap("h", &HEAP).unwrap();
+    exporter.add("h", &HEAP, TrackingAllocator::stats).unwrap();
     let channel = Arc::new(Backpressure::<u8>::new(BackpressureConfig::new(2)).unwrap());
-    exporter.add_backpressure("b", &channel).unwrap();
+    exporter.add("b", &channel, Backpressure::metrics).unwrap();
     let pool = Arc::new(Pool::<String>::new(2).unwrap());
-    exporter.add_pool("p", &pool).unwrap();
+    exporter.add("p", &pool, Pool::metrics).unwrap();
     let vec = Arc::new(SnapshotVec::<u8>::new());
-    exporter.add_snapshot_vec("v", &vec).unwrap();
+    exporter.add("v", &vec, SnapshotVec::metrics).unwrap();
     #[cfg(feature = "state")]
     let store = Arc::new(membound::adapters::state::StateStore::new(Default::default()).unwrap());
     #[cfg(feature = "state")]
@@ -1007,8 +1019,7 @@ fn every_kind_renders_valid_openmetrics_and_prometheus_text() {
         let (server, mut conns) = ws_server().await;
         let client = ws::client(server.local_addr()).await;
         ws::next_conn(&mut conns).await;
-        let options = membound::export::prometheus::WsExport::new().with_per_connection(true);
-        exporter.add_ws_server_with("w", &server, options).unwrap();
+        exporter.add_ws_server_per_connection("w", &server).unwrap();
         (server, client)
     });
 
@@ -1067,7 +1078,7 @@ fn exporter_with_a_ring() -> (Arc<Registry>, Exporter, Arc<Ring<u32>>) {
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
     let ring = Arc::new(Ring::new(16).unwrap());
-    exporter.add_ring("events", &ring).unwrap();
+    exporter.add("events", &ring, RingCore::metrics).unwrap();
     for i in 0..5 {
         ring.push(i).unwrap();
     }
@@ -1110,7 +1121,7 @@ fn the_server_is_scraped_over_http_in_both_formats() {
 
     // Components added after the server started show up in the next scrape.
     let late = Arc::new(Ring::<u8>::new(2).unwrap());
-    exporter.add_ring("late", &late).unwrap();
+    exporter.add("late", &late, RingCore::metrics).unwrap();
     ring.push(9).unwrap();
     let mut response = agent.get(&url).call().unwrap(); // Accept: */*
     assert_eq!(response.status(), 200);

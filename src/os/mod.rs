@@ -408,6 +408,67 @@ pub struct MemorySample {
     pub errors: u32,
 }
 
+impl crate::metrics::Metrics for MemorySample {
+    const KIND: &'static str = "sampler";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::{Metric, StackStr};
+        let MemorySample {
+            rss,
+            peak_rss,
+            cgroup_usage,
+            working_set,
+            limit,
+            mem_total,
+            mem_available,
+            psi,
+            heap,
+            used,
+            utilization,
+            // This sample's failures; the sampler and the manager export their totals.
+            errors: _,
+        } = *self;
+        #[rustfmt::skip]
+        let bytes = [
+            ("rss", "Resident set size of the process.", rss),
+            ("peak_rss", "Peak resident set size of the process.", peak_rss),
+            ("cgroup_usage", "Memory usage of the process's cgroup.", cgroup_usage),
+            ("working_set", "Working set of the process's cgroup.", working_set),
+            ("mem_total", "Host MemTotal.", mem_total),
+            ("mem_available", "Host MemAvailable.", mem_available),
+            ("heap", "Live bytes of the tracked heap.", heap),
+            ("used", "Memory measured against the limit.", used),
+        ];
+        for (name, help, value) in bytes {
+            if let Some(value) = value {
+                out.metric(Metric::gauge(name, help, value).bytes());
+            }
+        }
+        if let Some(limit) = limit {
+            let source = StackStr::<64>::display(limit.source);
+            let help = "The effective limit, by where it came from.";
+            let labels = [("source", source.as_str())];
+            out.metric(
+                Metric::gauge("limit", help, limit.bytes)
+                    .bytes()
+                    .with_labels(&labels),
+            );
+        }
+        if let Some(utilization) = utilization {
+            let help = "Used memory as a share of the limit.";
+            out.metric(Metric::gauge("utilization_ratio", help, utilization));
+        }
+        if let Some(psi) = psi {
+            let help = "Memory stall share over 10 s, by kind.";
+            let stall = |share: f64| Metric::gauge("psi_avg10_ratio", help, share / 100.0);
+            out.metric(stall(psi.some_avg10).with_labels(&[("kind", "some")]));
+            if let Some(full) = psi.full_avg10 {
+                out.metric(stall(full).with_labels(&[("kind", "full")]));
+            }
+        }
+    }
+}
+
 impl MemorySample {
     /// A sample with only `used`, `limit` and `utilization` set: for memory sources
     /// other than the OS (a tracked heap, a test script).

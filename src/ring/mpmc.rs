@@ -328,6 +328,68 @@ pub struct RingMetrics {
     pub consumers_waiting: u64,
 }
 
+impl crate::metrics::Metrics for RingMetrics {
+    const KIND: &'static str = "ring";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let RingMetrics {
+            pushed,
+            popped,
+            evicted,
+            dropped_oldest,
+            dropped_newest,
+            rejected,
+            cleared,
+            len,
+            capacity,
+            capacity_limit,
+            max_capacity,
+            grows,
+            shrinks,
+            high_water,
+            push_waits,
+            pop_waits,
+            timeouts,
+            producers_waiting,
+            consumers_waiting,
+        } = *self;
+        let dropped = |n: u64| {
+            Metric::counter(
+                "dropped",
+                "Items the overflow policy dropped, by policy.",
+                n,
+            )
+        };
+        let waits = |n: u64| Metric::counter("waits", "Waits that went to sleep, by operation.", n);
+        let waiting =
+            |n: u64| Metric::gauge("waiting", "Pushes and pops sleeping now, by operation.", n);
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("pushed", "Items stored by any push.", pushed),
+            Metric::counter("popped", "Items taken out by pops, drains and batch pops.", popped),
+            Metric::counter("evicted", "Items evicted by force_push and handed to its caller.", evicted),
+            Metric::counter("rejected", "New items handed back by push under Reject.", rejected),
+            Metric::counter("cleared", "Items discarded by clear.", cleared),
+            Metric::counter("grows", "Capacity increases.", grows),
+            Metric::counter("shrinks", "Capacity decreases by set_capacity.", shrinks),
+            Metric::counter("timeouts", "Timed pushes and pops that reached their deadline.", timeouts),
+            Metric::gauge("len", "Items stored now.", len),
+            Metric::gauge("capacity", "The capacity in force.", capacity),
+            Metric::gauge("capacity_limit", "The most the capacity may grow to on its own.", capacity_limit),
+            Metric::gauge("max_capacity", "Slots reserved at construction.", max_capacity),
+            Metric::gauge("high_water", "Highest length seen (sampled, see RingMetrics).", high_water),
+            dropped(dropped_oldest).with_labels(&[("cause", "drop_oldest")]),
+            dropped(dropped_newest).with_labels(&[("cause", "drop_newest")]),
+            waits(push_waits).with_labels(&[("op", "push")]),
+            waits(pop_waits).with_labels(&[("op", "pop")]),
+            waiting(producers_waiting).with_labels(&[("op", "push")]),
+            waiting(consumers_waiting).with_labels(&[("op", "pop")]),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 #[cfg(not(loom))]
 impl<T, const N: usize> RingCore<T, [Slot<T>; N]> {
     /// An empty ring of `N` slots with the default policy (`DropOldest`); usable in a

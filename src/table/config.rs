@@ -265,3 +265,41 @@ pub struct TableMetrics {
     /// is not counted).
     pub sweeps: u64,
 }
+
+impl crate::metrics::Metrics for TableMetrics {
+    const KIND: &'static str = "table";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let TableMetrics {
+            len,
+            capacity,
+            max_capacity,
+            inserts,
+            hits,
+            misses,
+            expired,
+            evicted,
+            removed,
+            replaced,
+            rejected,
+            sweeps,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("inserts", "Values stored by successful inserts.", inserts),
+            Metric::counter("hits", "Lookups that found a live entry.", hits),
+            Metric::counter("misses", "Lookups that found nothing live.", misses),
+            Metric::counter("expired", "Entries removed because their TTL ran out.", expired),
+            Metric::counter("evicted", "Live entries evicted for room or a lowered capacity.", evicted),
+            Metric::counter("removed", "Entries taken out by remove.", removed),
+            Metric::counter("replaced", "Values replaced by an insert of the same key.", replaced),
+            Metric::counter("rejected", "Inserts refused because the table was full.", rejected),
+            Metric::counter("sweeps", "Calls to sweep.", sweeps),
+            Metric::gauge("len", "Entries stored now, including expired ones not yet swept.", len),
+            Metric::gauge("capacity", "The soft capacity in force.", capacity),
+            Metric::gauge("max_capacity", "The capacity reserved at construction.", max_capacity),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}

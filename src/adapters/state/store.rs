@@ -146,6 +146,53 @@ pub struct StateMetrics {
     pub pressure: PressureLevel,
 }
 
+impl crate::metrics::Metrics for StateMetrics {
+    const KIND: &'static str = "state";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let StateMetrics {
+            revision,
+            patches_applied,
+            rejected_invalid,
+            rejected_failed,
+            rejected_limit,
+            conflicts,
+            txn_expired,
+            txn_refused,
+            txn_commits,
+            open_txns,
+            document_bytes,
+            top_level_keys,
+            history_entries,
+            history_bytes,
+            history_oldest,
+            pressure,
+        } = *self;
+        let rejected = |n: u64| Metric::counter("rejected", "Patches refused, by cause.", n);
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("patches_applied", "Patches committed, transactions included.", patches_applied),
+            Metric::counter("conflicts", "Transaction commits refused for a conflict.", conflicts),
+            Metric::counter("txn_commits", "Transactions committed.", txn_commits),
+            Metric::counter("txn_expired", "Transactions expired unfinished.", txn_expired),
+            Metric::counter("txn_refused", "begin calls refused (cap, or critical pressure).", txn_refused),
+            rejected(rejected_invalid).with_labels(&[("cause", "invalid")]),
+            rejected(rejected_failed).with_labels(&[("cause", "failed")]),
+            rejected(rejected_limit).with_labels(&[("cause", "limit")]),
+            Metric::gauge("revision", "The current revision.", revision.get()),
+            Metric::gauge("open_txns", "Transactions open.", open_txns),
+            Metric::gauge("top_level_keys", "Top-level members of the document.", top_level_keys),
+            Metric::gauge("history_entries", "Patches the history holds.", history_entries),
+            Metric::gauge("history_oldest_revision", "The oldest revision the history answers.", history_oldest.get()),
+            Metric::gauge("pressure_level", "The pressure level last reported (0 normal .. 3 critical).", pressure.index()),
+            Metric::gauge("document", "The document as compact JSON.", document_bytes).bytes(),
+            Metric::gauge("history", "The history's patches as compact JSON.", history_bytes).bytes(),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 /// A document with its revision, as [`StateStore::export`] gives and
 /// [`StateStore::import`] takes.
 ///

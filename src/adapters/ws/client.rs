@@ -124,6 +124,27 @@ pub struct ClientMetrics {
     pub failed_attempts: u64,
 }
 
+impl crate::metrics::Metrics for ClientMetrics {
+    const KIND: &'static str = "ws_client";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::{Metric, Scoped};
+        let ClientMetrics {
+            connection,
+            reconnects,
+            failed_attempts,
+        } = self;
+        out.metric(Metric::counter(
+            "reconnects",
+            "Connections made after the first.",
+            *reconnects,
+        ));
+        let help = "Reconnection attempts that failed or ended before they were stable.";
+        out.metric(Metric::counter("failed_attempts", help, *failed_attempts));
+        crate::metrics::Metrics::visit(connection, &mut Scoped::new(out).prefix("conn_"));
+    }
+}
+
 /// The delay before reconnection attempt `attempt` (1 for the first): the policy's
 /// initial backoff times `multiplier^(attempt - 1)`, capped at `max_backoff`, then
 /// reduced by up to the `jitter` fraction: `jitter_sample`, in `0..=1` (a uniform

@@ -513,6 +513,54 @@ pub struct ConnectionMetrics {
     pub close_reason: Option<CloseReason>,
 }
 
+/// The connection's own names (`queued_events`, `sent`, `inbound_*`); the server
+/// exports them per connection as `conn_*`, a client as `conn_*` too.
+impl crate::metrics::Metrics for ConnectionMetrics {
+    const KIND: &'static str = "ws_connection";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::{Metric, Scoped};
+        let ConnectionMetrics {
+            // Identities, not figures: a reader labels the series with them.
+            id: _,
+            peer: _,
+            traffic:
+                Traffic {
+                    bytes_in,
+                    frames_in,
+                    bytes_out,
+                    frames_out,
+                    pings_sent,
+                    pongs_received,
+                    malformed_in,
+                    raw_in,
+                    resyncs_sent,
+                },
+            close_handshake,
+            outbound,
+            inbound,
+            // Why it ended: the server's `closed` counts reasons.
+            close_reason: _,
+        } = self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("sent_events", "Events written to the connection.", *frames_out),
+            Metric::counter("sent", "Event bytes written to the connection.", *bytes_out).bytes(),
+            Metric::counter("sent_pings", "Keepalive pings sent to the connection.", *pings_sent),
+            Metric::counter("sent_resyncs", "Snapshots sent to resynchronise the connection.", *resyncs_sent),
+            Metric::counter("received_messages", "Messages received from the connection.", *frames_in),
+            Metric::counter("received", "Payload bytes received from the connection.", *bytes_in).bytes(),
+            Metric::counter("received_pongs", "Pongs received from the connection.", *pongs_received),
+            Metric::counter("received_malformed", "Inbound messages that were not events.", *malformed_in),
+            Metric::counter("received_raw", "Inbound messages that were not events, taken by raw mode.", *raw_in),
+            Metric::gauge("close_handshake", "1 once the close handshake completed.", *close_handshake),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+        crate::metrics::Metrics::visit(outbound, out);
+        crate::metrics::Metrics::visit(inbound, &mut Scoped::new(out).prefix("inbound_"));
+    }
+}
+
 /// A handle to one connection, on the server's or the client's side: cheap to clone,
 /// valid after the connection ended (sends then fail with `Closed`).
 ///

@@ -173,6 +173,41 @@ pub struct HubMetrics {
     pub slow_consumer_closes: u64,
 }
 
+impl crate::metrics::Metrics for HubMetrics {
+    const KIND: &'static str = "ws_hub";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let HubMetrics {
+            connections,
+            events,
+            frames_queued,
+            dropped,
+            replaced,
+            resyncs,
+            closed,
+            slow_consumer_closes,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::gauge("connections", "Queues attached now.", connections),
+            Metric::counter("broadcasts", "Events broadcast.", events),
+            Metric::counter("broadcast_queued", "Frames broadcasts queued (one per connection that took the event).", frames_queued),
+            Metric::counter("broadcast_replaced", "Queued snapshots that broadcast snapshots replaced.", replaced),
+            Metric::counter("broadcast_resyncs", "Queues a broadcast state delta overflowed (marked for a resync).", resyncs),
+            Metric::counter("broadcast_closed", "Queues that did not take a broadcast event because they were closed.", closed),
+            Metric::counter("slow_consumer_closes", "Connections broadcasts closed as slow consumers (lossless timeout or hard byte limit).", slow_consumer_closes),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+        let help = "Droppable frames the queues' policy dropped for broadcast events, by the event's delivery class.";
+        for class in crate::adapters::ws::DeliveryClass::ALL {
+            let labels = [("class", class.as_str())];
+            let dropped = Metric::counter("broadcast_dropped", help, dropped[class.index()]);
+            out.metric(dropped.with_labels(&labels));
+        }
+    }
+}
+
 impl HubMetrics {
     /// Frames dropped for broadcast events of `class`.
     pub fn dropped(&self, class: DeliveryClass) -> u64 {

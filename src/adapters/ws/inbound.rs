@@ -201,6 +201,58 @@ pub struct InboundMetrics {
     pub subscriptions_rejected: u64,
 }
 
+impl crate::metrics::Metrics for InboundMetrics {
+    const KIND: &'static str = "ws_inbound";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let InboundMetrics {
+            events_in,
+            queued,
+            queue_capacity,
+            push_waits,
+            queued_bytes,
+            peak_queued_bytes,
+            max_queued_bytes,
+            byte_waits,
+            dispatched,
+            handler_calls,
+            handler_timeouts,
+            handler_panics,
+            subscription_events,
+            subscriptions_expired,
+            lagged,
+            handlers,
+            subscriptions,
+            handlers_rejected,
+            subscriptions_rejected,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("events", "Events accepted into the inbound queue.", events_in),
+            Metric::gauge("queued_events", "Events waiting in the inbound queue now.", queued),
+            Metric::gauge("queue_capacity", "The inbound queue's capacity in events.", queue_capacity),
+            Metric::counter("push_waits", "Pushes that waited for room in the queue.", push_waits),
+            Metric::gauge("queued", "Bytes of the events in the inbound queue now.", queued_bytes).bytes(),
+            Metric::gauge("peak_queued", "The most bytes queued at once.", peak_queued_bytes).bytes(),
+            Metric::gauge("max_queued", "The byte budget of the inbound queue.", max_queued_bytes).bytes(),
+            Metric::counter("byte_waits", "Pushes that waited for the byte budget.", byte_waits),
+            Metric::counter("dispatched", "Events the dispatcher finished with.", dispatched),
+            Metric::counter("handler_calls", "Handler invocations started.", handler_calls),
+            Metric::counter("handler_timeouts", "Handler invocations abandoned at the handler timeout.", handler_timeouts),
+            Metric::counter("handler_panics", "Handler invocations that panicked.", handler_panics),
+            Metric::counter("subscription_events", "Events queued to subscriptions.", subscription_events),
+            Metric::counter("subscriptions_expired", "Subscriptions that expired idle.", subscriptions_expired),
+            Metric::counter("lagged", "Events dropped from full subscription queues.", lagged),
+            Metric::gauge("handlers", "Handlers registered now.", handlers),
+            Metric::gauge("subscriptions", "Subscriptions open now.", subscriptions),
+            Metric::counter("handlers_rejected", "Handler registrations refused at the cap.", handlers_rejected),
+            Metric::counter("subscriptions_rejected", "Subscriptions refused at the cap.", subscriptions_rejected),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 /// An inbound message that is not an event, as it arrived, for the raw handlers
 /// ([`Inbound::on_raw`]) of a connection whose
 /// [`on_malformed`](InboundConfig::on_malformed) is [`MalformedPolicy::Raw`].

@@ -121,6 +121,30 @@ pub struct ClassMetrics {
     pub rejected: u64,
 }
 
+impl crate::metrics::Metrics for ClassMetrics {
+    const KIND: &'static str = "ws_class";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let ClassMetrics {
+            offered,
+            sent,
+            dropped,
+            queued,
+            rejected,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("offered", "Frames the queue accepted, queued or dropped, by delivery class.", offered),
+            Metric::counter("sent_frames", "Frames handed to the writer, by delivery class.", sent),
+            Metric::counter("dropped", "Frames the connection's queue accepted and will never send, by delivery class.", dropped),
+            Metric::gauge("queued_frames", "Frames queued now, by delivery class.", queued),
+            Metric::counter("rejected", "Frames refused and handed back to the sender, by delivery class.", rejected),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 /// A snapshot of one queue's counters, from [`Outbound::metrics`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutboundMetrics {
@@ -162,6 +186,53 @@ pub struct OutboundMetrics {
     pub resync_pending: bool,
     /// Why the queue was closed, if it was.
     pub closed: Option<CloseReason>,
+}
+
+impl crate::metrics::Metrics for OutboundMetrics {
+    const KIND: &'static str = "ws_outbound";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::{Metric, Scoped};
+        let OutboundMetrics {
+            classes,
+            replaced_snapshots,
+            resyncs,
+            discarded_deltas,
+            lossless_waits,
+            lossless_timeouts,
+            queued_bytes,
+            peak_bytes,
+            len,
+            capacity,
+            max_capacity,
+            buffer_slots,
+            droppable_capacity,
+            resync_pending,
+            closed,
+        } = self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::gauge("queued_events", "Events queued for the connection now.", *len),
+            Metric::gauge("queued", "Bytes queued for the connection now.", *queued_bytes).bytes(),
+            Metric::gauge("peak_queued", "The most bytes queued at once.", *peak_bytes).bytes(),
+            Metric::counter("replaced_snapshots", "Snapshots replaced by a newer one, or skipped as covered by a resync.", *replaced_snapshots),
+            Metric::counter("resyncs", "Times the queue was marked for a resync.", *resyncs),
+            Metric::counter("discarded_deltas", "State deltas discarded at an overflow or skipped as stale.", *discarded_deltas),
+            Metric::counter("lossless_waits", "Lossless sends that waited for room.", *lossless_waits),
+            Metric::counter("lossless_timeouts", "Lossless waits that ran out of time and closed the queue.", *lossless_timeouts),
+            Metric::gauge("capacity", "The soft capacity in force, in frames.", *capacity),
+            Metric::gauge("max_capacity", "The configured capacity, in frames.", *max_capacity),
+            Metric::gauge("buffer_slots", "Frames the queue's buffer has room for without growing.", *buffer_slots),
+            Metric::gauge("droppable_capacity", "The most droppable frames that may be queued now.", *droppable_capacity),
+            Metric::gauge("resync_pending", "1 while a resync is pending.", *resync_pending),
+            Metric::gauge("closed", "1 once the queue is closed.", closed.is_some()),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+        for class in crate::adapters::ws::DeliveryClass::ALL {
+            let mut out = Scoped::new(out).label("class", class.as_str());
+            crate::metrics::Metrics::visit(&classes[class.index()], &mut out);
+        }
+    }
 }
 
 impl OutboundMetrics {

@@ -164,6 +164,105 @@ pub struct ServerMetrics {
     pub pressure: PressureLevel,
 }
 
+impl crate::metrics::Metrics for ServerMetrics {
+    const KIND: &'static str = "ws_server";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::adapters::ws::Traffic;
+        use crate::metrics::{Metric, Scoped};
+        let ServerMetrics {
+            connections,
+            accepted,
+            refused_capacity,
+            refused_pressure,
+            refused_shutdown,
+            refused_handshakes,
+            pending_handshakes,
+            handshake_failures,
+            accept_errors,
+            traffic:
+                Traffic {
+                    bytes_in,
+                    frames_in,
+                    bytes_out,
+                    frames_out,
+                    pings_sent,
+                    pongs_received,
+                    malformed_in,
+                    raw_in,
+                    resyncs_sent,
+                },
+            queued_events,
+            queued_bytes,
+            closed:
+                CloseCounts {
+                    normal,
+                    shutdown,
+                    slow_consumer,
+                    idle_timeout,
+                    invalid_payload,
+                    message_too_big,
+                    protocol,
+                    remote,
+                    lost,
+                },
+            hub,
+            pressure,
+        } = self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("accepted", "Connections admitted.", *accepted),
+            Metric::counter("handshake_failures", "TCP connections whose WebSocket handshake failed or timed out.", *handshake_failures),
+            Metric::counter("handshakes_refused", "TCP connections closed before the handshake because max_pending_handshakes were under way.", *refused_handshakes),
+            Metric::counter("accept_errors", "Errors from the listening socket's accept.", *accept_errors),
+            Metric::counter("received_messages", "Messages received (fragments of one message count once).", *frames_in),
+            Metric::counter("received_malformed", "Inbound messages that were not events.", *malformed_in),
+            Metric::counter("received_raw", "Inbound messages that were not events, taken by raw mode.", *raw_in),
+            Metric::counter("received_pongs", "Pongs received.", *pongs_received),
+            Metric::counter("sent_events", "Events written, resynchronising snapshots included.", *frames_out),
+            Metric::counter("sent_pings", "Keepalive pings sent.", *pings_sent),
+            Metric::counter("sent_resyncs", "Snapshots sent to resynchronise connections that missed state deltas.", *resyncs_sent),
+            Metric::counter("received", "Payload bytes received (messages, pings, pongs).", *bytes_in).bytes(),
+            Metric::counter("sent", "Event bytes written (the JSON texts).", *bytes_out).bytes(),
+            Metric::gauge("connections", "Connections open now.", *connections),
+            Metric::gauge("handshakes_pending", "WebSocket handshakes under way now.", *pending_handshakes),
+            Metric::gauge("queued_events", "Events queued on the open connections now.", *queued_events),
+            Metric::gauge("queued", "Bytes queued on the open connections now.", *queued_bytes).bytes(),
+            Metric::gauge("pressure_level", "The pressure level last reported (0 normal .. 3 critical).", pressure.index()),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+        let refused = |n: u64| {
+            Metric::counter(
+                "refused",
+                "Connections refused after the handshake, by cause.",
+                n,
+            )
+        };
+        out.metric(refused(*refused_capacity).with_labels(&[("cause", "capacity")]));
+        out.metric(refused(*refused_pressure).with_labels(&[("cause", "pressure")]));
+        out.metric(refused(*refused_shutdown).with_labels(&[("cause", "shutdown")]));
+        #[rustfmt::skip]
+        let reasons = [
+            ("normal", normal),
+            ("shutdown", shutdown),
+            ("slow_consumer", slow_consumer),
+            ("idle_timeout", idle_timeout),
+            ("invalid_payload", invalid_payload),
+            ("message_too_big", message_too_big),
+            ("protocol", protocol),
+            ("remote", remote),
+            ("lost", lost),
+        ];
+        for (reason, count) in reasons {
+            let closed = Metric::counter("closed", "Connections ended, by reason.", *count);
+            out.metric(closed.with_labels(&[("reason", reason)]));
+        }
+        // The hub's count of attached queues is `connections` above.
+        let mut fan_out = Scoped::new(out).filter(|name| name != "connections");
+        crate::metrics::Metrics::visit(hub, &mut fan_out);
+    }
+}
+
 type OnConnect = Arc<dyn Fn(Connection) + Send + Sync>;
 
 /// Builds a [`Server`] with a snapshot source, a connection callback or a clock.

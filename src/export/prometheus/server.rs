@@ -343,7 +343,7 @@ fn answer(stream: &mut TcpStream, request: &Request<'_>, registry: &Registry) ->
 /// let mut registry = Registry::default();
 /// let exporter = Exporter::register(&mut registry);
 /// let events = Arc::new(Ring::<u32>::new(8)?);
-/// exporter.add_ring("events", &events)?;
+/// exporter.add("events", &events, Ring::metrics)?;
 ///
 /// let server = MetricsServer::spawn(TcpListener::bind("127.0.0.1:0")?, Arc::new(registry))?;
 /// let mut client = TcpStream::connect(server.local_addr())?;

@@ -380,6 +380,42 @@ pub struct SubscriptionMetrics {
     pub callback_panics: u64,
 }
 
+/// Under the state store's kind: a store exports its subscriptions with its own
+/// counters.
+impl crate::metrics::Metrics for SubscriptionMetrics {
+    const KIND: &'static str = "state";
+
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        let SubscriptionMetrics {
+            active,
+            queued,
+            subscribed,
+            rejected,
+            unsubscribed,
+            expired,
+            published,
+            delivered,
+            lagged,
+            callback_panics,
+        } = *self;
+        #[rustfmt::skip]
+        let metrics = [
+            Metric::counter("subscriptions_made", "Subscriptions made.", subscribed),
+            Metric::counter("subscriptions_refused", "Subscriptions refused at the cap.", rejected),
+            Metric::counter("subscriptions_unsubscribed", "Subscriptions ended by their owner.", unsubscribed),
+            Metric::counter("subscriptions_expired", "Subscriptions expired idle.", expired),
+            Metric::counter("changes_published", "Commits handed to the subscriptions.", published),
+            Metric::counter("changes_delivered", "Changes queued to subscribers.", delivered),
+            Metric::counter("changes_lagged", "Queued changes dropped by overflow or shrinking.", lagged),
+            Metric::counter("callback_panics", "Subscription callbacks that panicked.", callback_panics),
+            Metric::gauge("subscriptions", "Subscriptions open.", active),
+            Metric::gauge("changes_queued", "Changes queued to subscribers now.", queued),
+        ];
+        metrics.into_iter().for_each(|m| out.metric(m));
+    }
+}
+
 /// How a subscription ended, first cause wins. Stored in [`Shared::end`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
