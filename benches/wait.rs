@@ -6,7 +6,7 @@
 //!   `send`/`recv`; crossbeam-channel's `bounded`: `send`/`recv`). The small
 //!   capacity makes both sides wait often, so the wake-up path is what is measured.
 //!   `membound_backpressure` is the same transfer through `Backpressure`
-//!   (`Strategy::Block`, water marks 50 % / 90 %: producers pause at 58 items until
+//!   (`OverflowPolicy::Block`, water marks 50 % / 90 %: producers pause at 58 items until
 //!   the consumer drains to 32), `send`/`recv`: what flow control costs.
 //! - `async_1p1c`: one producer task moves 100 000 u64 to one consumer task on a
 //!   two-worker tokio runtime (ours: `push_async`/`pop_async`; tokio's bounded
@@ -20,8 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use membound::backpressure::{Backpressure, BackpressureConfig, Strategy, WaterMarks};
+use membound::backpressure::{Backpressure, BackpressureConfig, WaterMarks};
+use membound::policy::Wait;
 use membound::ring::Ring;
+use membound::OverflowPolicy;
 
 mod support;
 use support::{config, pin};
@@ -38,10 +40,10 @@ trait Blocking: Send + Sync + 'static {
 
 impl Blocking for Ring<u64> {
     fn send(&self, v: u64) {
-        self.push_wait(v).unwrap();
+        self.push_wait(v, Wait::Forever).unwrap();
     }
     fn recv(&self) -> u64 {
-        self.pop_wait().unwrap()
+        self.pop_wait(Wait::Forever).unwrap()
     }
 }
 
@@ -50,7 +52,7 @@ impl Blocking for Backpressure<u64> {
         Backpressure::send(self, v).unwrap();
     }
     fn recv(&self) -> u64 {
-        Backpressure::recv(self).unwrap()
+        Backpressure::recv_wait(self, Wait::Forever).unwrap()
     }
 }
 
@@ -122,7 +124,7 @@ fn blocking(c: &mut Criterion) {
     });
     g.bench_function("membound_backpressure", |b| {
         let config = BackpressureConfig::new(CAP)
-            .with_strategy(Strategy::Block)
+            .with_policy(OverflowPolicy::Block)
             .with_water_marks(WaterMarks::new(0.5, 0.9).unwrap());
         b.iter_custom(|iters| {
             (0..iters)

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::thread;
 
-use membound::ring::{OverflowPolicy, PopError, PushError, Pushed, Ring, RingConfig};
+use membound::ring::{PopError, PushError, Pushed, Ring, RingConfig};
+use membound::OverflowPolicy;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("A burst of 10 events into rings of capacity 4:\n");

@@ -3,30 +3,31 @@
 //! [`Backpressure<T>`] puts flow control in front of a [`Ring`]. Two mechanisms work
 //! together:
 //!
-//! - a **strategy** ([`Strategy`]) says what a send does when the ring is full:
-//!   refuse with an error, drop the oldest item, drop the new one, or wait for room
-//!   (forever or up to a timeout);
+//! - an **overflow policy** ([`OverflowPolicy`], every one supported) says what a
+//!   send does when the ring is full: refuse with an error (`Reject`), drop the
+//!   oldest item, drop the new one, or wait for room (`Block` forever,
+//!   `BlockTimeout` up to a time);
 //! - **water marks** ([`WaterMarks`]) add hysteresis: when the fill reaches `high`,
-//!   the channel *pauses*. Only the waiting strategies ([`Strategy::Block`],
-//!   [`Strategy::BlockWithTimeout`]) wait out a pause: while paused, their sends
-//!   ([`send`], [`send_timeout`], [`send_async`]) wait until consumers have drained
-//!   the fill down to `low`, and [`try_send`] fails with [`SendError::Paused`].
-//!   Producers therefore stop in bulk and restart in bulk, instead of flapping at
-//!   the edge of a full ring. The other strategies never block a sender:
-//!   [`Strategy::None`], which refuses rather than waits, refuses every send with
-//!   [`SendError::Paused`] while paused, and [`Strategy::DropOldest`] and
-//!   [`Strategy::DropNewest`] are not held back at all (they drop, as when full).
-//!   The [`is_paused`] flag and an optional callback report each transition under
-//!   every strategy.
+//!   the channel *pauses*. Only the waiting policies (`Block`, `BlockTimeout`) wait
+//!   out a pause: while paused, their sends ([`send`], [`send_wait`],
+//!   [`send_async`]) wait until consumers have drained the fill down to `low`, and
+//!   [`try_send`] fails with [`SendError::Paused`]. Producers therefore stop in bulk
+//!   and restart in bulk, instead of flapping at the edge of a full ring. The other
+//!   policies never block a sender: `Reject`, which refuses rather than waits,
+//!   refuses every send with [`SendError::Paused`] while paused, and `DropOldest` and
+//!   `DropNewest` are not held back at all (they drop, as when full). The
+//!   [`is_paused`] flag and an optional callback report each transition under every
+//!   policy.
 //!
 //! The original Go handler only toggled a flag at its water marks and never slowed a
 //! producer; here the pause is the point.
 //!
 //! [`send`]: Backpressure::send
-//! [`send_timeout`]: Backpressure::send_timeout
+//! [`send_wait`]: Backpressure::send_wait
 //! [`send_async`]: Backpressure::send_async
 //! [`try_send`]: Backpressure::try_send
 //! [`is_paused`]: Backpressure::is_paused
+//! [`OverflowPolicy`]: crate::OverflowPolicy
 //!
 //! # The pause protocol
 //!
@@ -46,331 +47,57 @@
 //! other: a pause ends whenever the fill is low.
 //!
 //! Waiting uses the crate's eventcount ([`ring`](crate::ring)'s wait queues): a
-//! producer links a waiter into the channel's queue, re-checks, and sleeps. Receives
-//! notify it (one load when nobody waits), resuming notifies all, and
-//! [`close`](Backpressure::close) wakes everyone with [`SendError::Closed`], which
+//! producer links a waiter into a queue, re-checks, and sleeps, on the queue of what
+//! holds it back. Waiting for room is the ring's own: a send that finds the ring full
+//! waits on the ring's producers' queue, which the ring's pops notify (one load when
+//! nobody waits). Waiting out a pause is the channel's: the ring knows nothing of the
+//! pause, so a paused send waits on the channel's own queue, which only a resume
+//! (notifying all) and [`close`](Backpressure::close) wake; receives during a pause
+//! do not wake it to fail again. A send that wakes for one reason and finds the other
+//! moves to the other queue. `close` wakes everyone with [`SendError::Closed`], which
 //! hands the item back. Consumers wait on the ring's own queue.
 //!
 //! # Costs
 //!
 //! With water marks, a send reads the fill (both ends of the ring) after storing; a
-//! receive loads the pause flag and the producers' waiter count. Without water marks
+//! receive loads the pause flag. Without water marks
 //! a send costs what a ring push costs. Sent, received and dropped counts are the
 //! ring's own position-derived metrics; only slow paths (waits, transitions,
 //! timeouts, refusals) bump counters of their own.
 
 use alloc::boxed::Box;
 use core::fmt;
-use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll};
 use core::time::Duration;
 
 use crate::capacity::{CapacityError, SoftCapacity};
 use crate::clock::Clock;
-use crate::ring::wait::{cancel_waiter, poll_waiting, WaitQueue, Waiter};
-use crate::ring::{
-    Closed, ConfigError as RingConfigError, OverflowPolicy, PopError, PushError, Pushed, Ring,
-    RingConfig,
-};
+use crate::policy::OverflowPolicy;
+use crate::ring::wait::WaitQueue;
+use crate::ring::{PopError, PushError, Pushed, Ring};
 use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
+use crate::ConfigError;
 
-/// What a send does when the ring is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[non_exhaustive]
-pub enum Strategy {
-    /// Refuse the item with [`SendError::Full`] (it comes back to the caller), and
-    /// while the channel is paused with [`SendError::Paused`]. Never waits.
-    None,
-    /// Make room by dropping the oldest stored item (counted). Never waits, and a
-    /// pause does not hold it back: the water marks only report.
-    DropOldest,
-    /// Drop the new item (counted); the send still reports success as
-    /// [`Pushed::DroppedNewest`]. Never waits, and a pause does not hold it back:
-    /// the water marks only report.
-    DropNewest,
-    /// Wait for room, and while the channel is paused.
-    /// [`try_send`](Backpressure::try_send) never waits and returns
-    /// [`SendError::Full`] or [`SendError::Paused`].
-    #[default]
-    Block,
-    /// Wait for room at most this long, then fail with [`SendError::Timeout`]. The
-    /// time covers the whole send, a pause included. Blocking sends only (`std`):
-    /// [`send_async`](Backpressure::send_async) has no timer and waits like
-    /// [`Block`](Strategy::Block); wrap it in your runtime's timeout.
-    BlockWithTimeout(Duration),
-}
+mod config;
+mod waiting;
 
-impl Strategy {
-    /// The ring policy behind the strategy: waiting is done here, not in the ring.
-    const fn ring_policy(self) -> OverflowPolicy {
-        match self {
-            Self::DropOldest => OverflowPolicy::DropOldest,
-            Self::DropNewest => OverflowPolicy::DropNewest,
-            Self::None | Self::Block | Self::BlockWithTimeout(_) => OverflowPolicy::Reject,
-        }
-    }
-
-    /// Whether a full ring (or a pause) makes a send wait rather than fail or drop.
-    const fn waits_for_room(self) -> bool {
-        matches!(self, Self::Block | Self::BlockWithTimeout(_))
-    }
-
-    /// Whether a pause holds a send back (to wait, or to be refused): all but the
-    /// dropping strategies, which drop as when full.
-    const fn held_back_by_pause(self) -> bool {
-        !matches!(self, Self::DropOldest | Self::DropNewest)
-    }
-}
-
-/// High and low water marks, as fractions of the capacity in force:
-/// `0 <= low < high <= 1`.
-///
-/// The channel pauses when the fill reaches `ceil(high × capacity)` items and resumes
-/// when it falls to `floor(low × capacity)`, so the two counts differ for every
-/// capacity and the hysteresis never collapses. A pause makes the sends of the
-/// waiting strategies wait and those of [`Strategy::None`] fail; the dropping
-/// strategies go on (the pause is still reported). No send waits unless its strategy
-/// waits.
-///
-/// # Examples
-///
-/// ```
-/// use membound::backpressure::WaterMarks;
-///
-/// let marks = WaterMarks::new(0.25, 0.75)?;
-/// assert_eq!((marks.low(), marks.high()), (0.25, 0.75));
-/// assert!(WaterMarks::new(0.8, 0.5).is_err());
-/// assert!(WaterMarks::new(0.2, f64::NAN).is_err());
-/// # Ok::<(), membound::backpressure::ConfigError>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(try_from = "RawWaterMarks"))]
-pub struct WaterMarks {
-    low: f64,
-    high: f64,
-}
-
-/// `WaterMarks` as read from a file, validated by `TryFrom`.
-#[cfg(feature = "serde")]
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWaterMarks {
-    low: f64,
-    high: f64,
-}
-
-#[cfg(feature = "serde")]
-impl TryFrom<RawWaterMarks> for WaterMarks {
-    type Error = ConfigError;
-    fn try_from(raw: RawWaterMarks) -> Result<Self, ConfigError> {
-        Self::new(raw.low, raw.high)
-    }
-}
-
-impl WaterMarks {
-    /// Validated water marks.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::WaterMarks`] unless `0 <= low < high <= 1` (NaN fails).
-    pub fn new(low: f64, high: f64) -> Result<Self, ConfigError> {
-        // Written so that NaN fails every comparison and so the check.
-        if low >= 0.0 && low < high && high <= 1.0 {
-            Ok(Self { low, high })
-        } else {
-            Err(ConfigError::WaterMarks { low, high })
-        }
-    }
-
-    /// The resume mark.
-    pub const fn low(&self) -> f64 {
-        self.low
-    }
-
-    /// The pause mark.
-    pub const fn high(&self) -> f64 {
-        self.high
-    }
-
-    /// The fill at which the channel pauses: at least 1.
-    fn high_count(&self, capacity: usize) -> usize {
-        let count = self.high * capacity as f64;
-        // ceil without std; the product is in [0, capacity].
-        let floor = count as usize;
-        let ceil = if (floor as f64) < count {
-            floor + 1
-        } else {
-            floor
-        };
-        ceil.clamp(1, capacity)
-    }
-
-    /// The fill at which a paused channel resumes: below `high_count`.
-    fn low_count(&self, capacity: usize) -> usize {
-        // floor(low × cap) < ceil(high × cap) because low < high.
-        ((self.low * capacity as f64) as usize).min(self.high_count(capacity) - 1)
-    }
-}
-
-/// Configuration of a [`Backpressure`] channel.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use membound::backpressure::{BackpressureConfig, Strategy, WaterMarks};
-///
-/// let config = BackpressureConfig::new(1024)
-///     .with_strategy(Strategy::BlockWithTimeout(Duration::from_millis(50)))
-///     .with_water_marks(WaterMarks::new(0.5, 0.9)?);
-/// assert!(config.validate().is_ok());
-/// # Ok::<(), membound::backpressure::ConfigError>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
-#[non_exhaustive]
-pub struct BackpressureConfig {
-    /// Items the channel holds: at least 1.
-    pub capacity: usize,
-    /// Slots reserved up front so [`SoftCapacity::set_capacity`] can raise the
-    /// capacity later; `0` means "the capacity".
-    pub max_capacity: usize,
-    /// What a send does when the ring is full.
-    pub strategy: Strategy,
-    /// Pause and resume marks (see [`WaterMarks`] for which strategies a pause holds
-    /// back); `None` disables pausing.
-    pub water_marks: Option<WaterMarks>,
-}
-
-impl Default for BackpressureConfig {
-    /// 1024 items, [`Strategy::Block`], pause at 90 % and resume at 50 %.
-    fn default() -> Self {
-        Self {
-            capacity: 1024,
-            max_capacity: 0,
-            strategy: Strategy::Block,
-            water_marks: Some(WaterMarks {
-                low: 0.5,
-                high: 0.9,
-            }),
-        }
-    }
-}
-
-impl BackpressureConfig {
-    /// `capacity` items, otherwise the [`Default`].
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            ..Self::default()
-        }
-    }
-
-    /// Sets the strategy.
-    #[must_use]
-    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
-        self.strategy = strategy;
-        self
-    }
-
-    /// Sets the water marks.
-    #[must_use]
-    pub fn with_water_marks(mut self, marks: WaterMarks) -> Self {
-        self.water_marks = Some(marks);
-        self
-    }
-
-    /// Disables pausing: only the strategy acts, when the ring is full.
-    #[must_use]
-    pub fn without_water_marks(mut self) -> Self {
-        self.water_marks = None;
-        self
-    }
-
-    /// Reserves `max` slots so the capacity can later be raised up to `max`.
-    #[must_use]
-    pub fn with_max_capacity(mut self, max: usize) -> Self {
-        self.max_capacity = max;
-        self
-    }
-
-    fn ring_config(&self) -> RingConfig {
-        let ring = RingConfig::new(self.capacity).with_policy(self.strategy.ring_policy());
-        if self.max_capacity == 0 {
-            ring
-        } else {
-            ring.with_max_capacity(self.max_capacity)
-        }
-    }
-
-    /// Checks the configuration without building anything.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Ring`] for a capacity the ring refuses (0, or above the
-    /// reservation), [`ConfigError::WaterMarks`] for marks outside
-    /// `0 <= low < high <= 1` (possible when the fields were set directly).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(marks) = self.water_marks {
-            WaterMarks::new(marks.low, marks.high)?;
-        }
-        self.ring_config().validate().map_err(ConfigError::Ring)
-    }
-}
-
-/// Why a [`BackpressureConfig`] was refused.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The ring's configuration is invalid (capacity 0, above the reservation, ...).
-    Ring(RingConfigError),
-    /// Water marks outside `0 <= low < high <= 1`.
-    WaterMarks {
-        /// The low mark given.
-        low: f64,
-        /// The high mark given.
-        high: f64,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ring(e) => write!(f, "backpressure ring: {e}"),
-            Self::WaterMarks { low, high } => write!(
-                f,
-                "water marks must satisfy 0 <= low < high <= 1, got low {low} and high {high}"
-            ),
-        }
-    }
-}
-
-impl core::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
-        match self {
-            Self::Ring(e) => Some(e),
-            Self::WaterMarks { .. } => None,
-        }
-    }
-}
+pub use config::{BackpressureConfig, WaterMarks};
+pub use waiting::SendFuture;
 
 /// A send that did not store its item; the item comes back inside.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendError<T> {
-    /// The ring was full and the strategy does not wait ([`Strategy::None`], or any
-    /// strategy through [`try_send`](Backpressure::try_send)).
+    /// The ring was full and the policy does not wait
+    /// ([`OverflowPolicy::Reject`], or any policy through
+    /// [`try_send`](Backpressure::try_send)).
     Full(T),
     /// The channel is paused (the fill reached the high mark and has not fallen to
     /// the low mark yet). [`try_send`](Backpressure::try_send) returns it under the
     /// waiting strategies (their other sends wait instead), and every send under
-    /// [`Strategy::None`]; the dropping strategies are not held back by a pause.
+    /// [`OverflowPolicy::Reject`]; the dropping policies are not held back by a
+    /// pause.
     Paused(T),
-    /// The wait ran out: [`Strategy::BlockWithTimeout`] or
-    /// [`send_timeout`](Backpressure::send_timeout).
+    /// The wait ran out: [`OverflowPolicy::BlockTimeout`] or
+    /// [`send_wait`](Backpressure::send_wait).
     Timeout(T),
     /// The channel was closed.
     Closed(T),
@@ -418,7 +145,7 @@ pub enum FlowState {
     /// Below the high mark, or fallen back to the low mark since.
     Flowing,
     /// The fill reached the high mark and has not fallen to the low mark since. Sends
-    /// of the waiting strategies wait, those of [`Strategy::None`] are refused, those
+    /// of the waiting policies wait, those of [`OverflowPolicy::Reject`] are refused, those
     /// of the dropping strategies go on.
     Paused,
 }
@@ -448,17 +175,17 @@ pub struct BackpressureMetrics {
     pub sent: u64,
     /// Items taken by receives.
     pub received: u64,
-    /// Stored items dropped to make room ([`Strategy::DropOldest`]).
+    /// Stored items dropped to make room ([`OverflowPolicy::DropOldest`]).
     pub dropped_oldest: u64,
-    /// New items dropped because the ring was full ([`Strategy::DropNewest`]).
+    /// New items dropped because the ring was full ([`OverflowPolicy::DropNewest`]).
     pub dropped_newest: u64,
     /// Sends refused with [`SendError::Full`].
     pub rejected_full: u64,
     /// Sends refused with [`SendError::Paused`]: `try_send` calls, and any send
-    /// under [`Strategy::None`].
+    /// under [`OverflowPolicy::Reject`].
     pub rejected_paused: u64,
     /// Sends that could not proceed at once and waited (paused, or full under a
-    /// blocking strategy).
+    /// waiting policy).
     pub blocked: u64,
     /// Total time those sends spent waiting, on the channel's clock.
     pub blocked_time: Duration,
@@ -533,19 +260,20 @@ impl crate::metrics::Metrics for BackpressureMetrics {
 
 type TransitionHook = Box<dyn Fn(Transition) + Send + Sync>;
 
-/// A bounded channel with an overflow [`Strategy`] and [`WaterMarks`] that pause
+/// A bounded channel with an [`OverflowPolicy`] and [`WaterMarks`] that pause
 /// producers. See the [module docs](self).
 ///
 /// # Examples
 ///
 /// ```
 /// use membound::backpressure::{
-///     Backpressure, BackpressureConfig, SendError, Strategy, WaterMarks,
+///     Backpressure, BackpressureConfig, SendError, WaterMarks,
 /// };
+/// use membound::OverflowPolicy;
 ///
 /// let channel = Backpressure::new(
 ///     BackpressureConfig::new(4)
-///         .with_strategy(Strategy::Block)
+///         .with_policy(OverflowPolicy::Block)
 ///         .with_water_marks(WaterMarks::new(0.25, 0.75)?),
 /// )?;
 /// channel.try_send(1)?;
@@ -563,17 +291,17 @@ type TransitionHook = Box<dyn Fn(Transition) + Send + Sync>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Backpressure<T> {
-    /// The storage. Its policy is the strategy's dropping part; waiting for room is
-    /// done here, on `producers`.
+    /// The storage, under the channel's policy. Sends that wait for room wait on its
+    /// producers' queue, which its pops notify.
     ring: Ring<T>,
-    strategy: Strategy,
+    policy: OverflowPolicy,
     marks: Option<WaterMarks>,
     /// The flow state: set by the producer that saw the fill reach the high mark,
     /// cleared by the consumer (or producer) that saw it at the low mark. Both by
     /// `SeqCst` CAS (module docs).
     paused: AtomicBool,
-    /// Producers waiting for the pause to end or for room. Notified by receives,
-    /// by resuming and by closing.
+    /// Producers waiting for the pause to end (the ring knows nothing of the pause,
+    /// so this wait is the channel's own). Notified by resuming and by closing.
     producers: WaitQueue,
     /// Measures time spent blocked; `None` leaves `blocked_time` at zero.
     clock: Option<Box<dyn Clock + Send + Sync>>,
@@ -587,13 +315,22 @@ pub struct Backpressure<T> {
     low_water_hits: AtomicU64,
 }
 
+/// Whether a pause holds a send back (to wait, or to be refused): all but the
+/// dropping policies, which drop as when full.
+const fn held_back_by_pause(policy: OverflowPolicy) -> bool {
+    !matches!(
+        policy,
+        OverflowPolicy::DropOldest | OverflowPolicy::DropNewest
+    )
+}
+
 /// What one send attempt achieved.
 enum Attempt<T> {
-    /// Finished: stored, dropped per the strategy, or refused for good.
+    /// Finished: stored, dropped per the policy, or refused for good.
     Done(Result<Pushed, SendError<T>>),
     /// Must wait: the channel is paused.
     Paused(T),
-    /// Must wait: the ring is full and the strategy waits for room.
+    /// Must wait: the ring is full and the policy waits for room.
     Full(T),
 }
 
@@ -632,10 +369,10 @@ impl<T> Backpressure<T> {
         clock: Option<Box<dyn Clock + Send + Sync>>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let ring = Ring::with_config(config.ring_config()).map_err(ConfigError::Ring)?;
+        let ring = Ring::with_config(config.ring_config())?;
         Ok(Self {
             ring,
-            strategy: config.strategy,
+            policy: config.policy,
             marks: config.water_marks,
             paused: AtomicBool::new(false),
             producers: WaitQueue::new(),
@@ -691,8 +428,8 @@ impl<T> Backpressure<T> {
     ///
     /// # Errors
     ///
-    /// [`SendError::Paused`] while paused, unless the strategy drops,
-    /// [`SendError::Full`] when the ring is full and the strategy neither drops nor
+    /// [`SendError::Paused`] while paused, unless the policy drops,
+    /// [`SendError::Full`] when the ring is full and the policy neither drops nor
     /// (here) waits, [`SendError::Closed`] once closed; each hands the item back.
     pub fn try_send(&self, item: T) -> Result<Pushed, SendError<T>> {
         match self.attempt(item) {
@@ -708,10 +445,10 @@ impl<T> Backpressure<T> {
     /// One send attempt: never waits.
     #[inline]
     fn attempt(&self, item: T) -> Attempt<T> {
-        // The dropping strategies are not held back by a pause (the marks still
-        // report its transitions, in `after_send`); `None` is refused, not made to
+        // The dropping policies are not held back by a pause (the marks still
+        // report its transitions, in `after_send`); `Reject` is refused, not made to
         // wait.
-        if self.strategy.held_back_by_pause()
+        if held_back_by_pause(self.policy)
             && self.marks.is_some()
             && self.paused.load(Ordering::Acquire)
         {
@@ -719,15 +456,17 @@ impl<T> Backpressure<T> {
             if self.ring.is_closed() {
                 return Attempt::Done(Err(SendError::Closed(item)));
             }
-            if !self.strategy.waits_for_room() {
+            if !self.policy.waits() {
                 return Attempt::Done(Err(self.refused_paused(item)));
             }
             return Attempt::Paused(item);
         }
-        // The dropping strategies are the ring's policies; the others refuse here
-        // with `try_push`, which counts nothing (the refusal is counted below).
-        let pushed = match self.strategy {
-            Strategy::DropOldest | Strategy::DropNewest => self.ring.push(item),
+        // The dropping policies act in the ring's `push`; the others refuse here
+        // with `try_push`, which counts nothing (the refusal is counted below) and
+        // never waits: a waiting send waits in `waiting`, on the ring's queue for
+        // room and on ours for the pause.
+        let pushed = match self.policy {
+            OverflowPolicy::DropOldest | OverflowPolicy::DropNewest => self.ring.push(item),
             _ => self.ring.try_push(item).map(|()| Pushed::Stored),
         };
         match pushed {
@@ -737,7 +476,7 @@ impl<T> Backpressure<T> {
                 }
                 Attempt::Done(Ok(pushed))
             }
-            Err(PushError::Full(item)) if self.strategy.waits_for_room() => Attempt::Full(item),
+            Err(PushError::Full(item)) if self.policy.waits() => Attempt::Full(item),
             Err(PushError::Full(item)) => {
                 self.rejected_full.fetch_add(1, Ordering::Relaxed);
                 Attempt::Done(Err(SendError::Full(item)))
@@ -790,28 +529,24 @@ impl<T> Backpressure<T> {
     }
 
     /// After every successful receive: resumes a paused channel whose fill is at the
-    /// low mark, or wakes one producer waiting for room.
+    /// low mark. Producers waiting for room need nothing from here: the ring's pop
+    /// has notified its own queue.
     #[inline]
     fn after_recv(&self) {
-        if let Some(marks) = self.marks {
-            // Under loom SeqCst loads are only Acquire; its fences are exact (see
-            // `ring::wait`). In production the pop's SeqCst CAS and this SeqCst load
-            // are enough (module docs).
-            #[cfg(loom)]
-            fence(Ordering::SeqCst);
-            if self.paused.load(Ordering::SeqCst) {
-                // Every waiting producer fails on the pause, so waking one would
-                // only make it sleep again; the resume, if it comes, wakes them all.
-                // A producer that registered after a resume we read as "paused"
-                // sees our pop on its re-check: the resume's CAS follows our load in
-                // the total order, and its registration follows the resume.
-                self.try_resume(marks);
-                return;
-            }
+        let Some(marks) = self.marks else { return };
+        // Under loom SeqCst loads are only Acquire; its fences are exact (see
+        // `ring::wait`). In production the pop's SeqCst CAS and this SeqCst load
+        // are enough (module docs).
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
+        if self.paused.load(Ordering::SeqCst) {
+            // Producers waiting out the pause are not woken for this pop: they would
+            // only find the pause and sleep again; the resume, if it comes, wakes
+            // them all. A producer that registered after a resume we read as
+            // "paused" sees our pop on its re-check: the resume's CAS follows our
+            // load in the total order, and its registration follows the resume.
+            self.try_resume(marks);
         }
-        // Producers waiting for room: the pop's SeqCst CAS precedes this check, as
-        // the wait protocol requires.
-        self.producers.notify_one();
     }
 
     #[cold]
@@ -865,61 +600,15 @@ impl<T> Backpressure<T> {
         Ok(item)
     }
 
-    /// Waits for the oldest item (`core::task`, any executor). Cancel-safe.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] once the channel is closed and drained.
-    pub async fn recv_async(&self) -> Result<T, Closed> {
-        let item = self.ring.pop_async().await?;
-        self.after_recv();
-        Ok(item)
-    }
-
-    /// A future that sends `item`; under the waiting strategies it waits while the
-    /// channel is paused or the ring full, under the others it is ready at once
-    /// with [`try_send`](Self::try_send)'s answer. No allocation, no runtime
-    /// dependency; dropping it cancels the wait without losing a wake-up another
-    /// producer needed (the item is dropped with the future).
-    ///
-    /// [`Strategy::BlockWithTimeout`]'s timeout does not apply: there is no timer in
-    /// `core`. Wrap the future in your runtime's timeout.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn block_on<F: core::future::Future>(f: F) -> F::Output {
-    /// #     let mut f = core::pin::pin!(f);
-    /// #     let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
-    /// #     loop { if let core::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
-    /// # }
-    /// use membound::backpressure::{Backpressure, BackpressureConfig};
-    /// use membound::ring::Pushed;
-    ///
-    /// let channel = Backpressure::new(BackpressureConfig::new(8))?;
-    /// block_on(async {
-    ///     assert_eq!(channel.send_async("hi").await?, Pushed::Stored);
-    ///     assert_eq!(channel.recv_async().await?, "hi");
-    ///     Ok::<(), Box<dyn std::error::Error>>(())
-    /// })?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn send_async(&self, item: T) -> SendFuture<'_, T> {
-        SendFuture {
-            channel: self,
-            item: Some(item),
-            waiter: Waiter::new(),
-            blocked_since: None,
-        }
-    }
-
     /// Closes the channel: sends fail with [`SendError::Closed`] from now on, and
     /// every waiting producer wakes with its item handed back. Receivers drain what
-    /// is stored, then get [`Closed`]. Returns `false` if it was already closed.
+    /// is stored, then get [`PopWaitError::Closed`](crate::ring::PopWaitError::Closed).
+    /// Returns `false` if it was already closed.
     pub fn close(&self) -> bool {
         let closed_now = self.ring.close();
-        // The ring's close is a SeqCst RMW on its tail; waiting producers re-check
-        // `is_closed` after their registration fence.
+        // The ring's close is a SeqCst RMW on its tail and wakes the producers
+        // waiting for room; those waiting out the pause re-check `is_closed` after
+        // their registration fence.
         self.producers.notify_all();
         closed_now
     }
@@ -958,9 +647,9 @@ impl<T> Backpressure<T> {
         self.ring.capacity()
     }
 
-    /// The strategy.
-    pub fn strategy(&self) -> Strategy {
-        self.strategy
+    /// The overflow policy (the ring's as well).
+    pub fn policy(&self) -> OverflowPolicy {
+        self.policy
     }
 
     /// The water marks, if pausing is enabled.
@@ -990,7 +679,7 @@ impl<T> Backpressure<T> {
             paused: self.is_paused(),
             len: ring.len,
             capacity: ring.capacity,
-            producers_waiting: self.producers.len(),
+            producers_waiting: self.producers.len() + ring.producers_waiting,
         }
     }
 
@@ -1008,114 +697,6 @@ impl<T> Backpressure<T> {
     }
 }
 
-#[cfg(feature = "std")]
-impl<T> Backpressure<T> {
-    /// Sends. Under the waiting strategies it waits while the channel is paused or
-    /// the ring full, under [`Strategy::BlockWithTimeout`]`(d)` for at most `d`;
-    /// under the others it never waits, paused or not.
-    ///
-    /// # Errors
-    ///
-    /// [`SendError::Full`] under [`Strategy::None`] when the ring is full, and
-    /// [`SendError::Paused`] when the channel is paused,
-    /// [`SendError::Timeout`] when a `BlockWithTimeout` wait ran out,
-    /// [`SendError::Closed`] once closed (also while waiting); each hands the item
-    /// back.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use membound::backpressure::{Backpressure, BackpressureConfig, WaterMarks};
-    ///
-    /// let channel = Backpressure::new(
-    ///     BackpressureConfig::new(8).with_water_marks(WaterMarks::new(0.25, 0.5)?),
-    /// )?;
-    /// std::thread::scope(|s| {
-    ///     s.spawn(|| {
-    ///         for i in 0..1000 {
-    ///             channel.send(i).unwrap(); // pauses at 4 items until drained to 2
-    ///         }
-    ///         channel.close();
-    ///     });
-    ///     let mut sum = 0;
-    ///     while let Ok(i) = channel.recv() {
-    ///         sum += i;
-    ///     }
-    ///     assert_eq!(sum, 499_500);
-    /// });
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn send(&self, item: T) -> Result<Pushed, SendError<T>> {
-        let deadline = match self.strategy {
-            Strategy::BlockWithTimeout(timeout) => std::time::Instant::now().checked_add(timeout),
-            _ => None,
-        };
-        self.send_until(item, deadline)
-    }
-
-    /// Sends, waiting at most `timeout` (in place of a `BlockWithTimeout`'s own)
-    /// while the channel is paused or full, under the waiting strategies; under the
-    /// others it never waits, as [`send`](Self::send).
-    ///
-    /// # Errors
-    ///
-    /// As [`send`](Self::send), with [`SendError::Timeout`] at the deadline.
-    pub fn send_timeout(&self, item: T, timeout: Duration) -> Result<Pushed, SendError<T>> {
-        self.send_until(item, std::time::Instant::now().checked_add(timeout))
-    }
-
-    fn send_until(
-        &self,
-        item: T,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<Pushed, SendError<T>> {
-        let item = match self.attempt(item) {
-            Attempt::Done(done) => return done,
-            Attempt::Paused(item) | Attempt::Full(item) => item,
-        };
-        self.blocked.fetch_add(1, Ordering::Relaxed);
-        let since = self.now();
-        let outcome =
-            crate::ring::wait::block_on(&self.producers, deadline, item, |item| {
-                match self.attempt(item) {
-                    Attempt::Done(done) => Ok(done),
-                    Attempt::Paused(item) | Attempt::Full(item) => Err(item),
-                }
-            });
-        self.account_blocked(since);
-        match outcome {
-            Ok(done) => done,
-            Err(item) => {
-                self.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(SendError::Timeout(item))
-            }
-        }
-    }
-
-    /// Takes the oldest item, parking the thread while the channel is empty.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] once closed and drained.
-    pub fn recv(&self) -> Result<T, Closed> {
-        let item = self.ring.pop_wait()?;
-        self.after_recv();
-        Ok(item)
-    }
-
-    /// Takes the oldest item, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`PopTimeoutError`](crate::ring::PopTimeoutError) on timeout or once closed
-    /// and drained.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, crate::ring::PopTimeoutError> {
-        let item = self.ring.pop_timeout(timeout)?;
-        self.after_recv();
-        Ok(item)
-    }
-}
-
 impl<T> SoftCapacity for Backpressure<T> {
     fn capacity(&self) -> usize {
         self.ring.capacity()
@@ -1129,9 +710,9 @@ impl<T> SoftCapacity for Backpressure<T> {
     /// to the new capacity at once: a raise can end a pause, a cut can start one at
     /// the next send.
     fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        // A raise wakes the producers waiting for room: they wait on the ring's
+        // queue, which the ring's `set_capacity` notifies.
         self.ring.set_capacity(capacity)?;
-        // More room, or items evicted (DropOldest): room for waiting producers.
-        self.producers.notify_all();
         if let Some(marks) = self.marks {
             // Read `paused` only after the capacity change, with the same fence
             // discipline as a receive.
@@ -1149,70 +730,10 @@ impl<T> fmt::Debug for Backpressure<T> {
         f.debug_struct("Backpressure")
             .field("len", &self.len())
             .field("capacity", &self.capacity())
-            .field("strategy", &self.strategy)
+            .field("policy", &self.policy)
             .field("water_marks", &self.marks)
             .field("paused", &self.is_paused())
             .field("closed", &self.is_closed())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Future of [`Backpressure::send_async`].
-#[must_use = "futures do nothing unless polled"]
-pub struct SendFuture<'a, T> {
-    channel: &'a Backpressure<T>,
-    /// The item until it is sent or handed back. Not structurally pinned.
-    item: Option<T>,
-    /// Structurally pinned: linked into `channel.producers` while pending.
-    waiter: Waiter,
-    /// The clock's time at the first `Pending`, to account blocked time.
-    blocked_since: Option<Option<u64>>,
-}
-
-impl<T> Future for SendFuture<'_, T> {
-    type Output = Result<Pushed, SendError<T>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `waiter` is the only structurally pinned field and is only used
-        // through the `Pin` built below; `item` and `blocked_since` are not pinned
-        // and move freely; nothing is moved out of `self`.
-        let this = unsafe { self.get_unchecked_mut() };
-        let channel = this.channel;
-        // SAFETY: see above; `this` is never moved.
-        let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
-        let item = &mut this.item;
-        let poll = poll_waiting(&channel.producers, waiter, cx, || {
-            let pending = item.take().expect("SendFuture polled after it completed");
-            match channel.attempt(pending) {
-                Attempt::Done(done) => Some(done),
-                Attempt::Paused(back) | Attempt::Full(back) => {
-                    *item = Some(back);
-                    None
-                }
-            }
-        });
-        match (&poll, this.blocked_since) {
-            (Poll::Pending, None) => {
-                channel.blocked.fetch_add(1, Ordering::Relaxed);
-                this.blocked_since = Some(channel.now());
-            }
-            (Poll::Ready(_), Some(since)) => channel.account_blocked(since),
-            _ => {}
-        }
-        poll
-    }
-}
-
-impl<T> Drop for SendFuture<'_, T> {
-    fn drop(&mut self) {
-        cancel_waiter(&self.channel.producers, &self.waiter);
-    }
-}
-
-impl<T> fmt::Debug for SendFuture<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendFuture")
-            .field("pending", &self.item.is_some())
             .finish_non_exhaustive()
     }
 }

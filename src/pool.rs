@@ -39,7 +39,7 @@
 //! assert!(buf.is_empty() && buf.capacity() >= 5);
 //! let m = buffers.metrics();
 //! assert_eq!((m.misses, m.hits, m.returns), (1, 1, 1));
-//! # Ok::<(), membound::ring::ConfigError>(())
+//! # Ok::<(), membound::ConfigError>(())
 //! ```
 
 use alloc::boxed::Box;
@@ -51,8 +51,9 @@ use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 
 use crate::capacity::{CapacityError, SoftCapacity};
-use crate::ring::{ConfigError, Ring, RingConfig};
+use crate::ring::{Ring, RingConfig};
 use crate::sync::{AtomicU64, Ordering};
+use crate::ConfigError;
 
 /// An object that can be reset for reuse while keeping its allocations.
 ///
@@ -87,7 +88,7 @@ use crate::sync::{AtomicU64, Ordering};
 /// let pool: Pool<Request> = Pool::new(8)?;
 /// pool.get().body.extend_from_slice(b"payload");
 /// assert!(pool.get().body.is_empty());
-/// # Ok::<(), membound::ring::ConfigError>(())
+/// # Ok::<(), membound::ConfigError>(())
 /// ```
 pub trait Recycle {
     /// Resets `self` to its empty state, keeping allocations it can reuse.
@@ -157,7 +158,7 @@ impl<T, S> Recycle for std::collections::HashSet<T, S> {
 ///     Vec::<u8>::with_capacity(4096)
 /// })?;
 /// assert_eq!((pool.capacity(), pool.max_capacity()), (32, 128));
-/// # Ok::<(), membound::ring::ConfigError>(())
+/// # Ok::<(), membound::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -321,7 +322,7 @@ impl<T: Default> Pool<T> {
     /// names.get().push_str("temporary");
     /// assert_eq!(names.len(), 1);
     /// assert!(Pool::<String>::new(0).is_err());
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     pub fn new(capacity: usize) -> Result<Self, ConfigError> {
         Self::with_factory(capacity, T::default)
@@ -343,7 +344,7 @@ impl<T, F: Fn() -> T> Pool<T, F> {
     ///
     /// let pages = Pool::with_factory(8, || Vec::<u8>::with_capacity(4096))?;
     /// assert!(pages.get().capacity() >= 4096);
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     pub fn with_factory(capacity: usize, factory: F) -> Result<Self, ConfigError> {
         Self::with_config(PoolConfig::new(capacity), factory)
@@ -377,7 +378,7 @@ impl<T, F: Fn() -> T> Pool<T, F> {
     /// assert_eq!(pool.fill(), 0);
     /// drop(pool.get());
     /// assert_eq!(pool.metrics().misses, 0);
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     pub fn fill(&self) -> usize {
         let mut made = 0;
@@ -409,7 +410,7 @@ impl<T, F: Fn() -> T> Pool<T, F> {
     /// assert_eq!(&*s, "abc");
     /// drop(s);
     /// assert_eq!(pool.len(), 1);
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     #[inline]
     pub fn get(&self) -> Pooled<'_, T, F>
@@ -443,7 +444,7 @@ impl<T, F> Pool<T, F> {
     /// assert!(pool.try_get().is_none());
     /// pool.put(Vec::with_capacity(10));
     /// assert!(pool.try_get().unwrap().capacity() >= 10);
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     #[inline]
     pub fn try_get(&self) -> Option<Pooled<'_, T, F>>
@@ -599,7 +600,7 @@ impl<'a, T: Recycle, F> Pooled<'a, T, F> {
     /// let kept: Vec<u8> = Pooled::detach(buf);
     /// assert_eq!(kept, [1]);
     /// assert!(pool.is_empty());
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     pub fn detach(this: Self) -> T {
         let mut this = ManuallyDrop::new(this);

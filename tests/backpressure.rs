@@ -19,19 +19,21 @@ use std::thread;
 use std::time::Duration;
 
 use membound::backpressure::{
-    Backpressure, BackpressureConfig, ConfigError, FlowState, SendError, Strategy, Transition,
-    WaterMarks,
+    Backpressure, BackpressureConfig, FlowState, SendError, Transition, WaterMarks,
 };
 use membound::capacity::SoftCapacity;
 use membound::clock::{Clock, ManualClock};
-use membound::ring::{Closed, Pushed};
+use membound::policy::Wait;
+use membound::ring::{PopWaitError, Pushed};
+use membound::ConfigError;
+use membound::OverflowPolicy;
 
 #[global_allocator]
 static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
-fn config(capacity: usize, strategy: Strategy, low: f64, high: f64) -> BackpressureConfig {
+fn config(capacity: usize, strategy: OverflowPolicy, low: f64, high: f64) -> BackpressureConfig {
     BackpressureConfig::new(capacity)
-        .with_strategy(strategy)
+        .with_policy(strategy)
         .with_water_marks(WaterMarks::new(low, high).unwrap())
 }
 
@@ -74,14 +76,17 @@ fn invalid_configs_are_errors() {
     }
     assert!(matches!(
         Backpressure::<u8>::new(BackpressureConfig::new(0)),
-        Err(ConfigError::Ring(_))
+        Err(ConfigError::ZeroCapacity)
     ));
     // Fields set directly are validated too.
     let mut bad = BackpressureConfig::new(4);
     bad.water_marks = Some(WaterMarks::new(0.1, 0.2).unwrap());
     assert!(bad.validate().is_ok());
     let err = BackpressureConfig::new(4).with_max_capacity(2).validate();
-    assert!(matches!(err, Err(ConfigError::Ring(_))), "{err:?}");
+    assert!(
+        matches!(err, Err(ConfigError::MaxBelowCapacity { .. })),
+        "{err:?}"
+    );
     assert!(!format!("{}", WaterMarks::new(0.9, 0.1).unwrap_err()).is_empty());
 }
 
@@ -89,7 +94,7 @@ fn invalid_configs_are_errors() {
 fn strategy_none_refuses_and_hands_the_item_back() {
     let channel = Backpressure::new(
         BackpressureConfig::new(2)
-            .with_strategy(Strategy::None)
+            .with_policy(OverflowPolicy::Reject)
             .without_water_marks(),
     )
     .unwrap();
@@ -108,7 +113,7 @@ fn strategy_none_refuses_and_hands_the_item_back() {
 fn dropping_strategies_drop_and_count() {
     let oldest = Backpressure::new(
         BackpressureConfig::new(2)
-            .with_strategy(Strategy::DropOldest)
+            .with_policy(OverflowPolicy::DropOldest)
             .without_water_marks(),
     )
     .unwrap();
@@ -123,7 +128,7 @@ fn dropping_strategies_drop_and_count() {
 
     let newest = Backpressure::new(
         BackpressureConfig::new(2)
-            .with_strategy(Strategy::DropNewest)
+            .with_policy(OverflowPolicy::DropNewest)
             .without_water_marks(),
     )
     .unwrap();
@@ -163,7 +168,7 @@ fn non_waiting_strategies_never_block_at_the_high_mark() {
     returns(|| {
         // Capacity 2, default marks (0.5, 0.9): the channel pauses at 2 items.
         let oldest =
-            Backpressure::new(BackpressureConfig::new(2).with_strategy(Strategy::DropOldest))
+            Backpressure::new(BackpressureConfig::new(2).with_policy(OverflowPolicy::DropOldest))
                 .unwrap();
         assert_eq!(oldest.send(0).unwrap(), Pushed::Stored);
         assert_eq!(oldest.send(1).unwrap(), Pushed::Stored);
@@ -173,7 +178,9 @@ fn non_waiting_strategies_never_block_at_the_high_mark() {
         }
         assert_eq!(oldest.try_send(5).unwrap(), Pushed::DroppedOldest);
         assert_eq!(
-            oldest.send_timeout(6, Duration::from_secs(60)).unwrap(),
+            oldest
+                .send_wait(6, Wait::Timeout(Duration::from_secs(60)))
+                .unwrap(),
             Pushed::DroppedOldest
         );
         let m = oldest.metrics();
@@ -183,7 +190,7 @@ fn non_waiting_strategies_never_block_at_the_high_mark() {
         assert_eq!(oldest.try_recv(), Some(6));
 
         let newest =
-            Backpressure::new(BackpressureConfig::new(2).with_strategy(Strategy::DropNewest))
+            Backpressure::new(BackpressureConfig::new(2).with_policy(OverflowPolicy::DropNewest))
                 .unwrap();
         newest.send(0).unwrap();
         newest.send(1).unwrap();
@@ -195,14 +202,15 @@ fn non_waiting_strategies_never_block_at_the_high_mark() {
 
         // `None` refuses rather than waits: while paused, with `Paused`, at once.
         let none =
-            Backpressure::new(BackpressureConfig::new(10).with_strategy(Strategy::None)).unwrap();
+            Backpressure::new(BackpressureConfig::new(10).with_policy(OverflowPolicy::Reject))
+                .unwrap();
         for i in 0..9 {
             none.send(i).unwrap();
         }
         assert!(none.is_paused(), "paused at 9 of 10");
         assert!(matches!(none.send(9), Err(SendError::Paused(9))));
         assert!(matches!(
-            none.send_timeout(10, Duration::from_secs(60)),
+            none.send_wait(10, Wait::Timeout(Duration::from_secs(60))),
             Err(SendError::Paused(10))
         ));
         assert!(matches!(none.try_send(11), Err(SendError::Paused(11))));
@@ -215,7 +223,8 @@ fn non_waiting_strategies_never_block_at_the_high_mark() {
 #[test]
 fn async_dropping_sends_are_ready_while_paused() {
     let channel =
-        Backpressure::new(BackpressureConfig::new(2).with_strategy(Strategy::DropOldest)).unwrap();
+        Backpressure::new(BackpressureConfig::new(2).with_policy(OverflowPolicy::DropOldest))
+            .unwrap();
     channel.try_send(0).unwrap();
     channel.try_send(1).unwrap();
     assert!(channel.is_paused());
@@ -232,7 +241,7 @@ fn block_try_send_is_full_and_send_waits_for_room() {
     let channel = Arc::new(
         Backpressure::new(
             BackpressureConfig::new(1)
-                .with_strategy(Strategy::Block)
+                .with_policy(OverflowPolicy::Block)
                 .without_water_marks(),
         )
         .unwrap(),
@@ -245,9 +254,9 @@ fn block_try_send_is_full_and_send_waits_for_room() {
     };
     until(|| channel.metrics().producers_waiting == 1);
     assert_eq!(channel.len(), 1, "the waiting send stored nothing");
-    assert_eq!(channel.recv(), Ok(1));
+    assert_eq!(channel.recv_wait(Wait::Forever), Ok(1));
     assert_eq!(producer.join().unwrap().unwrap(), Pushed::Stored);
-    assert_eq!(channel.recv(), Ok(3));
+    assert_eq!(channel.recv_wait(Wait::Forever), Ok(3));
     let m = channel.metrics();
     assert_eq!((m.blocked, m.rejected_full, m.timeouts), (1, 1, 0));
 }
@@ -256,7 +265,7 @@ fn block_try_send_is_full_and_send_waits_for_room() {
 fn block_with_timeout_gives_the_item_back() {
     let channel = Backpressure::new(
         BackpressureConfig::new(1)
-            .with_strategy(Strategy::BlockWithTimeout(Duration::from_millis(5)))
+            .with_policy(OverflowPolicy::BlockTimeout(Duration::from_millis(5)))
             .without_water_marks(),
     )
     .unwrap();
@@ -266,7 +275,7 @@ fn block_with_timeout_gives_the_item_back() {
         Err(SendError::Timeout("late"))
     ));
     assert!(matches!(
-        channel.send_timeout("later", Duration::ZERO),
+        channel.send_wait("later", Wait::Timeout(Duration::ZERO)),
         Err(SendError::Timeout("later"))
     ));
     let m = channel.metrics();
@@ -280,7 +289,7 @@ fn block_with_timeout_gives_the_item_back() {
 #[test]
 fn water_marks_have_hysteresis() {
     // Capacity 10: pause at 8 items, resume at 3.
-    let (channel, log) = recording(config(10, Strategy::Block, 0.3, 0.75));
+    let (channel, log) = recording(config(10, OverflowPolicy::Block, 0.3, 0.75));
     for i in 0..7 {
         channel.try_send(i).unwrap();
     }
@@ -339,7 +348,8 @@ fn marks_round_so_the_hysteresis_never_collapses() {
             (0.0, 0.01),
             (0.99, 1.0),
         ] {
-            let channel = Backpressure::new(config(capacity, Strategy::None, low, high)).unwrap();
+            let channel =
+                Backpressure::new(config(capacity, OverflowPolicy::Reject, low, high)).unwrap();
             let mut sent = 0;
             while !channel.is_paused() {
                 channel.try_send(sent).unwrap();
@@ -366,7 +376,7 @@ fn marks_round_so_the_hysteresis_never_collapses() {
 /// the low mark, then goes through. `try_send` meanwhile says `Paused`.
 #[test]
 fn paused_producers_wait_until_the_low_mark() {
-    let channel = Arc::new(Backpressure::new(config(8, Strategy::Block, 0.25, 0.5)).unwrap());
+    let channel = Arc::new(Backpressure::new(config(8, OverflowPolicy::Block, 0.25, 0.5)).unwrap());
     for i in 0..4 {
         channel.send(i).unwrap(); // the 4th reaches the high mark
     }
@@ -392,7 +402,11 @@ fn paused_producers_wait_until_the_low_mark() {
 fn blocked_time_is_measured_on_the_clock() {
     let clock = Arc::new(ManualClock::new(Duration::from_millis(1)).unwrap());
     let channel = Arc::new(
-        Backpressure::with_clock(config(2, Strategy::Block, 0.0, 1.0), Arc::clone(&clock)).unwrap(),
+        Backpressure::with_clock(
+            config(2, OverflowPolicy::Block, 0.0, 1.0),
+            Arc::clone(&clock),
+        )
+        .unwrap(),
     );
     channel.send(1).unwrap();
     channel.send(2).unwrap();
@@ -402,8 +416,8 @@ fn blocked_time_is_measured_on_the_clock() {
     };
     until(|| channel.metrics().producers_waiting == 1);
     clock.advance_by(Duration::from_secs(5));
-    channel.recv().unwrap();
-    channel.recv().unwrap();
+    channel.recv_wait(Wait::Forever).unwrap();
+    channel.recv_wait(Wait::Forever).unwrap();
     producer.join().unwrap().unwrap();
     assert_eq!(channel.metrics().blocked_time, Duration::from_secs(5));
     assert_eq!(clock.now(), 5000);
@@ -411,7 +425,7 @@ fn blocked_time_is_measured_on_the_clock() {
 
 #[test]
 fn close_wakes_blocked_producers_with_their_items() {
-    let channel = Arc::new(Backpressure::new(config(2, Strategy::Block, 0.0, 1.0)).unwrap());
+    let channel = Arc::new(Backpressure::new(config(2, OverflowPolicy::Block, 0.0, 1.0)).unwrap());
     channel.send(1).unwrap();
     channel.send(2).unwrap();
     let producers: Vec<_> = (10..13)
@@ -433,9 +447,9 @@ fn close_wakes_blocked_producers_with_their_items() {
     back.sort_unstable();
     assert_eq!(back, [10, 11, 12]);
     // Consumers drain what was stored, then see the close.
-    assert_eq!(channel.recv(), Ok(1));
-    assert_eq!(channel.recv(), Ok(2));
-    assert_eq!(channel.recv(), Err(Closed(())));
+    assert_eq!(channel.recv_wait(Wait::Forever), Ok(1));
+    assert_eq!(channel.recv_wait(Wait::Forever), Ok(2));
+    assert_eq!(channel.recv_wait(Wait::Forever), Err(PopWaitError::Closed));
     assert!(matches!(channel.try_send(5), Err(SendError::Closed(5))));
 }
 
@@ -449,7 +463,7 @@ impl Wake for Flag {
 
 #[test]
 fn async_send_waits_out_a_pause_and_is_woken() {
-    let channel = Backpressure::new(config(4, Strategy::Block, 0.0, 0.5)).unwrap();
+    let channel = Backpressure::new(config(4, OverflowPolicy::Block, 0.0, 0.5)).unwrap();
     channel.try_send(1).unwrap();
     channel.try_send(2).unwrap();
     assert!(channel.is_paused());
@@ -478,7 +492,7 @@ fn async_send_waits_out_a_pause_and_is_woken() {
 fn dropping_a_woken_async_send_passes_the_wake_on() {
     let channel = Backpressure::new(
         BackpressureConfig::new(1)
-            .with_strategy(Strategy::Block)
+            .with_policy(OverflowPolicy::Block)
             .without_water_marks(),
     )
     .unwrap();
@@ -514,7 +528,8 @@ fn dropping_a_woken_async_send_passes_the_wake_on() {
 #[test]
 fn raising_the_capacity_ends_a_pause() {
     let channel =
-        Backpressure::new(config(4, Strategy::Block, 0.25, 0.5).with_max_capacity(16)).unwrap();
+        Backpressure::new(config(4, OverflowPolicy::Block, 0.25, 0.5).with_max_capacity(16))
+            .unwrap();
     for i in 0..2 {
         channel.try_send(i).unwrap();
     }
@@ -542,7 +557,7 @@ impl Drop for Tracked {
 /// Producers and consumers race on a small channel with water marks; every item is
 /// accounted exactly once (received, dropped by the strategy, or handed back), and
 /// every value is dropped exactly once.
-fn exactly_once(strategy: Strategy) {
+fn exactly_once(strategy: OverflowPolicy) {
     const PRODUCERS: u64 = 3;
     const PER: u64 = 3_000;
     let total = (PRODUCERS * PER) as usize;
@@ -582,7 +597,7 @@ fn exactly_once(strategy: Strategy) {
             let channel = Arc::clone(&channel);
             thread::spawn(move || {
                 let mut seen = Vec::new();
-                while let Ok(item) = channel.recv() {
+                while let Ok(item) = channel.recv_wait(Wait::Forever) {
                     seen.push(item.id);
                 }
                 seen
@@ -615,7 +630,7 @@ fn exactly_once(strategy: Strategy) {
             "item {id} dropped != once"
         );
     }
-    if matches!(strategy, Strategy::Block) {
+    if matches!(strategy, OverflowPolicy::Block) {
         // Only `try_send` can refuse (paused or full); the waiting sends all got in.
         assert_eq!(
             handed_back.load(Ordering::Relaxed),
@@ -627,34 +642,34 @@ fn exactly_once(strategy: Strategy) {
 
 #[test]
 fn exactly_once_under_block() {
-    exactly_once(Strategy::Block);
+    exactly_once(OverflowPolicy::Block);
 }
 
 #[test]
 fn exactly_once_under_block_with_timeout() {
-    exactly_once(Strategy::BlockWithTimeout(Duration::from_secs(60)));
+    exactly_once(OverflowPolicy::BlockTimeout(Duration::from_secs(60)));
 }
 
 #[test]
 fn exactly_once_under_none() {
-    exactly_once(Strategy::None);
+    exactly_once(OverflowPolicy::Reject);
 }
 
 #[test]
 fn exactly_once_under_drop_oldest() {
-    exactly_once(Strategy::DropOldest);
+    exactly_once(OverflowPolicy::DropOldest);
 }
 
 #[test]
 fn exactly_once_under_drop_newest() {
-    exactly_once(Strategy::DropNewest);
+    exactly_once(OverflowPolicy::DropNewest);
 }
 
 /// Sends and receives, including waits that find what they wait for and async
 /// registrations, allocate nothing after construction (DESIGN rule 3).
 #[test]
 fn sends_and_receives_allocate_nothing() {
-    let channel = Backpressure::new(config(64, Strategy::Block, 0.25, 0.75)).unwrap();
+    let channel = Backpressure::new(config(64, OverflowPolicy::Block, 0.25, 0.75)).unwrap();
     let before = counting_alloc::allocations();
     let mut checksum = 0u64;
     for i in 0..200_000u64 {
@@ -662,7 +677,11 @@ fn sends_and_receives_allocate_nothing() {
             0 => checksum += channel.try_send(i).is_ok() as u64,
             1 if !channel.is_paused() => checksum += channel.send(i).is_ok() as u64,
             2 => checksum += channel.try_recv().unwrap_or(0),
-            _ => checksum += channel.recv_timeout(Duration::ZERO).unwrap_or(0),
+            _ => {
+                checksum += channel
+                    .recv_wait(Wait::Timeout(Duration::ZERO))
+                    .unwrap_or(0)
+            }
         }
     }
     // A pending async send registers its waiter in place.
@@ -686,7 +705,7 @@ fn sends_and_receives_allocate_nothing() {
 #[test]
 fn config_round_trips_through_serde_and_is_validated() {
     let config = BackpressureConfig::new(64)
-        .with_strategy(Strategy::BlockWithTimeout(Duration::from_millis(250)))
+        .with_policy(OverflowPolicy::BlockTimeout(Duration::from_millis(250)))
         .with_water_marks(WaterMarks::new(0.25, 0.5).unwrap());
     let json = serde_json::to_string(&config).unwrap();
     assert_eq!(

@@ -7,7 +7,9 @@
 mod counting_alloc;
 
 use counting_alloc::{allocations, Counting};
-use membound::ring::{OverflowPolicy, Ring, RingConfig};
+use membound::policy::Wait;
+use membound::ring::{Ring, RingConfig};
+use membound::OverflowPolicy;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -69,10 +71,10 @@ fn waits_allocate_nothing() -> u64 {
     let before_waits = allocations();
     for i in 0..100_000u64 {
         match i % 8 {
-            0 => blocking.push_wait(i).unwrap(),
-            1 => checksum += blocking.pop_wait().unwrap(),
-            2 => blocking.push_timeout(i, timeout).unwrap(),
-            3 => checksum += blocking.pop_timeout(timeout).unwrap(),
+            0 => blocking.push_wait(i, Wait::Forever).unwrap(),
+            1 => checksum += blocking.pop_wait(Wait::Forever).unwrap(),
+            2 => blocking.push_wait(i, Wait::Timeout(timeout)).unwrap(),
+            3 => checksum += blocking.pop_wait(Wait::Timeout(timeout)).unwrap(),
             4 => blocking.push_wait_with(i, &mut Spin::new()).unwrap(),
             5 => checksum += blocking.pop_wait_with(&mut || {}).unwrap(),
             6 => {
@@ -101,9 +103,9 @@ fn waits_allocate_nothing() -> u64 {
 /// The SPSC channel after construction: single items, batches, slices, chunks and
 /// drop-oldest evictions allocate nothing. Returns a checksum.
 fn spsc_batches_allocate_nothing() -> u64 {
-    use membound::ring::spsc::{self, SpscPolicy};
+    use membound::ring::spsc;
 
-    let (mut tx, mut rx) = spsc::channel_with_policy(16, SpscPolicy::DropOldest).unwrap();
+    let (mut tx, mut rx) = spsc::channel_with_policy(16, OverflowPolicy::DropOldest).unwrap();
     let mut buf = [0u64; 8];
     let before = allocations();
     let mut checksum = 0;
@@ -130,12 +132,11 @@ fn spsc_batches_allocate_nothing() -> u64 {
 /// A `Grow` ring growing to its maximum, falling back, shrunk and restored by
 /// `set_capacity`: nothing allocates after construction. Returns a checksum.
 fn growth_allocates_nothing() -> u64 {
-    use membound::ring::Fallback;
-
-    let ring = Ring::with_config(RingConfig::new(2).with_policy(OverflowPolicy::Grow {
-        max: 64,
-        then: Fallback::DropOldest,
-    }))
+    let ring = Ring::with_config(
+        RingConfig::new(2)
+            .with_policy(OverflowPolicy::DropOldest)
+            .with_growth(64),
+    )
     .unwrap();
     let before = allocations();
     let mut checksum = 0;

@@ -17,7 +17,7 @@ use counting_alloc::{allocations, Counting};
 use drop_ledger::{Ledger, Tracked};
 use membound::capacity::{CapacityError, SoftCapacity};
 use membound::pool::{Pool, PoolConfig, PoolMetrics, Pooled, Recycle};
-use membound::ring::ConfigError;
+use membound::ConfigError;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;

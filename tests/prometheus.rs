@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use membound::backpressure::{Backpressure, BackpressureConfig, Strategy, WaterMarks};
+use membound::backpressure::{Backpressure, BackpressureConfig, WaterMarks};
 use membound::cleanup::{CleanupConfig, CleanupManager};
 use membound::clock::{Clock, ManualClock};
 use membound::export::prometheus::{ExportError, Exporter, MetricsServer};
@@ -22,9 +22,10 @@ use membound::monitor::{MemoryManager, MemorySource, MonitorConfig};
 use membound::os::{EffectiveLimit, LimitSource, MemorySample, Sampler, SamplerConfig};
 use membound::pool::Pool;
 use membound::pressure::PressureConfig;
-use membound::ring::{OverflowPolicy, Ring, RingConfig, RingCore, StaticRing};
+use membound::ring::{Ring, RingConfig, RingCore, StaticRing};
 use membound::slice::SnapshotVec;
 use membound::table::{TableConfig, TtlTable, TtlTableCore};
+use membound::OverflowPolicy;
 use openmetrics_parser::{
     MetricsExposition, OpenMetricsType, OpenMetricsValue, PrometheusType, PrometheusValue,
 };
@@ -571,7 +572,7 @@ fn backpressure_exports_sends_refusals_and_transitions() {
     let channel = Arc::new(
         Backpressure::new(
             BackpressureConfig::new(2)
-                .with_strategy(Strategy::None)
+                .with_policy(OverflowPolicy::Reject)
                 .with_water_marks(WaterMarks::new(0.0, 1.0).unwrap()),
         )
         .unwrap(),

@@ -5,10 +5,9 @@
 #[path = "support/ring_model.rs"]
 mod support;
 
-use membound::ring::{
-    Closed, ConfigError, Fallback, OverflowPolicy, PopError, PushError, Ring, RingConfig,
-    StaticRing, MAX_CAPACITY,
-};
+use membound::ring::{Closed, PopError, PushError, Ring, RingConfig, StaticRing, MAX_CAPACITY};
+use membound::ConfigError;
+use membound::OverflowPolicy;
 use proptest::prelude::*;
 use support::{Model, Op};
 
@@ -26,28 +25,31 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn fallback() -> impl Strategy<Value = Fallback> {
+fn fallback() -> impl Strategy<Value = OverflowPolicy> {
     prop_oneof![
-        Just(Fallback::DropOldest),
-        Just(Fallback::DropNewest),
-        Just(Fallback::Reject),
+        Just(OverflowPolicy::DropOldest),
+        Just(OverflowPolicy::DropNewest),
+        Just(OverflowPolicy::Reject),
     ]
 }
 
 /// Capacity 1..9; sometimes a reservation above it; every policy that does not
-/// block, `Grow` included.
+/// block, growing or not.
 fn config() -> impl Strategy<Value = RingConfig> {
     (1usize..9, prop::option::of(0usize..5), 0usize..4).prop_flat_map(|(cap, extra, policy)| {
         let policy = match policy {
-            0 => Just(OverflowPolicy::DropOldest).boxed(),
-            1 => Just(OverflowPolicy::DropNewest).boxed(),
-            2 => Just(OverflowPolicy::Reject).boxed(),
+            0 => Just((OverflowPolicy::DropOldest, None)).boxed(),
+            1 => Just((OverflowPolicy::DropNewest, None)).boxed(),
+            2 => Just((OverflowPolicy::Reject, None)).boxed(),
             _ => (cap..cap + 9, fallback())
-                .prop_map(|(max, then)| OverflowPolicy::Grow { max, then })
+                .prop_map(|(max, then)| (then, Some(max)))
                 .boxed(),
         };
-        policy.prop_map(move |policy| {
-            let config = RingConfig::new(cap).with_policy(policy);
+        policy.prop_map(move |(policy, growth)| {
+            let mut config = RingConfig::new(cap).with_policy(policy);
+            if let Some(max) = growth {
+                config = config.with_growth(max);
+            }
             match extra {
                 Some(extra) => config.with_max_capacity(cap + extra),
                 None => config,
@@ -80,7 +82,8 @@ fn zero_and_oversized_capacities_are_errors_not_substitutes() {
     assert_eq!(
         Ring::<u8>::new(MAX_CAPACITY + 1).unwrap_err(),
         ConfigError::CapacityTooLarge {
-            requested: MAX_CAPACITY + 1
+            requested: MAX_CAPACITY + 1,
+            max: MAX_CAPACITY,
         }
     );
     for cap in [1, 2, 3, 5, 7, 100, 1000, 1023, 1025] {
@@ -146,7 +149,7 @@ fn errors_display_and_return_items() {
     assert_eq!(PopError::Closed.to_string(), "ring is closed and drained");
     assert_eq!(
         ConfigError::ZeroCapacity.to_string(),
-        "ring capacity must be at least 1"
+        "capacity must be at least 1"
     );
     let boxed: Box<dyn std::error::Error> = Box::new(PushError::Full(1));
     assert_eq!(boxed.to_string(), "ring is full");

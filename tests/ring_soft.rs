@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use membound::ring::{Fallback, OverflowPolicy, PushError, Pushed, Ring, RingConfig};
+use membound::ring::{PushError, Pushed, Ring, RingConfig};
+use membound::OverflowPolicy;
 
 const PRODUCERS: u64 = 3;
 const PER_PRODUCER: u64 = 20_000;
@@ -194,10 +195,11 @@ fn capacity_churn_with_block_loses_nothing() {
 fn concurrent_growth_stops_at_max_and_rejects_after() {
     const MAX: usize = 100;
     let ring = Arc::new(
-        Ring::with_config(RingConfig::new(3).with_policy(OverflowPolicy::Grow {
-            max: MAX,
-            then: Fallback::Reject,
-        }))
+        Ring::with_config(
+            RingConfig::new(3)
+                .with_policy(OverflowPolicy::Reject)
+                .with_growth(MAX),
+        )
         .unwrap(),
     );
     let producers: Vec<_> = (0..4u64)
@@ -240,10 +242,11 @@ fn concurrent_growth_stops_at_max_and_rejects_after() {
 /// on demand (not at once).
 #[test]
 fn grow_limit_follows_set_capacity() {
-    let ring = Ring::with_config(RingConfig::new(2).with_policy(OverflowPolicy::Grow {
-        max: 16,
-        then: Fallback::DropNewest,
-    }))
+    let ring = Ring::with_config(
+        RingConfig::new(2)
+            .with_policy(OverflowPolicy::DropNewest)
+            .with_growth(16),
+    )
     .unwrap();
     ring.set_capacity(4).unwrap();
     for i in 0..6 {

@@ -18,9 +18,9 @@ use std::time::Duration;
 mod executor;
 
 use executor::block_on;
-use membound::ring::{
-    Closed, OverflowPolicy, PopTimeoutError, PushError, PushTimeoutError, Pushed, Ring, RingConfig,
-};
+use membound::policy::Wait;
+use membound::ring::{Closed, PopWaitError, PushError, PushWaitError, Pushed, Ring, RingConfig};
+use membound::OverflowPolicy;
 
 /// Spins (yielding) until `cond` holds: used to know that other threads are parked.
 fn wait_until(mut cond: impl FnMut() -> bool) {
@@ -52,7 +52,7 @@ fn blocking_waits_deliver_every_item_exactly_once() {
             let ring = ring.clone();
             thread::spawn(move || {
                 for i in 0..PER_PRODUCER {
-                    ring.push_wait(p * PER_PRODUCER + i).unwrap();
+                    ring.push_wait(p * PER_PRODUCER + i, Wait::Forever).unwrap();
                 }
             })
         })
@@ -62,7 +62,7 @@ fn blocking_waits_deliver_every_item_exactly_once() {
             let ring = ring.clone();
             thread::spawn(move || {
                 let mut got = Vec::new();
-                while let Ok(item) = ring.pop_wait() {
+                while let Ok(item) = ring.pop_wait(Wait::Forever) {
                     got.push(item);
                 }
                 got
@@ -97,7 +97,7 @@ fn block_policy_waits_instead_of_dropping() {
         })
     };
     let mut got = Vec::new();
-    while let Ok(item) = ring.pop_wait() {
+    while let Ok(item) = ring.pop_wait(Wait::Forever) {
         got.push(item);
     }
     producer.join().unwrap();
@@ -158,13 +158,13 @@ fn close_releases_every_waiter_with_its_item() {
     let consumers: Vec<_> = (0..3)
         .map(|_| {
             let empty = empty.clone();
-            thread::spawn(move || empty.pop_wait())
+            thread::spawn(move || empty.pop_wait(Wait::Forever))
         })
         .collect();
     let producers: Vec<_> = (1..=3u64)
         .map(|i| {
             let full = full.clone();
-            thread::spawn(move || (i, full.push_wait(i)))
+            thread::spawn(move || (i, full.push_wait(i, Wait::Forever)))
         })
         .collect();
     let async_consumer = {
@@ -176,12 +176,12 @@ fn close_releases_every_waiter_with_its_item() {
     empty.close();
     full.close();
     for c in consumers {
-        assert_eq!(c.join().unwrap(), Err(Closed(())));
+        assert_eq!(c.join().unwrap(), Err(PopWaitError::Closed));
     }
     assert_eq!(async_consumer.join().unwrap(), Err(Closed(())));
     for p in producers {
         let (i, result) = p.join().unwrap();
-        assert_eq!(result, Err(Closed(i)));
+        assert_eq!(result, Err(PushWaitError::Closed(i)));
     }
     assert_eq!(full.try_pop(), Some(0), "what was stored stays");
     assert_eq!(empty.metrics().consumers_waiting, 0);
@@ -194,30 +194,30 @@ fn close_releases_every_waiter_with_its_item() {
 fn timeouts_hand_items_back_and_leave_no_trace() {
     let ring = Ring::new(1).unwrap();
     assert_eq!(
-        ring.pop_timeout(Duration::from_millis(5)),
-        Err(PopTimeoutError::Timeout)
+        ring.pop_wait(Wait::Timeout(Duration::from_millis(5))),
+        Err(PopWaitError::Timeout)
     );
     ring.try_push(1u64).unwrap();
     assert_eq!(
-        ring.push_timeout(2, Duration::from_millis(5)),
-        Err(PushTimeoutError::Timeout(2))
+        ring.push_wait(2, Wait::Timeout(Duration::from_millis(5))),
+        Err(PushWaitError::Timeout(2))
     );
     assert_eq!(
-        ring.push_deadline(3, std::time::Instant::now()),
-        Err(PushTimeoutError::Timeout(3))
+        ring.push_wait(3, Wait::Deadline(std::time::Instant::now())),
+        Err(PushWaitError::Timeout(3))
     );
     let m = ring.metrics();
     assert_eq!(m.timeouts, 3);
     assert_eq!((m.producers_waiting, m.consumers_waiting), (0, 0));
-    assert_eq!(ring.pop_timeout(Duration::from_secs(60)), Ok(1));
+    assert_eq!(ring.pop_wait(Wait::Timeout(Duration::from_secs(60))), Ok(1));
     ring.close();
     assert_eq!(
-        ring.push_timeout(4, Duration::from_secs(60)),
-        Err(PushTimeoutError::Closed(4))
+        ring.push_wait(4, Wait::Timeout(Duration::from_secs(60))),
+        Err(PushWaitError::Closed(4))
     );
     assert_eq!(
-        ring.pop_timeout(Duration::from_secs(60)),
-        Err(PopTimeoutError::Closed)
+        ring.pop_wait(Wait::Timeout(Duration::from_secs(60))),
+        Err(PopWaitError::Closed)
     );
 }
 
@@ -246,7 +246,7 @@ fn timed_out_waiters_do_not_steal_wakeups() {
             thread::spawn(move || {
                 let mut got = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(item) = ring.pop_timeout(Duration::from_micros(50)) {
+                    if let Ok(item) = ring.pop_wait(Wait::Timeout(Duration::from_micros(50))) {
                         got.push(item);
                     }
                 }
@@ -258,14 +258,14 @@ fn timed_out_waiters_do_not_steal_wakeups() {
         let ring = ring.clone();
         thread::spawn(move || {
             let mut got = Vec::new();
-            while let Ok(item) = ring.pop_wait() {
+            while let Ok(item) = ring.pop_wait(Wait::Forever) {
                 got.push(item);
             }
             got
         })
     };
     for i in 0..20_000u64 {
-        ring.push_wait(i).unwrap();
+        ring.push_wait(i, Wait::Forever).unwrap();
     }
     // Everything pushed is eventually taken; then stop the impatient ones and
     // release the patient one.

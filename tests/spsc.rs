@@ -15,8 +15,10 @@ mod executor;
 mod model;
 
 use executor::block_on;
-use membound::ring::spsc::{self, SpscPolicy, SpscPopError, StaticChannel};
+use membound::policy::Wait;
+use membound::ring::spsc::{self, StaticChannel};
 use membound::ring::PushError;
+use membound::OverflowPolicy;
 use model::{run_model, Op};
 use proptest::prelude::*;
 
@@ -47,7 +49,7 @@ proptest! {
         drop_oldest in any::<bool>(),
         ops in prop::collection::vec(op(), 0..150),
     ) {
-        let policy = if drop_oldest { SpscPolicy::DropOldest } else { SpscPolicy::Reject };
+        let policy = if drop_oldest { OverflowPolicy::DropOldest } else { OverflowPolicy::Reject };
         run_model(cap, policy, &ops);
     }
 }
@@ -76,7 +78,7 @@ fn returns<R: Send + 'static>(scenario: impl FnOnce() -> R + Send + 'static) -> 
 #[test]
 fn drop_oldest_push_does_not_wait_for_a_held_chunk() {
     returns(|| {
-        let (mut tx, mut rx) = spsc::channel_with_policy(2, SpscPolicy::DropOldest).unwrap();
+        let (mut tx, mut rx) = spsc::channel_with_policy(2, OverflowPolicy::DropOldest).unwrap();
         tx.push(1u32).unwrap();
         tx.push(2).unwrap();
         let chunk = rx.read_chunk(2);
@@ -99,7 +101,7 @@ fn drop_oldest_push_does_not_wait_for_a_held_chunk() {
         assert_eq!(tx.push(6), Ok(()));
         assert_eq!(tx.push(7), Ok(()), "nothing claimed: evicts 5");
         assert_eq!(tx.dropped(), 1);
-        assert_eq!(rx.pop(), Err(SpscPopError::Lagged(1)));
+        assert_eq!(rx.pop(), Err(spsc::PopError::Lagged(1)));
         assert_eq!(rx.pop(), Ok(6));
         assert_eq!(rx.pop(), Ok(7));
     });
@@ -129,12 +131,12 @@ fn blocking_single_items_arrive_exactly_once_in_order() {
         3,
         |mut tx| {
             for i in 0..ITEMS {
-                tx.push_wait(i).unwrap();
+                tx.push_wait(i, Wait::Forever).unwrap();
             }
         },
         |rx| {
             let mut got = Vec::new();
-            while let Ok(item) = rx.pop_wait() {
+            while let Ok(item) = rx.pop_wait(Wait::Forever) {
                 got.push(item);
             }
             got
@@ -233,7 +235,7 @@ fn async_items_arrive_exactly_once_in_order() {
 /// the oldest item mid-pop gets it back as `Full` and pushes it again.
 #[test]
 fn drop_oldest_reports_every_lost_item() {
-    let (mut tx, mut rx) = spsc::channel_with_policy(4, SpscPolicy::DropOldest).unwrap();
+    let (mut tx, mut rx) = spsc::channel_with_policy(4, OverflowPolicy::DropOldest).unwrap();
     let producer = thread::spawn(move || {
         for i in 0..ITEMS {
             let mut item = i;
@@ -252,9 +254,9 @@ fn drop_oldest_reports_every_lost_item() {
     loop {
         match rx.pop() {
             Ok(item) => received.push(item),
-            Err(SpscPopError::Lagged(n)) => lagged += n,
-            Err(SpscPopError::Empty) => thread::yield_now(),
-            Err(SpscPopError::Closed) => break,
+            Err(spsc::PopError::Lagged(n)) => lagged += n,
+            Err(spsc::PopError::Empty) => thread::yield_now(),
+            Err(spsc::PopError::Closed) => break,
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
@@ -276,20 +278,26 @@ fn drop_oldest_reports_every_lost_item() {
 fn the_other_side_going_away_ends_waits() {
     let (mut tx, mut rx) = spsc::channel::<u32>(1).unwrap();
     let consumer = thread::spawn(move || {
-        let first = rx.pop_wait();
-        let second = rx.pop_wait();
+        let first = rx.pop_wait(Wait::Forever);
+        let second = rx.pop_wait(Wait::Forever);
         (first, second)
     });
-    tx.push_wait(1).unwrap();
+    tx.push_wait(1, Wait::Forever).unwrap();
     drop(tx);
-    assert_eq!(consumer.join().unwrap(), (Ok(1), Err(SpscPopError::Closed)));
+    assert_eq!(
+        consumer.join().unwrap(),
+        (Ok(1), Err(spsc::PopError::Closed))
+    );
 
     let (mut tx, rx) = spsc::channel::<u32>(1).unwrap();
     tx.push(1).unwrap();
-    let producer = thread::spawn(move || tx.push_wait(2));
+    let producer = thread::spawn(move || tx.push_wait(2, Wait::Forever));
     thread::yield_now();
     drop(rx);
-    assert_eq!(producer.join().unwrap(), Err(membound::ring::Closed(2)));
+    assert_eq!(
+        producer.join().unwrap(),
+        Err(membound::ring::PushWaitError::Closed(2))
+    );
 }
 
 struct Counted(Arc<AtomicUsize>);
@@ -305,7 +313,7 @@ impl Drop for Counted {
 fn every_item_is_dropped_exactly_once() {
     for consumer_first in [false, true] {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (mut tx, mut rx) = spsc::channel_with_policy(3, SpscPolicy::DropOldest).unwrap();
+        let (mut tx, mut rx) = spsc::channel_with_policy(3, OverflowPolicy::DropOldest).unwrap();
         for _ in 0..5 {
             tx.push(Counted(drops.clone())).unwrap(); // 2 evicted
         }
@@ -334,4 +342,33 @@ fn every_item_is_dropped_exactly_once() {
         assert_eq!(drops.load(Ordering::Relaxed), 1, "items survive a re-split");
     }
     assert_eq!(drops.load(Ordering::Relaxed), 2);
+}
+
+/// The channel supports `Reject` and `DropOldest` and refuses every other policy
+/// at construction, heap and static alike.
+#[test]
+fn unsupported_policies_are_refused_at_construction() {
+    use membound::ConfigError;
+    for policy in [
+        OverflowPolicy::DropNewest,
+        OverflowPolicy::Block,
+        OverflowPolicy::BlockTimeout(std::time::Duration::from_millis(1)),
+    ] {
+        let expected = ConfigError::UnsupportedPolicy {
+            policy,
+            structure: "spsc channel",
+        };
+        assert_eq!(
+            spsc::channel_with_policy::<u8>(4, policy).err(),
+            Some(expected)
+        );
+        assert_eq!(
+            StaticChannel::<u8, 4>::with_policy(policy).err(),
+            Some(expected)
+        );
+    }
+    for policy in [OverflowPolicy::Reject, OverflowPolicy::DropOldest] {
+        assert!(spsc::channel_with_policy::<u8>(4, policy).is_ok());
+        assert!(StaticChannel::<u8, 4>::with_policy(policy).is_ok());
+    }
 }

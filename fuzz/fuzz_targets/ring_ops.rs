@@ -2,7 +2,7 @@
 //! `VecDeque` model shared with the proptest (`tests/support/ring_model.rs`).
 //!
 //! The first byte picks the capacity (1..=8) and the policy, the second the
-//! reservation and a `Grow` maximum; every following byte is one operation. Any
+//! reservation and a growth maximum; every following byte is one operation. Any
 //! divergence in results, length or metrics is a crash.
 #![no_main]
 
@@ -10,7 +10,8 @@
 mod model;
 
 use libfuzzer_sys::fuzz_target;
-use membound::ring::{Fallback, OverflowPolicy, Ring, RingConfig};
+use membound::OverflowPolicy;
+use membound::ring::{Ring, RingConfig};
 use model::{Model, Op};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,20 +21,20 @@ fuzz_target!(|data: &[u8]| {
     let cap = usize::from(first & 7) + 1;
     let extra = usize::from(second & 7);
     let then = match (second >> 3) % 3 {
-        0 => Fallback::DropOldest,
-        1 => Fallback::DropNewest,
-        _ => Fallback::Reject,
-    };
-    let policy = match (first >> 3) % 4 {
         0 => OverflowPolicy::DropOldest,
         1 => OverflowPolicy::DropNewest,
-        2 => OverflowPolicy::Reject,
-        _ => OverflowPolicy::Grow {
-            max: cap + extra,
-            then,
-        },
+        _ => OverflowPolicy::Reject,
+    };
+    let (policy, growth) = match (first >> 3) % 4 {
+        0 => (OverflowPolicy::DropOldest, None),
+        1 => (OverflowPolicy::DropNewest, None),
+        2 => (OverflowPolicy::Reject, None),
+        _ => (then, Some(cap + extra)),
     };
     let mut config = RingConfig::new(cap).with_policy(policy);
+    if let Some(max) = growth {
+        config = config.with_growth(max);
+    }
     if second & 0x80 != 0 {
         config = config.with_max_capacity(cap + extra);
     }

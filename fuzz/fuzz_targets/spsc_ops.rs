@@ -9,7 +9,7 @@
 mod model;
 
 use libfuzzer_sys::fuzz_target;
-use membound::ring::spsc::SpscPolicy;
+use membound::OverflowPolicy;
 use model::{run_model, Op};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,9 +18,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let cap = usize::from(first & 7) + 1;
     let policy = if first & 8 != 0 {
-        SpscPolicy::DropOldest
+        OverflowPolicy::DropOldest
     } else {
-        SpscPolicy::Reject
+        OverflowPolicy::Reject
     };
     let ops: Vec<Op> = bytes
         .iter()

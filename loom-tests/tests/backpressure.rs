@@ -7,14 +7,16 @@
 
 use loom::sync::Arc;
 use loom::thread::{self, JoinHandle};
-use membound::backpressure::{Backpressure, BackpressureConfig, SendError, Strategy, WaterMarks};
+use membound::policy::Wait;
+use membound::backpressure::{Backpressure, BackpressureConfig, SendError, WaterMarks};
+use membound::OverflowPolicy;
 use membound_loom_tests::{account, model_bounded};
 
 /// Capacity 2, pause at 2 items, resume at 0.
-fn channel(strategy: Strategy) -> Backpressure<u32> {
+fn channel(strategy: OverflowPolicy) -> Backpressure<u32> {
     Backpressure::new(
         BackpressureConfig::new(2)
-            .with_strategy(strategy)
+            .with_policy(strategy)
             .with_water_marks(WaterMarks::new(0.0, 1.0).unwrap()),
     )
     .unwrap()
@@ -26,7 +28,7 @@ fn channel(strategy: Strategy) -> Backpressure<u32> {
 #[test]
 fn pause_racing_the_drain_is_never_left_standing() {
     model_bounded(usize::MAX, || {
-        let channel = Arc::new(channel(Strategy::Block));
+        let channel = Arc::new(channel(OverflowPolicy::Block));
         channel.try_send(1).unwrap();
         let producer = {
             let channel = channel.clone();
@@ -54,7 +56,7 @@ fn pause_racing_the_drain_is_never_left_standing() {
 #[test]
 fn paused_send_is_woken_by_the_resume() {
     model_bounded(usize::MAX, || {
-        let channel = Arc::new(channel(Strategy::Block));
+        let channel = Arc::new(channel(OverflowPolicy::Block));
         channel.try_send(1).unwrap();
         channel.try_send(2).unwrap();
         assert!(channel.is_paused());
@@ -64,7 +66,7 @@ fn paused_send_is_woken_by_the_resume() {
         };
         let mut got = Vec::new();
         while got.len() < 3 {
-            got.push(channel.recv().unwrap());
+            got.push(channel.recv_wait(Wait::Forever).unwrap());
         }
         producer.join().unwrap().unwrap();
         assert_eq!(got, [1, 2, 4]);
@@ -79,7 +81,7 @@ fn full_send_is_woken_by_the_receive() {
         let channel = Arc::new(
             Backpressure::new(
                 BackpressureConfig::new(1)
-                    .with_strategy(Strategy::Block)
+                    .with_policy(OverflowPolicy::Block)
                     .without_water_marks(),
             )
             .unwrap(),
@@ -89,8 +91,8 @@ fn full_send_is_woken_by_the_receive() {
             let channel = channel.clone();
             thread::spawn(move || channel.send(2).map(|_| ()))
         };
-        assert_eq!(channel.recv(), Ok(1));
-        assert_eq!(channel.recv(), Ok(2));
+        assert_eq!(channel.recv_wait(Wait::Forever), Ok(1));
+        assert_eq!(channel.recv_wait(Wait::Forever), Ok(2));
         producer.join().unwrap().unwrap();
     });
 }
@@ -100,7 +102,7 @@ fn full_send_is_woken_by_the_receive() {
 #[test]
 fn close_wakes_a_paused_sender_with_its_item() {
     model_bounded(3, || {
-        let channel = Arc::new(channel(Strategy::Block));
+        let channel = Arc::new(channel(OverflowPolicy::Block));
         channel.try_send(1).unwrap();
         channel.try_send(2).unwrap();
         let producer = {
@@ -114,7 +116,7 @@ fn close_wakes_a_paused_sender_with_its_item() {
         }
         assert_eq!(channel.try_recv(), Some(1));
         assert_eq!(channel.try_recv(), Some(2));
-        assert!(channel.recv().is_err());
+        assert!(channel.recv_wait(Wait::Forever).is_err());
     });
 }
 
@@ -124,7 +126,7 @@ fn at_the_edge() -> (
     Arc<Backpressure<u32>>,
     Vec<JoinHandle<Result<(), SendError<u32>>>>,
 ) {
-    let channel = Arc::new(channel(Strategy::Block));
+    let channel = Arc::new(channel(OverflowPolicy::Block));
     channel.try_send(1).unwrap();
     let producers = [2, 4]
         .into_iter()
@@ -154,7 +156,7 @@ fn sender_waiting_for_room_is_woken_across_a_pause() {
             thread::spawn(move || {
                 let mut seen = 0;
                 for _ in 0..3 {
-                    account(&mut seen, channel.recv().unwrap());
+                    account(&mut seen, channel.recv_wait(Wait::Forever).unwrap());
                 }
                 seen
             })

@@ -6,7 +6,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use membound::ring::{OverflowPolicy, Ring, RingConfig};
+use membound::OverflowPolicy;
+use membound::ring::{Ring, RingConfig};
 use membound_loom_tests::{account, model_bounded, model_without_waiters};
 
 /// Shrinking a full `DropOldest` ring (evicting the excess) while a producer

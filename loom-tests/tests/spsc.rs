@@ -12,7 +12,9 @@
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use membound::ring::spsc::{self, SpscPolicy, SpscPopError};
+use membound::policy::Wait;
+use membound::ring::spsc;
+use membound::OverflowPolicy;
 use membound::ring::PushError;
 use membound_loom_tests::{model_bounded, model_without_waiters};
 
@@ -33,8 +35,8 @@ fn items_hand_over_through_cached_indices() {
         loop {
             match rx.pop() {
                 Ok(item) => got.push(item),
-                Err(SpscPopError::Empty) => thread::yield_now(),
-                Err(SpscPopError::Closed) => break,
+                Err(spsc::PopError::Empty) => thread::yield_now(),
+                Err(spsc::PopError::Closed) => break,
                 Err(other) => panic!("unexpected {other:?}"),
             }
         }
@@ -68,7 +70,7 @@ fn batch_publish_is_all_or_nothing() {
 #[test]
 fn drop_oldest_racing_pop() {
     model_without_waiters(3, || {
-        let (mut tx, mut rx) = spsc::channel_with_policy(1, SpscPolicy::DropOldest).unwrap();
+        let (mut tx, mut rx) = spsc::channel_with_policy(1, OverflowPolicy::DropOldest).unwrap();
         tx.push(0u32).unwrap();
         let producer = thread::spawn(move || {
             let mut evicted = Vec::new();
@@ -87,10 +89,10 @@ fn drop_oldest_racing_pop() {
         for _ in 0..2 {
             match rx.pop() {
                 Ok(item) => got.push(item),
-                Err(SpscPopError::Lagged(n)) => lagged += n,
-                Err(SpscPopError::Empty) => {}
+                Err(spsc::PopError::Lagged(n)) => lagged += n,
+                Err(spsc::PopError::Empty) => {}
                 // Both pushes handed their items back and the producer is gone.
-                Err(SpscPopError::Closed) => break,
+                Err(spsc::PopError::Closed) => break,
                 Err(other) => panic!("unexpected {other:?}"),
             }
         }
@@ -118,7 +120,7 @@ fn drop_oldest_racing_pop() {
 #[test]
 fn drop_oldest_push_does_not_wait_for_a_claimed_batch() {
     model_without_waiters(3, || {
-        let (mut tx, mut rx) = spsc::channel_with_policy(1, SpscPolicy::DropOldest).unwrap();
+        let (mut tx, mut rx) = spsc::channel_with_policy(1, OverflowPolicy::DropOldest).unwrap();
         tx.push(0u32).unwrap();
         let pushed = Arc::new(AtomicBool::new(false));
         let producer = {
@@ -161,7 +163,7 @@ fn drop_oldest_push_does_not_wait_for_a_claimed_batch() {
 fn pop_wait_is_woken_by_a_plain_store_push() {
     model_bounded(usize::MAX, || {
         let (mut tx, mut rx) = spsc::channel(1).unwrap();
-        let consumer = thread::spawn(move || rx.pop_wait());
+        let consumer = thread::spawn(move || rx.pop_wait(Wait::Forever));
         tx.push(5u32).unwrap();
         assert_eq!(consumer.join().unwrap(), Ok(5));
     });
@@ -175,12 +177,12 @@ fn push_wait_is_woken_by_a_pop_and_pop_wait_by_close() {
         let (mut tx, mut rx) = spsc::channel(1).unwrap();
         tx.push(1u32).unwrap();
         let producer = thread::spawn(move || {
-            tx.push_wait(2).unwrap();
+            tx.push_wait(2, Wait::Forever).unwrap();
             // Dropped here: the consumer's last wait ends with Closed.
         });
-        assert_eq!(rx.pop_wait(), Ok(1));
-        assert_eq!(rx.pop_wait(), Ok(2));
-        assert_eq!(rx.pop_wait(), Err(SpscPopError::Closed));
+        assert_eq!(rx.pop_wait(Wait::Forever), Ok(1));
+        assert_eq!(rx.pop_wait(Wait::Forever), Ok(2));
+        assert_eq!(rx.pop_wait(Wait::Forever), Err(spsc::PopError::Closed));
         producer.join().unwrap();
     });
 }

@@ -8,6 +8,7 @@
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use membound::policy::Wait;
 use membound::ring::Ring;
 use membound_loom_tests::model_bounded;
 
@@ -44,7 +45,7 @@ fn spawn_writer(
 /// change twice, none out of order) and returns the last one.
 fn receive_all(queue: &Ring<Change>) -> Option<u32> {
     let mut last = None;
-    while let Ok(change) = queue.pop_wait() {
+    while let Ok(change) = queue.pop_wait(Wait::Forever) {
         assert!(last < Some(change.0), "repeated or reordered change");
         last = Some(change.0);
     }

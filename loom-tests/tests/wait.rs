@@ -11,7 +11,8 @@ use std::task::{Context, Poll, Waker};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use membound::ring::{Closed, PopTimeoutError, PushTimeoutError, Ring};
+use membound::policy::Wait;
+use membound::ring::{Closed, PopWaitError, PushWaitError, Ring};
 use membound_loom_tests::model_bounded;
 
 /// The eventcount's core promise: a consumer that finds the ring empty and parks is
@@ -23,7 +24,7 @@ fn pop_wait_never_misses_the_push() {
         let ring = Arc::new(Ring::new(1).unwrap());
         let consumer = {
             let ring = ring.clone();
-            thread::spawn(move || ring.pop_wait())
+            thread::spawn(move || ring.pop_wait(Wait::Forever))
         };
         ring.try_push(7u32).unwrap();
         assert_eq!(consumer.join().unwrap(), Ok(7));
@@ -40,9 +41,9 @@ fn push_wait_never_misses_the_pop() {
         ring.try_push(1u32).unwrap();
         let producer = {
             let ring = ring.clone();
-            thread::spawn(move || ring.push_wait(2))
+            thread::spawn(move || ring.push_wait(2, Wait::Forever))
         };
-        assert_eq!(ring.try_pop().or_else(|| ring.pop_wait().ok()), Some(1));
+        assert_eq!(ring.try_pop().or_else(|| ring.pop_wait(Wait::Forever).ok()), Some(1));
         assert_eq!(producer.join().unwrap(), Ok(()));
         assert_eq!(ring.try_pop(), Some(2));
     });
@@ -58,11 +59,11 @@ fn close_wakes_every_waiter() {
         full.try_push(1u32).unwrap();
         let consumer = {
             let empty = empty.clone();
-            thread::spawn(move || empty.pop_wait())
+            thread::spawn(move || empty.pop_wait(Wait::Forever))
         };
         let producer = {
             let full = full.clone();
-            thread::spawn(move || full.push_wait(2))
+            thread::spawn(move || full.push_wait(2, Wait::Forever))
         };
         empty.close();
         full.close();
@@ -82,7 +83,7 @@ fn timed_out_waiter_passes_its_wakeup_on() {
         let ring = Arc::new(Ring::new(1).unwrap());
         let timed = {
             let ring = ring.clone();
-            thread::spawn(move || ring.pop_timeout(std::time::Duration::from_secs(1)))
+            thread::spawn(move || ring.pop_wait(Wait::Timeout(std::time::Duration::from_secs(1))))
         };
         let flag = std::sync::Arc::new(WakeFlag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
@@ -92,7 +93,7 @@ fn timed_out_waiter_passes_its_wakeup_on() {
         ring.try_push(5u32).unwrap();
         match timed.join().unwrap() {
             Ok(5) => {}
-            Err(PopTimeoutError::Timeout) => {
+            Err(PopWaitError::Timeout) => {
                 assert!(
                     flag.0.load(Ordering::Acquire),
                     "the item waits in the ring and its waiter was never woken"
@@ -123,12 +124,12 @@ fn timed_out_push_racing_a_pop_keeps_its_item() {
         ring.try_push(1u32).unwrap();
         let producer = {
             let ring = ring.clone();
-            thread::spawn(move || ring.push_timeout(2, std::time::Duration::from_secs(1)))
+            thread::spawn(move || ring.push_wait(2, Wait::Timeout(std::time::Duration::from_secs(1))))
         };
         assert_eq!(ring.try_pop(), Some(1));
         match producer.join().unwrap() {
             Ok(()) => assert_eq!(ring.try_pop(), Some(2)),
-            Err(PushTimeoutError::Timeout(2)) => assert!(ring.is_empty()),
+            Err(PushWaitError::Timeout(2)) => assert!(ring.is_empty()),
             other => panic!("unexpected {other:?}"),
         }
     });
@@ -160,7 +161,7 @@ fn dropped_future_passes_its_wakeup_on() {
         assert!(first.as_mut().poll(&mut cx).is_pending()); // registered first
         let patient = {
             let ring = ring.clone();
-            thread::spawn(move || ring.pop_wait())
+            thread::spawn(move || ring.pop_wait(Wait::Forever))
         };
         ring.try_push(9u32).unwrap();
         drop(first);

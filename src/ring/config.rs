@@ -1,7 +1,7 @@
-//! Overflow policies and the ring configuration.
+//! The ring configuration.
 
-use super::ConfigError;
-pub use crate::policy::{Fallback, OverflowPolicy};
+use crate::policy::OverflowPolicy;
+use crate::ConfigError;
 
 /// What a successful [`push`](super::RingCore::push) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -13,8 +13,8 @@ pub enum Pushed {
     DroppedOldest,
     /// The ring was full and the new item was dropped, as the policy asks.
     DroppedNewest,
-    /// The ring was full, grew (a [`Grow`](OverflowPolicy::Grow) policy), and
-    /// stored the item.
+    /// The ring was full, grew (a ring configured
+    /// [`with_growth`](RingConfig::with_growth)), and stored the item.
     Grew,
 }
 
@@ -36,14 +36,19 @@ pub const MAX_CAPACITY: usize = if usize::BITS >= 64 {
 /// # Examples
 ///
 /// ```
-/// use membound::ring::{OverflowPolicy, Ring, RingConfig};
+/// use membound::ring::{Ring, RingConfig};
+/// use membound::OverflowPolicy;
 ///
 /// let ring: Ring<u32> = Ring::with_config(
 ///     RingConfig::new(64).with_policy(OverflowPolicy::Reject),
 /// )?;
 /// assert_eq!(ring.capacity(), 64);
 /// assert_eq!(ring.policy(), OverflowPolicy::Reject);
-/// # Ok::<(), membound::ring::ConfigError>(())
+///
+/// // Growth is a capacity setting: double up to 256, then the policy applies.
+/// let growing: Ring<u32> = Ring::with_config(RingConfig::new(64).with_growth(256))?;
+/// assert_eq!((growing.capacity(), growing.capacity_limit()), (64, 256));
+/// # Ok::<(), membound::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -52,15 +57,27 @@ pub const MAX_CAPACITY: usize = if usize::BITS >= 64 {
 pub struct RingConfig {
     /// Number of items the ring holds, at least 1. Not rounded.
     pub capacity: usize,
-    /// What `push` does when the ring is full.
+    /// What `push` does when the ring is full (at its growth maximum, if it grows).
+    /// A ring supports every [`OverflowPolicy`].
     pub policy: OverflowPolicy,
     /// Slots to reserve beyond `capacity`, so that
     /// [`set_capacity`](super::RingCore::set_capacity) can raise the capacity up to
-    /// this at runtime. `None` reserves exactly `capacity` (or the `max` of a
-    /// [`Grow`](OverflowPolicy::Grow) policy). Reserved slots cost memory from the
-    /// start: `size_of::<T>() + 8` bytes each, rounded to `T`'s alignment.
+    /// this at runtime. `None` reserves exactly `capacity` (or `growth`). Reserved
+    /// slots cost memory from the start: `size_of::<T>() + 8` bytes each, rounded to
+    /// `T`'s alignment.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_capacity: Option<usize>,
+    /// Grow instead of applying the policy: when the ring is full, double its
+    /// capacity, up to this many items (`>= capacity`); at this maximum, the policy
+    /// applies. `None`: the ring does not grow.
+    ///
+    /// Growth activates slots reserved at construction (a growing ring allocates room
+    /// for the maximum up front and uses `capacity` of them): nothing is copied and
+    /// nothing is allocated on the push path. The memory cost is the reservation,
+    /// from the start. Counted in
+    /// [`RingMetrics::grows`](super::RingMetrics::grows).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub growth: Option<usize>,
 }
 
 impl RingConfig {
@@ -70,7 +87,16 @@ impl RingConfig {
             capacity,
             policy: OverflowPolicy::DropOldest,
             max_capacity: None,
+            growth: None,
         }
+    }
+
+    /// The same configuration growing (doubling its capacity when full) up to `max`
+    /// items before its policy applies; see [`growth`](Self::growth).
+    #[must_use]
+    pub const fn with_growth(mut self, max: usize) -> Self {
+        self.growth = Some(max);
+        self
     }
 
     /// The same configuration reserving room for `max` items, the most
@@ -82,7 +108,7 @@ impl RingConfig {
     }
 
     /// The number of slots a ring built from this configuration reserves: the
-    /// largest of `capacity`, `max_capacity` and a `Grow` policy's `max`.
+    /// largest of `capacity`, `max_capacity` and `growth`.
     pub const fn reserved(&self) -> usize {
         let mut reserved = self.capacity;
         if let Some(max) = self.max_capacity {
@@ -90,7 +116,7 @@ impl RingConfig {
                 reserved = max;
             }
         }
-        if let OverflowPolicy::Grow { max, .. } = self.policy {
+        if let Some(max) = self.growth {
             if max > reserved {
                 reserved = max;
             }
@@ -111,8 +137,8 @@ impl RingConfig {
     ///
     /// [`ConfigError::ZeroCapacity`] for a capacity of 0,
     /// [`ConfigError::CapacityTooLarge`] when the reservation exceeds
-    /// [`MAX_CAPACITY`], [`ConfigError::MaxBelowCapacity`] when `max_capacity` or a
-    /// `Grow` policy's `max` is below `capacity`.
+    /// [`MAX_CAPACITY`], [`ConfigError::MaxBelowCapacity`] when `max_capacity` or
+    /// `growth` is below `capacity`.
     pub const fn validate(&self) -> Result<(), ConfigError> {
         if self.capacity == 0 {
             return Err(ConfigError::ZeroCapacity);
@@ -125,7 +151,7 @@ impl RingConfig {
                 });
             }
         }
-        if let OverflowPolicy::Grow { max, .. } = self.policy {
+        if let Some(max) = self.growth {
             if max < self.capacity {
                 return Err(ConfigError::MaxBelowCapacity {
                     capacity: self.capacity,
@@ -136,6 +162,7 @@ impl RingConfig {
         if self.reserved() > MAX_CAPACITY {
             return Err(ConfigError::CapacityTooLarge {
                 requested: self.reserved(),
+                max: MAX_CAPACITY,
             });
         }
         Ok(())

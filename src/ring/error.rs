@@ -70,8 +70,9 @@ impl<T> core::error::Error for PushError<T> {}
 /// The ring was closed; the refused item comes back inside.
 ///
 /// Returned by [`force_push`](super::RingCore::force_push), which never fails for
-/// lack of room, and by the waiting pushes, which wait for room. Waiting pops return
-/// `Closed<()>` (the default parameter) once the ring is closed and drained.
+/// lack of room, and by the waits that have no deadline (futures and
+/// [`WaitStrategy`](super::WaitStrategy) waits), which wait for room. Their pops
+/// return `Closed<()>` (the default parameter) once the ring is closed and drained.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Closed<T = ()>(pub T);
 
@@ -122,16 +123,19 @@ impl fmt::Display for PopError {
 
 impl core::error::Error for PopError {}
 
-/// A timed push that did not store its item; the item comes back inside.
+/// A blocking push ([`push_wait`](super::RingCore::push_wait), and the
+/// [`spsc`](super::spsc) producer's) that did not store its item; the item comes back
+/// inside.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PushTimeoutError<T> {
-    /// The ring stayed full until the deadline.
+pub enum PushWaitError<T> {
+    /// The ring stayed full until the deadline (never under
+    /// [`Wait::Forever`](crate::policy::Wait::Forever)).
     Timeout(T),
     /// The ring was closed (before or while waiting).
     Closed(T),
 }
 
-impl<T> PushTimeoutError<T> {
+impl<T> PushWaitError<T> {
     /// Takes the refused item back.
     pub fn into_inner(self) -> T {
         match self {
@@ -145,7 +149,7 @@ impl<T> PushTimeoutError<T> {
     }
 }
 
-impl<T> fmt::Debug for PushTimeoutError<T> {
+impl<T> fmt::Debug for PushWaitError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout(_) => f.write_str("Timeout(..)"),
@@ -154,7 +158,7 @@ impl<T> fmt::Debug for PushTimeoutError<T> {
     }
 }
 
-impl<T> fmt::Display for PushTimeoutError<T> {
+impl<T> fmt::Display for PushWaitError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout(_) => f.write_str("timed out waiting for room in the ring"),
@@ -163,24 +167,25 @@ impl<T> fmt::Display for PushTimeoutError<T> {
     }
 }
 
-impl<T> core::error::Error for PushTimeoutError<T> {}
+impl<T> core::error::Error for PushWaitError<T> {}
 
-impl<T> From<Closed<T>> for PushTimeoutError<T> {
+impl<T> From<Closed<T>> for PushWaitError<T> {
     fn from(closed: Closed<T>) -> Self {
         Self::Closed(closed.0)
     }
 }
 
-/// Why a timed pop returned nothing.
+/// Why a blocking pop ([`pop_wait`](super::RingCore::pop_wait)) returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PopTimeoutError {
-    /// Nothing arrived before the deadline.
+pub enum PopWaitError {
+    /// Nothing arrived before the deadline (never under
+    /// [`Wait::Forever`](crate::policy::Wait::Forever)).
     Timeout,
     /// The ring is closed and everything it held has been taken.
     Closed,
 }
 
-impl fmt::Display for PopTimeoutError {
+impl fmt::Display for PopWaitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout => f.write_str("timed out waiting for an item"),
@@ -189,50 +194,10 @@ impl fmt::Display for PopTimeoutError {
     }
 }
 
-impl core::error::Error for PopTimeoutError {}
+impl core::error::Error for PopWaitError {}
 
-impl From<Closed> for PopTimeoutError {
+impl From<Closed> for PopWaitError {
     fn from(_: Closed) -> Self {
         Self::Closed
     }
 }
-
-/// A ring configuration that cannot work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A capacity of zero was asked for; a ring holds at least one item.
-    ZeroCapacity,
-    /// The capacity exceeds [`MAX_CAPACITY`](super::MAX_CAPACITY).
-    CapacityTooLarge {
-        /// The capacity asked for.
-        requested: usize,
-    },
-    /// A maximum capacity (`max_capacity`, or a `Grow` policy's `max`) below the
-    /// initial capacity.
-    MaxBelowCapacity {
-        /// The initial capacity.
-        capacity: usize,
-        /// The maximum asked for.
-        max: usize,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ZeroCapacity => f.write_str("ring capacity must be at least 1"),
-            Self::CapacityTooLarge { requested } => write!(
-                f,
-                "ring capacity {requested} exceeds the maximum of {}",
-                super::MAX_CAPACITY
-            ),
-            Self::MaxBelowCapacity { capacity, max } => write!(
-                f,
-                "maximum capacity {max} is below the initial capacity {capacity}"
-            ),
-        }
-    }
-}
-
-impl core::error::Error for ConfigError {}

@@ -8,11 +8,14 @@ use core::mem::{self, MaybeUninit};
 use crossbeam_utils::CachePadded;
 
 use super::wait::WaitQueue;
-use super::{Closed, Fallback, OverflowPolicy, PopError, PushError, Pushed};
 #[cfg(feature = "alloc")]
-use super::{ConfigError, RingConfig};
+use super::RingConfig;
+use super::{Closed, PopError, PushError, Pushed};
 use crate::capacity::{CapacityError, SoftCapacity};
+use crate::policy::OverflowPolicy;
 use crate::sync::{const_unless_loom, fence, AtomicU64, Backoff, Ordering, UnsafeCell};
+#[cfg(feature = "alloc")]
+use crate::ConfigError;
 
 /// One cell of a ring's storage. Opaque: it only appears in storage types.
 pub struct Slot<T> {
@@ -166,8 +169,37 @@ pub struct RingCore<T, S: Storage<T>> {
     geo: Geometry,
     /// Read-only after construction.
     policy: OverflowPolicy,
+    /// How `push` dispatches: `policy`, and whether the ring grows first.
+    /// Read-only after construction.
+    mode: Mode,
+    /// Whether the ring grows (doubling, up to `tail.limit`) before its policy
+    /// applies. Read-only after construction.
+    grows: bool,
     slots: S,
     _owns: PhantomData<T>,
+}
+
+/// What [`RingCore::push`] does when the ring is full: the dropping policies inline
+/// into the caller; the others (waiting, or growing first) go out of line.
+#[derive(Clone, Copy)]
+enum Mode {
+    DropOldest,
+    DropNewest,
+    Reject,
+    /// A waiting policy, or a ring that grows before its policy applies.
+    WaitOrGrow,
+}
+
+impl Mode {
+    const fn new(policy: OverflowPolicy, grows: bool) -> Self {
+        match policy {
+            _ if grows => Self::WaitOrGrow,
+            OverflowPolicy::DropOldest => Self::DropOldest,
+            OverflowPolicy::DropNewest => Self::DropNewest,
+            OverflowPolicy::Reject => Self::Reject,
+            _ => Self::WaitOrGrow,
+        }
+    }
 }
 
 /// `head` and the counters only its writers touch, on one cache line.
@@ -203,14 +235,14 @@ struct TailSide {
     /// The capacity in force, `1..=geo.cap`. When below `geo.cap` ("soft mode"),
     /// pushes also check the length against it. Read by every push, hence here.
     soft: AtomicU64,
-    /// The most `soft` may reach: equal to it, except under a `Grow` policy, where
+    /// The most `soft` may reach: equal to it, except in a growing ring, where
     /// `soft` grows toward it on demand. Set by `set_capacity`.
     limit: AtomicU64,
     /// A recent `head` (a lower bound of the current one) for soft-mode length
     /// checks, so that a push reads the consumers' cache line only when the ring
     /// looks full. Refreshed by producers on that slow path.
     head_cache: AtomicU64,
-    /// Capacity increases: `Grow` steps and raising `set_capacity` calls.
+    /// Capacity increases: growth steps and raising `set_capacity` calls.
     grows: AtomicU64,
     /// Capacity decreases by `set_capacity`.
     shrinks: AtomicU64,
@@ -306,7 +338,7 @@ pub struct RingMetrics {
     pub capacity_limit: u64,
     /// Slots reserved at construction.
     pub max_capacity: u64,
-    /// Capacity increases: `Grow` steps, and `set_capacity` calls that raised it.
+    /// Capacity increases: growth steps, and `set_capacity` calls that raised it.
     pub grows: u64,
     /// `set_capacity` calls that lowered the capacity.
     pub shrinks: u64,
@@ -405,7 +437,8 @@ impl<T, const N: usize> RingCore<T, [Slot<T>; N]> {
     /// # Examples
     ///
     /// ```
-    /// use membound::ring::{OverflowPolicy, PushError, StaticRing};
+    /// use membound::ring::{PushError, StaticRing};
+    /// use membound::OverflowPolicy;
     ///
     /// static RING: StaticRing<u8, 1> = StaticRing::with_policy(OverflowPolicy::Reject);
     /// RING.push(1).unwrap();
@@ -425,7 +458,7 @@ impl<T, const N: usize> RingCore<T, [Slot<T>; N]> {
             slots[i] = Slot::new(i as u64);
             i += 1;
         }
-        Self::from_parts(Geometry::new(N), policy, slots, N as u64, N as u64)
+        Self::from_parts(Geometry::new(N), policy, false, slots, N as u64, N as u64)
     }
 }
 
@@ -450,7 +483,8 @@ impl<T> RingCore<T, alloc::boxed::Box<[Slot<T>]>> {
     /// # Examples
     ///
     /// ```
-    /// use membound::ring::{ConfigError, Ring};
+    /// use membound::ring::Ring;
+    /// use membound::ConfigError;
     ///
     /// assert_eq!(Ring::<u8>::new(0).unwrap_err(), ConfigError::ZeroCapacity);
     /// assert_eq!(Ring::<u8>::new(1000).unwrap().capacity(), 1000);
@@ -468,13 +502,11 @@ impl<T> RingCore<T, alloc::boxed::Box<[Slot<T>]>> {
         config.validate()?;
         let reserved = config.reserved();
         let slots = (0..reserved as u64).map(Slot::new).collect();
-        let limit = match config.policy {
-            OverflowPolicy::Grow { max, .. } => max,
-            _ => config.capacity,
-        };
+        let limit = config.growth.unwrap_or(config.capacity);
         Ok(Self::from_parts(
             Geometry::new(reserved),
             config.policy,
+            config.growth.is_some(),
             slots,
             config.capacity as u64,
             limit as u64,
@@ -485,10 +517,11 @@ impl<T> RingCore<T, alloc::boxed::Box<[Slot<T>]>> {
 impl<T, S: Storage<T>> RingCore<T, S> {
     const_unless_loom! {
         /// A ring over `slots` (all of them reserved) using `capacity` of them, up
-        /// to `limit`.
+        /// to `limit`, growing toward it on demand if `grows`.
         fn from_parts(
             geo: Geometry,
             policy: OverflowPolicy,
+            grows: bool,
             slots: S,
             capacity: u64,
             limit: u64,
@@ -516,6 +549,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
                 }),
                 geo,
                 policy,
+                mode: Mode::new(policy, grows),
+                grows,
                 slots,
                 _owns: PhantomData,
             }
@@ -549,7 +584,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// let ring = Ring::new(1)?;
     /// assert_eq!(ring.try_push('a'), Ok(()));
     /// assert_eq!(ring.try_push('b'), Err(PushError::Full('b')));
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     #[inline]
     pub fn try_push(&self, item: T) -> Result<(), PushError<T>> {
@@ -578,7 +613,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// assert_eq!(ring.force_push(2), Ok(None));
     /// assert_eq!(ring.force_push(3), Ok(Some(1)));
     /// assert_eq!(ring.drain().collect::<Vec<_>>(), [2, 3]);
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     #[inline]
     pub fn force_push(&self, item: T) -> Result<Option<T>, Closed<T>> {
@@ -592,17 +627,26 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         }
     }
 
-    /// Stores `item` under the ring's [`OverflowPolicy`] and says what happened.
+    /// Stores `item` under the ring's [`OverflowPolicy`] and says what happened. A
+    /// ring [`with_growth`](super::RingConfig::with_growth) first grows, up to its maximum.
+    ///
+    /// Under [`Block`](OverflowPolicy::Block) it waits as
+    /// [`push_wait`](Self::push_wait) with [`Wait::Forever`](crate::policy::Wait)
+    /// (without `std`, as [`push_wait_with`](Self::push_wait_with) with
+    /// [`Spin`](super::Spin)); under [`BlockTimeout`](OverflowPolicy::BlockTimeout)
+    /// as `push_wait` with its timeout.
     ///
     /// # Errors
     ///
     /// [`PushError::Closed`] after [`close`](Self::close); [`PushError::Full`] when the
-    /// ring is full under [`OverflowPolicy::Reject`]. Both return the item.
+    /// ring is full under [`OverflowPolicy::Reject`], or stayed full for a
+    /// `BlockTimeout`'s time. Both return the item.
     ///
     /// # Examples
     ///
     /// ```
-    /// use membound::ring::{OverflowPolicy, Pushed, Ring, RingConfig};
+    /// use membound::ring::{Pushed, Ring, RingConfig};
+    /// use membound::OverflowPolicy;
     ///
     /// let ring = Ring::with_config(RingConfig::new(1).with_policy(OverflowPolicy::DropNewest))?;
     /// assert_eq!(ring.push("first")?, Pushed::Stored);
@@ -615,57 +659,60 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     pub fn push(&self, item: T) -> Result<Pushed, PushError<T>> {
         // The dropping policies inline into the caller; the others, which wait or
         // grow, stay out of line so they do not bloat every call site.
+        match self.mode {
+            Mode::DropOldest => self.push_drop_oldest(item),
+            Mode::DropNewest => self.push_drop_newest(item),
+            Mode::Reject => self.push_reject(item),
+            Mode::WaitOrGrow => self.push_waiting_or_growing(item),
+        }
+    }
+
+    /// `push` under `Block` and `BlockTimeout`, and in a growing ring.
+    #[inline(never)]
+    fn push_waiting_or_growing(&self, item: T) -> Result<Pushed, PushError<T>> {
+        let mut item = item;
+        if self.grows {
+            let mut grew = false;
+            loop {
+                match self.push_inner::<false>(item) {
+                    Ok(_) if grew => return Ok(Pushed::Grew),
+                    Ok(_) => return Ok(Pushed::Stored),
+                    Err(PushError::Full(back)) if self.grow() => {
+                        item = back;
+                        grew = true;
+                    }
+                    Err(PushError::Full(back)) => {
+                        item = back;
+                        break;
+                    }
+                    Err(closed) => return Err(closed),
+                }
+            }
+        }
+        // At the maximum (or not growing): the policy applies.
         match self.policy {
             OverflowPolicy::DropOldest => self.push_drop_oldest(item),
             OverflowPolicy::DropNewest => self.push_drop_newest(item),
             OverflowPolicy::Reject => self.push_reject(item),
-            _ => self.push_waiting_or_growing(item),
-        }
-    }
-
-    /// `push` under `Block`, `BlockTimeout` and `Grow`.
-    #[inline(never)]
-    fn push_waiting_or_growing(&self, item: T) -> Result<Pushed, PushError<T>> {
-        match self.policy {
+            #[cfg(feature = "std")]
+            OverflowPolicy::BlockTimeout(timeout) => {
+                match self.push_wait(item, crate::policy::Wait::Timeout(timeout)) {
+                    Ok(()) => Ok(Pushed::Stored),
+                    Err(super::PushWaitError::Timeout(item)) => Err(PushError::Full(item)),
+                    Err(super::PushWaitError::Closed(item)) => Err(PushError::Closed(item)),
+                }
+            }
             OverflowPolicy::Block => {
                 #[cfg(feature = "std")]
-                let stored = self.push_wait(item);
+                let stored = self
+                    .push_wait(item, crate::policy::Wait::Forever)
+                    .map_err(|e| PushError::Closed(e.into_inner()));
                 #[cfg(not(feature = "std"))]
-                let stored = self.push_wait_with(item, &mut super::Spin::new());
-                stored.map(|()| Pushed::Stored).map_err(PushError::from)
+                let stored = self
+                    .push_wait_with(item, &mut super::Spin::new())
+                    .map_err(PushError::from);
+                stored.map(|()| Pushed::Stored)
             }
-            #[cfg(feature = "std")]
-            OverflowPolicy::BlockTimeout(timeout) => match self.push_timeout(item, timeout) {
-                Ok(()) => Ok(Pushed::Stored),
-                Err(super::PushTimeoutError::Timeout(item)) => Err(PushError::Full(item)),
-                Err(super::PushTimeoutError::Closed(item)) => Err(PushError::Closed(item)),
-            },
-            OverflowPolicy::Grow { then, .. } => {
-                let mut item = item;
-                let mut grew = false;
-                loop {
-                    match self.push_inner::<false>(item) {
-                        Ok(_) if grew => return Ok(Pushed::Grew),
-                        Ok(_) => return Ok(Pushed::Stored),
-                        Err(PushError::Full(back)) if self.grow() => {
-                            item = back;
-                            grew = true;
-                        }
-                        Err(PushError::Full(back)) => {
-                            item = back;
-                            break;
-                        }
-                        Err(closed) => return Err(closed),
-                    }
-                }
-                match then {
-                    Fallback::DropOldest => self.push_drop_oldest(item),
-                    Fallback::DropNewest => self.push_drop_newest(item),
-                    Fallback::Reject => self.push_reject(item),
-                }
-            }
-            // The dropping policies are handled by `push`.
-            _ => self.push_drop_oldest(item),
         }
     }
 
@@ -974,7 +1021,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
         }
     }
 
-    /// One step of a `Grow` policy: doubles the capacity in force, up to the limit.
+    /// One step of growth: doubles the capacity in force, up to the limit.
     /// Returns `false` when it is already at the limit.
     fn grow(&self) -> bool {
         let limit = self.tail.limit.load(Ordering::Relaxed);
@@ -1204,7 +1251,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// assert!(ring.close());
     /// assert!(!ring.close());
     /// assert_eq!(ring.force_push(5), Err(Closed(5)));
-    /// # Ok::<(), membound::ring::ConfigError>(())
+    /// # Ok::<(), membound::ConfigError>(())
     /// ```
     pub fn close(&self) -> bool {
         // No push gets in afterwards because pushes claim positions by CAS on this
@@ -1266,13 +1313,13 @@ impl<T, S: Storage<T>> RingCore<T, S> {
 
     /// The capacity in force: how many items the ring holds before its policy
     /// acts. As configured, unless changed by [`set_capacity`](Self::set_capacity)
-    /// or grown by a [`Grow`](OverflowPolicy::Grow) policy.
+    /// or grown (a ring [`with_growth`](super::RingConfig::with_growth)).
     pub fn capacity(&self) -> usize {
         self.tail.soft.load(Ordering::Relaxed) as usize
     }
 
-    /// The most [`capacity`](Self::capacity) may grow to on its own: under a
-    /// [`Grow`](OverflowPolicy::Grow) policy its `max` (or what
+    /// The most [`capacity`](Self::capacity) may grow to on its own: in a
+    /// growing ring its growth maximum (or what
     /// [`set_capacity`](Self::set_capacity) set since), otherwise the capacity
     /// itself.
     pub fn capacity_limit(&self) -> usize {
@@ -1290,13 +1337,13 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// after the call (pushes already past their room check may complete under the
     /// old capacity); never allocates.
     ///
-    /// Under a [`Grow`](OverflowPolicy::Grow) policy this sets the limit growth may
+    /// In a growing ring this sets the limit growth may
     /// reach, and lowers the capacity in force to it if above; otherwise it sets
     /// the capacity itself.
     ///
     /// When the new capacity is below the current length, the policy decides what
     /// happens to the excess:
-    /// - `DropOldest` (or `Grow` falling back to it): the oldest items are evicted
+    /// - `DropOldest` (growing or not): the oldest items are evicted
     ///   now, counted in [`RingMetrics::dropped_oldest`];
     /// - every other policy keeps them: consumers drain them as usual, and pushes
     ///   find the ring full until the length falls below the new capacity.
@@ -1311,7 +1358,8 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     /// # Examples
     ///
     /// ```
-    /// use membound::ring::{OverflowPolicy, Ring, RingConfig};
+    /// use membound::ring::{Ring, RingConfig};
+    /// use membound::OverflowPolicy;
     ///
     /// let ring = Ring::with_config(RingConfig::new(4).with_max_capacity(8))?;
     /// for i in 0..4 {
@@ -1336,7 +1384,7 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     pub fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
         crate::capacity::check(capacity, self.max_capacity())?;
         let new = capacity as u64;
-        let grows = matches!(self.policy, OverflowPolicy::Grow { .. });
+        let grows = self.grows;
         self.tail.limit.store(new, Ordering::Relaxed);
         // SeqCst RMWs: producers waiting for room re-check after their fence (the
         // wait protocol), so the notify below cannot miss one.
@@ -1493,8 +1541,8 @@ impl<T, S: Storage<T>> fmt::Debug for RingCore<T, S> {
 }
 
 /// The memory monitor's view of a ring: its capacity limit, lowered under pressure
-/// and restored after. For rings without a `Grow` policy the limit is the capacity
-/// in force; under `Grow` it is the most the ring may grow to.
+/// and restored after. For rings that do not grow the limit is the capacity in
+/// force; for growing ones it is the most the ring may grow to.
 impl<T, S: Storage<T>> SoftCapacity for RingCore<T, S> {
     fn capacity(&self) -> usize {
         self.capacity_limit()

@@ -19,7 +19,11 @@
 //!
 //! # Dropping the oldest
 //!
-//! A channel built with [`SpscPolicy::DropOldest`] lets [`Producer::push`] evict the
+//! The channel supports two [`OverflowPolicy`]s: `Reject` (the default of
+//! [`channel`] and [`StaticChannel::new`]) and `DropOldest`; it refuses the others at
+//! construction with [`ConfigError::UnsupportedPolicy`].
+//!
+//! A channel built with [`OverflowPolicy::DropOldest`] lets [`Producer::push`] evict the
 //! oldest item when the ring is full, without a lock and without costing a push that
 //! finds room anything. The consumer then claims each position with a CAS on `head`
 //! (the producer's eviction claims the oldest position with the same CAS, so an item
@@ -32,13 +36,17 @@
 //! evict in its place, so the push hands its item back as [`PushError::Full`] (see
 //! [`Producer::push`] for why not drop the new item instead). The consumer learns how many items it
 //! lost, and where: the next [`Consumer::pop`] after an eviction returns
-//! [`SpscPopError::Lagged`]`(n)` (tokio broadcast's idea), then the items that
+//! [`PopError::Lagged`]`(n)` (tokio broadcast's idea), then the items that
 //! follow.
 //!
 //! # Waiting
 //!
-//! Both sides can wait, blocking (std), timed (std), async, or with a
-//! [`WaitStrategy`], through the ring's eventcount (see the
+//! Both sides wait as the MPMC ring does, one pair each way: blocking for as long as
+//! a [`Wait`](crate::policy::Wait) says ([`Producer::push_wait`],
+//! [`Consumer::pop_wait`], std), async ([`Producer::push_async`],
+//! [`Consumer::pop_async`]), or with a [`WaitStrategy`](super::WaitStrategy)
+//! ([`Producer::push_wait_with`], [`Consumer::pop_wait_with`]), through the ring's
+//! eventcount (see the
 //! `wait` module): a push or pop costs one load of the other side's waiter count when
 //! nobody waits. The protocol needs a store-load barrier between publishing an
 //! index and that load. Here the index is a plain release store, so under `std` on
@@ -50,24 +58,25 @@
 //! with `Closed`, and a consumer drains what is left first.
 
 use core::fmt;
-use core::future::Future;
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
-use core::pin::Pin;
 use core::ptr::NonNull;
-use core::task::{Context, Poll};
 
 use crossbeam_utils::CachePadded;
 
-#[cfg(feature = "std")]
-use super::wait::block_on;
-use super::wait::{cancel_waiter, poll_waiting, spin_on, WaitQueue, WaitStrategy, Waiter};
-#[cfg(feature = "alloc")]
-use super::ConfigError;
-#[cfg(feature = "std")]
-use super::PushTimeoutError;
-use super::{Closed, PushError, MAX_CAPACITY};
+use super::wait::WaitQueue;
+use super::{PushError, MAX_CAPACITY};
+use crate::policy::OverflowPolicy;
 use crate::sync::{AtomicBool, AtomicU64, Backoff, Ordering, UnsafeCell};
+use crate::ConfigError;
+
+mod chunk;
+mod waiting;
+
+pub use chunk::PopBatch;
+#[cfg(not(loom))]
+pub use chunk::{ReadChunk, WriteChunkUninit};
+pub use waiting::{PopFuture, PushFuture};
 
 /// How many backoff spins a `DropOldest` push gives a claimed oldest item to be
 /// released before handing its own item back: enough for a pop that is copying the
@@ -75,38 +84,41 @@ use crate::sync::{AtomicBool, AtomicU64, Backoff, Ordering, UnsafeCell};
 /// two hundred spin hints at most.
 const MID_POP_SPINS: u32 = 8;
 
-/// What [`Producer::push`] does when the ring is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[non_exhaustive]
-pub enum SpscPolicy {
-    /// Hand the item back (`PushError::Full`). Pops are plain stores.
-    #[default]
-    Reject,
-    /// Evict the oldest item; the consumer sees [`SpscPopError::Lagged`]. Pops claim
-    /// positions with a CAS. An item the consumer has claimed (a held chunk or
-    /// batch) is not evictable: while the oldest is claimed, a push returns
-    /// [`PushError::Full`] rather than wait (see [`Producer::push`]).
-    DropOldest,
+/// The structure named in [`ConfigError::UnsupportedPolicy`].
+const STRUCTURE: &str = "spsc channel";
+
+/// Checks that the channel supports `policy`: `Reject` (pops are plain stores)
+/// or `DropOldest` (pops claim positions with a CAS). Returns whether it drops the
+/// oldest.
+const fn drops_oldest(policy: OverflowPolicy) -> Result<bool, ConfigError> {
+    match policy {
+        OverflowPolicy::Reject => Ok(false),
+        OverflowPolicy::DropOldest => Ok(true),
+        _ => Err(ConfigError::UnsupportedPolicy {
+            policy,
+            structure: STRUCTURE,
+        }),
+    }
 }
 
 /// Why a [`Consumer::pop`] returned no item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum SpscPopError {
+pub enum PopError {
     /// Nothing is stored right now.
     Empty,
     /// The producer is gone and everything it pushed has been taken.
     Closed,
     /// The producer evicted this many items since the last pop (under
-    /// [`SpscPolicy::DropOldest`]); they were older than the next item, which the
-    /// next pop returns.
+    /// [`OverflowPolicy::DropOldest`]); they were older than the next item, which
+    /// the next pop returns.
     Lagged(u64),
-    /// A timed pop waited until its deadline and nothing arrived.
+    /// A blocking pop ([`Consumer::pop_wait`]) waited until its deadline and nothing
+    /// arrived.
     Timeout,
 }
 
-impl fmt::Display for SpscPopError {
+impl fmt::Display for PopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("channel is empty"),
@@ -117,14 +129,14 @@ impl fmt::Display for SpscPopError {
     }
 }
 
-impl core::error::Error for SpscPopError {}
+impl core::error::Error for PopError {}
 
 /// One slot: written by the producer, read by the consumer, in turn. Transparent
 /// (outside loom), so a run of slots is a run of `MaybeUninit<T>` for chunks.
 #[cfg_attr(not(loom), repr(transparent))]
-pub struct SpscSlot<T>(UnsafeCell<MaybeUninit<T>>);
+pub struct Slot<T>(UnsafeCell<MaybeUninit<T>>);
 
-impl<T> SpscSlot<T> {
+impl<T> Slot<T> {
     crate::sync::const_unless_loom! {
         fn new() -> Self {
             Self(UnsafeCell::new(MaybeUninit::uninit()))
@@ -132,9 +144,9 @@ impl<T> SpscSlot<T> {
     }
 }
 
-impl<T> fmt::Debug for SpscSlot<T> {
+impl<T> fmt::Debug for Slot<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SpscSlot")
+        f.write_str("spsc::Slot")
     }
 }
 
@@ -152,8 +164,8 @@ struct Shared {
     control: CachePadded<Control>,
     /// Number of slots, `1..=MAX_CAPACITY`. Read-only.
     cap: u64,
-    /// Read-only.
-    policy: SpscPolicy,
+    /// Whether the policy is `DropOldest` (otherwise `Reject`). Read-only.
+    drop_oldest: bool,
 }
 
 struct Control {
@@ -169,7 +181,7 @@ struct Control {
 
 impl Shared {
     crate::sync::const_unless_loom! {
-        fn new(cap: usize, policy: SpscPolicy) -> Self {
+        fn new(cap: usize, drop_oldest: bool) -> Self {
             Self {
                 head: CachePadded::new(AtomicU64::new(0)),
                 tail: CachePadded::new(AtomicU64::new(0)),
@@ -182,7 +194,7 @@ impl Shared {
                     dropped: AtomicU64::new(0),
                 }),
                 cap: cap as u64,
-                policy,
+                drop_oldest,
             }
         }
     }
@@ -190,14 +202,15 @@ impl Shared {
     /// The index the producer waits on for free slots.
     #[inline(always)]
     fn free_index(&self) -> &AtomicU64 {
-        match self.policy {
-            SpscPolicy::DropOldest => &self.released,
-            _ => &self.head,
+        if self.drop_oldest {
+            &self.released
+        } else {
+            &self.head
         }
     }
 
     /// Drops the items still stored. Only with both handles gone (`&mut`).
-    fn drop_items<T>(&mut self, slots: &[SpscSlot<T>]) {
+    fn drop_items<T>(&mut self, slots: &[Slot<T>]) {
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Relaxed);
         for pos in head..tail {
@@ -215,7 +228,7 @@ impl Shared {
 #[cfg(feature = "alloc")]
 struct HeapChannel<T> {
     shared: Shared,
-    slots: alloc::boxed::Box<[SpscSlot<T>]>,
+    slots: alloc::boxed::Box<[Slot<T>]>,
 }
 
 #[cfg(feature = "alloc")]
@@ -245,7 +258,7 @@ impl<T> Drop for HeapChannel<T> {
 /// ```
 pub struct StaticChannel<T, const N: usize> {
     shared: Shared,
-    slots: [SpscSlot<T>; N],
+    slots: [Slot<T>; N],
 }
 
 #[cfg(not(loom))]
@@ -253,11 +266,41 @@ impl<T, const N: usize> StaticChannel<T, N> {
     /// An empty channel of `N` slots that rejects pushes when full. `N == 0` does not
     /// compile.
     pub const fn new() -> Self {
-        Self::with_policy(SpscPolicy::Reject)
+        Self::build(false)
     }
 
     /// An empty channel of `N` slots with the given policy.
-    pub const fn with_policy(policy: SpscPolicy) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnsupportedPolicy`] for a policy other than `Reject` and
+    /// `DropOldest`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::spsc::StaticChannel;
+    /// use membound::{ConfigError, OverflowPolicy};
+    ///
+    /// let mut channel = StaticChannel::<u8, 2>::with_policy(OverflowPolicy::DropOldest)?;
+    /// let (mut tx, _rx) = channel.split();
+    /// for i in 0..3 {
+    ///     tx.push(i)?; // evicts the oldest
+    /// }
+    /// assert!(matches!(
+    ///     StaticChannel::<u8, 2>::with_policy(OverflowPolicy::DropNewest),
+    ///     Err(ConfigError::UnsupportedPolicy { .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn with_policy(policy: OverflowPolicy) -> Result<Self, ConfigError> {
+        match drops_oldest(policy) {
+            Ok(drop_oldest) => Ok(Self::build(drop_oldest)),
+            Err(e) => Err(e),
+        }
+    }
+
+    const fn build(drop_oldest: bool) -> Self {
         const {
             assert!(N > 0, "a StaticChannel needs a capacity of at least 1");
             assert!(
@@ -266,8 +309,8 @@ impl<T, const N: usize> StaticChannel<T, N> {
             );
         }
         Self {
-            shared: Shared::new(N, policy),
-            slots: [const { SpscSlot::new() }; N],
+            shared: Shared::new(N, drop_oldest),
+            slots: [const { Slot::new() }; N],
         }
     }
 }
@@ -295,7 +338,7 @@ impl<T, const N: usize> StaticChannel<T, N> {
             .consumer_gone
             .store(false, Ordering::Relaxed);
         let shared = NonNull::from(&self.shared);
-        let slots = NonNull::from(&self.slots[..]).cast::<SpscSlot<T>>();
+        let slots = NonNull::from(&self.slots[..]).cast::<Slot<T>>();
         // SAFETY: `shared` and `slots` stay borrowed (`'_`) while the handles live;
         // there is exactly one producer and one consumer.
         unsafe { handles(shared, slots, Owner::Borrowed) }
@@ -327,15 +370,16 @@ impl<T, const N: usize> fmt::Debug for StaticChannel<T, N> {
 /// # Examples
 ///
 /// ```
+/// use membound::policy::Wait;
 /// use membound::ring::spsc;
 ///
 /// let (mut tx, mut rx) = spsc::channel(3)?; // any capacity, no wasted slot
 /// std::thread::spawn(move || {
 ///     for i in 0..100u64 {
-///         tx.push_wait(i).unwrap();
+///         tx.push_wait(i, Wait::Forever).unwrap();
 ///     }
 /// });
-/// let sum: u64 = (0..100).map(|_| rx.pop_wait().unwrap()).sum();
+/// let sum: u64 = (0..100).map(|_| rx.pop_wait(Wait::Forever).unwrap()).sum();
 /// assert_eq!(sum, 4950);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -343,33 +387,40 @@ impl<T, const N: usize> fmt::Debug for StaticChannel<T, N> {
 pub fn channel<T>(
     capacity: usize,
 ) -> Result<(Producer<'static, T>, Consumer<'static, T>), ConfigError> {
-    channel_with_policy(capacity, SpscPolicy::Reject)
+    channel_with_policy(capacity, OverflowPolicy::Reject)
 }
 
-/// A heap channel of `capacity` slots with the given policy.
+/// A heap channel of `capacity` slots with the given policy: `Reject` or
+/// `DropOldest`.
 ///
 /// # Errors
 ///
-/// As [`channel`].
+/// As [`channel`], and [`ConfigError::UnsupportedPolicy`] for any other policy.
 ///
 /// # Examples
 ///
 /// ```
-/// use membound::ring::spsc::{self, SpscPolicy, SpscPopError};
+/// use membound::ring::spsc::{self, PopError};
+/// use membound::{ConfigError, OverflowPolicy};
 ///
-/// let (mut tx, mut rx) = spsc::channel_with_policy(2, SpscPolicy::DropOldest)?;
+/// let (mut tx, mut rx) = spsc::channel_with_policy(2, OverflowPolicy::DropOldest)?;
 /// for i in 0..5 {
 ///     tx.push(i)?; // never full: evicts the oldest
 /// }
-/// assert_eq!(rx.pop(), Err(SpscPopError::Lagged(3)));
+/// assert_eq!(rx.pop(), Err(PopError::Lagged(3)));
 /// assert_eq!(rx.pop(), Ok(3));
 /// assert_eq!(rx.pop(), Ok(4));
+///
+/// assert!(matches!(
+///     spsc::channel_with_policy::<u8>(2, OverflowPolicy::Block),
+///     Err(ConfigError::UnsupportedPolicy { .. })
+/// ));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[cfg(feature = "alloc")]
 pub fn channel_with_policy<T>(
     capacity: usize,
-    policy: SpscPolicy,
+    policy: OverflowPolicy,
 ) -> Result<(Producer<'static, T>, Consumer<'static, T>), ConfigError> {
     if capacity == 0 {
         return Err(ConfigError::ZeroCapacity);
@@ -377,15 +428,17 @@ pub fn channel_with_policy<T>(
     if capacity > MAX_CAPACITY {
         return Err(ConfigError::CapacityTooLarge {
             requested: capacity,
+            max: MAX_CAPACITY,
         });
     }
+    let drop_oldest = drops_oldest(policy)?;
     crate::sync::asymmetric_barrier_init();
     let channel = alloc::sync::Arc::new(HeapChannel {
-        shared: Shared::new(capacity, policy),
-        slots: (0..capacity).map(|_| SpscSlot::new()).collect(),
+        shared: Shared::new(capacity, drop_oldest),
+        slots: (0..capacity).map(|_| Slot::new()).collect(),
     });
     let shared = NonNull::from(&channel.shared);
-    let slots = NonNull::from(&channel.slots[..]).cast::<SpscSlot<T>>();
+    let slots = NonNull::from(&channel.slots[..]).cast::<Slot<T>>();
     // SAFETY: each handle keeps the `Arc` alive, so `shared` and `slots` outlive
     // them; there is exactly one producer and one consumer.
     Ok(unsafe { handles(shared, slots, Owner::Heap(channel)) })
@@ -422,7 +475,7 @@ impl<T> Owner<T> {
 /// `'a`, and by `owner`) live, and no other handle may exist for them.
 unsafe fn handles<'a, T>(
     shared: NonNull<Shared>,
-    slots: NonNull<SpscSlot<T>>,
+    slots: NonNull<Slot<T>>,
     owner: Owner<T>,
 ) -> (Producer<'a, T>, Consumer<'a, T>) {
     // SAFETY: valid by the contract.
@@ -449,7 +502,7 @@ unsafe fn handles<'a, T>(
         head,
         index: head % s.cap,
         filled: tail,
-        claims: s.policy == SpscPolicy::DropOldest,
+        claims: s.drop_oldest,
         _borrow: PhantomData,
     };
     (producer, consumer)
@@ -459,7 +512,7 @@ unsafe fn handles<'a, T>(
 /// lives (`handles` contract), and what they copy from it.
 struct End<T> {
     shared: NonNull<Shared>,
-    slots: NonNull<SpscSlot<T>>,
+    slots: NonNull<Slot<T>>,
     /// `shared.cap`, copied so the hot paths need not follow the pointer.
     cap: u64,
     /// `sync::asymmetric_barrier_is_cheap()` when the handle was made.
@@ -476,7 +529,7 @@ impl<T> End<T> {
     }
 
     #[inline(always)]
-    fn slot(&self, index: u64) -> &SpscSlot<T> {
+    fn slot(&self, index: u64) -> &Slot<T> {
         debug_assert!(index < self.shared().cap);
         // SAFETY: `index < cap`, and the buffer holds `cap` slots (`handles`).
         unsafe { &*self.slots.as_ptr().add(index as usize) }
@@ -618,7 +671,7 @@ impl<'a, T> Producer<'a, T> {
 
     /// Stores `item` under the channel's policy: `Reject` hands it back when full,
     /// `DropOldest` evicts the oldest stored item (counted in
-    /// [`dropped`](Self::dropped); the consumer sees [`SpscPopError::Lagged`]).
+    /// [`dropped`](Self::dropped); the consumer sees [`PopError::Lagged`]).
     /// Wait-free under both: it never waits for the consumer.
     ///
     /// # Errors
@@ -639,10 +692,11 @@ impl<'a, T> Producer<'a, T> {
     /// # Examples
     ///
     /// ```
-    /// use membound::ring::spsc::{self, SpscPolicy};
+    /// use membound::ring::spsc;
     /// use membound::ring::PushError;
+    /// use membound::OverflowPolicy;
     ///
-    /// let (mut tx, mut rx) = spsc::channel_with_policy(2, SpscPolicy::DropOldest)?;
+    /// let (mut tx, mut rx) = spsc::channel_with_policy(2, OverflowPolicy::DropOldest)?;
     /// tx.push(1)?;
     /// tx.push(2)?;
     /// tx.push(3)?; // evicts 1
@@ -678,16 +732,16 @@ impl<'a, T> Producer<'a, T> {
             self.publish();
             return Ok(None);
         }
-        match self.end.shared().policy {
-            SpscPolicy::DropOldest => match self.evict_oldest() {
-                Ok(evicted) => {
-                    self.write(item);
-                    self.publish();
-                    Ok(evicted)
-                }
-                Err(()) => Err(self.full(item)),
-            },
-            _ => Err(self.full(item)),
+        if !self.end.shared().drop_oldest {
+            return Err(self.full(item));
+        }
+        match self.evict_oldest() {
+            Ok(evicted) => {
+                self.write(item);
+                self.publish();
+                Ok(evicted)
+            }
+            Err(()) => Err(self.full(item)),
         }
     }
 
@@ -739,152 +793,6 @@ impl<'a, T> Producer<'a, T> {
             Err(())
         }
     }
-
-    /// Pushes items from `iter` while there is room, publishing once; returns how
-    /// many. Items that did not fit stay in the iterator (it is not advanced past
-    /// them). Never evicts.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use membound::ring::spsc;
-    ///
-    /// let (mut tx, mut rx) = spsc::channel(4)?;
-    /// let mut items = 0..10;
-    /// assert_eq!(tx.push_iter(&mut items), 4);
-    /// assert_eq!(items.next(), Some(4));
-    /// let mut out = [0; 8];
-    /// assert_eq!(rx.pop_slice(&mut out), 4);
-    /// assert_eq!(out[..4], [0, 1, 2, 3]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn push_iter<I: Iterator<Item = T>>(&mut self, iter: &mut I) -> usize {
-        let room = self.slots();
-        let mut pushed = 0;
-        while pushed < room {
-            let Some(item) = iter.next() else { break };
-            self.write(item);
-            pushed += 1;
-        }
-        if pushed > 0 {
-            self.publish();
-        }
-        pushed
-    }
-
-    /// Copies as many items of `items` as fit, publishing once; returns how many.
-    #[cfg(not(loom))]
-    pub fn push_slice(&mut self, items: &[T]) -> usize
-    where
-        T: Copy,
-    {
-        let mut chunk = self.write_chunk_uninit(items.len());
-        let n = chunk.len();
-        let (first, second) = chunk.as_mut_slices();
-        let split = first.len();
-        for (dst, src) in first.iter_mut().zip(items) {
-            dst.write(*src);
-        }
-        for (dst, src) in second.iter_mut().zip(&items[split..n]) {
-            dst.write(*src);
-        }
-        // SAFETY: the first `n` slots of the chunk were just initialised.
-        unsafe { chunk.commit(n) };
-        n
-    }
-
-    /// Reserves up to `n` free slots for zero-copy writing (fewer if fewer are
-    /// free); the slots are published by [`WriteChunkUninit::commit`].
-    #[cfg(not(loom))]
-    pub fn write_chunk_uninit(&mut self, n: usize) -> WriteChunkUninit<'_, 'a, T> {
-        let n = n.min(self.slots());
-        WriteChunkUninit {
-            producer: self,
-            len: n,
-        }
-    }
-}
-
-/// Free slots of a [`Producer`], reserved for writing in place. Not available
-/// under loom (its cells are not plain memory).
-#[cfg(not(loom))]
-pub struct WriteChunkUninit<'p, 'a, T> {
-    producer: &'p mut Producer<'a, T>,
-    len: usize,
-}
-
-#[cfg(not(loom))]
-impl<T> WriteChunkUninit<'_, '_, T> {
-    /// Number of reserved slots.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no slot could be reserved.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The reserved slots, in order, as two slices (the second is non-empty when
-    /// the reservation wraps around the end of the buffer).
-    pub fn as_mut_slices(&mut self) -> (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) {
-        let p = &*self.producer;
-        let cap = p.end.shared().cap as usize;
-        let start = p.index as usize;
-        let first = self.len.min(cap - start);
-        let base = p.end.slots.as_ptr().cast::<MaybeUninit<T>>();
-        // SAFETY: `SpscSlot<T>` is a transparent wrapper of an `UnsafeCell` of
-        // `MaybeUninit<T>` (transparent outside loom), so the buffer is `cap`
-        // consecutive `MaybeUninit<T>` with interior mutability. The reserved
-        // positions are free (the consumer reads them only once published), only
-        // this producer writes them, and the two ranges do not overlap.
-        unsafe {
-            (
-                core::slice::from_raw_parts_mut(base.add(start), first),
-                core::slice::from_raw_parts_mut(base, self.len - first),
-            )
-        }
-    }
-
-    /// Publishes the first `n` reserved slots, which the caller initialised.
-    ///
-    /// # Safety
-    ///
-    /// The first `n` slots (in the order of [`as_mut_slices`](Self::as_mut_slices))
-    /// must be initialised; `n <= len()`.
-    pub unsafe fn commit(self, n: usize) {
-        assert!(n <= self.len, "commit beyond the reserved chunk");
-        let p = self.producer;
-        let cap = p.end.shared().cap;
-        p.tail += n as u64;
-        p.index += n as u64;
-        if p.index >= cap {
-            p.index -= cap;
-        }
-        if n > 0 {
-            p.publish();
-        }
-    }
-
-    /// Fills the reserved slots from `iter` and publishes them; returns how many
-    /// were filled.
-    pub fn fill_from_iter<I: IntoIterator<Item = T>>(mut self, iter: I) -> usize {
-        let mut iter = iter.into_iter();
-        let mut n = 0;
-        let (first, second) = self.as_mut_slices();
-        for dst in first.iter_mut().chain(second.iter_mut()) {
-            match iter.next() {
-                Some(item) => {
-                    dst.write(item);
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        // SAFETY: exactly the first `n` slots were written above.
-        unsafe { self.commit(n) };
-        n
-    }
 }
 
 impl<'a, T> Consumer<'a, T> {
@@ -931,11 +839,11 @@ impl<'a, T> Consumer<'a, T> {
     /// Why there is nothing to pop: `Closed` once the producer is gone and its last
     /// items are read, otherwise `Empty`.
     #[cold]
-    fn nothing(&mut self) -> SpscPopError {
+    fn nothing(&mut self) -> PopError {
         if self.is_abandoned() && self.available(1) == 0 {
-            SpscPopError::Closed
+            PopError::Closed
         } else {
-            SpscPopError::Empty
+            PopError::Empty
         }
     }
 
@@ -1001,31 +909,31 @@ impl<'a, T> Consumer<'a, T> {
     ///
     /// # Errors
     ///
-    /// [`SpscPopError::Empty`] when nothing is stored, [`SpscPopError::Closed`] once
+    /// [`PopError::Empty`] when nothing is stored, [`PopError::Closed`] once
     /// the producer is gone and everything it pushed is taken, and (`DropOldest`)
-    /// [`SpscPopError::Lagged`] once after the producer evicted items: the next pop
+    /// [`PopError::Lagged`] once after the producer evicted items: the next pop
     /// returns the item that follows them.
     ///
     /// # Examples
     ///
     /// ```
-    /// use membound::ring::spsc::{self, SpscPopError};
+    /// use membound::ring::spsc::{self, PopError};
     ///
     /// let (mut tx, mut rx) = spsc::channel(2)?;
-    /// assert_eq!(rx.pop(), Err(SpscPopError::Empty));
+    /// assert_eq!(rx.pop(), Err(PopError::Empty));
     /// tx.push('a')?;
     /// drop(tx);
     /// assert_eq!(rx.pop(), Ok('a'));
-    /// assert_eq!(rx.pop(), Err(SpscPopError::Closed));
+    /// assert_eq!(rx.pop(), Err(PopError::Closed));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn pop(&mut self) -> Result<T, SpscPopError> {
+    pub fn pop(&mut self) -> Result<T, PopError> {
         if self.available(1) == 0 {
             return Err(self.nothing());
         }
         if let Err(lag) = self.claim(1) {
-            return Err(SpscPopError::Lagged(lag));
+            return Err(PopError::Lagged(lag));
         }
         // SAFETY: position `head` is written (below `filled`, read with Acquire)
         // and ours alone (the producer writes it again only after `release`, and
@@ -1046,223 +954,9 @@ impl<'a, T> Consumer<'a, T> {
         loop {
             match self.pop() {
                 Ok(item) => return Some(item),
-                Err(SpscPopError::Lagged(_)) => continue,
+                Err(PopError::Lagged(_)) => continue,
                 Err(_) => return None,
             }
-        }
-    }
-
-    /// Claims up to `max` available items in one step; returns how many (0 when
-    /// empty) and the lag met on the way, if any.
-    fn claim_batch(&mut self, max: usize) -> (u64, u64) {
-        let mut lagged = 0;
-        loop {
-            let n = self.available(max as u64).min(max as u64);
-            if n == 0 {
-                return (0, lagged);
-            }
-            match self.claim(n) {
-                Ok(()) => return (n, lagged),
-                Err(lag) => lagged += lag,
-            }
-        }
-    }
-
-    /// Pops up to `max` items, claiming and releasing their positions once for the
-    /// whole batch. The iterator yields the claimed items; those not taken from it
-    /// are dropped when it is. Under `DropOldest`, items evicted before the batch
-    /// are reported by [`PopBatch::lagged`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use membound::ring::spsc;
-    ///
-    /// let (mut tx, mut rx) = spsc::channel(8)?;
-    /// tx.push_iter(&mut (0..6));
-    /// let batch: Vec<i32> = rx.pop_batch(4).collect();
-    /// assert_eq!(batch, [0, 1, 2, 3]);
-    /// assert_eq!(rx.pop_batch(10).count(), 2);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn pop_batch(&mut self, max: usize) -> PopBatch<'_, 'a, T> {
-        let (claimed, lagged) = self.claim_batch(max);
-        PopBatch {
-            consumer: self,
-            remaining: claimed,
-            lagged,
-        }
-    }
-
-    /// Copies up to `out.len()` items into `out`, releasing once; returns how many.
-    /// Lag met on the way is skipped (see [`pop`](Self::pop) to observe it).
-    pub fn pop_slice(&mut self, out: &mut [T]) -> usize
-    where
-        T: Copy,
-    {
-        #[cfg(not(loom))]
-        {
-            let chunk = self.read_chunk(out.len());
-            let (first, second) = chunk.as_slices();
-            out[..first.len()].copy_from_slice(first);
-            out[first.len()..chunk.len()].copy_from_slice(second);
-            chunk.len()
-        }
-        #[cfg(loom)]
-        {
-            let mut batch = self.pop_batch(out.len());
-            let mut n = 0;
-            for (dst, item) in out.iter_mut().zip(&mut batch) {
-                *dst = item;
-                n += 1;
-            }
-            n
-        }
-    }
-
-    /// The stored items, up to `n`, claimed for reading in place; released by
-    /// [`ReadChunk::commit`] or when the chunk is dropped.
-    #[cfg(not(loom))]
-    pub fn read_chunk(&mut self, n: usize) -> ReadChunk<'_, 'a, T> {
-        let (len, lagged) = self.claim_batch(n);
-        ReadChunk {
-            consumer: self,
-            len: len as usize,
-            lagged,
-        }
-    }
-}
-
-/// Items claimed by [`Consumer::pop_batch`], yielded in order.
-pub struct PopBatch<'c, 'a, T> {
-    consumer: &'c mut Consumer<'a, T>,
-    remaining: u64,
-    lagged: u64,
-}
-
-impl<T> PopBatch<'_, '_, T> {
-    /// Items the producer evicted before this batch (`DropOldest`).
-    pub fn lagged(&self) -> u64 {
-        self.lagged
-    }
-}
-
-impl<T> Iterator for PopBatch<'_, '_, T> {
-    type Item = T;
-
-    fn next(&mut self) -> Option<T> {
-        if self.remaining == 0 {
-            return None;
-        }
-        let c = &mut *self.consumer;
-        // SAFETY: the batch claimed `remaining` written positions from `head`.
-        let item = c
-            .end
-            .slot(c.index)
-            .0
-            .with(|p| unsafe { p.read().assume_init() });
-        c.advance(1);
-        self.remaining -= 1;
-        // Under DropOldest a full producer may be waiting for exactly this slot:
-        // release item by item rather than at the end of the batch.
-        if c.claims {
-            c.release();
-        }
-        Some(item)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining as usize, Some(self.remaining as usize))
-    }
-}
-
-impl<T> Drop for PopBatch<'_, '_, T> {
-    fn drop(&mut self) {
-        // Items not taken are dropped: they were claimed.
-        for item in self.by_ref() {
-            drop(item);
-        }
-        self.consumer.release();
-    }
-}
-
-impl<T> fmt::Debug for PopBatch<'_, '_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PopBatch")
-            .field("remaining", &self.remaining)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Stored items of a [`Consumer`], claimed for reading in place. Not available under
-/// loom.
-#[cfg(not(loom))]
-pub struct ReadChunk<'c, 'a, T> {
-    consumer: &'c mut Consumer<'a, T>,
-    len: usize,
-    lagged: u64,
-}
-
-#[cfg(not(loom))]
-impl<T> ReadChunk<'_, '_, T> {
-    /// Number of claimed items.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing was stored.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Items the producer evicted before this chunk (`DropOldest`).
-    pub fn lagged(&self) -> u64 {
-        self.lagged
-    }
-
-    /// The claimed items, in order, as two slices (the second is non-empty when the
-    /// chunk wraps around the end of the buffer).
-    pub fn as_slices(&self) -> (&[T], &[T]) {
-        let c = &*self.consumer;
-        let cap = c.end.shared().cap as usize;
-        let start = c.index as usize;
-        let first = self.len.min(cap - start);
-        let base = c.end.slots.as_ptr().cast::<T>();
-        // SAFETY: `SpscSlot<T>` is transparent over `MaybeUninit<T>` outside loom;
-        // the claimed positions hold initialised items that no one else touches until
-        // we release them.
-        unsafe {
-            (
-                core::slice::from_raw_parts(base.add(start), first),
-                core::slice::from_raw_parts(base, self.len - first),
-            )
-        }
-    }
-
-    /// Consumes the whole chunk: drops its items and releases their slots to the
-    /// producer. Dropping the chunk does the same.
-    pub fn commit(self) {}
-}
-
-#[cfg(not(loom))]
-impl<T> Drop for ReadChunk<'_, '_, T> {
-    fn drop(&mut self) {
-        let c = &mut *self.consumer;
-        if core::mem::needs_drop::<T>() {
-            for _ in 0..self.len {
-                // SAFETY: each claimed position holds an initialised item, dropped
-                // once as `advance` moves past it.
-                c.end
-                    .slot(c.index)
-                    .0
-                    .with_mut(|p| unsafe { (*p).assume_init_drop() });
-                c.advance(1);
-            }
-        } else {
-            c.advance(self.len as u64);
-        }
-        if self.len > 0 {
-            c.release();
         }
     }
 }
@@ -1301,271 +995,5 @@ impl<T> fmt::Debug for Consumer<'_, T> {
             .field("capacity", &self.capacity())
             .field("abandoned", &self.is_abandoned())
             .finish_non_exhaustive()
-    }
-}
-
-/// A reference to the shared state that does not borrow the handle, so a wait can
-/// hold the queue while its attempt borrows the handle mutably.
-///
-/// # Safety
-///
-/// The returned reference must not outlive the handle `ptr` came from.
-unsafe fn detached<'s>(ptr: NonNull<Shared>) -> &'s Shared {
-    // SAFETY: valid while the handle lives (`handles` contract); the caller bounds
-    // the lifetime.
-    unsafe { ptr.as_ref() }
-}
-
-impl<'a, T> Producer<'a, T> {
-    /// One attempt for the waiting pushes: `Err(item)` means full.
-    fn attempt_push(&mut self, item: T) -> Result<Result<(), Closed<T>>, T> {
-        match self.try_push(item) {
-            Ok(()) => Ok(Ok(())),
-            Err(PushError::Full(item)) => Err(item),
-            Err(PushError::Closed(item)) => Ok(Err(Closed(item))),
-        }
-    }
-
-    /// Stores `item`, calling `strategy` between attempts while the ring is full
-    /// (`no_std`). Never evicts.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] with the item once the consumer is gone.
-    pub fn push_wait_with(
-        &mut self,
-        item: T,
-        strategy: &mut impl WaitStrategy,
-    ) -> Result<(), Closed<T>> {
-        spin_on(strategy, item, |item| self.attempt_push(item))
-    }
-
-    /// A future that stores `item`, waiting for room (never evicting); resolves to
-    /// `Err(Closed(item))` once the consumer is gone. No allocation, no runtime
-    /// dependency, cancel-safe.
-    pub fn push_async(&mut self, item: T) -> SpscPushFuture<'_, 'a, T> {
-        SpscPushFuture {
-            producer: self,
-            item: Some(item),
-            waiter: Waiter::new(),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl<T> Producer<'_, T> {
-    /// Stores `item`, parking the thread while the ring is full (never evicting).
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] with the item once the consumer is gone.
-    pub fn push_wait(&mut self, item: T) -> Result<(), Closed<T>> {
-        self.push_until(item, None)
-            .map_err(|e| Closed(e.into_inner()))
-    }
-
-    /// Stores `item`, waiting at most `timeout` for room.
-    ///
-    /// # Errors
-    ///
-    /// [`PushTimeoutError::Timeout`] or [`PushTimeoutError::Closed`], with the item.
-    pub fn push_timeout(
-        &mut self,
-        item: T,
-        timeout: core::time::Duration,
-    ) -> Result<(), PushTimeoutError<T>> {
-        self.push_until(item, std::time::Instant::now().checked_add(timeout))
-    }
-
-    /// Stores `item`, waiting for room until `deadline`.
-    ///
-    /// # Errors
-    ///
-    /// As [`push_timeout`](Self::push_timeout).
-    pub fn push_deadline(
-        &mut self,
-        item: T,
-        deadline: std::time::Instant,
-    ) -> Result<(), PushTimeoutError<T>> {
-        self.push_until(item, Some(deadline))
-    }
-
-    fn push_until(
-        &mut self,
-        item: T,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<(), PushTimeoutError<T>> {
-        let item = match self.attempt_push(item) {
-            Ok(done) => return done.map_err(PushTimeoutError::from),
-            Err(item) => item,
-        };
-        // SAFETY: `shared` is used only inside this call, while `self` lives.
-        let shared = unsafe { detached(self.end.shared) };
-        match block_on(&shared.control.producers, deadline, item, |item| {
-            self.attempt_push(item)
-        }) {
-            Ok(done) => done.map_err(PushTimeoutError::from),
-            Err(item) => Err(PushTimeoutError::Timeout(item)),
-        }
-    }
-}
-
-impl<'a, T> Consumer<'a, T> {
-    /// One attempt for the waiting pops: `Err(())` means empty.
-    fn attempt_pop(&mut self) -> Result<Result<T, SpscPopError>, ()> {
-        match self.pop() {
-            Err(SpscPopError::Empty) => Err(()),
-            done => Ok(done),
-        }
-    }
-
-    /// Takes the oldest item, calling `strategy` between attempts while the ring is
-    /// empty (`no_std`).
-    ///
-    /// # Errors
-    ///
-    /// [`SpscPopError::Closed`] once the producer is gone and the ring drained;
-    /// [`SpscPopError::Lagged`] as for [`pop`](Self::pop).
-    pub fn pop_wait_with(&mut self, strategy: &mut impl WaitStrategy) -> Result<T, SpscPopError> {
-        spin_on(strategy, (), |()| self.attempt_pop())
-    }
-
-    /// A future that takes the oldest item, waiting while the ring is empty;
-    /// resolves as [`pop_wait_with`](Self::pop_wait_with) returns. No allocation,
-    /// cancel-safe.
-    pub fn pop_async(&mut self) -> SpscPopFuture<'_, 'a, T> {
-        SpscPopFuture {
-            consumer: self,
-            waiter: Waiter::new(),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl<T> Consumer<'_, T> {
-    /// Takes the oldest item, parking the thread while the ring is empty.
-    ///
-    /// # Errors
-    ///
-    /// [`SpscPopError::Closed`] once the producer is gone and the ring drained;
-    /// [`SpscPopError::Lagged`] as for [`pop`](Self::pop).
-    pub fn pop_wait(&mut self) -> Result<T, SpscPopError> {
-        self.pop_until(None)
-    }
-
-    /// Takes the oldest item, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// As [`pop_wait`](Self::pop_wait), and [`SpscPopError::Timeout`].
-    pub fn pop_timeout(&mut self, timeout: core::time::Duration) -> Result<T, SpscPopError> {
-        self.pop_until(std::time::Instant::now().checked_add(timeout))
-    }
-
-    /// Takes the oldest item, waiting until `deadline`.
-    ///
-    /// # Errors
-    ///
-    /// As [`pop_timeout`](Self::pop_timeout).
-    pub fn pop_deadline(&mut self, deadline: std::time::Instant) -> Result<T, SpscPopError> {
-        self.pop_until(Some(deadline))
-    }
-
-    fn pop_until(&mut self, deadline: Option<std::time::Instant>) -> Result<T, SpscPopError> {
-        if let Ok(done) = self.attempt_pop() {
-            return done;
-        }
-        // SAFETY: `shared` is used only inside this call, while `self` lives.
-        let shared = unsafe { detached(self.end.shared) };
-        block_on(&shared.control.consumers, deadline, (), |()| {
-            self.attempt_pop()
-        })
-        .unwrap_or(Err(SpscPopError::Timeout))
-    }
-}
-
-/// Future of [`Producer::push_async`].
-#[must_use = "futures do nothing unless polled"]
-pub struct SpscPushFuture<'p, 'a, T> {
-    producer: &'p mut Producer<'a, T>,
-    /// Not structurally pinned.
-    item: Option<T>,
-    /// Structurally pinned: linked into the producers' queue while pending.
-    waiter: Waiter,
-}
-
-/// Future of [`Consumer::pop_async`].
-#[must_use = "futures do nothing unless polled"]
-pub struct SpscPopFuture<'c, 'a, T> {
-    consumer: &'c mut Consumer<'a, T>,
-    /// Structurally pinned: linked into the consumers' queue while pending.
-    waiter: Waiter,
-}
-
-impl<T> Future for SpscPushFuture<'_, '_, T> {
-    type Output = Result<(), Closed<T>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: only `waiter` is structurally pinned, and it is only used through
-        // the `Pin` below; nothing is moved out of `self`.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above.
-        let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
-        // SAFETY: used only inside this call, while the producer lives.
-        let shared = unsafe { detached(this.producer.end.shared) };
-        let (producer, item) = (&mut *this.producer, &mut this.item);
-        poll_waiting(&shared.control.producers, waiter, cx, || {
-            let pending = item
-                .take()
-                .expect("SpscPushFuture polled after it completed");
-            match producer.attempt_push(pending) {
-                Ok(done) => Some(done),
-                Err(back) => {
-                    *item = Some(back);
-                    None
-                }
-            }
-        })
-    }
-}
-
-impl<T> Future for SpscPopFuture<'_, '_, T> {
-    type Output = Result<T, SpscPopError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: as for `SpscPushFuture`.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above.
-        let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
-        // SAFETY: used only inside this call, while the consumer lives.
-        let shared = unsafe { detached(this.consumer.end.shared) };
-        let consumer = &mut *this.consumer;
-        poll_waiting(&shared.control.consumers, waiter, cx, || {
-            consumer.attempt_pop().ok()
-        })
-    }
-}
-
-impl<T> Drop for SpscPushFuture<'_, '_, T> {
-    fn drop(&mut self) {
-        cancel_waiter(&self.producer.end.shared().control.producers, &self.waiter);
-    }
-}
-
-impl<T> Drop for SpscPopFuture<'_, '_, T> {
-    fn drop(&mut self) {
-        cancel_waiter(&self.consumer.end.shared().control.consumers, &self.waiter);
-    }
-}
-
-impl<T> fmt::Debug for SpscPushFuture<'_, '_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpscPushFuture").finish_non_exhaustive()
-    }
-}
-
-impl<T> fmt::Debug for SpscPopFuture<'_, '_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpscPopFuture").finish_non_exhaustive()
     }
 }

@@ -6,9 +6,8 @@
 use std::collections::VecDeque;
 
 use membound::capacity::CapacityError;
-use membound::ring::{
-    Closed, Fallback, OverflowPolicy, PopError, PushError, Pushed, Ring, RingConfig,
-};
+use membound::ring::{Closed, PopError, PushError, Pushed, Ring, RingConfig};
+use membound::OverflowPolicy;
 
 /// One operation on a ring. Values pushed are whatever the caller chooses.
 #[derive(Clone, Debug)]
@@ -33,6 +32,8 @@ pub struct Model {
     /// Slots reserved.
     max: usize,
     policy: OverflowPolicy,
+    /// Whether the ring grows before its policy applies.
+    growing: bool,
     items: VecDeque<u32>,
     closed: bool,
     pushed: u64,
@@ -53,15 +54,13 @@ pub struct Model {
 impl Model {
     /// The model of `Ring::with_config(config)`.
     pub fn new(config: RingConfig) -> Self {
-        let limit = match config.policy {
-            OverflowPolicy::Grow { max, .. } => max,
-            _ => config.capacity,
-        };
+        let limit = config.growth.unwrap_or(config.capacity);
         Self {
             cap: config.capacity,
             limit,
             max: config.reserved(),
             policy: config.policy,
+            growing: config.growth.is_some(),
             items: VecDeque::new(),
             closed: false,
             pushed: 0,
@@ -83,19 +82,20 @@ impl Model {
     }
 
     fn grows(&self) -> bool {
-        matches!(self.policy, OverflowPolicy::Grow { .. })
+        self.growing
     }
 
-    /// What a full ring does under `policy` (not `Grow`); returns the result.
-    fn overflow(&mut self, v: u32, fallback: Fallback) -> Result<Pushed, PushError<u32>> {
-        match fallback {
-            Fallback::DropOldest => {
+    /// What a full ring (at its growth maximum) does under `policy`; returns the
+    /// result.
+    fn overflow(&mut self, v: u32, policy: OverflowPolicy) -> Result<Pushed, PushError<u32>> {
+        match policy {
+            OverflowPolicy::DropOldest => {
                 self.items.pop_front();
                 self.dropped_oldest += 1;
                 self.store(v);
                 Ok(Pushed::DroppedOldest)
             }
-            Fallback::DropNewest => {
+            OverflowPolicy::DropNewest => {
                 self.dropped_newest += 1;
                 Ok(Pushed::DroppedNewest)
             }
@@ -153,22 +153,17 @@ impl Model {
                     self.store(v);
                     Ok(Pushed::Stored)
                 } else {
-                    match self.policy {
-                        OverflowPolicy::DropOldest => self.overflow(v, Fallback::DropOldest),
-                        OverflowPolicy::DropNewest => self.overflow(v, Fallback::DropNewest),
-                        OverflowPolicy::Grow { then, .. } => {
-                            while self.is_full() && self.cap < self.limit {
-                                self.cap = (self.cap * 2).min(self.limit);
-                                self.grows += 1;
-                            }
-                            if self.is_full() {
-                                self.overflow(v, then)
-                            } else {
-                                self.store(v);
-                                Ok(Pushed::Grew)
-                            }
+                    if self.grows() {
+                        while self.is_full() && self.cap < self.limit {
+                            self.cap = (self.cap * 2).min(self.limit);
+                            self.grows += 1;
                         }
-                        _ => self.overflow(v, Fallback::Reject),
+                    }
+                    if self.is_full() {
+                        self.overflow(v, self.policy)
+                    } else {
+                        self.store(v);
+                        Ok(Pushed::Grew)
                     }
                 };
                 assert_eq!(ring.push(v), expected, "{op:?}");
@@ -279,15 +274,8 @@ impl Model {
     }
 }
 
-/// The ring's rule for items beyond a lowered capacity, restated: `DropOldest` (or
-/// growth falling back to it) evicts them, every other policy keeps them.
+/// The ring's rule for items beyond a lowered capacity, restated: `DropOldest`
+/// (growing or not) evicts them, every other policy keeps them.
 fn evicts_excess(policy: OverflowPolicy) -> bool {
-    matches!(
-        policy,
-        OverflowPolicy::DropOldest
-            | OverflowPolicy::Grow {
-                then: Fallback::DropOldest,
-                ..
-            }
-    )
+    matches!(policy, OverflowPolicy::DropOldest)
 }

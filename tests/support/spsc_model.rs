@@ -7,8 +7,9 @@
 
 use std::collections::VecDeque;
 
-use membound::ring::spsc::{self, SpscPolicy, SpscPopError};
+use membound::ring::spsc;
 use membound::ring::PushError;
+use membound::OverflowPolicy;
 
 /// One operation on the channel; batch sizes are small numbers.
 #[derive(Clone, Debug)]
@@ -30,12 +31,12 @@ pub enum Op {
 }
 
 /// Applies `ops` to a channel and to a `VecDeque` model; any divergence panics.
-pub fn run_model(cap: usize, policy: SpscPolicy, ops: &[Op]) {
+pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
     let (mut tx, mut rx) = spsc::channel_with_policy(cap, policy).unwrap();
     let mut model: VecDeque<u32> = VecDeque::new();
     let mut lag = 0u64; // evicted, not yet reported
     let mut next = 1_000_000u32; // values for batch pushes
-    let drop_oldest = policy == SpscPolicy::DropOldest;
+    let drop_oldest = policy == OverflowPolicy::DropOldest;
     for op in ops {
         match *op {
             Op::TryPush(v) => {
@@ -90,9 +91,9 @@ pub fn run_model(cap: usize, policy: SpscPolicy, ops: &[Op]) {
             }
             Op::Pop => {
                 let expected = if lag > 0 {
-                    Err(SpscPopError::Lagged(std::mem::take(&mut lag)))
+                    Err(spsc::PopError::Lagged(std::mem::take(&mut lag)))
                 } else {
-                    model.pop_front().ok_or(SpscPopError::Empty)
+                    model.pop_front().ok_or(spsc::PopError::Empty)
                 };
                 assert_eq!(rx.pop(), expected, "{op:?}");
             }
@@ -163,5 +164,5 @@ pub fn run_model(cap: usize, policy: SpscPolicy, ops: &[Op]) {
     drop(tx);
     let rest: Vec<u32> = std::iter::from_fn(|| rx.try_pop()).collect();
     assert_eq!(rest, Vec::from(model));
-    assert_eq!(rx.pop(), Err(SpscPopError::Closed));
+    assert_eq!(rx.pop(), Err(spsc::PopError::Closed));
 }

@@ -29,9 +29,10 @@ use crate::adapters::ending::{bump, Ending};
 use crate::capacity::{CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::pressure::{adaptive_size, PressureLevel};
-use crate::ring::{OverflowPolicy, Ring, RingConfig};
+use crate::ring::{Ring, RingConfig};
 use crate::slice::SnapshotVec;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::OverflowPolicy;
 
 /// Identifies a handler on its connection; returned by [`Inbound::on`] and
 /// [`Inbound::on_any`], taken by [`Inbound::remove_handler`].

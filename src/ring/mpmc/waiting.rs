@@ -1,5 +1,6 @@
-//! The ring's waiting operations: blocking (std), timed (std), async (`core::task`)
-//! and strategy-driven (`no_std`). All go through the one mechanism in
+//! The ring's waiting operations, one pair each way: blocking for as long as a
+//! [`Wait`](crate::policy::Wait) says (std), async (`core::task`) and
+//! strategy-driven (`no_std`). All go through the one mechanism in
 //! [`wait`](super::super::wait): producers wait on `head.producers` and are woken by
 //! pops, consumers wait on `tail.consumers` and are woken by pushes, and `close` wakes
 //! both.
@@ -11,11 +12,13 @@ use core::task::{Context, Poll};
 
 use super::{RingCore, Storage};
 #[cfg(feature = "std")]
+use crate::policy::Wait;
+#[cfg(feature = "std")]
 use crate::ring::wait::block_on;
 use crate::ring::wait::{cancel_waiter, poll_waiting, spin_on, Waiter};
 use crate::ring::{Closed, PopError, PushError, WaitStrategy};
 #[cfg(feature = "std")]
-use crate::ring::{PopTimeoutError, PushTimeoutError};
+use crate::ring::{PopWaitError, PushWaitError};
 #[cfg(feature = "std")]
 use crate::sync::Ordering;
 
@@ -28,6 +31,13 @@ impl<T, S: Storage<T>> RingCore<T, S> {
             Err(PushError::Full(item)) => Err(item),
             Err(PushError::Closed(item)) => Ok(Err(Closed(item))),
         }
+    }
+
+    /// The producers' wait queue, for a structure over the ring that waits for room
+    /// with an attempt of its own (the backpressure channel); pops notify it.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn producers(&self) -> &crate::ring::wait::WaitQueue {
+        &self.head.producers
     }
 
     /// One non-waiting pop attempt for the waiting pops: `None` means empty.
@@ -139,160 +149,104 @@ impl<T, S: Storage<T>> RingCore<T, S> {
 
 #[cfg(feature = "std")]
 impl<T, S: Storage<T>> RingCore<T, S> {
-    /// Stores `item`, parking the thread as long as the ring is full.
+    /// Stores `item`, parking the thread as long as the ring is full, for as long
+    /// as `wait` says.
     ///
     /// Spins briefly, then sleeps until a pop makes room (or `close`); costs pushes
     /// and pops nothing while nobody waits (one load each).
     ///
     /// # Errors
     ///
-    /// [`Closed`] with the item once the ring is closed, including while waiting.
+    /// [`PushWaitError::Timeout`] when the ring stayed full until the deadline
+    /// (counted in [`RingMetrics::timeouts`](super::RingMetrics::timeouts)),
+    /// [`PushWaitError::Closed`] once the ring is closed, including while waiting;
+    /// both return the item.
     ///
     /// # Examples
     ///
     /// ```
-    /// use membound::ring::Ring;
+    /// use std::time::Duration;
+    /// use membound::policy::Wait;
+    /// use membound::ring::{PushWaitError, Ring};
     ///
     /// let ring = Ring::new(1)?;
     /// std::thread::scope(|s| {
     ///     s.spawn(|| {
     ///         for i in 0..100 {
-    ///             ring.push_wait(i).unwrap(); // waits whenever the consumer lags
+    ///             ring.push_wait(i, Wait::Forever).unwrap(); // waits whenever the consumer lags
     ///         }
     ///         ring.close();
     ///     });
     ///     let mut sum = 0;
-    ///     while let Ok(i) = ring.pop_wait() {
+    ///     while let Ok(i) = ring.pop_wait(Wait::Forever) {
     ///         sum += i;
     ///     }
     ///     assert_eq!(sum, 4950);
     /// });
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn push_wait(&self, item: T) -> Result<(), Closed<T>> {
-        self.push_until(item, None)
-            .map_err(|e| Closed(e.into_inner()))
-    }
-
-    /// Stores `item`, waiting at most `timeout` for room.
     ///
-    /// # Errors
-    ///
-    /// [`PushTimeoutError::Timeout`] when the ring stayed full (counted in
-    /// [`RingMetrics::timeouts`](super::RingMetrics::timeouts)),
-    /// [`PushTimeoutError::Closed`] once closed; both return the item.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use membound::ring::{PushTimeoutError, Ring};
-    ///
-    /// let ring = Ring::new(1)?;
-    /// ring.push_timeout(1, Duration::from_millis(10))?;
+    /// let full = Ring::new(1)?;
+    /// full.push_wait(1, Wait::Timeout(Duration::from_millis(10)))?;
     /// assert_eq!(
-    ///     ring.push_timeout(2, Duration::from_millis(10)),
-    ///     Err(PushTimeoutError::Timeout(2))
+    ///     full.push_wait(2, Wait::Timeout(Duration::from_millis(10))),
+    ///     Err(PushWaitError::Timeout(2))
     /// );
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn push_timeout(
-        &self,
-        item: T,
-        timeout: core::time::Duration,
-    ) -> Result<(), PushTimeoutError<T>> {
-        self.push_until(item, std::time::Instant::now().checked_add(timeout))
-    }
-
-    /// Stores `item`, waiting for room until `deadline`.
-    ///
-    /// # Errors
-    ///
-    /// As [`push_timeout`](Self::push_timeout).
-    pub fn push_deadline(
-        &self,
-        item: T,
-        deadline: std::time::Instant,
-    ) -> Result<(), PushTimeoutError<T>> {
-        self.push_until(item, Some(deadline))
-    }
-
-    /// Takes the oldest item, parking the thread while the ring is empty.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] once the ring is closed and drained, including while waiting.
-    pub fn pop_wait(&self) -> Result<T, Closed> {
-        self.pop_until(None).map_err(|_| Closed(()))
-    }
-
-    /// Takes the oldest item, waiting at most `timeout` for one.
-    ///
-    /// # Errors
-    ///
-    /// [`PopTimeoutError::Timeout`] when nothing arrived (counted in
-    /// [`RingMetrics::timeouts`](super::RingMetrics::timeouts)),
-    /// [`PopTimeoutError::Closed`] once closed and drained.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use membound::ring::{PopTimeoutError, Ring};
-    ///
-    /// let ring = Ring::<u8>::new(4)?;
-    /// assert_eq!(ring.pop_timeout(Duration::from_millis(10)), Err(PopTimeoutError::Timeout));
-    /// ring.close();
-    /// assert_eq!(ring.pop_timeout(Duration::from_secs(60)), Err(PopTimeoutError::Closed));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn pop_timeout(&self, timeout: core::time::Duration) -> Result<T, PopTimeoutError> {
-        self.pop_until(std::time::Instant::now().checked_add(timeout))
-    }
-
-    /// Takes the oldest item, waiting for one until `deadline`.
-    ///
-    /// # Errors
-    ///
-    /// As [`pop_timeout`](Self::pop_timeout).
-    pub fn pop_deadline(&self, deadline: std::time::Instant) -> Result<T, PopTimeoutError> {
-        self.pop_until(Some(deadline))
-    }
-
-    /// The waiting push; `None` waits forever (so does a timeout too large for an
-    /// `Instant`).
-    fn push_until(
-        &self,
-        item: T,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<(), PushTimeoutError<T>> {
+    pub fn push_wait(&self, item: T, wait: Wait) -> Result<(), PushWaitError<T>> {
+        let deadline = wait.deadline();
         let item = match self.attempt_push(item) {
-            Ok(done) => return done.map_err(PushTimeoutError::from),
+            Ok(done) => return done.map_err(PushWaitError::from),
             Err(item) => item,
         };
         match block_on(&self.head.producers, deadline, item, |item| {
             self.attempt_push(item)
         }) {
-            Ok(done) => done.map_err(PushTimeoutError::from),
+            Ok(done) => done.map_err(PushWaitError::from),
             Err(item) => {
                 self.tail.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(PushTimeoutError::Timeout(item))
+                Err(PushWaitError::Timeout(item))
             }
         }
     }
 
-    /// The waiting pop; `None` waits forever.
-    fn pop_until(&self, deadline: Option<std::time::Instant>) -> Result<T, PopTimeoutError> {
+    /// Takes the oldest item, parking the thread while the ring is empty, for as
+    /// long as `wait` says.
+    ///
+    /// # Errors
+    ///
+    /// [`PopWaitError::Timeout`] when nothing arrived before the deadline (counted
+    /// in [`RingMetrics::timeouts`](super::RingMetrics::timeouts)),
+    /// [`PopWaitError::Closed`] once the ring is closed and drained, including while
+    /// waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use membound::policy::Wait;
+    /// use membound::ring::{PopWaitError, Ring};
+    ///
+    /// let ring = Ring::<u8>::new(4)?;
+    /// assert_eq!(
+    ///     ring.pop_wait(Wait::Timeout(Duration::from_millis(10))),
+    ///     Err(PopWaitError::Timeout)
+    /// );
+    /// ring.close();
+    /// assert_eq!(ring.pop_wait(Wait::Forever), Err(PopWaitError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pop_wait(&self, wait: Wait) -> Result<T, PopWaitError> {
+        let deadline = wait.deadline();
         if let Some(done) = self.attempt_pop() {
-            return done.map_err(PopTimeoutError::from);
+            return done.map_err(PopWaitError::from);
         }
         match block_on(&self.tail.consumers, deadline, (), |()| {
             self.attempt_pop().ok_or(())
         }) {
-            Ok(done) => done.map_err(PopTimeoutError::from),
+            Ok(done) => done.map_err(PopWaitError::from),
             Err(()) => {
                 self.tail.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(PopTimeoutError::Timeout)
+                Err(PopWaitError::Timeout)
             }
         }
     }

@@ -7,7 +7,8 @@
 //! would replace).
 #![no_std]
 
-use membound::ring::{OverflowPolicy, StaticRing};
+use membound::ring::StaticRing;
+use membound::OverflowPolicy;
 
 static EVENTS: StaticRing<u32, 8> = StaticRing::with_policy(OverflowPolicy::DropOldest);
 

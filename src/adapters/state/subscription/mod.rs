@@ -66,7 +66,8 @@ use super::Revision;
 use crate::adapters::ending::{bump, Ending};
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
-use crate::ring::{self, PopFuture, PopTimeoutError, Ring, RingConfig, Slot};
+use crate::policy::Wait;
+use crate::ring::{self, PopFuture, PopWaitError, Ring, RingConfig, Slot};
 use crate::sync::{AtomicU64, Ordering};
 use crate::table::{DefaultHashBuilder, EvictionCause, EvictionHook};
 use crate::table::{TableConfig, TtlTable};
@@ -176,7 +177,7 @@ pub enum SubscriptionConfigError {
     /// The subscription table refused `max_subscriptions` or `idle_ttl`.
     Table(crate::ConfigError),
     /// A queue of `queue_capacity` changes cannot be built.
-    Queue(ring::ConfigError),
+    Queue(crate::ConfigError),
 }
 
 impl fmt::Display for SubscriptionConfigError {
@@ -254,7 +255,7 @@ impl SubscribeOptions {
 }
 
 /// Why a subscription was not made.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum SubscribeError {
     /// The pattern is not a valid JSON Pointer.
@@ -265,7 +266,7 @@ pub enum SubscribeError {
         max: usize,
     },
     /// The queue capacity in the options cannot be built.
-    Queue(ring::ConfigError),
+    Queue(crate::ConfigError),
     /// The idle TTL in the options is zero.
     ZeroIdleTtl,
     /// The thread of a callback subscription could not be started.
@@ -1156,19 +1157,16 @@ impl Subscription {
         let queue = &self.shared.queue;
         let popped = match queue.pop() {
             Ok(entry) => Ok(entry),
-            Err(ring::PopError::Closed) => Err(PopTimeoutError::Closed),
+            Err(ring::PopError::Closed) => Err(PopWaitError::Closed),
             Err(ring::PopError::Empty) => {
                 let _waiting = Waiting::start(&self.shared, &*self.hub);
-                match timeout {
-                    None => queue.pop_wait().map_err(PopTimeoutError::from),
-                    Some(t) => queue.pop_timeout(t),
-                }
+                queue.pop_wait(timeout.map_or(Wait::Forever, Wait::Timeout))
             }
         };
         match popped {
             Ok(entry) => self.cursor.accept(entry).map(Some),
-            Err(PopTimeoutError::Timeout) => Ok(None),
-            Err(PopTimeoutError::Closed) => Err(self.end_error()),
+            Err(PopWaitError::Timeout) => Ok(None),
+            Err(PopWaitError::Closed) => Err(self.end_error()),
         }
     }
 

@@ -321,7 +321,7 @@ fn bad_patterns_and_options_are_typed_errors() {
     );
     assert_eq!(
         sub("/a", SubscribeOptions::new().with_queue_capacity(0)),
-        SubscribeError::Queue(ring::ConfigError::ZeroCapacity)
+        SubscribeError::Queue(crate::ConfigError::ZeroCapacity)
     );
     assert_eq!(
         sub("/a", SubscribeOptions::new().with_idle_ttl(Duration::ZERO)),
@@ -349,7 +349,7 @@ fn config_errors_are_typed() {
     let err = new(SubscriptionConfig::new().with_queue_capacity(0));
     assert_eq!(
         err,
-        SubscriptionConfigError::Queue(ring::ConfigError::ZeroCapacity)
+        SubscriptionConfigError::Queue(crate::ConfigError::ZeroCapacity)
     );
     assert!(err.to_string().starts_with("subscription queue: "));
 }
