@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the README's Markdown tables from criterion results of the ring, SPSC,
+"""Prints BENCHMARKS.md's Markdown tables from criterion results of the ring, SPSC,
 waiting, snapshot-vector, pool and state-store benchmarks (`cargo bench --bench
 ring|spsc|wait|slice|pool`, `cargo bench --bench state --features state`).
 

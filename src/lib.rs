@@ -1,62 +1,31 @@
-//! # membound
+#![doc = include_str!("../README.md")]
 //!
-//! Bounded-memory building blocks for long-running programs: structures whose
-//! worst-case memory is fixed when they are built, that say what they dropped, and
-//! that never allocate on their hot paths.
+//! # Conventions
 //!
-//! This release provides the lock-free multi-producer multi-consumer [`ring`] with
-//! overflow policies: [`ring::Ring`] (heap, runtime capacity) and
-//! [`ring::StaticRing`] (inline, const capacity, no allocator).
+//! The rules every module follows, so that an idea learnt once holds everywhere:
 //!
-//! Memory pressure: [`pressure`] turns utilization samples into a level with
-//! hysteresis, a continuous scale factor and adaptive sizes (no_std);
-//! [`heap::TrackingAllocator`] counts live heap bytes (no_std); `os` samples the
-//! process, its cgroup and the host without allocating and `monitor` runs the
-//! `MemoryManager` thread (both `std`).
-//!
-//! The [`table`] module provides fixed-capacity concurrent TTL tables with no epoch
-//! reclamation and no allocation after construction: [`table::TtlTable`] (heap) and
-//! [`table::StaticTtlTable`] (inline, `static`-friendly). [`schedule::Schedule`] runs
-//! named cleanup tasks by ticks without threads; under `std`,
-//! `cleanup::CleanupManager` runs them on background threads.
-//!
-//! [`backpressure::Backpressure`] (`alloc`) is a bounded channel whose water marks
-//! pause producers until consumers drain it, with the overflow strategies none, drop
-//! oldest, drop newest, block and block with a timeout.
-//!
-//! With `alloc`: [`slice::SnapshotVec`] is a copy-on-write vector whose readers
-//! iterate immutable snapshots without a lock (so callbacks may re-enter it), and
-//! [`pool::Pool`] a bounded, lock-free object pool on the ring that recycles objects
-//! and releases idle ones under memory pressure.
-//!
-//! # Features
-//!
-//! - `std` (default): implies `alloc`; backoff yields the OS thread when a wait grows
-//!   long; OS memory sampling (`os`, via libc on unix) and the memory manager
-//!   (`monitor`).
-//! - `alloc`: heap-backed structures such as [`ring::Ring`].
-//! - `serde`: `Serialize`/`Deserialize` for configuration structs.
-//! - `prometheus`: implies `std`; `export::prometheus` exposes every component's
-//!   metrics through the `prometheus-client` registry and serves them over HTTP.
-//! - `state`: the versioned JSON state store, `adapters::state` (implies `std`).
-//! - `ws`: the WebSocket event transport, `adapters::ws`: a server and a client on
-//!   tokio and tokio-tungstenite with bounded per-connection queues, delivery classes
-//!   and byte limits (implies `std`).
-//! - `axum`: serves the same transport from an axum router (implies `ws`).
-//!
-//! With default features off the crate is `no_std` and needs no allocator:
-//! [`ring::StaticRing`] lives in a `static`.
-//!
-//! # Examples
-//!
-//! ```
-//! use membound::ring::{Pushed, Ring};
-//!
-//! let events = Ring::new(1024)?;
-//! assert_eq!(events.push("connected")?, Pushed::Stored);
-//! assert_eq!(events.try_pop(), Some("connected"));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! - **When full**: a bounded structure takes an [`OverflowPolicy`]. One that cannot
+//!   honour a policy refuses it at construction with
+//!   [`ConfigError::UnsupportedPolicy`] (the [`policy`] module lists who supports
+//!   what). Growth is a capacity setting, not a policy.
+//! - **Waiting**: every blocking call takes a [`Wait`] (forever, a timeout or a
+//!   deadline); async calls are futures that need no allocation per waiter.
+//! - **Time**: a deadline a thread or task parks on is an `Instant` (std's for
+//!   threads, tokio's for tasks). Every other reading of time that decides
+//!   behaviour (expiry, ages, rates, sustain and dwell times) comes from a
+//!   [`Clock`](clock::Clock), so tests drive it with a
+//!   [`ManualClock`](clock::ManualClock) instead of sleeping.
+//! - **Memory pressure** takes one route: anything that can shrink implements
+//!   [`SoftCapacity`](capacity::SoftCapacity), whose
+//!   [`apply_pressure`](capacity::SoftCapacity::apply_pressure) receives the level
+//!   with the capacity, and is registered with the `MemoryManager` (`monitor`, std).
+//!   Components that own several queues (the state store, the WebSocket server)
+//!   register themselves when their builder is given a manager.
+//! - **Errors**: construction fails with the crate's one [`ConfigError`] for the core
+//!   structures; each operation has its own small error enum that hands back the
+//!   item it could not take.
+//! - **Metrics**: every `*Metrics` snapshot implements [`Metrics`](metrics::Metrics),
+//!   which visits its fields; exporters walk any snapshot without knowing its type.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -94,13 +63,8 @@ mod sync;
 pub mod table;
 
 pub use config::ConfigError;
-pub use policy::OverflowPolicy;
+pub use policy::{OverflowPolicy, Wait};
 
 #[cfg(loom)]
 #[doc(hidden)]
 pub use sync::loom_assume_no_waiters;
-
-/// The README's examples run as doctests, so they cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

@@ -97,7 +97,7 @@ impl WaterMarks {
     }
 }
 
-/// Configuration of a [`Backpressure`] channel.
+/// Configuration of a [`Backpressure`](super::Backpressure) channel.
 ///
 /// # Examples
 ///
@@ -119,7 +119,7 @@ impl WaterMarks {
 pub struct BackpressureConfig {
     /// Items the channel holds: at least 1.
     pub capacity: usize,
-    /// Slots reserved up front so [`SoftCapacity::set_capacity`] can raise the
+    /// Slots reserved up front so [`SoftCapacity::set_capacity`](crate::capacity::SoftCapacity::set_capacity) can raise the
     /// capacity later; `0` means "the capacity".
     pub max_capacity: usize,
     /// What a send does when the ring is full. A backpressure channel supports

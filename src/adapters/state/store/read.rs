@@ -78,7 +78,7 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
 
     /// Replaces the document with `snapshot`'s and continues from its revision. The
     /// history restarts there: [`changes_since`](Self::changes_since) an earlier
-    /// revision answers [`HistoryError::Compacted`]. Open transactions will
+    /// revision answers [`HistoryError::Compacted`](crate::adapters::state::HistoryError::Compacted). Open transactions will
     /// conflict.
     ///
     /// # Errors

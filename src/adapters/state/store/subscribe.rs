@@ -16,7 +16,7 @@ use crate::clock::Clock;
 impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     /// Subscribes to the changes at `pattern`: a segment-aware JSON Pointer pattern
     /// (`/user` matches `/user` and `/user/name`, not `/username`; `*` matches one
-    /// segment; `""` matches everything). See [`subscription`](super::subscription)
+    /// segment; `""` matches everything). See [`subscription`](crate::adapters::state::subscription)
     /// for what matches, lag and expiry.
     ///
     /// With [`SubscribeOptions::from`] set to a revision, the changes after it come

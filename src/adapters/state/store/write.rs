@@ -122,9 +122,9 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
     }
 
     /// Parses `patch` (a JSON array of operations, strictly per RFC 6902 unless the
-    /// store is [lenient](StateConfig::lenient)) and [applies](Self::apply) it. The
+    /// store is [lenient](crate::adapters::state::StateConfig::lenient)) and [applies](Self::apply) it. The
     /// text's length is checked against
-    /// [`Limits::patch_bytes`](super::Limits::patch_bytes) before it is parsed.
+    /// [`Limits::patch_bytes`](crate::adapters::state::Limits::patch_bytes) before it is parsed.
     ///
     /// An operation object with two members of the same name
     /// (`{"op":"add","path":"/s","op":"remove"}`) is refused in either mode; an
