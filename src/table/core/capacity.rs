@@ -12,13 +12,8 @@ use crate::table::EvictionHook;
 /// Entries `set_capacity` evicts at once when lowering; sweeps and inserts do the rest.
 const SHRINK_STEP: usize = 32;
 
-impl<K, V, C, S, H, St> SoftCapacity for TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    SoftCapacity for TtlTableCore<K, V, C, S, H, St>
 {
     fn capacity(&self) -> usize {
         TtlTableCore::capacity(self)

@@ -14,13 +14,8 @@ use crate::table::{EvictionCause, EvictionHook};
 /// Live entries an eviction compares before choosing the soonest-expiring.
 pub(super) const EVICT_SAMPLE: usize = 8;
 
-impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    TtlTableCore<K, V, C, S, H, St>
 {
     /// A cleaner's removal of the entry at `index`: takes the segment lock (waiting
     /// only if `wait`), and removes the entry if it is `READY`, unread, and expired at

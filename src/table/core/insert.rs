@@ -21,13 +21,8 @@ const MAX_EVICTIONS: usize = 4;
 /// evicts for such a slot.
 const VACATE_WAITS: usize = 16;
 
-impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    TtlTableCore<K, V, C, S, H, St>
 {
     /// Stores `value` under `key` with the table's default TTL. Returns the value it
     /// replaced, if `key` had a live entry.

@@ -15,13 +15,8 @@ use crate::table::EvictionHook;
 /// entry a `touch` extended).
 const READ_RETRIES: usize = 2;
 
-impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    TtlTableCore<K, V, C, S, H, St>
 {
     /// Runs `f` on the live value of `key`, or returns `None`.
     fn read<Q, R>(&self, key: &Q, now: u64, f: impl FnOnce(&Slot<K, V>, &V) -> R) -> Option<R>

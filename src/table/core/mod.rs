@@ -510,13 +510,8 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>>
     }
 }
 
-impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    TtlTableCore<K, V, C, S, H, St>
 {
     #[inline(always)]
     fn state(&self, index: usize) -> &AtomicU64 {

@@ -10,13 +10,8 @@ use crate::clock::Clock;
 use crate::sync::Ordering;
 use crate::table::{EvictionCause, EvictionHook};
 
-impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    TtlTableCore<K, V, C, S, H, St>
 {
     /// Whether the key's chain may hold it: a lock-free pre-check (tags only) so that
     /// removing an absent key takes no lock. A key present throughout the probe shows

@@ -9,13 +9,8 @@ use crate::clock::Clock;
 use crate::sync::Ordering;
 use crate::table::{EvictionHook, SweepStats};
 
-impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    TtlTableCore<K, V, C, S, H, St>
 {
     /// Scans up to `budget` slots from the table's shared sweep cursor and removes
     /// the entries expired at tick `now`; while the table holds more than its soft

@@ -28,13 +28,8 @@ pub(super) enum Gone<K, V> {
     Taken(K, V, EvictionCause),
 }
 
-impl<K, V, C, S, H, St> TtlTableCore<K, V, C, S, H, St>
-where
-    K: Hash + Eq,
-    C: Clock,
-    S: BuildHasher,
-    H: EvictionHook<K, V>,
-    St: Storage<K, V>,
+impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
+    TtlTableCore<K, V, C, S, H, St>
 {
     /// Takes a `READY` slot out of the table under the segment lock the caller holds:
     /// dooms it (`READY` -> `BUSY`, keeping readers and tag) and, if nobody is reading
