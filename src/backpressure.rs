@@ -168,26 +168,39 @@ pub struct Transition {
 /// `sent`, `received` and the drop counts come from the ring's positions and
 /// counters ([`RingMetrics`](crate::ring::RingMetrics)); the rest are the channel's
 /// slow-path counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(
+    kind = "backpressure",
+    counters,
+    help(
+        dropped = "Items the strategy dropped, by cause.",
+        refused = "Sends refused with the item handed back, by cause."
+    )
+)]
 pub struct BackpressureMetrics {
     /// Items stored by sends.
     pub sent: u64,
     /// Items taken by receives.
     pub received: u64,
     /// Stored items dropped to make room ([`OverflowPolicy::DropOldest`]).
+    #[metric(name = "dropped", label("cause", "drop_oldest"))]
     pub dropped_oldest: u64,
     /// New items dropped because the ring was full ([`OverflowPolicy::DropNewest`]).
+    #[metric(name = "dropped", label("cause", "drop_newest"))]
     pub dropped_newest: u64,
     /// Sends refused with [`SendError::Full`].
+    #[metric(name = "refused", label("cause", "full"))]
     pub rejected_full: u64,
     /// Sends refused with [`SendError::Paused`]: `try_send` calls, and any send
     /// under [`OverflowPolicy::Reject`].
+    #[metric(name = "refused", label("cause", "paused"))]
     pub rejected_paused: u64,
     /// Sends that could not proceed at once and waited (paused, or full under a
     /// waiting policy).
     pub blocked: u64,
     /// Total time those sends spent waiting, on the channel's clock.
+    #[metric(unit = "seconds")]
     pub blocked_time: Duration,
     /// Sends that gave up at their deadline.
     pub timeouts: u64,
@@ -196,66 +209,17 @@ pub struct BackpressureMetrics {
     /// Transitions back to [`FlowState::Flowing`] (the fill fell to the low mark).
     pub low_water_hits: u64,
     /// Whether the channel is paused now.
+    #[metric(gauge)]
     pub paused: bool,
     /// Items stored now.
+    #[metric(gauge)]
     pub len: u64,
     /// The capacity in force.
+    #[metric(gauge)]
     pub capacity: u64,
     /// Producers sleeping now, waiting to send.
+    #[metric(gauge)]
     pub producers_waiting: u64,
-}
-
-impl crate::metrics::Metrics for BackpressureMetrics {
-    const KIND: &'static str = "backpressure";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let BackpressureMetrics {
-            sent,
-            received,
-            dropped_oldest,
-            dropped_newest,
-            rejected_full,
-            rejected_paused,
-            blocked,
-            blocked_time,
-            timeouts,
-            high_water_hits,
-            low_water_hits,
-            paused,
-            len,
-            capacity,
-            producers_waiting,
-        } = *self;
-        let dropped =
-            |n: u64| Metric::counter("dropped", "Items the strategy dropped, by cause.", n);
-        let refused = |n: u64| {
-            Metric::counter(
-                "refused",
-                "Sends refused with the item handed back, by cause.",
-                n,
-            )
-        };
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("sent", "Items stored by sends.", sent),
-            Metric::counter("received", "Items taken by receives.", received),
-            Metric::counter("blocked", "Sends that waited (paused, or full under a blocking strategy).", blocked),
-            Metric::counter("timeouts", "Sends that gave up at their deadline.", timeouts),
-            Metric::counter("high_water_hits", "Transitions to paused: the fill reached the high mark.", high_water_hits),
-            Metric::counter("low_water_hits", "Transitions back to flowing: the fill fell to the low mark.", low_water_hits),
-            Metric::gauge("paused", "1 while producers are paused by the water marks.", paused),
-            Metric::gauge("len", "Items stored now.", len),
-            Metric::gauge("capacity", "The capacity in force.", capacity),
-            Metric::gauge("producers_waiting", "Sends sleeping now.", producers_waiting),
-            dropped(dropped_oldest).with_labels(&[("cause", "drop_oldest")]),
-            dropped(dropped_newest).with_labels(&[("cause", "drop_newest")]),
-            refused(rejected_full).with_labels(&[("cause", "full")]),
-            refused(rejected_paused).with_labels(&[("cause", "paused")]),
-            Metric::counter("blocked_time", "Total time sends spent waiting.", blocked_time).seconds(),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 type TransitionHook = Box<dyn Fn(Transition) + Send + Sync>;

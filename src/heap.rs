@@ -58,15 +58,9 @@ impl crate::metrics::Metrics for HeapStats {
 
     fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
         use crate::metrics::Metric;
-        let HeapStats {
-            live_bytes,
-            peak_bytes,
-            allocations,
-            deallocations,
-            reallocations,
-            failures,
-            heap_size,
-        } = *self;
+        #[rustfmt::skip]
+        let HeapStats { live_bytes, peak_bytes, allocations, deallocations, reallocations,
+            failures, heap_size } = *self;
         #[rustfmt::skip]
         let metrics = [
             Metric::counter("allocations", "Successful allocations.", allocations),

@@ -31,6 +31,8 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
+// The derive's generated code names `::membound`, inside this crate too.
+extern crate self as membound;
 #[cfg(feature = "std")]
 extern crate std;
 

@@ -2,34 +2,65 @@
 //! [`Metric`] at a time, into any [`Visitor`].
 //!
 //! Every component keeps a plain `metrics()` snapshot struct (rule 7 of the design).
-//! Next to each such struct sits an `impl Metrics`, which says, field by field, what
-//! the field is: its name, whether it is a counter or a gauge, its unit, a line of
-//! help, its value, and the labels that tell apart the fields of one family (a
-//! cause, a level, a delivery class). Whatever reads metrics — the Prometheus
+//! Each such struct derives [`Metrics`](macro@Metrics), which says, field by field,
+//! what the field is: its name, whether it is a counter or a gauge, its unit, a line
+//! of help (the first sentence of the field's doc comment: one copy of each
+//! description), its value, and the labels that tell apart the fields of one family
+//! (a cause, a level, a delivery class). Whatever reads metrics — the Prometheus
 //! exporter (`export::prometheus`, feature `prometheus`), a test, a log line — walks
-//! any component the same way, without knowing its fields.
+//! any component the same way, without knowing its fields. A snapshot whose figures
+//! need more than a field each (nested per-class snapshots, a limit with its source
+//! as a label) implements [`Metrics`](trait@Metrics) by hand.
 //!
 //! The trait is core: no `std`, no allocation. A [`Metric`] borrows its name, help
 //! and labels; a visitor that keeps them copies them.
 //!
 //! # How to add a metric
 //!
-//! 1. Add the field to the `*Metrics` struct and fill it in `metrics()`.
-//! 2. Its `impl Metrics` stops compiling: every impl destructures its struct
-//!    exhaustively (`let RingMetrics { pushed, popped, /* every field */ } = *self;`,
-//!    never `..`), so a field cannot be added without being exported, or bound to
-//!    `_` with a comment that says why it is not a figure (an identity, an error
-//!    value, a timestamp on a private clock).
-//! 3. Visit it: `out.metric(Metric::counter("name", "Help.", value))`. Name it
-//!    without a unit or `_total` (readers append those), say `.bytes()` or
-//!    `.seconds()` for a unit, and put a field split by a cause, a level or a class
-//!    into one family with [`with_labels`](Metric::with_labels).
+//! 1. Add the field to the `*Metrics` struct, with a doc comment, and fill it in
+//!    `metrics()`.
+//! 2. Say what it is: `#[metric(counter)]` or `#[metric(gauge)]` (a struct marked
+//!    `#[metrics(counters)]` takes an unmarked field as a counter), with
+//!    `unit = "bytes"` (or `"seconds"`, `"ticks"`), `name = "..."`,
+//!    `label("cause", "...")` and `help = "..."` for a field of a family, or
+//!    `with = path` to export `path(field)`. A field that is not a figure (an
+//!    identity, an error value, a timestamp on a private clock) is
+//!    `#[metric(skip)]`, with a comment that says why. Every other field is
+//!    exported, so none is forgotten; an unmarked field in a struct without
+//!    `counters` does not compile.
+//! 3. Name it without a unit or `_total` (readers append those). An `Option` field
+//!    that is `None` exports nothing: an absent figure is not a zero.
 //! 4. The exporter's field test (`src/export/prometheus/fields.rs`) checks that the
 //!    number of series equals the number of fields; add the field to its value there.
 //!
+//! ```
+//! use membound::metrics::{Metric, Metrics};
+//!
+//! #[derive(Metrics)]
+//! #[metrics(kind = "cache")]
+//! struct CacheMetrics {
+//!     /// Lookups that found an entry.
+//!     #[metric(counter)]
+//!     hits: u64,
+//!     #[metric(counter, name = "evicted", label("cause", "room"), help = "Entries evicted, by cause.")]
+//!     evicted_for_room: u64,
+//!     #[metric(counter, name = "evicted", label("cause", "expired"), help = "Entries evicted, by cause.")]
+//!     evicted_expired: u64,
+//!     /// Bytes held now, if known.
+//!     #[metric(gauge, name = "size", unit = "bytes")]
+//!     bytes: Option<usize>,
+//! }
+//!
+//! let cache = CacheMetrics { hits: 5, evicted_for_room: 1, evicted_expired: 0, bytes: None };
+//! let mut names = Vec::new();
+//! cache.visit(&mut |m: Metric<'_>| names.push((m.name.to_string(), m.help, m.labels.len())));
+//! assert_eq!(names[0], ("hits".to_string(), "Lookups that found an entry.", 0));
+//! assert_eq!(names.len(), 3); // no size: it is not known
+//! ```
+//!
 //! # Examples
 //!
-//! A component of your own, and a visitor that prints what it visits:
+//! A component implemented by hand, and a visitor that prints what it visits:
 //!
 //! ```
 //! use membound::metrics::{Metric, Metrics, Visitor};
@@ -73,6 +104,10 @@
 
 use core::fmt;
 use core::time::Duration;
+
+/// Derives [`Metrics`](trait@Metrics) for a snapshot struct; see the
+/// [module docs](self) for its attributes.
+pub use membound_derive::Metrics;
 
 /// A counter or a gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +184,36 @@ impl From<Duration> for Value {
     }
 }
 
+/// A field's figure, or `None` for a figure the snapshot does not have: what
+/// `#[derive(Metrics)]` reads from each exported field.
+pub trait ToValue {
+    /// The value, or `None` when there is none (an absent figure is not a zero).
+    fn to_value(&self) -> Option<Value>;
+}
+
+macro_rules! to_value_via_into {
+    ($($ty:ty),*) => {$(
+        impl ToValue for $ty {
+            fn to_value(&self) -> Option<Value> {
+                Some(Value::from(*self))
+            }
+        }
+    )*};
+}
+to_value_via_into!(u64, u32, usize, bool, f64, Duration);
+
+impl<T: ToValue> ToValue for Option<T> {
+    fn to_value(&self) -> Option<Value> {
+        self.as_ref().and_then(ToValue::to_value)
+    }
+}
+
+impl<T: ToValue + ?Sized> ToValue for &T {
+    fn to_value(&self) -> Option<Value> {
+        (**self).to_value()
+    }
+}
+
 /// One metric of a snapshot: one field, or one element of an array field.
 ///
 /// Fields of one family (same name) share kind, unit and help, and differ in their
@@ -182,7 +247,8 @@ impl<'a> Metric<'a> {
         Self::new(name, MetricKind::Gauge, help, value.into())
     }
 
-    const fn new(name: &'a str, kind: MetricKind, help: &'static str, value: Value) -> Self {
+    /// A metric of either kind, without labels or unit.
+    pub const fn new(name: &'a str, kind: MetricKind, help: &'static str, value: Value) -> Self {
         Self {
             name,
             kind,
@@ -446,6 +512,79 @@ impl<const N: usize> fmt::Display for StackStr<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn level_index(level: crate::pressure::PressureLevel) -> usize {
+        level.index()
+    }
+
+    /// Every attribute of the derive, and the help texts it takes from docs.
+    #[derive(Metrics)]
+    #[metrics(kind = "derived", counters, help(dropped = "Items dropped, by cause."))]
+    struct Derived {
+        /// Items stored. More text that is not help.
+        stored: u64,
+        /// The oldest made room.
+        #[metric(name = "dropped", label("cause", "oldest"))]
+        dropped_oldest: u64,
+        /// The newest was refused.
+        #[metric(name = "dropped", label("cause", "newest"))]
+        dropped_newest: u64,
+        /// Bytes held by [`Derived`], `now`.
+        #[metric(gauge, unit = "bytes")]
+        held: usize,
+        /// Time spent waiting.
+        #[metric(unit = "seconds", help = "Waiting time.")]
+        waited: Duration,
+        /// Absent until known.
+        #[metric(gauge)]
+        known: Option<f64>,
+        /// The level.
+        #[metric(gauge, with = level_index)]
+        level: crate::pressure::PressureLevel,
+        // Not a figure.
+        #[metric(skip)]
+        #[allow(dead_code)]
+        note: &'static str,
+    }
+
+    #[test]
+    fn the_derive_visits_every_exported_field_as_its_attributes_say() {
+        let snapshot = Derived {
+            stored: 3,
+            dropped_oldest: 1,
+            dropped_newest: 2,
+            held: 64,
+            waited: Duration::from_millis(1500),
+            known: None,
+            level: crate::pressure::PressureLevel::High,
+            note: "x",
+        };
+        assert_eq!(Derived::KIND, "derived");
+        let mut seen = [None; 8];
+        let mut n = 0;
+        snapshot.visit(&mut |m: Metric<'_>| {
+            let labels = m
+                .labels
+                .first()
+                .map(|(k, v)| (*k == "cause", *v == "oldest"));
+            seen[n] = Some((m.kind, m.unit, m.help, m.value, labels, m.name.len()));
+            n += 1;
+        });
+        use MetricKind::{Counter, Gauge};
+        #[rustfmt::skip]
+        let expected = [
+            Some((Counter, Unit::None, "Items stored.", Value::U64(3), None, 6)),
+            Some((Counter, Unit::None, "Items dropped, by cause.", Value::U64(1), Some((true, true)), 7)),
+            Some((Counter, Unit::None, "Items dropped, by cause.", Value::U64(2), Some((true, false)), 7)),
+            Some((Gauge, Unit::Bytes, "Bytes held by Derived, now.", Value::U64(64), None, 4)),
+            Some((Counter, Unit::Seconds, "Waiting time.", Value::Duration(Duration::from_millis(1500)), None, 6)),
+            // `known` is None: nothing; `note` is skipped.
+            Some((Gauge, Unit::None, "The level.", Value::U64(2), None, 5)),
+            None,
+            None,
+        ];
+        assert_eq!(seen, expected);
+    }
 
     struct Inner;
 

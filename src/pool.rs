@@ -249,8 +249,9 @@ pub struct Pool<T, F = fn() -> T> {
 /// [`fill`](Pool::fill) put in, `discarded` its evictions, shrink drops and clears
 /// (all derived from its positions and slow-path counters); `misses` and `filled`
 /// are the pool's own counters, bumped only on paths that call the factory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(kind = "pool", counters)]
 pub struct PoolMetrics {
     /// Gets served by an idle object.
     pub hits: u64,
@@ -264,41 +265,14 @@ pub struct PoolMetrics {
     /// Objects made by [`fill`](Pool::fill).
     pub filled: u64,
     /// Idle objects now.
+    #[metric(gauge)]
     pub size: u64,
     /// The most idle objects kept now (the soft capacity).
+    #[metric(gauge)]
     pub capacity: u64,
     /// The most the capacity may be raised to.
+    #[metric(gauge)]
     pub max_capacity: u64,
-}
-
-impl crate::metrics::Metrics for PoolMetrics {
-    const KIND: &'static str = "pool";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let PoolMetrics {
-            hits,
-            misses,
-            returns,
-            discarded,
-            filled,
-            size,
-            capacity,
-            max_capacity,
-        } = *self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("hits", "Gets served by a pooled object.", hits),
-            Metric::counter("misses", "Gets that made a new object (the pool was empty).", misses),
-            Metric::counter("returns", "Objects recycled into the pool.", returns),
-            Metric::counter("discarded", "Objects dropped because the pool was full or shrank.", discarded),
-            Metric::counter("filled", "Objects made ahead of time by fill.", filled),
-            Metric::gauge("size", "Idle objects in the pool now.", size),
-            Metric::gauge("capacity", "The most idle objects kept now.", capacity),
-            Metric::gauge("max_capacity", "The capacity reserved at construction.", max_capacity),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 impl<T: Default> Pool<T> {

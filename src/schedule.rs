@@ -37,9 +37,12 @@ use core::fmt;
 
 use crate::clock::Clock;
 
-/// Counters of one task.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Counters of one task. Durations are in the schedule's clock ticks
+/// ([`Unit::Ticks`](crate::metrics::Unit::Ticks)); a reader that knows the clock
+/// turns them into seconds.
+#[derive(Clone, Debug, PartialEq, Eq, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(kind = "task", counters)]
 pub struct TaskMetrics<E> {
     /// Completed runs, successful or not.
     pub runs: u64,
@@ -48,50 +51,20 @@ pub struct TaskMetrics<E> {
     /// Runs that returned an error (or, under the `CleanupManager`, panicked).
     pub errors: u64,
     /// The error of the most recent failed run.
+    #[metric(skip)]
     pub last_error: Option<E>,
     /// Tick at which the most recent run started.
+    #[metric(skip)]
     pub last_run: Option<u64>,
     /// Ticks the most recent run took.
+    #[metric(gauge, unit = "ticks")]
     pub last_duration: u64,
     /// Exponential moving average (weight 1/8) of run durations, in ticks.
+    #[metric(gauge, unit = "ticks")]
     pub avg_duration: u64,
     /// Runs that took at least the task's interval; the next run is then scheduled
     /// one interval after the overrun ended, instead of piling up.
     pub overruns: u64,
-}
-
-/// Durations are in the schedule's clock ticks ([`Unit::Ticks`]); a reader that knows
-/// the clock turns them into seconds.
-///
-/// [`Unit::Ticks`]: crate::metrics::Unit::Ticks
-impl<E> crate::metrics::Metrics for TaskMetrics<E> {
-    const KIND: &'static str = "task";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let TaskMetrics {
-            runs,
-            cleaned,
-            errors,
-            // An error value, not a figure: `errors` counts the failures.
-            last_error: _,
-            // A point on the schedule's own clock, meaningless to a reader without it.
-            last_run: _,
-            last_duration,
-            avg_duration,
-            overruns,
-        } = self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("runs", "Completed runs, successful or not.", *runs),
-            Metric::counter("cleaned", "Items cleaned by successful runs.", *cleaned),
-            Metric::counter("errors", "Runs that failed or panicked.", *errors),
-            Metric::counter("overruns", "Runs that took at least the interval.", *overruns),
-            Metric::gauge("last_duration", "Duration of the latest run.", *last_duration).with_unit(crate::metrics::Unit::Ticks),
-            Metric::gauge("avg_duration", "Moving average of run durations.", *avg_duration).with_unit(crate::metrics::Unit::Ticks),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 impl<E> Default for TaskMetrics<E> {

@@ -315,36 +315,18 @@ impl<T: fmt::Debug> fmt::Debug for Reader<'_, T> {
 }
 
 /// A snapshot of a [`SnapshotVec`]'s counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(kind = "snapshot_vec", counters)]
 pub struct SnapshotVecMetrics {
     /// Elements in the current contents.
+    #[metric(gauge)]
     pub len: u64,
     /// Writes that installed new contents (writes that changed nothing, such as a
     /// `retain` that kept everything, are not counted).
     pub writes: u64,
     /// Times a writer lost the race to another writer and built its copy again.
     pub retries: u64,
-}
-
-impl crate::metrics::Metrics for SnapshotVecMetrics {
-    const KIND: &'static str = "snapshot_vec";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let SnapshotVecMetrics {
-            len,
-            writes,
-            retries,
-        } = *self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("writes", "Writes published.", writes),
-            Metric::counter("retries", "Writes rebuilt after losing a race to another writer.", retries),
-            Metric::gauge("len", "Elements in the current snapshot.", len),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 impl<T> SnapshotVec<T> {

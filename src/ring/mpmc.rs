@@ -312,8 +312,17 @@ impl Geometry {
 /// minus the removals below; `evicted`, `dropped_oldest` and `cleared` are counters on
 /// the head's cache line, bumped only on those slow paths; `dropped_newest` and
 /// `rejected` are counters on the tail's cache line, bumped only when the ring is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(
+    kind = "ring",
+    counters,
+    help(
+        dropped = "Items the overflow policy dropped, by policy.",
+        waits = "Waits that went to sleep, by operation.",
+        waiting = "Pushes and pops sleeping now, by operation."
+    )
+)]
 pub struct RingMetrics {
     /// Items stored by any push.
     pub pushed: u64,
@@ -322,21 +331,27 @@ pub struct RingMetrics {
     /// Items removed by [`force_push`](RingCore::force_push) and handed to its caller.
     pub evicted: u64,
     /// Items evicted and dropped by [`push`](RingCore::push) under `DropOldest`.
+    #[metric(name = "dropped", label("cause", "drop_oldest"))]
     pub dropped_oldest: u64,
     /// New items dropped by [`push`](RingCore::push) under `DropNewest`.
+    #[metric(name = "dropped", label("cause", "drop_newest"))]
     pub dropped_newest: u64,
     /// New items handed back by [`push`](RingCore::push) under `Reject`.
     pub rejected: u64,
     /// Items discarded by [`clear`](RingCore::clear).
     pub cleared: u64,
     /// Items stored now.
+    #[metric(gauge)]
     pub len: u64,
     /// The capacity in force (see [`RingCore::capacity`]).
+    #[metric(gauge)]
     pub capacity: u64,
     /// The most the capacity may grow to on its own (see
     /// [`RingCore::capacity_limit`]).
+    #[metric(gauge)]
     pub capacity_limit: u64,
     /// Slots reserved at construction.
+    #[metric(gauge)]
     pub max_capacity: u64,
     /// Capacity increases: growth steps, and `set_capacity` calls that raised it.
     pub grows: u64,
@@ -346,80 +361,23 @@ pub struct RingMetrics {
     /// `capacity`); otherwise sampled by producers every 64 positions (once a lap
     /// for smaller rings) and folded with the current `len`, so it may be up to that
     /// many items below the true peak.
+    #[metric(gauge)]
     pub high_water: u64,
     /// Times a waiting push went to sleep (registered to be woken) because the ring
     /// was full. A wait that succeeds while spinning first is not counted.
+    #[metric(name = "waits", label("op", "push"))]
     pub push_waits: u64,
     /// Times a waiting pop went to sleep because the ring was empty.
+    #[metric(name = "waits", label("op", "pop"))]
     pub pop_waits: u64,
     /// Timed pushes and pops that reached their deadline.
     pub timeouts: u64,
     /// Pushes sleeping now, waiting for room (threads and pending futures).
+    #[metric(gauge, name = "waiting", label("op", "push"))]
     pub producers_waiting: u64,
     /// Pops sleeping now, waiting for an item.
+    #[metric(gauge, name = "waiting", label("op", "pop"))]
     pub consumers_waiting: u64,
-}
-
-impl crate::metrics::Metrics for RingMetrics {
-    const KIND: &'static str = "ring";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let RingMetrics {
-            pushed,
-            popped,
-            evicted,
-            dropped_oldest,
-            dropped_newest,
-            rejected,
-            cleared,
-            len,
-            capacity,
-            capacity_limit,
-            max_capacity,
-            grows,
-            shrinks,
-            high_water,
-            push_waits,
-            pop_waits,
-            timeouts,
-            producers_waiting,
-            consumers_waiting,
-        } = *self;
-        let dropped = |n: u64| {
-            Metric::counter(
-                "dropped",
-                "Items the overflow policy dropped, by policy.",
-                n,
-            )
-        };
-        let waits = |n: u64| Metric::counter("waits", "Waits that went to sleep, by operation.", n);
-        let waiting =
-            |n: u64| Metric::gauge("waiting", "Pushes and pops sleeping now, by operation.", n);
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("pushed", "Items stored by any push.", pushed),
-            Metric::counter("popped", "Items taken out by pops, drains and batch pops.", popped),
-            Metric::counter("evicted", "Items evicted by force_push and handed to its caller.", evicted),
-            Metric::counter("rejected", "New items handed back by push under Reject.", rejected),
-            Metric::counter("cleared", "Items discarded by clear.", cleared),
-            Metric::counter("grows", "Capacity increases.", grows),
-            Metric::counter("shrinks", "Capacity decreases by set_capacity.", shrinks),
-            Metric::counter("timeouts", "Timed pushes and pops that reached their deadline.", timeouts),
-            Metric::gauge("len", "Items stored now.", len),
-            Metric::gauge("capacity", "The capacity in force.", capacity),
-            Metric::gauge("capacity_limit", "The most the capacity may grow to on its own.", capacity_limit),
-            Metric::gauge("max_capacity", "Slots reserved at construction.", max_capacity),
-            Metric::gauge("high_water", "Highest length seen (sampled, see RingMetrics).", high_water),
-            dropped(dropped_oldest).with_labels(&[("cause", "drop_oldest")]),
-            dropped(dropped_newest).with_labels(&[("cause", "drop_newest")]),
-            waits(push_waits).with_labels(&[("op", "push")]),
-            waits(pop_waits).with_labels(&[("op", "pop")]),
-            waiting(producers_waiting).with_labels(&[("op", "push")]),
-            waiting(consumers_waiting).with_labels(&[("op", "pop")]),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 #[cfg(not(loom))]

@@ -236,14 +236,18 @@ pub struct SweepStats {
 /// then. Counters are striped over the segments' cache lines by thread (a hash of the
 /// stack address), so concurrent `get`s mostly bump different lines; the snapshot
 /// sums the stripes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(kind = "table", counters)]
 pub struct TableMetrics {
     /// Entries stored now (including expired ones no sweep has removed yet).
+    #[metric(gauge)]
     pub len: u64,
     /// The soft capacity in force.
+    #[metric(gauge)]
     pub capacity: u64,
     /// The capacity reserved at construction.
+    #[metric(gauge)]
     pub max_capacity: u64,
     /// Values stored by successful inserts, new keys and replacements alike.
     pub inserts: u64,
@@ -264,42 +268,4 @@ pub struct TableMetrics {
     /// Calls to [`sweep`](super::TtlTableCore::sweep) (amortized sweeping by inserts
     /// is not counted).
     pub sweeps: u64,
-}
-
-impl crate::metrics::Metrics for TableMetrics {
-    const KIND: &'static str = "table";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let TableMetrics {
-            len,
-            capacity,
-            max_capacity,
-            inserts,
-            hits,
-            misses,
-            expired,
-            evicted,
-            removed,
-            replaced,
-            rejected,
-            sweeps,
-        } = *self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("inserts", "Values stored by successful inserts.", inserts),
-            Metric::counter("hits", "Lookups that found a live entry.", hits),
-            Metric::counter("misses", "Lookups that found nothing live.", misses),
-            Metric::counter("expired", "Entries removed because their TTL ran out.", expired),
-            Metric::counter("evicted", "Live entries evicted for room or a lowered capacity.", evicted),
-            Metric::counter("removed", "Entries taken out by remove.", removed),
-            Metric::counter("replaced", "Values replaced by an insert of the same key.", replaced),
-            Metric::counter("rejected", "Inserts refused because the table was full.", rejected),
-            Metric::counter("sweeps", "Calls to sweep.", sweeps),
-            Metric::gauge("len", "Entries stored now, including expired ones not yet swept.", len),
-            Metric::gauge("capacity", "The soft capacity in force.", capacity),
-            Metric::gauge("max_capacity", "The capacity reserved at construction.", max_capacity),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }

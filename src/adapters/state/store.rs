@@ -107,19 +107,28 @@ impl Counters {
 /// A snapshot of the store's counters, for monitoring.
 ///
 /// Read counter by counter while writers run, so only approximately consistent then.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(
+    kind = "state",
+    counters,
+    help(rejected = "Patches refused, by cause.")
+)]
 pub struct StateMetrics {
     /// The current revision.
+    #[metric(gauge, with = Revision::get)]
     pub revision: Revision,
     /// Patches applied (transactions' commits included) since the store was built.
     pub patches_applied: u64,
     /// Patches that were not JSON patches, pointers that did not parse, imports
     /// refused.
+    #[metric(name = "rejected", label("cause", "invalid"))]
     pub rejected_invalid: u64,
     /// Patches with a failing operation (including a root made a non-object).
+    #[metric(name = "rejected", label("cause", "failed"))]
     pub rejected_failed: u64,
     /// Patches and transactions over a limit.
+    #[metric(name = "rejected", label("cause", "limit"))]
     pub rejected_limit: u64,
     /// Transaction commits refused for a conflict.
     pub conflicts: u64,
@@ -130,67 +139,27 @@ pub struct StateMetrics {
     /// Transactions committed.
     pub txn_commits: u64,
     /// Transactions open (including expired ones no sweep has removed yet).
+    #[metric(gauge)]
     pub open_txns: usize,
     /// The document's size as compact JSON.
+    #[metric(gauge, name = "document", unit = "bytes")]
     pub document_bytes: usize,
     /// Its top-level members.
+    #[metric(gauge)]
     pub top_level_keys: usize,
     /// Patches the history holds.
+    #[metric(gauge)]
     pub history_entries: usize,
     /// Their size as compact JSON.
+    #[metric(gauge, name = "history", unit = "bytes")]
     pub history_bytes: usize,
     /// The oldest revision [`changes_since`](StateStore::changes_since) answers.
+    #[metric(gauge, name = "history_oldest_revision", with = Revision::get)]
     pub history_oldest: Revision,
     /// The pressure level last applied through
     /// [`SoftCapacity::apply_pressure`](crate::capacity::SoftCapacity::apply_pressure).
+    #[metric(gauge, name = "pressure_level", with = PressureLevel::index)]
     pub pressure: PressureLevel,
-}
-
-impl crate::metrics::Metrics for StateMetrics {
-    const KIND: &'static str = "state";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let StateMetrics {
-            revision,
-            patches_applied,
-            rejected_invalid,
-            rejected_failed,
-            rejected_limit,
-            conflicts,
-            txn_expired,
-            txn_refused,
-            txn_commits,
-            open_txns,
-            document_bytes,
-            top_level_keys,
-            history_entries,
-            history_bytes,
-            history_oldest,
-            pressure,
-        } = *self;
-        let rejected = |n: u64| Metric::counter("rejected", "Patches refused, by cause.", n);
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("patches_applied", "Patches committed, transactions included.", patches_applied),
-            Metric::counter("conflicts", "Transaction commits refused for a conflict.", conflicts),
-            Metric::counter("txn_commits", "Transactions committed.", txn_commits),
-            Metric::counter("txn_expired", "Transactions expired unfinished.", txn_expired),
-            Metric::counter("txn_refused", "begin calls refused (cap, or critical pressure).", txn_refused),
-            rejected(rejected_invalid).with_labels(&[("cause", "invalid")]),
-            rejected(rejected_failed).with_labels(&[("cause", "failed")]),
-            rejected(rejected_limit).with_labels(&[("cause", "limit")]),
-            Metric::gauge("revision", "The current revision.", revision.get()),
-            Metric::gauge("open_txns", "Transactions open.", open_txns),
-            Metric::gauge("top_level_keys", "Top-level members of the document.", top_level_keys),
-            Metric::gauge("history_entries", "Patches the history holds.", history_entries),
-            Metric::gauge("history_oldest_revision", "The oldest revision the history answers.", history_oldest.get()),
-            Metric::gauge("pressure_level", "The pressure level last reported (0 normal .. 3 critical).", pressure.index()),
-            Metric::gauge("document", "The document as compact JSON.", document_bytes).bytes(),
-            Metric::gauge("history", "The history's patches as compact JSON.", history_bytes).bytes(),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 /// A document with its revision, as [`StateStore::export`] gives and

@@ -354,67 +354,42 @@ impl core::error::Error for RecvError {}
 /// A snapshot of the subscription counters.
 ///
 /// `active` and `queued` are counted over the open subscriptions when the snapshot
-/// is taken (`O(n)`); the others are running totals.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// is taken (`O(n)`); the others are running totals. Exported under the state
+/// store's kind: a store exports its subscriptions with its own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(kind = "state", counters)]
 pub struct SubscriptionMetrics {
     /// Subscriptions open now.
+    #[metric(gauge, name = "subscriptions")]
     pub active: u64,
     /// Changes waiting in the open subscriptions' queues now.
+    #[metric(gauge, name = "changes_queued")]
     pub queued: u64,
     /// Subscriptions made.
+    #[metric(name = "subscriptions_made")]
     pub subscribed: u64,
     /// Subscriptions refused because the cap was reached.
+    #[metric(name = "subscriptions_refused")]
     pub rejected: u64,
     /// Subscriptions ended by their owner (dropped or unsubscribed).
+    #[metric(name = "subscriptions_unsubscribed")]
     pub unsubscribed: u64,
     /// Subscriptions that expired after being idle.
+    #[metric(name = "subscriptions_expired")]
     pub expired: u64,
     /// Patches published to the registry.
+    #[metric(name = "changes_published")]
     pub published: u64,
     /// Changes queued for subscribers (backlog included).
+    #[metric(name = "changes_delivered")]
     pub delivered: u64,
     /// Changes dropped from full queues, or by lowering their capacity under
     /// memory pressure (each reported to its receiver as lag).
+    #[metric(name = "changes_lagged")]
     pub lagged: u64,
     /// Callbacks that panicked (each closed its subscription).
     pub callback_panics: u64,
-}
-
-/// Under the state store's kind: a store exports its subscriptions with its own
-/// counters.
-impl crate::metrics::Metrics for SubscriptionMetrics {
-    const KIND: &'static str = "state";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let SubscriptionMetrics {
-            active,
-            queued,
-            subscribed,
-            rejected,
-            unsubscribed,
-            expired,
-            published,
-            delivered,
-            lagged,
-            callback_panics,
-        } = *self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("subscriptions_made", "Subscriptions made.", subscribed),
-            Metric::counter("subscriptions_refused", "Subscriptions refused at the cap.", rejected),
-            Metric::counter("subscriptions_unsubscribed", "Subscriptions ended by their owner.", unsubscribed),
-            Metric::counter("subscriptions_expired", "Subscriptions expired idle.", expired),
-            Metric::counter("changes_published", "Commits handed to the subscriptions.", published),
-            Metric::counter("changes_delivered", "Changes queued to subscribers.", delivered),
-            Metric::counter("changes_lagged", "Queued changes dropped by overflow or shrinking.", lagged),
-            Metric::counter("callback_panics", "Subscription callbacks that panicked.", callback_panics),
-            Metric::gauge("subscriptions", "Subscriptions open.", active),
-            Metric::gauge("changes_queued", "Changes queued to subscribers now.", queued),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 /// How a subscription ended, first cause wins. Stored in [`Shared::end`].
@@ -1123,11 +1098,8 @@ impl Subscription {
     /// blocking the thread. Needs no particular runtime, allocates nothing, and may
     /// be dropped before it resolves without losing a change.
     pub fn recv_async(&mut self) -> RecvFuture<'_> {
-        let Subscription {
-            shared,
-            hub,
-            cursor,
-        } = self;
+        #[rustfmt::skip]
+        let Subscription { shared, hub, cursor } = self;
         RecvFuture {
             pop: shared.queue.pop_async(),
             shared,
