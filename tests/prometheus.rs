@@ -698,13 +698,14 @@ async fn ws_server() -> (
     Arc<membound::adapters::ws::Server>,
     tokio::sync::mpsc::UnboundedReceiver<membound::adapters::ws::Connection>,
 ) {
-    use membound::adapters::ws::{DropPolicy, Server};
+    use membound::adapters::ws::Server;
+    use membound::OverflowPolicy;
     let mut config = ws::fast_config();
     config.max_connections = 2;
     config.connection.keepalive_interval = Duration::from_secs(60);
     config.connection.idle_timeout = Duration::from_secs(120);
     config.connection.outbound.capacity = 4;
-    config.connection.outbound.droppable = DropPolicy::Newest;
+    config.connection.outbound.droppable = OverflowPolicy::DropNewest;
     let (server, conns) = ws::serve(Server::builder(config)).await;
     (Arc::new(server), conns)
 }

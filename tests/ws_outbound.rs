@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use membound::adapters::ws::{
-    CloseReason, ConnId, DeliveryClass, DropPolicy, Event, EventType, Frame, Hub, Next, OfferError,
-    Offered, Outbound, QueueConfig, SlowConsumer,
+    CloseReason, ConnId, DeliveryClass, Event, EventType, Frame, Hub, Next, OfferError, Offered,
+    Outbound, QueueConfig, SlowConsumer,
 };
 use membound::capacity::{CapacityError, SoftCapacity};
 use membound::clock::{Clock, ManualClock, MonotonicClock};
 use membound::pressure::PressureLevel;
+use membound::OverflowPolicy;
 
 fn cfg(capacity: usize) -> QueueConfig {
     QueueConfig {
@@ -191,7 +192,7 @@ fn droppable_oldest_evicts_the_oldest_droppable_behind_lossless_frames() {
 #[test]
 fn droppable_newest_drops_the_incoming_frame() {
     let q = queue(QueueConfig {
-        droppable: DropPolicy::Newest,
+        droppable: OverflowPolicy::DropNewest,
         ..cfg(2)
     });
     q.offer(raw(1)).unwrap();
@@ -720,7 +721,7 @@ fn a_lowered_capacity_keeps_lossless_frames_and_refuses_new_ones() {
 #[test]
 fn metrics_equal_what_happened() {
     let q = queue(QueueConfig {
-        droppable: DropPolicy::Oldest,
+        droppable: OverflowPolicy::DropOldest,
         ..cfg(3)
     });
     let l = DeliveryClass::Lossless;
@@ -1154,7 +1155,7 @@ fn async_senders_and_writer_lose_no_wake_up() {
 
 #[test]
 fn droppables_yield_room_to_every_other_class() {
-    for policy in [DropPolicy::Oldest, DropPolicy::Newest] {
+    for policy in [OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {
         let q = queue(QueueConfig {
             droppable: policy,
             ..cfg(3)

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use membound::adapters::ws::{
-    CloseReason, DeliveryClass, DropPolicy, Event, EventType, Frame, Next, OfferError, Offered,
-    Outbound, QueueConfig, SlowConsumer,
+    CloseReason, DeliveryClass, Event, EventType, Frame, Next, OfferError, Offered, Outbound,
+    QueueConfig, SlowConsumer,
 };
 use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
 use membound::pressure::PressureLevel;
+use membound::OverflowPolicy;
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -65,7 +66,7 @@ fn id_of(frame: &Frame) -> u64 {
     v["n"].as_u64().unwrap()
 }
 
-fn run(ops: Vec<Op>, capacity: usize, hard: usize, soft: usize, policy: DropPolicy) {
+fn run(ops: Vec<Op>, capacity: usize, hard: usize, soft: usize, policy: OverflowPolicy) {
     let clock = Arc::new(ManualClock::default());
     let config = QueueConfig {
         capacity,
@@ -248,7 +249,7 @@ proptest! {
         soft in 40usize..600,
         newest in any::<bool>(),
     ) {
-        let policy = if newest { DropPolicy::Newest } else { DropPolicy::Oldest };
+        let policy = if newest { OverflowPolicy::DropNewest } else { OverflowPolicy::DropOldest };
         run(ops, capacity, hard, soft, policy);
     }
 }

@@ -675,19 +675,20 @@ impl Inbound {
         clock: Arc<dyn Clock + Send + Sync>,
     ) -> Result<Self, WsConfigError> {
         config.validate()?;
-        let too_large = |field| WsConfigError {
+        let too_large = |field, source| WsConfigError {
             field,
             reason: "is larger than a ring can hold",
+            source: Some(source),
         };
         RingConfig::new(config.subscription_capacity)
             .validate()
-            .map_err(|_| too_large("inbound.subscription_capacity"))?;
+            .map_err(|e| too_large("inbound.subscription_capacity", e))?;
         // `Reject`: a lowered capacity keeps what is queued (pushes wait until the
         // dispatcher drains below it) instead of evicting, which `DropOldest` would.
         let queue = Ring::with_config(
             RingConfig::new(config.queue_capacity).with_policy(OverflowPolicy::Reject),
         )
-        .map_err(|_| too_large("inbound.queue_capacity"))?;
+        .map_err(|e| too_large("inbound.queue_capacity", e))?;
         // `acquire_many` takes a `u32`, and a semaphore holds at most MAX_PERMITS.
         let budget = u32::try_from(config.max_queued_bytes)
             .ok()
@@ -695,6 +696,7 @@ impl Inbound {
             .ok_or(WsConfigError {
                 field: "inbound.max_queued_bytes",
                 reason: "is larger than the byte budget can hold (u32::MAX)",
+                source: None,
             })?;
         let ttl_ticks = clock.ticks_for(config.subscription_ttl).max(1);
         Ok(Self {

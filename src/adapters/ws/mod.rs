@@ -30,8 +30,8 @@ mod hub;
 mod outbound;
 
 pub use config::{
-    ClientConfig, ConnectionConfig, DropPolicy, InboundConfig, MalformedPolicy, QueueConfig,
-    ReconnectPolicy, ServerConfig, WsConfigError,
+    ClientConfig, ConnectionConfig, InboundConfig, MalformedPolicy, QueueConfig, ReconnectPolicy,
+    ServerConfig, WsConfigError,
 };
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
 pub use hub::{Broadcast, Hub, HubMetrics};

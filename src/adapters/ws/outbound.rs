@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
 use super::WsConfigError;
-use super::{CloseReason, DeliveryClass, DropPolicy, EventType, Frame, QueueConfig, SlowConsumer};
+use super::{CloseReason, DeliveryClass, EventType, Frame, QueueConfig, SlowConsumer};
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
+use crate::policy::OverflowPolicy;
 use crate::pressure::{adaptive_size, PressureLevel};
 
 /// A buffer with room for more entries than this is shrunk when the queue runs
@@ -30,7 +31,7 @@ pub enum Offered {
     /// Queued, after evicting the oldest queued droppable frame(s) (counted).
     DroppedOldest,
     /// Not queued: the frame itself was dropped (counted), by
-    /// [`DropPolicy::Newest`], because no droppable could be evicted, or because a
+    /// [`OverflowPolicy::DropNewest`], because no droppable could be evicted, or because a
     /// newer snapshot of its type is queued.
     DroppedNewest,
     /// Queued in place of an older snapshot of the same type (counted).
@@ -392,9 +393,10 @@ struct Wake {
 ///   full ([`Offered::ReplacedSnapshot`]); if both carry revisions and the incoming
 ///   one is older, the incoming one is dropped instead ([`Offered::DroppedNewest`]).
 ///   A snapshot with no predecessor to replace is treated like a lossless frame.
-/// - **droppable**: [`DropPolicy::Oldest`] evicts the oldest queued droppable frames
-///   (as many as are needed to make room), or else drops the incoming one;
-///   [`DropPolicy::Newest`] drops the incoming one. Either way it is counted.
+/// - **droppable**: by [`QueueConfig::droppable`], [`OverflowPolicy::DropOldest`]
+///   evicts the oldest queued droppable frames (as many as are needed to make
+///   room), or else drops the incoming one; [`OverflowPolicy::DropNewest`] drops the
+///   incoming one. Either way it is counted.
 ///
 /// Within a class, frames leave in the order they were queued. Across classes the
 /// order is the order of queueing, except that a replacing snapshot takes the
@@ -1121,7 +1123,8 @@ impl Outbound {
                 (Ok(Offered::Resync), wake)
             }
             DeliveryClass::Droppable => {
-                if self.config.droppable == DropPolicy::Oldest && st.can_make_room_for(&frame, hard)
+                if self.config.droppable == OverflowPolicy::DropOldest
+                    && st.can_make_room_for(&frame, hard)
                 {
                     while !fits(st) && st.evict_oldest_droppable() {}
                     st.after_removal();
