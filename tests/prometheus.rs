@@ -699,7 +699,6 @@ async fn ws_server() -> (
     tokio::sync::mpsc::UnboundedReceiver<membound::adapters::ws::Connection>,
 ) {
     use membound::adapters::ws::Server;
-    use membound::OverflowPolicy;
     let mut config = ws::fast_config();
     config.max_connections = 2;
     config.connection.keepalive_interval = Duration::from_secs(60);
@@ -717,7 +716,8 @@ async fn ws_server() -> (
 #[tokio::test]
 async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     use membound::adapters::ws::{close_code, Event, EventType, Server};
-    use membound::pressure::PressureLevel;
+    use membound::capacity::SoftCapacity;
+    use membound::pressure::{adaptive_size, PressureLevel};
 
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
@@ -926,7 +926,11 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     assert_eq!(s.value("membound_ws_server_conn_queued_events", &c), 0.0);
 
     // Critical pressure refuses new connections; shutdown closes A with 1001.
-    server.on_pressure(PressureLevel::Critical);
+    // As a manager the server is registered with applies it.
+    let critical = PressureLevel::Critical;
+    server
+        .apply_pressure(critical, adaptive_size(server.max_capacity(), critical))
+        .unwrap();
     let mut late = ws::client(server.local_addr()).await;
     assert_eq!(
         ws::read_to_close(&mut late).await.1,

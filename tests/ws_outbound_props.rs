@@ -14,7 +14,7 @@ use membound::adapters::ws::{
 };
 use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
-use membound::pressure::PressureLevel;
+use membound::pressure::{adaptive_size, PressureLevel};
 use membound::OverflowPolicy;
 use proptest::prelude::*;
 
@@ -184,7 +184,12 @@ fn run(ops: Vec<Op>, capacity: usize, hard: usize, soft: usize, policy: Overflow
                 }
             },
             Op::Resynced(tag) => q.resynced(tag.then_some(next_id)),
-            Op::Pressure(level) => q.on_pressure(PressureLevel::ALL[level]),
+            Op::Pressure(level) => {
+                // As a manager the queue is registered with applies it.
+                let level = PressureLevel::ALL[level];
+                q.apply_pressure(level, adaptive_size(q.max_capacity(), level))
+                    .unwrap();
+            }
             Op::SetCapacity(n) => {
                 let _ = q.set_capacity(n);
             }
