@@ -508,9 +508,9 @@ enum Target {
     Membound {
         server: Arc<Server>,
         store: Arc<StateStore>,
-        monitor: MemoryManager,
-        /// Keeps the pressure callback registered.
-        _pressure: membound::monitor::Subscription,
+        /// Samples the process and drives the server's pressure (the server is
+        /// registered with it); kept alive for the run.
+        _monitor: MemoryManager,
     },
     Baseline(Arc<Baseline>),
 }
@@ -545,16 +545,16 @@ impl Target {
     /// Queued bytes, drops by class, resyncs, slow-consumer closes, pressure level.
     fn status(&self) -> (u64, [u64; 4], u64, u64, PressureLevel) {
         match self {
-            Target::Membound {
-                server, monitor, ..
-            } => {
+            Target::Membound { server, .. } => {
                 let m = server.metrics();
                 (
                     m.queued_bytes,
                     m.hub.dropped,
                     m.traffic.resyncs_sent,
                     m.closed.slow_consumer,
-                    monitor.level(),
+                    // The level the server applied last: the manager's, which
+                    // reaches it through its registration.
+                    server.pressure(),
                 )
             }
             Target::Baseline(b) => (
@@ -706,25 +706,22 @@ async fn start_membound() -> Result<Target, Error> {
         lossless_timeout: Duration::from_millis(500),
         ..QueueConfig::default()
     };
+    // The process's memory pressure drives the server, which the builder registers
+    // with the manager: queues shrink with the level, and at critical new
+    // connections are refused. No callback.
+    let monitor = MemoryManager::new(MonitorConfig::development())?;
     let server = Arc::new(
         Server::builder(config)
             .snapshot_source(store.clone())
+            .memory_manager(&monitor)
             .bind()
             .await?,
     );
-    // The process's memory pressure drives the server: queues shrink with the level,
-    // and at critical new connections are refused.
-    let monitor = MemoryManager::new(MonitorConfig::development())?;
-    let pressure = {
-        let server = server.clone();
-        monitor.on_pressure(move |event| server.on_pressure(event.transition.to))
-    };
     monitor.start()?;
     Ok(Target::Membound {
         server,
         store,
-        monitor,
-        _pressure: pressure,
+        _monitor: monitor,
     })
 }
 

@@ -698,13 +698,13 @@ async fn ws_server() -> (
     Arc<membound::adapters::ws::Server>,
     tokio::sync::mpsc::UnboundedReceiver<membound::adapters::ws::Connection>,
 ) {
-    use membound::adapters::ws::{DropPolicy, Server};
+    use membound::adapters::ws::Server;
     let mut config = ws::fast_config();
     config.max_connections = 2;
     config.connection.keepalive_interval = Duration::from_secs(60);
     config.connection.idle_timeout = Duration::from_secs(120);
     config.connection.outbound.capacity = 4;
-    config.connection.outbound.droppable = DropPolicy::Newest;
+    config.connection.outbound.droppable = OverflowPolicy::DropNewest;
     let (server, conns) = ws::serve(Server::builder(config)).await;
     (Arc::new(server), conns)
 }
@@ -716,7 +716,8 @@ async fn ws_server() -> (
 #[tokio::test]
 async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     use membound::adapters::ws::{close_code, Event, EventType, Server};
-    use membound::pressure::PressureLevel;
+    use membound::capacity::SoftCapacity;
+    use membound::pressure::{adaptive_size, PressureLevel};
 
     let mut registry = Registry::default();
     let exporter = Exporter::register(&mut registry);
@@ -925,7 +926,11 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     assert_eq!(s.value("membound_ws_server_conn_queued_events", &c), 0.0);
 
     // Critical pressure refuses new connections; shutdown closes A with 1001.
-    server.on_pressure(PressureLevel::Critical);
+    // As a manager the server is registered with applies it.
+    let critical = PressureLevel::Critical;
+    server
+        .apply_pressure(critical, adaptive_size(server.max_capacity(), critical))
+        .unwrap();
     let mut late = ws::client(server.local_addr()).await;
     assert_eq!(
         ws::read_to_close(&mut late).await.1,

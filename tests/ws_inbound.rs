@@ -14,7 +14,7 @@ use membound::adapters::ws::{
 };
 use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
-use membound::pressure::PressureLevel;
+use membound::pressure::{adaptive_size, PressureLevel};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -480,7 +480,11 @@ async fn pressure_shrinks_the_queue_without_dropping_what_it_holds() {
     for i in 0..6 {
         inbound.push(event(EventType::Custom, i)).await.unwrap();
     }
-    inbound.on_pressure(PressureLevel::Critical); // 8 -> 2, with 6 queued
+    // As a server's manager applies it: the level's share of the capacity.
+    let critical = PressureLevel::Critical;
+    inbound
+        .apply_pressure(critical, adaptive_size(8, critical)) // 8 -> 2, with 6 queued
+        .unwrap();
     assert_eq!(inbound.capacity(), 2);
     assert_eq!(inbound.queued(), 6, "nothing queued is dropped");
     let pusher = tokio::spawn({
@@ -499,7 +503,7 @@ async fn pressure_shrinks_the_queue_without_dropping_what_it_holds() {
     inbound.close();
     dispatcher.await.unwrap();
     assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3, 4, 5, 6]);
-    inbound.on_pressure(PressureLevel::Normal);
+    inbound.apply_pressure(PressureLevel::Normal, 8).unwrap();
     assert_eq!(inbound.capacity(), 8);
 }
 

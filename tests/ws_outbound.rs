@@ -9,12 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use membound::adapters::ws::{
-    CloseReason, ConnId, DeliveryClass, DropPolicy, Event, EventType, Frame, Hub, Next, OfferError,
-    Offered, Outbound, QueueConfig, SlowConsumer,
+    CloseReason, ConnId, DeliveryClass, Event, EventType, Frame, Hub, Next, OfferError, Offered,
+    Outbound, QueueConfig, SlowConsumer,
 };
 use membound::capacity::{CapacityError, SoftCapacity};
 use membound::clock::{Clock, ManualClock, MonotonicClock};
-use membound::pressure::PressureLevel;
+use membound::pressure::{adaptive_size, PressureLevel};
+use membound::{ConfigError, OverflowPolicy};
+
+#[path = "support/scripted_memory.rs"]
+mod scripted_memory;
+use scripted_memory::Scripted;
 
 fn cfg(capacity: usize) -> QueueConfig {
     QueueConfig {
@@ -25,6 +30,13 @@ fn cfg(capacity: usize) -> QueueConfig {
 
 fn queue(config: QueueConfig) -> Outbound {
     Outbound::new(config, Arc::new(ManualClock::default())).unwrap()
+}
+
+/// Applies `level` as a memory manager the queue is registered with does: with the
+/// level's share of the configured capacity.
+fn pressure(q: &Outbound, level: PressureLevel) {
+    q.apply_pressure(level, adaptive_size(q.max_capacity(), level))
+        .unwrap();
 }
 
 /// An encoded event of `kind` carrying `n` in field `n`.
@@ -191,7 +203,7 @@ fn droppable_oldest_evicts_the_oldest_droppable_behind_lossless_frames() {
 #[test]
 fn droppable_newest_drops_the_incoming_frame() {
     let q = queue(QueueConfig {
-        droppable: DropPolicy::Newest,
+        droppable: OverflowPolicy::DropNewest,
         ..cfg(2)
     });
     q.offer(raw(1)).unwrap();
@@ -564,7 +576,7 @@ async fn a_lossless_timeout_closes_as_a_slow_consumer() {
 #[tokio::test(start_paused = true)]
 async fn a_raised_capacity_wakes_a_waiting_sender() {
     let q = Arc::new(queue(cfg(4)));
-    q.on_pressure(PressureLevel::Critical); // capacity 1
+    pressure(&q, PressureLevel::Critical); // capacity 1
     q.offer(text(1)).unwrap();
     let sender = tokio::spawn({
         let q = q.clone();
@@ -572,7 +584,7 @@ async fn a_raised_capacity_wakes_a_waiting_sender() {
     });
     tokio::task::yield_now().await;
     assert!(!sender.is_finished());
-    q.on_pressure(PressureLevel::Normal);
+    pressure(&q, PressureLevel::Normal);
     assert_eq!(sender.await.unwrap(), Ok(Offered::Queued));
     assert_eq!(q.len(), 2);
 }
@@ -658,10 +670,10 @@ fn pressure_shrinks_the_capacity_and_halves_droppables_at_critical() {
     for n in 0..20 {
         q.offer(raw(n)).unwrap();
     }
-    q.on_pressure(PressureLevel::High);
+    pressure(&q, PressureLevel::High);
     assert_eq!(q.capacity(), 50);
     assert_eq!(q.len(), 20, "within the capacity: nothing evicted");
-    q.on_pressure(PressureLevel::Critical);
+    pressure(&q, PressureLevel::Critical);
     assert_eq!(q.capacity(), 25);
     let m = q.metrics();
     assert_eq!(m.droppable_capacity, 12);
@@ -683,12 +695,74 @@ fn pressure_shrinks_the_capacity_and_halves_droppables_at_critical() {
         .collect();
     assert_eq!(raws, (10..=20).collect::<Vec<_>>());
     // Back to normal: the whole capacity again.
-    q.on_pressure(PressureLevel::Normal);
+    pressure(&q, PressureLevel::Normal);
     assert_eq!(q.capacity(), 100);
     for n in 0..100 {
         assert_eq!(q.offer(raw(n)), Ok(Offered::Queued));
     }
     assert_balanced(&q);
+}
+
+#[test]
+fn a_queue_registered_with_a_manager_applies_the_critical_droppable_rule() {
+    // Registered the generic way, with no server in between: the manager's
+    // `apply_pressure` carries the level, so at Critical droppables get half the
+    // queue, as they do through a server.
+    let q = Arc::new(queue(cfg(100)));
+    let memory = Scripted::new();
+    memory.manager.register_capacity(&q);
+    for n in 0..20 {
+        q.offer(raw(n)).unwrap();
+    }
+    memory.drive(PressureLevel::High);
+    assert_eq!((q.capacity(), q.metrics().droppable_capacity), (50, 50));
+    assert_eq!(q.len(), 20);
+    memory.drive(PressureLevel::Critical);
+    let m = q.metrics();
+    assert_eq!(m.capacity, 25);
+    assert_eq!(m.droppable_capacity, 12, "half the queue for droppables");
+    assert_eq!(m.len, 12, "the oldest 8 droppables evicted");
+    assert_eq!(m.class(DeliveryClass::Droppable).dropped, 8);
+    assert_eq!(q.offer(raw(20)), Ok(Offered::DroppedOldest));
+    assert_eq!(q.len(), 12);
+    memory.drive(PressureLevel::Normal);
+    let m = q.metrics();
+    assert_eq!((m.capacity, m.droppable_capacity), (100, 100));
+    assert_balanced(&q);
+}
+
+#[test]
+fn set_capacity_keeps_the_level_and_its_droppable_rule() {
+    let q = queue(cfg(100));
+    pressure(&q, PressureLevel::Critical);
+    q.set_capacity(40).unwrap();
+    assert_eq!(q.metrics().droppable_capacity, 20);
+    pressure(&q, PressureLevel::Normal);
+    q.set_capacity(40).unwrap();
+    assert_eq!(q.metrics().droppable_capacity, 40);
+}
+
+#[test]
+fn a_droppable_policy_that_would_wait_or_refuse_is_refused_by_name() {
+    for policy in [
+        OverflowPolicy::Reject,
+        OverflowPolicy::Block,
+        OverflowPolicy::BlockTimeout(Duration::from_millis(5)),
+    ] {
+        let config = QueueConfig {
+            droppable: policy,
+            ..cfg(4)
+        };
+        let err = Outbound::new(config, Arc::new(ManualClock::default())).unwrap_err();
+        assert_eq!(err.field, "outbound.droppable");
+        assert!(
+            matches!(
+                err.source,
+                Some(ConfigError::UnsupportedPolicy { policy: p, .. }) if p == policy
+            ),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -720,7 +794,7 @@ fn a_lowered_capacity_keeps_lossless_frames_and_refuses_new_ones() {
 #[test]
 fn metrics_equal_what_happened() {
     let q = queue(QueueConfig {
-        droppable: DropPolicy::Oldest,
+        droppable: OverflowPolicy::DropOldest,
         ..cfg(3)
     });
     let l = DeliveryClass::Lossless;
@@ -986,7 +1060,11 @@ async fn broadcast_applies_each_queues_class_policy_and_pressure() {
     // The overflow discarded a's delta: room for a droppable again.
     let r = hub.broadcast_frame(raw(3)).await;
     assert_eq!((r.queued, r.closed), (1, 1));
-    hub.on_pressure(PressureLevel::Critical);
+    // Pressure reaches the queues through a manager they are registered with.
+    let memory = Scripted::new();
+    memory.manager.register_capacity(&a);
+    memory.manager.register_capacity(&b);
+    memory.drive(PressureLevel::Critical);
     assert_eq!(a.capacity(), 1);
     let m = hub.metrics();
     assert_eq!(m.connections, 2);
@@ -1154,7 +1232,7 @@ fn async_senders_and_writer_lose_no_wake_up() {
 
 #[test]
 fn droppables_yield_room_to_every_other_class() {
-    for policy in [DropPolicy::Oldest, DropPolicy::Newest] {
+    for policy in [OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {
         let q = queue(QueueConfig {
             droppable: policy,
             ..cfg(3)

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use membound::adapters::ws::{
-    CloseReason, DeliveryClass, DropPolicy, Event, EventType, Frame, Next, OfferError, Offered,
-    Outbound, QueueConfig, SlowConsumer,
+    CloseReason, DeliveryClass, Event, EventType, Frame, Next, OfferError, Offered, Outbound,
+    QueueConfig, SlowConsumer,
 };
 use membound::capacity::SoftCapacity;
 use membound::clock::ManualClock;
-use membound::pressure::PressureLevel;
+use membound::pressure::{adaptive_size, PressureLevel};
+use membound::OverflowPolicy;
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -65,7 +66,7 @@ fn id_of(frame: &Frame) -> u64 {
     v["n"].as_u64().unwrap()
 }
 
-fn run(ops: Vec<Op>, capacity: usize, hard: usize, soft: usize, policy: DropPolicy) {
+fn run(ops: Vec<Op>, capacity: usize, hard: usize, soft: usize, policy: OverflowPolicy) {
     let clock = Arc::new(ManualClock::default());
     let config = QueueConfig {
         capacity,
@@ -183,7 +184,12 @@ fn run(ops: Vec<Op>, capacity: usize, hard: usize, soft: usize, policy: DropPoli
                 }
             },
             Op::Resynced(tag) => q.resynced(tag.then_some(next_id)),
-            Op::Pressure(level) => q.on_pressure(PressureLevel::ALL[level]),
+            Op::Pressure(level) => {
+                // As a manager the queue is registered with applies it.
+                let level = PressureLevel::ALL[level];
+                q.apply_pressure(level, adaptive_size(q.max_capacity(), level))
+                    .unwrap();
+            }
             Op::SetCapacity(n) => {
                 let _ = q.set_capacity(n);
             }
@@ -248,7 +254,7 @@ proptest! {
         soft in 40usize..600,
         newest in any::<bool>(),
     ) {
-        let policy = if newest { DropPolicy::Newest } else { DropPolicy::Oldest };
+        let policy = if newest { OverflowPolicy::DropNewest } else { OverflowPolicy::DropOldest };
         run(ops, capacity, hard, soft, policy);
     }
 }

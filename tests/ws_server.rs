@@ -7,6 +7,9 @@
 #[path = "support/ws.rs"]
 mod support;
 
+#[path = "support/scripted_memory.rs"]
+mod scripted_memory;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use membound::adapters::ws::{
     close_code, CloseReason, DeliveryClass, Event, EventType, MalformedPolicy, Server, SlowConsumer,
 };
 use membound::pressure::PressureLevel;
+use scripted_memory::Scripted;
 use serde_json::json;
 use support::*;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -373,11 +377,16 @@ async fn the_connection_cap_refuses_with_1013() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_pressure_refuses_new_connections_with_1013() {
-    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    // Registered by the builder: the manager's transitions reach the server with
+    // no callback.
+    let memory = Scripted::new();
+    let (server, mut conns) =
+        serve(Server::builder(fast_config()).memory_manager(&memory.manager)).await;
     let mut old = client(server.local_addr()).await;
     let old_conn = next_conn(&mut conns).await;
 
-    server.on_pressure(PressureLevel::Critical);
+    memory.drive(PressureLevel::Critical);
+    assert_eq!(server.pressure(), PressureLevel::Critical);
     assert_eq!(server.metrics().pressure, PressureLevel::Critical);
     // The open connection's queues shrank to a quarter.
     let m = old_conn.metrics();
@@ -396,7 +405,7 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
     assert_eq!(seq(&next_event(&mut old).await), 0);
     assert!(!old_conn.is_closed());
 
-    server.on_pressure(PressureLevel::Normal);
+    memory.drive(PressureLevel::Normal);
     assert_eq!(old_conn.metrics().outbound.capacity, 1024);
     assert_eq!(old_conn.metrics().inbound.queue_capacity, 256);
     let again_ws = client(server.local_addr()).await;
@@ -404,6 +413,46 @@ async fn critical_pressure_refuses_new_connections_with_1013() {
     assert!(!again.is_closed());
     drop((old, again_ws));
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_built_with_a_manager_follows_every_transition_with_no_closure() {
+    let memory = Scripted::new();
+    memory.drive(PressureLevel::High);
+    // Sized for the manager's level when built.
+    let (server, mut conns) =
+        serve(Server::builder(fast_config()).memory_manager(&memory.manager)).await;
+    assert_eq!(server.pressure(), PressureLevel::High);
+    // A connection accepted later starts at the level in force.
+    let _a_ws = client(server.local_addr()).await;
+    let a = next_conn(&mut conns).await;
+    let m = a.metrics();
+    assert_eq!(m.outbound.capacity, 512);
+    assert_eq!(m.outbound.droppable_capacity, 512);
+    assert_eq!(m.inbound.queue_capacity, 128);
+
+    // Critical: the class rule too (droppables get half the outbound queue).
+    memory.drive(PressureLevel::Critical);
+    let m = a.metrics();
+    assert_eq!(m.outbound.capacity, 256);
+    assert_eq!(m.outbound.droppable_capacity, 128);
+    assert_eq!(m.inbound.queue_capacity, 64);
+
+    memory.drive(PressureLevel::Low);
+    assert_eq!(server.pressure(), PressureLevel::Low);
+    let _b_ws = client(server.local_addr()).await;
+    let b = next_conn(&mut conns).await;
+    for conn in [&a, &b] {
+        let m = conn.metrics();
+        assert_eq!(m.outbound.capacity, 768);
+        assert_eq!(m.outbound.droppable_capacity, 768);
+        assert_eq!(m.inbound.queue_capacity, 192);
+    }
+    server.shutdown().await;
+    // Held weakly: the manager does not keep the ended server alive, and its
+    // next transition forgets it.
+    drop(server);
+    memory.drive(PressureLevel::Normal);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

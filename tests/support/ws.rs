@@ -39,7 +39,7 @@ pub fn fast_config() -> ServerConfig {
 }
 
 /// A server whose admitted connections arrive on the returned channel.
-pub async fn serve(builder: ServerBuilder) -> (Server, mpsc::UnboundedReceiver<Connection>) {
+pub async fn serve(builder: ServerBuilder<'_>) -> (Server, mpsc::UnboundedReceiver<Connection>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let server = builder
         .on_connect(move |conn| {

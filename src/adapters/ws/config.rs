@@ -7,17 +7,12 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::prelude::rust_2021::*;
 
-/// What the outbound queue does with a droppable event (`RAW`, `CUSTOM`, unknown
-/// types) that finds it full. Either way the drop is counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum DropPolicy {
-    /// Drop the oldest queued droppable event to make room (default).
-    #[default]
-    Oldest,
-    /// Drop the event that found the queue full.
-    Newest,
-}
+use crate::config::ConfigError;
+use crate::policy::OverflowPolicy;
+
+/// The structure named in [`ConfigError::UnsupportedPolicy`] for an outbound queue's
+/// [`droppable`](QueueConfig::droppable) policy.
+const OUTBOUND_QUEUE: &str = "WebSocket outbound queue";
 
 /// What a connection does with an inbound message that is not an event: a text
 /// that is malformed JSON, not an object or without a string `type`, or a binary
@@ -68,8 +63,15 @@ pub struct QueueConfig {
     /// How long a sender of a lossless event waits for room (in events or in bytes)
     /// before the connection is closed as a slow consumer. Default 5 s.
     pub lossless_timeout: Duration,
-    /// What happens to droppable events when the queue is full.
-    pub droppable: DropPolicy,
+    /// What happens to a droppable event (`RAW`, `CUSTOM`, unknown types) that finds
+    /// the queue full; either way the drop is counted.
+    /// [`OverflowPolicy::DropOldest`] (default) evicts the oldest queued droppable
+    /// events to make room; [`OverflowPolicy::DropNewest`] drops the event that found
+    /// the queue full. Any other policy is refused by
+    /// [`validate`](Self::validate) with [`ConfigError::UnsupportedPolicy`] (in
+    /// [`WsConfigError::source`]): a droppable event never waits and is never handed
+    /// back.
+    pub droppable: OverflowPolicy,
 }
 
 impl Default for QueueConfig {
@@ -80,7 +82,7 @@ impl Default for QueueConfig {
             soft_limit_bytes: 2 << 20,
             soft_limit_for: Duration::from_secs(10),
             lossless_timeout: Duration::from_secs(5),
-            droppable: DropPolicy::Oldest,
+            droppable: OverflowPolicy::DropOldest,
         }
     }
 }
@@ -90,9 +92,39 @@ impl QueueConfig {
     ///
     /// # Errors
     ///
-    /// [`WsConfigError`] naming the first field that is zero or inconsistent.
+    /// [`WsConfigError`] naming the first field that is zero or inconsistent; for a
+    /// [`droppable`](Self::droppable) policy other than `DropOldest` and
+    /// `DropNewest`, field `outbound.droppable` with
+    /// [`ConfigError::UnsupportedPolicy`] as its [`source`](WsConfigError::source).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::ws::QueueConfig;
+    /// use membound::{ConfigError, OverflowPolicy};
+    ///
+    /// let config = QueueConfig { droppable: OverflowPolicy::Reject, ..QueueConfig::default() };
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.field, "outbound.droppable");
+    /// assert!(matches!(
+    ///     err.source,
+    ///     Some(ConfigError::UnsupportedPolicy { policy: OverflowPolicy::Reject, .. })
+    /// ));
+    /// ```
     pub fn validate(&self) -> Result<(), WsConfigError> {
         nonzero("outbound.capacity", self.capacity)?;
+        match self.droppable {
+            OverflowPolicy::DropOldest | OverflowPolicy::DropNewest => {}
+            policy => {
+                return Err(WsConfigError::unsupported(
+                    "outbound.droppable",
+                    ConfigError::UnsupportedPolicy {
+                        policy,
+                        structure: OUTBOUND_QUEUE,
+                    },
+                ))
+            }
+        }
         nonzero("outbound.hard_limit_bytes", self.hard_limit_bytes)?;
         nonzero("outbound.soft_limit_bytes", self.soft_limit_bytes)?;
         if self.soft_limit_bytes > self.hard_limit_bytes {
@@ -462,31 +494,58 @@ impl ClientConfig {
 }
 
 /// A transport configuration that cannot work: which field, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Not `Eq`: the crate's [`ConfigError`] it may carry is not (it has `f64` water
+/// marks).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WsConfigError {
     /// The field, dotted from the connection settings (`outbound.capacity`).
     pub field: &'static str,
     /// What is wrong with it.
     pub reason: &'static str,
+    /// The crate-wide error behind it, where there is one: for an unsupported
+    /// overflow policy, [`ConfigError::UnsupportedPolicy`] naming the policy.
+    pub source: Option<ConfigError>,
 }
 
 impl WsConfigError {
     const fn new(field: &'static str, reason: &'static str) -> Self {
-        Self { field, reason }
+        Self {
+            field,
+            reason,
+            source: None,
+        }
+    }
+
+    const fn unsupported(field: &'static str, source: ConfigError) -> Self {
+        Self {
+            field,
+            reason: "unsupported overflow policy (DropOldest and DropNewest only)",
+            source: Some(source),
+        }
     }
 }
 
 impl fmt::Display for WsConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid transport setting `{}`: {}",
-            self.field, self.reason
-        )
+        match &self.source {
+            Some(source) => write!(f, "invalid transport setting `{}`: {source}", self.field),
+            None => write!(
+                f,
+                "invalid transport setting `{}`: {}",
+                self.field, self.reason
+            ),
+        }
     }
 }
 
-impl std::error::Error for WsConfigError {}
+impl std::error::Error for WsConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 fn nonzero(field: &'static str, value: usize) -> Result<(), WsConfigError> {
     if value == 0 {
@@ -543,5 +602,32 @@ mod tests {
         c.reconnect.multiplier = 2.0;
         c.reconnect.stable_after = Duration::ZERO;
         assert_eq!(c.validate().unwrap_err().field, "reconnect.stable_after");
+    }
+
+    #[test]
+    fn unsupported_droppable_policies_are_refused_by_name() {
+        for policy in [OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {
+            let mut c = ServerConfig::default();
+            c.connection.outbound.droppable = policy;
+            c.validate().unwrap();
+        }
+        for policy in [
+            OverflowPolicy::Reject,
+            OverflowPolicy::Block,
+            OverflowPolicy::BlockTimeout(Duration::from_secs(1)),
+        ] {
+            let mut c = ClientConfig::default();
+            c.connection.outbound.droppable = policy;
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.field, "outbound.droppable");
+            assert_eq!(
+                err.source,
+                Some(ConfigError::UnsupportedPolicy {
+                    policy,
+                    structure: OUTBOUND_QUEUE,
+                })
+            );
+            assert!(err.to_string().contains(&format!("{policy:?}")));
+        }
     }
 }

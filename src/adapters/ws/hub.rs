@@ -9,7 +9,6 @@ use futures_util::future::join_all;
 
 use super::{ConnId, DeliveryClass, Event, Frame, OfferError, Offered, Outbound};
 use crate::adapters::ending::bump;
-use crate::pressure::PressureLevel;
 use crate::slice::SnapshotVec;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -349,14 +348,6 @@ impl Hub {
             &self.dropped[DeliveryClass::Droppable.index()],
             tally.evicted,
         );
-    }
-
-    /// Applies a memory pressure level to every attached queue
-    /// ([`Outbound::on_pressure`]).
-    pub fn on_pressure(&self, level: PressureLevel) {
-        for (_, queue) in self.entries.load().iter() {
-            queue.on_pressure(level);
-        }
     }
 
     /// A snapshot of the totals.

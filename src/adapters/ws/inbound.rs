@@ -28,7 +28,6 @@ use super::{Event, EventType, InboundConfig, WsConfigError};
 use crate::adapters::ending::{bump, Ending};
 use crate::capacity::{CapacityError, SoftCapacity};
 use crate::clock::Clock;
-use crate::pressure::{adaptive_size, PressureLevel};
 use crate::ring::{Ring, RingConfig};
 use crate::slice::SnapshotVec;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -499,7 +498,7 @@ impl Drop for Running<'_> {
 /// `loom_semaphore_batch.rs`); this crate adds no wait/wake code for it.
 /// [`close`](Inbound::close) closes the semaphore too, so a push waiting for
 /// bytes fails with [`InboundClosed`]. The budget does not follow memory
-/// pressure; [`on_pressure`](Inbound::on_pressure) sizes the queue in events.
+/// pressure; the [`SoftCapacity`] impl sizes the queue in events.
 ///
 /// # Dispatch model
 ///
@@ -675,19 +674,20 @@ impl Inbound {
         clock: Arc<dyn Clock + Send + Sync>,
     ) -> Result<Self, WsConfigError> {
         config.validate()?;
-        let too_large = |field| WsConfigError {
+        let too_large = |field, source| WsConfigError {
             field,
             reason: "is larger than a ring can hold",
+            source: Some(source),
         };
         RingConfig::new(config.subscription_capacity)
             .validate()
-            .map_err(|_| too_large("inbound.subscription_capacity"))?;
+            .map_err(|e| too_large("inbound.subscription_capacity", e))?;
         // `Reject`: a lowered capacity keeps what is queued (pushes wait until the
         // dispatcher drains below it) instead of evicting, which `DropOldest` would.
         let queue = Ring::with_config(
             RingConfig::new(config.queue_capacity).with_policy(OverflowPolicy::Reject),
         )
-        .map_err(|_| too_large("inbound.queue_capacity"))?;
+        .map_err(|e| too_large("inbound.queue_capacity", e))?;
         // `acquire_many` takes a `u32`, and a semaphore holds at most MAX_PERMITS.
         let budget = u32::try_from(config.max_queued_bytes)
             .ok()
@@ -695,6 +695,7 @@ impl Inbound {
             .ok_or(WsConfigError {
                 field: "inbound.max_queued_bytes",
                 reason: "is larger than the byte budget can hold (u32::MAX)",
+                source: None,
             })?;
         let ttl_ticks = clock.ticks_for(config.subscription_ttl).max(1);
         Ok(Self {
@@ -1066,36 +1067,6 @@ impl Inbound {
         self.queued_bytes.load(Ordering::Relaxed) as usize
     }
 
-    /// Sizes the inbound queue for memory-pressure `level`: its capacity becomes
-    /// [`adaptive_size`]`(queue_capacity, level)` (a quarter at `Critical`). Nothing
-    /// queued is dropped: when more is queued than the new capacity, pushes wait
-    /// until the dispatcher has taken the queue below it, which holds the peer back
-    /// through TCP. The same knob as the [`SoftCapacity`] implementation, for a
-    /// memory manager's capacity targets.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use membound::adapters::ws::{Inbound, InboundConfig};
-    /// use membound::capacity::SoftCapacity;
-    /// use membound::clock::ManualClock;
-    /// use membound::pressure::PressureLevel;
-    ///
-    /// let config = InboundConfig { queue_capacity: 100, ..InboundConfig::default() };
-    /// let inbound = Inbound::new(config, Arc::new(ManualClock::default()))?;
-    /// inbound.on_pressure(PressureLevel::Critical);
-    /// assert_eq!(inbound.capacity(), 25);
-    /// inbound.on_pressure(PressureLevel::Normal);
-    /// assert_eq!(inbound.capacity(), 100);
-    /// # Ok::<(), membound::adapters::ws::WsConfigError>(())
-    /// ```
-    pub fn on_pressure(&self, level: PressureLevel) {
-        let capacity = adaptive_size(self.registry.config.queue_capacity, level);
-        // Within `1..=queue_capacity` by construction, so this cannot fail.
-        let _ = self.queue.set_capacity(capacity);
-    }
-
     /// A snapshot of the counters.
     pub fn metrics(&self) -> InboundMetrics {
         let reg = &*self.registry;
@@ -1246,8 +1217,36 @@ impl Inbound {
     }
 }
 
-/// The inbound queue's capacity in events, within `1..=queue_capacity`; see
-/// [`Inbound::on_pressure`] for what lowering it does.
+/// The inbound queue's capacity in events, within `1..=queue_capacity`: the
+/// inbound side's place on the crate's one pressure route. A
+/// [`Server`](super::Server) built with
+/// [`memory_manager`](super::ServerBuilder::memory_manager) applies every level
+/// transition to each connection's inbound queue as
+/// [`apply_pressure`](SoftCapacity::apply_pressure)`(level,`
+/// [`adaptive_size`](crate::pressure::adaptive_size)`(queue_capacity, level))` (a quarter at `Critical`); the
+/// level has no rule of its own here, so that is
+/// [`set_capacity`](SoftCapacity::set_capacity). Nothing queued is dropped: when
+/// more is queued than the new capacity, pushes wait until the dispatcher has taken
+/// the queue below it, which holds the peer back through TCP.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use membound::adapters::ws::{Inbound, InboundConfig};
+/// use membound::capacity::SoftCapacity;
+/// use membound::clock::ManualClock;
+/// use membound::pressure::{adaptive_size, PressureLevel};
+///
+/// let config = InboundConfig { queue_capacity: 100, ..InboundConfig::default() };
+/// let inbound = Inbound::new(config, Arc::new(ManualClock::default()))?;
+/// let critical = PressureLevel::Critical;
+/// inbound.apply_pressure(critical, adaptive_size(100, critical))?;
+/// assert_eq!(inbound.capacity(), 25);
+/// inbound.apply_pressure(PressureLevel::Normal, 100)?;
+/// assert_eq!(inbound.capacity(), 100);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 impl SoftCapacity for Inbound {
     fn capacity(&self) -> usize {
         self.queue.capacity()

@@ -19,7 +19,10 @@
 //!   expire when idle; with [`MalformedPolicy::Raw`], messages that are not events
 //!   (binary, other protocols) take the same way to raw handlers, as they arrived;
 //! - under memory pressure the queues shrink, and at `Critical` new connections are
-//!   refused with [`close_code::TRY_AGAIN_LATER`].
+//!   refused with [`close_code::TRY_AGAIN_LATER`]: a server built with
+//!   [`ServerBuilder::memory_manager`] follows the manager's levels, through the
+//!   crate's one pressure route ([`SoftCapacity`](crate::capacity::SoftCapacity),
+//!   which [`Outbound`], [`Inbound`] and [`Server`] implement).
 
 use std::fmt;
 use std::prelude::rust_2021::*;
@@ -30,8 +33,8 @@ mod hub;
 mod outbound;
 
 pub use config::{
-    ClientConfig, ConnectionConfig, DropPolicy, InboundConfig, MalformedPolicy, QueueConfig,
-    ReconnectPolicy, ServerConfig, WsConfigError,
+    ClientConfig, ConnectionConfig, InboundConfig, MalformedPolicy, QueueConfig, ReconnectPolicy,
+    ServerConfig, WsConfigError,
 };
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
 pub use hub::{Broadcast, Hub, HubMetrics};

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
 use super::WsConfigError;
-use super::{CloseReason, DeliveryClass, DropPolicy, EventType, Frame, QueueConfig, SlowConsumer};
+use super::{CloseReason, DeliveryClass, EventType, Frame, QueueConfig, SlowConsumer};
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
-use crate::pressure::{adaptive_size, PressureLevel};
+use crate::policy::OverflowPolicy;
+use crate::pressure::PressureLevel;
 
 /// A buffer with room for more entries than this is shrunk when the queue runs
 /// empty after using at most a quarter of it.
@@ -30,7 +31,7 @@ pub enum Offered {
     /// Queued, after evicting the oldest queued droppable frame(s) (counted).
     DroppedOldest,
     /// Not queued: the frame itself was dropped (counted), by
-    /// [`DropPolicy::Newest`], because no droppable could be evicted, or because a
+    /// [`OverflowPolicy::DropNewest`], because no droppable could be evicted, or because a
     /// newer snapshot of its type is queued.
     DroppedNewest,
     /// Queued in place of an older snapshot of the same type (counted).
@@ -392,9 +393,10 @@ struct Wake {
 ///   full ([`Offered::ReplacedSnapshot`]); if both carry revisions and the incoming
 ///   one is older, the incoming one is dropped instead ([`Offered::DroppedNewest`]).
 ///   A snapshot with no predecessor to replace is treated like a lossless frame.
-/// - **droppable**: [`DropPolicy::Oldest`] evicts the oldest queued droppable frames
-///   (as many as are needed to make room), or else drops the incoming one;
-///   [`DropPolicy::Newest`] drops the incoming one. Either way it is counted.
+/// - **droppable**: by [`QueueConfig::droppable`], [`OverflowPolicy::DropOldest`]
+///   evicts the oldest queued droppable frames (as many as are needed to make
+///   room), or else drops the incoming one; [`OverflowPolicy::DropNewest`] drops the
+///   incoming one. Either way it is counted.
 ///
 /// Within a class, frames leave in the order they were queued. Across classes the
 /// order is the order of queueing, except that a replacing snapshot takes the
@@ -462,13 +464,21 @@ struct Wake {
 ///
 /// # Memory pressure
 ///
-/// [`on_pressure`](Outbound::on_pressure) sets the soft capacity to
-/// [`adaptive_size`]`(capacity, level)`; at [`PressureLevel::Critical`] droppable
-/// frames may fill at most half of it. Lowering the capacity evicts the oldest
-/// droppable frames beyond the new bounds at once; other frames stay and are
-/// delivered (new ones wait until the queue has drained below the capacity).
-/// Raising it wakes waiting senders. The same is reachable through
-/// [`SoftCapacity`], so a pressure manager can drive the queue directly.
+/// The queue is on the crate's one pressure route, [`SoftCapacity`]: a
+/// [`MemoryManager`](crate::monitor::MemoryManager) it is registered with
+/// ([`register_capacity`](crate::monitor::MemoryManager::register_capacity), or a
+/// [`Server`](super::Server) built with
+/// [`memory_manager`](super::ServerBuilder::memory_manager) for all its
+/// connections) calls [`apply_pressure`](SoftCapacity::apply_pressure) on every
+/// level transition, with the soft capacity for the level
+/// ([`adaptive_size`](crate::pressure::adaptive_size)`(capacity, level)`: 100, 75,
+/// 50 or 25 %). The queue takes that capacity and the level: at
+/// [`PressureLevel::Critical`] droppable frames may fill at most half of the
+/// capacity. Lowering the capacity evicts the oldest droppable frames beyond the
+/// new bounds at once; other frames stay and are delivered (new ones wait until the
+/// queue has drained below the capacity). Raising it wakes waiting senders.
+/// [`set_capacity`](SoftCapacity::set_capacity) changes the capacity alone and
+/// keeps the level.
 ///
 /// # Waiting, and why no wake-up is lost
 ///
@@ -926,19 +936,6 @@ impl Outbound {
         self.lock().bytes
     }
 
-    /// Applies a memory pressure level: the soft capacity becomes
-    /// [`adaptive_size`]`(capacity, level)`, and at
-    /// [`PressureLevel::Critical`] droppable frames get at most half of it. Frames
-    /// beyond the new bounds are evicted if droppable (oldest first, counted).
-    pub fn on_pressure(&self, level: PressureLevel) {
-        let mut st = self.lock();
-        st.level = level;
-        let capacity = adaptive_size(self.config.capacity, level);
-        let wake = self.set_capacity_locked(&mut st, capacity);
-        drop(st);
-        self.wake(wake);
-    }
-
     /// A snapshot of the counters.
     pub fn metrics(&self) -> OutboundMetrics {
         let st = self.lock();
@@ -1121,7 +1118,8 @@ impl Outbound {
                 (Ok(Offered::Resync), wake)
             }
             DeliveryClass::Droppable => {
-                if self.config.droppable == DropPolicy::Oldest && st.can_make_room_for(&frame, hard)
+                if self.config.droppable == OverflowPolicy::DropOldest
+                    && st.can_make_room_for(&frame, hard)
                 {
                     while !fits(st) && st.evict_oldest_droppable() {}
                     st.after_removal();
@@ -1327,7 +1325,9 @@ impl State {
 
 /// The soft capacity in frames. Lowering it evicts the oldest droppable frames
 /// beyond it (counted); other frames stay queued, and new ones wait until the queue
-/// has drained below it. [`Outbound::on_pressure`] sets it from a pressure level.
+/// has drained below it. [`apply_pressure`](SoftCapacity::apply_pressure) sets it
+/// together with the level, which decides the droppable share (see
+/// [Memory pressure](Outbound#memory-pressure)).
 impl SoftCapacity for Outbound {
     fn capacity(&self) -> usize {
         self.lock().capacity
@@ -1340,6 +1340,16 @@ impl SoftCapacity for Outbound {
     fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
         capacity::check(capacity, self.config.capacity)?;
         let mut st = self.lock();
+        let wake = self.set_capacity_locked(&mut st, capacity);
+        drop(st);
+        self.wake(wake);
+        Ok(())
+    }
+
+    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
+        capacity::check(capacity, self.config.capacity)?;
+        let mut st = self.lock();
+        st.level = level;
         let wake = self.set_capacity_locked(&mut st, capacity);
         drop(st);
         self.wake(wake);

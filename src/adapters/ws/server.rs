@@ -23,9 +23,11 @@ use super::{
     Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub, HubMetrics,
     Inbound, Outbound, ServerConfig, SnapshotSource, WsConfigError,
 };
+use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::{Clock, MonotonicClock};
-use crate::pressure::PressureLevel;
-use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use crate::monitor::MemoryManager;
+use crate::pressure::{adaptive_size, PressureLevel};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Why a server could not start.
 #[derive(Debug)]
@@ -160,7 +162,7 @@ pub struct ServerMetrics {
     pub closed: CloseCounts,
     /// The fan-out's metrics.
     pub hub: HubMetrics,
-    /// The memory pressure level last given to [`Server::on_pressure`].
+    /// The memory pressure level last applied ([`Server::pressure`]).
     pub pressure: PressureLevel,
 }
 
@@ -265,7 +267,8 @@ impl crate::metrics::Metrics for ServerMetrics {
 
 type OnConnect = Arc<dyn Fn(Connection) + Send + Sync>;
 
-/// Builds a [`Server`] with a snapshot source, a connection callback or a clock.
+/// Builds a [`Server`] with a snapshot source, a connection callback, a clock or a
+/// memory manager.
 ///
 /// # Examples
 ///
@@ -283,24 +286,26 @@ type OnConnect = Arc<dyn Fn(Connection) + Send + Sync>;
 /// # }).unwrap();
 /// ```
 #[must_use = "a builder does nothing until `bind` is called"]
-pub struct ServerBuilder {
+pub struct ServerBuilder<'m> {
     config: ServerConfig,
     snapshots: Option<Arc<dyn SnapshotSource>>,
     on_connect: Option<OnConnect>,
     clock: Arc<dyn Clock + Send + Sync>,
+    manager: Option<&'m MemoryManager>,
 }
 
-impl fmt::Debug for ServerBuilder {
+impl fmt::Debug for ServerBuilder<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("config", &self.config)
             .field("snapshot_source", &self.snapshots.is_some())
             .field("on_connect", &self.on_connect.is_some())
+            .field("memory_manager", &self.manager.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl ServerBuilder {
+impl<'m> ServerBuilder<'m> {
     /// Where connections that missed state deltas get a fresh `STATE_SNAPSHOT`
     /// (for instance a [`StateStore`](crate::adapters::state::StateStore)). Without
     /// one, such a connection is closed as a slow consumer.
@@ -325,6 +330,45 @@ impl ServerBuilder {
     pub fn clock(mut self, clock: Arc<dyn Clock + Send + Sync>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Registers the server with `manager` when it is built
+    /// ([`MemoryManager::register_capacity`]), so that every level transition
+    /// reaches every connection with no callback written by the caller: each
+    /// outbound and inbound queue shrinks to the level's share of its capacity
+    /// (100, 75, 50 or 25 %), at `Critical` droppable events get at most half of
+    /// each outbound queue and new connections are refused with code 1013.
+    /// Connections accepted later start at the level then in force. The server is
+    /// sized for the manager's current level at once. The registration is weak:
+    /// dropping the server ends it. See the server's [`SoftCapacity`] impl.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::ws::{Server, ServerConfig};
+    /// use membound::monitor::{MemoryManager, MonitorConfig};
+    /// use membound::pressure::PressureLevel;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = MemoryManager::new(MonitorConfig::development())?;
+    /// let server = Server::builder(ServerConfig::default())
+    ///     .memory_manager(&manager) // its queues follow the pressure
+    ///     .bind()
+    ///     .await?;
+    /// manager.start()?;
+    /// assert_eq!(server.pressure(), manager.level());
+    /// server.shutdown().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn memory_manager<'n>(self, manager: &'n MemoryManager) -> ServerBuilder<'n> {
+        ServerBuilder {
+            config: self.config,
+            snapshots: self.snapshots,
+            on_connect: self.on_connect,
+            clock: self.clock,
+            manager: Some(manager),
+        }
     }
 
     /// Checks the configuration, binds the listening socket and starts accepting.
@@ -367,20 +411,28 @@ impl ServerBuilder {
 
     fn build_shared(self) -> Result<Arc<Shared>, ServeError> {
         self.config.validate()?;
-        Ok(Arc::new(Shared {
+        let shared = Arc::new(Shared {
             config: self.config,
             hub: Hub::new(),
             registry: Mutex::new(HashMap::new()),
             tasks: Tracker::default(),
             open: AtomicU64::new(0),
             pending: AtomicU64::new(0),
-            pressure: AtomicU8::new(PressureLevel::Normal.index() as u8),
+            pressure: Mutex::new(Applied {
+                level: PressureLevel::Normal,
+                capacity: self.config.connection.outbound.capacity,
+            }),
             stopping: Flag::default(),
             snapshots: self.snapshots,
             on_connect: self.on_connect,
             clock: self.clock,
             totals: Mutex::new(Totals::default()),
-        }))
+        });
+        if let Some(manager) = self.manager {
+            // Weak: the manager never keeps the server alive.
+            manager.register_capacity(&shared);
+        }
+        Ok(shared)
     }
 }
 
@@ -470,13 +522,15 @@ impl Server {
         Self::builder(config).bind().await
     }
 
-    /// A builder, for a snapshot source, a connection callback or a clock.
-    pub fn builder(config: ServerConfig) -> ServerBuilder {
+    /// A builder, for a snapshot source, a connection callback, a clock or a
+    /// memory manager.
+    pub fn builder(config: ServerConfig) -> ServerBuilder<'static> {
         ServerBuilder {
             config,
             snapshots: None,
             on_connect: None,
             clock: Arc::new(MonotonicClock::new()),
+            manager: None,
         }
     }
 
@@ -516,14 +570,9 @@ impl Server {
         &self.shared.hub
     }
 
-    /// Applies a memory pressure level: every connection's outbound and inbound queue
-    /// capacities shrink with it, and at `Critical` new connections are refused with
-    /// code 1013 and droppable events get at most half of each outbound queue.
-    pub fn on_pressure(&self, level: PressureLevel) {
-        self.shared.on_pressure(level);
-    }
-
-    /// The level last given to [`on_pressure`](Self::on_pressure).
+    /// The memory pressure level last applied: by the manager the server was
+    /// registered with ([`ServerBuilder::memory_manager`]), or through its
+    /// [`SoftCapacity`] impl. `Normal` until then.
     pub fn pressure(&self) -> PressureLevel {
         self.shared.pressure()
     }
@@ -611,6 +660,64 @@ impl Drop for Server {
     }
 }
 
+/// The server on the crate's one pressure route.
+///
+/// Its capacity is each connection's outbound soft capacity, in frames: at most
+/// [`outbound.capacity`](super::QueueConfig::capacity), the base a
+/// [`MemoryManager`] registers. [`apply_pressure`](SoftCapacity::apply_pressure)
+/// applies a level as a whole, to every open connection and to those accepted
+/// later:
+///
+/// - each outbound queue gets the level and the capacity given (for a registered
+///   server, 100, 75, 50 or 25 % of the configured one), so at `Critical`
+///   droppable events get at most half of it (see
+///   [Memory pressure](Outbound#memory-pressure));
+/// - each inbound queue gets the level's share of its
+///   [`queue_capacity`](super::InboundConfig::queue_capacity);
+/// - at `Critical`, new connections are refused with code 1013, until a lower
+///   level is applied.
+///
+/// [`set_capacity`](SoftCapacity::set_capacity) changes the outbound capacity
+/// alone and keeps the level. Register a server by building it with
+/// [`memory_manager`](ServerBuilder::memory_manager).
+impl SoftCapacity for Server {
+    fn capacity(&self) -> usize {
+        self.shared.capacity()
+    }
+
+    fn max_capacity(&self) -> usize {
+        self.shared.max_capacity()
+    }
+
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        self.shared.set_capacity(capacity)
+    }
+
+    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
+        self.shared.apply_pressure(level, capacity)
+    }
+}
+
+/// What a manager registered by [`ServerBuilder::memory_manager`] holds (weakly);
+/// see the [`Server`]'s impl.
+impl SoftCapacity for Shared {
+    fn capacity(&self) -> usize {
+        lock(&self.pressure).capacity
+    }
+
+    fn max_capacity(&self) -> usize {
+        self.config.connection.outbound.capacity
+    }
+
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        self.apply(None, capacity)
+    }
+
+    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
+        self.apply(Some(level), capacity)
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // No code panics while holding these locks; recover the data if one ever did.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -642,12 +749,38 @@ pub(crate) struct Shared {
     /// Handshakes under way on the listener's connections (held by
     /// [`PendingHandshake`]s; `max_pending_handshakes` caps it).
     pending: AtomicU64,
-    pressure: AtomicU8,
+    /// The pressure last applied; every connection's queues follow it. Locked
+    /// while a transition reaches the connections and while a new connection
+    /// catches up with it, so none is left at an older level.
+    pressure: Mutex<Applied>,
     stopping: Flag,
     snapshots: Option<Arc<dyn SnapshotSource>>,
     on_connect: Option<OnConnect>,
     clock: Arc<dyn Clock + Send + Sync>,
     totals: Mutex<Totals>,
+}
+
+/// The pressure a server applied last: its level, and the outbound capacity the
+/// manager gave for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Applied {
+    level: PressureLevel,
+    /// Each connection's outbound soft capacity, `1..=outbound.capacity`.
+    capacity: usize,
+}
+
+impl Applied {
+    /// Sets one connection's queues to this pressure: the outbound queue to the
+    /// level and the capacity, the inbound queue to the level's share of its own.
+    fn apply_to(&self, outbound: &Outbound, inbound: &Inbound) {
+        // Within `1..=max` by construction (the server checked `capacity` against
+        // the same configuration), so neither can fail.
+        let _ = outbound.apply_pressure(self.level, self.capacity);
+        let _ = inbound.apply_pressure(
+            self.level,
+            adaptive_size(inbound.max_capacity(), self.level),
+        );
+    }
 }
 
 /// Why a connection is refused.
@@ -667,17 +800,25 @@ impl Shared {
     }
 
     fn pressure(&self) -> PressureLevel {
-        PressureLevel::from_index(usize::from(self.pressure.load(Ordering::Acquire)))
-            .unwrap_or_default()
+        lock(&self.pressure).level
     }
 
-    fn on_pressure(&self, level: PressureLevel) {
-        self.pressure.store(level.index() as u8, Ordering::Release);
-        self.hub.on_pressure(level);
+    /// Applies `level` (or, for `None`, the level in force) with `capacity` to
+    /// every connection, under the pressure lock.
+    fn apply(&self, level: Option<PressureLevel>, capacity: usize) -> Result<(), CapacityError> {
+        capacity::check(capacity, self.config.connection.outbound.capacity)?;
+        let mut applied = lock(&self.pressure);
+        *applied = Applied {
+            level: level.unwrap_or(applied.level),
+            capacity,
+        };
+        // A connection registered after this snapshot catches up by itself (see
+        // `run_connection`), under the same lock.
         let live: Vec<Connection> = self.registry().values().cloned().collect();
         for conn in live {
-            conn.core().inbound().on_pressure(level);
+            applied.apply_to(conn.core().outbound(), conn.core().inbound());
         }
+        Ok(())
     }
 
     /// Takes a place for a new connection, or says why there is none.
@@ -748,9 +889,9 @@ impl Shared {
             return;
         };
         let outbound = Arc::new(outbound);
-        let level = self.pressure();
-        outbound.on_pressure(level);
-        inbound.on_pressure(level);
+        // New connections start at the pressure in force.
+        let applied = *lock(&self.pressure);
+        applied.apply_to(&outbound, &inbound);
         let core = Core::new(CoreParts {
             id: next_conn_id(),
             peer,
@@ -768,6 +909,15 @@ impl Shared {
         };
         self.registry().insert(core.id(), conn.clone());
         self.hub.attach(core.id(), Arc::clone(core.outbound()));
+        {
+            // A transition between the first application and the registration did
+            // not see this connection: catch up. Once registered, every later
+            // transition reaches it.
+            let now = lock(&self.pressure);
+            if *now != applied {
+                now.apply_to(core.outbound(), core.inbound());
+            }
+        }
         self.count(|t| t.accepted += 1);
         if self.stopping.is_set() {
             // Shutdown began while this one was being admitted: it gets its close
