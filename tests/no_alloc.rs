@@ -7,6 +7,7 @@
 mod counting_alloc;
 
 use counting_alloc::{allocations, Counting};
+#[cfg(feature = "std")]
 use membound::policy::Wait;
 use membound::ring::{Ring, RingConfig};
 use membound::OverflowPolicy;

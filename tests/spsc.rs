@@ -15,6 +15,7 @@ mod executor;
 mod model;
 
 use executor::block_on;
+#[cfg(feature = "std")]
 use membound::policy::Wait;
 use membound::ring::spsc::{self, StaticChannel};
 use membound::ring::PushError;
@@ -352,7 +353,8 @@ fn unsupported_policies_are_refused_at_construction() {
     for policy in [
         OverflowPolicy::DropNewest,
         OverflowPolicy::Block,
-        OverflowPolicy::BlockTimeout(std::time::Duration::from_millis(1)),
+        #[cfg(feature = "std")]
+        OverflowPolicy::BlockTimeout(Duration::from_millis(1)),
     ] {
         let expected = ConfigError::UnsupportedPolicy {
             policy,
