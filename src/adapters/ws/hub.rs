@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use super::{ConnId, DeliveryClass, Event, Frame, OfferError, Offered, Outbound};
+use super::event::{DeliveryClass, Event, Frame};
+use super::outbound::{OfferError, Offered, Outbound};
+use super::time::later;
+use super::types::ConnId;
 use crate::adapters::ending::bump;
 use crate::slice::SnapshotVec;
 use crate::sync::{AtomicU64, Ordering};
@@ -315,7 +318,7 @@ impl Hub {
             // (every queue had room) costs no clock read.
             let start = tokio::time::Instant::now();
             let waits = full.iter().map(|queue| {
-                let deadline = super::conn::later(start, queue.config().lossless_timeout);
+                let deadline = later(start, queue.config().lossless_timeout);
                 queue.send_until(frame.clone(), deadline)
             });
             for outcome in join_all(waits).await {

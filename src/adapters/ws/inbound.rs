@@ -24,7 +24,9 @@ use futures_util::future::{join_all, FutureExt};
 use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
-use super::{Event, EventType, InboundConfig, WsConfigError};
+use super::config::{InboundConfig, WsConfigError};
+use super::event::{Event, EventType};
+use super::time::after;
 use crate::adapters::ending::{bump, Ending};
 use crate::capacity::{CapacityError, SoftCapacity};
 use crate::clock::Clock;
@@ -863,7 +865,7 @@ impl Inbound {
         let _running = Running(&self.running);
         let period = (self.registry.config.subscription_ttl / 8)
             .clamp(Duration::from_millis(1), Duration::from_secs(60));
-        let mut next_sweep = super::conn::after(period);
+        let mut next_sweep = after(period);
         loop {
             // `pop_async` is cancel-safe: a timeout that drops it loses no event.
             match tokio::time::timeout_at(next_sweep, self.queue.pop_async()).await {
@@ -878,7 +880,7 @@ impl Inbound {
                 Ok(Err(_closed)) => break,
                 Err(_elapsed) => {
                     self.sweep();
-                    next_sweep = super::conn::after(period);
+                    next_sweep = after(period);
                 }
             }
         }

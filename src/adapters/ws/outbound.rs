@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::WsConfigError;
-use super::{CloseReason, DeliveryClass, EventType, Frame, QueueConfig, SlowConsumer};
+use super::config::{QueueConfig, WsConfigError};
+use super::event::{DeliveryClass, EventType, Frame};
+use super::time::after;
+use super::types::{CloseReason, SlowConsumer};
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::Clock;
 use crate::policy::OverflowPolicy;
@@ -758,7 +760,7 @@ impl Outbound {
     ///
     /// As [`send_until`](Self::send_until).
     pub async fn send(&self, frame: Frame) -> Result<Offered, OfferError> {
-        let deadline = super::conn::after(self.config.lossless_timeout);
+        let deadline = after(self.config.lossless_timeout);
         self.send_until(frame, deadline).await
     }
 
