@@ -16,6 +16,10 @@
 //! - `unit = "bytes" | "seconds" | "ticks"`.
 //! - `with = path`: the figure is `path(self.field)` (a level's index, a
 //!   revision's number).
+//! - `nested`: the field is itself a `Metrics` snapshot whose figures belong to
+//!   this one; `nested(prefix = "...")` puts a prefix before their names.
+//! - `visit = path`: the field's figures are not one per field (a count per class
+//!   in an array): `path(&self.field, out)` visits them.
 //!
 //! A field's value goes through `membound::metrics::ToValue`, so an `Option` that
 //! is `None` exports nothing: an absent figure is not a zero.
@@ -45,6 +49,9 @@ struct Field {
     help: Option<LitStr>,
     unit: Option<Tokens>,
     with: Option<Path>,
+    /// `nested`, with its prefix (empty for none).
+    nested: Option<String>,
+    visit: Option<Path>,
 }
 
 fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
@@ -139,6 +146,8 @@ fn parse_field(field: &syn::Field, counters: bool) -> syn::Result<Field> {
         help: None,
         unit: None,
         with: None,
+        nested: None,
+        visit: None,
     };
     let mut skip = false;
     for attr in field.attrs.iter().filter(|a| a.path().is_ident("metric")) {
@@ -156,6 +165,21 @@ fn parse_field(field: &syn::Field, counters: bool) -> syn::Result<Field> {
                 out.help = Some(meta.value()?.parse()?);
             } else if path.is_ident("with") {
                 out.with = Some(meta.value()?.parse()?);
+            } else if path.is_ident("visit") {
+                out.visit = Some(meta.value()?.parse()?);
+            } else if path.is_ident("nested") {
+                let mut prefix = String::new();
+                if meta.input.peek(syn::token::Paren) {
+                    meta.parse_nested_meta(|inner| {
+                        if inner.path.is_ident("prefix") {
+                            prefix = inner.value()?.parse::<LitStr>()?.value();
+                            Ok(())
+                        } else {
+                            Err(inner.error("expected `prefix = \"...\"`"))
+                        }
+                    })?;
+                }
+                out.nested = Some(prefix);
             } else if path.is_ident("unit") {
                 let unit: LitStr = meta.value()?.parse()?;
                 out.unit = Some(match unit.value().as_str() {
@@ -177,7 +201,7 @@ fn parse_field(field: &syn::Field, counters: bool) -> syn::Result<Field> {
             Ok(())
         })?;
     }
-    if skip {
+    if skip || out.nested.is_some() || out.visit.is_some() {
         out.kind = None;
     } else if out.kind.is_none() && counters {
         out.kind = Some(quote!(Counter));
@@ -191,8 +215,25 @@ fn parse_field(field: &syn::Field, counters: bool) -> syn::Result<Field> {
 }
 
 fn visit(field: &Field) -> Option<Tokens> {
-    let kind = field.kind.as_ref()?;
     let ident = &field.ident;
+    if let Some(path) = &field.visit {
+        return Some(quote!(#path(&self.#ident, out);));
+    }
+    match field.nested.as_deref() {
+        Some("") => {
+            return Some(quote!(::membound::metrics::Metrics::visit(&self.#ident, out);));
+        }
+        Some(prefix) => {
+            return Some(quote! {
+                ::membound::metrics::Metrics::visit(
+                    &self.#ident,
+                    &mut ::membound::metrics::Scoped::new(out).prefix(#prefix),
+                );
+            });
+        }
+        None => {}
+    }
+    let kind = field.kind.as_ref()?;
     let name = field
         .name
         .clone()

@@ -112,37 +112,20 @@ impl ClientState {
 }
 
 /// A client's connection and reconnection figures.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, crate::metrics::Metrics)]
+#[metrics(kind = "ws_client")]
 #[non_exhaustive]
 pub struct ClientMetrics {
     /// The current (or last) connection.
+    #[metric(nested(prefix = "conn_"))]
     pub connection: ConnectionMetrics,
     /// Connections made after the first.
+    #[metric(counter)]
     pub reconnects: u64,
     /// Reconnection attempts that failed: no connection was made, or it ended
     /// within the policy's [`stable_after`](ReconnectPolicy::stable_after).
+    #[metric(counter)]
     pub failed_attempts: u64,
-}
-
-impl crate::metrics::Metrics for ClientMetrics {
-    const KIND: &'static str = "ws_client";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::{Metric, Scoped};
-        let ClientMetrics {
-            connection,
-            reconnects,
-            failed_attempts,
-        } = self;
-        out.metric(Metric::counter(
-            "reconnects",
-            "Connections made after the first.",
-            *reconnects,
-        ));
-        let help = "Reconnection attempts that failed or ended before they were stable.";
-        out.metric(Metric::counter("failed_attempts", help, *failed_attempts));
-        crate::metrics::Metrics::visit(connection, &mut Scoped::new(out).prefix("conn_"));
-    }
 }
 
 /// The delay before reconnection attempt `attempt` (1 for the first): the policy's

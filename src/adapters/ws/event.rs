@@ -146,6 +146,18 @@ pub enum DeliveryClass {
     Droppable,
 }
 
+/// Visits one snapshot per delivery class (indexed by [`DeliveryClass::index`]),
+/// each labelled `class`.
+pub(crate) fn visit_by_class<M: crate::metrics::Metrics>(
+    per_class: &[M; 4],
+    out: &mut dyn crate::metrics::Visitor,
+) {
+    for class in DeliveryClass::ALL {
+        let mut out = crate::metrics::Scoped::new(out).label("class", class.as_str());
+        per_class[class.index()].visit(&mut out);
+    }
+}
+
 impl DeliveryClass {
     /// Every class, in a fixed order (for per-class metrics).
     pub const ALL: [DeliveryClass; 4] = [

@@ -147,14 +147,18 @@ impl Tally {
 }
 
 /// A snapshot of the hub's totals, from [`Hub::metrics`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, crate::metrics::Metrics)]
+#[metrics(kind = "ws_hub")]
 pub struct HubMetrics {
     /// Queues attached now.
+    #[metric(gauge)]
     pub connections: usize,
     /// Broadcasts made (events, not frames).
+    #[metric(counter, name = "broadcasts")]
     pub events: u64,
     /// Frames of broadcast events that entered a queue: queued, queued after
     /// evicting droppables, or replacing an older snapshot.
+    #[metric(counter, name = "broadcast_queued")]
     pub frames_queued: u64,
     /// Frames dropped by broadcasts, per class, indexed by [`DeliveryClass::index`]:
     /// the event itself where a queue dropped it (a droppable or an older snapshot
@@ -162,51 +166,32 @@ pub struct HubMetrics {
     /// droppable, the queues that evicted older droppables to make room for it.
     /// The deltas a resync discarded from a queue are in that queue's
     /// [`OutboundMetrics`](super::OutboundMetrics).
+    #[metric(visit = visit_dropped)]
     pub dropped: [u64; 4],
     /// Snapshots replaced in queues (the sum of [`Broadcast::replaced`]).
+    #[metric(counter, name = "broadcast_replaced")]
     pub replaced: u64,
     /// Resyncs caused by broadcast deltas (the sum of [`Broadcast::resyncs`]).
+    #[metric(counter, name = "broadcast_resyncs")]
     pub resyncs: u64,
     /// Queues that did not take a broadcast event because they were closed (the sum
     /// of [`Broadcast::closed`]).
+    #[metric(counter, name = "broadcast_closed")]
     pub closed: u64,
     /// Queues that broadcasts closed as slow consumers (a lossless wait that timed
     /// out, or the hard byte limit); part of `closed`.
+    #[metric(counter)]
     pub slow_consumer_closes: u64,
 }
 
-impl crate::metrics::Metrics for HubMetrics {
-    const KIND: &'static str = "ws_hub";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let HubMetrics {
-            connections,
-            events,
-            frames_queued,
-            dropped,
-            replaced,
-            resyncs,
-            closed,
-            slow_consumer_closes,
-        } = *self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::gauge("connections", "Queues attached now.", connections),
-            Metric::counter("broadcasts", "Events broadcast.", events),
-            Metric::counter("broadcast_queued", "Frames broadcasts queued (one per connection that took the event).", frames_queued),
-            Metric::counter("broadcast_replaced", "Queued snapshots that broadcast snapshots replaced.", replaced),
-            Metric::counter("broadcast_resyncs", "Queues a broadcast state delta overflowed (marked for a resync).", resyncs),
-            Metric::counter("broadcast_closed", "Queues that did not take a broadcast event because they were closed.", closed),
-            Metric::counter("slow_consumer_closes", "Connections broadcasts closed as slow consumers (lossless timeout or hard byte limit).", slow_consumer_closes),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-        let help = "Droppable frames the queues' policy dropped for broadcast events, by the event's delivery class.";
-        for class in crate::adapters::ws::DeliveryClass::ALL {
-            let labels = [("class", class.as_str())];
-            let dropped = Metric::counter("broadcast_dropped", help, dropped[class.index()]);
-            out.metric(dropped.with_labels(&labels));
-        }
+/// `dropped`: one `broadcast_dropped` counter per delivery class, labelled `class`.
+fn visit_dropped(dropped: &[u64; 4], out: &mut dyn crate::metrics::Visitor) {
+    let help = "Frames broadcasts dropped, by the event's delivery class.";
+    for class in DeliveryClass::ALL {
+        let labels = [("class", class.as_str())];
+        let metric =
+            crate::metrics::Metric::counter("broadcast_dropped", help, dropped[class.index()]);
+        out.metric(metric.with_labels(&labels));
     }
 }
 

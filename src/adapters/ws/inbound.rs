@@ -146,113 +146,81 @@ impl std::error::Error for SubscriptionError {}
 ///
 /// Counts are running totals since the [`Inbound`] was made, except the ones
 /// described as "now".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, crate::metrics::Metrics)]
 #[non_exhaustive]
+#[metrics(kind = "ws_inbound")]
 pub struct InboundMetrics {
     /// Events accepted by [`Inbound::push`] into the inbound queue (with raw
     /// messages, in raw mode).
+    #[metric(counter, name = "events")]
     pub events_in: u64,
     /// Events waiting in the inbound queue now.
+    #[metric(gauge, name = "queued_events")]
     pub queued: u64,
     /// The inbound queue's capacity in events.
+    #[metric(gauge)]
     pub queue_capacity: u64,
     /// Pushes that found the queue full and waited for room (the reader was held
     /// back, which slows the peer through TCP).
+    #[metric(counter)]
     pub push_waits: u64,
     /// Bytes of the events in the inbound queue now: each event counts its size
     /// (as given to [`Inbound::push_sized`], or its encoded length for
     /// [`Inbound::push`]) from when the byte budget admits it until the dispatcher
     /// takes it out. At most [`max_queued_bytes`](Self::max_queued_bytes), except
     /// while the one event queued is larger than the whole budget.
+    #[metric(gauge, name = "queued", unit = "bytes")]
     pub queued_bytes: u64,
     /// The highest [`queued_bytes`](Self::queued_bytes) seen so far.
+    #[metric(gauge, name = "peak_queued", unit = "bytes")]
     pub peak_queued_bytes: u64,
     /// The byte budget, [`InboundConfig::max_queued_bytes`].
+    #[metric(gauge, name = "max_queued", unit = "bytes")]
     pub max_queued_bytes: u64,
     /// Pushes that found the byte budget short and waited for the dispatcher to
     /// free bytes (the reader was held back, as for
     /// [`push_waits`](Self::push_waits)). A push can wait for bytes and then for an
     /// event slot, and count in both.
+    #[metric(counter)]
     pub byte_waits: u64,
     /// Events the dispatcher finished with: delivered to every matching
     /// subscription, and every matching handler completed, timed out or panicked
     /// (raw messages count too, in raw mode).
+    #[metric(counter)]
     pub dispatched: u64,
     /// Handler invocations started (one per matching handler per event).
+    #[metric(counter)]
     pub handler_calls: u64,
     /// Handler invocations abandoned at
     /// [`handler_timeout`](InboundConfig::handler_timeout) (their futures were
     /// dropped).
+    #[metric(counter)]
     pub handler_timeouts: u64,
     /// Handler invocations that panicked (caught; the dispatcher went on).
+    #[metric(counter)]
     pub handler_panics: u64,
     /// Events queued to subscriptions (one per matching subscription per event).
+    #[metric(counter)]
     pub subscription_events: u64,
     /// Subscriptions that expired after their idle TTL.
+    #[metric(counter)]
     pub subscriptions_expired: u64,
     /// Events dropped from full subscription queues (the oldest queued, each
     /// reported to its subscription as lag).
+    #[metric(counter)]
     pub lagged: u64,
     /// Handlers registered now.
+    #[metric(gauge)]
     pub handlers: u64,
     /// Subscriptions open now.
+    #[metric(gauge)]
     pub subscriptions: u64,
     /// Handler registrations refused at the cap.
+    #[metric(counter)]
     pub handlers_rejected: u64,
     /// Subscriptions refused at the cap.
+    #[metric(counter)]
     pub subscriptions_rejected: u64,
-}
-
-impl crate::metrics::Metrics for InboundMetrics {
-    const KIND: &'static str = "ws_inbound";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let InboundMetrics {
-            events_in,
-            queued,
-            queue_capacity,
-            push_waits,
-            queued_bytes,
-            peak_queued_bytes,
-            max_queued_bytes,
-            byte_waits,
-            dispatched,
-            handler_calls,
-            handler_timeouts,
-            handler_panics,
-            subscription_events,
-            subscriptions_expired,
-            lagged,
-            handlers,
-            subscriptions,
-            handlers_rejected,
-            subscriptions_rejected,
-        } = *self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("events", "Events accepted into the inbound queue.", events_in),
-            Metric::gauge("queued_events", "Events waiting in the inbound queue now.", queued),
-            Metric::gauge("queue_capacity", "The inbound queue's capacity in events.", queue_capacity),
-            Metric::counter("push_waits", "Pushes that waited for room in the queue.", push_waits),
-            Metric::gauge("queued", "Bytes of the events in the inbound queue now.", queued_bytes).bytes(),
-            Metric::gauge("peak_queued", "The most bytes queued at once.", peak_queued_bytes).bytes(),
-            Metric::gauge("max_queued", "The byte budget of the inbound queue.", max_queued_bytes).bytes(),
-            Metric::counter("byte_waits", "Pushes that waited for the byte budget.", byte_waits),
-            Metric::counter("dispatched", "Events the dispatcher finished with.", dispatched),
-            Metric::counter("handler_calls", "Handler invocations started.", handler_calls),
-            Metric::counter("handler_timeouts", "Handler invocations abandoned at the handler timeout.", handler_timeouts),
-            Metric::counter("handler_panics", "Handler invocations that panicked.", handler_panics),
-            Metric::counter("subscription_events", "Events queued to subscriptions.", subscription_events),
-            Metric::counter("subscriptions_expired", "Subscriptions that expired idle.", subscriptions_expired),
-            Metric::counter("lagged", "Events dropped from full subscription queues.", lagged),
-            Metric::gauge("handlers", "Handlers registered now.", handlers),
-            Metric::gauge("subscriptions", "Subscriptions open now.", subscriptions),
-            Metric::counter("handlers_rejected", "Handler registrations refused at the cap.", handlers_rejected),
-            Metric::counter("subscriptions_rejected", "Subscriptions refused at the cap.", subscriptions_rejected),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
 }
 
 /// An inbound message that is not an event, as it arrived, for the raw handlers

@@ -106,136 +106,97 @@ pub enum Next {
 /// Counts for one [`DeliveryClass`].
 ///
 /// At any moment `offered == sent + dropped + queued`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, crate::metrics::Metrics)]
+#[metrics(kind = "ws_class")]
 pub struct ClassMetrics {
     /// Frames the queue accepted (every `Ok` from an offer), whether queued or
     /// dropped by the class policy.
+    #[metric(counter)]
     pub offered: u64,
     /// Frames handed to the writer ([`Next::Frame`]).
+    #[metric(counter, name = "sent_frames")]
     pub sent: u64,
     /// Accepted frames that will never be sent: evicted, dropped on arrival,
     /// replaced, discarded for a resync, skipped as stale, or discarded by a close
     /// that does not drain.
+    #[metric(counter)]
     pub dropped: u64,
     /// Frames in the queue now.
+    #[metric(gauge, name = "queued_frames")]
     pub queued: u64,
     /// Frames refused and handed back to the caller (`Err` from an offer); not part
     /// of `offered`.
+    #[metric(counter)]
     pub rejected: u64,
 }
 
-impl crate::metrics::Metrics for ClassMetrics {
-    const KIND: &'static str = "ws_class";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::Metric;
-        let ClassMetrics {
-            offered,
-            sent,
-            dropped,
-            queued,
-            rejected,
-        } = *self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("offered", "Frames the queue accepted, queued or dropped, by delivery class.", offered),
-            Metric::counter("sent_frames", "Frames handed to the writer, by delivery class.", sent),
-            Metric::counter("dropped", "Frames the connection's queue accepted and will never send, by delivery class.", dropped),
-            Metric::gauge("queued_frames", "Frames queued now, by delivery class.", queued),
-            Metric::counter("rejected", "Frames refused and handed back to the sender, by delivery class.", rejected),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-    }
-}
-
 /// A snapshot of one queue's counters, from [`Outbound::metrics`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, crate::metrics::Metrics)]
+#[metrics(kind = "ws_outbound")]
 pub struct OutboundMetrics {
     /// Per-class counts, indexed by [`DeliveryClass::index`]; see
     /// [`class`](Self::class).
+    #[metric(visit = super::event::visit_by_class)]
     pub classes: [ClassMetrics; 4],
     /// Snapshots replaced in place by a newer one, or dropped because a newer one
     /// was queued, or skipped as covered by a resync snapshot.
+    #[metric(counter)]
     pub replaced_snapshots: u64,
     /// Times the queue was marked for a resync (each leads to one
     /// [`Next::Resync`], unless the queue is closed first).
+    #[metric(counter)]
     pub resyncs: u64,
     /// State deltas discarded: at an overflow (the queued ones and the incoming
     /// one), and stale ones skipped after a resync.
+    #[metric(counter)]
     pub discarded_deltas: u64,
     /// Lossless sends that found no room and had to wait (each counted once,
     /// however long it waited).
+    #[metric(counter)]
     pub lossless_waits: u64,
     /// Lossless waits that ran out of time and closed the queue.
+    #[metric(counter)]
     pub lossless_timeouts: u64,
     /// Bytes (JSON text) queued now.
+    #[metric(gauge, name = "queued", unit = "bytes")]
     pub queued_bytes: usize,
     /// The most bytes ever queued at once.
+    #[metric(gauge, name = "peak_queued", unit = "bytes")]
     pub peak_bytes: usize,
     /// Frames queued now.
+    #[metric(gauge, name = "queued_events")]
     pub len: usize,
     /// The soft capacity in force, in frames.
+    #[metric(gauge)]
     pub capacity: usize,
     /// The configured capacity: the most the soft capacity can be raised to.
+    #[metric(gauge)]
     pub max_capacity: usize,
     /// Frames the queue's buffer has room for without growing: what it holds
     /// allocated now (each slot is a [`Frame`] handle and a sequence number; the
     /// frames' text is counted in `queued_bytes`).
+    #[metric(gauge)]
     pub buffer_slots: usize,
     /// The most droppable frames that may be queued now (half the capacity at
     /// [`PressureLevel::Critical`], otherwise the capacity).
+    #[metric(gauge)]
     pub droppable_capacity: usize,
     /// Whether a [`Next::Resync`] is pending.
+    #[metric(gauge)]
     pub resync_pending: bool,
     /// Why the queue was closed, if it was.
+    #[metric(visit = visit_closed)]
     pub closed: Option<CloseReason>,
 }
 
-impl crate::metrics::Metrics for OutboundMetrics {
-    const KIND: &'static str = "ws_outbound";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::{Metric, Scoped};
-        let OutboundMetrics {
-            classes,
-            replaced_snapshots,
-            resyncs,
-            discarded_deltas,
-            lossless_waits,
-            lossless_timeouts,
-            queued_bytes,
-            peak_bytes,
-            len,
-            capacity,
-            max_capacity,
-            buffer_slots,
-            droppable_capacity,
-            resync_pending,
-            closed,
-        } = self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::gauge("queued_events", "Events queued for the connection now.", *len),
-            Metric::gauge("queued", "Bytes queued for the connection now.", *queued_bytes).bytes(),
-            Metric::gauge("peak_queued", "The most bytes queued at once.", *peak_bytes).bytes(),
-            Metric::counter("replaced_snapshots", "Snapshots replaced by a newer one, or skipped as covered by a resync.", *replaced_snapshots),
-            Metric::counter("resyncs", "Times the queue was marked for a resync.", *resyncs),
-            Metric::counter("discarded_deltas", "State deltas discarded at an overflow or skipped as stale.", *discarded_deltas),
-            Metric::counter("lossless_waits", "Lossless sends that waited for room.", *lossless_waits),
-            Metric::counter("lossless_timeouts", "Lossless waits that ran out of time and closed the queue.", *lossless_timeouts),
-            Metric::gauge("capacity", "The soft capacity in force, in frames.", *capacity),
-            Metric::gauge("max_capacity", "The configured capacity, in frames.", *max_capacity),
-            Metric::gauge("buffer_slots", "Frames the queue's buffer has room for without growing.", *buffer_slots),
-            Metric::gauge("droppable_capacity", "The most droppable frames that may be queued now.", *droppable_capacity),
-            Metric::gauge("resync_pending", "1 while a resync is pending.", *resync_pending),
-            Metric::gauge("closed", "1 once the queue is closed.", closed.is_some()),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-        for class in crate::adapters::ws::DeliveryClass::ALL {
-            let mut out = Scoped::new(out).label("class", class.as_str());
-            crate::metrics::Metrics::visit(&classes[class.index()], &mut out);
-        }
-    }
+/// `closed`: a gauge, 1 once the queue is closed (the reason is the connection's).
+fn visit_closed(closed: &Option<CloseReason>, out: &mut dyn crate::metrics::Visitor) {
+    let help = "1 once the queue is closed.";
+    out.metric(crate::metrics::Metric::gauge(
+        "closed",
+        help,
+        closed.is_some(),
+    ));
 }
 
 impl OutboundMetrics {

@@ -73,26 +73,39 @@ impl From<WsConfigError> for ServeError {
 }
 
 /// How many connections ended, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, crate::metrics::Metrics)]
+#[metrics(
+    kind = "ws_close_counts",
+    help(closed = "Connections ended, by reason.")
+)]
 #[non_exhaustive]
 pub struct CloseCounts {
     /// Closed by the program ([`CloseReason::Normal`]).
+    #[metric(counter, name = "closed", label("reason", "normal"))]
     pub normal: u64,
     /// Closed by the server's shutdown.
+    #[metric(counter, name = "closed", label("reason", "shutdown"))]
     pub shutdown: u64,
     /// Closed as slow consumers (code 4008).
+    #[metric(counter, name = "closed", label("reason", "slow_consumer"))]
     pub slow_consumer: u64,
     /// Closed after the idle timeout.
+    #[metric(counter, name = "closed", label("reason", "idle_timeout"))]
     pub idle_timeout: u64,
     /// Closed for a malformed inbound event (code 1007).
+    #[metric(counter, name = "closed", label("reason", "invalid_payload"))]
     pub invalid_payload: u64,
     /// Closed for an oversized inbound message (code 1009).
+    #[metric(counter, name = "closed", label("reason", "message_too_big"))]
     pub message_too_big: u64,
     /// Closed for a protocol error (code 1002).
+    #[metric(counter, name = "closed", label("reason", "protocol"))]
     pub protocol: u64,
     /// Closed by the peer.
+    #[metric(counter, name = "closed", label("reason", "remote"))]
     pub remote: u64,
     /// Lost without a close handshake.
+    #[metric(counter, name = "closed", label("reason", "lost"))]
     pub lost: u64,
 }
 
@@ -128,141 +141,68 @@ impl CloseCounts {
 
 /// The server's totals: connections, refusals, traffic (of open and ended
 /// connections together), queues and fan-out.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, crate::metrics::Metrics)]
+#[metrics(
+    kind = "ws_server",
+    help(refused = "Connections refused after the handshake, by cause.")
+)]
 #[non_exhaustive]
 pub struct ServerMetrics {
     /// Connections open now.
+    #[metric(gauge)]
     pub connections: usize,
     /// Connections admitted since the start.
+    #[metric(counter)]
     pub accepted: u64,
     /// Connections refused at `max_connections` (code 1013).
+    #[metric(counter, name = "refused", label("cause", "capacity"))]
     pub refused_capacity: u64,
     /// Connections refused under critical memory pressure (code 1013).
+    #[metric(counter, name = "refused", label("cause", "pressure"))]
     pub refused_pressure: u64,
     /// Connections refused because the server was shutting down (code 1001).
+    #[metric(counter, name = "refused", label("cause", "shutdown"))]
     pub refused_shutdown: u64,
     /// TCP connections closed at once, before any handshake, because
     /// [`max_pending_handshakes`](ServerConfig::max_pending_handshakes) handshakes
     /// were under way.
+    #[metric(counter, name = "handshakes_refused")]
     pub refused_handshakes: u64,
     /// WebSocket handshakes under way now (TCP connections accepted, not yet
     /// upgraded or failed).
+    #[metric(gauge, name = "handshakes_pending")]
     pub pending_handshakes: usize,
     /// TCP connections whose WebSocket handshake failed or timed out.
+    #[metric(counter)]
     pub handshake_failures: u64,
     /// Errors from the listening socket's `accept`.
+    #[metric(counter)]
     pub accept_errors: u64,
     /// Bytes and messages in and out, of open and ended connections together.
+    #[metric(nested)]
     pub traffic: Traffic,
     /// Events queued on open connections now.
+    #[metric(gauge)]
     pub queued_events: u64,
     /// Bytes queued on open connections now.
+    #[metric(gauge, name = "queued", unit = "bytes")]
     pub queued_bytes: u64,
     /// Ended connections by reason.
+    #[metric(nested)]
     pub closed: CloseCounts,
     /// The fan-out's metrics.
+    #[metric(visit = visit_fan_out)]
     pub hub: HubMetrics,
     /// The memory pressure level last applied ([`Server::pressure`]).
+    #[metric(gauge, name = "pressure_level", with = PressureLevel::index)]
     pub pressure: PressureLevel,
 }
 
-impl crate::metrics::Metrics for ServerMetrics {
-    const KIND: &'static str = "ws_server";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::adapters::ws::Traffic;
-        use crate::metrics::{Metric, Scoped};
-        let ServerMetrics {
-            connections,
-            accepted,
-            refused_capacity,
-            refused_pressure,
-            refused_shutdown,
-            refused_handshakes,
-            pending_handshakes,
-            handshake_failures,
-            accept_errors,
-            traffic:
-                Traffic {
-                    bytes_in,
-                    frames_in,
-                    bytes_out,
-                    frames_out,
-                    pings_sent,
-                    pongs_received,
-                    malformed_in,
-                    raw_in,
-                    resyncs_sent,
-                },
-            queued_events,
-            queued_bytes,
-            closed:
-                CloseCounts {
-                    normal,
-                    shutdown,
-                    slow_consumer,
-                    idle_timeout,
-                    invalid_payload,
-                    message_too_big,
-                    protocol,
-                    remote,
-                    lost,
-                },
-            hub,
-            pressure,
-        } = self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("accepted", "Connections admitted.", *accepted),
-            Metric::counter("handshake_failures", "TCP connections whose WebSocket handshake failed or timed out.", *handshake_failures),
-            Metric::counter("handshakes_refused", "TCP connections closed before the handshake because max_pending_handshakes were under way.", *refused_handshakes),
-            Metric::counter("accept_errors", "Errors from the listening socket's accept.", *accept_errors),
-            Metric::counter("received_messages", "Messages received (fragments of one message count once).", *frames_in),
-            Metric::counter("received_malformed", "Inbound messages that were not events.", *malformed_in),
-            Metric::counter("received_raw", "Inbound messages that were not events, taken by raw mode.", *raw_in),
-            Metric::counter("received_pongs", "Pongs received.", *pongs_received),
-            Metric::counter("sent_events", "Events written, resynchronising snapshots included.", *frames_out),
-            Metric::counter("sent_pings", "Keepalive pings sent.", *pings_sent),
-            Metric::counter("sent_resyncs", "Snapshots sent to resynchronise connections that missed state deltas.", *resyncs_sent),
-            Metric::counter("received", "Payload bytes received (messages, pings, pongs).", *bytes_in).bytes(),
-            Metric::counter("sent", "Event bytes written (the JSON texts).", *bytes_out).bytes(),
-            Metric::gauge("connections", "Connections open now.", *connections),
-            Metric::gauge("handshakes_pending", "WebSocket handshakes under way now.", *pending_handshakes),
-            Metric::gauge("queued_events", "Events queued on the open connections now.", *queued_events),
-            Metric::gauge("queued", "Bytes queued on the open connections now.", *queued_bytes).bytes(),
-            Metric::gauge("pressure_level", "The pressure level last reported (0 normal .. 3 critical).", pressure.index()),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-        let refused = |n: u64| {
-            Metric::counter(
-                "refused",
-                "Connections refused after the handshake, by cause.",
-                n,
-            )
-        };
-        out.metric(refused(*refused_capacity).with_labels(&[("cause", "capacity")]));
-        out.metric(refused(*refused_pressure).with_labels(&[("cause", "pressure")]));
-        out.metric(refused(*refused_shutdown).with_labels(&[("cause", "shutdown")]));
-        #[rustfmt::skip]
-        let reasons = [
-            ("normal", normal),
-            ("shutdown", shutdown),
-            ("slow_consumer", slow_consumer),
-            ("idle_timeout", idle_timeout),
-            ("invalid_payload", invalid_payload),
-            ("message_too_big", message_too_big),
-            ("protocol", protocol),
-            ("remote", remote),
-            ("lost", lost),
-        ];
-        for (reason, count) in reasons {
-            let closed = Metric::counter("closed", "Connections ended, by reason.", *count);
-            out.metric(closed.with_labels(&[("reason", reason)]));
-        }
-        // The hub's count of attached queues is `connections` above.
-        let mut fan_out = Scoped::new(out).filter(|name| name != "connections");
-        crate::metrics::Metrics::visit(hub, &mut fan_out);
-    }
+/// `hub`: the fan-out's figures, less its count of attached queues (the server's
+/// `connections`).
+fn visit_fan_out(hub: &HubMetrics, out: &mut dyn crate::metrics::Visitor) {
+    let mut fan_out = crate::metrics::Scoped::new(out).filter(|name| name != "connections");
+    crate::metrics::Metrics::visit(hub, &mut fan_out);
 }
 
 type OnConnect = Arc<dyn Fn(Connection) + Send + Sync>;

@@ -58,28 +58,38 @@ pub(crate) fn next_conn_id() -> ConnId {
 }
 
 /// Traffic of one connection, or of a server's connections together.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, crate::metrics::Metrics)]
+#[metrics(kind = "ws_traffic")]
 #[non_exhaustive]
 pub struct Traffic {
     /// Payload bytes received (text and binary messages, pings and pongs).
+    #[metric(counter, name = "received", unit = "bytes")]
     pub bytes_in: u64,
     /// Messages received (the fragments of one message count once).
+    #[metric(counter, name = "received_messages")]
     pub frames_in: u64,
     /// Event bytes handed to the socket (the JSON texts).
+    #[metric(counter, name = "sent", unit = "bytes")]
     pub bytes_out: u64,
     /// Events handed to the socket, resynchronising snapshots included.
+    #[metric(counter, name = "sent_events")]
     pub frames_out: u64,
     /// Keepalive pings sent.
+    #[metric(counter, name = "sent_pings")]
     pub pings_sent: u64,
     /// Pongs received.
+    #[metric(counter, name = "received_pongs")]
     pub pongs_received: u64,
     /// Inbound messages that were not events (malformed JSON, no `type`, binary),
     /// unless raw mode took them.
+    #[metric(counter, name = "received_malformed")]
     pub malformed_in: u64,
     /// Inbound messages that were not events and went to the raw handlers
     /// ([`MalformedPolicy::Raw`](crate::adapters::ws::MalformedPolicy::Raw)).
+    #[metric(counter, name = "received_raw")]
     pub raw_in: u64,
     /// Snapshots sent to resynchronise after discarded state deltas.
+    #[metric(counter, name = "sent_resyncs")]
     pub resyncs_sent: u64,
 }
 
@@ -245,72 +255,32 @@ impl Core {
 }
 
 /// One connection's traffic and queues, and why it ended.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, crate::metrics::Metrics)]
+#[metrics(kind = "ws_connection")]
 #[non_exhaustive]
 pub struct ConnectionMetrics {
     /// The connection.
+    #[metric(skip)]
     pub id: ConnId,
     /// The peer's address, when known.
+    #[metric(skip)]
     pub peer: Option<SocketAddr>,
     /// Bytes and messages in and out.
+    #[metric(nested)]
     pub traffic: Traffic,
     /// Whether the close handshake completed: both sides' close frames went out (the
     /// peer's reply to ours, or tungstenite's reply to the peer's).
+    #[metric(gauge)]
     pub close_handshake: bool,
     /// The outbound queue's own metrics.
+    #[metric(nested)]
     pub outbound: OutboundMetrics,
     /// The inbound side's metrics.
+    #[metric(nested(prefix = "inbound_"))]
     pub inbound: InboundMetrics,
     /// Why the connection ended; `None` while it is open.
+    #[metric(skip)]
     pub close_reason: Option<CloseReason>,
-}
-
-/// The connection's own names (`queued_events`, `sent`, `inbound_*`); the server
-/// exports them per connection as `conn_*`, a client as `conn_*` too.
-impl crate::metrics::Metrics for ConnectionMetrics {
-    const KIND: &'static str = "ws_connection";
-
-    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
-        use crate::metrics::{Metric, Scoped};
-        let ConnectionMetrics {
-            // Identities, not figures: a reader labels the series with them.
-            id: _,
-            peer: _,
-            traffic:
-                Traffic {
-                    bytes_in,
-                    frames_in,
-                    bytes_out,
-                    frames_out,
-                    pings_sent,
-                    pongs_received,
-                    malformed_in,
-                    raw_in,
-                    resyncs_sent,
-                },
-            close_handshake,
-            outbound,
-            inbound,
-            // Why it ended: the server's `closed` counts reasons.
-            close_reason: _,
-        } = self;
-        #[rustfmt::skip]
-        let metrics = [
-            Metric::counter("sent_events", "Events written to the connection.", *frames_out),
-            Metric::counter("sent", "Event bytes written to the connection.", *bytes_out).bytes(),
-            Metric::counter("sent_pings", "Keepalive pings sent to the connection.", *pings_sent),
-            Metric::counter("sent_resyncs", "Snapshots sent to resynchronise the connection.", *resyncs_sent),
-            Metric::counter("received_messages", "Messages received from the connection.", *frames_in),
-            Metric::counter("received", "Payload bytes received from the connection.", *bytes_in).bytes(),
-            Metric::counter("received_pongs", "Pongs received from the connection.", *pongs_received),
-            Metric::counter("received_malformed", "Inbound messages that were not events.", *malformed_in),
-            Metric::counter("received_raw", "Inbound messages that were not events, taken by raw mode.", *raw_in),
-            Metric::gauge("close_handshake", "1 once the close handshake completed.", *close_handshake),
-        ];
-        metrics.into_iter().for_each(|m| out.metric(m));
-        crate::metrics::Metrics::visit(outbound, out);
-        crate::metrics::Metrics::visit(inbound, &mut Scoped::new(out).prefix("inbound_"));
-    }
 }
 
 /// A handle to one connection, on the server's or the client's side: cheap to clone,
