@@ -57,35 +57,40 @@ pub trait SoftCapacity {
     }
 }
 
+/// The body of a [`SoftCapacity`] impl that hands every call to another
+/// `SoftCapacity`: `forward_soft_capacity!(self => self.queue)` or, for references
+/// and smart pointers, `forward_soft_capacity!(self => **self)`. (`self` is named
+/// at the call site so that the macro's methods can use it.)
+macro_rules! forward_soft_capacity {
+    ($this:ident => $to:expr) => {
+        fn capacity(&$this) -> usize {
+            ($to).capacity()
+        }
+        fn max_capacity(&$this) -> usize {
+            ($to).max_capacity()
+        }
+        fn set_capacity(&$this, capacity: usize) -> Result<(), $crate::capacity::CapacityError> {
+            ($to).set_capacity(capacity)
+        }
+        fn apply_pressure(
+            &$this,
+            level: $crate::pressure::PressureLevel,
+            capacity: usize,
+        ) -> Result<(), $crate::capacity::CapacityError> {
+            ($to).apply_pressure(level, capacity)
+        }
+    };
+}
+#[cfg(any(feature = "ws", feature = "state"))]
+pub(crate) use forward_soft_capacity;
+
 impl<S: SoftCapacity + ?Sized> SoftCapacity for &S {
-    fn capacity(&self) -> usize {
-        (**self).capacity()
-    }
-    fn max_capacity(&self) -> usize {
-        (**self).max_capacity()
-    }
-    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
-        (**self).set_capacity(capacity)
-    }
-    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
-        (**self).apply_pressure(level, capacity)
-    }
+    forward_soft_capacity!(self => **self);
 }
 
 #[cfg(feature = "alloc")]
 impl<S: SoftCapacity + ?Sized> SoftCapacity for alloc::sync::Arc<S> {
-    fn capacity(&self) -> usize {
-        (**self).capacity()
-    }
-    fn max_capacity(&self) -> usize {
-        (**self).max_capacity()
-    }
-    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
-        (**self).set_capacity(capacity)
-    }
-    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
-        (**self).apply_pressure(level, capacity)
-    }
+    forward_soft_capacity!(self => **self);
 }
 
 /// Why a soft capacity was not changed.

@@ -494,16 +494,12 @@ where
 
 /// [`expire_map`] on a map behind a `Mutex`. A poisoned lock is recovered: removing
 /// expired entries is safe whatever state a panicking holder left.
-pub fn expire_locked_map<K, V, S>(
+pub fn expire_locked_map<K: Hash + Eq, V, S: BuildHasher>(
     map: &Mutex<HashMap<K, V, S>>,
     now: Instant,
     ttl: Duration,
     stamp: impl Fn(&V) -> Instant,
-) -> usize
-where
-    K: Hash + Eq,
-    S: BuildHasher,
-{
+) -> usize {
     expire_map(&mut lock(map), now, ttl, stamp)
 }
 

@@ -64,28 +64,24 @@ pub trait Clock {
     }
 }
 
-impl<C: Clock + ?Sized> Clock for &C {
-    #[inline]
-    fn now(&self) -> u64 {
-        (**self).now()
-    }
-    #[inline]
-    fn tick(&self) -> Duration {
-        (**self).tick()
-    }
+/// A reference or a shared pointer to a clock is that clock.
+macro_rules! forward_clock {
+    ($($(#[$attr:meta])* $ptr:ty),*) => {$(
+        $(#[$attr])*
+        impl<C: Clock + ?Sized> Clock for $ptr {
+            #[inline]
+            fn now(&self) -> u64 {
+                (**self).now()
+            }
+            #[inline]
+            fn tick(&self) -> Duration {
+                (**self).tick()
+            }
+        }
+    )*};
 }
 
-#[cfg(feature = "alloc")]
-impl<C: Clock + ?Sized> Clock for alloc::sync::Arc<C> {
-    #[inline]
-    fn now(&self) -> u64 {
-        (**self).now()
-    }
-    #[inline]
-    fn tick(&self) -> Duration {
-        (**self).tick()
-    }
-}
+forward_clock!(&C, #[cfg(feature = "alloc")] alloc::sync::Arc<C>);
 
 /// Why a clock could not be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,7 @@ impl Ending {
     }
 
     /// Whether no cause has ended the queue yet.
+    #[cfg(feature = "ws")]
     pub(crate) fn is_open(&self) -> bool {
         self.cause() == Self::OPEN
     }

@@ -28,7 +28,7 @@ use super::config::{InboundConfig, WsConfigError};
 use super::event::{Event, EventType};
 use super::time::after;
 use crate::adapters::ending::{bump, Ending};
-use crate::capacity::{CapacityError, SoftCapacity};
+use crate::capacity::SoftCapacity;
 use crate::clock::Clock;
 use crate::ring::{Ring, RingConfig};
 use crate::slice::SnapshotVec;
@@ -1218,17 +1218,7 @@ impl Inbound {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 impl SoftCapacity for Inbound {
-    fn capacity(&self) -> usize {
-        self.queue.capacity()
-    }
-
-    fn max_capacity(&self) -> usize {
-        self.queue.max_capacity()
-    }
-
-    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
-        self.queue.set_capacity(capacity)
-    }
+    crate::capacity::forward_soft_capacity!(self => self.queue);
 }
 
 impl Drop for Inbound {

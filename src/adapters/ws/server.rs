@@ -621,21 +621,7 @@ impl Drop for Server {
 /// alone and keeps the level. Register a server by building it with
 /// [`memory_manager`](ServerBuilder::memory_manager).
 impl SoftCapacity for Server {
-    fn capacity(&self) -> usize {
-        self.shared.capacity()
-    }
-
-    fn max_capacity(&self) -> usize {
-        self.shared.max_capacity()
-    }
-
-    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
-        self.shared.set_capacity(capacity)
-    }
-
-    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
-        self.shared.apply_pressure(level, capacity)
-    }
+    crate::capacity::forward_soft_capacity!(self => self.shared);
 }
 
 /// What a manager registered by [`ServerBuilder::memory_manager`] holds (weakly);

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::prelude::rust_2021::*;
 
-use super::event::{Event, EventType};
+use super::event::Event;
+#[cfg(feature = "state")]
+use super::event::EventType;
 
 /// The close codes the transport sends (RFC 6455 §7.4, and one private code).
 pub mod close_code {

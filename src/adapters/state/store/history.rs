@@ -149,21 +149,7 @@ impl<C: Clock> SoftCapacity for Retention<C> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 impl<C: Clock + Send + Sync + 'static> SoftCapacity for StateStore<C> {
-    fn capacity(&self) -> usize {
-        self.retention.capacity()
-    }
-
-    fn max_capacity(&self) -> usize {
-        self.retention.max_capacity()
-    }
-
-    fn set_capacity(&self, entries: usize) -> Result<(), CapacityError> {
-        self.retention.set_capacity(entries)
-    }
-
-    fn apply_pressure(&self, level: PressureLevel, entries: usize) -> Result<(), CapacityError> {
-        self.retention.apply_pressure(level, entries)
-    }
+    crate::capacity::forward_soft_capacity!(self => self.retention);
 }
 
 #[cfg(test)]

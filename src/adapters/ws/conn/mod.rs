@@ -47,4 +47,6 @@ mod transport;
 pub(crate) use driver::{drive, refuse};
 pub(crate) use shared::{next_conn_id, Core, CoreParts, Flag};
 pub use shared::{Connection, ConnectionMetrics, Traffic};
-pub(crate) use transport::{websocket_config, Incoming, Transport, WireError, WireMessage};
+pub(crate) use transport::{websocket_config, Transport};
+#[cfg(feature = "axum")]
+pub(crate) use transport::{Incoming, WireError, WireMessage};
