@@ -23,7 +23,11 @@
 //!    `#[metrics(counters)]` takes an unmarked field as a counter), with
 //!    `unit = "bytes"` (or `"seconds"`, `"ticks"`), `name = "..."`,
 //!    `label("cause", "...")` and `help = "..."` for a field of a family, or
-//!    `with = path` to export `path(field)`. A field that is not a figure (an
+//!    `with = path` to export `path(field)`. A field that is itself a snapshot
+//!    is `#[metric(nested)]` (`nested(prefix = "...")` to put a prefix before
+//!    its names); figures that are not one per field (a count per class in an
+//!    array) are `#[metric(visit = path)]`, `path(&field, out)` visiting them.
+//!    A field that is not a figure (an
 //!    identity, an error value, a timestamp on a private clock) is
 //!    `#[metric(skip)]`, with a comment that says why. Every other field is
 //!    exported, so none is forgotten; an unmarked field in a struct without
@@ -584,6 +588,56 @@ mod tests {
             None,
         ];
         assert_eq!(seen, expected);
+    }
+
+    fn visit_pair(pair: &[u64; 2], out: &mut dyn Visitor) {
+        for (n, side) in pair.iter().zip(["left", "right"]) {
+            out.metric(Metric::counter("pair", "A pair.", *n).with_labels(&[("side", side)]));
+        }
+    }
+
+    /// `nested` (flat and under a prefix) and `visit = path`.
+    #[derive(Metrics)]
+    #[metrics(kind = "outer")]
+    struct Outer {
+        /// Its own figure.
+        #[metric(gauge)]
+        own: u64,
+        #[metric(nested)]
+        flat: Inner,
+        #[metric(nested(prefix = "in_"))]
+        prefixed: Inner,
+        #[metric(visit = visit_pair)]
+        pair: [u64; 2],
+    }
+
+    #[test]
+    fn nested_snapshots_and_visit_paths_are_walked_in_field_order() {
+        use std::prelude::rust_2021::*;
+        let outer = Outer {
+            own: 7,
+            flat: Inner,
+            prefixed: Inner,
+            pair: [4, 5],
+        };
+        let mut seen = Vec::new();
+        outer.visit(&mut |m: Metric<'_>| {
+            let label = m.labels.first().map(|(k, v)| format!("{k}={v}"));
+            seen.push((m.name.to_string(), m.value, label));
+        });
+        let label = |s: &str| Some(s.to_string());
+        assert_eq!(
+            seen,
+            [
+                ("own".to_string(), Value::U64(7), None),
+                ("a".to_string(), Value::U64(1), label("x=1")),
+                ("b".to_string(), Value::U64(2), None),
+                ("in_a".to_string(), Value::U64(1), label("x=1")),
+                ("in_b".to_string(), Value::U64(2), None),
+                ("pair".to_string(), Value::U64(4), label("side=left")),
+                ("pair".to_string(), Value::U64(5), label("side=right")),
+            ]
+        );
     }
 
     struct Inner;
