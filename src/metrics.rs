@@ -612,6 +612,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "std")]
     fn nested_snapshots_and_visit_paths_are_walked_in_field_order() {
         use std::prelude::rust_2021::*;
         let outer = Outer {
