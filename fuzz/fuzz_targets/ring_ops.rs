@@ -10,8 +10,8 @@
 mod model;
 
 use libfuzzer_sys::fuzz_target;
-use membound::OverflowPolicy;
 use membound::ring::{Ring, RingConfig};
+use membound::OverflowPolicy;
 use model::{Model, Op};
 
 fuzz_target!(|data: &[u8]| {

@@ -7,8 +7,8 @@
 
 use loom::sync::Arc;
 use loom::thread::{self, JoinHandle};
-use membound::policy::Wait;
 use membound::backpressure::{Backpressure, BackpressureConfig, SendError, WaterMarks};
+use membound::policy::Wait;
 use membound::OverflowPolicy;
 use membound_loom_tests::{account, model_bounded};
 

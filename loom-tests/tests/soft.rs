@@ -6,8 +6,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use membound::OverflowPolicy;
 use membound::ring::{Ring, RingConfig};
+use membound::OverflowPolicy;
 use membound_loom_tests::{account, model_bounded, model_without_waiters};
 
 /// Shrinking a full `DropOldest` ring (evicting the excess) while a producer

@@ -14,8 +14,8 @@ use loom::sync::Arc;
 use loom::thread;
 use membound::policy::Wait;
 use membound::ring::spsc;
-use membound::OverflowPolicy;
 use membound::ring::PushError;
+use membound::OverflowPolicy;
 use membound_loom_tests::{model_bounded, model_without_waiters};
 
 /// Items pushed one by one through a ring of 1 arrive in order, each once, and the

@@ -43,7 +43,10 @@ fn push_wait_never_misses_the_pop() {
             let ring = ring.clone();
             thread::spawn(move || ring.push_wait(2, Wait::Forever))
         };
-        assert_eq!(ring.try_pop().or_else(|| ring.pop_wait(Wait::Forever).ok()), Some(1));
+        assert_eq!(
+            ring.try_pop().or_else(|| ring.pop_wait(Wait::Forever).ok()),
+            Some(1)
+        );
         assert_eq!(producer.join().unwrap(), Ok(()));
         assert_eq!(ring.try_pop(), Some(2));
     });
@@ -124,7 +127,9 @@ fn timed_out_push_racing_a_pop_keeps_its_item() {
         ring.try_push(1u32).unwrap();
         let producer = {
             let ring = ring.clone();
-            thread::spawn(move || ring.push_wait(2, Wait::Timeout(std::time::Duration::from_secs(1))))
+            thread::spawn(move || {
+                ring.push_wait(2, Wait::Timeout(std::time::Duration::from_secs(1)))
+            })
         };
         assert_eq!(ring.try_pop(), Some(1));
         match producer.join().unwrap() {
