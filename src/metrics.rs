@@ -590,6 +590,7 @@ mod tests {
         assert_eq!(seen, expected);
     }
 
+    #[cfg(feature = "std")]
     fn visit_pair(pair: &[u64; 2], out: &mut dyn Visitor) {
         for (n, side) in pair.iter().zip(["left", "right"]) {
             out.metric(Metric::counter("pair", "A pair.", *n).with_labels(&[("side", side)]));
@@ -597,6 +598,7 @@ mod tests {
     }
 
     /// `nested` (flat and under a prefix) and `visit = path`.
+    #[cfg(feature = "std")]
     #[derive(Metrics)]
     #[metrics(kind = "outer")]
     struct Outer {

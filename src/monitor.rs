@@ -55,8 +55,8 @@ use crate::os::{
     TrimOutcome,
 };
 use crate::pressure::{
-    CapacityTargets, PressureConfig, PressureConfigError, PressureGauge, PressureLevel, TargetId,
-    Transition,
+    CapacityTargets, PressureConfig, PressureConfigError, PressureGauge, PressureLevel, Reading,
+    TargetId, Transition,
 };
 use crate::sync::blocking::{thread_local, AtomicBool, Mutex};
 use crate::sync::{AtomicU64, Ordering};
@@ -338,6 +338,13 @@ pub struct MonitorMetrics {
     pub sampling_errors: u64,
     /// Samples that produced no utilization at all (not fed to the gauge).
     pub unmeasured_samples: u64,
+    /// Samples the pressure config's [`ThresholdMode`](crate::pressure::ThresholdMode) could not judge for want of its
+    /// signal (PSI missing in the stall mode: no file, not permitted, or
+    /// [`SamplerConfig::psi`] off; no limit in the headroom mode), judged on the fixed
+    /// utilization bands instead.
+    pub threshold_fallbacks: u64,
+    /// Whether the latest sample was such a fallback.
+    pub threshold_fallback: bool,
     /// Callbacks that panicked (caught; the others ran).
     pub callback_panics: u64,
     /// Live subscriptions.
@@ -364,6 +371,8 @@ impl crate::metrics::Metrics for MonitorMetrics {
             bytes_released,
             sampling_errors,
             unmeasured_samples,
+            threshold_fallbacks,
+            threshold_fallback,
             callback_panics,
             subscribers,
             // A mode with an error inside, not a figure.
@@ -375,6 +384,8 @@ impl crate::metrics::Metrics for MonitorMetrics {
             Metric::counter("trims", "Heap trims done.", trims),
             Metric::counter("sampling_errors", "Fields that failed to read or parse.", sampling_errors),
             Metric::counter("unmeasured_samples", "Samples with no utilization.", unmeasured_samples),
+            Metric::counter("threshold_fallbacks", "Samples judged on the fixed bands for want of the threshold mode's signal (PSI, a limit).", threshold_fallbacks),
+            Metric::gauge("threshold_fallback", "1 while the latest sample was judged on the fixed bands for want of the threshold mode's signal.", u64::from(threshold_fallback)),
             Metric::counter("callback_panics", "Pressure callbacks that panicked.", callback_panics),
             Metric::counter("trim_released", "RSS released by heap trims.", bytes_released).bytes(),
             Metric::gauge("level", "Pressure level: 0 normal, 1 low, 2 high, 3 critical.", level.index()),
@@ -739,6 +750,8 @@ impl MemoryManager {
             bytes_released: engine.bytes_released,
             sampling_errors: engine.sampling_errors,
             unmeasured_samples: engine.unmeasured_samples,
+            threshold_fallbacks: stats.fallbacks,
+            threshold_fallback: engine.gauge.fell_back(),
             callback_panics: shared.callback_panics.load(Ordering::Relaxed),
             subscribers: lock(&shared.subscribers).len(),
             psi_wake: *lock(&shared.psi_wake),
@@ -805,7 +818,12 @@ fn step(shared: &Shared) -> Option<Step> {
         engine.sampling_errors += u64::from(sample.errors);
         engine.last_sample = Some(sample);
         let transition = match sample.utilization {
-            Some(u) if !u.is_nan() => engine.gauge.observe(u, now),
+            Some(u) if !u.is_nan() => {
+                let reading = Reading::new(u)
+                    .with_limit(sample.limit.map(|limit| limit.bytes))
+                    .with_psi(sample.psi);
+                engine.gauge.observe_reading(reading, now)
+            }
             _ => {
                 engine.unmeasured_samples += 1;
                 None

@@ -513,6 +513,49 @@ fn configs_load_from_json_and_bad_ones_are_typed_errors() {
         MemoryManager::with_source(zero, Script::default(), ManualClock::default()),
         Err(MonitorError::Config(_))
     ));
+
+    // Threshold modes: a stall mode whose omitted levels take the defaults, and a
+    // headroom mode in bytes; one that cannot work is a typed error at build time.
+    use membound::pressure::{BandFault, HeadroomThresholds, PressureConfigError, PressureLevel};
+    use membound::pressure::{StallThresholds, ThresholdMode};
+    let stall: MonitorConfig = serde_json::from_str(
+        r#"{"pressure": {"mode": {"stall": {"critical": {"full": {"enter": 0.3, "exit": 0.1}}}}}}"#,
+    )
+    .unwrap();
+    let ThresholdMode::Stall(thresholds) = stall.pressure.mode else {
+        panic!("{:?}", stall.pressure.mode);
+    };
+    assert_eq!(thresholds.low, StallThresholds::new().low);
+    assert_eq!(thresholds.critical.full.map(|b| b.enter), Some(0.3));
+    assert_eq!(thresholds.critical.utilization, None);
+    let headroom: MonitorConfig = serde_json::from_str(
+        r#"{"pressure": {"mode": {"headroom": {"low": {"enter": 2147483648, "exit": 2684354560}}}}}"#,
+    )
+    .unwrap();
+    let ThresholdMode::Headroom(thresholds) = headroom.pressure.mode else {
+        panic!("{:?}", headroom.pressure.mode);
+    };
+    assert_eq!(
+        (thresholds.low.enter, thresholds.high),
+        (2 << 30, HeadroomThresholds::new().high)
+    );
+    let json = serde_json::to_string(&headroom).unwrap();
+    assert_eq!(
+        serde_json::from_str::<MonitorConfig>(&json).unwrap(),
+        headroom
+    );
+    let inverted: MonitorConfig = serde_json::from_str(
+        r#"{"pressure": {"mode": {"headroom": {"critical": {"enter": 1073741824, "exit": 1073741824}}}}}"#,
+    )
+    .unwrap();
+    let err = MemoryManager::with_source(inverted, Script::default(), ManualClock::default());
+    assert!(matches!(
+        err,
+        Err(MonitorError::Config(PressureConfigError::Headroom {
+            level: PressureLevel::Critical,
+            fault: BandFault::NotAscending
+        }))
+    ));
 }
 
 #[cfg(target_os = "linux")]

@@ -74,6 +74,8 @@ mod parse;
 mod psi;
 mod trim;
 
+/// The stall figures a sample carries; defined by the pressure layer, which judges them.
+pub use crate::pressure::Psi;
 #[cfg(not(target_os = "linux"))]
 pub use fallback::Sampler;
 #[cfg(target_os = "linux")]
@@ -363,16 +365,6 @@ pub struct EffectiveLimit {
     pub bytes: u64,
     /// Which bound it is.
     pub source: LimitSource,
-}
-
-/// Pressure stall information: the share of wall time in which some (or all)
-/// non-idle tasks waited for memory, averaged over 10 s, in percent.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Psi {
-    /// `some avg10`.
-    pub some_avg10: f64,
-    /// `full avg10`, where reported.
-    pub full_avg10: Option<f64>,
 }
 
 /// One reading of the memory figures. Fields the platform or the host does not

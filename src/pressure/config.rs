@@ -3,6 +3,7 @@
 use core::fmt;
 use core::time::Duration;
 
+use super::modes::{AppliedBand, BandFault, ThresholdMode};
 use super::PressureLevel;
 
 /// The utilization at which a level is entered and the lower one at which it is left.
@@ -121,8 +122,15 @@ pub struct PressureConfig {
     pub sustain: Duration,
     /// The minimum time at a level before the gauge may move to a lower one.
     pub dwell: Duration,
-    /// The range of the continuous scale factor.
+    /// The range of the continuous scale factor. In
+    /// [`ThresholdMode::Headroom`] the factor runs instead from the applied Low enter
+    /// to the applied Critical enter ([`applied_bands`](Self::applied_bands)), which
+    /// follow the limit.
     pub scale: ScaleRange,
+    /// Which signal decides the level: utilization against the bands above (the
+    /// default), stall information, or headroom in bytes. The bands above are also the
+    /// fallback of the other modes, and the clamp of the headroom mode.
+    pub mode: ThresholdMode,
 }
 
 impl PressureConfig {
@@ -137,6 +145,7 @@ impl PressureConfig {
             sustain: Duration::from_secs(10),
             dwell: Duration::from_secs(30),
             scale: ScaleRange::new(0.70, 0.95),
+            mode: ThresholdMode::Utilization,
         }
     }
 
@@ -151,6 +160,7 @@ impl PressureConfig {
             sustain: Duration::from_secs(2),
             dwell: Duration::from_secs(5),
             scale: ScaleRange::new(0.50, 0.90),
+            mode: ThresholdMode::Utilization,
         }
     }
 
@@ -203,6 +213,47 @@ impl PressureConfig {
         self
     }
 
+    /// The same configuration with another threshold mode.
+    #[must_use]
+    pub const fn with_mode(mut self, mode: ThresholdMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The utilization bands that Low, High and Critical are judged by under a limit
+    /// of `limit` bytes, and whether each threshold is a fraction or bytes of headroom.
+    /// In [`ThresholdMode::Headroom`] a threshold is the byte headroom's utilization,
+    /// clamped to at least the fixed band's; in the other modes (whose utilization
+    /// condition does not depend on the limit) the fixed bands.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::pressure::{HeadroomThresholds, PressureConfig, ThresholdMode, ThresholdSource};
+    ///
+    /// let config =
+    ///     PressureConfig::production().with_mode(ThresholdMode::Headroom(HeadroomThresholds::new()));
+    /// // 256 GiB host: Low below 1 GiB free, i.e. above 99.6 % used.
+    /// let [low, _, _] = config.applied_bands(256 << 30);
+    /// assert_eq!(low.enter_from, ThresholdSource::Bytes);
+    /// assert!((low.band.enter - (1.0 - 1.0 / 256.0)).abs() < 1e-12);
+    /// // 512 MiB container: 1 GiB of headroom cannot be had; clamped to 70 %.
+    /// let [low, _, critical] = config.applied_bands(512 << 20);
+    /// assert_eq!((low.enter_from, low.band.enter), (ThresholdSource::Fraction, 0.70));
+    /// // Critical below 256 MiB free is 50 % used there, clamped to 95 %.
+    /// assert_eq!(critical.band.enter, 0.95);
+    /// ```
+    pub fn applied_bands(&self, limit: u64) -> [AppliedBand; 3] {
+        let fixed = [self.low, self.high, self.critical];
+        match self.mode {
+            ThresholdMode::Headroom(headroom) => headroom.applied(fixed, limit),
+            _ => {
+                let at = |i: usize| AppliedBand::fixed(PressureLevel::ALL[i + 1], fixed[i]);
+                [at(0), at(1), at(2)]
+            }
+        }
+    }
+
     /// The band of a non-normal level; `None` for `Normal`, which has none.
     pub const fn band(&self, level: PressureLevel) -> Option<Band> {
         match level {
@@ -223,7 +274,10 @@ impl PressureConfig {
     ///   lower level's (`Low` must also enter above 0);
     /// - [`PressureConfigError::ZeroInterval`]: a sampling interval of zero;
     /// - [`PressureConfigError::BadScaleRange`]: a scale range out of `0.0..=1.0` or
-    ///   with `saturation <= start`.
+    ///   with `saturation <= start`;
+    /// - [`PressureConfigError::Stall`], [`PressureConfigError::Headroom`]: a band of
+    ///   the threshold mode that cannot work (the fixed bands are checked in every
+    ///   mode: they are its fallback or clamp).
     pub fn validate(&self) -> Result<(), PressureConfigError> {
         let levels = [
             (PressureLevel::Low, self.low),
@@ -263,7 +317,13 @@ impl PressureConfig {
         {
             return Err(PressureConfigError::BadScaleRange);
         }
-        Ok(())
+        self.mode.validate().map_err(|(level, fault, stall)| {
+            if stall {
+                PressureConfigError::Stall { level, fault }
+            } else {
+                PressureConfigError::Headroom { level, fault }
+            }
+        })
     }
 }
 
@@ -297,6 +357,20 @@ pub enum PressureConfigError {
     ZeroInterval,
     /// The scale range is outside `0.0..=1.0` or its saturation is not above its start.
     BadScaleRange,
+    /// A band of [`ThresholdMode::Stall`] cannot work.
+    Stall {
+        /// The level whose band is wrong.
+        level: PressureLevel,
+        /// What is wrong with it.
+        fault: BandFault,
+    },
+    /// A band of [`ThresholdMode::Headroom`] cannot work.
+    Headroom {
+        /// The level whose band is wrong.
+        level: PressureLevel,
+        /// What is wrong with it.
+        fault: BandFault,
+    },
 }
 
 impl fmt::Display for PressureConfigError {
@@ -316,6 +390,8 @@ impl fmt::Display for PressureConfigError {
             Self::BadScaleRange => {
                 f.write_str("scale range must lie within 0..=100 % with saturation above start")
             }
+            Self::Stall { level, fault } => write!(f, "{level} stall band: {fault}"),
+            Self::Headroom { level, fault } => write!(f, "{level} headroom band: {fault}"),
         }
     }
 }
@@ -390,6 +466,167 @@ mod tests {
         // Equal enter and exit (no hysteresis) and a 100 % critical are allowed.
         assert_eq!(p.with_critical(Band::percent(100, 100)).validate(), Ok(()));
         assert_eq!(p.with_low(Band::percent(70, 70)).validate(), Ok(()));
+    }
+
+    #[test]
+    fn stall_and_headroom_bands_that_cannot_work_are_typed_errors() {
+        use super::super::{HeadroomBand, HeadroomThresholds, StallBand, StallThresholds};
+        use BandFault::*;
+        use PressureLevel::*;
+        let stall = StallThresholds::new();
+        let stall_cases = [
+            (
+                StallThresholds {
+                    low: StallBand::new(),
+                    ..stall
+                },
+                Low,
+                NoCondition,
+            ),
+            (
+                StallThresholds {
+                    high: stall.high.with_some(Band::percent(25, 30)),
+                    ..stall
+                },
+                High,
+                ExitBeforeEnter,
+            ),
+            (
+                StallThresholds {
+                    critical: stall.critical.with_full(Band::new(1.5, 0.1)),
+                    ..stall
+                },
+                Critical,
+                OutOfRange,
+            ),
+            (
+                StallThresholds {
+                    low: stall.low.with_some(Band::new(f64::NAN, 0.0)),
+                    ..stall
+                },
+                Low,
+                OutOfRange,
+            ),
+            // `some` at 10 % on Low but 8 % on High.
+            (
+                StallThresholds {
+                    high: stall.high.with_some(Band::percent(8, 4)),
+                    ..stall
+                },
+                High,
+                NotAscending,
+            ),
+            // `full` on High (5 %) above Critical's when Critical's is lowered to 4 %:
+            // the check spans levels that both set the signal.
+            (
+                StallThresholds {
+                    critical: stall.critical.with_full(Band::percent(4, 1)),
+                    ..stall
+                },
+                Critical,
+                NotAscending,
+            ),
+            // Low and Critical both set utilization, High not: still compared.
+            (
+                StallThresholds {
+                    low: stall.low.with_utilization(Band::percent(99, 97)),
+                    high: StallBand::new().with_some(Band::percent(25, 15)),
+                    ..stall
+                },
+                Critical,
+                NotAscending,
+            ),
+        ];
+        let p = PressureConfig::production();
+        for (thresholds, level, fault) in stall_cases {
+            let config = p.with_mode(ThresholdMode::Stall(thresholds));
+            assert_eq!(
+                config.validate(),
+                Err(PressureConfigError::Stall { level, fault }),
+                "{thresholds:?}"
+            );
+        }
+        let headroom = HeadroomThresholds::new();
+        let headroom_cases = [
+            (
+                HeadroomThresholds {
+                    low: HeadroomBand::new(0, 10),
+                    ..headroom
+                },
+                Low,
+                OutOfRange,
+            ),
+            (
+                HeadroomThresholds {
+                    high: HeadroomBand::mib(512, 500),
+                    ..headroom
+                },
+                High,
+                ExitBeforeEnter,
+            ),
+            (
+                HeadroomThresholds {
+                    high: HeadroomBand::mib(2048, 2560),
+                    ..headroom
+                },
+                High,
+                NotAscending,
+            ),
+            (
+                HeadroomThresholds {
+                    critical: HeadroomBand::mib(256, 700),
+                    ..headroom
+                },
+                Critical,
+                NotAscending,
+            ),
+        ];
+        for (thresholds, level, fault) in headroom_cases {
+            let config = p.with_mode(ThresholdMode::Headroom(thresholds));
+            assert_eq!(
+                config.validate(),
+                Err(PressureConfigError::Headroom { level, fault }),
+                "{thresholds:?}"
+            );
+        }
+        // The fixed bands are checked in every mode: they are the fallback and clamp.
+        let bad_fixed = p
+            .with_high(Band::percent(60, 50))
+            .with_mode(ThresholdMode::Stall(stall));
+        assert_eq!(
+            bad_fixed.validate(),
+            Err(PressureConfigError::NotAscending { level: High })
+        );
+    }
+
+    #[test]
+    fn applied_headroom_bands_stay_ordered_for_any_limit() {
+        use super::super::{HeadroomThresholds, ThresholdSource};
+        let config = PressureConfig::production()
+            .with_mode(ThresholdMode::Headroom(HeadroomThresholds::new()));
+        for shift in 0..44 {
+            let limit = 1u64 << shift;
+            let [low, high, critical] = config.applied_bands(limit);
+            for band in [low.band, high.band, critical.band] {
+                assert!(
+                    band.exit <= band.enter && band.enter < 1.0,
+                    "{limit}: {band:?}"
+                );
+            }
+            assert!(low.band.enter < high.band.enter && high.band.enter < critical.band.enter);
+            assert!(low.band.exit < high.band.exit && high.band.exit < critical.band.exit);
+            // Never below the fixed bands.
+            assert!(low.band.enter >= 0.70 && critical.band.enter >= 0.95);
+            let from_bytes = low.enter_from == ThresholdSource::Bytes;
+            assert_eq!(
+                from_bytes,
+                1.0 - (1u64 << 30) as f64 / limit as f64 >= 0.70,
+                "{limit}"
+            );
+        }
+        // The utilization mode's bands are the fixed ones, whatever the limit.
+        let fixed = PressureConfig::production().applied_bands(1 << 40);
+        assert_eq!(fixed.map(|a| a.band.enter), [0.70, 0.85, 0.95]);
     }
 
     #[cfg(feature = "alloc")]

@@ -12,8 +12,58 @@
 //!    dwell time before it moves down, so shrink/restore cycles have a minimum period.
 
 use super::config::{Band, ScaleRange};
+use super::modes::{Psi, ThresholdMode};
 use super::{PressureConfig, PressureConfigError, PressureLevel};
 use crate::clock::Clock;
+
+/// One reading for [`PressureGauge::observe_reading`]: the utilization, and what the
+/// stall and headroom [modes](ThresholdMode) judge beside it.
+///
+/// # Examples
+///
+/// ```
+/// use membound::pressure::{Psi, Reading};
+///
+/// let reading = Reading::new(0.62)
+///     .with_limit(Some(8 << 30))
+///     .with_psi(Some(Psi { some_avg10: 12.5, full_avg10: Some(1.0) }));
+/// assert_eq!(reading.limit, Some(8 << 30));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Reading {
+    /// Usage as a fraction of the effective limit; above 1 when usage exceeds it.
+    pub utilization: f64,
+    /// The effective limit in bytes, which [`ThresholdMode::Headroom`] needs.
+    pub limit: Option<u64>,
+    /// Stall information, which [`ThresholdMode::Stall`] needs.
+    pub psi: Option<Psi>,
+}
+
+impl Reading {
+    /// A reading of utilization alone.
+    pub const fn new(utilization: f64) -> Self {
+        Self {
+            utilization,
+            limit: None,
+            psi: None,
+        }
+    }
+
+    /// The same reading with a limit.
+    #[must_use]
+    pub const fn with_limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The same reading with stall information.
+    #[must_use]
+    pub const fn with_psi(mut self, psi: Option<Psi>) -> Self {
+        self.psi = psi;
+        self
+    }
+}
 
 /// A change of pressure level, as reported by [`PressureGauge::observe`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +93,10 @@ pub struct GaugeStats {
     pub samples: u64,
     /// NaN samples, ignored.
     pub ignored: u64,
+    /// Samples the threshold mode could not judge for want of its signal (a stall
+    /// mode reading without PSI, a headroom mode reading without a limit), judged on
+    /// the fixed utilization bands instead.
+    pub fallbacks: u64,
     /// Transitions into each level, indexed by [`PressureLevel::index`].
     pub transitions_into: [u64; 4],
     /// Clock ticks spent in each level, indexed by [`PressureLevel::index`], from the
@@ -81,9 +135,13 @@ pub struct GaugeStats {
 /// ```
 #[derive(Debug, Clone)]
 pub struct PressureGauge {
-    /// Bands of Low, High, Critical (index = level index - 1); validated ascending.
+    /// The fixed bands of Low, High, Critical (index = level index - 1); validated
+    /// ascending. The utilization mode's thresholds, and the other modes' fallback.
     bands: [Band; 3],
     scale: ScaleRange,
+    mode: ThresholdMode,
+    /// Whether the latest reading fell back to the fixed bands.
+    fell_back: bool,
     /// The sustain time in ticks of the clock the gauge was built with.
     sustain_ticks: u64,
     /// The dwell time in ticks.
@@ -119,6 +177,8 @@ impl PressureGauge {
         Ok(Self {
             bands: [config.low, config.high, config.critical],
             scale: config.scale,
+            mode: config.mode,
+            fell_back: false,
             sustain_ticks: clock.ticks_for(config.sustain),
             dwell_ticks: clock.ticks_for(config.dwell),
             level: PressureLevel::Normal,
@@ -136,8 +196,46 @@ impl PressureGauge {
     /// usage exceeds it) taken at tick `now`. Returns the transition it caused, if any.
     ///
     /// A NaN utilization is ignored (counted in [`GaugeStats::ignored`]); a negative
-    /// one counts as 0.
+    /// one counts as 0. In the stall and headroom modes, a bare utilization is judged
+    /// on the fixed bands (see [`observe_reading`](Self::observe_reading)).
     pub fn observe(&mut self, utilization: f64, now: u64) -> Option<Transition> {
+        self.observe_reading(Reading::new(utilization), now)
+    }
+
+    /// Feeds one reading taken at tick `now`, judged by the config's
+    /// [`ThresholdMode`]. Returns the transition it caused, if any.
+    ///
+    /// A reading the mode cannot judge for want of its signal (no PSI in the stall
+    /// mode, no limit in the headroom mode) is judged on the fixed utilization bands,
+    /// and counted in [`GaugeStats::fallbacks`]; [`fell_back`](Self::fell_back) says
+    /// whether the latest one did.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use membound::clock::{Clock, ManualClock};
+    /// use membound::pressure::{
+    ///     PressureConfig, PressureGauge, PressureLevel, Psi, Reading, StallThresholds,
+    ///     ThresholdMode,
+    /// };
+    ///
+    /// let clock = ManualClock::default();
+    /// let config = PressureConfig::production()
+    ///     .with_mode(ThresholdMode::Stall(StallThresholds::new()))
+    ///     .with_sustain(Duration::ZERO);
+    /// let mut gauge = PressureGauge::new(&config, &clock)?;
+    /// // 88 % used, but nothing stalls: Normal (the fixed bands would say High).
+    /// let calm = Psi { some_avg10: 0.5, full_avg10: Some(0.0) };
+    /// assert_eq!(gauge.observe_reading(Reading::new(0.88).with_psi(Some(calm)), clock.now()), None);
+    /// // 30 % of the time all tasks stalled: Critical, whatever the utilization.
+    /// let thrashing = Psi { some_avg10: 60.0, full_avg10: Some(30.0) };
+    /// let t = gauge.observe_reading(Reading::new(0.40).with_psi(Some(thrashing)), clock.now());
+    /// assert_eq!(t.map(|t| t.to), Some(PressureLevel::Critical));
+    /// # Ok::<(), membound::pressure::PressureConfigError>(())
+    /// ```
+    pub fn observe_reading(&mut self, reading: Reading, now: u64) -> Option<Transition> {
+        let utilization = reading.utilization;
         if utilization.is_nan() {
             self.stats.ignored += 1;
             return None;
@@ -147,10 +245,15 @@ impl PressureGauge {
         self.last_at = now;
         self.stats.samples += 1;
         self.utilization = Some(utilization);
-        self.scale_factor = self.scale.factor(utilization);
+        // Per level: at or above its enter, at or above its exit.
+        let (enter, hold) = self.judge(Reading {
+            utilization,
+            ..reading
+        });
+        self.stats.fallbacks += u64::from(self.fell_back);
 
-        for (since, band) in self.above_since.iter_mut().zip(&self.bands) {
-            if utilization >= band.enter {
+        for (since, enter) in self.above_since.iter_mut().zip(enter) {
+            if enter {
                 since.get_or_insert(now);
             } else {
                 *since = None;
@@ -173,13 +276,39 @@ impl PressureGauge {
         if self.level > PressureLevel::Normal && now - self.entered_at >= self.dwell_ticks {
             let target = (1..=self.level.index())
                 .rev()
-                .find(|&index| utilization >= self.bands[index - 1].exit)
+                .find(|&index| hold[index - 1])
                 .map_or(PressureLevel::Normal, |index| PressureLevel::ALL[index]);
             if target < self.level {
                 return Some(self.move_to(target, utilization, now));
             }
         }
         None
+    }
+
+    /// Judges a reading by the mode: per level, whether it is at or above the enter
+    /// and the exit thresholds. Sets the scale factor and `fell_back`.
+    fn judge(&mut self, reading: Reading) -> ([bool; 3], [bool; 3]) {
+        let u = reading.utilization;
+        let by_bands = |bands: [Band; 3]| (bands.map(|b| u >= b.enter), bands.map(|b| u >= b.exit));
+        self.fell_back = false;
+        match (self.mode, reading.psi, reading.limit) {
+            (ThresholdMode::Stall(stall), Some(psi), _) => {
+                self.scale_factor = self.scale.factor(u);
+                let judged = stall.bands().map(|band| band.judge(u, psi));
+                (judged.map(|j| j.0), judged.map(|j| j.1))
+            }
+            (ThresholdMode::Headroom(headroom), _, Some(limit)) => {
+                let applied = headroom.applied(self.bands, limit).map(|a| a.band);
+                let range = ScaleRange::new(applied[0].enter, applied[2].enter);
+                self.scale_factor = range.factor(u);
+                by_bands(applied)
+            }
+            (mode, _, _) => {
+                self.fell_back = mode != ThresholdMode::Utilization;
+                self.scale_factor = self.scale.factor(u);
+                by_bands(self.bands)
+            }
+        }
     }
 
     /// Feeds one sample taken now on `clock`; see [`observe`](Self::observe).
@@ -222,6 +351,19 @@ impl PressureGauge {
     #[inline]
     pub fn utilization(&self) -> Option<f64> {
         self.utilization
+    }
+
+    /// Whether the latest reading was judged on the fixed bands because the threshold
+    /// mode's signal was missing (see [`observe_reading`](Self::observe_reading)).
+    #[inline]
+    pub fn fell_back(&self) -> bool {
+        self.fell_back
+    }
+
+    /// The threshold mode the gauge judges by.
+    #[inline]
+    pub fn mode(&self) -> ThresholdMode {
+        self.mode
     }
 
     /// The latest transition, if any.
@@ -427,5 +569,45 @@ mod tests {
         let t = g.observe(0.97, 50).unwrap();
         assert_eq!(t.at, 100);
         assert_eq!(g.stats(10).ticks_in[Critical.index()], 0);
+    }
+
+    #[test]
+    fn a_mode_without_its_signal_falls_back_and_counts_it() {
+        use crate::pressure::{HeadroomThresholds, Psi, StallThresholds, ThresholdMode};
+        let clock = ManualClock::default();
+        let stall = fast().with_mode(ThresholdMode::Stall(StallThresholds::new()));
+        let mut g = gauge(stall, &clock);
+        // No PSI: 0.86 is High by the fixed bands.
+        assert_eq!(g.observe(0.86, 0).map(|t| t.to), Some(High));
+        assert!(g.fell_back());
+        let calm = Psi {
+            some_avg10: 0.0,
+            full_avg10: None,
+        };
+        // With PSI, 0.80 and no stall is Normal (the stall mode's utilization
+        // condition is left below 85 %); `full` not reported is no condition.
+        let reading = Reading::new(0.80).with_psi(Some(calm));
+        assert_eq!(g.observe_reading(reading, 1).map(|t| t.to), Some(Normal));
+        assert!(!g.fell_back());
+        assert_eq!((g.stats(1).samples, g.stats(1).fallbacks), (2, 1));
+
+        let headroom = fast().with_mode(ThresholdMode::Headroom(HeadroomThresholds::new()));
+        let mut g = gauge(headroom, &clock);
+        // No limit: fixed bands.
+        assert_eq!(g.observe(0.75, 0).map(|t| t.to), Some(Low));
+        assert!(g.fell_back());
+        // 64 GiB, 2 GiB free (96.9 %): above every fixed band, but Normal by headroom;
+        // the scale runs between the applied Low and Critical enters.
+        let reading = Reading::new(1.0 - 2.0 / 64.0).with_limit(Some(64 << 30));
+        assert_eq!(g.observe_reading(reading, 1).map(|t| t.to), Some(Normal));
+        assert_eq!(g.scale(), 0.0);
+        let reading = Reading::new(1.0 - 0.1 / 64.0).with_limit(Some(64 << 30));
+        assert_eq!(g.observe_reading(reading, 2).map(|t| t.to), Some(Critical));
+        assert_eq!(g.scale(), 1.0);
+        assert_eq!(g.stats(2).fallbacks, 1);
+        // The utilization mode never falls back.
+        let mut g = gauge(fast(), &clock);
+        g.observe(0.5, 0);
+        assert!(!g.fell_back() && g.stats(0).fallbacks == 0);
     }
 }

@@ -10,8 +10,14 @@
 //!   the [`ScaleRange`] of the scale factor. Validated when a gauge is built: a config
 //!   that cannot work is a [`PressureConfigError`], never a panic and never a silent
 //!   "everything is critical".
-//! - [`PressureGauge`]: fed utilization samples at [`Clock`](crate::clock::Clock)
-//!   ticks, it yields a [`Transition`] only when the level really changes.
+//! - [`ThresholdMode`]: what the thresholds are about. By default utilization
+//!   against those bands; opt-in, the kernel's stall information
+//!   ([`StallThresholds`]: PSI `some`/`full`, utilization as a second condition) or
+//!   bytes of headroom under the limit ([`HeadroomThresholds`], clamped to the bands
+//!   on small limits), for hosts where a fixed percentage is wrong.
+//! - [`PressureGauge`]: fed utilization samples (or [`Reading`]s, with the limit and
+//!   PSI) at [`Clock`](crate::clock::Clock) ticks, it yields a [`Transition`] only
+//!   when the level really changes.
 //! - [`adaptive_size`]: 100/75/50/25 % of a base size per level, at least 1 and never
 //!   more than the base.
 //! - [`CapacityTargets`] (`alloc`): soft-capacity targets (rings, tables; anything
@@ -52,11 +58,16 @@ use core::fmt;
 
 mod config;
 mod gauge;
+mod modes;
 #[cfg(feature = "alloc")]
 mod targets;
 
 pub use config::{Band, PressureConfig, PressureConfigError, ScaleRange};
-pub use gauge::{GaugeStats, PressureGauge, Transition};
+pub use gauge::{GaugeStats, PressureGauge, Reading, Transition};
+pub use modes::{
+    AppliedBand, BandFault, HeadroomBand, HeadroomThresholds, Psi, StallBand, StallThresholds,
+    ThresholdMode, ThresholdSource,
+};
 #[cfg(feature = "alloc")]
 pub use targets::{ApplyReport, CapacityTargets, TargetId};
 

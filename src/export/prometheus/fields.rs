@@ -233,6 +233,8 @@ fn every_monitor_and_sample_field_is_exported() {
         bytes_released: 3,
         sampling_errors: 4,
         unmeasured_samples: 5,
+        threshold_fallbacks: 8,
+        threshold_fallback: true,
         callback_panics: 6,
         subscribers: 7,
         psi_wake: PsiWakeState::Off,
