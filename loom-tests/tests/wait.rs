@@ -12,7 +12,7 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use membound::policy::Wait;
-use membound::ring::{Closed, PopWaitError, PushWaitError, Ring};
+use membound::ring::{PopWaitError, PushWaitError, Ring};
 use membound_loom_tests::model_bounded;
 
 /// The eventcount's core promise: a consumer that finds the ring empty and parks is
@@ -70,8 +70,8 @@ fn close_wakes_every_waiter() {
         };
         empty.close();
         full.close();
-        assert_eq!(consumer.join().unwrap(), Err(Closed(())));
-        assert_eq!(producer.join().unwrap(), Err(Closed(2)));
+        assert_eq!(consumer.join().unwrap(), Err(PopWaitError::Closed));
+        assert_eq!(producer.join().unwrap(), Err(PushWaitError::Closed(2)));
         assert_eq!(full.try_pop(), Some(1));
     });
 }

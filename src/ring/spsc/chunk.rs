@@ -2,6 +2,7 @@
 //! publish their index once per batch, and in-place reads and writes.
 
 use core::fmt;
+#[cfg(not(loom))]
 use core::mem::MaybeUninit;
 
 use super::{Consumer, Producer};
