@@ -493,6 +493,61 @@ impl ClientConfig {
     }
 }
 
+/// The bounds of a [`SharedLog`](super::SharedLog): the most events it holds, and the
+/// most payload bytes (the byte bound is also its soft capacity, lowered under memory
+/// pressure).
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::LogConfig;
+///
+/// let config = LogConfig::new(4096, 8 << 20);
+/// assert!(config.validate().is_ok());
+/// assert_eq!(LogConfig::new(0, 1).validate().unwrap_err().field, "log.max_events");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// The most events held. Non-zero.
+    pub max_events: usize,
+    /// The most payload bytes held. Non-zero.
+    pub max_bytes: u64,
+}
+
+impl LogConfig {
+    /// Bounds of `max_events` events and `max_bytes` payload bytes.
+    pub const fn new(max_events: usize, max_bytes: u64) -> Self {
+        Self {
+            max_events,
+            max_bytes,
+        }
+    }
+
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`] naming a bound that is zero.
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        nonzero("log.max_events", self.max_events)?;
+        if self.max_bytes == 0 {
+            return Err(WsConfigError::new(
+                "log.max_bytes",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for LogConfig {
+    /// 4096 events, 16 MiB.
+    fn default() -> Self {
+        Self::new(4096, 16 << 20)
+    }
+}
+
 /// A transport configuration that cannot work: which field, and why.
 ///
 /// Not `Eq`: the crate's [`ConfigError`] it may carry is not (it has `f64` water

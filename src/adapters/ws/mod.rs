@@ -42,6 +42,7 @@ mod types;
 // The queues and the fan-out.
 mod hub;
 mod inbound;
+mod log;
 mod outbound;
 
 // The connection core.
@@ -55,8 +56,8 @@ mod server;
 
 pub use client::{backoff_delay, Client, ClientBuilder, ClientMetrics, ClientState, ConnectError};
 pub use config::{
-    ClientConfig, ConnectionConfig, InboundConfig, MalformedPolicy, QueueConfig, ReconnectPolicy,
-    ServerConfig, WsConfigError,
+    ClientConfig, ConnectionConfig, InboundConfig, LogConfig, MalformedPolicy, QueueConfig,
+    ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use conn::{Connection, ConnectionMetrics, Traffic};
 pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
@@ -65,6 +66,7 @@ pub use inbound::{
     EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics, RawMessage,
     SubscriptionError, SubscriptionId,
 };
+pub use log::{Backlog, Cursor, LogEntry, LogMetrics, Read, SharedLog, Skipped};
 pub use outbound::{ClassMetrics, Next, OfferError, Offered, Outbound, OutboundMetrics};
 pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics};
 pub use types::{close_code, CloseReason, ConnId, SlowConsumer, SnapshotSource};

@@ -1,0 +1,744 @@
+//! The fan-out's shared log ([`SharedLog`]): one bounded sequence of encoded events
+//! that every connection reads through its own [`Cursor`], so that publishing costs
+//! the same whatever the number of connections.
+//!
+//! This is the shape of tokio's `broadcast` channel and of a Disruptor: the publisher
+//! appends once; each reader remembers how far it has read. What a reader has not
+//! taken is the log between its cursor and the head, so its backlog in events and
+//! bytes is two subtractions ([`SharedLog::backlog`]). A reader that falls behind the
+//! log's tail learns exactly what it missed, per delivery class
+//! ([`Read::Lagged`]), and decides by the class rules what that means: a lost
+//! lossless event closes it as a slow consumer, a lost delta or snapshot asks for a
+//! resync, lost droppables are counted.
+//!
+//! Each event's WebSocket frame (header and payload: a server's frames are unmasked,
+//! so they are the same bytes for every connection) is encoded once, on append
+//! ([`LogEntry::wire`]), as gorilla/websocket's `PreparedMessage` does.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::pin;
+use std::prelude::rust_2021::*;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Bytes;
+
+use super::config::LogConfig;
+use super::event::{DeliveryClass, Frame};
+use crate::capacity::{CapacityError, SoftCapacity};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+
+/// Running totals up to some point of the log: bytes and events per class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Totals {
+    /// Payload bytes.
+    bytes: u64,
+    /// Events per [`DeliveryClass::index`].
+    events: [u64; 4],
+}
+
+impl Totals {
+    fn add(&mut self, frame: &Frame) {
+        self.bytes += frame.len() as u64;
+        self.events[frame.class().index()] += 1;
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            bytes: self.bytes - earlier.bytes,
+            events: core::array::from_fn(|i| self.events[i] - earlier.events[i]),
+        }
+    }
+}
+
+/// One event in the log: its offset, the frame, and its wire bytes.
+#[derive(Clone)]
+pub struct LogEntry {
+    offset: u64,
+    frame: Frame,
+    wire: Bytes,
+    /// Totals of the entries before this one, since the log was built.
+    before: Totals,
+}
+
+impl LogEntry {
+    /// The entry's offset: 0 for the first event appended, then one more per event.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The event.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// The complete WebSocket frame (an unmasked, final text frame: header and
+    /// payload), encoded once for every connection. Cloning it is a reference count.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    fn after(&self) -> Totals {
+        let mut totals = self.before;
+        totals.add(&self.frame);
+        totals
+    }
+}
+
+impl fmt::Debug for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogEntry")
+            .field("offset", &self.offset)
+            .field("kind", self.frame.kind())
+            .field("len", &self.frame.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reader's position in a [`SharedLog`]: the next offset it reads, and the totals
+/// of what lies before it (so a lag is counted per class without the lost entries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    next: u64,
+    before: Totals,
+}
+
+impl Cursor {
+    /// The offset this cursor reads next.
+    pub fn offset(&self) -> u64 {
+        self.next
+    }
+}
+
+/// What a reader missed: the events that left the log before its cursor reached them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Skipped {
+    /// The first offset missed.
+    pub from: u64,
+    /// The offset the cursor moved to (the log's tail): `to - from` events were missed.
+    pub to: u64,
+    /// Events missed per class, indexed by [`DeliveryClass::index`].
+    pub events: [u64; 4],
+    /// Payload bytes missed.
+    pub bytes: u64,
+}
+
+impl Skipped {
+    /// Events of `class` missed.
+    pub fn of(&self, class: DeliveryClass) -> u64 {
+        self.events[class.index()]
+    }
+}
+
+/// The outcome of [`SharedLog::read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Read {
+    /// This many entries were appended to the output; the cursor moved past them.
+    Entries(usize),
+    /// The cursor had fallen behind the log's tail: it now points at the tail, and
+    /// nothing was read. Read again for what follows.
+    Lagged(Skipped),
+    /// Nothing new; wait with [`SharedLog::wait`].
+    Empty,
+    /// Nothing new, and the log is closed: nothing ever will be.
+    Closed,
+}
+
+/// A reader's backlog: what lies between its cursor and the head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Backlog {
+    /// Events not yet read (including any already evicted).
+    pub events: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+}
+
+/// A snapshot of a [`SharedLog`]'s counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, crate::metrics::Metrics)]
+#[metrics(kind = "ws_log")]
+pub struct LogMetrics {
+    /// Events appended since the log was built.
+    #[metric(counter)]
+    pub appended: u64,
+    /// Events evicted to keep the log within its bounds.
+    #[metric(counter)]
+    pub evicted: u64,
+    /// Events held now.
+    #[metric(gauge, name = "held_events")]
+    pub held: u64,
+    /// Payload bytes held now.
+    #[metric(gauge, unit = "bytes")]
+    pub held_bytes: u64,
+    /// The byte bound in force now (lowered under memory pressure).
+    #[metric(gauge, unit = "bytes")]
+    pub bound_bytes: u64,
+    /// The configured byte bound.
+    #[metric(gauge, unit = "bytes")]
+    pub max_bytes: u64,
+}
+
+struct Inner {
+    entries: VecDeque<LogEntry>,
+    /// The offset of `entries[0]`, or of the next append when empty.
+    first: u64,
+    /// Totals of everything appended.
+    totals: Totals,
+    /// Totals of everything evicted (the `before` of the first entry held).
+    evicted: Totals,
+    held_bytes: u64,
+}
+
+impl Inner {
+    fn next(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    /// Evicts from the front until within `max_events` and `bound_bytes`, always
+    /// keeping the newest entry.
+    fn evict(&mut self, max_events: usize, bound_bytes: u64) -> u64 {
+        let mut evicted = 0;
+        while self.entries.len() > 1
+            && (self.entries.len() > max_events || self.held_bytes > bound_bytes)
+        {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            self.held_bytes -= entry.frame.len() as u64;
+            self.evicted = entry.after();
+            self.first += 1;
+            evicted += 1;
+        }
+        evicted
+    }
+}
+
+/// A bounded log of encoded events, read by many cursors. See the
+/// [module docs](self).
+///
+/// Bounded in events and in payload bytes ([`LogConfig`]); the oldest entries are
+/// evicted first. The newest entry is always kept, even if it alone is over the byte
+/// bound. The byte bound is a [`SoftCapacity`] (in bytes): under memory pressure the
+/// manager lowers it, and the excess is evicted at once.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::{DeliveryClass, Event, EventType, LogConfig, Read, SharedLog};
+///
+/// let log = SharedLog::new(LogConfig::new(2, 1 << 20))?;
+/// let mut fast = log.cursor();
+/// let mut slow = log.cursor();
+/// for i in 0..3 {
+///     log.append(Event::new(EventType::TextMessageContent).with("delta", i).encode());
+/// }
+/// // The log holds 2 events: the slow reader missed one lossless event.
+/// let mut out = Vec::new();
+/// let Read::Lagged(skipped) = log.read(&mut slow, 16, usize::MAX, &mut out) else { panic!() };
+/// assert_eq!((skipped.from, skipped.to, skipped.of(DeliveryClass::Lossless)), (0, 1, 1));
+/// assert_eq!(log.read(&mut slow, 16, usize::MAX, &mut out), Read::Entries(2));
+/// assert!(out[1].frame().as_str().contains(r#""delta":2"#));
+/// // The WebSocket frame, encoded once: a final text frame, unmasked.
+/// assert_eq!(out[1].wire()[0], 0x81);
+/// assert_eq!(log.backlog(&fast).events, 3);
+/// assert_eq!(log.read(&mut fast, 16, usize::MAX, &mut out), Read::Lagged(skipped));
+/// # Ok::<(), membound::adapters::ws::WsConfigError>(())
+/// ```
+pub struct SharedLog {
+    inner: RwLock<Inner>,
+    notify: Notify,
+    closed: AtomicBool,
+    max_events: usize,
+    max_bytes: u64,
+    /// The byte bound in force: `1..=max_bytes`.
+    bound_bytes: AtomicU64,
+    appended: AtomicU64,
+    evicted: AtomicU64,
+}
+
+impl fmt::Debug for SharedLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLog")
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_lock(lock: &RwLock<Inner>) -> RwLockReadGuard<'_, Inner> {
+    // Every write section leaves `Inner` consistent before anything that could panic.
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write_lock(lock: &RwLock<Inner>) -> RwLockWriteGuard<'_, Inner> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SharedLog {
+    /// An empty log.
+    ///
+    /// # Errors
+    ///
+    /// [`WsConfigError`](super::WsConfigError) for a bound of zero.
+    pub fn new(config: LogConfig) -> Result<Self, super::WsConfigError> {
+        config.validate()?;
+        Ok(Self {
+            inner: RwLock::new(Inner {
+                entries: VecDeque::new(),
+                first: 0,
+                totals: Totals::default(),
+                evicted: Totals::default(),
+                held_bytes: 0,
+            }),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            max_events: config.max_events,
+            max_bytes: config.max_bytes,
+            bound_bytes: AtomicU64::new(config.max_bytes),
+            appended: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        })
+    }
+
+    /// A cursor at the head: it reads what is appended from now on.
+    pub fn cursor(&self) -> Cursor {
+        let inner = read_lock(&self.inner);
+        Cursor {
+            next: inner.next(),
+            before: inner.totals,
+        }
+    }
+
+    /// A cursor at the oldest entry held: it reads everything the log still has.
+    pub fn cursor_at_tail(&self) -> Cursor {
+        let inner = read_lock(&self.inner);
+        Cursor {
+            next: inner.first,
+            before: inner.evicted,
+        }
+    }
+
+    /// Appends an event, encoding its WebSocket frame once, evicts the oldest entries
+    /// beyond the bounds, and wakes the waiting readers. Returns the event's offset.
+    ///
+    /// The cost does not depend on the number of cursors: they are not visited. (The
+    /// wake-up is tokio's `Notify::notify_waiters`, one per waiting reader task, as a
+    /// `broadcast` send does.) An append to a closed log is still stored, but no
+    /// reader waits for it.
+    pub fn append(&self, frame: Frame) -> u64 {
+        let wire = encode_text_frame(frame.as_str().as_bytes());
+        let bound = self.bound_bytes.load(Ordering::Relaxed);
+        let (offset, evicted) = {
+            let mut inner = write_lock(&self.inner);
+            let offset = inner.next();
+            let before = inner.totals;
+            inner.totals.add(&frame);
+            inner.held_bytes += frame.len() as u64;
+            inner.entries.push_back(LogEntry {
+                offset,
+                frame,
+                wire,
+                before,
+            });
+            (offset, inner.evict(self.max_events, bound))
+        };
+        self.appended.fetch_add(1, Ordering::Relaxed);
+        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        self.notify.notify_waiters();
+        offset
+    }
+
+    /// Reads from `cursor` into `out`: at most `max_entries` entries (at least one
+    /// when any is there), and no more once `max_bytes` of payload are reached
+    /// (the entry that reaches it is included). The cursor moves past what was read.
+    ///
+    /// A cursor that fell behind the tail is moved to it, and the outcome says what
+    /// it missed ([`Read::Lagged`]); nothing is read then.
+    pub fn read(
+        &self,
+        cursor: &mut Cursor,
+        max_entries: usize,
+        max_bytes: usize,
+        out: &mut Vec<LogEntry>,
+    ) -> Read {
+        let inner = read_lock(&self.inner);
+        if cursor.next < inner.first {
+            let tail = inner.evicted;
+            let missed = tail.since(&cursor.before);
+            let skipped = Skipped {
+                from: cursor.next,
+                to: inner.first,
+                events: missed.events,
+                bytes: missed.bytes,
+            };
+            cursor.next = inner.first;
+            cursor.before = tail;
+            return Read::Lagged(skipped);
+        }
+        let start = usize::try_from(cursor.next - inner.first).unwrap_or(usize::MAX);
+        let mut bytes = 0usize;
+        let mut read = 0;
+        for entry in inner.entries.iter().skip(start).take(max_entries.max(1)) {
+            if read > 0 && bytes >= max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(entry.frame.len());
+            cursor.next = entry.offset + 1;
+            cursor.before = entry.after();
+            out.push(entry.clone());
+            read += 1;
+        }
+        if read > 0 {
+            Read::Entries(read)
+        } else if self.closed.load(Ordering::Acquire) {
+            Read::Closed
+        } else {
+            Read::Empty
+        }
+    }
+
+    /// Waits until something lies beyond `cursor` (an entry, or a lag) or the log is
+    /// closed. Cancel-safe.
+    pub async fn wait(&self, cursor: &Cursor) {
+        loop {
+            let mut notified = pin!(self.notify.notified());
+            // Registered before the check, so an append between the check and the
+            // await wakes this waiter (`notify_waiters` wakes only registered ones).
+            notified.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) || read_lock(&self.inner).next() > cursor.next {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// What lies between `cursor` and the head: events and payload bytes the reader
+    /// has not taken, whether still held or already evicted.
+    pub fn backlog(&self, cursor: &Cursor) -> Backlog {
+        let inner = read_lock(&self.inner);
+        Backlog {
+            events: inner.next() - cursor.next,
+            bytes: inner.totals.bytes - cursor.before.bytes,
+        }
+    }
+
+    /// The offset the next append gets.
+    pub fn head(&self) -> u64 {
+        read_lock(&self.inner).next()
+    }
+
+    /// The offset of the oldest entry held (the head when empty).
+    pub fn tail(&self) -> u64 {
+        read_lock(&self.inner).first
+    }
+
+    /// Closes the log: waiting readers wake, and a read with nothing new returns
+    /// [`Read::Closed`]. Returns `false` if it was already closed.
+    pub fn close(&self) -> bool {
+        let first = !self.closed.swap(true, Ordering::AcqRel);
+        self.notify.notify_waiters();
+        first
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> LogMetrics {
+        let (held, held_bytes) = {
+            let inner = read_lock(&self.inner);
+            (inner.entries.len() as u64, inner.held_bytes)
+        };
+        LogMetrics {
+            appended: self.appended.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            held,
+            held_bytes,
+            bound_bytes: self.bound_bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+/// The byte bound, in bytes.
+impl SoftCapacity for SharedLog {
+    fn capacity(&self) -> usize {
+        usize::try_from(self.bound_bytes.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    fn max_capacity(&self) -> usize {
+        usize::try_from(self.max_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Sets the byte bound and evicts the excess at once.
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        let max = self.max_capacity();
+        if capacity == 0 {
+            return Err(CapacityError::Zero);
+        }
+        if capacity > max {
+            return Err(CapacityError::AboveMax {
+                requested: capacity,
+                max,
+            });
+        }
+        let bound = capacity as u64;
+        let evicted = {
+            let mut inner = write_lock(&self.inner);
+            self.bound_bytes.store(bound, Ordering::Relaxed);
+            inner.evict(self.max_events, bound)
+        };
+        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// An unmasked, final text frame (RFC 6455 §5.2) around `payload`: what a server sends
+/// for a text message.
+fn encode_text_frame(payload: &[u8]) -> Bytes {
+    const FIN_TEXT: u8 = 0x80 | 0x1;
+    let len = payload.len();
+    let mut frame = Vec::with_capacity(len + 10);
+    frame.push(FIN_TEXT);
+    if len < 126 {
+        frame.push(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        frame.push(126);
+        frame.extend_from_slice(&len.to_be_bytes());
+    } else {
+        frame.push(127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::ws::{Event, EventType};
+
+    fn frame(kind: EventType, bytes: usize) -> Frame {
+        Event::new(kind).with("d", "x".repeat(bytes)).encode()
+    }
+
+    #[test]
+    fn wire_bytes_are_what_tungstenite_writes_for_the_same_message() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let payload = vec![b'a'; len];
+            let ours = encode_text_frame(&payload);
+            let mut theirs = Vec::new();
+            WsFrame::message(payload.clone(), OpCode::Data(Data::Text), true)
+                .format(&mut theirs)
+                .unwrap();
+            assert_eq!(&ours[..], &theirs[..], "payload of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn bounds_in_events_and_bytes_evict_the_oldest_and_keep_the_newest() {
+        let log = SharedLog::new(LogConfig::new(3, 1000)).unwrap();
+        let one = frame(EventType::Custom, 0).len() as u64;
+        for _ in 0..5 {
+            log.append(frame(EventType::Custom, 0));
+        }
+        let m = log.metrics();
+        assert_eq!(
+            (m.appended, m.evicted, m.held, m.held_bytes),
+            (5, 2, 3, 3 * one)
+        );
+        assert_eq!((log.tail(), log.head()), (2, 5));
+        // One frame over the byte bound alone is kept; the rest go.
+        log.append(frame(EventType::Custom, 2000));
+        let m = log.metrics();
+        assert_eq!((m.held, log.tail()), (1, 5));
+    }
+
+    #[test]
+    fn a_lagging_cursor_learns_what_it_missed_per_class() {
+        let log = SharedLog::new(LogConfig::new(2, 1 << 20)).unwrap();
+        let mut cursor = log.cursor();
+        let kinds = [
+            EventType::TextMessageContent, // lossless
+            EventType::Custom,             // droppable
+            EventType::StateDelta,         // delta
+            EventType::StateSnapshot,      // snapshot
+            EventType::Custom,
+            EventType::RunFinished,
+        ];
+        let mut bytes = 0;
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let f = frame(kind, i);
+            if i < 4 {
+                bytes += f.len() as u64;
+            }
+            log.append(f);
+        }
+        assert_eq!(log.backlog(&cursor).events, 6);
+        let mut out = Vec::new();
+        let Read::Lagged(skipped) = log.read(&mut cursor, 10, usize::MAX, &mut out) else {
+            unreachable!("not lagged");
+        };
+        assert_eq!((skipped.from, skipped.to, skipped.bytes), (0, 4, bytes));
+        assert_eq!(skipped.events, [1, 1, 1, 1]);
+        assert!(out.is_empty());
+        assert_eq!(
+            log.read(&mut cursor, 10, usize::MAX, &mut out),
+            Read::Entries(2)
+        );
+        assert_eq!(out.iter().map(LogEntry::offset).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(log.read(&mut cursor, 10, usize::MAX, &mut out), Read::Empty);
+        assert_eq!(log.backlog(&cursor), Backlog::default());
+        // A second lag counts from where the first left off.
+        for _ in 0..3 {
+            log.append(frame(EventType::StateDelta, 0));
+        }
+        let Read::Lagged(again) = log.read(&mut cursor, 10, usize::MAX, &mut out) else {
+            unreachable!("not lagged");
+        };
+        assert_eq!((again.from, again.to), (6, 7));
+        assert_eq!(again.of(DeliveryClass::StateDelta), 1);
+        assert_eq!(again.events.iter().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn reads_stop_at_the_entry_and_byte_budgets() {
+        let log = SharedLog::new(LogConfig::new(100, 1 << 20)).unwrap();
+        for _ in 0..10 {
+            log.append(frame(EventType::Custom, 90));
+        }
+        let len = log.metrics().held_bytes as usize / 10;
+        let mut cursor = log.cursor_at_tail();
+        let mut out = Vec::new();
+        assert_eq!(
+            log.read(&mut cursor, 4, usize::MAX, &mut out),
+            Read::Entries(4)
+        );
+        // The entry that reaches the byte budget is included, none after it.
+        assert_eq!(
+            log.read(&mut cursor, 100, 2 * len, &mut out),
+            Read::Entries(2)
+        );
+        assert_eq!(log.read(&mut cursor, 100, 0, &mut out), Read::Entries(1));
+        assert_eq!(cursor.offset(), 7);
+        assert_eq!(
+            log.backlog(&cursor),
+            Backlog {
+                events: 3,
+                bytes: 3 * len as u64
+            }
+        );
+    }
+
+    #[test]
+    fn lowering_the_byte_bound_evicts_at_once_and_refuses_nonsense() {
+        let log = SharedLog::new(LogConfig::new(100, 10_000)).unwrap();
+        for _ in 0..10 {
+            log.append(frame(EventType::Custom, 90));
+        }
+        let len = log.metrics().held_bytes as usize / 10;
+        log.set_capacity(3 * len).unwrap();
+        let m = log.metrics();
+        assert_eq!((m.held, m.evicted, m.bound_bytes), (3, 7, 3 * len as u64));
+        assert_eq!(log.set_capacity(0), Err(CapacityError::Zero));
+        assert!(matches!(
+            log.set_capacity(10_001),
+            Err(CapacityError::AboveMax { .. })
+        ));
+        log.set_capacity(10_000).unwrap();
+        assert_eq!(log.capacity(), 10_000);
+    }
+
+    #[test]
+    fn close_ends_reads_after_what_is_held() {
+        let log = SharedLog::new(LogConfig::new(4, 1 << 20)).unwrap();
+        let mut cursor = log.cursor();
+        log.append(frame(EventType::RunFinished, 0));
+        assert!(log.close());
+        assert!(!log.close());
+        let mut out = Vec::new();
+        assert_eq!(
+            log.read(&mut cursor, 4, usize::MAX, &mut out),
+            Read::Entries(1)
+        );
+        assert_eq!(log.read(&mut cursor, 4, usize::MAX, &mut out), Read::Closed);
+    }
+
+    /// One publisher, several readers on a multi-threaded runtime: each reader sees
+    /// every offset exactly once, either read (in order) or counted as skipped, and
+    /// the per-class counts add up. Waits are never lost: every reader finishes.
+    #[test]
+    fn every_reader_accounts_for_every_event_exactly_once() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            const EVENTS: u64 = 20_000;
+            let log = std::sync::Arc::new(SharedLog::new(LogConfig::new(64, 1 << 20)).unwrap());
+            let kinds = [
+                EventType::TextMessageContent,
+                EventType::Custom,
+                EventType::StateDelta,
+            ];
+            let readers: Vec<_> = (0..4)
+                .map(|r| {
+                    let log = log.clone();
+                    let mut cursor = log.cursor();
+                    tokio::spawn(async move {
+                        let (mut read, mut skipped) = (0u64, [0u64; 4]);
+                        let mut by_class = [0u64; 4];
+                        let mut out = Vec::new();
+                        loop {
+                            out.clear();
+                            match log.read(&mut cursor, 1 + r * 7, usize::MAX, &mut out) {
+                                Read::Entries(n) => {
+                                    for (i, entry) in out.iter().enumerate() {
+                                        assert_eq!(
+                                            entry.offset(),
+                                            read + skipped.iter().sum::<u64>() + i as u64
+                                        );
+                                        by_class[entry.frame().class().index()] += 1;
+                                    }
+                                    read += n as u64;
+                                    if r == 0 {
+                                        tokio::task::yield_now().await;
+                                    }
+                                }
+                                Read::Lagged(s) => {
+                                    assert_eq!(s.to - s.from, s.events.iter().sum::<u64>());
+                                    for (total, n) in skipped.iter_mut().zip(s.events) {
+                                        *total += n;
+                                    }
+                                }
+                                Read::Empty => log.wait(&cursor).await,
+                                Read::Closed => break,
+                            }
+                        }
+                        (read, skipped, by_class)
+                    })
+                })
+                .collect();
+            for i in 0..EVENTS {
+                log.append(Event::new(kinds[(i % 3) as usize].clone()).encode());
+                if i % 256 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            log.close();
+            for reader in readers {
+                let (read, skipped, by_class) = reader.await.unwrap();
+                assert_eq!(read + skipped.iter().sum::<u64>(), EVENTS);
+                for class in 0..4 {
+                    let published = (0..EVENTS)
+                        .filter(|i| kinds[(i % 3) as usize].class().index() == class)
+                        .count() as u64;
+                    assert_eq!(by_class[class] + skipped[class], published, "class {class}");
+                }
+            }
+        });
+    }
+}
