@@ -1,8 +1,12 @@
 //! Cost of one memory sample against the peers, measured in the same run.
 //!
-//! - `membound_sample`: [`Sampler::sample`] with the default config: statm, meminfo,
-//!   PSI, the cgroup's usage, `memory.stat` and every limit file up the tree (on a
-//!   cgroup v1 host: usage, stat and one `memory.limit_in_bytes` per level).
+//! - `membound_sample`: [`Sampler::sample`] with the default config, amortized over a
+//!   steady level: statm, PSI and the cgroup's usage every sample; meminfo,
+//!   `memory.stat` and every limit file up the tree (on a cgroup v1 host: stat and
+//!   one `memory.limit_in_bytes` per level) every 8th sample ([`Refresh`]'s default;
+//!   sooner if the usage moves by 1 % of the limit).
+//! - `membound_sample_full`: the same with [`Refresh::ALWAYS`]: every file, every
+//!   sample.
 //! - `membound_sample_lean`: [`SamplerConfig::lean`]: statm, the cgroup's usage and
 //!   limit files; no `memory.stat`, `meminfo` or PSI.
 //! - `sysinfo_refresh_memory_cgroup_limits`: sysinfo's `refresh_memory` (meminfo,
@@ -25,7 +29,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use membound::heap::TrackingAllocator;
-use membound::os::{Sampler, SamplerConfig};
+use membound::os::{Refresh, Sampler, SamplerConfig};
 
 fn os_sample(c: &mut Criterion) {
     let mut group = c.benchmark_group("os_sample");
@@ -33,6 +37,11 @@ fn os_sample(c: &mut Criterion) {
     let mut sampler = Sampler::new(SamplerConfig::default()).expect("sampler");
     group.bench_function("membound_sample", |b| {
         b.iter(|| black_box(sampler.sample()));
+    });
+    let always = SamplerConfig::default().with_refresh(Refresh::ALWAYS);
+    let mut full = Sampler::new(always).expect("sampler");
+    group.bench_function("membound_sample_full", |b| {
+        b.iter(|| black_box(full.sample()));
     });
     let mut lean = Sampler::new(SamplerConfig::lean()).expect("sampler");
     group.bench_function("membound_sample_lean", |b| {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use membound::os::{
-    CgroupLimitFile, CgroupVersion, DiscoveryError, EffectiveLimit, LimitSource, Sampler,
+    CgroupLimitFile, CgroupVersion, DiscoveryError, EffectiveLimit, LimitSource, Refresh, Sampler,
     SamplerConfig, WorkingSet,
 };
 
@@ -183,9 +183,17 @@ fn malformed_files_skip_their_fields_and_are_counted() {
     assert_eq!(sample.limit.unwrap().source, LimitSource::Physical);
     assert_eq!(sample.utilization, None, "nothing to measure: no guess");
     assert_eq!(s.errors(), 6);
+    // The next sample reads the cheap files only (PSI, memory.current): the limits,
+    // memory.stat, meminfo and statm (RSS is only reported where the cgroup's usage
+    // is measured) wait for the next full read.
     s.sample();
-    assert_eq!(s.errors(), 12);
+    assert_eq!(s.errors(), 8);
     assert!(s.last_error().is_some());
+    let mut always =
+        Sampler::new(config(&fixture("malformed")).with_refresh(Refresh::ALWAYS)).unwrap();
+    always.sample();
+    always.sample();
+    assert_eq!((always.errors(), always.full_reads()), (12, 2));
 }
 
 #[test]
@@ -271,9 +279,9 @@ fn a_file_that_stops_reading_is_reopened() {
 }
 
 #[test]
-fn limits_are_reread_every_sample() {
+fn limits_are_reread_at_every_full_read() {
     let root = scratch_copy("v2-nested");
-    let mut s = Sampler::new(config(&root)).unwrap();
+    let mut s = Sampler::new(config(&root).with_refresh(Refresh::ALWAYS)).unwrap();
     assert_eq!(s.sample().limit.unwrap().bytes, 256 * MIB);
     // `docker update --memory`: the same open file now says something else.
     std::fs::write(root.join("sys/fs/cgroup/kubepods/pod1/memory.max"), "max\n").unwrap();
@@ -281,6 +289,73 @@ fn limits_are_reread_every_sample() {
         s.sample().limit,
         cgroup_limit(300 * MIB, CgroupLimitFile::V2High, 0)
     );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The default schedule: cheap figures every sample, the expensive files every 8th
+/// sample or as soon as the usage moves by more than 1 % of the limit, and the error
+/// in between exactly what the docs bound it by.
+#[test]
+fn expensive_files_are_read_on_schedule_within_the_documented_bound() {
+    let root = scratch_copy("v2");
+    let cgroup = root.join("sys/fs/cgroup");
+    let mut s = Sampler::new(config(&root)).unwrap();
+    assert_eq!(s.config().refresh, Refresh::new(8, 0.01));
+    let first = s.sample();
+    assert_eq!((s.full_reads(), first.working_set), (1, Some(250 * MIB)));
+    let usage = first.cgroup_usage.unwrap();
+
+    // Slow figures change, the usage moves by less than 1 % of 768 MiB (7.68 MiB).
+    let stat = std::fs::read_to_string(cgroup.join("memory.stat")).unwrap();
+    let stat = stat.replace("inactive_file 52428800", "inactive_file 10485760");
+    std::fs::write(cgroup.join("memory.stat"), stat).unwrap();
+    std::fs::write(cgroup.join("memory.high"), format!("{}\n", 700 * MIB)).unwrap();
+    std::fs::write(cgroup.join("memory.pressure"), "some avg10=40.00 avg60=0.00 avg300=0.00 total=1\nfull avg10=1.00 avg60=0.00 avg300=0.00 total=1\n").unwrap();
+    let moved = usage + 5 * MIB;
+    std::fs::write(cgroup.join("memory.current"), format!("{moved}\n")).unwrap();
+    let statm = root.join("proc/self/statm");
+    std::fs::write(&statm, "30000 5000 1200 100 0 5000 0\n").unwrap();
+    for n in 2..=8 {
+        let sample = s.sample();
+        assert_eq!(s.full_reads(), 1, "sample {n}");
+        // Fresh: the usage and PSI of this sample.
+        assert_eq!(sample.cgroup_usage, Some(moved));
+        assert!((sample.psi.unwrap().some_avg10 - 40.0).abs() < 1e-9);
+        // Reused: the limit and the inactive file cache of the full read, so the
+        // working set's error is the inactive cache's move (40 MiB here), no more.
+        assert_eq!(sample.limit.unwrap().bytes, 768 * MIB);
+        assert_eq!(sample.working_set, Some(moved - 50 * MIB));
+        assert_eq!(sample.rss, first.rss);
+    }
+    // The 9th sample is the next full read.
+    let ninth = s.sample();
+    assert_eq!(s.full_reads(), 2);
+    assert_eq!(ninth.limit.unwrap().bytes, 700 * MIB);
+    assert_eq!(ninth.working_set, Some(moved - 10 * MIB));
+    assert_eq!(ninth.rss, first.rss.map(|rss| rss * 2)); // 5000 resident pages, not 2500
+
+    // A move of more than 1 % of the limit (700 MiB: 7 MiB) forces a full read at once.
+    std::fs::write(cgroup.join("memory.high"), format!("{}\n", 650 * MIB)).unwrap();
+    s.sample();
+    assert_eq!(s.full_reads(), 2);
+    let jumped = moved + 8 * MIB;
+    std::fs::write(cgroup.join("memory.current"), format!("{jumped}\n")).unwrap();
+    let sample = s.sample();
+    assert_eq!(s.full_reads(), 3);
+    assert_eq!(sample.limit.unwrap().bytes, 650 * MIB);
+    // A cheap figure that vanishes (here: unreadable) also forces one.
+    std::fs::write(cgroup.join("memory.current"), "garbage\n").unwrap();
+    let sample = s.sample();
+    assert_eq!((sample.cgroup_usage, s.full_reads()), (None, 4));
+
+    assert!(matches!(
+        Sampler::new(config(&root).with_refresh(Refresh::new(0, 0.01))),
+        Err(membound::os::OsError::BadRefresh)
+    ));
+    assert!(matches!(
+        Sampler::new(config(&root).with_refresh(Refresh::new(4, f64::NAN))),
+        Err(membound::os::OsError::BadRefresh)
+    ));
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -25,11 +25,9 @@ impl Sampler {
     ///
     /// # Errors
     ///
-    /// [`OsError::ZeroUserLimit`] for a user limit of 0.
+    /// What [`SamplerConfig::validate`] finds wrong.
     pub fn new(config: SamplerConfig) -> Result<Self, OsError> {
-        if config.user_limit == Some(0) {
-            return Err(OsError::ZeroUserLimit);
-        }
+        config.validate()?;
         Ok(Self {
             config,
             errors: ErrorLog::default(),

@@ -173,6 +173,34 @@ pub struct Sampler {
     cgroup: Result<CgroupFiles, DiscoveryError>,
     errors: ErrorLog,
     heap: Option<HeapRef>,
+    /// The expensive figures of the last full read; `None` before the first sample.
+    slow: Option<SlowCache>,
+    full_reads: u64,
+}
+
+/// What a full read finds in the expensive files.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlowFigures {
+    /// RSS, where the cgroup's usage is what is measured.
+    rss: Option<u64>,
+    mem_total: Option<u64>,
+    mem_available: Option<u64>,
+    /// The tightest cgroup limit up the tree.
+    cgroup_limit: Option<EffectiveLimit>,
+    /// The inactive file cache, for the working set.
+    inactive: Option<u64>,
+}
+
+/// The last full read, and what the refresh schedule compares against.
+#[derive(Debug, Clone, Copy)]
+struct SlowCache {
+    figures: SlowFigures,
+    /// The cheap usage (the cgroup's, else RSS) at the full read.
+    cheap: Option<u64>,
+    /// The effective limit at the full read, bytes (set by the sample that made it).
+    limit: Option<u64>,
+    /// Samples taken since the full read, that one included.
+    samples: u64,
 }
 
 impl Sampler {
@@ -180,14 +208,12 @@ impl Sampler {
     ///
     /// # Errors
     ///
-    /// [`OsError::ZeroUserLimit`] for a user limit of 0; [`OsError::Open`] if
+    /// What [`SamplerConfig::validate`] finds wrong; [`OsError::Open`] if
     /// `/proc/self/statm` or `/proc/meminfo` cannot be opened (no procfs at
     /// `proc_root`). A missing cgroup or PSI is not an error: those fields stay
     /// `None` and [`cgroup_error`](Self::cgroup_error) says why.
     pub fn new(config: SamplerConfig) -> Result<Self, OsError> {
-        if config.user_limit == Some(0) {
-            return Err(OsError::ZeroUserLimit);
-        }
+        config.validate()?;
         let required = |path: PathBuf| match File::open(&path) {
             Ok(file) => Ok(Source {
                 path,
@@ -233,146 +259,66 @@ impl Sampler {
             cgroup,
             errors: ErrorLog::default(),
             heap: None,
+            slow: None,
+            full_reads: 0,
         })
     }
 
     /// Takes one sample. Allocation-free; a field that fails is `None` and counted.
+    ///
+    /// The cheap figures (the cgroup's usage, PSI, and RSS where there is no cgroup)
+    /// are read every time; the limits, `memory.stat`, `/proc/meminfo` (and RSS where
+    /// the cgroup's usage is measured) on the [`Refresh`](super::Refresh) schedule,
+    /// reusing their last values in between
+    /// ([`full_reads`](Self::full_reads) counts the samples that read them).
     pub fn sample(&mut self) -> MemorySample {
         let mut s = MemorySample::default();
         self.errors.this_sample = 0;
-        s.rss = self.read_rss();
-
-        match self
-            .config
-            .host_pressure
-            .then(|| self.meminfo.read(&mut self.buf))
-        {
-            None => s.mem_total = self.physical,
-            Some(Ok(text)) => {
-                s.mem_total = parse::meminfo_value(text, b"MemTotal:");
-                s.mem_available = parse::meminfo_value(text, b"MemAvailable:");
-                if s.mem_total.is_none() || s.mem_available.is_none() {
-                    self.errors
-                        .record(SampleField::Meminfo, SampleErrorKind::Malformed);
-                }
+        // With a cgroup usage file, that is what is measured, and RSS is only
+        // reported: a slow figure. Without, RSS is what is measured.
+        let rss_is_slow = self.cgroup.as_ref().is_ok_and(|files| files.usage.is_some());
+        if !rss_is_slow {
+            s.rss = self.read_rss();
+        }
+        self.read_psi(&mut s);
+        s.cgroup_usage = self.read_cgroup_usage();
+        let cheap = if self.cgroup.is_ok() {
+            s.cgroup_usage
+        } else {
+            s.rss
+        };
+        if self.full_read_due(cheap) {
+            let mut slow = self.read_slow();
+            if rss_is_slow {
+                slow.rss = self.read_rss();
             }
-            Some(Err(kind)) => self
-                .errors
-                .record(SampleField::Meminfo, SampleErrorKind::Io(kind)),
+            self.slow = Some(SlowCache {
+                figures: slow,
+                cheap,
+                limit: None,
+                samples: 0,
+            });
+            self.full_reads += 1;
         }
-        if s.mem_total.is_none() {
-            s.mem_total = self.physical;
+        // Set by the full read above at the latest.
+        let Some(cache) = &mut self.slow else {
+            return s;
+        };
+        cache.samples += 1;
+        let slow = cache.figures;
+        if rss_is_slow {
+            s.rss = slow.rss;
         }
-
-        if let Some(psi) = &mut self.psi {
-            match psi.read(&mut self.buf) {
-                Ok(text) => match parse::psi_avg10(text) {
-                    Some((some, full)) => {
-                        s.psi = Some(Psi {
-                            some_avg10: some,
-                            full_avg10: full,
-                        })
-                    }
-                    None => self
-                        .errors
-                        .record(SampleField::Psi, SampleErrorKind::Malformed),
+        s.mem_total = slow.mem_total.or(self.physical);
+        s.mem_available = slow.mem_available;
+        if self.cgroup.is_ok() {
+            s.working_set = match self.config.working_set {
+                WorkingSet::Usage => s.cgroup_usage,
+                _ => match (slow.inactive, s.cgroup_usage) {
+                    (Some(inactive), Some(usage)) => Some(usage.saturating_sub(inactive)),
+                    _ => None,
                 },
-                Err(kind) => self
-                    .errors
-                    .record(SampleField::Psi, SampleErrorKind::Io(kind)),
-            }
-        }
-
-        // `hierarchical_memory_limit` (v1) is the tightest of all ancestors, even those
-        // above the mount; it is reported at the mount's depth, the highest this
-        // sampler sees.
-        // Candidates in order of preference on ties: cgroup (own level first), user,
-        // physical.
-        let mut cgroup_limit: Option<EffectiveLimit> = None;
-        if let Ok(files) = &mut self.cgroup {
-            let version = files.info.version;
-            if let Some(usage) = &mut files.usage {
-                match usage.read(&mut self.buf) {
-                    Ok(text) => match parse::parse_u64(text) {
-                        Some(bytes) => s.cgroup_usage = Some(bytes),
-                        None => self
-                            .errors
-                            .record(SampleField::CgroupUsage, SampleErrorKind::Malformed),
-                    },
-                    Err(kind) => self
-                        .errors
-                        .record(SampleField::CgroupUsage, SampleErrorKind::Io(kind)),
-                }
-            }
-            for limit in &mut files.limits {
-                match limit.source.read(&mut self.buf) {
-                    Ok(text) => match parse::parse_limit(text) {
-                        Some(Some(bytes)) => {
-                            cgroup_limit =
-                                tightest(cgroup_limit.into_iter().chain([EffectiveLimit {
-                                    bytes,
-                                    source: LimitSource::Cgroup {
-                                        file: limit.file,
-                                        depth: limit.depth,
-                                    },
-                                }]));
-                        }
-                        Some(None) => {}
-                        None => self
-                            .errors
-                            .record(SampleField::CgroupLimit, SampleErrorKind::Malformed),
-                    },
-                    Err(kind) => self
-                        .errors
-                        .record(SampleField::CgroupLimit, SampleErrorKind::Io(kind)),
-                }
-            }
-            let stat = match self.config.working_set {
-                WorkingSet::Usage => None,
-                _ => files.stat.as_mut(),
             };
-            if let Some(stat) = stat {
-                match stat.read(&mut self.buf) {
-                    Ok(text) => {
-                        let inactive = match version {
-                            CgroupVersion::V1 => parse::stat_value(text, b"total_inactive_file")
-                                .or_else(|| parse::stat_value(text, b"inactive_file")),
-                            CgroupVersion::V2 => parse::stat_value(text, b"inactive_file"),
-                        };
-                        if version == CgroupVersion::V1 {
-                            let hierarchical = parse::field(text, b"hierarchical_memory_limit")
-                                .and_then(parse::parse_limit)
-                                .flatten();
-                            if let Some(bytes) = hierarchical {
-                                let depth = files.limits.iter().map(|l| l.depth).max().unwrap_or(0);
-                                cgroup_limit =
-                                    tightest(cgroup_limit.into_iter().chain([EffectiveLimit {
-                                        bytes,
-                                        source: LimitSource::Cgroup {
-                                            file: CgroupLimitFile::V1Hierarchical,
-                                            depth,
-                                        },
-                                    }]));
-                            }
-                        }
-                        match (self.config.working_set, inactive, s.cgroup_usage) {
-                            (WorkingSet::Usage, _, usage) => s.working_set = usage,
-                            (_, Some(inactive), Some(usage)) => {
-                                s.working_set = Some(usage.saturating_sub(inactive));
-                            }
-                            (_, None, _) => self
-                                .errors
-                                .record(SampleField::CgroupStat, SampleErrorKind::Malformed),
-                            (_, Some(_), None) => {}
-                        }
-                    }
-                    Err(kind) => self
-                        .errors
-                        .record(SampleField::CgroupStat, SampleErrorKind::Io(kind)),
-                }
-            } else if self.config.working_set == WorkingSet::Usage {
-                s.working_set = s.cgroup_usage;
-            }
         }
 
         let user = self.config.user_limit.map(|bytes| EffectiveLimit {
@@ -383,7 +329,10 @@ impl Sampler {
             bytes,
             source: LimitSource::Physical,
         });
-        s.limit = tightest(cgroup_limit.into_iter().chain(user).chain(physical));
+        s.limit = tightest(slow.cgroup_limit.into_iter().chain(user).chain(physical));
+        cache
+            .limit
+            .get_or_insert(s.limit.map_or(0, |limit| limit.bytes));
         s.used = if self.cgroup.is_ok() {
             s.working_set.or(s.cgroup_usage).or(s.rss)
         } else {
@@ -393,6 +342,172 @@ impl Sampler {
         s.heap = HeapRef::live(self.heap);
         s.errors = self.errors.this_sample;
         s
+    }
+
+    /// Samples that read the expensive files (limits, `memory.stat`, `meminfo`) since
+    /// construction; see [`Refresh`](super::Refresh).
+    pub fn full_reads(&self) -> u64 {
+        self.full_reads
+    }
+
+    /// Whether this sample must read the expensive files: the first one, every
+    /// `refresh.every`-th, and one whose cheap usage moved by more than
+    /// `refresh.on_change` of the limit since the last full read.
+    fn full_read_due(&self, cheap: Option<u64>) -> bool {
+        let Some(cache) = &self.slow else {
+            return true;
+        };
+        let refresh = self.config.refresh;
+        if cache.samples >= u64::from(refresh.every) {
+            return true;
+        }
+        match (cheap, cache.cheap, cache.limit) {
+            (Some(now), Some(then), Some(limit)) => {
+                now.abs_diff(then) as f64 > refresh.on_change * limit as f64
+            }
+            // A figure that appeared or vanished: read everything again.
+            (now, then, _) => now.is_some() != then.is_some(),
+        }
+    }
+
+    fn read_psi(&mut self, s: &mut MemorySample) {
+        let Some(psi) = &mut self.psi else {
+            return;
+        };
+        match psi.read(&mut self.buf) {
+            Ok(text) => match parse::psi_avg10(text) {
+                Some((some, full)) => {
+                    s.psi = Some(Psi {
+                        some_avg10: some,
+                        full_avg10: full,
+                    })
+                }
+                None => self
+                    .errors
+                    .record(SampleField::Psi, SampleErrorKind::Malformed),
+            },
+            Err(kind) => self
+                .errors
+                .record(SampleField::Psi, SampleErrorKind::Io(kind)),
+        }
+    }
+
+    fn read_cgroup_usage(&mut self) -> Option<u64> {
+        let usage = self.cgroup.as_mut().ok()?.usage.as_mut()?;
+        match usage.read(&mut self.buf) {
+            Ok(text) => match parse::parse_u64(text) {
+                Some(bytes) => Some(bytes),
+                None => {
+                    self.errors
+                        .record(SampleField::CgroupUsage, SampleErrorKind::Malformed);
+                    None
+                }
+            },
+            Err(kind) => {
+                self.errors
+                    .record(SampleField::CgroupUsage, SampleErrorKind::Io(kind));
+                None
+            }
+        }
+    }
+
+    /// Reads the expensive files: the host's meminfo, the cgroup's limits up the
+    /// tree, and its `memory.stat` (for the inactive file cache and, on v1, the
+    /// hierarchical limit).
+    fn read_slow(&mut self) -> SlowFigures {
+        let mut slow = SlowFigures::default();
+        match self
+            .config
+            .host_pressure
+            .then(|| self.meminfo.read(&mut self.buf))
+        {
+            None => {}
+            Some(Ok(text)) => {
+                slow.mem_total = parse::meminfo_value(text, b"MemTotal:");
+                slow.mem_available = parse::meminfo_value(text, b"MemAvailable:");
+                if slow.mem_total.is_none() || slow.mem_available.is_none() {
+                    self.errors
+                        .record(SampleField::Meminfo, SampleErrorKind::Malformed);
+                }
+            }
+            Some(Err(kind)) => self
+                .errors
+                .record(SampleField::Meminfo, SampleErrorKind::Io(kind)),
+        }
+
+        // `hierarchical_memory_limit` (v1) is the tightest of all ancestors, even those
+        // above the mount; it is reported at the mount's depth, the highest this
+        // sampler sees.
+        // Candidates in order of preference on ties: cgroup (own level first), user,
+        // physical.
+        let Ok(files) = &mut self.cgroup else {
+            return slow;
+        };
+        let version = files.info.version;
+        for limit in &mut files.limits {
+            match limit.source.read(&mut self.buf) {
+                Ok(text) => match parse::parse_limit(text) {
+                    Some(Some(bytes)) => {
+                        slow.cgroup_limit =
+                            tightest(slow.cgroup_limit.into_iter().chain([EffectiveLimit {
+                                bytes,
+                                source: LimitSource::Cgroup {
+                                    file: limit.file,
+                                    depth: limit.depth,
+                                },
+                            }]));
+                    }
+                    Some(None) => {}
+                    None => self
+                        .errors
+                        .record(SampleField::CgroupLimit, SampleErrorKind::Malformed),
+                },
+                Err(kind) => self
+                    .errors
+                    .record(SampleField::CgroupLimit, SampleErrorKind::Io(kind)),
+            }
+        }
+        let stat = match self.config.working_set {
+            WorkingSet::Usage => None,
+            _ => files.stat.as_mut(),
+        };
+        let Some(stat) = stat else {
+            return slow;
+        };
+        match stat.read(&mut self.buf) {
+            Ok(text) => {
+                let inactive = match version {
+                    CgroupVersion::V1 => parse::stat_value(text, b"total_inactive_file")
+                        .or_else(|| parse::stat_value(text, b"inactive_file")),
+                    CgroupVersion::V2 => parse::stat_value(text, b"inactive_file"),
+                };
+                if version == CgroupVersion::V1 {
+                    let hierarchical = parse::field(text, b"hierarchical_memory_limit")
+                        .and_then(parse::parse_limit)
+                        .flatten();
+                    if let Some(bytes) = hierarchical {
+                        let depth = files.limits.iter().map(|l| l.depth).max().unwrap_or(0);
+                        slow.cgroup_limit =
+                            tightest(slow.cgroup_limit.into_iter().chain([EffectiveLimit {
+                                bytes,
+                                source: LimitSource::Cgroup {
+                                    file: CgroupLimitFile::V1Hierarchical,
+                                    depth,
+                                },
+                            }]));
+                    }
+                }
+                slow.inactive = inactive;
+                if inactive.is_none() {
+                    self.errors
+                        .record(SampleField::CgroupStat, SampleErrorKind::Malformed);
+                }
+            }
+            Err(kind) => self
+                .errors
+                .record(SampleField::CgroupStat, SampleErrorKind::Io(kind)),
+        }
+        slow
     }
 
     /// The process's RSS alone: one `pread` of `/proc/self/statm`. Used around

@@ -136,6 +136,76 @@ pub struct SamplerConfig {
     pub host_pressure: bool,
     /// Whether to read memory PSI at every sample. Default `true`.
     pub psi: bool,
+    /// How often the expensive files are read ([`Refresh`]); the cheap ones are read
+    /// at every sample.
+    pub refresh: Refresh,
+}
+
+/// When a [`Sampler`] reads its expensive files.
+///
+/// A sample always reads the cheap figures that are measured against the limit: the
+/// cgroup's usage (`memory.current`, `memory.usage_in_bytes`), or RSS
+/// (`/proc/self/statm`) where there is no cgroup, and PSI; about a microsecond each.
+/// The rest moves slowly or is only reported, and costs more: the limit files up the
+/// cgroup tree, `memory.stat` (for the working set's inactive file cache; 6 µs on
+/// cgroup v1), `/proc/meminfo` (the host's `MemAvailable`; 5 µs) and, where the
+/// cgroup's usage is measured, RSS. Those are read
+/// in full at the first sample, at least every `every` samples, and at once when the
+/// usage has moved by more than `on_change` of the limit since the last full read;
+/// in between, a sample reuses their last values.
+///
+/// # Error bound
+///
+/// Between full reads, the usage and PSI are exact (read this sample). What is
+/// reused is at most `every - 1` samples old: a limit changed by `docker update` is
+/// seen within `every` samples; the host's `MemAvailable` and a cgroup's process's
+/// RSS likewise; and the working
+/// set is the current usage minus the inactive file cache of the last full read, so
+/// its error is how far the inactive file cache moved since then (any move of the
+/// usage itself beyond `on_change` of the limit forces a full read). With the
+/// defaults (every 8th sample, 1 %) at the monitor's 5 s interval that is 40 s.
+/// `Refresh::ALWAYS` reads everything every time.
+///
+/// # Examples
+///
+/// ```
+/// use membound::os::{Refresh, SamplerConfig};
+///
+/// let config = SamplerConfig::default().with_refresh(Refresh::ALWAYS);
+/// assert_eq!(config.refresh.every, 1);
+/// assert_eq!(Refresh::default(), Refresh { every: 8, on_change: 0.01 });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Refresh {
+    /// A full read at least every this many samples; 1 reads everything every time.
+    /// Non-zero.
+    pub every: u32,
+    /// A full read as soon as the usage has moved by more than this fraction of the
+    /// limit since the last one (`0.0..=1.0`).
+    pub on_change: f64,
+}
+
+impl Refresh {
+    /// Every file at every sample.
+    pub const ALWAYS: Self = Self {
+        every: 1,
+        on_change: 0.0,
+    };
+
+    /// A full read every `every` samples, or when the usage moved by `on_change` of
+    /// the limit.
+    pub const fn new(every: u32, on_change: f64) -> Self {
+        Self { every, on_change }
+    }
+}
+
+impl Default for Refresh {
+    /// Every 8th sample, or on a move of 1 % of the limit.
+    fn default() -> Self {
+        Self::new(8, 0.01)
+    }
 }
 
 impl Default for SamplerConfig {
@@ -148,6 +218,7 @@ impl Default for SamplerConfig {
             working_set: WorkingSet::default(),
             host_pressure: true,
             psi: true,
+            refresh: Refresh::default(),
         }
     }
 }
@@ -200,6 +271,29 @@ impl SamplerConfig {
     pub fn with_psi(mut self, enabled: bool) -> Self {
         self.psi = enabled;
         self
+    }
+
+    /// The same configuration reading the expensive files on another schedule.
+    #[must_use]
+    pub fn with_refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// Checks the configuration; [`Sampler::new`] does too.
+    ///
+    /// # Errors
+    ///
+    /// [`OsError::ZeroUserLimit`] for a user limit of 0, [`OsError::BadRefresh`] for
+    /// a [`Refresh`] that cannot work.
+    pub fn validate(&self) -> Result<(), OsError> {
+        if self.user_limit == Some(0) {
+            return Err(OsError::ZeroUserLimit);
+        }
+        if self.refresh.every == 0 || !(0.0..=1.0).contains(&self.refresh.on_change) {
+            return Err(OsError::BadRefresh);
+        }
+        Ok(())
     }
 
     /// The cheapest configuration that still tracks the container: RSS, the cgroup's
@@ -540,6 +634,8 @@ impl core::error::Error for SampleError {}
 pub enum OsError {
     /// A user limit of 0 bytes: every sample would be over it.
     ZeroUserLimit,
+    /// A [`Refresh`] of every 0 samples, or a change fraction outside `0.0..=1.0`.
+    BadRefresh,
     /// A file every sample needs could not be opened (a wrong `proc_root`, no procfs).
     Open {
         /// The path.
@@ -553,6 +649,9 @@ impl fmt::Display for OsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ZeroUserLimit => f.write_str("user memory limit must be greater than zero"),
+            Self::BadRefresh => {
+                f.write_str("refresh must be every 1 or more samples, on a change within 0..=100 %")
+            }
             Self::Open { path, source } => write!(f, "cannot open {}: {source}", path.display()),
         }
     }
@@ -562,7 +661,7 @@ impl core::error::Error for OsError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             Self::Open { source, .. } => Some(source),
-            Self::ZeroUserLimit => None,
+            Self::ZeroUserLimit | Self::BadRefresh => None,
         }
     }
 }

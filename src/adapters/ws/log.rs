@@ -213,8 +213,12 @@ impl Inner {
     }
 }
 
-/// A bounded log of encoded events, read by many cursors. See the
-/// [module docs](self).
+/// A bounded log of encoded events, read by many [`Cursor`]s: the fan-out's shape
+/// (tokio's `broadcast`, a Disruptor). An append costs the same whatever the number
+/// of readers; a reader's backlog is two subtractions ([`backlog`](Self::backlog));
+/// a reader that fell behind the tail learns what it missed per delivery class
+/// ([`Read::Lagged`]), so the class rules can act on it; and each event's WebSocket
+/// frame is encoded once, for every connection ([`LogEntry::wire`]).
 ///
 /// Bounded in events and in payload bytes ([`LogConfig`]); the oldest entries are
 /// evicted first. The newest entry is always kept, even if it alone is over the byte
