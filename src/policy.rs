@@ -79,6 +79,60 @@ impl OverflowPolicy {
     }
 }
 
+/// A user's overflow policy: asked, when a structure is full, what to do with the
+/// item that does not fit, given the item itself (its priority, its class, whatever
+/// the caller can read off it). The answer is one of the built-in policies, so a rule
+/// extends the vocabulary rather than adding a second one.
+///
+/// [`OverflowPolicy`] is itself a rule (the same answer for every item), and so is
+/// any `Fn(&T) -> OverflowPolicy`. A structure's plain `push` applies its configured
+/// policy without consulting a rule (its fast path is untouched); `push_with`
+/// ([`RingCore::push_with`](crate::ring::RingCore::push_with)) consults the rule,
+/// and only when the structure is full.
+///
+/// # Examples
+///
+/// Low-priority items are dropped when the ring is full; the others evict the oldest.
+///
+/// ```
+/// use membound::policy::{OverflowPolicy, OverflowRule};
+/// use membound::ring::{Pushed, Ring, RingConfig};
+///
+/// #[derive(Debug)]
+/// struct Job { priority: u8 }
+///
+/// let by_priority = |job: &Job| match job.priority {
+///     0 => OverflowPolicy::DropNewest,
+///     _ => OverflowPolicy::DropOldest,
+/// };
+/// let ring = Ring::with_config(RingConfig::new(2).with_policy(OverflowPolicy::Reject))?;
+/// ring.push_with(Job { priority: 1 }, &by_priority)?;
+/// ring.push_with(Job { priority: 1 }, &by_priority)?;
+/// assert_eq!(ring.push_with(Job { priority: 0 }, &by_priority)?, Pushed::DroppedNewest);
+/// assert_eq!(ring.push_with(Job { priority: 2 }, &by_priority)?, Pushed::DroppedOldest);
+/// assert_eq!(by_priority.on_full(&Job { priority: 0 }), OverflowPolicy::DropNewest);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait OverflowRule<T: ?Sized> {
+    /// The policy for `item`, which found the structure full.
+    fn on_full(&self, item: &T) -> OverflowPolicy;
+}
+
+/// The built-in policy, whatever the item.
+impl<T: ?Sized> OverflowRule<T> for OverflowPolicy {
+    #[inline]
+    fn on_full(&self, _item: &T) -> OverflowPolicy {
+        *self
+    }
+}
+
+impl<T: ?Sized, F: Fn(&T) -> OverflowPolicy> OverflowRule<T> for F {
+    #[inline]
+    fn on_full(&self, item: &T) -> OverflowPolicy {
+        self(item)
+    }
+}
+
 /// How long a blocking call waits: the argument of every blocking push and pop
 /// ([`RingCore::push_wait`](crate::ring::RingCore::push_wait),
 /// [`RingCore::pop_wait`](crate::ring::RingCore::pop_wait), the

@@ -276,7 +276,10 @@ impl Sampler {
         self.errors.this_sample = 0;
         // With a cgroup usage file, that is what is measured, and RSS is only
         // reported: a slow figure. Without, RSS is what is measured.
-        let rss_is_slow = self.cgroup.as_ref().is_ok_and(|files| files.usage.is_some());
+        let rss_is_slow = self
+            .cgroup
+            .as_ref()
+            .is_ok_and(|files| files.usage.is_some());
         if !rss_is_slow {
             s.rss = self.read_rss();
         }

@@ -648,7 +648,48 @@ impl<T, S: Storage<T>> RingCore<T, S> {
             }
         }
         // At the maximum (or not growing): the policy applies.
-        match self.policy {
+        self.push_full_by(self.policy, item)
+    }
+
+    /// [`push`](Self::push), except that when the ring is full (after growing, if it
+    /// grows) the policy comes from `rule`, asked about this item, instead of the
+    /// ring's own. The rule is not consulted while there is room, so a push that fits
+    /// costs what [`push`](Self::push) costs; each outcome is counted as under that
+    /// policy.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push) under the policy the rule chose.
+    ///
+    /// # Examples
+    ///
+    /// See [`OverflowRule`](crate::policy::OverflowRule).
+    pub fn push_with<R>(&self, item: T, rule: &R) -> Result<Pushed, PushError<T>>
+    where
+        R: crate::policy::OverflowRule<T> + ?Sized,
+    {
+        let mut item = item;
+        let mut grew = false;
+        loop {
+            match self.push_inner::<false>(item) {
+                Ok(_) if grew => return Ok(Pushed::Grew),
+                Ok(_) => return Ok(Pushed::Stored),
+                Err(PushError::Full(back)) if self.grows && self.grow() => {
+                    item = back;
+                    grew = true;
+                }
+                Err(PushError::Full(back)) => {
+                    let policy = rule.on_full(&back);
+                    return self.push_full_by(policy, back);
+                }
+                Err(closed) => return Err(closed),
+            }
+        }
+    }
+
+    /// A push that found the ring full, under `policy`.
+    fn push_full_by(&self, policy: OverflowPolicy, item: T) -> Result<Pushed, PushError<T>> {
+        match policy {
             OverflowPolicy::DropOldest => self.push_drop_oldest(item),
             OverflowPolicy::DropNewest => self.push_drop_newest(item),
             OverflowPolicy::Reject => self.push_reject(item),

@@ -226,8 +226,12 @@ pub struct SweepStats {
     /// Slots looked at.
     pub scanned: usize,
     /// Entries removed: expired ones, plus live ones evicted while the table held more
-    /// than its soft capacity.
+    /// than its soft capacity (or, in [`sweep_with`](super::TtlTableCore::sweep_with),
+    /// those the policy expired).
     pub removed: usize,
+    /// Entries given a new deadline by a policy
+    /// ([`sweep_with`](super::TtlTableCore::sweep_with)); 0 for `sweep`.
+    pub touched: usize,
 }
 
 /// A snapshot of a table's counters.

@@ -56,6 +56,7 @@
 
 mod config;
 mod core;
+mod policy;
 
 pub use self::config::{
     EvictionCause, EvictionHook, InsertError, NoHook, SweepStats, TableConfig, TableMetrics,
@@ -66,6 +67,7 @@ pub use self::core::{
 };
 #[cfg(feature = "alloc")]
 pub use self::core::{HeapStorage, TtlTable};
+pub use self::policy::{EntryView, Expired, Sweep, SweepPolicy, SweepView};
 
 /// The largest capacity a table accepts: 2^32 entries on 64-bit targets, 2^28 on
 /// 32-bit ones.

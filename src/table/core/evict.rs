@@ -9,7 +9,7 @@ use super::vacate::Doomed;
 use super::{Storage, TtlTableCore};
 use crate::clock::Clock;
 use crate::sync::Ordering;
-use crate::table::{EvictionCause, EvictionHook};
+use crate::table::{EntryView, EvictionCause, EvictionHook, Sweep, SweepPolicy};
 
 /// Live entries an eviction compares before choosing the soonest-expiring.
 pub(super) const EVICT_SAMPLE: usize = 8;
@@ -74,6 +74,85 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
         drop(lock);
         drop(self.report(cause, k, v));
         true
+    }
+
+    /// A policy's decision on the entry at `index`: takes the segment lock (without
+    /// waiting) and claims the slot as [`remove_if`](Self::remove_if) does, then asks
+    /// `policy` and acts: removes the entry, gives it a new deadline, or puts it back
+    /// untouched. Returns the decision acted on; `None` if the slot could not be
+    /// claimed (locked, read, or changed meanwhile).
+    pub(super) fn decide_claimed<P: SweepPolicy<K, V> + ?Sized>(
+        &self,
+        index: usize,
+        now: u64,
+        policy: &mut P,
+    ) -> Option<Sweep> {
+        let seg = index / self.geo.seg_len;
+        let w = self.segment(seg);
+        let lock = LockGuard::try_lock(&w.lock)?;
+        let state = self.state(index);
+        let s = state.load(Ordering::Acquire);
+        if kind(s) != READY || readers(s) != 0 {
+            return None;
+        }
+        // Acquire: as in `remove_if`, sees the expiry a `touch` stored before its
+        // Release `fetch_sub`, and the entry as its writer published it.
+        state
+            .compare_exchange(
+                s,
+                (s & !KIND_MASK) | BUSY,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        /// Puts the claimed slot back as it was if the policy panics.
+        struct Unclaim<'a>(&'a crate::sync::AtomicU64, u64);
+        impl Drop for Unclaim<'_> {
+            fn drop(&mut self) {
+                self.0.store(self.1, Ordering::Release);
+            }
+        }
+        let unclaim = Unclaim(state, s);
+        let slot = self.slot(index);
+        let expires_at = slot.expires.load(Ordering::Relaxed);
+        let decision = slot.entry.with(|entry| {
+            // SAFETY: the slot is `BUSY` under the segment lock with no readers: no
+            // reader joins a `BUSY` slot and no writer takes the lock, so the entry,
+            // initialised since the slot was `READY`, is ours to read.
+            let (key, value) = unsafe { (*entry).assume_init_ref() };
+            policy.decide(&EntryView {
+                key,
+                value,
+                expires_at,
+                now,
+            })
+        });
+        match decision {
+            Sweep::Keep => drop(unclaim),
+            Sweep::Touch(ttl) => {
+                // Relaxed: published to readers by the Release store that puts the
+                // slot back (they join with Acquire).
+                let deadline = now.saturating_add(self.clock.ticks_for(ttl));
+                slot.expires.store(deadline, Ordering::Relaxed);
+                drop(unclaim);
+            }
+            Sweep::Expire => {
+                core::mem::forget(unclaim);
+                let cause = if expires_at <= now {
+                    bump(&w.expired);
+                    EvictionCause::Expired
+                } else {
+                    bump(&w.evicted);
+                    EvictionCause::Evicted
+                };
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                let doomed = Doomed { index, seg, cause };
+                let (k, v) = self.vacate(&doomed, true);
+                drop(lock);
+                drop(self.report(cause, k, v));
+            }
+        }
+        Some(decision)
     }
 
     /// Evicts one entry among the first live ones from global slot `start` (within

@@ -100,3 +100,39 @@ fn move_out_after_a_reader_happens_before_the_next_fill_of_the_slot() {
         }
     });
 }
+
+/// A policy sweep claims an entry, touches it and puts it back, while a reader
+/// looks it up and a writer replaces it: the reader sees the old or the new value,
+/// never a torn or foreign one (or, if every probe met the claim, none: a lookup
+/// racing a cleaner's claim may miss, as documented); the policy only ever sees a
+/// whole entry; and afterwards the table holds exactly the new value, whose deadline
+/// is the writer's or the touch's.
+#[test]
+fn a_policy_touch_racing_a_reader_and_a_replacement_loses_nothing() {
+    use crate::table::{EntryView, Sweep};
+    loom::model(|| {
+        let table = two_entry_table();
+        table.insert(7, 1u32).unwrap();
+        let reader = {
+            let table = table.clone();
+            loom::thread::spawn(move || table.get(&7))
+        };
+        let sweeper = {
+            let table = table.clone();
+            loom::thread::spawn(move || {
+                let mut touch = |e: &EntryView<'_, u32, u32>| {
+                    assert!(*e.value == 1 || *e.value == 2, "{}", e.value);
+                    Sweep::Touch(Duration::from_secs(5))
+                };
+                table.sweep_with(0, usize::MAX, &mut touch).touched
+            })
+        };
+        let old = table.insert(7, 2).unwrap();
+        assert_eq!(old, Some(1));
+        let seen = reader.join().unwrap();
+        assert!(matches!(seen, None | Some(1) | Some(2)), "{seen:?}");
+        assert!(sweeper.join().unwrap() <= 1);
+        assert_eq!(table.get(&7), Some(2));
+        assert_eq!(table.len(), 1);
+    });
+}

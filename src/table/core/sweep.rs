@@ -7,7 +7,7 @@ use super::slot::{kind, readers, READY};
 use super::{Storage, TtlTableCore};
 use crate::clock::Clock;
 use crate::sync::Ordering;
-use crate::table::{EvictionHook, SweepStats};
+use crate::table::{EvictionHook, SweepPolicy, SweepStats, SweepView};
 
 impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Storage<K, V>>
     TtlTableCore<K, V, C, S, H, St>
@@ -53,7 +53,7 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
             % total as u64) as usize;
         let mut stats = SweepStats {
             scanned: budget,
-            removed: 0,
+            ..SweepStats::default()
         };
         let mut index = start;
         for _ in 0..budget {
@@ -64,6 +64,63 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
                 let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
                 if (expired || over) && self.remove_if(index, now, over, false) {
                     stats.removed += 1;
+                }
+            }
+            index = if index + 1 == total { 0 } else { index + 1 };
+        }
+        stats
+    }
+
+    /// [`sweep`](Self::sweep) with a user's cleanup policy: scans up to `budget`
+    /// slots from the shared sweep cursor and asks `policy` about each live entry that
+    /// no one is reading, which it keeps, expires (removes now) or touches (gives a new
+    /// deadline). Nothing else is removed: the soft-capacity eviction of `sweep` is the
+    /// policy's to do (its [`begin`](SweepPolicy::begin) sees the length and the soft
+    /// capacity). Entries being read, and segments another writer holds, are skipped
+    /// as by `sweep`. Never waits and never allocates.
+    ///
+    /// Each decision is taken with the entry claimed, as a removal claims it, so an
+    /// entry is decided on by one sweep at a time and never while a reader holds it.
+    /// A lookup that meets the claim probes again and, if the claim outlasts its
+    /// retries, misses the entry, as it may while a cleaner rechecks an expired one:
+    /// a policy that keeps most entries makes such misses likelier than `sweep` does,
+    /// so sweep with it off the hot path, and keep `decide` short.
+    ///
+    /// # Examples
+    ///
+    /// See [`SweepPolicy`].
+    pub fn sweep_with<P: SweepPolicy<K, V> + ?Sized>(
+        &self,
+        now: u64,
+        budget: usize,
+        policy: &mut P,
+    ) -> SweepStats {
+        self.control.sweeps.fetch_add(1, Ordering::Relaxed);
+        policy.begin(SweepView {
+            len: self.len(),
+            soft_capacity: self.capacity(),
+            default_ttl: self.default_ttl,
+            now,
+        });
+        let total = self.geo.total();
+        let budget = budget.min(total);
+        let start = (self
+            .control
+            .cursor
+            .fetch_add(budget as u64, Ordering::Relaxed)
+            % total as u64) as usize;
+        let mut stats = SweepStats {
+            scanned: budget,
+            ..SweepStats::default()
+        };
+        let mut index = start;
+        for _ in 0..budget {
+            let s = self.state(index).load(Ordering::Acquire);
+            if kind(s) == READY && readers(s) == 0 {
+                match self.decide_claimed(index, now, policy) {
+                    Some(crate::table::Sweep::Expire) => stats.removed += 1,
+                    Some(crate::table::Sweep::Touch(_)) => stats.touched += 1,
+                    _ => {}
                 }
             }
             index = if index + 1 == total { 0 } else { index + 1 };
