@@ -666,6 +666,26 @@ impl<T> SoftCapacity for Backpressure<T> {
         self.ring.capacity()
     }
 
+    /// The channel, its ring's slots, its boxed clock and transition hook, reserved at
+    /// construction: constant.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        let ring = SoftCapacity::footprint(&self.ring)?;
+        let own = core::mem::size_of::<Self>() - core::mem::size_of::<Ring<T>>();
+        // The boxed clock, and the boxed transition hook's closure.
+        let clock = self.clock.as_deref().map_or(0, core::mem::size_of_val);
+        let hook = self
+            .on_transition
+            .as_deref()
+            .map_or(0, core::mem::size_of_val);
+        Some(crate::capacity::Footprint::reserved(
+            ring.bytes + (own + clock + hook) as u64,
+        ))
+    }
+
+    fn kind(&self) -> &'static str {
+        <BackpressureMetrics as crate::metrics::Metrics>::KIND
+    }
+
     fn max_capacity(&self) -> usize {
         self.ring.max_capacity()
     }

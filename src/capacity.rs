@@ -55,6 +55,53 @@ pub trait SoftCapacity {
         let _ = level;
         self.set_capacity(capacity)
     }
+
+    /// The bytes the structure holds now and the most it can hold, where it knows
+    /// them: what a memory budget
+    /// ([`MemoryManager::budget`](crate::monitor::MemoryManager::budget), `std`)
+    /// lists. Each implementation documents what it counts. The default: unknown.
+    fn footprint(&self) -> Option<Footprint> {
+        None
+    }
+
+    /// A short name of the kind of structure (`"ring"`, `"table"`), for budgets
+    /// and exports: the kind of its metrics where it has them. The default:
+    /// `"component"`.
+    fn kind(&self) -> &'static str {
+        "component"
+    }
+}
+
+/// What a structure holds in memory ([`SoftCapacity::footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Footprint {
+    /// Bytes held now.
+    pub bytes: u64,
+    /// The most bytes it can hold, as configured (its reservation, or its limit).
+    pub max_bytes: u64,
+}
+
+impl Footprint {
+    /// Bytes reserved once, at construction: now and at most alike.
+    pub const fn reserved(bytes: u64) -> Self {
+        Self {
+            bytes,
+            max_bytes: bytes,
+        }
+    }
+}
+
+/// The bytes a structure reserved: its own size, plus each buffer of `buffers`
+/// (address, length in bytes) that does not lie inside it (heap storage; inline
+/// storage is part of its size already).
+pub(crate) fn reserved_bytes<O>(owner: &O, buffers: &[(*const u8, usize)]) -> u64 {
+    let start = core::ptr::from_ref(owner).cast::<u8>() as usize;
+    let size = core::mem::size_of::<O>();
+    let outside = buffers
+        .iter()
+        .filter(|(at, _)| !(start..start + size).contains(&(*at as usize)))
+        .map(|&(_, len)| len);
+    (size + outside.sum::<usize>()) as u64
 }
 
 /// The body of a [`SoftCapacity`] impl that hands every call to another
@@ -78,6 +125,12 @@ macro_rules! forward_soft_capacity {
             capacity: usize,
         ) -> Result<(), $crate::capacity::CapacityError> {
             ($to).apply_pressure(level, capacity)
+        }
+        fn footprint(&$this) -> Option<$crate::capacity::Footprint> {
+            ($to).footprint()
+        }
+        fn kind(&$this) -> &'static str {
+            ($to).kind()
         }
     };
 }

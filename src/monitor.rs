@@ -55,8 +55,8 @@ use crate::os::{
     TrimOutcome,
 };
 use crate::pressure::{
-    CapacityTargets, PressureConfig, PressureConfigError, PressureGauge, PressureLevel, Reading,
-    TargetId, Transition,
+    BudgetEntry, CapacityTargets, PressureConfig, PressureConfigError, PressureGauge,
+    PressureLevel, Reading, TargetId, Transition,
 };
 use crate::sync::blocking::{thread_local, AtomicBool, Mutex};
 use crate::sync::{AtomicU64, Ordering};
@@ -409,6 +409,75 @@ impl crate::metrics::Metrics for MonitorMetrics {
     }
 }
 
+/// Where the bounded memory is, from [`MemoryManager::budget`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Budget {
+    /// Every live registered component, the largest first.
+    pub components: Vec<BudgetEntry>,
+    /// The components' bytes now, summed (those that report a footprint).
+    pub total_bytes: u64,
+    /// The components' maximum bytes, summed.
+    pub total_max_bytes: u64,
+    /// The effective limit of the latest sample, bytes.
+    pub limit: Option<u64>,
+    /// `total_bytes` as a share of `limit`.
+    pub share_of_limit: Option<f64>,
+}
+
+impl crate::metrics::Metrics for Budget {
+    const KIND: &'static str = "budget";
+
+    /// Per component, gauges labelled `component` (its name) and `kind`: bytes now
+    /// and at most, capacity and maximum capacity; then the totals.
+    fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
+        use crate::metrics::Metric;
+        for c in &self.components {
+            let labels = [("component", &*c.name), ("kind", c.kind)];
+            if let Some(f) = c.footprint {
+                let bytes =
+                    Metric::gauge("bytes", "Bytes a registered component holds now.", f.bytes);
+                out.metric(bytes.bytes().with_labels(&labels));
+                let max = Metric::gauge(
+                    "max_bytes",
+                    "The most bytes a registered component can hold.",
+                    f.max_bytes,
+                );
+                out.metric(max.bytes().with_labels(&labels));
+            }
+            let help = "A registered component's soft capacity in force.";
+            out.metric(Metric::gauge("capacity", help, c.capacity as u64).with_labels(&labels));
+            let help = "A registered component's maximum capacity.";
+            out.metric(
+                Metric::gauge("max_capacity", help, c.max_capacity as u64).with_labels(&labels),
+            );
+        }
+        out.metric(
+            Metric::gauge(
+                "total_bytes",
+                "Bytes the registered components hold now, summed.",
+                self.total_bytes,
+            )
+            .bytes(),
+        );
+        out.metric(
+            Metric::gauge(
+                "total_max_bytes",
+                "The most bytes the registered components can hold, summed.",
+                self.total_max_bytes,
+            )
+            .bytes(),
+        );
+        if let Some(share) = self.share_of_limit {
+            out.metric(Metric::gauge(
+                "share_of_limit",
+                "The registered components' bytes as a share of the effective limit.",
+                share,
+            ));
+        }
+    }
+}
+
 /// What one [`MemoryManager::sample_now`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -716,6 +785,78 @@ impl MemoryManager {
         let level = engine.gauge.level();
         engine.targets.apply(level);
         id
+    }
+
+    /// [`register_capacity`](Self::register_capacity) under a name, which the
+    /// [`budget`](Self::budget) lists it by (otherwise it is listed by its kind).
+    pub fn register_named<T>(&self, name: impl Into<Arc<str>>, target: &Arc<T>) -> TargetId
+    where
+        T: SoftCapacity + Send + Sync + 'static,
+    {
+        let mut engine = lock(&self.shared.engine);
+        let id = engine.targets.register_named(name, target);
+        let level = engine.gauge.level();
+        engine.targets.apply(level);
+        id
+    }
+
+    /// Where the bounded memory is: every live registered component with its bytes
+    /// now and at most ([`SoftCapacity::footprint`]) and its capacities, largest
+    /// first; their sum, and that sum as a share of the effective limit of the
+    /// latest sample.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use membound::clock::ManualClock;
+    /// use membound::monitor::{MemoryManager, MemorySource, MonitorConfig};
+    /// use membound::os::{EffectiveLimit, LimitSource, MemorySample};
+    /// use membound::ring::Ring;
+    ///
+    /// struct OneGib;
+    /// impl MemorySource for OneGib {
+    ///     fn sample(&mut self) -> MemorySample {
+    ///         let limit = EffectiveLimit { bytes: 1 << 30, source: LimitSource::User };
+    ///         MemorySample::from_usage(100 << 20, limit)
+    ///     }
+    /// }
+    /// let manager = MemoryManager::with_source(MonitorConfig::production(), OneGib, ManualClock::default())?;
+    /// let queue = Arc::new(Ring::<[u8; 64]>::new(1024)?);
+    /// manager.register_named("requests", &queue);
+    /// manager.sample_now();
+    /// let budget = manager.budget();
+    /// assert_eq!((&*budget.components[0].name, budget.components[0].kind), ("requests", "ring"));
+    /// assert!(budget.total_bytes >= 64 * 1024);
+    /// assert!(budget.share_of_limit.unwrap() < 0.001);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn budget(&self) -> Budget {
+        let engine = lock(&self.shared.engine);
+        let mut components = engine.targets.budget();
+        let limit = engine
+            .last_sample
+            .and_then(|sample| sample.limit)
+            .map(|limit| limit.bytes);
+        drop(engine);
+        components.sort_by_key(|c| core::cmp::Reverse(c.footprint.map_or(0, |f| f.bytes)));
+        let total_bytes = components
+            .iter()
+            .filter_map(|c| c.footprint)
+            .map(|f| f.bytes)
+            .sum();
+        let total_max_bytes = components
+            .iter()
+            .filter_map(|c| c.footprint)
+            .map(|f| f.max_bytes)
+            .sum();
+        Budget {
+            components,
+            total_bytes,
+            total_max_bytes,
+            limit,
+            share_of_limit: limit.map(|limit| total_bytes as f64 / limit.max(1) as f64),
+        }
     }
 
     /// Forgets a soft-capacity target; it keeps its current capacity. Returns whether

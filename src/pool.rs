@@ -521,6 +521,18 @@ impl<T, F> SoftCapacity for Pool<T, F> {
         Pool::capacity(self)
     }
 
+    /// The pool and its ring of idle slots, reserved at construction: constant. The
+    /// objects' own heap allocations (a pooled `Vec`'s buffer) are not counted.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        let ring = SoftCapacity::footprint(&self.idle)?;
+        let own = (core::mem::size_of::<Self>() - core::mem::size_of::<Ring<T>>()) as u64;
+        Some(crate::capacity::Footprint::reserved(ring.bytes + own))
+    }
+
+    fn kind(&self) -> &'static str {
+        <PoolMetrics as crate::metrics::Metrics>::KIND
+    }
+
     fn max_capacity(&self) -> usize {
         Pool::max_capacity(self)
     }

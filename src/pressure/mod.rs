@@ -69,7 +69,7 @@ pub use modes::{
     ThresholdMode, ThresholdSource,
 };
 #[cfg(feature = "alloc")]
-pub use targets::{ApplyReport, CapacityTargets, TargetId};
+pub use targets::{ApplyReport, BudgetEntry, CapacityTargets, TargetId};
 
 /// How short of memory the process or its container is. Ordered: `Normal < Low <
 /// High < Critical`.

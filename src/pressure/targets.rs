@@ -31,6 +31,27 @@ struct Entry {
     /// The capacity at Normal pressure; the other levels take their
     /// [`adaptive_size`] of it.
     base: usize,
+    /// The name a budget lists it under; `None`: its kind.
+    name: Option<Arc<str>>,
+}
+
+/// One registered target as a memory budget lists it
+/// ([`CapacityTargets::budget`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetEntry {
+    /// The registration.
+    pub id: TargetId,
+    /// The name it was registered under, or its kind.
+    pub name: Arc<str>,
+    /// Its kind ([`SoftCapacity::kind`]).
+    pub kind: &'static str,
+    /// Its bytes now and at most, where it reports them
+    /// ([`SoftCapacity::footprint`]).
+    pub footprint: Option<crate::capacity::Footprint>,
+    /// Its capacity in force.
+    pub capacity: usize,
+    /// Its maximum capacity.
+    pub max_capacity: usize,
 }
 
 /// The soft-capacity targets (rings, tables) a memory manager resizes on each level
@@ -94,7 +115,16 @@ impl CapacityTargets {
         T: SoftCapacity + Send + Sync + 'static,
     {
         let base = target.capacity();
-        self.push(target, base)
+        self.push(target, base, None)
+    }
+
+    /// [`register`](Self::register) under a name, which a budget lists it by.
+    pub fn register_named<T>(&mut self, name: impl Into<Arc<str>>, target: &Arc<T>) -> TargetId
+    where
+        T: SoftCapacity + Send + Sync + 'static,
+    {
+        let base = target.capacity();
+        self.push(target, base, Some(name.into()))
     }
 
     /// Registers `target` with an explicit `base` capacity (its size at Normal).
@@ -112,10 +142,10 @@ impl CapacityTargets {
         T: SoftCapacity + Send + Sync + 'static,
     {
         capacity::check(base, target.max_capacity())?;
-        Ok(self.push(target, base))
+        Ok(self.push(target, base, None))
     }
 
-    fn push<T>(&mut self, target: &Arc<T>, base: usize) -> TargetId
+    fn push<T>(&mut self, target: &Arc<T>, base: usize, name: Option<Arc<str>>) -> TargetId
     where
         T: SoftCapacity + Send + Sync + 'static,
     {
@@ -130,6 +160,7 @@ impl CapacityTargets {
             id,
             target: weak,
             base,
+            name,
         });
         id
     }
@@ -160,6 +191,26 @@ impl CapacityTargets {
             }
         });
         report
+    }
+
+    /// Every live target's name, kind, footprint and capacities, in registration
+    /// order (targets dropped by their owners are left out).
+    pub fn budget(&self) -> Vec<BudgetEntry> {
+        self.entries
+            .iter()
+            .filter_map(|entry| {
+                let target = entry.target.upgrade()?;
+                let kind = target.kind();
+                Some(BudgetEntry {
+                    id: entry.id,
+                    name: entry.name.clone().unwrap_or_else(|| Arc::from(kind)),
+                    kind,
+                    footprint: target.footprint(),
+                    capacity: target.capacity(),
+                    max_capacity: target.max_capacity(),
+                })
+            })
+            .collect()
     }
 
     /// The number of registrations, including targets dropped since the last

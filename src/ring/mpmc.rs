@@ -1554,6 +1554,20 @@ impl<T, S: Storage<T>> SoftCapacity for RingCore<T, S> {
     fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
         RingCore::set_capacity(self, capacity)
     }
+
+    /// The ring and its slots, reserved at construction (for a growing ring, up to
+    /// its maximum): constant. Items' own heap allocations are not counted.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        let slots = self.slots.slots();
+        let buffer = (slots.as_ptr().cast::<u8>(), core::mem::size_of_val(slots));
+        Some(crate::capacity::Footprint::reserved(
+            crate::capacity::reserved_bytes(self, &[buffer]),
+        ))
+    }
+
+    fn kind(&self) -> &'static str {
+        <RingMetrics as crate::metrics::Metrics>::KIND
+    }
 }
 
 mod waiting;

@@ -23,6 +23,26 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
         self.max_capacity
     }
 
+    /// The table, its slots and segments, reserved at construction: constant. Keys'
+    /// and values' own heap allocations are not counted.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        let (slots, segments) = (self.storage.slots(), self.storage.segments());
+        let buffers = [
+            (slots.as_ptr().cast::<u8>(), core::mem::size_of_val(slots)),
+            (
+                segments.as_ptr().cast::<u8>(),
+                core::mem::size_of_val(segments),
+            ),
+        ];
+        Some(crate::capacity::Footprint::reserved(
+            crate::capacity::reserved_bytes(self, &buffers),
+        ))
+    }
+
+    fn kind(&self) -> &'static str {
+        <crate::table::TableMetrics as crate::metrics::Metrics>::KIND
+    }
+
     /// Sets the soft capacity. Lowering it below `len()` evicts up to 32 entries at
     /// once (expired first, then the soonest-expiring of samples); later sweeps and
     /// inserts evict the rest. Never allocates.
