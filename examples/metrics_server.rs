@@ -75,6 +75,7 @@ const EXPECTED: &[&str] = &[
     "membound_heap_live_bytes{heap=\"global\"}",
     "membound_sampler_errors_total{sampler=\"os\"}",
     "membound_backpressure_sent_total{backpressure=\"jobs\"}",
+    "membound_budget_bytes{budget=\"process\",component=\"sessions\",kind=\"table\"}",
 ];
 
 fn self_scrape(server: &MetricsServer) -> Result<String, String> {
@@ -146,6 +147,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     exporter.add("global", &HEAP, TrackingAllocator::stats)?;
     exporter.add_sampler("os", Sampler::new(SamplerConfig::default())?)?;
     exporter.add("jobs", &jobs, Backpressure::metrics)?;
+    // Where the bounded memory is: every component registered with the monitor.
+    monitor.register_named("events", &events);
+    monitor.register_named("sessions", &sessions);
+    monitor.register_named("jobs", &jobs);
+    exporter.add("process", &monitor, MemoryManager::budget)?;
 
     monitor.start()?;
     cleanup.start();

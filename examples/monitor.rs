@@ -18,11 +18,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use membound::clock::MonotonicClock;
 use membound::heap::TrackingAllocator;
 use membound::monitor::{MemoryManager, MonitorConfig, TrimConfig};
 use membound::os::{trim_heap, MemorySample, Sampler, SamplerConfig};
 use membound::pressure::{PressureConfig, PressureLevel};
 use membound::ring::Ring;
+use membound::table::TtlTable;
 
 const MIB: u64 = 1 << 20;
 
@@ -113,6 +115,30 @@ fn line(elapsed: Duration, s: &MemorySample, manager: &MemoryManager, ring: &Rin
         ring.max_capacity(),
         ring.len(),
     );
+    // Where the bounded memory is: the largest registered components.
+    let budget = manager.budget();
+    let top: Vec<String> = budget
+        .components
+        .iter()
+        .take(3)
+        .map(|c| {
+            let bytes = c.footprint.map_or(0, |f| f.bytes);
+            format!(
+                "{} ({}) {} KiB, cap {}/{}",
+                c.name,
+                c.kind,
+                bytes / 1024,
+                c.capacity,
+                c.max_capacity
+            )
+        })
+        .collect();
+    println!(
+        "          budget {} KiB ({:.3}% of the limit): {}",
+        budget.total_bytes / 1024,
+        budget.share_of_limit.unwrap_or(0.0) * 100.0,
+        top.join("; ")
+    );
 }
 
 fn main() -> ExitCode {
@@ -189,7 +215,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..8192 {
         target.push(i)?;
     }
-    manager.register_capacity(&target);
+    manager.register_named("events", &target);
+    // A session table beside it, so the budget lists more than one component.
+    let sessions = Arc::new(TtlTable::<u64, [u8; 64], _>::new(
+        4096,
+        Duration::from_secs(300),
+        MonotonicClock::new(),
+    )?);
+    manager.register_named("sessions", &sessions);
     let start = Instant::now();
     let _transitions = manager.on_pressure(move |event| {
         let t = event.transition;

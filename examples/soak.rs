@@ -225,6 +225,9 @@ struct Report {
     slow_closes: u64,
     stalled_connected: u64,
     samples: Vec<(f64, u64)>,
+    /// The memory manager's budget at the end (membound only): (component, kind,
+    /// bytes now, bytes at most).
+    budget: Vec<(String, String, u64, u64)>,
 }
 
 impl Report {
@@ -238,6 +241,7 @@ impl Report {
             "resyncs": self.resyncs, "slow_closes": self.slow_closes,
             "stalled_connected": self.stalled_connected,
             "samples": self.samples,
+            "budget": self.budget,
         })
     }
 
@@ -270,6 +274,17 @@ impl Report {
             slow_closes: u("slow_closes")?,
             stalled_connected: u("stalled_connected")?,
             samples,
+            budget: v["budget"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter_map(|r| {
+                            let text = |i: usize| r[i].as_str().map(str::to_owned);
+                            Some((text(0)?, text(1)?, r[2].as_u64()?, r[3].as_u64()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -343,6 +358,19 @@ fn print_table(args: &Args, reports: &[Report]) {
             print!("{c:>16}");
         }
         println!();
+    }
+    for r in reports.iter().filter(|r| !r.budget.is_empty()) {
+        println!(
+            "\nmemory budget at the end ({}): component, kind, bytes now / at most",
+            r.mode
+        );
+        for (name, kind, bytes, max) in &r.budget {
+            println!(
+                "  {name:<20} {kind:<12} {:>10.1} KiB / {:>10.1} KiB",
+                *bytes as f64 / 1024.0,
+                *max as f64 / 1024.0
+            );
+        }
     }
 }
 
@@ -516,6 +544,22 @@ enum Target {
 }
 
 impl Target {
+    /// The memory budget of the registered components (empty for the baseline).
+    fn budget(&self) -> Vec<(String, String, u64, u64)> {
+        let Target::Membound { _monitor, .. } = self else {
+            return Vec::new();
+        };
+        _monitor
+            .budget()
+            .components
+            .iter()
+            .map(|c| {
+                let f = c.footprint.unwrap_or_default();
+                (c.name.to_string(), c.kind.to_owned(), f.bytes, f.max_bytes)
+            })
+            .collect()
+    }
+
     fn addr(&self) -> SocketAddr {
         match self {
             Target::Membound { server, .. } => server.local_addr(),
@@ -679,6 +723,7 @@ async fn child(args: Args, mode: Mode) -> Result<Report, Error> {
         slow_closes,
         stalled_connected: shared.stalled_connected.load(Ordering::Relaxed),
         samples,
+        budget: target.budget(),
     };
     for f in fast {
         f.abort();
@@ -717,6 +762,8 @@ async fn start_membound() -> Result<Target, Error> {
             .bind()
             .await?,
     );
+    // The state store too, so the budget shows it beside the server's queues.
+    monitor.register_named("state", &store);
     monitor.start()?;
     Ok(Target::Membound {
         server,

@@ -134,7 +134,7 @@ macro_rules! forward_soft_capacity {
         }
     };
 }
-#[cfg(any(feature = "ws", feature = "state"))]
+#[cfg(feature = "ws")]
 pub(crate) use forward_soft_capacity;
 
 impl<S: SoftCapacity + ?Sized> SoftCapacity for &S {

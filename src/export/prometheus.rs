@@ -38,6 +38,7 @@
 //! | `sampler` | [`Sampler`], sampled at each scrape | a fresh [`MemorySample`](crate::os::MemorySample) and the sampler's error count | [`Exporter::add_sampler`] |
 //! | `cleanup` | [`CleanupManager`] | each task's [`TaskMetrics`](crate::schedule::TaskMetrics) as `task_*`, label `task`, durations in seconds | [`Exporter::add_cleanup`] |
 //! | `task` | one task of a [`Schedule`](crate::schedule::Schedule) (a schedule is owned by the thread that ticks it) | [`TaskMetrics`](crate::schedule::TaskMetrics), durations in ticks | nested in `cleanup` |
+//! | `budget` | [`MemoryManager`](crate::monitor::MemoryManager)'s registered components | [`Budget`](crate::monitor::Budget): per component `bytes`, `max_bytes`, `capacity`, `max_capacity` with labels `component` and `kind`, and the totals | `add(name, &manager, MemoryManager::budget)` |
 #![cfg_attr(
     feature = "state",
     doc = "| `state` | [`StateStore`] | [`StateMetrics`](crate::adapters::state::StateMetrics) and its [`SubscriptionMetrics`](crate::adapters::state::subscription::SubscriptionMetrics) | [`Exporter::add_state`] |"
@@ -69,6 +70,10 @@
 #![cfg_attr(
     feature = "ws",
     doc = "| `ws_class` | one delivery class of an outbound queue | [`ClassMetrics`](crate::adapters::ws::ClassMetrics) | nested in `ws_outbound`, label `class` |"
+)]
+#![cfg_attr(
+    feature = "ws",
+    doc = "| `ws_log` | [`SharedLog`](crate::adapters::ws::SharedLog) | [`LogMetrics`](crate::adapters::ws::LogMetrics) | `add(name, &log, SharedLog::metrics)` |"
 )]
 //!
 //! The SPSC channel has no metrics snapshot (its two ends are owned by their threads;

@@ -475,6 +475,18 @@ impl SoftCapacity for SharedLog {
         usize::try_from(self.max_bytes).unwrap_or(usize::MAX)
     }
 
+    /// The payload bytes held now; at most the configured byte bound.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        Some(crate::capacity::Footprint {
+            bytes: self.metrics().held_bytes,
+            max_bytes: self.max_bytes,
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        <LogMetrics as crate::metrics::Metrics>::KIND
+    }
+
     /// Sets the byte bound and evicts the excess at once.
     fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
         let max = self.max_capacity();

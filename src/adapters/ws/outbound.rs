@@ -1296,6 +1296,18 @@ impl SoftCapacity for Outbound {
         self.lock().capacity
     }
 
+    /// The queued frames' bytes now; at most the hard byte limit.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        Some(crate::capacity::Footprint {
+            bytes: self.queued_bytes() as u64,
+            max_bytes: self.config.hard_limit_bytes as u64,
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        <OutboundMetrics as crate::metrics::Metrics>::KIND
+    }
+
     fn max_capacity(&self) -> usize {
         self.config.capacity
     }

@@ -631,6 +631,21 @@ impl SoftCapacity for Shared {
         lock(&self.pressure).capacity
     }
 
+    /// The bytes queued for every connection now; at most `max_connections` times
+    /// a connection's hard byte limit.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        let queued = self.metrics().queued_bytes;
+        let per_connection = self.config.connection.outbound.hard_limit_bytes as u64;
+        Some(crate::capacity::Footprint {
+            bytes: queued,
+            max_bytes: per_connection.saturating_mul(self.config.max_connections as u64),
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        <ServerMetrics as crate::metrics::Metrics>::KIND
+    }
+
     fn max_capacity(&self) -> usize {
         self.config.connection.outbound.capacity
     }

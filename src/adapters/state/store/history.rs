@@ -149,7 +149,35 @@ impl<C: Clock> SoftCapacity for Retention<C> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 impl<C: Clock + Send + Sync + 'static> SoftCapacity for StateStore<C> {
-    crate::capacity::forward_soft_capacity!(self => self.retention);
+    fn capacity(&self) -> usize {
+        self.retention.capacity()
+    }
+
+    fn max_capacity(&self) -> usize {
+        self.retention.max_capacity()
+    }
+
+    fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        self.retention.set_capacity(capacity)
+    }
+
+    fn apply_pressure(&self, level: PressureLevel, capacity: usize) -> Result<(), CapacityError> {
+        self.retention.apply_pressure(level, capacity)
+    }
+
+    /// The document and the history, in compact JSON bytes (what the limits bound);
+    /// at most the document limit plus the history's byte limit.
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        let metrics = self.metrics();
+        Some(crate::capacity::Footprint {
+            bytes: (metrics.document_bytes + metrics.history_bytes) as u64,
+            max_bytes: (self.config.limits.document_bytes + self.config.history.bytes) as u64,
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        <crate::adapters::state::StateMetrics as crate::metrics::Metrics>::KIND
+    }
 }
 
 #[cfg(test)]
