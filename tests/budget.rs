@@ -33,6 +33,10 @@ impl MemorySource for Fixed {
 #[global_allocator]
 static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
 
+/// Held by every test here: the allocator's count is global, so no other test may
+/// allocate while one measures.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Builds a component and returns it with the heap bytes its construction took,
 /// less the `Arc`'s two counts (padded to the component's alignment).
 fn measured<T>(build: impl FnOnce() -> T) -> (Arc<T>, usize) {
@@ -54,6 +58,7 @@ fn assert_close(name: &str, reported: u64, allocated: usize) {
 
 #[test]
 fn every_budget_figure_matches_the_allocators_count() {
+    let _alone = ALONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     const GIB: u64 = 1 << 30;
     let limit = EffectiveLimit {
         bytes: GIB,
@@ -142,4 +147,34 @@ fn every_budget_figure_matches_the_allocators_count() {
         .components
         .iter()
         .all(|c| &*c.name != "buffers"));
+}
+
+/// The state store reports its document and history; registered by its builder, its
+/// history alone (the store is not an `Arc` there).
+#[cfg(feature = "state")]
+#[test]
+fn the_state_store_reports_its_document_and_history() {
+    use membound::adapters::state::{StateConfig, StateStore};
+    use membound::capacity::SoftCapacity;
+    let _alone = ALONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let store = Arc::new(StateStore::new(StateConfig::default()).unwrap());
+    let empty = store.footprint().unwrap();
+    store
+        .apply_json(
+            r#"[{"op":"add","path":"/big","value":"0123456789012345678901234567890123456789"}]"#,
+        )
+        .unwrap();
+    let grown = store.footprint().unwrap();
+    let m = store.metrics();
+    assert_eq!(grown.bytes, (m.document_bytes + m.history_bytes) as u64);
+    assert!(
+        grown.bytes >= empty.bytes + 2 * 40,
+        "document and history both hold the string"
+    );
+    let config = StateConfig::default();
+    assert_eq!(
+        grown.max_bytes,
+        (config.limits.document_bytes + config.history.bytes) as u64
+    );
+    assert_eq!(store.kind(), "state");
 }

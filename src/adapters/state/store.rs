@@ -70,6 +70,8 @@ pub(super) struct Retention<C> {
     /// [`HistoryLimits::entries`](super::HistoryLimits::entries): the capacity at
     /// `Normal`.
     pub(super) max_entries: usize,
+    /// [`HistoryLimits::bytes`](super::HistoryLimits::bytes).
+    pub(super) max_bytes: usize,
     pub(super) clock: Arc<C>,
     /// The subscription queues, sized with the level.
     pub(super) queues: Arc<dyn SoftCapacity + Send + Sync>,
@@ -458,6 +460,7 @@ impl<C: Clock + Send + Sync + 'static> StateStore<C> {
                 top_keys: 0,
             })),
             level: AtomicU8::new(PressureLevel::Normal as u8),
+            max_bytes: config.history.bytes,
             max_entries: config.history.entries,
             clock: clock.clone(),
             queues: subscriptions.queue_capacity(),

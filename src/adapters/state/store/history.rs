@@ -80,6 +80,20 @@ impl<C: Clock> SoftCapacity for Retention<C> {
         self.max_entries
     }
 
+    /// The history's bytes (compact JSON), at most its byte limit: what a store
+    /// registered by its builder reports (the store itself, registered as an `Arc`,
+    /// adds its document).
+    fn footprint(&self) -> Option<crate::capacity::Footprint> {
+        Some(crate::capacity::Footprint {
+            bytes: lock(&self.sequencer).history.bytes() as u64,
+            max_bytes: self.max_bytes as u64,
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "state_history"
+    }
+
     fn set_capacity(&self, entries: usize) -> Result<(), CapacityError> {
         capacity::check(entries, self.max_entries)?;
         let mut sequencer = lock(&self.sequencer);
