@@ -58,7 +58,9 @@ fn assert_close(name: &str, reported: u64, allocated: usize) {
 
 #[test]
 fn every_budget_figure_matches_the_allocators_count() {
-    let _alone = ALONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     const GIB: u64 = 1 << 30;
     let limit = EffectiveLimit {
         bytes: GIB,
@@ -156,7 +158,9 @@ fn every_budget_figure_matches_the_allocators_count() {
 fn the_state_store_reports_its_document_and_history() {
     use membound::adapters::state::{StateConfig, StateStore};
     use membound::capacity::SoftCapacity;
-    let _alone = ALONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let store = Arc::new(StateStore::new(StateConfig::default()).unwrap());
     let empty = store.footprint().unwrap();
     store

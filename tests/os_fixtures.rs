@@ -3,22 +3,20 @@
 //! PSI, malformed files, and a process outside its namespace's mount.
 #![cfg(all(feature = "std", target_os = "linux"))]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use membound::os::{
     CgroupLimitFile, CgroupVersion, DiscoveryError, EffectiveLimit, LimitSource, Refresh, Sampler,
     SamplerConfig, WorkingSet,
 };
 
+#[path = "support/fixture_tree.rs"]
+mod fixture_tree;
+use fixture_tree::{fixture, scratch_copy};
+
 const MIB: u64 = 1 << 20;
 const MEM_TOTAL: u64 = 8_000_000 * 1024;
 const HOST_UTILIZATION: f64 = 0.25; // 1 - 6_000_000 / 8_000_000
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn config(root: &Path) -> SamplerConfig {
     SamplerConfig::default()
@@ -230,30 +228,6 @@ fn construction_errors_are_typed() {
     assert!(matches!(err, membound::os::OsError::Open { .. }), "{err}");
     let err = Sampler::new(config(&fixture("v2")).with_user_limit(Some(0))).unwrap_err();
     assert!(matches!(err, membound::os::OsError::ZeroUserLimit));
-}
-
-/// Copies a fixture tree to a fresh temporary directory.
-fn scratch_copy(name: &str) -> PathBuf {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
-    }
-    let dir = std::env::temp_dir().join(format!(
-        "membound-fixture-{name}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy(&fixture(name), &dir);
-    dir
 }
 
 #[test]

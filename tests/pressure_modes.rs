@@ -3,7 +3,7 @@
 //! usage and pressure files a script rewrites between samples, on a `ManualClock`.
 #![cfg(all(feature = "std", target_os = "linux"))]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ use membound::pressure::{
 };
 use PressureLevel::{Critical, High, Low, Normal};
 
+#[path = "support/fixture_tree.rs"]
+mod fixture_tree;
+
 const MIB: u64 = 1 << 20;
 /// The v2 fixture's effective limit: its memory.high.
 const LIMIT: u64 = 768 * MIB;
@@ -24,29 +27,7 @@ struct Tree(PathBuf);
 
 impl Tree {
     fn copy(name: &str) -> Self {
-        fn copy(from: &Path, to: &Path) {
-            std::fs::create_dir_all(to).unwrap();
-            for entry in std::fs::read_dir(from).unwrap() {
-                let entry = entry.unwrap();
-                let target = to.join(entry.file_name());
-                if entry.file_type().unwrap().is_dir() {
-                    copy(&entry.path(), &target);
-                } else {
-                    std::fs::copy(entry.path(), target).unwrap();
-                }
-            }
-        }
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name);
-        let dir = std::env::temp_dir().join(format!(
-            "membound-modes-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        copy(&fixture, &dir);
-        Self(dir)
+        Self(fixture_tree::scratch_copy(name))
     }
 
     fn cgroup(&self, file: &str) -> PathBuf {

@@ -61,6 +61,16 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
             state.store(s, Ordering::Release);
             return false;
         }
+        self.remove_claimed(lock, index, expired);
+        true
+    }
+
+    /// Removes the entry at `index`, claimed (`BUSY`, no readers) under its segment's
+    /// `lock`: counted as expired or evicted, moved out, reported after the lock is
+    /// released.
+    fn remove_claimed(&self, lock: LockGuard<'_>, index: usize, expired: bool) {
+        let seg = index / self.geo.seg_len;
+        let w = self.segment(seg);
         let cause = if expired {
             bump(&w.expired);
             EvictionCause::Expired
@@ -73,7 +83,6 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
         let (k, v) = self.vacate(&doomed, true);
         drop(lock);
         drop(self.report(cause, k, v));
-        true
     }
 
     /// A policy's decision on the entry at `index`: takes the segment lock (without
@@ -138,18 +147,7 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
             }
             Sweep::Expire => {
                 core::mem::forget(unclaim);
-                let cause = if expires_at <= now {
-                    bump(&w.expired);
-                    EvictionCause::Expired
-                } else {
-                    bump(&w.evicted);
-                    EvictionCause::Evicted
-                };
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                let doomed = Doomed { index, seg, cause };
-                let (k, v) = self.vacate(&doomed, true);
-                drop(lock);
-                drop(self.report(cause, k, v));
+                self.remove_claimed(lock, index, expires_at <= now);
             }
         }
         Some(decision)

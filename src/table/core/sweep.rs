@@ -43,19 +43,11 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sweep(&self, now: u64, budget: usize) -> SweepStats {
-        self.control.sweeps.fetch_add(1, Ordering::Relaxed);
-        let total = self.geo.total();
-        let budget = budget.min(total);
-        let start = (self
-            .control
-            .cursor
-            .fetch_add(budget as u64, Ordering::Relaxed)
-            % total as u64) as usize;
+        let (mut index, budget, total) = self.claim_sweep_range(budget);
         let mut stats = SweepStats {
             scanned: budget,
             ..SweepStats::default()
         };
-        let mut index = start;
         for _ in 0..budget {
             let s = self.state(index).load(Ordering::Acquire);
             if kind(s) == READY && readers(s) == 0 {
@@ -95,25 +87,17 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
         budget: usize,
         policy: &mut P,
     ) -> SweepStats {
-        self.control.sweeps.fetch_add(1, Ordering::Relaxed);
         policy.begin(SweepView {
             len: self.len(),
             soft_capacity: self.capacity(),
             default_ttl: self.default_ttl,
             now,
         });
-        let total = self.geo.total();
-        let budget = budget.min(total);
-        let start = (self
-            .control
-            .cursor
-            .fetch_add(budget as u64, Ordering::Relaxed)
-            % total as u64) as usize;
+        let (mut index, budget, total) = self.claim_sweep_range(budget);
         let mut stats = SweepStats {
             scanned: budget,
             ..SweepStats::default()
         };
-        let mut index = start;
         for _ in 0..budget {
             let s = self.state(index).load(Ordering::Acquire);
             if kind(s) == READY && readers(s) == 0 {
@@ -126,6 +110,20 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
             index = if index + 1 == total { 0 } else { index + 1 };
         }
         stats
+    }
+
+    /// Counts a sweep and claims its range from the shared cursor: `(first slot,
+    /// slots to scan, slot count)`. Concurrent sweeps get disjoint ranges.
+    fn claim_sweep_range(&self, budget: usize) -> (usize, usize, usize) {
+        self.control.sweeps.fetch_add(1, Ordering::Relaxed);
+        let total = self.geo.total();
+        let budget = budget.min(total);
+        let start = (self
+            .control
+            .cursor
+            .fetch_add(budget as u64, Ordering::Relaxed)
+            % total as u64) as usize;
+        (start, budget, total)
     }
 
     /// Amortized sweeping: removes expired entries among the `amortized_sweep` slots
