@@ -43,24 +43,14 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sweep(&self, now: u64, budget: usize) -> SweepStats {
-        let (mut index, budget, total) = self.claim_sweep_range(budget);
-        let mut stats = SweepStats {
-            scanned: budget,
-            ..SweepStats::default()
-        };
-        for _ in 0..budget {
-            let s = self.state(index).load(Ordering::Acquire);
-            if kind(s) == READY && readers(s) == 0 {
-                let over = self.len.load(Ordering::Relaxed)
-                    > self.control.soft_capacity.load(Ordering::Relaxed);
-                let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
-                if (expired || over) && self.remove_if(index, now, over, false) {
-                    stats.removed += 1;
-                }
+        self.scan_live(budget, |index, stats| {
+            let over = self.len.load(Ordering::Relaxed)
+                > self.control.soft_capacity.load(Ordering::Relaxed);
+            let expired = self.slot(index).expires.load(Ordering::Relaxed) <= now;
+            if (expired || over) && self.remove_if(index, now, over, false) {
+                stats.removed += 1;
             }
-            index = if index + 1 == total { 0 } else { index + 1 };
-        }
-        stats
+        })
     }
 
     /// [`sweep`](Self::sweep) with a user's cleanup policy: scans up to `budget`
@@ -93,6 +83,24 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
             default_ttl: self.default_ttl,
             now,
         });
+        self.scan_live(budget, |index, stats| {
+            match self.decide_claimed(index, now, policy) {
+                Some(crate::table::Sweep::Expire) => stats.removed += 1,
+                Some(crate::table::Sweep::Touch(_)) => stats.touched += 1,
+                _ => {}
+            }
+        })
+    }
+
+    /// A sweep's scan: counts the sweep, claims up to `budget` slots from the shared
+    /// cursor (concurrent sweeps get disjoint ranges), and calls `visit` on each
+    /// that holds an entry no one is reading at that moment.
+    #[inline(always)]
+    fn scan_live(
+        &self,
+        budget: usize,
+        mut visit: impl FnMut(usize, &mut SweepStats),
+    ) -> SweepStats {
         let (mut index, budget, total) = self.claim_sweep_range(budget);
         let mut stats = SweepStats {
             scanned: budget,
@@ -101,11 +109,7 @@ impl<K: Hash + Eq, V, C: Clock, S: BuildHasher, H: EvictionHook<K, V>, St: Stora
         for _ in 0..budget {
             let s = self.state(index).load(Ordering::Acquire);
             if kind(s) == READY && readers(s) == 0 {
-                match self.decide_claimed(index, now, policy) {
-                    Some(crate::table::Sweep::Expire) => stats.removed += 1,
-                    Some(crate::table::Sweep::Touch(_)) => stats.touched += 1,
-                    _ => {}
-                }
+                visit(index, &mut stats);
             }
             index = if index + 1 == total { 0 } else { index + 1 };
         }
