@@ -321,6 +321,7 @@ fn kinds() -> Vec<&'static str> {
         SnapshotVecMetrics::KIND,
         HeapStats::KIND,
         MonitorMetrics::KIND,
+        crate::monitor::Budget::KIND,
         MemorySample::KIND,
         <super::readers::CleanupSnapshot as Metrics>::KIND,
         TaskMetrics::<()>::KIND,
@@ -341,6 +342,7 @@ fn kinds() -> Vec<&'static str> {
             OutboundMetrics::KIND,
             InboundMetrics::KIND,
             ClassMetrics::KIND,
+            LogMetrics::KIND,
         ]);
     }
     kinds
