@@ -75,7 +75,7 @@ const EXPECTED: &[&str] = &[
     "membound_heap_live_bytes{heap=\"global\"}",
     "membound_sampler_errors_total{sampler=\"os\"}",
     "membound_backpressure_sent_total{backpressure=\"jobs\"}",
-    "membound_budget_bytes{budget=\"process\",component=\"sessions\",kind=\"table\"}",
+    "membound_budget_held_bytes{budget=\"process\",component=\"sessions\",kind=\"table\"}",
 ];
 
 fn self_scrape(server: &MetricsServer) -> Result<String, String> {

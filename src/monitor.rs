@@ -428,18 +428,19 @@ pub struct Budget {
 impl crate::metrics::Metrics for Budget {
     const KIND: &'static str = "budget";
 
-    /// Per component, gauges labelled `component` (its name) and `kind`: bytes now
-    /// and at most, capacity and maximum capacity; then the totals.
+    /// Per component, gauges labelled `component` (its name) and `kind`: bytes held
+    /// now and at most (`held_bytes`, `max_bytes`), capacity and maximum capacity;
+    /// then the totals (`total_held_bytes`, `total_max_bytes`, `share_of_limit`).
     fn visit(&self, out: &mut dyn crate::metrics::Visitor) {
         use crate::metrics::Metric;
         for c in &self.components {
             let labels = [("component", &*c.name), ("kind", c.kind)];
             if let Some(f) = c.footprint {
                 let bytes =
-                    Metric::gauge("bytes", "Bytes a registered component holds now.", f.bytes);
+                    Metric::gauge("held", "Bytes a registered component holds now.", f.bytes);
                 out.metric(bytes.bytes().with_labels(&labels));
                 let max = Metric::gauge(
-                    "max_bytes",
+                    "max",
                     "The most bytes a registered component can hold.",
                     f.max_bytes,
                 );
@@ -454,7 +455,7 @@ impl crate::metrics::Metrics for Budget {
         }
         out.metric(
             Metric::gauge(
-                "total_bytes",
+                "total_held",
                 "Bytes the registered components hold now, summed.",
                 self.total_bytes,
             )
@@ -462,7 +463,7 @@ impl crate::metrics::Metrics for Budget {
         );
         out.metric(
             Metric::gauge(
-                "total_max_bytes",
+                "total_max",
                 "The most bytes the registered components can hold, summed.",
                 self.total_max_bytes,
             )

@@ -10,7 +10,7 @@ use crate::capacity::{self, CapacityError, SoftCapacity};
 /// Identifies a registration in [`CapacityTargets`], for
 /// [`remove`](CapacityTargets::remove).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TargetId(u64);
+pub struct TargetId(pub(crate) u64);
 
 /// What one [`CapacityTargets::apply`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

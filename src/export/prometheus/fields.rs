@@ -123,6 +123,18 @@ fn check<M: Metrics + Debug>(snapshot: &M, not_exported: &[&str], derived: usize
             "{kind}: {} (readers add _total)",
             s.name
         );
+        let suffix = match s.unit {
+            Unit::Bytes => Some("bytes"),
+            Unit::Seconds => Some("seconds"),
+            Unit::Ticks | Unit::None => None,
+        };
+        if let Some(suffix) = suffix {
+            assert!(
+                s.name != suffix && !s.name.ends_with(&format!("_{suffix}")),
+                "{kind}: {} (readers add _{suffix})",
+                s.name
+            );
+        }
         match (s.value, s.unit) {
             (Value::Duration(_), Unit::Seconds) | (Value::U64(_), Unit::Ticks) => {}
             (Value::Duration(_), _) | (_, Unit::Ticks) | (_, Unit::Seconds) => {
@@ -243,6 +255,48 @@ fn every_monitor_and_sample_field_is_exported() {
     let mut skip = vec!["last_transition", "psi_wake"];
     skip.extend(SAMPLE_NOT_EXPORTED);
     check(&monitor, &skip, 0);
+}
+
+#[test]
+fn every_budget_field_is_exported() {
+    use crate::capacity::Footprint;
+    use crate::pressure::{BudgetEntry, TargetId};
+    let entry = |id, name: &str, footprint| BudgetEntry {
+        id: TargetId(id),
+        name: name.into(),
+        kind: "ring",
+        footprint,
+        capacity: 3,
+        max_capacity: 4,
+    };
+    let budget = crate::monitor::Budget {
+        components: vec![
+            entry(
+                1,
+                "events",
+                Some(Footprint {
+                    bytes: 1,
+                    max_bytes: 2,
+                }),
+            ),
+            entry(
+                2,
+                "jobs",
+                Some(Footprint {
+                    bytes: 5,
+                    max_bytes: 6,
+                }),
+            ),
+        ],
+        total_bytes: 1,
+        total_max_bytes: 2,
+        limit: Some(10),
+        share_of_limit: Some(0.1),
+    };
+    // Labels (the id only tells registrations apart), and the limit, which the
+    // monitor exports.
+    let skip = ["id", "name", "kind", "limit"];
+    check(&budget, &skip, 0);
 }
 
 #[cfg(feature = "state")]
