@@ -591,9 +591,21 @@ impl Target {
         match self {
             Target::Membound { server, .. } => {
                 let m = server.metrics();
+                // What is held for the subscribers: the shared log (once, whatever
+                // the number of connections) and their private queues; drops by
+                // class as the open connections counted them.
+                let mut held = m.hub.log.held_bytes;
+                let mut dropped = [0u64; 4];
+                for conn in server.connections() {
+                    let out = conn.metrics().outbound;
+                    held += out.queued_bytes as u64;
+                    for class in DeliveryClass::ALL {
+                        dropped[class.index()] += out.class(class).dropped;
+                    }
+                }
                 (
-                    m.queued_bytes,
-                    m.hub.dropped,
+                    held,
+                    dropped,
                     m.traffic.resyncs_sent,
                     m.closed.slow_consumer,
                     // The level the server applied last: the manager's, which

@@ -746,14 +746,16 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
         close_code::TRY_AGAIN_LATER
     );
 
-    // Per queue: the lifecycle event and three RAW ones queued, two RAW dropped.
+    // Broadcast into the shared log, once: each connection has the six events in its
+    // backlog (its writer has not run: this test runs on one thread). The queue's
+    // capacity and drop policy are for its private queue, not the log.
     let events: Vec<Event> = std::iter::once(Event::new(EventType::RunStarted))
         .chain((0..5).map(|i| Event::new(EventType::Raw).with("seq", i)))
         .collect();
     for event in &events {
         server.broadcast(event).await;
     }
-    let queued_bytes: usize = events[..4].iter().map(|e| e.encode().len()).sum();
+    let queued_bytes: usize = events.iter().map(|e| e.encode().len()).sum();
 
     let s = scrape(&registry);
     for name in ["detailed", "plain"] {
@@ -762,7 +764,7 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
         assert_eq!(s.value("membound_ws_server_connections", &l), 2.0);
         assert_eq!(s.kind("membound_ws_server_accepted"), ("counter", ""));
         assert_eq!(s.value("membound_ws_server_accepted", &l), 2.0);
-        assert_eq!(s.value("membound_ws_server_queued_events", &l), 8.0);
+        assert_eq!(s.value("membound_ws_server_queued_events", &l), 12.0);
         assert_eq!(
             s.kind("membound_ws_server_queued_bytes"),
             ("gauge", "bytes")
@@ -772,7 +774,16 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
             (2 * queued_bytes) as f64
         );
         assert_eq!(s.value("membound_ws_server_broadcasts", &l), 6.0);
-        assert_eq!(s.value("membound_ws_server_broadcast_queued", &l), 8.0);
+        assert_eq!(s.value("membound_ws_server_log_appended", &l), 6.0);
+        assert_eq!(s.value("membound_ws_server_log_held_events", &l), 6.0);
+        assert_eq!(
+            s.kind("membound_ws_server_log_held_bytes"),
+            ("gauge", "bytes")
+        );
+        assert_eq!(
+            s.value("membound_ws_server_log_held_bytes", &l),
+            queued_bytes as f64
+        );
         assert_eq!(s.value("membound_ws_server_sent_events", &l), 0.0);
         assert_eq!(s.value("membound_ws_server_pressure_level", &l), 0.0);
         assert_eq!(
@@ -800,19 +811,6 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
         s.value("membound_ws_server_refused", &cause("shutdown")),
         0.0
     );
-    let class = |c| [("ws_server", "detailed"), ("class", c)];
-    assert_eq!(
-        s.kind("membound_ws_server_broadcast_dropped"),
-        ("counter", "")
-    );
-    assert_eq!(
-        s.value("membound_ws_server_broadcast_dropped", &class("droppable")),
-        4.0
-    );
-    assert_eq!(
-        s.value("membound_ws_server_broadcast_dropped", &class("lossless")),
-        0.0
-    );
     // Each connection, under the detailed name only.
     let id_a = conn_a.id().0.to_string();
     let id_b = conn_b.id().0.to_string();
@@ -822,13 +820,17 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
             s.kind("membound_ws_server_conn_queued_events"),
             ("gauge", "")
         );
-        assert_eq!(s.value("membound_ws_server_conn_queued_events", &c), 4.0);
+        assert_eq!(s.value("membound_ws_server_conn_queued_events", &c), 0.0);
         assert_eq!(
-            s.kind("membound_ws_server_conn_queued_bytes"),
+            s.value("membound_ws_server_conn_log_backlog_events", &c),
+            6.0
+        );
+        assert_eq!(
+            s.kind("membound_ws_server_conn_log_backlog_bytes"),
             ("gauge", "bytes")
         );
         assert_eq!(
-            s.value("membound_ws_server_conn_queued_bytes", &c),
+            s.value("membound_ws_server_conn_log_backlog_bytes", &c),
             queued_bytes as f64
         );
         assert_eq!(s.value("membound_ws_server_conn_sent_events", &c), 0.0);
@@ -836,7 +838,7 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
         assert_eq!(s.kind("membound_ws_server_conn_dropped"), ("counter", ""));
         assert_eq!(
             s.value("membound_ws_server_conn_dropped", &dropped("droppable")),
-            2.0
+            0.0
         );
         assert_eq!(
             s.value("membound_ws_server_conn_dropped", &dropped("lossless")),
@@ -856,7 +858,7 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     // (closed with 1007 under the default policy).
     for ws in [&mut a, &mut b] {
         assert_eq!(ws::next_event(ws).await.kind(), &EventType::RunStarted);
-        for i in 0..3 {
+        for i in 0..5 {
             assert_eq!(ws::next_event(ws).await.get("seq").unwrap(), i);
         }
     }
@@ -878,7 +880,7 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
     assert_eq!(s.value("membound_ws_server_connections", &l), 1.0);
     // B's traffic stays in the totals after B ended.
     assert_eq!(s.kind("membound_ws_server_sent_events"), ("counter", ""));
-    assert_eq!(s.value("membound_ws_server_sent_events", &l), 8.0);
+    assert_eq!(s.value("membound_ws_server_sent_events", &l), 12.0);
     assert_eq!(
         s.kind("membound_ws_server_sent_bytes"),
         ("counter", "bytes")
@@ -914,7 +916,7 @@ async fn a_ws_server_exports_its_totals_and_optionally_each_connection() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()]
     );
-    assert_eq!(s.value("membound_ws_server_conn_sent_events", &c), 4.0);
+    assert_eq!(s.value("membound_ws_server_conn_sent_events", &c), 6.0);
     assert_eq!(
         s.kind("membound_ws_server_conn_sent_bytes"),
         ("counter", "bytes")

@@ -1,8 +1,9 @@
 //! The slow-consumer limits (hardening, issue 14, item 10): under the default
 //! timings a peer that stops reading is closed as a slow consumer (4008), not dropped
 //! by the write timeout (1006); a configuration under which that cannot happen is
-//! refused; and a lossless sender waits for room when the queue is full in bytes,
-//! as it does when it is full in events.
+//! refused; a lossless sender waits for room when the queue is full in bytes, as it
+//! does when it is full in events; and a broadcast past the hard limit closes the
+//! connection, never holding up the publisher.
 #![cfg(feature = "ws")]
 
 #[path = "support/ws.rs"]
@@ -42,36 +43,35 @@ fn two_frames_in_bytes(lossless_timeout: Duration) -> Outbound {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_lossless_broadcast_waits_for_room_in_bytes_until_the_writer_makes_some() {
+async fn a_lossless_broadcast_past_the_hard_limit_closes_the_connection_not_the_publisher() {
     let q = Arc::new(two_frames_in_bytes(Duration::from_secs(5)));
     let hub = Arc::new(Hub::new());
     hub.attach(ConnId(1), q.clone());
     q.offer(text(1)).unwrap();
     q.offer(text(2)).unwrap();
-    // Full in bytes, not in events: a lossless frame is not taken, and the queue
-    // stays open.
+    // Full in bytes, not in events: a direct lossless frame is not taken, and the
+    // queue stays open.
     assert_eq!(q.offer(text(3)), Err(OfferError::Full(text(3))));
     assert_eq!(q.close_reason(), None);
 
+    // A broadcast never waits for a connection: it is appended to the shared log,
+    // and the connection's backlog (its queue and the log) is over the hard limit.
     let start = tokio::time::Instant::now();
-    let publisher = tokio::spawn({
-        let hub = hub.clone();
-        async move { hub.broadcast_frame(text(3)).await }
-    });
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    assert!(!publisher.is_finished(), "the broadcast waits for room");
-    assert_eq!(q.close_reason(), None);
-    assert_eq!(q.metrics().lossless_waits, 1);
-    // The writer takes a frame: the broadcast queues its event at once.
-    assert_eq!(q.next().await, Next::Frame(text(1)));
-    let sent = publisher.await.unwrap();
-    assert_eq!((sent.queued, sent.closed), (1, 0));
+    hub.broadcast_frame(text(3)).await;
     assert_eq!(start.elapsed(), Duration::ZERO, "no time passed");
-    assert_eq!(q.next().await, Next::Frame(text(2)));
-    assert_eq!(q.next().await, Next::Frame(text(3)));
-    assert_eq!(hub.metrics().slow_consumer_closes, 0);
+    assert_eq!(q.backlog().bytes, 3 * text(1).len() as u64);
+    // The connection's next look (its writer, or its limits' tick) skips what is
+    // beyond the limit: a lossless event, so it is closed as a slow consumer.
+    assert_eq!(
+        q.check_limits(),
+        Err(CloseReason::SlowConsumer(SlowConsumer::HardLimit))
+    );
+    assert_eq!(
+        q.try_next(),
+        Some(Next::Closed(CloseReason::SlowConsumer(
+            SlowConsumer::HardLimit
+        )))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -139,7 +139,7 @@ async fn under_the_default_timings_a_stalled_consumer_is_closed_with_4008_not_10
     let soft = config.connection.outbound.soft_limit_bytes;
     let payload = "s".repeat(4 << 10);
     let mut sent = 0u64;
-    while conn.metrics().outbound.queued_bytes <= soft {
+    while conn.metrics().outbound.backlog_bytes() <= soft as u64 {
         assert!(sent < 100_000, "the queue never passed the soft limit");
         server
             .broadcast(&Event::new(EventType::Raw).with("data", payload.as_str()))

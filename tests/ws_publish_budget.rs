@@ -71,7 +71,10 @@ async fn lossless_loop_reaches_a_fast_reader(via: Via) {
                     .with("seq", i)
                     .with("delta", payload.as_str());
                 closed += match via {
-                    Via::Broadcast => server.broadcast(&event).await.closed,
+                    Via::Broadcast => {
+                        server.broadcast(&event).await;
+                        usize::from(conn.is_closed())
+                    }
                     Via::Send => usize::from(conn.send(&event).await.is_err()),
                 };
             }

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use membound::adapters::ws::{
-    close_code, CloseReason, DeliveryClass, Event, EventType, MalformedPolicy, Server, SlowConsumer,
+    close_code, CloseReason, DeliveryClass, Event, EventType, LogConfig, MalformedPolicy, Server,
+    SlowConsumer,
 };
 use membound::pressure::PressureLevel;
 use scripted_memory::Scripted;
@@ -123,17 +124,24 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_with_4008() {
         }
     });
 
+    // The publisher never waits: the stalled connection's backlog in the shared log
+    // passes its hard limit (8 MiB) and its writer's limits tick closes it. The
+    // publisher is paced by the fast client, as a real one is by its source.
     let payload = "x".repeat(8 << 10);
     let mut sent = 0u64;
-    let mut closed = 0;
-    while closed == 0 {
+    while stalled_conn.metrics().outbound.closed.is_none() {
         assert!(sent < 20_000, "the stalled client was never closed");
         let event = Event::new(EventType::TextMessageContent)
             .with("seq", sent)
             .with("delta", payload.as_str());
-        let b = server.broadcast(&event).await;
-        closed = b.closed;
+        server.broadcast(&event).await;
         sent += 1;
+        while fast_conn.queued() > 256 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if sent % 64 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     // Now the stalled client reads: what was written before, then the close frame.
@@ -144,16 +152,19 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_with_4008() {
     }
     assert!((events.len() as u64) < sent);
     let why = within("the stalled connection to end", stalled_conn.closed()).await;
-    assert_eq!(
-        why,
-        CloseReason::SlowConsumer(SlowConsumer::LosslessTimeout)
+    assert!(
+        matches!(
+            why,
+            CloseReason::SlowConsumer(SlowConsumer::HardLimit | SlowConsumer::Lagged)
+        ),
+        "{why:?}"
     );
     assert!(
         stalled_conn.metrics().close_handshake,
         "handshake completed"
     );
 
-    // The fast client was not held back beyond one timeout and lost nothing.
+    // The fast client was not held back and lost nothing.
     assert!(!fast_conn.is_closed());
     server.shutdown().await;
     let (n, code) = within("the fast reader", reader).await.unwrap();
@@ -515,8 +526,8 @@ async fn graceful_shutdown_drains_lossless_events_then_sends_1001() {
         let event = Event::new(EventType::TextMessageContent)
             .with("seq", total)
             .with("delta", payload.as_str());
-        let b = server.broadcast(&event).await;
-        assert_eq!(b.closed, 0);
+        server.broadcast(&event).await;
+        assert!(server.connections().iter().all(|c| !c.is_closed()));
         total += 1;
     }
     let shutting = tokio::spawn(async move {
@@ -629,8 +640,8 @@ async fn a_soft_limit_held_too_long_closes_with_4008() {
     let mut stalled = stalled_client(server.local_addr()).await;
     let conn = next_conn(&mut conns).await;
 
-    // Droppable events never wait: they pile up above the soft limit until the
-    // queue has stayed there for 100 ms (the hub then finds it closed).
+    // Droppable events never wait: the backlog piles up above the soft limit
+    // until it has stayed there for 100 ms (the writer's limits tick closes it).
     let payload = "r".repeat(4096);
     let mut sent = 0u64;
     loop {
@@ -638,12 +649,13 @@ async fn a_soft_limit_held_too_long_closes_with_4008() {
         let event = Event::new(EventType::Raw)
             .with("seq", sent)
             .with("data", payload.as_str());
-        if server.broadcast(&event).await.closed > 0 {
+        server.broadcast(&event).await;
+        if conn.metrics().outbound.closed.is_some() {
             break;
         }
         sent += 1;
         if sent % 64 == 0 {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
     let (_, code, reason) = read_to_close(&mut stalled).await;
@@ -698,6 +710,8 @@ async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
     config.connection.outbound.hard_limit_bytes = 64 << 20;
     config.connection.outbound.soft_limit_for = std::time::Duration::from_millis(100);
     config.connection.close_timeout = std::time::Duration::from_millis(200);
+    // A shared log deep enough for the fills below (the backlog lives there).
+    config.log = LogConfig::new(1 << 16, 64 << 20);
     let (server, mut conns) = serve(Server::builder(config)).await;
     let stalled = stalled_client(server.local_addr()).await;
     let conn = next_conn(&mut conns).await;
@@ -716,7 +730,7 @@ async fn the_writer_times_the_soft_limit_when_nothing_more_is_offered() {
             target <= 32 << 20,
             "the soft limit never closed the connection"
         );
-        while conn.metrics().outbound.queued_bytes < target {
+        while conn.metrics().outbound.backlog_bytes() < target as u64 {
             assert!(sent < 100_000, "the queue never grew");
             server
                 .broadcast(&Event::new(EventType::Raw).with("data", payload.as_str()))
@@ -801,7 +815,8 @@ async fn shutdown_gives_up_on_a_client_that_never_reads() {
     let payload = "q".repeat(4096);
     while conn.queued() < 32 {
         let event = Event::new(EventType::TextMessageContent).with("delta", payload.as_str());
-        assert_eq!(server.broadcast(&event).await.closed, 0);
+        server.broadcast(&event).await;
+        assert!(!conn.is_closed());
     }
     // The drain cannot finish: after the shutdown timeout the queue is abandoned,
     // the close frame cannot be written either, and the task ends.

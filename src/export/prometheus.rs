@@ -45,7 +45,7 @@
 )]
 #![cfg_attr(
     feature = "ws",
-    doc = "| `ws_server` | [`Server`] | [`ServerMetrics`](crate::adapters::ws::ServerMetrics), its hub's as `broadcast_*`; per connection, [`ConnectionMetrics`](crate::adapters::ws::ConnectionMetrics) as `conn_*`, label `conn` | `add(name, &server, Server::metrics)`; per connection [`Exporter::add_ws_server_per_connection`] |"
+    doc = "| `ws_server` | [`Server`] | [`ServerMetrics`](crate::adapters::ws::ServerMetrics), its hub's as `broadcasts` and its shared log's as `log_*`; per connection, [`ConnectionMetrics`](crate::adapters::ws::ConnectionMetrics) as `conn_*`, label `conn` | `add(name, &server, Server::metrics)`; per connection [`Exporter::add_ws_server_per_connection`] |"
 )]
 #![cfg_attr(
     feature = "ws",
@@ -493,19 +493,21 @@ impl Exporter {
     ///
     /// # Per-connection series and cardinality
     ///
-    /// Every open connection adds 8 series, labelled `ws_server="<name>",conn="<id>"`
+    /// Every open connection adds 10 series, labelled `ws_server="<name>",conn="<id>"`
     /// (the [`ConnId`] number), taken from its [`ConnectionMetrics`]:
     ///
     /// | family | type | what |
     /// |---|---|---|
-    /// | `membound_ws_server_conn_queued_events` | gauge | events queued for it now |
-    /// | `membound_ws_server_conn_queued_bytes` | gauge | bytes queued for it now |
+    /// | `membound_ws_server_conn_queued_events` | gauge | events in its private queue (direct sends) now |
+    /// | `membound_ws_server_conn_queued_bytes` | gauge | their bytes |
+    /// | `membound_ws_server_conn_log_backlog_events` | gauge | broadcast events in the shared log it has not taken yet |
+    /// | `membound_ws_server_conn_log_backlog_bytes` | gauge | their bytes |
     /// | `membound_ws_server_conn_sent_events_total` | counter | events written to it |
     /// | `membound_ws_server_conn_sent_bytes_total` | counter | event bytes written to it |
     /// | `membound_ws_server_conn_dropped_total` | counter, label `class` (4) | frames its queue dropped |
     ///
     /// That is what lets an operator find *the* slow client, but it is paid for in
-    /// series: a server at `max_connections` 10 000 exposes 80 000 of them per
+    /// series: a server at `max_connections` 10 000 exposes 100 000 of them per
     /// scrape, and as identifiers are never reused, every connection that comes and
     /// goes leaves a new set of series behind in the monitoring system's index
     /// (churn) even though the exporter drops them when the connection ends. The
@@ -552,14 +554,14 @@ impl Exporter {
     /// let url = format!("ws://{}", server.local_addr());
     /// let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
     /// let id = on_connected.recv().await.expect("admitted");
-    /// // Not read yet: the event is still queued when the scrape runs.
+    /// // Not taken yet: the event is in the connection's log backlog at the scrape.
     /// server.broadcast(&Event::new(EventType::RunStarted)).await;
     ///
     /// let mut text = String::new();
     /// encode(&mut text, &registry)?;
     /// assert!(text.contains("membound_ws_server_connections{ws_server=\"events\"} 1\n"));
     /// let conn = format!("{{ws_server=\"events\",conn=\"{}\"}} 1\n", id.0);
-    /// assert!(text.contains(&format!("membound_ws_server_conn_queued_events{conn}")));
+    /// assert!(text.contains(&format!("membound_ws_server_conn_log_backlog_events{conn}")));
     ///
     /// drop(socket);
     /// server.shutdown().await;

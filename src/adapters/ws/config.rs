@@ -351,6 +351,12 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Settings of each accepted connection.
     pub connection: ConnectionConfig,
+    /// Bounds of the fan-out's shared log ([`SharedLog`](super::SharedLog)), which
+    /// holds the broadcast events the connections have yet to take. Default 4096
+    /// events, 16 MiB. A connection whose cursor falls behind the log's tail
+    /// misses events (handled by its delivery classes), so keep the byte bound at
+    /// least the connections' hard limit for that limit to be the one that acts.
+    pub log: LogConfig,
 }
 
 impl Default for ServerConfig {
@@ -362,6 +368,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             connection: ConnectionConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -376,6 +383,7 @@ impl ServerConfig {
         nonzero("max_connections", self.max_connections)?;
         nonzero("max_pending_handshakes", self.max_pending_handshakes)?;
         nonzero_duration("handshake_timeout", self.handshake_timeout)?;
+        self.log.validate()?;
         self.connection.validate()
     }
 }
@@ -507,6 +515,7 @@ impl ClientConfig {
 /// assert_eq!(LogConfig::new(0, 1).validate().unwrap_err().field, "log.max_events");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct LogConfig {
     /// The most events held. Non-zero.

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Bytes;
 
 use super::config::LogConfig;
-use super::event::{DeliveryClass, Frame};
+use super::event::{DeliveryClass, EventType, Frame};
 use crate::capacity::{CapacityError, SoftCapacity};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -36,18 +36,24 @@ struct Totals {
     bytes: u64,
     /// Events per [`DeliveryClass::index`].
     events: [u64; 4],
+    /// `STATE_SNAPSHOT` events (part of the snapshot class): a resync replaces them.
+    state_snapshots: u64,
 }
 
 impl Totals {
     fn add(&mut self, frame: &Frame) {
         self.bytes += frame.len() as u64;
         self.events[frame.class().index()] += 1;
+        if frame.kind() == &EventType::StateSnapshot {
+            self.state_snapshots += 1;
+        }
     }
 
     fn since(&self, earlier: &Self) -> Self {
         Self {
             bytes: self.bytes - earlier.bytes,
             events: core::array::from_fn(|i| self.events[i] - earlier.events[i]),
+            state_snapshots: self.state_snapshots - earlier.state_snapshots,
         }
     }
 }
@@ -122,6 +128,9 @@ pub struct Skipped {
     pub events: [u64; 4],
     /// Payload bytes missed.
     pub bytes: u64,
+    /// `STATE_SNAPSHOT` events missed (counted in the snapshot class too): a
+    /// resync makes up for them, unlike a lost `MESSAGES_SNAPSHOT`.
+    pub state_snapshots: u64,
 }
 
 impl Skipped {
@@ -129,6 +138,41 @@ impl Skipped {
     pub fn of(&self, class: DeliveryClass) -> u64 {
         self.events[class.index()]
     }
+
+    /// Missed events that nothing can make up for: lossless events, and snapshots
+    /// other than `STATE_SNAPSHOT`.
+    pub fn unrecoverable(&self) -> u64 {
+        self.of(DeliveryClass::Lossless) + self.of(DeliveryClass::Snapshot) - self.state_snapshots
+    }
+
+    /// Missed events that a state resync makes up for: deltas and state snapshots.
+    pub fn resyncable(&self) -> u64 {
+        self.of(DeliveryClass::StateDelta) + self.state_snapshots
+    }
+
+    /// `self` followed by `later` (which starts where `self` ends).
+    fn then(self, later: Self) -> Self {
+        Self {
+            from: self.from,
+            to: later.to,
+            events: core::array::from_fn(|i| self.events[i] + later.events[i]),
+            bytes: self.bytes + later.bytes,
+            state_snapshots: self.state_snapshots + later.state_snapshots,
+        }
+    }
+}
+
+/// What [`SharedLog::walk`] did: what the cursor skipped, and how many entries the
+/// visitor took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Walk {
+    /// Events the cursor skipped, having fallen behind the tail (`evicted`) or
+    /// beyond the reader's byte window (`over_window`).
+    pub skipped: Option<Skipped>,
+    /// Part of the skip was for the byte window (not only the log's own eviction).
+    pub over_window: bool,
+    /// Entries the visitor took.
+    pub taken: usize,
 }
 
 /// The outcome of [`SharedLog::read`].
@@ -168,13 +212,13 @@ pub struct LogMetrics {
     #[metric(gauge, name = "held_events")]
     pub held: u64,
     /// Payload bytes held now.
-    #[metric(gauge, unit = "bytes")]
+    #[metric(gauge, name = "held", unit = "bytes")]
     pub held_bytes: u64,
     /// The byte bound in force now (lowered under memory pressure).
-    #[metric(gauge, unit = "bytes")]
+    #[metric(gauge, name = "bound", unit = "bytes")]
     pub bound_bytes: u64,
     /// The configured byte bound.
-    #[metric(gauge, unit = "bytes")]
+    #[metric(gauge, name = "max", unit = "bytes")]
     pub max_bytes: u64,
 }
 
@@ -285,7 +329,12 @@ impl SharedLog {
     /// [`WsConfigError`](super::WsConfigError) for a bound of zero.
     pub fn new(config: LogConfig) -> Result<Self, super::WsConfigError> {
         config.validate()?;
-        Ok(Self {
+        Ok(Self::build(config))
+    }
+
+    /// An empty log with bounds already validated.
+    pub(crate) fn build(config: LogConfig) -> Self {
+        Self {
             inner: RwLock::new(Inner {
                 entries: VecDeque::new(),
                 first: 0,
@@ -300,7 +349,7 @@ impl SharedLog {
             bound_bytes: AtomicU64::new(config.max_bytes),
             appended: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
-        })
+        }
     }
 
     /// A cursor at the head: it reads what is appended from now on.
@@ -366,17 +415,7 @@ impl SharedLog {
     ) -> Read {
         let inner = read_lock(&self.inner);
         if cursor.next < inner.first {
-            let tail = inner.evicted;
-            let missed = tail.since(&cursor.before);
-            let skipped = Skipped {
-                from: cursor.next,
-                to: inner.first,
-                events: missed.events,
-                bytes: missed.bytes,
-            };
-            cursor.next = inner.first;
-            cursor.before = tail;
-            return Read::Lagged(skipped);
+            return Read::Lagged(Self::skip_to(cursor, inner.first, inner.evicted));
         }
         let start = usize::try_from(cursor.next - inner.first).unwrap_or(usize::MAX);
         let mut bytes = 0usize;
@@ -397,6 +436,96 @@ impl SharedLog {
             Read::Closed
         } else {
             Read::Empty
+        }
+    }
+
+    /// The reader's step, under one read lock: skip what the cursor can no longer
+    /// take (and return, so the reader applies its rules first), or else offer
+    /// `visit` the entries from the cursor up to `limit`
+    /// (exclusive), in order, moving the cursor past each one it takes (`true`);
+    /// the first `false` stops the walk and leaves that entry unread.
+    ///
+    /// What is skipped: the entries evicted before the cursor reached them, and, when
+    /// the backlog up to `end` (the head, or a cursor where reading will stop) is
+    /// over `window` bytes, the oldest entries beyond it, so that what is left fits
+    /// (all of them if the newest alone does not). The skip is counted per class in
+    /// [`Walk::skipped`]; what it means is the reader's class rules' business.
+    pub(crate) fn walk(
+        &self,
+        cursor: &mut Cursor,
+        limit: u64,
+        end: Option<&Cursor>,
+        window: u64,
+        mut visit: impl FnMut(&LogEntry) -> bool,
+    ) -> Walk {
+        let inner = read_lock(&self.inner);
+        let mut walk = Walk::default();
+        if cursor.next < inner.first {
+            let skipped = Self::skip_to(cursor, inner.first, inner.evicted);
+            walk.skipped = Some(skipped);
+        }
+        let upto = end.map_or(inner.totals, |e| e.before);
+        if upto.bytes.saturating_sub(cursor.before.bytes) > window {
+            // `before.bytes` grows along the log: the first entry from which the
+            // rest up to `upto` fits is found by bisection.
+            let fits_from = inner
+                .entries
+                .partition_point(|e| upto.bytes.saturating_sub(e.before.bytes) > window);
+            let (to, before) = match inner.entries.get(fits_from) {
+                Some(e) if e.offset < end.map_or(u64::MAX, |e| e.next) => (e.offset, e.before),
+                _ => end.map_or((inner.next(), inner.totals), |e| (e.next, e.before)),
+            };
+            if to > cursor.next {
+                let more = Self::skip_to(cursor, to, before);
+                walk.skipped = Some(walk.skipped.map_or(more, |s| s.then(more)));
+                walk.over_window = true;
+            }
+        }
+        if walk.skipped.is_some() {
+            // The reader acts on the skip before it reads on.
+            return walk;
+        }
+        let start = usize::try_from(cursor.next - inner.first).unwrap_or(usize::MAX);
+        for entry in inner.entries.iter().skip(start) {
+            if entry.offset >= limit || !visit(entry) {
+                break;
+            }
+            cursor.next = entry.offset + 1;
+            cursor.before = entry.after();
+            walk.taken += 1;
+        }
+        walk
+    }
+
+    /// Moves `cursor` to `to`, whose `before` totals are given; what it passed.
+    fn skip_to(cursor: &mut Cursor, to: u64, before: Totals) -> Skipped {
+        let missed = before.since(&cursor.before);
+        let skipped = Skipped {
+            from: cursor.next,
+            to,
+            events: missed.events,
+            bytes: missed.bytes,
+            state_snapshots: missed.state_snapshots,
+        };
+        cursor.next = to;
+        cursor.before = before;
+        skipped
+    }
+
+    /// A future that completes at the next append or close, for a waiter that
+    /// [enables](tokio::sync::futures::Notified::enable) it before checking.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// What lies between `cursor` and `end` (a later cursor), or the head.
+    pub(crate) fn backlog_upto(&self, cursor: &Cursor, end: Option<&Cursor>) -> Backlog {
+        match end {
+            Some(end) => Backlog {
+                events: end.next.saturating_sub(cursor.next),
+                bytes: end.before.bytes.saturating_sub(cursor.before.bytes),
+            },
+            None => self.backlog(cursor),
         }
     }
 

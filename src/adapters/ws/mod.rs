@@ -13,12 +13,15 @@
 //!   closed as a slow consumer with [`close_code::SLOW_CONSUMER`] instead), state
 //!   deltas are replaced by a fresh snapshot, snapshots are latest-wins, and the rest
 //!   are dropped and counted;
-//! - an event sent to many connections is encoded once and shared ([`Frame`]);
+//! - an event sent to many connections is encoded once and appended once to the
+//!   [`Hub`]'s bounded [`SharedLog`], which every connection reads through its own
+//!   cursor: a broadcast costs the same whatever the number of connections, and a
+//!   connection's byte limits count its backlog there;
 //! - inbound events are size-limited, parsed without panicking, and pass through a
 //!   bounded queue to handlers and subscriptions, which are capped per connection and
 //!   expire when idle; with [`MalformedPolicy::Raw`], messages that are not events
 //!   (binary, other protocols) take the same way to raw handlers, as they arrived;
-//! - under memory pressure the queues shrink, and at `Critical` new connections are
+//! - under memory pressure the queues and the shared log shrink, and at `Critical` new connections are
 //!   refused with [`close_code::TRY_AGAIN_LATER`]: a server built with
 //!   [`ServerBuilder::memory_manager`] follows the manager's levels, through the
 //!   crate's one pressure route ([`SoftCapacity`](crate::capacity::SoftCapacity),

@@ -1,9 +1,11 @@
 //! One connection's outbound queue ([`Outbound`]): delivery classes, byte limits,
-//! the resync protocol, and the waits of lossless senders and of the writer. The
-//! design is documented on [`Outbound`].
+//! the resync protocol, the merge of direct sends with the hub's shared log, and the
+//! waits of lossless senders and of the writer. The design is documented on
+//! [`Outbound`].
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::pin::pin;
 use std::prelude::rust_2021::*;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::config::{QueueConfig, WsConfigError};
 use super::event::{DeliveryClass, EventType, Frame};
+use super::log::{Backlog, Cursor, SharedLog, Skipped};
 use super::time::after;
 use super::types::{CloseReason, SlowConsumer};
 use crate::capacity::{self, CapacityError, SoftCapacity};
@@ -157,13 +160,26 @@ pub struct OutboundMetrics {
     /// Lossless waits that ran out of time and closed the queue.
     #[metric(counter)]
     pub lossless_timeouts: u64,
-    /// Bytes (JSON text) queued now.
+    /// Times the connection's cursor in the shared log fell behind what it could
+    /// take (entries evicted before it read them, or a backlog over the hard byte
+    /// limit) and skipped ahead; the events skipped are counted as dropped per
+    /// class.
+    #[metric(counter)]
+    pub lags: u64,
+    /// Events of the shared log the connection has not taken yet (between its
+    /// cursor and the head, or where its reading stops).
+    #[metric(gauge)]
+    pub log_backlog_events: u64,
+    /// Their payload bytes; with `queued_bytes`, what the byte limits apply to.
+    #[metric(gauge, name = "log_backlog", unit = "bytes")]
+    pub log_backlog_bytes: u64,
+    /// Bytes (JSON text) in the private queue (direct sends) now.
     #[metric(gauge, name = "queued", unit = "bytes")]
     pub queued_bytes: usize,
     /// The most bytes ever queued at once.
     #[metric(gauge, name = "peak_queued", unit = "bytes")]
     pub peak_bytes: usize,
-    /// Frames queued now.
+    /// Frames in the private queue (direct sends) now.
     #[metric(gauge, name = "queued_events")]
     pub len: usize,
     /// The soft capacity in force, in frames.
@@ -214,6 +230,12 @@ impl OutboundMetrics {
     pub fn sent_total(&self) -> u64 {
         self.classes.iter().map(|c| c.sent).sum()
     }
+
+    /// Bytes the connection has not taken yet: its private queue's and its shared
+    /// log backlog's, what the byte limits apply to.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.queued_bytes as u64 + self.log_backlog_bytes
+    }
 }
 
 /// One queued frame.
@@ -223,6 +245,36 @@ struct Entry {
     /// Order of admission, to tell which untagged state frames were queued before a
     /// `resynced` call.
     seq: u64,
+    /// The log offset this frame comes after: the writer takes every log entry
+    /// below it first (0 when not reading a log, or for frames queued before).
+    after: u64,
+}
+
+/// The shared log this queue reads, and where.
+#[derive(Debug)]
+struct Feed {
+    log: Arc<SharedLog>,
+    cursor: Cursor,
+    /// Where reading stops (set by a draining close or a detach): nothing appended
+    /// after it is read.
+    end: Option<Cursor>,
+}
+
+impl Feed {
+    fn backlog(&self) -> Backlog {
+        self.log.backlog_upto(&self.cursor, self.end.as_ref())
+    }
+
+    /// Whether the cursor reached its end: nothing more will be read.
+    fn done(&self) -> bool {
+        self.end
+            .is_some_and(|end| self.cursor.offset() >= end.offset())
+    }
+
+    /// The offset a direct frame queued now comes after.
+    fn mark(&self) -> u64 {
+        self.end.map_or_else(|| self.log.head(), |end| end.offset())
+    }
 }
 
 /// Everything the mutex guards.
@@ -260,6 +312,11 @@ struct State {
     floor_all_before_seq: bool,
     /// The next entry's `seq`.
     next_seq: u64,
+    /// Untagged state entries of the log below this offset are stale (the log's
+    /// head at the last resync).
+    floor_log_offset: u64,
+    /// The shared log the writer reads broadcast events from, if attached.
+    feed: Option<Feed>,
     /// Clock tick at which `bytes` went above the soft limit; `None` while at or
     /// below it.
     soft_since: Option<u64>,
@@ -272,6 +329,7 @@ struct State {
     discarded_deltas: u64,
     lossless_waits: u64,
     lossless_timeouts: u64,
+    lags: u64,
     peak_bytes: usize,
 }
 
@@ -296,6 +354,26 @@ struct Wake {
     room_one: bool,
     /// Room changed in bulk, or the queue closed: wake every waiter.
     all: bool,
+}
+
+impl Wake {
+    fn merge(&mut self, other: Wake) {
+        self.data |= other.data;
+        self.room_one |= other.room_one;
+        self.all |= other.all;
+    }
+}
+
+/// What [`Outbound::fill`] took.
+#[derive(Default)]
+struct Filled {
+    /// Frames handed out.
+    taken: usize,
+    /// Entries taken off the private queue (handed out or skipped as stale).
+    popped: usize,
+    /// The log cursor moved (entries read, stale ones skipped, or a lag).
+    log_moved: bool,
+    wake: Wake,
 }
 
 /// One connection's bounded outbound queue.
@@ -365,10 +443,54 @@ struct Wake {
 /// order is the order of queueing, except that a replacing snapshot takes the
 /// position of the one it replaced.
 ///
+/// # The shared log
+///
+/// A queue attached to a [`Hub`](super::Hub) ([`attach_log`](Outbound::attach_log))
+/// also reads the hub's [`SharedLog`] of broadcast events through its own cursor;
+/// what is described above is its *private queue*, for the frames sent to this
+/// connection alone ([`offer`](Outbound::offer), [`send`](Outbound::send)). The
+/// writer ([`next`](Outbound::next), [`try_next_batch`](Outbound::try_next_batch))
+/// merges the two in the order they were made: a direct frame comes after every
+/// broadcast event appended before it was queued. Broadcast events are not copied
+/// into the private queue; the writer takes them from the log when it gets to
+/// them, and they are counted (offered, then sent or dropped, in their class) as
+/// its cursor passes them. [`backlog`](Outbound::backlog) is what the connection
+/// has not taken yet: the private queue and the log between its cursor and the
+/// head.
+///
+/// A broadcast never waits for a connection, so the delivery classes act on the
+/// reader's side, whenever the writer takes a frame or runs
+/// [`check_limits`](Outbound::check_limits) (its tick, also while a write is
+/// blocked). What the cursor can no longer take is skipped, and the skip is
+/// judged by class:
+///
+/// - **what is skipped**: entries the log evicted before the cursor reached them
+///   (its bounds, [`LogConfig`](super::LogConfig), or memory pressure on them), and
+///   the oldest entries of a backlog over the hard byte limit, down to what fits;
+/// - a skipped **lossless** event, or a snapshot other than `STATE_SNAPSHOT` (no
+///   resync makes up for it), closes the queue as a slow consumer (close code
+///   4008): [`SlowConsumer::Lagged`] when the log evicted it,
+///   [`SlowConsumer::HardLimit`] when the backlog passed the hard limit;
+/// - skipped **state deltas** or `STATE_SNAPSHOT`s mark a resync (see *Resync*
+///   below): the writer sends a fresh snapshot, and the untagged state frames from
+///   before it are skipped as stale;
+/// - skipped **droppables** are counted as dropped, nothing more.
+///
+/// Every skip is counted in [`OutboundMetrics::lags`]. The private queue's
+/// capacity in events applies to direct frames only; the log is bounded by its
+/// own bounds, once for every connection.
+///
 /// # Byte limits
 ///
 /// Modelled on Redis' `client-output-buffer-limit`. Bytes are the JSON text of the
-/// queued frames ([`Frame::len`]).
+/// frames the connection has not taken: its private queue's ([`Frame::len`]) and,
+/// when it reads a shared log, its backlog there. A direct frame fits only within
+/// what the log backlog leaves of the hard limit (a lossless one waits for the
+/// writer to take more); a log backlog over the hard limit is skipped by class, as
+/// above. The soft limit's timer (below) runs on the backlog as a whole; it is
+/// started and stopped where the backlog is looked at (offers, takes and
+/// [`check_limits`](Outbound::check_limits)), since the log grows without visiting
+/// its readers.
 ///
 /// - **Hard limit** ([`QueueConfig::hard_limit_bytes`]): the queue never holds more.
 ///   A frame that would take it past the limit is treated as one that finds the
@@ -421,7 +543,9 @@ struct Wake {
 /// [`drains`](CloseReason::drains) (`Normal`, `Shutdown`, `Protocol`) lets the
 /// writer deliver what is queued, then gives it [`Next::Closed`]; any other reason
 /// discards the queue at once (counted as dropped per class) and the writer gets
-/// [`Next::Closed`] on its next call. Either way, offers fail with
+/// [`Next::Closed`] on its next call. A draining close also delivers the shared
+/// log's events appended before it (none after); a discarding one stops reading the
+/// log. Either way, offers fail with
 /// [`OfferError::Closed`] from then on, and every waiting sender and writer is
 /// woken.
 ///
@@ -446,7 +570,9 @@ struct Wake {
 /// # Waiting, and why no wake-up is lost
 ///
 /// A waiter (a lossless sender in [`send_until`](Outbound::send_until), the writer in
-/// [`next`](Outbound::next)) runs this loop:
+/// [`next`](Outbound::next)) runs this loop (the writer registers two futures in
+/// step 1: the queue's, and the shared log's, which every append notifies with
+/// `notify_waiters`; either wakes it):
 ///
 /// 1. create the `Notified` future and [`enable`](tokio::sync::futures::Notified::enable)
 ///    it, which registers it with the `Notify`;
@@ -559,6 +685,8 @@ impl Outbound {
                 floor_seq: 0,
                 floor_all_before_seq: false,
                 next_seq: 0,
+                floor_log_offset: 0,
+                feed: None,
                 soft_since: None,
                 closed: None,
                 classes: [ClassMetrics::default(); 4],
@@ -567,6 +695,7 @@ impl Outbound {
                 discarded_deltas: 0,
                 lossless_waits: 0,
                 lossless_timeouts: 0,
+                lags: 0,
                 peak_bytes: 0,
             }),
             room: Notify::new(),
@@ -736,11 +865,36 @@ impl Outbound {
             let mut notified = pin!(self.data.notified());
             // Registered before the check: an offer after the check wakes it.
             notified.as_mut().enable();
+            // The log's appends wake this writer too, registered before the check
+            // in the same way (an attach after this point notifies `data`).
+            let log = self.reading_log();
+            let mut appended = pin!(log.as_deref().map(SharedLog::notified));
+            if let Some(appended) = appended.as_mut().as_pin_mut() {
+                appended.enable();
+            }
             if let Some(next) = self.take_next(true) {
                 return next;
             }
-            notified.await;
+            std::future::poll_fn(|cx| {
+                if notified.as_mut().poll(cx).is_ready() {
+                    return core::task::Poll::Ready(());
+                }
+                match appended.as_mut().as_pin_mut() {
+                    Some(appended) => appended.poll(cx),
+                    None => core::task::Poll::Pending,
+                }
+            })
+            .await;
         }
+    }
+
+    /// The log the writer reads, while it has more to read from it.
+    fn reading_log(&self) -> Option<Arc<SharedLog>> {
+        let st = self.lock();
+        st.feed
+            .as_ref()
+            .filter(|feed| !feed.done())
+            .map(|feed| Arc::clone(&feed.log))
     }
 
     /// [`next`](Self::next) without waiting: `None` while the queue is empty and
@@ -757,27 +911,233 @@ impl Outbound {
             st.resync_pending = false;
             return Some(Next::Resync);
         }
-        let mut popped = 0usize;
-        let found = st.pop_live(&mut popped).map(Next::Frame);
-        if popped > 0 {
-            st.after_removal();
-        }
-        // One freed slot wakes one sender; stale frames skipped on the way freed more.
-        let wake = Wake {
-            room_one: popped == 1 && st.senders_waiting > 0,
-            all: popped > 1,
-            ..Wake::default()
-        };
+        let mut found = None;
+        let filled = self.fill(&mut st, 1, usize::MAX, &mut |frame| found = Some(frame));
         let next = match found {
-            Some(next) => Some(next),
+            Some(frame) => Some(Next::Frame(frame)),
+            // A lag found on the way asks for a resync before anything else.
+            None if st.resync_pending => {
+                st.resync_pending = false;
+                Some(Next::Resync)
+            }
             None => st.closed.clone().map(Next::Closed),
         };
         if next.is_none() && waiting {
             st.writer_waiting = true;
         }
         drop(st);
-        self.wake(wake);
+        self.wake(filled.wake);
         next
+    }
+
+    /// Hands the writer up to `max` frames (and no more once `max_bytes` are
+    /// reached, at least one), merging the shared log and the private queue in
+    /// order: a direct frame comes after every log entry below its `after` mark.
+    /// Stale state frames are skipped (counted); a lag is handled by the class
+    /// rules ([`lagged_locked`](Self::lagged_locked)) and, if it asks for a
+    /// resync, ends the fill so the resync comes first.
+    fn fill(
+        &self,
+        st: &mut State,
+        max: usize,
+        max_bytes: usize,
+        out: &mut dyn FnMut(Frame),
+    ) -> Filled {
+        let mut filled = Filled::default();
+        let mut bytes = 0usize;
+        loop {
+            if st.resync_pending || filled.taken >= max || (filled.taken > 0 && bytes >= max_bytes)
+            {
+                break;
+            }
+            if let Some(mut feed) = st.feed.take() {
+                let limit = st
+                    .queue
+                    .front()
+                    .map_or(u64::MAX, |e| e.after)
+                    .min(feed.end.map_or(u64::MAX, |end| end.offset()));
+                let window = self.log_window(st);
+                let (mut taken, mut took_bytes) = (filled.taken, bytes);
+                let walk = feed.log.walk(
+                    &mut feed.cursor,
+                    limit,
+                    feed.end.as_ref(),
+                    window,
+                    |entry| {
+                        if taken >= max || (taken > 0 && took_bytes >= max_bytes) {
+                            return false;
+                        }
+                        let frame = entry.frame();
+                        let ci = frame.class().index();
+                        st.classes[ci].offered += 1;
+                        if st.is_stale(frame, entry.offset() < st.floor_log_offset) {
+                            st.count_stale(ci);
+                        } else {
+                            st.classes[ci].sent += 1;
+                            taken += 1;
+                            took_bytes += frame.len();
+                            out(frame.clone());
+                        }
+                        true
+                    },
+                );
+                filled.taken = taken;
+                bytes = took_bytes;
+                st.feed = Some(feed);
+                filled.log_moved |= walk.taken > 0 || walk.skipped.is_some();
+                if let Some(skipped) = walk.skipped {
+                    let wake = self.lagged_locked(st, skipped, walk.over_window);
+                    filled.wake.merge(wake);
+                    continue;
+                }
+                if walk.taken > 0 {
+                    continue;
+                }
+            }
+            // Nothing in the log comes before the next direct frame: take it.
+            match st.pop_front_live() {
+                Some(Some(frame)) => {
+                    filled.popped += 1;
+                    filled.taken += 1;
+                    bytes += frame.len();
+                    out(frame);
+                }
+                Some(None) => filled.popped += 1,
+                None => break,
+            }
+        }
+        if filled.popped > 0 || filled.log_moved {
+            st.after_removal();
+        }
+        if st.senders_waiting > 0 {
+            // One freed slot wakes one sender; more (or bytes freed in the log)
+            // wake them all, to re-check.
+            if filled.popped == 1 && !filled.log_moved {
+                filled.wake.room_one = true;
+            } else if filled.popped > 0 || filled.log_moved {
+                filled.wake.all = true;
+            }
+        }
+        filled
+    }
+
+    /// The log bytes the connection may have outstanding: the hard limit less its
+    /// private queue's bytes.
+    fn log_window(&self, st: &State) -> u64 {
+        self.config.hard_limit_bytes.saturating_sub(st.bytes) as u64
+    }
+
+    /// The class rules for what the cursor skipped (see
+    /// [Shared log](Outbound#the-shared-log)): lost lossless events or
+    /// non-state snapshots close the queue as a slow consumer, lost deltas or
+    /// state snapshots mark a resync, lost droppables are counted. Every skipped
+    /// event counts as offered and dropped in its class.
+    fn lagged_locked(&self, st: &mut State, skipped: Skipped, over_window: bool) -> Wake {
+        st.lags += 1;
+        for class in DeliveryClass::ALL {
+            let n = skipped.of(class);
+            st.classes[class.index()].offered += n;
+            st.classes[class.index()].dropped += n;
+        }
+        st.discarded_deltas += skipped.of(DeliveryClass::StateDelta);
+        st.replaced_snapshots += skipped.state_snapshots;
+        if skipped.unrecoverable() > 0 {
+            let why = if over_window {
+                SlowConsumer::HardLimit
+            } else {
+                SlowConsumer::Lagged
+            };
+            return self.close_locked(st, CloseReason::SlowConsumer(why));
+        }
+        if skipped.resyncable() > 0 && !st.resync_pending && st.closed.is_none() {
+            st.resync_pending = true;
+            st.resyncs += 1;
+            return Wake {
+                data: true,
+                ..Wake::default()
+            };
+        }
+        Wake::default()
+    }
+
+    /// Applies the log's bounds and the hard byte limit to the cursor without
+    /// reading: what it can no longer take is skipped by the class rules.
+    fn trim_locked(&self, st: &mut State) -> Wake {
+        let Some(mut feed) = st.feed.take() else {
+            return Wake::default();
+        };
+        let window = self.log_window(st);
+        let at = feed.cursor.offset();
+        let walk = feed
+            .log
+            .walk(&mut feed.cursor, at, feed.end.as_ref(), window, |_| false);
+        st.feed = Some(feed);
+        match walk.skipped {
+            Some(skipped) => {
+                let mut wake = self.lagged_locked(st, skipped, walk.over_window);
+                st.after_removal();
+                if st.senders_waiting > 0 {
+                    wake.all = true;
+                }
+                wake
+            }
+            None => Wake::default(),
+        }
+    }
+
+    /// Reads broadcast events from `log` from now on (its head), merged in order
+    /// with the direct sends (see [Shared log](Outbound#the-shared-log)). Called by
+    /// [`Hub::attach`](super::Hub::attach). Attached again to the log it already
+    /// reads, the cursor stays where it is (also after a
+    /// [`detach_from_log`](Self::detach_from_log)); attached to another log, the
+    /// old one is left where it is. A closed queue attaches to nothing.
+    pub fn attach_log(&self, log: Arc<SharedLog>) {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return;
+        }
+        match &mut st.feed {
+            Some(feed) if Arc::ptr_eq(&feed.log, &log) => feed.end = None,
+            _ => {
+                // Frames queued before come before everything the new log holds.
+                for entry in &mut st.queue {
+                    entry.after = 0;
+                }
+                st.feed = Some(Feed {
+                    cursor: log.cursor(),
+                    log,
+                    end: None,
+                });
+            }
+        }
+        drop(st);
+        // A writer waiting only for direct frames now waits for the log too.
+        self.data.notify_waiters();
+    }
+
+    /// Stops reading the shared log at its head now: what was appended before is
+    /// still delivered (within the limits), nothing later. Called by
+    /// [`Hub::detach`](super::Hub::detach).
+    pub fn detach_from_log(&self) {
+        let mut st = self.lock();
+        if let Some(feed) = &mut st.feed {
+            if feed.end.is_none() {
+                feed.end = Some(feed.log.cursor());
+            }
+        }
+        drop(st);
+        self.data.notify_waiters();
+    }
+
+    /// What the connection has not taken yet: the private queue and the shared
+    /// log's backlog together, the figure the byte limits apply to.
+    pub fn backlog(&self) -> Backlog {
+        let st = self.lock();
+        let log = st.log_backlog();
+        Backlog {
+            events: st.queue.len() as u64 + log.events,
+            bytes: st.bytes as u64 + log.bytes,
+        }
     }
 
     /// Takes up to `max` frames, and no more once `max_bytes` of text are taken
@@ -801,34 +1161,18 @@ impl Outbound {
             st.resync_pending = false;
             return Some(Next::Resync);
         }
-        let mut popped = 0usize;
-        let mut taken = 0usize;
-        let mut bytes = 0usize;
-        while taken < max && (taken == 0 || bytes < max_bytes) {
-            let Some(frame) = st.pop_live(&mut popped) else {
-                break;
-            };
-            bytes += frame.len();
-            out.push_back(frame);
-            taken += 1;
-        }
-        if popped > 0 {
-            st.after_removal();
-        }
-        let senders = st.senders_waiting > 0;
-        let wake = Wake {
-            room_one: popped == 1 && senders,
-            all: popped > 1 && senders,
-            ..Wake::default()
-        };
-        let closed = if taken == 0 {
-            st.closed.clone().map(Next::Closed)
-        } else {
+        let filled = self.fill(&mut st, max, max_bytes, &mut |frame| out.push_back(frame));
+        let next = if filled.taken > 0 {
             None
+        } else if st.resync_pending {
+            st.resync_pending = false;
+            Some(Next::Resync)
+        } else {
+            st.closed.clone().map(Next::Closed)
         };
         drop(st);
-        self.wake(wake);
-        closed
+        self.wake(filled.wake);
+        next
     }
 
     /// The writer sent a snapshot taken at `revision` after [`Next::Resync`]. From
@@ -837,6 +1181,7 @@ impl Outbound {
     pub fn resynced(&self, revision: Option<u64>) {
         let mut st = self.lock();
         st.floor_seq = st.next_seq;
+        st.floor_log_offset = st.feed.as_ref().map_or(0, |feed| feed.log.head());
         match revision {
             Some(rev) => {
                 st.floor_revision = Some(st.floor_revision.map_or(rev, |r| r.max(rev)));
@@ -855,7 +1200,11 @@ impl Outbound {
     /// The reason the queue is closed, when it is (by this call or earlier).
     pub fn check_limits(&self) -> Result<(), CloseReason> {
         let mut st = self.lock();
-        let wake = self.check_soft_locked(&mut st);
+        let mut wake = self.trim_locked(&mut st);
+        // The log grows without visiting its readers: the soft timer starts here
+        // (or at the connection's next offer or take) once the backlog is over.
+        st.note_backlog(&*self.clock);
+        wake.merge(self.check_soft_locked(&mut st));
         let result = match &st.closed {
             Some(reason) => Err(reason.clone()),
             None => Ok(()),
@@ -884,17 +1233,19 @@ impl Outbound {
         self.lock().closed.is_some()
     }
 
-    /// Frames queued now.
+    /// Frames in the private queue (direct sends) now; the shared log's backlog
+    /// is in [`backlog`](Self::backlog).
     pub fn len(&self) -> usize {
         self.lock().queue.len()
     }
 
-    /// Whether no frame is queued.
+    /// Whether the private queue is empty (the log may still hold events for the
+    /// connection: see [`backlog`](Self::backlog)).
     pub fn is_empty(&self) -> bool {
         self.lock().queue.is_empty()
     }
 
-    /// Bytes (JSON text) queued now.
+    /// Bytes (JSON text) in the private queue now.
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -902,7 +1253,11 @@ impl Outbound {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> OutboundMetrics {
         let st = self.lock();
+        let log = st.log_backlog();
         OutboundMetrics {
+            lags: st.lags,
+            log_backlog_events: log.events,
+            log_backlog_bytes: log.bytes,
             classes: st.classes,
             replaced_snapshots: st.replaced_snapshots,
             resyncs: st.resyncs,
@@ -955,6 +1310,13 @@ impl Outbound {
             st.bytes = 0;
             st.soft_since = None;
             st.resync_pending = false;
+            // The log's backlog is not this queue's to discard: the cursor goes.
+            st.feed = None;
+        } else if let Some(feed) = &mut st.feed {
+            // Drains what was broadcast before the close, nothing later.
+            if feed.end.is_none() {
+                feed.end = Some(feed.log.cursor());
+            }
         }
         st.closed = Some(reason);
         Wake {
@@ -994,7 +1356,11 @@ impl Outbound {
         if st.closed.is_some() {
             return (Err(OfferError::SlowConsumer(frame)), wake);
         }
-        let hard = self.config.hard_limit_bytes;
+        let max_hard = self.config.hard_limit_bytes;
+        // The byte limits count the shared log's backlog too: what is left of the
+        // hard limit is the private queue's room.
+        let log_bytes = usize::try_from(st.log_backlog().bytes).unwrap_or(usize::MAX);
+        let hard = max_hard.saturating_sub(log_bytes);
 
         if class == DeliveryClass::Snapshot && st.queued(ci) > 0 {
             if let Some(pos) = st.queue.iter().position(|e| e.frame.kind() == frame.kind()) {
@@ -1008,18 +1374,24 @@ impl Outbound {
                         return (Ok(Offered::DroppedNewest), wake);
                     }
                 }
-                if st.bytes - old_len + frame.len() > hard {
+                if st.bytes - old_len + frame.len() > max_hard {
                     wake.all |= self.hard_limit_locked(st);
                     return (Err(OfferError::SlowConsumer(frame)), wake);
+                }
+                if st.bytes - old_len + frame.len() > hard {
+                    // It fits once the writer has taken some of the log.
+                    return (Err(OfferError::Full(frame)), wake);
                 }
                 st.classes[ci].offered += 1;
                 st.classes[ci].dropped += 1;
                 st.replaced_snapshots += 1;
                 let new_len = frame.len();
                 st.bytes = st.bytes - old_len + new_len;
+                let after = st.queue[pos].after;
                 st.queue[pos] = Entry {
                     frame,
                     seq: st.next_seq,
+                    after,
                 };
                 st.next_seq += 1;
                 if new_len > old_len {
@@ -1055,7 +1427,7 @@ impl Outbound {
 
         match class {
             DeliveryClass::Lossless | DeliveryClass::Snapshot => {
-                if frame.len() > hard {
+                if frame.len() > max_hard {
                     // It would not fit in an empty queue: waiting cannot help.
                     wake.all |= self.hard_limit_locked(st);
                     (Err(OfferError::SlowConsumer(frame)), wake)
@@ -1114,9 +1486,11 @@ impl State {
         self.classes[ci].offered += 1;
         self.classes[ci].queued += 1;
         self.bytes += frame.len();
+        let after = self.feed.as_ref().map_or(0, Feed::mark);
         self.queue.push_back(Entry {
             frame,
             seq: self.next_seq,
+            after,
         });
         self.next_seq += 1;
         self.high_water = self.high_water.max(self.queue.len());
@@ -1128,8 +1502,28 @@ impl State {
     /// bytes cross the soft limit).
     fn after_growth(&mut self, clock: &dyn Clock) {
         self.peak_bytes = self.peak_bytes.max(self.bytes);
-        if self.bytes > self.soft_limit {
+        self.note_backlog(clock);
+    }
+
+    /// The shared log's backlog for this queue (none when not reading a log).
+    fn log_backlog(&self) -> Backlog {
+        self.feed
+            .as_ref()
+            .map_or_else(Backlog::default, Feed::backlog)
+    }
+
+    /// The bytes the limits apply to: the private queue's and the log's backlog.
+    fn backlog_bytes(&self) -> u64 {
+        self.bytes as u64 + self.log_backlog().bytes
+    }
+
+    /// Starts the soft limit's timer if the backlog is over the soft limit (the
+    /// clock is read only then), and stops it if it is not.
+    fn note_backlog(&mut self, clock: &dyn Clock) {
+        if self.backlog_bytes() > self.soft_limit as u64 {
             self.soft_since.get_or_insert_with(|| clock.now());
+        } else {
+            self.soft_since = None;
         }
     }
 
@@ -1138,28 +1532,30 @@ impl State {
         self.classes[ci].queued as usize
     }
 
-    /// Takes the oldest frame that is not stale, counting it as sent; stale frames
-    /// met on the way are dropped and counted. `popped` grows by every frame taken
-    /// off the queue (for the wake-ups and `after_removal`, left to the caller).
-    fn pop_live(&mut self, popped: &mut usize) -> Option<Frame> {
-        while let Some(entry) = self.queue.pop_front() {
-            *popped += 1;
-            let ci = entry.frame.class().index();
-            self.bytes -= entry.frame.len();
-            self.classes[ci].queued -= 1;
-            if self.is_stale(&entry) {
-                self.classes[ci].dropped += 1;
-                if ci == DeliveryClass::StateDelta.index() {
-                    self.discarded_deltas += 1;
-                } else {
-                    self.replaced_snapshots += 1;
-                }
-                continue;
-            }
-            self.classes[ci].sent += 1;
-            return Some(entry.frame);
+    /// Takes the private queue's front entry: `Some(Some(frame))`, counted as
+    /// sent; `Some(None)` when it was stale (dropped and counted); `None` when the
+    /// queue is empty. `after_removal` and the wake-ups are the caller's.
+    fn pop_front_live(&mut self) -> Option<Option<Frame>> {
+        let entry = self.queue.pop_front()?;
+        let ci = entry.frame.class().index();
+        self.bytes -= entry.frame.len();
+        self.classes[ci].queued -= 1;
+        if self.is_stale(&entry.frame, entry.seq < self.floor_seq) {
+            self.count_stale(ci);
+            return Some(None);
         }
-        None
+        self.classes[ci].sent += 1;
+        Some(Some(entry.frame))
+    }
+
+    /// Counts a stale state frame of class `ci` as dropped.
+    fn count_stale(&mut self, ci: usize) {
+        self.classes[ci].dropped += 1;
+        if ci == DeliveryClass::StateDelta.index() {
+            self.discarded_deltas += 1;
+        } else {
+            self.replaced_snapshots += 1;
+        }
     }
 
     /// An offer's `data` wake-up is needed only when the writer waits for data;
@@ -1174,9 +1570,9 @@ impl State {
     /// Bookkeeping after frames left the queue: the soft timer, and shrinking a
     /// drained buffer.
     fn after_removal(&mut self) {
-        // `soft_since` is cleared only here and by a discarding close: a removal is
-        // the only way bytes fall.
-        if self.soft_since.is_some() && self.bytes <= self.soft_limit {
+        // `soft_since` is cleared here, by a discarding close and by a check: a
+        // removal (or the cursor's move) is the only way the backlog falls.
+        if self.soft_since.is_some() && self.backlog_bytes() <= self.soft_limit as u64 {
             self.soft_since = None;
         }
         // Shrink only when the queue runs empty, and only if it used at most a
@@ -1267,15 +1663,15 @@ impl State {
         n
     }
 
-    /// Whether a popped entry is a state frame covered by the last resync snapshot.
-    fn is_stale(&self, entry: &Entry) -> bool {
-        let frame = &entry.frame;
+    /// Whether a frame taken (from the queue or the log) is a state frame covered
+    /// by the last resync snapshot; `before`: it was queued (or appended) before
+    /// the `resynced` call.
+    fn is_stale(&self, frame: &Frame, before: bool) -> bool {
         let is_state =
             frame.class() == DeliveryClass::StateDelta || frame.kind() == &EventType::StateSnapshot;
         if !is_state {
             return false;
         }
-        let before = entry.seq < self.floor_seq;
         match frame.revision() {
             Some(rev) => {
                 self.floor_revision.is_some_and(|floor| rev <= floor)

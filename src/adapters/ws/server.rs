@@ -21,7 +21,7 @@ use tokio::time::timeout;
 use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, Traffic};
 use super::{
     Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub, HubMetrics,
-    Inbound, Outbound, ServerConfig, SnapshotSource, WsConfigError,
+    Inbound, Outbound, ServerConfig, SharedLog, SnapshotSource, WsConfigError,
 };
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::{Clock, MonotonicClock};
@@ -181,10 +181,13 @@ pub struct ServerMetrics {
     /// Bytes and messages in and out, of open and ended connections together.
     #[metric(nested)]
     pub traffic: Traffic,
-    /// Events queued on open connections now.
+    /// Events open connections have not taken yet, summed over the connections
+    /// ([`Outbound::backlog`](super::Outbound::backlog): a broadcast event in the
+    /// shared log counts once for each connection still to take it; the log's own
+    /// memory is in `hub.log`).
     #[metric(gauge)]
     pub queued_events: u64,
-    /// Bytes queued on open connections now.
+    /// Their bytes, summed the same way.
     #[metric(gauge, name = "queued", unit = "bytes")]
     pub queued_bytes: u64,
     /// Ended connections by reason.
@@ -353,7 +356,7 @@ impl<'m> ServerBuilder<'m> {
         self.config.validate()?;
         let shared = Arc::new(Shared {
             config: self.config,
-            hub: Hub::new(),
+            hub: Hub::with_shared_log(Arc::new(SharedLog::build(self.config.log))),
             registry: Mutex::new(HashMap::new()),
             tasks: Tracker::default(),
             open: AtomicU64::new(0),
@@ -371,6 +374,8 @@ impl<'m> ServerBuilder<'m> {
         if let Some(manager) = self.manager {
             // Weak: the manager never keeps the server alive.
             manager.register_capacity(&shared);
+            // The shared log's byte bound: the broadcasts' memory, on the same route.
+            manager.register_named("ws_log", shared.hub.log());
         }
         Ok(shared)
     }
@@ -421,7 +426,7 @@ impl<'m> ServerBuilder<'m> {
 /// let sent = server
 ///     .broadcast(&Event::new(EventType::RunStarted).with("runId", "r1"))
 ///     .await;
-/// assert_eq!(sent.queued, 1);
+/// assert_eq!(sent.offset, 0); // the first event of the shared log
 ///
 /// let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("no event") };
 /// assert_eq!(Event::parse(&text).unwrap().get("runId").unwrap(), "r1");
@@ -883,8 +888,9 @@ impl Shared {
         let mut queued_bytes = 0u64;
         for conn in &live {
             io.add(&conn.core().traffic());
-            queued_events += conn.core().outbound().len() as u64;
-            queued_bytes += conn.core().outbound().queued_bytes() as u64;
+            let backlog = conn.core().outbound().backlog();
+            queued_events += backlog.events;
+            queued_bytes += backlog.bytes;
         }
         let totals = lock(&self.totals);
         io.add(&totals.retired);

@@ -78,6 +78,10 @@ pub enum SlowConsumer {
     /// Queued state deltas had to be discarded and no snapshot could be had to
     /// resynchronise the connection.
     NoSnapshot,
+    /// The connection's cursor fell behind the shared log's tail: events it had not
+    /// read were evicted, and among them a lossless event or a snapshot that no
+    /// resync makes up for.
+    Lagged,
 }
 
 impl SlowConsumer {
@@ -88,6 +92,7 @@ impl SlowConsumer {
             Self::HardLimit => "slow consumer: hard output limit",
             Self::SoftLimit => "slow consumer: soft output limit held too long",
             Self::NoSnapshot => "slow consumer: state resync unavailable",
+            Self::Lagged => "slow consumer: fell behind the shared log",
         }
     }
 }

@@ -129,7 +129,13 @@ pub(super) fn ws_server_per_connection(server: &Server) -> WsServerSnapshot {
 fn per_connection(name: &str) -> bool {
     matches!(
         name,
-        "queued_events" | "queued" | "sent_events" | "sent" | "dropped"
+        "queued_events"
+            | "queued"
+            | "log_backlog_events"
+            | "log_backlog"
+            | "sent_events"
+            | "sent"
+            | "dropped"
     )
 }
 

@@ -428,9 +428,11 @@ impl Connection {
         self.core.metrics()
     }
 
-    /// Events waiting in the outbound queue.
+    /// Events the connection has not taken yet: its private queue's and its
+    /// backlog in the hub's shared log
+    /// ([`Outbound::backlog`](crate::adapters::ws::Outbound::backlog)).
     pub fn queued(&self) -> usize {
-        self.core.outbound.len()
+        usize::try_from(self.core.outbound.backlog().events).unwrap_or(usize::MAX)
     }
 }
 
