@@ -1247,99 +1247,93 @@ async fn pressure_lowers_the_log_bound_through_the_manager() {
 /// the log at different speeds: every writer accounts for every event exactly once
 /// (sent, or dropped by its class rules), lossless events arrive in order, and a
 /// writer that lost a lossless event was closed for it.
-#[test]
-fn every_writer_accounts_for_every_broadcast_exactly_once() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        const EVENTS: u64 = 20_000;
-        let hub = Arc::new(hub_with(256, 1 << 20));
-        let queues: Vec<_> = (0..4).map(|_| shared_queue(cfg(16))).collect();
-        for (i, q) in queues.iter().enumerate() {
-            hub.attach(ConnId(i as u64), q.clone());
-        }
-        let writers: Vec<_> = queues
-            .iter()
-            .enumerate()
-            .map(|(w, q)| {
-                let q = q.clone();
-                tokio::spawn(async move {
-                    let mut lossless = Vec::new();
-                    let mut batch = std::collections::VecDeque::new();
-                    loop {
-                        let next = match q.try_next_batch(&mut batch, 1 + w * 5, usize::MAX) {
-                            Some(next) => next,
-                            None if batch.is_empty() => q.next().await,
-                            None => {
-                                for f in batch.drain(..) {
-                                    if f.class() == DeliveryClass::Lossless {
-                                        lossless.push(tag(&f).1);
-                                    }
-                                }
-                                if w == 3 {
-                                    tokio::task::yield_now().await;
-                                }
-                                continue;
-                            }
-                        };
-                        match next {
-                            Next::Frame(f) => {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_writer_accounts_for_every_broadcast_exactly_once() {
+    const EVENTS: u64 = 20_000;
+    let hub = Arc::new(hub_with(256, 1 << 20));
+    let queues: Vec<_> = (0..4).map(|_| shared_queue(cfg(16))).collect();
+    for (i, q) in queues.iter().enumerate() {
+        hub.attach(ConnId(i as u64), q.clone());
+    }
+    let writers: Vec<_> = queues
+        .iter()
+        .enumerate()
+        .map(|(w, q)| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut lossless = Vec::new();
+                let mut batch = std::collections::VecDeque::new();
+                loop {
+                    let next = match q.try_next_batch(&mut batch, 1 + w * 5, usize::MAX) {
+                        Some(next) => next,
+                        None if batch.is_empty() => q.next().await,
+                        None => {
+                            for f in batch.drain(..) {
                                 if f.class() == DeliveryClass::Lossless {
                                     lossless.push(tag(&f).1);
                                 }
                             }
-                            Next::Resync => q.resynced(None),
-                            Next::Closed(reason) => return (lossless, reason),
+                            if w == 3 {
+                                tokio::task::yield_now().await;
+                            }
+                            continue;
                         }
+                    };
+                    match next {
+                        Next::Frame(f) => {
+                            if f.class() == DeliveryClass::Lossless {
+                                lossless.push(tag(&f).1);
+                            }
+                        }
+                        Next::Resync => q.resynced(None),
+                        Next::Closed(reason) => return (lossless, reason),
                     }
-                })
+                }
             })
-            .collect();
-        let mut published = [0u64; 4];
-        for n in 0..EVENTS {
-            let f = mixed(0, n);
-            published[f.class().index()] += 1;
-            hub.broadcast_frame(f).await;
-            if n % 64 == 0 {
-                tokio::task::yield_now().await;
-            }
+        })
+        .collect();
+    let mut published = [0u64; 4];
+    for n in 0..EVENTS {
+        let f = mixed(0, n);
+        published[f.class().index()] += 1;
+        hub.broadcast_frame(f).await;
+        if n % 64 == 0 {
+            tokio::task::yield_now().await;
         }
-        for q in &queues {
-            q.close(CloseReason::Normal);
+    }
+    for q in &queues {
+        q.close(CloseReason::Normal);
+    }
+    for (q, w) in queues.iter().zip(writers) {
+        let (lossless, reason) = w.await.unwrap();
+        let m = q.metrics();
+        assert_balanced(q);
+        assert_eq!(m.len, 0);
+        for i in 1..lossless.len() {
+            assert!(lossless[i - 1] < lossless[i], "lossless out of order");
         }
-        for (q, w) in queues.iter().zip(writers) {
-            let (lossless, reason) = w.await.unwrap();
-            let m = q.metrics();
-            assert_balanced(q);
-            assert_eq!(m.len, 0);
-            for i in 1..lossless.len() {
-                assert!(lossless[i - 1] < lossless[i], "lossless out of order");
-            }
-            match reason {
-                CloseReason::Normal => {
-                    // Read to the end: every event offered, none lost unsaid.
-                    for class in DeliveryClass::ALL {
-                        assert_eq!(
-                            m.class(class).offered,
-                            published[class.index()],
-                            "{class:?}"
-                        );
-                    }
-                    assert_eq!(m.class(DeliveryClass::Lossless).dropped, 0);
+        match reason {
+            CloseReason::Normal => {
+                // Read to the end: every event offered, none lost unsaid.
+                for class in DeliveryClass::ALL {
                     assert_eq!(
-                        lossless.len() as u64,
-                        published[DeliveryClass::Lossless.index()]
+                        m.class(class).offered,
+                        published[class.index()],
+                        "{class:?}"
                     );
                 }
-                CloseReason::SlowConsumer(SlowConsumer::Lagged) => {
-                    assert!(m.class(DeliveryClass::Lossless).dropped > 0);
-                }
-                other => unreachable!("closed for {other:?}"),
+                assert_eq!(m.class(DeliveryClass::Lossless).dropped, 0);
+                assert_eq!(
+                    lossless.len() as u64,
+                    published[DeliveryClass::Lossless.index()]
+                );
             }
+            CloseReason::SlowConsumer(SlowConsumer::Lagged) => {
+                assert!(m.class(DeliveryClass::Lossless).dropped > 0);
+            }
+            other => unreachable!("closed for {other:?}"),
         }
-    });
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -945,9 +945,9 @@ impl Outbound {
     ) -> Filled {
         let mut filled = Filled::default();
         let mut bytes = 0usize;
+        let done = |taken: usize, bytes: usize| taken >= max || (taken > 0 && bytes >= max_bytes);
         loop {
-            if st.resync_pending || filled.taken >= max || (filled.taken > 0 && bytes >= max_bytes)
-            {
+            if st.resync_pending || done(filled.taken, bytes) {
                 break;
             }
             if let Some(mut feed) = st.feed.take() {
@@ -964,7 +964,7 @@ impl Outbound {
                     feed.end.as_ref(),
                     window,
                     |entry| {
-                        if taken >= max || (taken > 0 && took_bytes >= max_bytes) {
+                        if done(taken, took_bytes) {
                             return false;
                         }
                         let frame = entry.frame();
@@ -990,9 +990,11 @@ impl Outbound {
                     filled.wake.merge(wake);
                     continue;
                 }
-                if walk.taken > 0 {
-                    continue;
+                if done(filled.taken, bytes) {
+                    break;
                 }
+                // The walk stopped at the next direct frame's mark, or at the end
+                // of the log: walking again would find nothing before that frame.
             }
             // Nothing in the log comes before the next direct frame: take it.
             match st.pop_front_live() {
