@@ -42,7 +42,7 @@
 mod config;
 mod error;
 mod history;
-mod ops;
+pub(crate) mod ops;
 mod parse;
 mod store;
 pub mod subscription;

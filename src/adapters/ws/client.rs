@@ -654,6 +654,7 @@ fn new_core(
         inbound: Arc::clone(inbound),
         owns_inbound: false,
         snapshots: None,
+        classes: Arc::default(),
     }))
 }
 

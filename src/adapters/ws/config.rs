@@ -516,21 +516,42 @@ impl ClientConfig {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct LogConfig {
     /// The most events held. Non-zero.
     pub max_events: usize,
     /// The most payload bytes held. Non-zero.
     pub max_bytes: u64,
+    /// The most activities whose content the log tracks for activity resyncs (see
+    /// [`SharedLog`](super::SharedLog#activities)); the one updated longest ago is
+    /// forgotten first. Zero tracks none: a connection that misses an activity
+    /// event is then closed as a slow consumer. Default 256.
+    pub max_activities: usize,
+    /// The most bytes the tracked activities may hold (estimated: each one's last
+    /// snapshot plus the deltas folded in since). Default 1 MiB.
+    pub max_activity_bytes: u64,
 }
 
 impl LogConfig {
-    /// Bounds of `max_events` events and `max_bytes` payload bytes.
+    /// Bounds of `max_events` events and `max_bytes` payload bytes, and the default
+    /// activity bounds.
     pub const fn new(max_events: usize, max_bytes: u64) -> Self {
         Self {
             max_events,
             max_bytes,
+            max_activities: 256,
+            max_activity_bytes: 1 << 20,
         }
+    }
+
+    /// These bounds, tracking at most `max_activities` activities holding at most
+    /// `max_bytes` bytes.
+    #[must_use]
+    pub const fn with_activities(mut self, max_activities: usize, max_bytes: u64) -> Self {
+        self.max_activities = max_activities;
+        self.max_activity_bytes = max_bytes;
+        self
     }
 
     /// Checks the bounds.

@@ -60,6 +60,31 @@ pub enum EventType {
     StateDelta,
     /// `MESSAGES_SNAPSHOT`
     MessagesSnapshot,
+    /// `ACTIVITY_SNAPSHOT`: the whole content of one activity (keyed by its
+    /// `messageId`).
+    ActivitySnapshot,
+    /// `ACTIVITY_DELTA`: an RFC 6902 patch to one activity's content.
+    ActivityDelta,
+    /// `REASONING_START`
+    ReasoningStart,
+    /// `REASONING_MESSAGE_START`
+    ReasoningMessageStart,
+    /// `REASONING_MESSAGE_CONTENT`
+    ReasoningMessageContent,
+    /// `REASONING_MESSAGE_END`
+    ReasoningMessageEnd,
+    /// `REASONING_MESSAGE_CHUNK`
+    ReasoningMessageChunk,
+    /// `REASONING_END`
+    ReasoningEnd,
+    /// `REASONING_ENCRYPTED_VALUE`
+    ReasoningEncryptedValue,
+    /// `SUBAGENT_STARTED`
+    SubagentStarted,
+    /// `SUBAGENT_FINISHED`
+    SubagentFinished,
+    /// `SUBAGENT_ERROR`
+    SubagentError,
     /// `RAW`
     Raw,
     /// `CUSTOM`
@@ -68,8 +93,8 @@ pub enum EventType {
     Other(Arc<str>),
 }
 
-/// Every named AG-UI type with its wire name, in declaration order.
-const NAMED: [(EventType, &str); 19] = [
+/// Every named AG-UI 1.0 type with its wire name, in declaration order.
+static NAMED: [(EventType, &str); 31] = [
     (EventType::RunStarted, "RUN_STARTED"),
     (EventType::RunFinished, "RUN_FINISHED"),
     (EventType::RunError, "RUN_ERROR"),
@@ -87,6 +112,24 @@ const NAMED: [(EventType, &str); 19] = [
     (EventType::StateSnapshot, "STATE_SNAPSHOT"),
     (EventType::StateDelta, "STATE_DELTA"),
     (EventType::MessagesSnapshot, "MESSAGES_SNAPSHOT"),
+    (EventType::ActivitySnapshot, "ACTIVITY_SNAPSHOT"),
+    (EventType::ActivityDelta, "ACTIVITY_DELTA"),
+    (EventType::ReasoningStart, "REASONING_START"),
+    (EventType::ReasoningMessageStart, "REASONING_MESSAGE_START"),
+    (
+        EventType::ReasoningMessageContent,
+        "REASONING_MESSAGE_CONTENT",
+    ),
+    (EventType::ReasoningMessageEnd, "REASONING_MESSAGE_END"),
+    (EventType::ReasoningMessageChunk, "REASONING_MESSAGE_CHUNK"),
+    (EventType::ReasoningEnd, "REASONING_END"),
+    (
+        EventType::ReasoningEncryptedValue,
+        "REASONING_ENCRYPTED_VALUE",
+    ),
+    (EventType::SubagentStarted, "SUBAGENT_STARTED"),
+    (EventType::SubagentFinished, "SUBAGENT_FINISHED"),
+    (EventType::SubagentError, "SUBAGENT_ERROR"),
     (EventType::Raw, "RAW"),
     (EventType::Custom, "CUSTOM"),
 ];
@@ -112,14 +155,105 @@ impl EventType {
     }
 
     /// How the outbound queue treats events of this type when a connection falls
-    /// behind.
+    /// behind, by default (a [`ClassMap`] overrides it per type):
+    ///
+    /// | class | types |
+    /// |---|---|
+    /// | [`Lossless`](DeliveryClass::Lossless) | `RUN_*`, `STEP_*`, `TEXT_MESSAGE_*`, `TOOL_CALL_*`, `REASONING_*`, `SUBAGENT_*` |
+    /// | [`StateDelta`](DeliveryClass::StateDelta) | `STATE_DELTA`; `ACTIVITY_DELTA` (per `messageId`) |
+    /// | [`Snapshot`](DeliveryClass::Snapshot) | `STATE_SNAPSHOT`, `MESSAGES_SNAPSHOT`; `ACTIVITY_SNAPSHOT` (per `messageId`) |
+    /// | [`Droppable`](DeliveryClass::Droppable) | `RAW`, `CUSTOM`, and any other type |
     pub fn class(&self) -> DeliveryClass {
         match self {
-            Self::StateDelta => DeliveryClass::StateDelta,
-            Self::StateSnapshot | Self::MessagesSnapshot => DeliveryClass::Snapshot,
+            Self::StateDelta | Self::ActivityDelta => DeliveryClass::StateDelta,
+            Self::StateSnapshot | Self::MessagesSnapshot | Self::ActivitySnapshot => {
+                DeliveryClass::Snapshot
+            }
             Self::Raw | Self::Custom | Self::Other(_) => DeliveryClass::Droppable,
             _ => DeliveryClass::Lossless,
         }
+    }
+
+    /// Every type AG-UI 1.0 names (31 of them), in a fixed order; not
+    /// [`Other`](Self::Other).
+    pub fn named() -> impl Iterator<Item = &'static EventType> {
+        NAMED.iter().map(|(t, _)| t)
+    }
+
+    /// Whether this is `ACTIVITY_SNAPSHOT` or `ACTIVITY_DELTA`: events about one
+    /// activity, keyed by their `messageId`.
+    pub fn is_activity(&self) -> bool {
+        matches!(self, Self::ActivitySnapshot | Self::ActivityDelta)
+    }
+}
+
+/// The delivery class of each event type: [`EventType::class`]'s defaults, with
+/// overrides by wire name, so that a type a newer protocol version adds (or one of
+/// the application's own) gets the class it needs without a release.
+///
+/// A [`Server`](super::Server) applies its map
+/// ([`ServerBuilder::classes`](super::ServerBuilder::classes)) to every event it
+/// broadcasts or sends; [`Event::encode_with`] applies one by hand.
+///
+/// # Examples
+///
+/// ```
+/// use membound::adapters::ws::{ClassMap, DeliveryClass, Event, EventType};
+///
+/// let classes = ClassMap::new()
+///     .with("AUDIT_RECORD", DeliveryClass::Lossless)
+///     .with("RAW", DeliveryClass::Lossless);
+/// assert_eq!(classes.class_of(&EventType::parse("AUDIT_RECORD")), DeliveryClass::Lossless);
+/// assert_eq!(classes.class_of(&EventType::Raw), DeliveryClass::Lossless);
+/// // Types without an override keep their default.
+/// assert_eq!(classes.class_of(&EventType::parse("SOMETHING")), DeliveryClass::Droppable);
+/// assert_eq!(classes.class_of(&EventType::ReasoningStart), DeliveryClass::Lossless);
+///
+/// let frame = Event::new(EventType::parse("AUDIT_RECORD")).encode_with(&classes);
+/// assert_eq!(frame.class(), DeliveryClass::Lossless);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct ClassMap {
+    overrides: std::collections::BTreeMap<String, DeliveryClass>,
+}
+
+impl ClassMap {
+    /// The defaults, no override.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives events whose `type` is `type_name` the class `class`.
+    #[must_use]
+    pub fn with(mut self, type_name: &str, class: DeliveryClass) -> Self {
+        self.set(type_name, class);
+        self
+    }
+
+    /// Gives events whose `type` is `type_name` the class `class`; returns the
+    /// override it replaced.
+    pub fn set(&mut self, type_name: &str, class: DeliveryClass) -> Option<DeliveryClass> {
+        self.overrides.insert(type_name.to_owned(), class)
+    }
+
+    /// The class of `kind`: its override, or [`EventType::class`].
+    pub fn class_of(&self, kind: &EventType) -> DeliveryClass {
+        self.get(kind.as_str()).unwrap_or_else(|| kind.class())
+    }
+
+    /// The override for the type named `type_name`, if any.
+    pub fn get(&self, type_name: &str) -> Option<DeliveryClass> {
+        if self.overrides.is_empty() {
+            return None;
+        }
+        self.overrides.get(type_name).copied()
+    }
+
+    /// Whether no type is overridden.
+    pub fn is_empty(&self) -> bool {
+        self.overrides.is_empty()
     }
 }
 
@@ -130,17 +264,26 @@ impl fmt::Display for EventType {
 }
 
 /// What the outbound queue of a connection that falls behind does with an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Serialised (with feature `serde`) by its [`as_str`](Self::as_str) name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum DeliveryClass {
-    /// Lifecycle, `TEXT_MESSAGE_*`, `TOOL_CALL_*`: never dropped. A sender waits for
-    /// room up to a timeout; then the connection is closed as a slow consumer
+    /// Lifecycle, `TEXT_MESSAGE_*`, `TOOL_CALL_*`, `REASONING_*`, `SUBAGENT_*`:
+    /// never dropped. A sender waits for room up to a timeout; then the connection
+    /// is closed as a slow consumer
     /// ([`close_code::SLOW_CONSUMER`](super::close_code::SLOW_CONSUMER)).
     Lossless,
-    /// `STATE_DELTA`: on overflow the queued deltas are discarded and the connection
-    /// gets a fresh `STATE_SNAPSHOT` before any further delta.
+    /// Deltas against a snapshot. `STATE_DELTA`: on overflow the queued deltas are
+    /// discarded and the connection gets a fresh `STATE_SNAPSHOT` before any
+    /// further delta. `ACTIVITY_DELTA` (broadcast): the connection gets a fresh
+    /// `ACTIVITY_SNAPSHOT` of every activity the log tracks, and skips the deltas
+    /// those snapshots contain (see [`SharedLog`](super::SharedLog#activities)).
     StateDelta,
-    /// `STATE_SNAPSHOT`, `MESSAGES_SNAPSHOT`: latest wins; a newer snapshot replaces a
-    /// queued older one of the same type.
+    /// `STATE_SNAPSHOT`, `MESSAGES_SNAPSHOT`, `ACTIVITY_SNAPSHOT`: latest wins; a
+    /// newer snapshot replaces a queued older one of the same type (and, for
+    /// activities, the same `messageId`).
     Snapshot,
     /// `RAW`, `CUSTOM` and unknown types: dropped by the configured policy, counted.
     Droppable,
@@ -332,12 +475,32 @@ impl Event {
         Value::Object(self.fields.clone())
     }
 
-    /// Encodes the event once, for sending to any number of connections.
+    /// Encodes the event once, for sending to any number of connections, with its
+    /// type's default class ([`EventType::class`]).
     pub fn encode(&self) -> Frame {
+        self.encode_as(self.kind.class())
+    }
+
+    /// [`encode`](Self::encode), with the class `classes` gives the event's type.
+    pub fn encode_with(&self, classes: &ClassMap) -> Frame {
+        self.encode_as(classes.class_of(&self.kind))
+    }
+
+    fn encode_as(&self, class: DeliveryClass) -> Frame {
         // Serialising a `Map<String, Value>` cannot fail: every key is a string.
         let text = serde_json::to_string(&self.fields).unwrap_or_default();
+        let key = if self.kind.is_activity() {
+            self.fields
+                .get("messageId")
+                .and_then(Value::as_str)
+                .map(Arc::from)
+        } else {
+            None
+        };
         Frame {
             kind: self.kind.clone(),
+            class,
+            key,
             text: Utf8Bytes::from(text),
             revision: self.revision,
         }
@@ -360,6 +523,9 @@ impl Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     kind: EventType,
+    class: DeliveryClass,
+    /// An activity event's `messageId`.
+    key: Option<Arc<str>>,
     text: Utf8Bytes,
     revision: Option<u64>,
 }
@@ -370,9 +536,33 @@ impl Frame {
         &self.kind
     }
 
-    /// The delivery class of the event's type.
+    /// The frame's delivery class: its type's default, or what the [`ClassMap`] it
+    /// was encoded with (or [`with_class`](Self::with_class)) gave it.
     pub fn class(&self) -> DeliveryClass {
-        self.kind.class()
+        self.class
+    }
+
+    /// The frame with the class `classes` overrides for its type, if any (else as
+    /// it is).
+    #[must_use]
+    pub fn classed(mut self, classes: &ClassMap) -> Self {
+        if let Some(class) = classes.get(self.kind.as_str()) {
+            self.class = class;
+        }
+        self
+    }
+
+    /// The frame with delivery class `class`.
+    #[must_use]
+    pub fn with_class(mut self, class: DeliveryClass) -> Self {
+        self.class = class;
+        self
+    }
+
+    /// What the frame is about, where its type is keyed: an activity event's
+    /// `messageId` (snapshots of different activities do not replace each other).
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     /// The state-store revision the event was tagged with.

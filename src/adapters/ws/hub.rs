@@ -6,7 +6,7 @@ use std::prelude::rust_2021::*;
 use std::sync::Arc;
 
 use super::config::{LogConfig, WsConfigError};
-use super::event::{Event, Frame};
+use super::event::{ClassMap, Event, Frame};
 use super::log::{LogMetrics, SharedLog};
 use super::outbound::Outbound;
 use super::types::ConnId;
@@ -84,6 +84,8 @@ use crate::sync::{AtomicU64, Ordering};
 pub struct Hub {
     entries: SnapshotVec<(ConnId, Arc<Outbound>)>,
     log: Arc<SharedLog>,
+    /// The class overrides applied to every broadcast.
+    classes: ClassMap,
     /// Broadcasts made since construction.
     broadcasts: AtomicU64,
 }
@@ -147,8 +149,22 @@ impl Hub {
         Self {
             entries: SnapshotVec::new(),
             log,
+            classes: ClassMap::new(),
             broadcasts: AtomicU64::new(0),
         }
+    }
+
+    /// This hub, giving every event it broadcasts the class `classes` says (see
+    /// [`ClassMap`]).
+    #[must_use]
+    pub fn with_classes(mut self, classes: ClassMap) -> Self {
+        self.classes = classes;
+        self
+    }
+
+    /// The class overrides applied to broadcasts.
+    pub fn classes(&self) -> &ClassMap {
+        &self.classes
     }
 
     /// The shared log broadcasts go to (register it with a memory manager to put
@@ -212,7 +228,7 @@ impl Hub {
     /// Encodes `event` once and appends it to the shared log, for every attached
     /// connection (see [Design](Hub#design)).
     pub async fn broadcast(&self, event: &Event) -> Broadcast {
-        self.broadcast_frame(event.encode()).await
+        self.broadcast_frame(event.encode_with(&self.classes)).await
     }
 
     /// Appends an encoded frame to the shared log. Costs the same whatever the
@@ -225,7 +241,7 @@ impl Hub {
         // returns `Pending` when the budget runs out, and the writers it woke get to
         // run.
         tokio::task::coop::consume_budget().await;
-        let offset = self.log.append(frame);
+        let offset = self.log.append(frame.classed(&self.classes));
         // Statistics only: nothing is ordered by this counter.
         self.broadcasts.fetch_add(1, Ordering::Relaxed);
         Broadcast { offset }

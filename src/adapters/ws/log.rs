@@ -24,6 +24,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Bytes;
 
+use super::activity::Activities;
 use super::config::LogConfig;
 use super::event::{DeliveryClass, EventType, Frame};
 use crate::capacity::{CapacityError, SoftCapacity};
@@ -38,14 +39,25 @@ struct Totals {
     events: [u64; 4],
     /// `STATE_SNAPSHOT` events (part of the snapshot class): a resync replaces them.
     state_snapshots: u64,
+    /// `ACTIVITY_DELTA` events of the delta class: an activity resync makes up for
+    /// them.
+    activity_deltas: u64,
+    /// `ACTIVITY_SNAPSHOT` events of the snapshot class: likewise.
+    activity_snapshots: u64,
 }
 
 impl Totals {
     fn add(&mut self, frame: &Frame) {
         self.bytes += frame.len() as u64;
-        self.events[frame.class().index()] += 1;
-        if frame.kind() == &EventType::StateSnapshot {
-            self.state_snapshots += 1;
+        let class = frame.class();
+        self.events[class.index()] += 1;
+        match (frame.kind(), class) {
+            (EventType::StateSnapshot, DeliveryClass::Snapshot) => self.state_snapshots += 1,
+            (EventType::ActivitySnapshot, DeliveryClass::Snapshot) => {
+                self.activity_snapshots += 1;
+            }
+            (EventType::ActivityDelta, DeliveryClass::StateDelta) => self.activity_deltas += 1,
+            _ => {}
         }
     }
 
@@ -54,6 +66,8 @@ impl Totals {
             bytes: self.bytes - earlier.bytes,
             events: core::array::from_fn(|i| self.events[i] - earlier.events[i]),
             state_snapshots: self.state_snapshots - earlier.state_snapshots,
+            activity_deltas: self.activity_deltas - earlier.activity_deltas,
+            activity_snapshots: self.activity_snapshots - earlier.activity_snapshots,
         }
     }
 }
@@ -131,6 +145,12 @@ pub struct Skipped {
     /// `STATE_SNAPSHOT` events missed (counted in the snapshot class too): a
     /// resync makes up for them, unlike a lost `MESSAGES_SNAPSHOT`.
     pub state_snapshots: u64,
+    /// `ACTIVITY_DELTA` events missed (counted in the delta class too): an
+    /// activity resync makes up for them, not a state one.
+    pub activity_deltas: u64,
+    /// `ACTIVITY_SNAPSHOT` events missed (counted in the snapshot class too):
+    /// likewise.
+    pub activity_snapshots: u64,
 }
 
 impl Skipped {
@@ -140,14 +160,23 @@ impl Skipped {
     }
 
     /// Missed events that nothing can make up for: lossless events, and snapshots
-    /// other than `STATE_SNAPSHOT`.
+    /// other than `STATE_SNAPSHOT` and `ACTIVITY_SNAPSHOT`.
     pub fn unrecoverable(&self) -> u64 {
-        self.of(DeliveryClass::Lossless) + self.of(DeliveryClass::Snapshot) - self.state_snapshots
+        self.of(DeliveryClass::Lossless) + self.of(DeliveryClass::Snapshot)
+            - self.state_snapshots
+            - self.activity_snapshots
     }
 
-    /// Missed events that a state resync makes up for: deltas and state snapshots.
+    /// Missed events that a state resync makes up for: deltas other than
+    /// `ACTIVITY_DELTA`, and state snapshots.
     pub fn resyncable(&self) -> u64 {
-        self.of(DeliveryClass::StateDelta) + self.state_snapshots
+        self.of(DeliveryClass::StateDelta) - self.activity_deltas + self.state_snapshots
+    }
+
+    /// Missed events that an activity resync makes up for: `ACTIVITY_DELTA` and
+    /// `ACTIVITY_SNAPSHOT` (see [Activities](SharedLog#activities)).
+    pub fn activities(&self) -> u64 {
+        self.activity_deltas + self.activity_snapshots
     }
 
     /// `self` followed by `later` (which starts where `self` ends).
@@ -158,6 +187,8 @@ impl Skipped {
             events: core::array::from_fn(|i| self.events[i] + later.events[i]),
             bytes: self.bytes + later.bytes,
             state_snapshots: self.state_snapshots + later.state_snapshots,
+            activity_deltas: self.activity_deltas + later.activity_deltas,
+            activity_snapshots: self.activity_snapshots + later.activity_snapshots,
         }
     }
 }
@@ -220,6 +251,18 @@ pub struct LogMetrics {
     /// The configured byte bound.
     #[metric(gauge, name = "max", unit = "bytes")]
     pub max_bytes: u64,
+    /// Activities tracked now (see [Activities](SharedLog#activities)).
+    #[metric(gauge)]
+    pub activities: u64,
+    /// Bytes the tracked activities hold (estimated: each one's last snapshot and
+    /// the deltas folded in since).
+    #[metric(gauge, name = "activity", unit = "bytes")]
+    pub activity_bytes: u64,
+    /// Activities no longer tracked: forgotten for the bounds, or whose events
+    /// could not be applied. A reader that missed their events cannot be
+    /// resynchronised.
+    #[metric(counter)]
+    pub activities_lost: u64,
 }
 
 struct Inner {
@@ -269,6 +312,29 @@ impl Inner {
 /// bound. The byte bound is a [`SoftCapacity`] (in bytes): under memory pressure the
 /// manager lowers it, and the excess is evicted at once.
 ///
+/// # Activities
+///
+/// AG-UI's `ACTIVITY_SNAPSHOT` and `ACTIVITY_DELTA` are snapshots and deltas like
+/// the state's, but each is about one activity, named by its `messageId`. The log
+/// keeps each activity's current content: an `ACTIVITY_SNAPSHOT` sets it (unless it
+/// says `"replace": false` and the activity exists), an `ACTIVITY_DELTA` applies its
+/// RFC 6902 `patch` to it (with the state store's patch code and limits). A reader
+/// that skips activity events (the log evicted them, or they were beyond its byte
+/// window) is not closed and not left with a gap: it gets a fresh
+/// `ACTIVITY_SNAPSHOT` (`"replace": true`) of every tracked activity, then reads
+/// on, skipping the activity events those snapshots already contain. This happens
+/// inside the reader's [`Outbound`](super::Outbound), with no
+/// [`SnapshotSource`](super::SnapshotSource).
+///
+/// Tracking is bounded ([`LogConfig::max_activities`],
+/// [`LogConfig::max_activity_bytes`]); the activity updated longest ago is
+/// forgotten first, as is one whose delta does not apply (or comes without a
+/// snapshot). A reader whose skip reaches back to an event of a forgotten activity
+/// cannot be resynchronised: it is closed as a slow consumer
+/// ([`SlowConsumer::NoSnapshot`](super::SlowConsumer::NoSnapshot)), never left
+/// with a silent gap. Direct (per-connection) activity events are not tracked: an
+/// `ACTIVITY_DELTA` sent to one connection waits for room like a lossless event.
+///
 /// # Examples
 ///
 /// ```
@@ -302,6 +368,8 @@ pub struct SharedLog {
     bound_bytes: AtomicU64,
     appended: AtomicU64,
     evicted: AtomicU64,
+    /// The activities' current contents, for activity resyncs.
+    activities: Activities,
 }
 
 impl fmt::Debug for SharedLog {
@@ -349,6 +417,7 @@ impl SharedLog {
             bound_bytes: AtomicU64::new(config.max_bytes),
             appended: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            activities: Activities::new(config.max_activities, config.max_activity_bytes),
         }
     }
 
@@ -378,6 +447,22 @@ impl SharedLog {
     /// `broadcast` send does.) An append to a closed log is still stored, but no
     /// reader waits for it.
     pub fn append(&self, frame: Frame) -> u64 {
+        if !frame.kind().is_activity() {
+            return self.push(frame);
+        }
+        // Parsed before any lock is taken. The tracker's lock is held across the
+        // append and the fold, so activities are folded in offset order and a
+        // reader's resync (which takes the same lock) sees contents current up to an
+        // offset it can compare with its cursor.
+        let json = serde_json::from_str(frame.as_str()).ok();
+        let mut tracked = self.activities.lock();
+        let offset = self.push(frame.clone());
+        self.activities.fold(&mut tracked, offset, &frame, json);
+        offset
+    }
+
+    /// The append itself.
+    fn push(&self, frame: Frame) -> u64 {
         let wire = encode_text_frame(frame.as_str().as_bytes());
         let bound = self.bound_bytes.load(Ordering::Relaxed);
         let (offset, evicted) = {
@@ -506,6 +591,8 @@ impl SharedLog {
             events: missed.events,
             bytes: missed.bytes,
             state_snapshots: missed.state_snapshots,
+            activity_deltas: missed.activity_deltas,
+            activity_snapshots: missed.activity_snapshots,
         };
         cursor.next = to;
         cursor.before = before;
@@ -583,6 +670,7 @@ impl SharedLog {
             let inner = read_lock(&self.inner);
             (inner.entries.len() as u64, inner.held_bytes)
         };
+        let activities = self.activities.figures();
         LogMetrics {
             appended: self.appended.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
@@ -590,7 +678,18 @@ impl SharedLog {
             held_bytes,
             bound_bytes: self.bound_bytes.load(Ordering::Relaxed),
             max_bytes: self.max_bytes,
+            activities: activities.tracked,
+            activity_bytes: activities.bytes,
+            activities_lost: activities.lost,
         }
+    }
+
+    /// Fresh `ACTIVITY_SNAPSHOT`s of every tracked activity for a reader that
+    /// skipped activity events from offset `from` on, and the offset they are
+    /// current up to (the reader skips activity events below it); `None` when some
+    /// of what it skipped may belong to an activity no longer tracked.
+    pub(crate) fn activity_resync(&self, from: u64) -> Option<super::activity::Resync> {
+        self.activities.resync(from)
     }
 }
 

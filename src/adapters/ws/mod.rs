@@ -43,6 +43,7 @@ mod time;
 mod types;
 
 // The queues and the fan-out.
+mod activity;
 mod hub;
 mod inbound;
 mod log;
@@ -63,7 +64,7 @@ pub use config::{
     ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use conn::{Connection, ConnectionMetrics, Traffic};
-pub use event::{DeliveryClass, Event, EventError, EventType, Frame};
+pub use event::{ClassMap, DeliveryClass, Event, EventError, EventType, Frame};
 pub use hub::{Broadcast, Hub, HubMetrics};
 pub use inbound::{
     EventSubscription, HandlerId, Inbound, InboundClosed, InboundError, InboundMetrics, RawMessage,

@@ -149,6 +149,11 @@ pub struct OutboundMetrics {
     /// [`Next::Resync`], unless the queue is closed first).
     #[metric(counter)]
     pub resyncs: u64,
+    /// Times the cursor skipped activity events and the queue resynchronised the
+    /// activities itself, from the shared log's tracked contents (see
+    /// [Activities](SharedLog#activities)).
+    #[metric(counter)]
+    pub activity_resyncs: u64,
     /// State deltas discarded: at an overflow (the queued ones and the incoming
     /// one), and stale ones skipped after a resync.
     #[metric(counter)]
@@ -315,6 +320,12 @@ struct State {
     /// Untagged state entries of the log below this offset are stale (the log's
     /// head at the last resync).
     floor_log_offset: u64,
+    /// Activity entries of the log below this offset are stale: the last activity
+    /// resync's snapshots contain them.
+    activity_floor: u64,
+    /// The last activity resync's `ACTIVITY_SNAPSHOT`s, handed out before
+    /// anything else. Bounded by the log's activity bounds.
+    activity_snapshots: VecDeque<Frame>,
     /// The shared log the writer reads broadcast events from, if attached.
     feed: Option<Feed>,
     /// Clock tick at which `bytes` went above the soft limit; `None` while at or
@@ -326,6 +337,7 @@ struct State {
     classes: [ClassMetrics; 4],
     replaced_snapshots: u64,
     resyncs: u64,
+    activity_resyncs: u64,
     discarded_deltas: u64,
     lossless_waits: u64,
     lossless_timeouts: u64,
@@ -427,10 +439,14 @@ struct Filled {
 ///   until a deadline, then close the queue with [`SlowConsumer::LosslessTimeout`].
 ///   Only a lossless frame larger than the hard byte limit itself, which could never
 ///   fit, closes the queue at once ([`SlowConsumer::HardLimit`]).
-/// - **state delta**: every queued delta and the incoming one are discarded, and the
-///   queue is marked for a resync ([`Offered::Resync`]); see *Resync* below.
+/// - **state delta**: every queued state delta and the incoming one are discarded,
+///   and the queue is marked for a resync ([`Offered::Resync`]); see *Resync*
+///   below. A direct `ACTIVITY_DELTA` is treated like a lossless frame instead (no
+///   resync could cover it; broadcast ones are resynchronised, see
+///   [Activities](SharedLog#activities)).
 /// - **snapshot**: latest wins. A snapshot replaces a queued snapshot of the same
-///   type in place (keeping the old one's position), whether or not the queue is
+///   type and key ([`Frame::key`]: an activity's `messageId`) in place (keeping
+///   the old one's position), whether or not the queue is
 ///   full ([`Offered::ReplacedSnapshot`]); if both carry revisions and the incoming
 ///   one is older, the incoming one is dropped instead ([`Offered::DroppedNewest`]).
 ///   A snapshot with no predecessor to replace is treated like a lossless frame.
@@ -467,13 +483,21 @@ struct Filled {
 /// - **what is skipped**: entries the log evicted before the cursor reached them
 ///   (its bounds, [`LogConfig`](super::LogConfig), or memory pressure on them), and
 ///   the oldest entries of a backlog over the hard byte limit, down to what fits;
-/// - a skipped **lossless** event, or a snapshot other than `STATE_SNAPSHOT` (no
-///   resync makes up for it), closes the queue as a slow consumer (close code
-///   4008): [`SlowConsumer::Lagged`] when the log evicted it,
+/// - a skipped **lossless** event, or a snapshot other than `STATE_SNAPSHOT` and
+///   `ACTIVITY_SNAPSHOT` (no resync makes up for it), closes the queue as a slow
+///   consumer (close code 4008): [`SlowConsumer::Lagged`] when the log evicted it,
 ///   [`SlowConsumer::HardLimit`] when the backlog passed the hard limit;
 /// - skipped **state deltas** or `STATE_SNAPSHOT`s mark a resync (see *Resync*
 ///   below): the writer sends a fresh snapshot, and the untagged state frames from
 ///   before it are skipped as stale;
+/// - skipped **activity** events (`ACTIVITY_DELTA`, `ACTIVITY_SNAPSHOT`) resync
+///   the activities at once, from the log's tracked contents: the queue hands out
+///   a fresh `ACTIVITY_SNAPSHOT` per tracked activity before anything else, and
+///   skips the activity events they contain ([`OutboundMetrics::activity_resyncs`];
+///   see [Activities](SharedLog#activities)). If the log no longer tracks an
+///   activity the skip may have touched, the queue is closed as a slow consumer
+///   ([`SlowConsumer::NoSnapshot`]). These snapshots are outside the byte account;
+///   the log's activity bounds bound them;
 /// - skipped **droppables** are counted as dropped, nothing more.
 ///
 /// Every skip is counted in [`OutboundMetrics::lags`]. The private queue's
@@ -686,12 +710,15 @@ impl Outbound {
                 floor_all_before_seq: false,
                 next_seq: 0,
                 floor_log_offset: 0,
+                activity_floor: 0,
+                activity_snapshots: VecDeque::new(),
                 feed: None,
                 soft_since: None,
                 closed: None,
                 classes: [ClassMetrics::default(); 4],
                 replaced_snapshots: 0,
                 resyncs: 0,
+                activity_resyncs: 0,
                 discarded_deltas: 0,
                 lossless_waits: 0,
                 lossless_timeouts: 0,
@@ -950,6 +977,16 @@ impl Outbound {
             if st.resync_pending || done(filled.taken, bytes) {
                 break;
             }
+            // An activity resync's snapshots come before anything read after it.
+            if let Some(frame) = st.activity_snapshots.pop_front() {
+                let ci = frame.class().index();
+                st.classes[ci].offered += 1;
+                st.classes[ci].sent += 1;
+                filled.taken += 1;
+                bytes += frame.len();
+                out(frame);
+                continue;
+            }
             if let Some(mut feed) = st.feed.take() {
                 let limit = st
                     .queue
@@ -970,7 +1007,9 @@ impl Outbound {
                         let frame = entry.frame();
                         let ci = frame.class().index();
                         st.classes[ci].offered += 1;
-                        if st.is_stale(frame, entry.offset() < st.floor_log_offset) {
+                        if st.is_stale(frame, entry.offset() < st.floor_log_offset)
+                            || (frame.kind().is_activity() && entry.offset() < st.activity_floor)
+                        {
                             st.count_stale(ci);
                         } else {
                             st.classes[ci].sent += 1;
@@ -1051,15 +1090,31 @@ impl Outbound {
             };
             return self.close_locked(st, CloseReason::SlowConsumer(why));
         }
+        let mut wake = Wake::default();
+        if skipped.activities() > 0 && st.closed.is_none() {
+            let resync = st
+                .feed
+                .as_ref()
+                .and_then(|feed| feed.log.activity_resync(skipped.from));
+            match resync {
+                Some(resync) => {
+                    st.activity_resyncs += 1;
+                    st.activity_floor = st.activity_floor.max(resync.through);
+                    st.activity_snapshots = resync.frames.into();
+                    wake.data = true;
+                }
+                None => {
+                    return self
+                        .close_locked(st, CloseReason::SlowConsumer(SlowConsumer::NoSnapshot));
+                }
+            }
+        }
         if skipped.resyncable() > 0 && !st.resync_pending && st.closed.is_none() {
             st.resync_pending = true;
             st.resyncs += 1;
-            return Wake {
-                data: true,
-                ..Wake::default()
-            };
+            wake.data = true;
         }
-        Wake::default()
+        wake
     }
 
     /// Applies the log's bounds and the hard byte limit to the cursor without
@@ -1263,6 +1318,7 @@ impl Outbound {
             classes: st.classes,
             replaced_snapshots: st.replaced_snapshots,
             resyncs: st.resyncs,
+            activity_resyncs: st.activity_resyncs,
             discarded_deltas: st.discarded_deltas,
             lossless_waits: st.lossless_waits,
             lossless_timeouts: st.lossless_timeouts,
@@ -1312,6 +1368,7 @@ impl Outbound {
             st.bytes = 0;
             st.soft_since = None;
             st.resync_pending = false;
+            st.activity_snapshots = VecDeque::new();
             // The log's backlog is not this queue's to discard: the cursor goes.
             st.feed = None;
         } else if let Some(feed) = &mut st.feed {
@@ -1365,7 +1422,11 @@ impl Outbound {
         let hard = max_hard.saturating_sub(log_bytes);
 
         if class == DeliveryClass::Snapshot && st.queued(ci) > 0 {
-            if let Some(pos) = st.queue.iter().position(|e| e.frame.kind() == frame.kind()) {
+            if let Some(pos) = st
+                .queue
+                .iter()
+                .position(|e| e.frame.kind() == frame.kind() && e.frame.key() == frame.key())
+            {
                 let old_len = st.queue[pos].frame.len();
                 if let (Some(old), Some(new)) = (st.queue[pos].frame.revision(), frame.revision()) {
                     if new < old {
@@ -1427,6 +1488,13 @@ impl Outbound {
             return (Ok(Offered::DroppedOldest), wake);
         }
 
+        // A direct `ACTIVITY_DELTA`: the log tracks only broadcast activities, so
+        // nothing could resynchronise it; it waits for room like a lossless event.
+        let class = if frame.kind() == &EventType::ActivityDelta {
+            DeliveryClass::Lossless
+        } else {
+            class
+        };
         match class {
             DeliveryClass::Lossless | DeliveryClass::Snapshot => {
                 if frame.len() > max_hard {
@@ -1642,17 +1710,19 @@ impl State {
         false
     }
 
-    /// Removes every queued delta (counted); returns how many.
+    /// Removes every queued state delta (counted; not `ACTIVITY_DELTA`s, which a
+    /// state snapshot does not cover); returns how many.
     fn discard_deltas(&mut self) -> usize {
         let ci = DeliveryClass::StateDelta.index();
-        let n = self.queued(ci);
-        if n == 0 {
+        if self.queued(ci) == 0 {
             return 0;
         }
         let mut freed = 0;
+        let mut n = 0;
         self.queue.retain(|e| {
-            if e.frame.class() == DeliveryClass::StateDelta {
+            if e.frame.class() == DeliveryClass::StateDelta && !e.frame.kind().is_activity() {
                 freed += e.frame.len();
+                n += 1;
                 false
             } else {
                 true
@@ -1669,8 +1739,8 @@ impl State {
     /// by the last resync snapshot; `before`: it was queued (or appended) before
     /// the `resynced` call.
     fn is_stale(&self, frame: &Frame, before: bool) -> bool {
-        let is_state =
-            frame.class() == DeliveryClass::StateDelta || frame.kind() == &EventType::StateSnapshot;
+        let is_state = (frame.class() == DeliveryClass::StateDelta && !frame.kind().is_activity())
+            || frame.kind() == &EventType::StateSnapshot;
         if !is_state {
             return false;
         }

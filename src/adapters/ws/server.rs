@@ -20,8 +20,8 @@ use tokio::time::timeout;
 
 use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, Traffic};
 use super::{
-    Broadcast, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub, HubMetrics,
-    Inbound, Outbound, ServerConfig, SharedLog, SnapshotSource, WsConfigError,
+    Broadcast, ClassMap, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub,
+    HubMetrics, Inbound, Outbound, ServerConfig, SharedLog, SnapshotSource, WsConfigError,
 };
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::{Clock, MonotonicClock};
@@ -232,6 +232,7 @@ type OnConnect = Arc<dyn Fn(Connection) + Send + Sync>;
 pub struct ServerBuilder<'m> {
     config: ServerConfig,
     snapshots: Option<Arc<dyn SnapshotSource>>,
+    classes: ClassMap,
     on_connect: Option<OnConnect>,
     clock: Arc<dyn Clock + Send + Sync>,
     manager: Option<&'m MemoryManager>,
@@ -242,6 +243,7 @@ impl fmt::Debug for ServerBuilder<'_> {
         f.debug_struct("ServerBuilder")
             .field("config", &self.config)
             .field("snapshot_source", &self.snapshots.is_some())
+            .field("classes", &self.classes)
             .field("on_connect", &self.on_connect.is_some())
             .field("memory_manager", &self.manager.is_some())
             .finish_non_exhaustive()
@@ -254,6 +256,38 @@ impl<'m> ServerBuilder<'m> {
     /// one, such a connection is closed as a slow consumer.
     pub fn snapshot_source(mut self, source: Arc<dyn SnapshotSource>) -> Self {
         self.snapshots = Some(source);
+        self
+    }
+
+    /// The delivery class of each event type, where it differs from
+    /// [`EventType::class`](super::EventType::class): applied to every event the
+    /// server broadcasts or sends to a connection (an encoded frame that is
+    /// broadcast gets its type's override, if any). For a type a newer protocol
+    /// version adds, or an application's own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::ws::{ClassMap, DeliveryClass, Event, EventType, Server, ServerConfig};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let server = Server::builder(ServerConfig::default())
+    ///     .classes(ClassMap::new().with("AUDIT_RECORD", DeliveryClass::Lossless))
+    ///     .bind()
+    ///     .await?;
+    /// let sent = server.broadcast(&Event::new(EventType::parse("AUDIT_RECORD"))).await;
+    /// let log = server.hub().log();
+    /// let mut cursor = log.cursor_at_tail();
+    /// let mut read = Vec::new();
+    /// log.read(&mut cursor, 1, usize::MAX, &mut read);
+    /// assert_eq!(read[0].offset(), sent.offset);
+    /// assert_eq!(read[0].frame().class(), DeliveryClass::Lossless);
+    /// server.shutdown().await;
+    /// # Ok::<(), membound::adapters::ws::ServeError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn classes(mut self, classes: ClassMap) -> Self {
+        self.classes = classes;
         self
     }
 
@@ -308,6 +342,7 @@ impl<'m> ServerBuilder<'m> {
         ServerBuilder {
             config: self.config,
             snapshots: self.snapshots,
+            classes: self.classes,
             on_connect: self.on_connect,
             clock: self.clock,
             manager: Some(manager),
@@ -356,7 +391,9 @@ impl<'m> ServerBuilder<'m> {
         self.config.validate()?;
         let shared = Arc::new(Shared {
             config: self.config,
-            hub: Hub::with_shared_log(Arc::new(SharedLog::build(self.config.log))),
+            hub: Hub::with_shared_log(Arc::new(SharedLog::build(self.config.log)))
+                .with_classes(self.classes.clone()),
+            classes: Arc::new(self.classes),
             registry: Mutex::new(HashMap::new()),
             tasks: Tracker::default(),
             open: AtomicU64::new(0),
@@ -473,6 +510,7 @@ impl Server {
         ServerBuilder {
             config,
             snapshots: None,
+            classes: ClassMap::new(),
             on_connect: None,
             clock: Arc::new(MonotonicClock::new()),
             manager: None,
@@ -496,11 +534,11 @@ impl Server {
         &self.shared.config
     }
 
-    /// Encodes `event` once and queues it for every connection, by its delivery
-    /// class. Lossless events that find queues full wait for all of them together, at
-    /// most one lossless timeout; the queues still full then are closed as slow
-    /// consumers. Each broadcast consumes a unit of the task's tokio budget, so a
-    /// task that publishes in a loop never starves the connections' writers.
+    /// Encodes `event` once (with the server's [`ClassMap`]) and appends it to the
+    /// hub's shared log, for every connection: it never waits for one. A connection
+    /// that falls behind is dealt with on its side, by its delivery classes (see
+    /// [`Hub`]'s design). Each broadcast consumes a unit of the task's tokio budget,
+    /// so a task that publishes in a loop never starves the connections' writers.
     pub async fn broadcast(&self, event: &Event) -> Broadcast {
         self.shared.hub.broadcast(event).await
     }
@@ -701,6 +739,7 @@ pub(crate) struct Shared {
     pressure: Mutex<Applied>,
     stopping: Flag,
     snapshots: Option<Arc<dyn SnapshotSource>>,
+    classes: Arc<ClassMap>,
     on_connect: Option<OnConnect>,
     clock: Arc<dyn Clock + Send + Sync>,
     totals: Mutex<Totals>,
@@ -846,6 +885,7 @@ impl Shared {
             inbound: Arc::new(inbound),
             owns_inbound: true,
             snapshots: self.snapshots.clone(),
+            classes: Arc::clone(&self.classes),
         });
         let conn = Connection::from_core(Arc::clone(&core));
         let mut registration = Registration {

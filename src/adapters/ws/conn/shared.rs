@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::adapters::ws::config::ConnectionConfig;
-use crate::adapters::ws::event::{Event, EventType};
+use crate::adapters::ws::event::{ClassMap, Event, EventType};
 use crate::adapters::ws::inbound::{
     EventSubscription, HandlerId, Inbound, InboundError, InboundMetrics, RawMessage,
 };
@@ -118,6 +118,8 @@ pub(crate) struct Core {
     /// side outlives each connection, so handlers survive a reconnect.
     pub(super) owns_inbound: bool,
     pub(super) snapshots: Option<Arc<dyn SnapshotSource>>,
+    /// The delivery class of each event type this connection sends.
+    pub(super) classes: Arc<ClassMap>,
     pub(super) io: Io,
     /// When the connection started: the origin of `last_rx`.
     pub(super) epoch: Instant,
@@ -149,6 +151,7 @@ pub(crate) struct CoreParts {
     pub(crate) inbound: Arc<Inbound>,
     pub(crate) owns_inbound: bool,
     pub(crate) snapshots: Option<Arc<dyn SnapshotSource>>,
+    pub(crate) classes: Arc<ClassMap>,
 }
 
 impl Core {
@@ -161,6 +164,7 @@ impl Core {
             inbound: parts.inbound,
             owns_inbound: parts.owns_inbound,
             snapshots: parts.snapshots,
+            classes: parts.classes,
             io: Io::default(),
             epoch: Instant::now(),
             last_rx: AtomicU64::new(0),
@@ -326,7 +330,10 @@ impl Connection {
     /// [`OfferError`] with the encoded event: the connection is closed, or was closed
     /// as a slow consumer while waiting.
     pub async fn send(&self, event: &Event) -> Result<Offered, OfferError> {
-        self.core.outbound.send(event.encode()).await
+        self.core
+            .outbound
+            .send(event.encode_with(&self.core.classes))
+            .await
     }
 
     /// Queues `event` without waiting (a full queue applies the event's class
@@ -337,7 +344,9 @@ impl Connection {
     /// [`OfferError::Full`] for a lossless event without room; `Closed` when the
     /// connection is closed.
     pub fn try_send(&self, event: &Event) -> Result<Offered, OfferError> {
-        self.core.outbound.offer(event.encode())
+        self.core
+            .outbound
+            .offer(event.encode_with(&self.core.classes))
     }
 
     /// Calls `handler` with every inbound event of type `kind`.
