@@ -116,13 +116,17 @@ fn spsc_batches_allocate_nothing() -> u64 {
             1 => checksum += tx.push_iter(&mut (i..i + 5)) as u64,
             2 => checksum += tx.push_slice(&[i; 4]) as u64,
             3 => {
-                checksum += tx.write_chunk_uninit(3).fill_from_iter(i..) as u64;
+                checksum +=
+                    tx.write_chunk_uninit(tx.slots().min(3))
+                        .map_or(0, |chunk| chunk.fill_from_iter(i..)) as u64;
             }
             4 => checksum += rx.pop_batch(5).sum::<u64>() + rx.try_pop().unwrap_or(0),
             _ => {
                 checksum += rx.pop_slice(&mut buf) as u64;
-                let chunk = rx.read_chunk(2);
-                checksum += chunk.as_slices().0.iter().sum::<u64>();
+                if let Ok(chunk) = rx.read_chunk(rx.len().min(2)) {
+                    checksum += chunk.as_slices().0.iter().sum::<u64>();
+                    chunk.commit_all();
+                }
             }
         }
     }

@@ -174,3 +174,52 @@ fn config_round_trips_through_serde() {
     assert_eq!(serde_json::from_str::<RingConfig>(&json).unwrap(), cfg);
     assert!(serde_json::from_str::<RingConfig>(r#"{"capacity":7,"bogus":1}"#).is_err());
 }
+
+/// What a crossbeam `ArrayQueue` user expects: iteration by value (oldest first,
+/// exact length, each item once) and unwind safety, with a ring that stays whole
+/// after a panic in an evicted item's `Drop` is caught.
+#[cfg(feature = "std")]
+#[test]
+fn crossbeam_parity_into_iter_and_unwind_safety() {
+    use std::panic::{catch_unwind, AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn unwind_safe<T: UnwindSafe + RefUnwindSafe>(_: &T) {}
+
+    let ring = Ring::new(3).unwrap();
+    for i in 0..5 {
+        ring.push(i).unwrap(); // evicts 0 and 1
+    }
+    unwind_safe(&ring);
+    let mut items = ring.into_iter();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items.next(), Some(2));
+    assert_eq!(items.collect::<Vec<_>>(), [3, 4]);
+
+    // Items left in the iterator are dropped with it, once.
+    struct Counted(Arc<AtomicUsize>, bool);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            if self.1 {
+                panic!("a value's own drop panics");
+            }
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let ring = Ring::new(2).unwrap();
+    ring.push(Counted(drops.clone(), true)).unwrap();
+    ring.push(Counted(drops.clone(), false)).unwrap();
+    // The push evicts the first value, whose drop panics: caught, the ring is whole.
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        ring.push(Counted(drops.clone(), false)).unwrap();
+    }));
+    assert!(caught.is_err());
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+    assert_eq!(ring.len(), 2);
+    let mut items = ring.into_iter();
+    assert!(items.next().is_some());
+    drop(items);
+    assert_eq!(drops.load(Ordering::Relaxed), 3, "every value dropped once");
+}

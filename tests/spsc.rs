@@ -38,6 +38,10 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6).prop_map(Op::ReadChunk),
         (0u8..6, any::<u32>()).prop_map(|(n, v)| Op::PushHoldingChunk(n, v)),
         (0u8..6, any::<u32>()).prop_map(|(n, v)| Op::PushHoldingBatch(n, v)),
+        Just(Op::Peek),
+        any::<u32>().prop_map(Op::PushHoldingPeek),
+        (0u8..6, any::<u8>()).prop_map(|(n, m)| Op::ReadCommit(n, m)),
+        (0u8..6, any::<u8>()).prop_map(|(n, m)| Op::PopBatchTake(n, m)),
     ]
 }
 
@@ -82,13 +86,13 @@ fn drop_oldest_push_does_not_wait_for_a_held_chunk() {
         let (mut tx, mut rx) = spsc::channel_with_policy(2, OverflowPolicy::DropOldest).unwrap();
         tx.push(1u32).unwrap();
         tx.push(2).unwrap();
-        let chunk = rx.read_chunk(2);
+        let chunk = rx.read_chunk(2).unwrap();
         assert_eq!(tx.push(3), Err(PushError::Full(3)));
         assert_eq!(tx.force_push(3), Err(PushError::Full(3)));
         assert_eq!(tx.dropped(), 0);
         let (a, b) = chunk.as_slices();
         assert_eq!([a, b].concat(), [1, 2], "claimed items are not evicted");
-        chunk.commit();
+        chunk.commit_all();
         tx.push(3).unwrap();
         tx.push(4).unwrap();
 
@@ -98,11 +102,12 @@ fn drop_oldest_push_does_not_wait_for_a_held_chunk() {
         assert_eq!(batch.next(), Some(3));
         assert_eq!(tx.push(5), Ok(()));
         assert_eq!(tx.push(6), Err(PushError::Full(6)), "4 is still claimed");
+        // Dropped untaken, 4 is given back to the channel, and so evictable again.
         drop(batch);
-        assert_eq!(tx.push(6), Ok(()));
-        assert_eq!(tx.push(7), Ok(()), "nothing claimed: evicts 5");
-        assert_eq!(tx.dropped(), 1);
-        assert_eq!(rx.pop(), Err(spsc::PopError::Lagged(1)));
+        assert_eq!(tx.push(6), Ok(()), "evicts 4");
+        assert_eq!(tx.push(7), Ok(()), "evicts 5");
+        assert_eq!(tx.dropped(), 2);
+        assert_eq!(rx.pop(), Err(spsc::PopError::Lagged(2)));
         assert_eq!(rx.pop(), Ok(6));
         assert_eq!(rx.pop(), Ok(7));
     });
@@ -166,7 +171,9 @@ fn batches_and_chunks_arrive_exactly_once_in_order() {
                         }
                     }
                     _ => {
-                        let n = tx.write_chunk_uninit(4).fill_from_iter(items.clone());
+                        let n = tx
+                            .write_chunk_uninit(tx.slots().min(4))
+                            .map_or(0, |chunk| chunk.fill_from_iter(items.clone()));
                         if n > 0 {
                             items.nth(n - 1);
                         }
@@ -191,10 +198,12 @@ fn batches_and_chunks_arrive_exactly_once_in_order() {
                         got.extend_from_slice(&out[..n]);
                     }
                     _ => {
-                        let chunk = rx.read_chunk(5);
-                        let (a, b) = chunk.as_slices();
-                        got.extend_from_slice(a);
-                        got.extend_from_slice(b);
+                        if let Ok(chunk) = rx.read_chunk(rx.len().min(5)) {
+                            let (a, b) = chunk.as_slices();
+                            got.extend_from_slice(a);
+                            got.extend_from_slice(b);
+                            chunk.commit_all();
+                        }
                     }
                 }
                 if got.len() == before {
@@ -373,4 +382,137 @@ fn unsupported_policies_are_refused_at_construction() {
         assert!(spsc::channel_with_policy::<u8>(4, policy).is_ok());
         assert!(StaticChannel::<u8, 4>::with_policy(policy).is_ok());
     }
+}
+
+/// What a user moving over from rtrb expects: `peek`, `is_full`, `&self` lengths,
+/// exact chunks with `TooFewSlots`, an initialised `write_chunk`, partial commits,
+/// chunks that leave unread items in place, `into_iter`, exact-size batches,
+/// `Debug` on chunks, and `io::Read`/`io::Write` for bytes.
+#[test]
+fn rtrb_parity_api() {
+    use membound::ring::spsc::ChunkError;
+
+    let (mut tx, mut rx) = spsc::channel::<u32>(4).unwrap();
+    assert!(!tx.is_full());
+    assert!(rx.is_empty());
+    tx.push_iter(&mut (1..=4));
+    assert!(tx.is_full());
+    let (txr, rxr) = (&tx, &rx);
+    assert_eq!((txr.slots(), rxr.len()), (0, 4), "lengths through `&`");
+    assert_eq!(rx.peek(), Ok(&1));
+    assert_eq!(rx.peek(), Ok(&1), "a peek does not take");
+    assert_eq!(rx.pop(), Ok(1));
+
+    // Exact chunks.
+    assert_eq!(
+        tx.write_chunk_uninit(2).map(|_| ()),
+        Err(ChunkError::TooFewSlots(1))
+    );
+    assert_eq!(
+        rx.read_chunk(4).map(|_| ()),
+        Err(ChunkError::TooFewSlots(3))
+    );
+    assert_eq!(rx.len(), 3, "a refused chunk takes nothing");
+
+    // A chunk dropped uncommitted leaves its items; `as_mut_slices` edits in place.
+    {
+        let mut chunk = rx.read_chunk(2).unwrap();
+        assert!(format!("{chunk:?}").contains("ReadChunk"));
+        chunk.as_mut_slices().0[0] = 20;
+    }
+    assert_eq!(rx.read_chunk(1).unwrap().as_slices().0, [20]);
+    let chunk = rx.read_chunk(3).unwrap();
+    chunk.commit(1);
+    assert_eq!(rx.len(), 2);
+    let mut iter = rx.read_chunk(2).unwrap().into_iter();
+    assert_eq!(iter.len(), 2);
+    assert_eq!(iter.next(), Some(3));
+    assert_eq!(iter.iterated(), 1);
+    drop(iter);
+    assert_eq!(rx.pop(), Ok(4), "what the iterator did not take stays");
+
+    // An initialised write chunk: committed slots are published, the rest dropped.
+    let mut chunk = tx.write_chunk(3).unwrap();
+    assert_eq!(chunk.as_mut_slices().0.iter().sum::<u32>(), 0, "defaults");
+    let (a, b) = chunk.as_mut_slices();
+    for (i, slot) in a.iter_mut().chain(b).enumerate() {
+        *slot = 100 + i as u32;
+    }
+    assert!(format!("{chunk:?}").contains("WriteChunk"));
+    chunk.commit(2);
+    let mut batch = rx.pop_batch(8);
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch.next(), Some(100));
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.next(), Some(101));
+    assert_eq!(batch.next(), None);
+    assert_eq!(batch.next(), None, "fused");
+}
+
+/// Chunks, peeks and batches drop every value exactly once: committed ones at the
+/// commit, uncommitted write slots with the chunk, what stays in the channel with it.
+#[test]
+fn chunks_and_peeks_drop_every_value_exactly_once() {
+    #[derive(Default)]
+    struct Tracked(Option<Arc<AtomicUsize>>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            if let Some(d) = &self.0 {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    for policy in [OverflowPolicy::Reject, OverflowPolicy::DropOldest] {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (mut tx, mut rx) = spsc::channel_with_policy::<Tracked>(4, policy).unwrap();
+        let mut chunk = tx.write_chunk(4).unwrap();
+        let (a, b) = chunk.as_mut_slices();
+        for slot in a.iter_mut().chain(b) {
+            *slot = Tracked(Some(drops.clone())); // the default it replaces drops nothing
+        }
+        chunk.commit(3); // the fourth is dropped
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+        drop(tx.write_chunk(1).unwrap()); // a default, dropped uncounted
+        assert!(rx.peek().is_ok());
+        rx.read_chunk(2).unwrap().commit(1);
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+        drop(rx.pop_batch(2)); // untaken: both stay
+        assert_eq!(rx.len(), 2);
+        assert!(rx.peek().is_ok());
+        drop(rx); // a peeked (claimed) item and the one after it
+        drop(tx);
+        assert_eq!(drops.load(Ordering::Relaxed), 4, "{policy:?}");
+    }
+}
+
+/// `u8` channels are byte streams: `Write` copies what fits and says `WouldBlock`
+/// when full, `Read` copies what is stored, says `WouldBlock` when empty, and
+/// reads 0 once the producer is gone; a write after the consumer left is a broken
+/// pipe.
+#[cfg(feature = "std")]
+#[test]
+fn byte_channels_are_io_streams() {
+    use std::io::{ErrorKind, Read, Write};
+
+    let (mut tx, mut rx) = spsc::channel::<u8>(4).unwrap();
+    assert_eq!(tx.write(b"hello").unwrap(), 4);
+    assert_eq!(tx.write(b"o").unwrap_err().kind(), ErrorKind::WouldBlock);
+    let mut buf = [0u8; 3];
+    assert_eq!(rx.read(&mut buf).unwrap(), 3);
+    assert_eq!(&buf, b"hel");
+    tx.write_all(b"o!").unwrap();
+    tx.flush().unwrap();
+    let mut rest = [0u8; 8];
+    assert_eq!(rx.read(&mut rest).unwrap(), 3);
+    assert_eq!(&rest[..3], b"lo!");
+    assert_eq!(
+        rx.read(&mut rest).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    drop(tx);
+    assert_eq!(rx.read(&mut rest).unwrap(), 0, "end of stream");
+
+    let (mut tx, rx) = spsc::channel::<u8>(4).unwrap();
+    drop(rx);
+    assert_eq!(tx.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
 }

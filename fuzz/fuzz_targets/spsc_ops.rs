@@ -27,20 +27,30 @@ fuzz_target!(|data: &[u8]| {
         .enumerate()
         .map(|(i, &byte)| {
             let v = i as u32;
-            let n = byte >> 4;
+            let n = (byte >> 5) + (byte >> 7);
+            let m = byte >> 3;
             match byte & 15 {
                 0 => Op::TryPush(v),
-                1 | 2 => Op::Push(v),
-                3 => Op::ForcePush(v),
-                4 => Op::PushIter(n),
-                5 => Op::PushSlice(n),
-                6 => Op::WriteChunk(n),
-                7..=9 => Op::Pop,
-                10 => Op::PopBatch(n),
-                11 => Op::PopSlice(n),
-                12 | 13 => Op::ReadChunk(n),
-                14 => Op::PushHoldingChunk(n, v),
-                _ => Op::PushHoldingBatch(n, v),
+                1 => Op::Push(v),
+                2 => Op::ForcePush(v),
+                3 => Op::PushIter(n),
+                4 => Op::PushSlice(n),
+                5 => Op::WriteChunk(n),
+                6 | 7 => Op::Pop,
+                8 => Op::PopBatch(n),
+                9 => Op::PopSlice(n),
+                10 => Op::ReadChunk(n),
+                11 => Op::PushHoldingChunk(n, v),
+                12 => Op::PushHoldingBatch(n, v),
+                13 => {
+                    if byte & 16 == 0 {
+                        Op::Peek
+                    } else {
+                        Op::PushHoldingPeek(v)
+                    }
+                }
+                14 => Op::ReadCommit(n, m),
+                _ => Op::PopBatchTake(n, m),
             }
         })
         .collect();

@@ -157,6 +157,30 @@ fn drop_oldest_push_does_not_wait_for_a_claimed_batch() {
     });
 }
 
+/// Drop-oldest: a batch dropped with its item untaken gives the claim back while a
+/// push on the full ring races it: the push evicts the item (before the claim or
+/// after it is given back) or hands its own back (while it is claimed), and every
+/// item ends up exactly once with the consumer, as the evicted one, or handed back.
+#[test]
+fn drop_oldest_unclaim_races_an_eviction() {
+    model_without_waiters(3, || {
+        let (mut tx, mut rx) = spsc::channel_with_policy(1, OverflowPolicy::DropOldest).unwrap();
+        tx.push(0u32).unwrap();
+        let producer = thread::spawn(move || tx.force_push(1));
+        drop(rx.pop_batch(1));
+        let outcome = producer.join().unwrap();
+        let mut seen: Vec<u32> = std::iter::from_fn(|| rx.try_pop()).collect();
+        match outcome {
+            Ok(Some(evicted)) => seen.push(evicted),
+            Ok(None) => {}
+            Err(PushError::Full(back)) => seen.push(back),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1]);
+    });
+}
+
 /// A consumer parked on an empty channel is woken by the push that follows, with
 /// the asymmetric barrier in place of a `SeqCst` RMW.
 #[test]

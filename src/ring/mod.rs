@@ -63,5 +63,7 @@ pub use config::{Pushed, RingConfig, MAX_CAPACITY};
 pub use error::{Closed, PopError, PopWaitError, PushError, PushWaitError};
 #[cfg(feature = "alloc")]
 pub use mpmc::Ring;
-pub use mpmc::{Drain, PopFuture, PushFuture, RingCore, RingMetrics, Slot, StaticRing, Storage};
+pub use mpmc::{
+    Drain, IntoIter, PopFuture, PushFuture, RingCore, RingMetrics, Slot, StaticRing, Storage,
+};
 pub use wait::{Spin, WaitStrategy};

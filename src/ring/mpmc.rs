@@ -76,6 +76,15 @@ impl<T> Storage<T> for alloc::boxed::Box<[Slot<T>]> {
 ///
 /// All methods are documented on [`RingCore`].
 ///
+/// **[`push`](RingCore::push) on a full ring evicts the oldest item by default**
+/// ([`OverflowPolicy::DropOldest`], the Go original's default; counted in
+/// [`RingMetrics::dropped_oldest`](super::RingMetrics::dropped_oldest)). Coming
+/// from crossbeam's `ArrayQueue`: its `push`, which hands the item back when full,
+/// is [`try_push`](RingCore::try_push) here (or build the ring with
+/// [`OverflowPolicy::Reject`] and `push` does the same), and its `force_push` is
+/// [`force_push`](RingCore::force_push). A ring can be iterated by value
+/// (`for item in ring`), as an `ArrayQueue` can.
+///
 /// # Examples
 ///
 /// ```
@@ -1465,6 +1474,61 @@ impl<T, S: Storage<T>> RingCore<T, S> {
     }
 }
 
+/// The items of a ring taken by value, oldest first ([`IntoIterator`] for a
+/// [`RingCore`], as crossbeam's `ArrayQueue` has it).
+///
+/// # Examples
+///
+/// ```
+/// use membound::ring::Ring;
+///
+/// let ring = Ring::new(4)?;
+/// ring.try_push("a")?;
+/// ring.try_push("b")?;
+/// let mut items = ring.into_iter();
+/// assert_eq!(items.len(), 2);
+/// assert_eq!(items.collect::<Vec<_>>(), ["a", "b"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct IntoIter<T, S: Storage<T>> {
+    ring: RingCore<T, S>,
+}
+
+impl<T, S: Storage<T>> Iterator for IntoIter<T, S> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.ring.try_pop()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Owned: nobody else pushes or pops, so the length is exact.
+        let len = self.ring.len();
+        (len, Some(len))
+    }
+}
+
+impl<T, S: Storage<T>> ExactSizeIterator for IntoIter<T, S> {}
+
+impl<T, S: Storage<T>> core::iter::FusedIterator for IntoIter<T, S> {}
+
+impl<T, S: Storage<T>> fmt::Debug for IntoIter<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoIter")
+            .field("len", &self.ring.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, S: Storage<T>> IntoIterator for RingCore<T, S> {
+    type Item = T;
+    type IntoIter = IntoIter<T, S>;
+
+    fn into_iter(self) -> IntoIter<T, S> {
+        IntoIter { ring: self }
+    }
+}
+
 /// Iterator returned by [`RingCore::pop_batch`] and [`RingCore::drain`].
 pub struct Drain<'a, T, S: Storage<T>> {
     ring: &'a RingCore<T, S>,
@@ -1527,6 +1591,13 @@ impl<T, S: Storage<T>> Drop for RingCore<T, S> {
 // SAFETY: items move between threads through the ring (hence `T: Send`), and every
 // access to a slot's value is made exclusive by the position and stamp protocol above.
 unsafe impl<T: Send, S: Storage<T>> Sync for RingCore<T, S> {}
+
+// Only foreign code can panic inside a ring operation (an item's `Drop`, when `push`
+// drops the item it evicted; an `OverflowRule`, asked between steps), and it runs
+// when the ring's state is consistent: a ring observed after a caught panic is
+// whole, as crossbeam's `ArrayQueue` declares.
+impl<T, S: Storage<T>> core::panic::UnwindSafe for RingCore<T, S> {}
+impl<T, S: Storage<T>> core::panic::RefUnwindSafe for RingCore<T, S> {}
 
 impl<T, S: Storage<T>> fmt::Debug for RingCore<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -75,7 +75,7 @@ mod waiting;
 
 pub use chunk::PopBatch;
 #[cfg(not(loom))]
-pub use chunk::{ReadChunk, WriteChunkUninit};
+pub use chunk::{ReadChunk, ReadChunkIntoIter, WriteChunk, WriteChunkUninit};
 pub use waiting::{PopFuture, PushFuture};
 
 /// How many backoff spins a `DropOldest` push gives a claimed oldest item to be
@@ -130,6 +130,26 @@ impl fmt::Display for PopError {
 }
 
 impl core::error::Error for PopError {}
+
+/// Why a chunk of exactly `n` slots could not be had
+/// ([`Producer::write_chunk`], [`Producer::write_chunk_uninit`],
+/// [`Consumer::read_chunk`]), in rtrb's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// Fewer slots (free ones, or stored items) than asked for: this many.
+    TooFewSlots(usize),
+}
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooFewSlots(n) => write!(f, "only {n} slots available in the spsc channel"),
+        }
+    }
+}
+
+impl core::error::Error for ChunkError {}
 
 /// One slot: written by the producer, read by the consumer, in turn. Transparent
 /// (outside loom), so a run of slots is a run of `MaybeUninit<T>` for chunks.
@@ -503,6 +523,7 @@ unsafe fn handles<'a, T>(
         index: head % s.cap,
         filled: tail,
         claims: s.drop_oldest,
+        claimed: 0,
         _borrow: PhantomData,
     };
     (producer, consumer)
@@ -563,6 +584,10 @@ pub struct Consumer<'a, T> {
     filled: u64,
     /// Whether the policy is `DropOldest` (positions are claimed by CAS).
     claims: bool,
+    /// `DropOldest`: positions from `head` already claimed and not yet read (a
+    /// peek, or what a chunk or batch left unread); the producer cannot evict
+    /// them. Always 0 under `Reject`.
+    claimed: u64,
     _borrow: PhantomData<&'a ()>,
 }
 
@@ -579,7 +604,25 @@ impl<'a, T> Producer<'a, T> {
     }
 
     /// Free slots now (at least this many pushes succeed).
-    pub fn slots(&mut self) -> usize {
+    pub fn slots(&self) -> usize {
+        let free = self
+            .end
+            .shared()
+            .free_index()
+            .load(Ordering::Acquire)
+            .max(self.evicted_upto);
+        (self.end.cap - (self.tail - free)) as usize
+    }
+
+    /// Whether no slot is free now (a [`try_push`](Self::try_push) would hand its
+    /// item back; under `DropOldest` a [`push`](Self::push) would evict).
+    pub fn is_full(&self) -> bool {
+        self.slots() == 0
+    }
+
+    /// Free slots now, refreshing the cached free index.
+    #[inline(always)]
+    fn room(&mut self) -> usize {
         self.refresh_free();
         (self.end.cap - (self.tail - self.free)) as usize
     }
@@ -803,16 +846,25 @@ impl<'a, T> Consumer<'a, T> {
 
     /// Items stored now (at least this many pops succeed, less any the producer
     /// evicts under `DropOldest`).
-    pub fn len(&mut self) -> usize {
-        self.filled = self.end.shared().tail.load(Ordering::Acquire);
-        let head = self
-            .head
-            .max(self.end.shared().head.load(Ordering::Acquire));
-        (self.filled - head) as usize
+    pub fn len(&self) -> usize {
+        let shared = self.end.shared();
+        let tail = shared.tail.load(Ordering::Acquire);
+        if self.claims {
+            // `shared.head` is at least `head + claimed`: what we claimed and have
+            // not read, then what is not claimed yet.
+            (tail
+                - shared
+                    .head
+                    .load(Ordering::Acquire)
+                    .max(self.head + self.claimed)
+                + self.claimed) as usize
+        } else {
+            (tail - self.head) as usize
+        }
     }
 
     /// Whether nothing is stored now.
-    pub fn is_empty(&mut self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -852,6 +904,7 @@ impl<'a, T> Consumer<'a, T> {
     fn advance(&mut self, n: u64) {
         let cap = self.end.cap;
         self.head += n;
+        self.claimed = self.claimed.saturating_sub(n);
         if n < cap {
             self.index += n;
             if self.index >= cap {
@@ -863,29 +916,61 @@ impl<'a, T> Consumer<'a, T> {
         }
     }
 
-    /// Claims `n` positions from `head` (`DropOldest`: by CAS, because the producer
-    /// may evict them). On a lost race, records how far the producer evicted and
-    /// returns the lag.
+    /// Claims `n` written positions from `head` (`DropOldest`: by CAS, because the
+    /// producer may evict them); returns how many are claimed: `n`, or fewer when
+    /// some were already claimed (a peek, an unread rest) and the producer evicted
+    /// the ones after them. With none claimed, a lost race records how far the
+    /// producer evicted and returns the lag.
     #[inline(always)]
-    fn claim(&mut self, n: u64) -> Result<(), u64> {
-        if !self.claims {
-            return Ok(());
+    fn claim(&mut self, n: u64) -> Result<u64, u64> {
+        if !self.claims || n <= self.claimed {
+            return Ok(n);
         }
         let shared = self.end.shared();
         // AcqRel: orders against the producer's eviction claims.
         match shared.head.compare_exchange(
-            self.head,
+            self.head + self.claimed,
             self.head + n,
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.claimed = n;
+                Ok(n)
+            }
+            // Ours still; the producer evicted what came after them.
+            Err(_) if self.claimed > 0 => Ok(self.claimed),
             Err(actual) => {
                 let lag = actual - self.head;
                 self.advance(lag);
                 self.filled = self.filled.max(actual);
                 Err(lag)
             }
+        }
+    }
+
+    /// Gives back the positions claimed and not read (`DropOldest`), so the
+    /// producer may evict them again; if it has evicted past them meanwhile they
+    /// stay claimed (they can no longer be given back in order) and are read next.
+    fn unclaim(&mut self) {
+        if self.claimed == 0 {
+            return;
+        }
+        // AcqRel: what we wrote into claimed items (a chunk's `as_mut_slices`)
+        // happens before a producer that evicts them reads them.
+        if self
+            .end
+            .shared()
+            .head
+            .compare_exchange(
+                self.head + self.claimed,
+                self.head,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.claimed = 0;
         }
     }
 
@@ -937,7 +1022,7 @@ impl<'a, T> Consumer<'a, T> {
         }
         // SAFETY: position `head` is written (below `filled`, read with Acquire)
         // and ours alone (the producer writes it again only after `release`, and
-        // under DropOldest our claim won it).
+        // under DropOldest our claim, or an earlier one, won it).
         let item = self
             .end
             .slot(self.index)
@@ -946,6 +1031,46 @@ impl<'a, T> Consumer<'a, T> {
         self.advance(1);
         self.release();
         Ok(item)
+    }
+
+    /// The oldest item, left in place: the next [`pop`](Self::pop) returns it.
+    ///
+    /// Takes `&mut self` where rtrb's takes `&self`: under `DropOldest` the item
+    /// must be claimed so that the producer cannot evict (and overwrite) it while
+    /// it is borrowed; it stays claimed until it is popped, so a full producer
+    /// hands its pushes back meanwhile, as with a held [`ReadChunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop): [`PopError::Empty`], [`PopError::Closed`], or
+    /// [`PopError::Lagged`] once after an eviction (peek again for the item).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::ring::spsc::{self, PopError};
+    ///
+    /// let (mut tx, mut rx) = spsc::channel(2)?;
+    /// assert_eq!(rx.peek(), Err(PopError::Empty));
+    /// tx.push(7)?;
+    /// assert_eq!(rx.peek(), Ok(&7));
+    /// assert_eq!(rx.len(), 1);
+    /// assert_eq!(rx.pop(), Ok(7));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(loom))]
+    pub fn peek(&mut self) -> Result<&T, PopError> {
+        if self.available(1) == 0 {
+            return Err(self.nothing());
+        }
+        if let Err(lag) = self.claim(1) {
+            return Err(PopError::Lagged(lag));
+        }
+        let slot = self.end.slot(self.index);
+        // SAFETY: as in `pop`, position `head` is written and ours; it is neither
+        // moved out nor overwritten while the returned borrow of `self` lives (a
+        // pop needs `&mut self`, and the producer reuses it only after a release).
+        Ok(slot.0.with(|p| unsafe { (*p).assume_init_ref() }))
     }
 
     /// Takes the oldest item if there is one, skipping over lag reports.
@@ -973,6 +1098,20 @@ impl<T> Drop for Producer<'_, T> {
 
 impl<T> Drop for Consumer<'_, T> {
     fn drop(&mut self) {
+        // Items claimed and not read are no longer the channel's to drop (it drops
+        // `head..tail` of the shared index): give them back, or drop them here.
+        self.unclaim();
+        if self.claimed > 0 {
+            while self.claimed > 0 {
+                // SAFETY: a claimed position holds an initialised item that is ours.
+                self.end
+                    .slot(self.index)
+                    .0
+                    .with_mut(|p| unsafe { (*p).assume_init_drop() });
+                self.advance(1);
+            }
+            self.release();
+        }
         let control = &self.end.shared().control;
         control.consumer_gone.store(true, Ordering::Release);
         crate::sync::asymmetric_barrier_light(self.end.cheap_barrier);

@@ -2,12 +2,14 @@
 //! and the fuzz target (`fuzz/fuzz_targets/spsc_ops.rs`): a `VecDeque` plus the lag
 //! the consumer has not been told of. [`run_model`] applies operations to a channel
 //! and the model and panics on any divergence. Items the consumer holds claimed (a
-//! chunk or batch kept across a push) still occupy their slots and are not
-//! evictable: a push that needs the oldest one's slot is refused with `Full`.
+//! chunk or batch kept across a push, a peeked item until it is popped) still
+//! occupy their slots and are not evictable: a push that needs the oldest one's
+//! slot is refused with `Full`. Chunks and batches dropped with items unread leave
+//! those items in the channel, as rtrb's do.
 
 use std::collections::VecDeque;
 
-use membound::ring::spsc;
+use membound::ring::spsc::{self, ChunkError};
 use membound::ring::PushError;
 use membound::OverflowPolicy;
 
@@ -28,6 +30,14 @@ pub enum Op {
     PushHoldingChunk(u8, u32),
     /// `pop_batch(n)` held, not yet iterated, across `push(v)`, then drained.
     PushHoldingBatch(u8, u32),
+    /// `peek()`.
+    Peek,
+    /// `peek()` held across `push(v)`.
+    PushHoldingPeek(u32),
+    /// `read_chunk(n)`, then `commit(m % (n + 1))`: the rest stays.
+    ReadCommit(u8, u8),
+    /// `pop_batch(n)`, `m % (n + 1)` items taken, then dropped: the rest stays.
+    PopBatchTake(u8, u8),
 }
 
 /// Applies `ops` to a channel and to a `VecDeque` model; any divergence panics.
@@ -37,6 +47,9 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
     let mut lag = 0u64; // evicted, not yet reported
     let mut next = 1_000_000u32; // values for batch pushes
     let drop_oldest = policy == OverflowPolicy::DropOldest;
+    // DropOldest: front items claimed by a peek, until popped or a chunk or batch
+    // gives them back.
+    let mut held = 0usize;
     for op in ops {
         match *op {
             Op::TryPush(v) => {
@@ -52,7 +65,7 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
                 let expected = if model.len() < cap {
                     model.push_back(v);
                     Ok(None)
-                } else if drop_oldest {
+                } else if drop_oldest && held == 0 {
                     let old = model.pop_front();
                     lag += 1;
                     model.push_back(v);
@@ -69,7 +82,13 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
             Op::PushIter(n) | Op::PushSlice(n) | Op::WriteChunk(n) => {
                 let values: Vec<u32> = (0..u32::from(n)).map(|i| next + i).collect();
                 next += u32::from(n);
-                let fits = values.len().min(cap - model.len());
+                let room = cap - model.len();
+                // A write chunk is all or nothing.
+                let fits = if matches!(op, Op::WriteChunk(_)) && values.len() > room {
+                    0
+                } else {
+                    values.len().min(room)
+                };
                 model.extend(&values[..fits]);
                 let pushed = match op {
                     Op::PushIter(_) => {
@@ -83,9 +102,14 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
                         pushed
                     }
                     Op::PushSlice(_) => tx.push_slice(&values),
-                    _ => tx
-                        .write_chunk_uninit(values.len())
-                        .fill_from_iter(values.iter().copied()),
+                    _ => match tx.write_chunk_uninit(values.len()) {
+                        Ok(chunk) => chunk.fill_from_iter(values.iter().copied()),
+                        Err(ChunkError::TooFewSlots(free)) => {
+                            assert_eq!(free, room, "{op:?}");
+                            0
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    },
                 };
                 assert_eq!(pushed, fits, "{op:?}");
             }
@@ -95,9 +119,92 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
                 } else {
                     model.pop_front().ok_or(spsc::PopError::Empty)
                 };
+                if expected.is_ok() {
+                    held = held.saturating_sub(1);
+                }
                 assert_eq!(rx.pop(), expected, "{op:?}");
             }
+            Op::Peek | Op::PushHoldingPeek(_) => {
+                let expected = if lag > 0 {
+                    Err(spsc::PopError::Lagged(std::mem::take(&mut lag)))
+                } else {
+                    model.front().copied().ok_or(spsc::PopError::Empty)
+                };
+                if expected.is_ok() && drop_oldest {
+                    held = held.max(1);
+                }
+                let peeked = rx.peek().copied();
+                assert_eq!(peeked, expected, "{op:?}");
+                if let Op::PushHoldingPeek(v) = *op {
+                    // Peeked again (a lag, if any, was reported above): held while
+                    // the push runs.
+                    let front = model.front().copied();
+                    if front.is_some() && drop_oldest {
+                        held = held.max(1);
+                    }
+                    let expected = if model.len() < cap {
+                        model.push_back(v);
+                        Ok(())
+                    } else if drop_oldest && held == 0 {
+                        model.pop_front();
+                        lag += 1;
+                        model.push_back(v);
+                        Ok(())
+                    } else {
+                        Err(PushError::Full(v))
+                    };
+                    let peek = rx.peek();
+                    assert_eq!(tx.push(v), expected, "{op:?}");
+                    // What a held peek sees is neither evicted nor overwritten.
+                    assert_eq!(peek.ok().copied(), front, "{op:?}");
+                }
+            }
+            Op::ReadCommit(n, m) => {
+                let n = usize::from(n);
+                if n > model.len() {
+                    let err = rx.read_chunk(n).map(|_| ()).unwrap_err();
+                    assert_eq!(err, ChunkError::TooFewSlots(model.len()), "{op:?}");
+                    if !model.is_empty() {
+                        // The lag met on the way is skipped.
+                        lag = 0;
+                    }
+                    held = 0;
+                } else {
+                    let reported = if n > 0 { std::mem::take(&mut lag) } else { 0 };
+                    let m = usize::from(m) % (n + 1);
+                    let chunk = rx.read_chunk(n).unwrap();
+                    assert_eq!(chunk.lagged(), reported);
+                    let (a, b) = chunk.as_slices();
+                    let got = [a, b].concat();
+                    assert_eq!(got, model.iter().take(n).copied().collect::<Vec<_>>());
+                    chunk.commit(m);
+                    model.drain(..m);
+                    held = 0;
+                }
+            }
+            Op::PopBatchTake(n, m) => {
+                let k = usize::from(n).min(model.len());
+                let m = usize::from(m) % (k + 1);
+                let reported = if n > 0 { std::mem::take(&mut lag) } else { 0 };
+                let mut batch = rx.pop_batch(usize::from(n));
+                assert_eq!(batch.lagged(), reported);
+                assert_eq!(batch.len(), k, "{op:?}");
+                let got: Vec<u32> = batch.by_ref().take(m).collect();
+                drop(batch);
+                let expected: Vec<u32> = model.drain(..m).collect();
+                assert_eq!(got, expected, "{op:?}");
+                held = 0;
+            }
+            Op::ReadChunk(n) if usize::from(n) > model.len() => {
+                let err = rx.read_chunk(usize::from(n)).map(|_| ()).unwrap_err();
+                assert_eq!(err, ChunkError::TooFewSlots(model.len()), "{op:?}");
+                if !model.is_empty() {
+                    lag = 0;
+                }
+                held = 0;
+            }
             Op::PopBatch(n) | Op::PopSlice(n) | Op::ReadChunk(n) => {
+                held = 0;
                 let k = usize::from(n).min(model.len());
                 let expected: Vec<u32> = model.drain(..k).collect();
                 // A batch of 0 claims nothing and so reports nothing.
@@ -115,25 +222,34 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
                         out
                     }
                     _ => {
-                        let chunk = rx.read_chunk(usize::from(n));
+                        let chunk = rx.read_chunk(usize::from(n)).unwrap();
                         assert_eq!(chunk.lagged(), reported);
                         let (a, b) = chunk.as_slices();
                         let got = [a, b].concat();
-                        chunk.commit();
+                        chunk.commit_all();
                         got
                     }
                 };
                 assert_eq!(got, expected, "{op:?}");
             }
+            Op::PushHoldingChunk(n, _) if usize::from(n) > model.len() => {
+                let err = rx.read_chunk(usize::from(n)).map(|_| ()).unwrap_err();
+                assert_eq!(err, ChunkError::TooFewSlots(model.len()), "{op:?}");
+                if !model.is_empty() {
+                    lag = 0;
+                }
+                held = 0;
+            }
             Op::PushHoldingChunk(n, v) | Op::PushHoldingBatch(n, v) => {
                 let k = usize::from(n).min(model.len());
-                let held: Vec<u32> = model.drain(..k).collect();
+                let peeked = std::mem::take(&mut held);
+                let taken: Vec<u32> = model.drain(..k).collect();
                 let reported = if n > 0 { std::mem::take(&mut lag) } else { 0 };
                 // The held items are the oldest and still fill their slots.
                 let expected = if model.len() + k < cap {
                     model.push_back(v);
                     Ok(())
-                } else if drop_oldest && k == 0 {
+                } else if drop_oldest && k == 0 && peeked == 0 {
                     model.pop_front();
                     lag += 1;
                     model.push_back(v);
@@ -142,12 +258,12 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
                     Err(PushError::Full(v))
                 };
                 let got: Vec<u32> = if matches!(op, Op::PushHoldingChunk(..)) {
-                    let chunk = rx.read_chunk(usize::from(n));
+                    let chunk = rx.read_chunk(usize::from(n)).unwrap();
                     assert_eq!(chunk.lagged(), reported);
                     assert_eq!(tx.push(v), expected, "{op:?}");
                     let (a, b) = chunk.as_slices();
                     let got = [a, b].concat();
-                    chunk.commit();
+                    chunk.commit_all();
                     got
                 } else {
                     let batch = rx.pop_batch(usize::from(n));
@@ -155,7 +271,7 @@ pub fn run_model(cap: usize, policy: OverflowPolicy, ops: &[Op]) {
                     assert_eq!(tx.push(v), expected, "{op:?}");
                     batch.collect()
                 };
-                assert_eq!(got, held, "{op:?}");
+                assert_eq!(got, taken, "{op:?}");
             }
         }
         assert_eq!(rx.len(), model.len());
