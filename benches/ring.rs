@@ -12,7 +12,10 @@
 //! Threads are pinned (Linux; one producer and one consumer per core on two cores),
 //! so thread migration does not decide the result.
 //! `std::sync::mpsc::sync_channel` uses its own blocking `send`/`recv`, as intended;
-//! it has one receiver, so it sits out `mpmc_2p2c`.
+//! it has one receiver, so it sits out `mpmc_2p2c`. The channels that also offer
+//! non-blocking calls (thingbuf's `ThingBuf`, flume, kanal, async-channel, all
+//! bounded to the same capacity) go through the same spin-then-yield loop as the
+//! queues, by their `try_` calls.
 //!
 //! Run: `cargo bench --bench ring`. The README quotes medians and ratios.
 #![allow(missing_docs)]
@@ -76,6 +79,51 @@ impl Queue for heapless::mpmc::Queue<u64, CAP> {
     }
     fn pop(&self) -> Option<u64> {
         self.dequeue()
+    }
+}
+
+impl Queue for thingbuf::ThingBuf<u64> {
+    fn push(&self, v: u64) -> bool {
+        thingbuf::ThingBuf::push(self, v).is_ok()
+    }
+    fn pop(&self) -> Option<u64> {
+        thingbuf::ThingBuf::pop(self)
+    }
+}
+
+/// Both ends of a bounded flume channel.
+struct Flume(flume::Sender<u64>, flume::Receiver<u64>);
+
+impl Queue for Flume {
+    fn push(&self, v: u64) -> bool {
+        self.0.try_send(v).is_ok()
+    }
+    fn pop(&self) -> Option<u64> {
+        self.1.try_recv().ok()
+    }
+}
+
+/// Both ends of a bounded kanal channel.
+struct Kanal(kanal::Sender<u64>, kanal::Receiver<u64>);
+
+impl Queue for Kanal {
+    fn push(&self, v: u64) -> bool {
+        matches!(self.0.try_send(v), Ok(true))
+    }
+    fn pop(&self) -> Option<u64> {
+        self.1.try_recv().ok().flatten()
+    }
+}
+
+/// Both ends of a bounded async-channel.
+struct AsyncChannel(async_channel::Sender<u64>, async_channel::Receiver<u64>);
+
+impl Queue for AsyncChannel {
+    fn push(&self, v: u64) -> bool {
+        self.0.try_send(v).is_ok()
+    }
+    fn pop(&self) -> Option<u64> {
+        self.1.try_recv().ok()
     }
 }
 
@@ -205,6 +253,25 @@ fn threaded(c: &mut Criterion) {
         });
         let q = heapless::mpmc::Queue::<u64, CAP>::new();
         g.bench_function(id("heapless_mpmc"), |b| {
+            b.iter_custom(|n| (0..n).map(|_| transfer(&q, producers, consumers)).sum())
+        });
+        let q = thingbuf::ThingBuf::<u64>::new(CAP);
+        g.bench_function(id("thingbuf"), |b| {
+            b.iter_custom(|n| (0..n).map(|_| transfer(&q, producers, consumers)).sum())
+        });
+        let (tx, rx) = flume::bounded(CAP);
+        let q = Flume(tx, rx);
+        g.bench_function(id("flume"), |b| {
+            b.iter_custom(|n| (0..n).map(|_| transfer(&q, producers, consumers)).sum())
+        });
+        let (tx, rx) = kanal::bounded(CAP);
+        let q = Kanal(tx, rx);
+        g.bench_function(id("kanal"), |b| {
+            b.iter_custom(|n| (0..n).map(|_| transfer(&q, producers, consumers)).sum())
+        });
+        let (tx, rx) = async_channel::bounded(CAP);
+        let q = AsyncChannel(tx, rx);
+        g.bench_function(id("async_channel"), |b| {
             b.iter_custom(|n| (0..n).map(|_| transfer(&q, producers, consumers)).sum())
         });
         if producers == 1 && consumers == 1 {

@@ -8,7 +8,9 @@
 //!   on every operation: the difference is the cost of the clock;
 //! - `dashmap`: `DashMap` (no TTL), default hasher;
 //! - `moka`: `moka::sync::Cache` with `time_to_live` of 10 minutes;
-//! - `scc`: `scc::HashMap` (no TTL), default hasher.
+//! - `scc`: `scc::HashMap` (no TTL), default hasher;
+//! - `quick_cache`: `quick_cache::sync::Cache` (no TTL; S3-FIFO eviction) with room
+//!   for 32 768 entries, so it evicts nothing here either.
 //!
 //! Workloads over 16 384 keys, prefilled, in tables sized for 32 768 entries (so no
 //! policy-driven eviction happens):
@@ -102,6 +104,21 @@ impl Map for scc::HashMap<u64, u64> {
     #[inline]
     fn remove(&self, k: u64) {
         scc::HashMap::remove(self, &k);
+    }
+}
+
+impl Map for quick_cache::sync::Cache<u64, u64> {
+    #[inline]
+    fn get(&self, k: u64) -> Option<u64> {
+        quick_cache::sync::Cache::get(self, &k)
+    }
+    #[inline]
+    fn insert(&self, k: u64, v: u64) {
+        quick_cache::sync::Cache::insert(self, k, v);
+    }
+    #[inline]
+    fn remove(&self, k: u64) {
+        quick_cache::sync::Cache::remove(self, &k);
     }
 }
 
@@ -211,6 +228,12 @@ fn bench(c: &mut Criterion) {
             prefill(&scc);
             group.bench_function(BenchmarkId::new("scc", threads), |b| {
                 b.iter_custom(|iters| measure(&scc, &seqs, workload, iters))
+            });
+
+            let quick = quick_cache::sync::Cache::new(CAP);
+            prefill(&quick);
+            group.bench_function(BenchmarkId::new("quick_cache", threads), |b| {
+                b.iter_custom(|iters| measure(&quick, &seqs, workload, iters))
             });
         }
         group.finish();
