@@ -224,6 +224,12 @@ impl InboundConfig {
 }
 
 /// Settings of one connection, shared by the server's and the client's.
+///
+/// The socket's read buffer follows from the inbound frame limit: one read takes at
+/// most 4 KiB, or one largest frame and its header when
+/// [`InboundConfig::max_frame_bytes`] is smaller. A larger frame is still read
+/// whole, in pieces; the small buffer is what keeps an idle connection cheap
+/// (tungstenite's default allocates 128 KiB for every connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConnectionConfig {

@@ -200,11 +200,34 @@ async fn discard_until_eof<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
     }
 }
 
-/// tungstenite's settings for a connection: the inbound size limits and the write
-/// buffer, whose default cap (none) is the unbounded buffer this transport avoids.
+/// The read buffer an idle connection holds: what one read takes from the socket.
+/// A frame larger than this is still read whole (tungstenite reserves room for a
+/// frame once its header announces the length, and reads it in pieces of this
+/// size); the buffer only sets what a connection that receives little costs
+/// (tungstenite's default is 128 KiB, allocated up front for every connection). At
+/// most [`MAX_READ_BUFFER`], at most one largest frame and its header.
+pub(crate) fn read_buffer_bytes(config: &ConnectionConfig) -> usize {
+    config
+        .inbound
+        .max_frame_bytes
+        .saturating_add(FRAME_HEADER_MAX)
+        .min(MAX_READ_BUFFER)
+}
+
+/// The read buffer's ceiling: client events are small, and an idle connection
+/// should cost little (issue 15 asks for at most 32 KiB of heap per idle connection,
+/// on the server side).
+const MAX_READ_BUFFER: usize = 4 << 10;
+
+/// The longest WebSocket frame header: 2 bytes, an 8-byte length and a 4-byte mask.
+const FRAME_HEADER_MAX: usize = 14;
+
+/// tungstenite's settings for a connection: the inbound size limits, the read buffer
+/// ([`read_buffer_bytes`]) and the write buffer, whose default cap (none) is the
+/// unbounded buffer this transport avoids.
 pub(crate) fn websocket_config(config: &ConnectionConfig) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(config.write_buffer_bytes.clamp(4 << 10, 128 << 10))
+        .read_buffer_size(read_buffer_bytes(config))
         .write_buffer_size(config.write_buffer_bytes)
         .max_write_buffer_size(config.max_write_buffer_bytes)
         .max_message_size(Some(config.inbound.max_message_bytes))
@@ -240,6 +263,21 @@ mod tests {
             joined.extend_from_slice(f.payload());
         }
         assert_eq!(joined, frame.as_str().as_bytes());
+    }
+
+    #[test]
+    fn the_read_buffer_is_small_and_fits_the_frame_limit() {
+        let mut config = ConnectionConfig::default();
+        assert_eq!(
+            read_buffer_bytes(&config),
+            4 << 10,
+            "the default frame limit is larger"
+        );
+        config.inbound.max_frame_bytes = 100;
+        assert_eq!(read_buffer_bytes(&config), 114, "one frame and its header");
+        config.inbound.max_frame_bytes = usize::MAX;
+        assert_eq!(read_buffer_bytes(&config), 4 << 10);
+        assert_eq!(websocket_config(&config).read_buffer_size, 4 << 10);
     }
 
     #[test]
