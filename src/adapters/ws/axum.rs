@@ -45,7 +45,7 @@ use ::axum::response::Response;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Bytes};
 
-use super::conn::{Incoming, Transport, WireError, WireMessage};
+use super::conn::{Incoming, SinkSocket, WireError, WireMessage};
 use super::{CloseReason, Frame, RawMessage, Server};
 
 /// Completes `ws`'s upgrade and runs the connection with `server`'s settings,
@@ -136,11 +136,11 @@ impl WireError for ::axum::Error {
     }
 }
 
-impl Transport for WebSocket {
+impl SinkSocket for WebSocket {
     type Msg = Message;
     type Fault = ::axum::Error;
 
-    async fn linger(self, deadline: Instant) {
+    async fn linger_whole(self, deadline: Instant) {
         // axum does not hand out the raw socket, and its stream has ended: keep the
         // socket open until the deadline, so the peer can read the close frame before
         // a reset (for unread input) can overtake it.

@@ -741,19 +741,9 @@ impl SoftCapacity for SharedLog {
 /// An unmasked, final text frame (RFC 6455 §5.2) around `payload`: what a server sends
 /// for a text message.
 fn encode_text_frame(payload: &[u8]) -> Bytes {
-    const FIN_TEXT: u8 = 0x80 | 0x1;
-    let len = payload.len();
-    let mut frame = Vec::with_capacity(len + 10);
-    frame.push(FIN_TEXT);
-    if len < 126 {
-        frame.push(len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        frame.push(126);
-        frame.extend_from_slice(&len.to_be_bytes());
-    } else {
-        frame.push(127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    let (head, used) = super::conn::frame_header(0x1, payload.len());
+    let mut frame = Vec::with_capacity(used + payload.len());
+    frame.extend_from_slice(&head[..used]);
     frame.extend_from_slice(payload);
     Bytes::from(frame)
 }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::config::{QueueConfig, WsConfigError};
 use super::event::{DeliveryClass, EventType, Frame};
-use super::log::{Backlog, Cursor, SharedLog, Skipped};
+use super::log::{Backlog, Cursor, LogEntry, SharedLog, Skipped};
 use super::time::after;
 use super::types::{CloseReason, SlowConsumer};
 use crate::capacity::{self, CapacityError, SoftCapacity};
@@ -104,6 +104,32 @@ pub enum Next {
     /// The queue is closed (and, for a reason that drains, empty): send a close
     /// frame for this reason. Returned again on every later call.
     Closed(CloseReason),
+}
+
+/// A frame the writer takes, as [`Outbound::try_stage`] finds it.
+pub(crate) enum Staged<'a> {
+    /// A broadcast event, still in the shared log: its wire bytes are ready.
+    Entry(&'a LogEntry),
+    /// A direct frame, or a resync's snapshot.
+    Frame(Frame),
+}
+
+impl Staged<'_> {
+    /// The frame, owned.
+    pub(crate) fn into_frame(self) -> Frame {
+        match self {
+            Staged::Entry(entry) => entry.frame().clone(),
+            Staged::Frame(frame) => frame,
+        }
+    }
+
+    /// The frame.
+    pub(crate) fn frame(&self) -> &Frame {
+        match self {
+            Staged::Entry(entry) => entry.frame(),
+            Staged::Frame(frame) => frame,
+        }
+    }
 }
 
 /// Counts for one [`DeliveryClass`].
@@ -939,7 +965,9 @@ impl Outbound {
             return Some(Next::Resync);
         }
         let mut found = None;
-        let filled = self.fill(&mut st, 1, usize::MAX, &mut |frame| found = Some(frame));
+        let filled = self.fill(&mut st, 1, usize::MAX, &mut |item| {
+            found = Some(item.into_frame());
+        });
         let next = match found {
             Some(frame) => Some(Next::Frame(frame)),
             // A lag found on the way asks for a resync before anything else.
@@ -968,7 +996,7 @@ impl Outbound {
         st: &mut State,
         max: usize,
         max_bytes: usize,
-        out: &mut dyn FnMut(Frame),
+        out: &mut dyn FnMut(Staged<'_>),
     ) -> Filled {
         let mut filled = Filled::default();
         let mut bytes = 0usize;
@@ -984,7 +1012,7 @@ impl Outbound {
                 st.classes[ci].sent += 1;
                 filled.taken += 1;
                 bytes += frame.len();
-                out(frame);
+                out(Staged::Frame(frame));
                 continue;
             }
             if let Some(mut feed) = st.feed.take() {
@@ -1015,7 +1043,7 @@ impl Outbound {
                             st.classes[ci].sent += 1;
                             taken += 1;
                             took_bytes += frame.len();
-                            out(frame.clone());
+                            out(Staged::Entry(entry));
                         }
                         true
                     },
@@ -1041,7 +1069,7 @@ impl Outbound {
                     filled.popped += 1;
                     filled.taken += 1;
                     bytes += frame.len();
-                    out(frame);
+                    out(Staged::Frame(frame));
                 }
                 Some(None) => filled.popped += 1,
                 None => break,
@@ -1213,12 +1241,24 @@ impl Outbound {
         max: usize,
         max_bytes: usize,
     ) -> Option<Next> {
+        self.try_stage(max, max_bytes, &mut |item| out.push_back(item.into_frame()))
+    }
+
+    /// [`try_next_batch`](Self::try_next_batch) for the connection's writer: each
+    /// frame is handed over as it is found, a broadcast one as its log entry (with
+    /// the wire bytes encoded once for every connection), under the queue's lock.
+    pub(crate) fn try_stage(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        out: &mut dyn FnMut(Staged<'_>),
+    ) -> Option<Next> {
         let mut st = self.lock();
         if st.resync_pending {
             st.resync_pending = false;
             return Some(Next::Resync);
         }
-        let filled = self.fill(&mut st, max, max_bytes, &mut |frame| out.push_back(frame));
+        let filled = self.fill(&mut st, max, max_bytes, out);
         let next = if filled.taken > 0 {
             None
         } else if st.resync_pending {

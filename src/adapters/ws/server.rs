@@ -844,7 +844,6 @@ impl Shared {
         socket: T,
         peer: Option<SocketAddr>,
     ) {
-        let close_timeout = self.config.connection.close_timeout;
         if let Err(refusal) = self.admit() {
             let reason = match refusal {
                 Refusal::Capacity => {
@@ -860,7 +859,7 @@ impl Shared {
                     CloseReason::Shutdown
                 }
             };
-            refuse(socket, &reason, close_timeout).await;
+            refuse(socket, &reason, &self.config.connection).await;
             return;
         }
         let config = self.config.connection;
@@ -870,7 +869,7 @@ impl Shared {
         let Ok((outbound, inbound)) = queues else {
             // Unreachable: the configuration was validated when the server was built.
             self.open.fetch_sub(1, Ordering::AcqRel);
-            refuse(socket, &CloseReason::Refused, close_timeout).await;
+            refuse(socket, &CloseReason::Refused, &config).await;
             return;
         };
         let outbound = Arc::new(outbound);
@@ -1061,7 +1060,8 @@ async fn serve_tcp(
     // Events are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let ws_config = conn::websocket_config(&shared.config.connection);
-    let handshake = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config));
+    // The server's own sockets write prepared frames (see `conn::RawSocket`).
+    let handshake = conn::RawSocket::accept(tcp, ws_config);
     let handshake = timeout(shared.config.handshake_timeout, handshake).await;
     // From here `max_connections` counts it, if it is admitted.
     drop(pending);

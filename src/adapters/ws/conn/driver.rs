@@ -5,7 +5,6 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::Poll;
 use core::time::Duration;
-use std::collections::VecDeque;
 use std::prelude::rust_2021::*;
 // `tokio::select!` expands to `panic!`, which the prelude glob and the crate's
 // `no_std` prelude both provide; an explicit import settles which.
@@ -13,15 +12,15 @@ use std::prelude::rust_2021::*;
 use core::panic;
 use std::sync::Arc;
 
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
 use super::shared::{Core, Flag};
-use super::transport::{Incoming, Transport, WireError, WireMessage};
+use super::transport::{Incoming, Transport, WireError, WireMessage, WireOut};
 use crate::adapters::ending::bump;
 use crate::adapters::ws::config::{ConnectionConfig, MalformedPolicy};
 use crate::adapters::ws::event::{Event, EventType, Frame};
-use crate::adapters::ws::outbound::Next;
+use crate::adapters::ws::outbound::{Next, Staged};
 use crate::adapters::ws::time::after;
 use crate::adapters::ws::types::{CloseReason, SlowConsumer};
 use crate::sync::Ordering;
@@ -42,16 +41,15 @@ pub(crate) struct Ended {
 /// Runs the connection until it has ended; returns why. The caller records the end
 /// ([`Core::finish`]) after its own clean-up, then awaits [`Ended::linger`].
 pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> Ended {
-    let (sink, stream) = socket.split();
+    let (stream, mut out) = socket.split(&core.config);
     let reader_done = Flag::default();
-    let mut reader = ReaderState {
+    let mut reader = ReaderState::<T> {
         stream,
         read_error: false,
     };
-    let mut sink = sink;
     let io = async {
         let reading = read_loop(&core, &mut reader, &reader_done);
-        let writing = write_loop(&core, &mut sink, &reader_done);
+        let writing = write_loop(&core, &mut out, &reader_done);
         tokio::pin!(reading, writing);
         // The writer decides when the connection is over; the reader ends first only
         // when the stream does, and then waits here for the writer.
@@ -89,10 +87,8 @@ pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> Ended {
     if reader.read_error {
         // The stream ended on an error with the socket still open: let the close
         // frame reach the peer before the socket goes.
-        if let Ok(socket) = reader.stream.reunite(sink) {
-            let deadline = after(core.config.close_timeout);
-            linger = Some(Box::pin(socket.linger(deadline)) as Pin<Box<_>>);
-        }
+        let deadline = after(core.config.close_timeout);
+        linger = Some(Box::pin(T::linger(reader.stream, out, deadline)) as Pin<Box<_>>);
     }
     Ended { reason, linger }
 }
@@ -100,22 +96,24 @@ pub(crate) async fn drive<T: Transport>(socket: T, core: Arc<Core>) -> Ended {
 /// Refuses a connection whose handshake is done: sends a close frame for `reason`
 /// and waits (within `close_timeout`) for the peer's reply and the end of the stream.
 pub(crate) async fn refuse<T: Transport>(
-    mut socket: T,
+    socket: T,
     reason: &CloseReason,
-    close_timeout: Duration,
+    config: &ConnectionConfig,
 ) {
-    let deadline = after(close_timeout);
-    let close = T::Msg::close(reason.code(), reason.reason());
-    if let Ok(Ok(())) = timeout_at(deadline, socket.send(close)).await {
+    let deadline = after(config.close_timeout);
+    let (mut stream, mut out) = socket.split(config);
+    out.stage_close(reason.code(), &reason.reason());
+    let sent = core::future::poll_fn(|cx| out.poll_flush(cx));
+    if let Ok(Ok(())) = timeout_at(deadline, sent).await {
         let _ = timeout_at(deadline, async {
-            while let Some(Ok(_)) = socket.next().await {}
+            while let Some(Ok(_)) = stream.next().await {}
         })
         .await;
     }
 }
 
 struct ReaderState<T: Transport> {
-    stream: futures_util::stream::SplitStream<T>,
+    stream: T::Reader,
     /// The stream ended on an error (not on the peer's close or EOF).
     read_error: bool,
 }
@@ -226,21 +224,12 @@ fn limits_period(config: &ConnectionConfig) -> Duration {
     (config.outbound.soft_limit_for / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-async fn write_loop<K, M>(core: &Core, sink: &mut K, reader_done: &Flag) -> CloseReason
-where
-    K: Sink<M> + Unpin,
-    K::Error: WireError,
-    M: WireMessage,
-{
+async fn write_loop<W: WireOut>(core: &Core, out: &mut W, reader_done: &Flag) -> CloseReason {
     let config = &core.config;
     let mut writer = Writer {
         core,
-        sink,
+        out,
         lookahead: None,
-        batch: VecDeque::new(),
-        unflushed: 0,
-        max_part: max_part(config),
-        _msg: core::marker::PhantomData,
     };
     // The timers live across iterations, so a busy connection does not register
     // three timers per event.
@@ -250,12 +239,30 @@ where
     let limits = sleep_until(after(limits_every));
     tokio::pin!(ping, idle, limits);
     let mut ping_seq = 0u64;
+    let mut yielded = false;
 
     let outcome: Result<CloseReason, Stop> = loop {
-        let mut item = writer.take_buffered();
-        if item.is_none() && !core.forced.is_set() && writer.ready(timers(&ping, &idle, &limits)) {
-            item = writer.take_buffered();
+        // Stage what is ready without waiting, up to the gather limits.
+        let mut item = writer.lookahead.take();
+        if item.is_none() && !core.forced.is_set() {
+            item = writer.stage_ready(timers(&ping, &idle, &limits));
         }
+        if item.is_none() && writer.out.staged() > 0 {
+            if !yielded && !writer.out.is_full() {
+                // The queue ran dry: give a publisher in the middle of a burst one
+                // turn of the scheduler before paying a system call for the write,
+                // so a burst goes out in few writes rather than one per event.
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
+            yielded = false;
+            if let Err(stop) = writer.flush().await {
+                break Err(stop);
+            }
+            continue;
+        }
+        yielded = false;
         let item = match item {
             Some(item) => item,
             // The timers come before the queue: a queue that never runs dry must
@@ -277,11 +284,8 @@ where
                 }
                 () = &mut ping => {
                     ping_seq += 1;
-                    let sent = match writer.write(M::ping(ping_seq), 0).await {
-                        Ok(()) => writer.flush().await,
-                        Err(stop) => Err(stop),
-                    };
-                    if let Err(stop) = sent {
+                    writer.out.stage_ping(ping_seq);
+                    if let Err(stop) = writer.flush().await {
                         break Err(stop);
                     }
                     bump(&core.io.pings_sent, 1);
@@ -293,11 +297,18 @@ where
                     limits.as_mut().reset(after(limits_every));
                     continue;
                 }
+                // The transport's own replies (pongs, the close reply).
+                () = core::future::poll_fn(|cx| writer.out.poll_control(cx)) => {
+                    if let Err(stop) = writer.flush().await {
+                        break Err(stop);
+                    }
+                    continue;
+                }
                 item = core.outbound.next() => item,
             },
         };
-        let written = match item {
-            Next::Frame(frame) => writer.write_frame(&frame).await,
+        match item {
+            Next::Frame(frame) => writer.stage(Staged::Frame(frame)),
             Next::Resync => match core.snapshots.as_ref().and_then(|s| s.snapshot()) {
                 Some(snapshot) => {
                     // Mark the resync before the write: deltas queued from now on are
@@ -305,58 +316,48 @@ where
                     let frame = snapshot.encode();
                     core.outbound.resynced(frame.revision());
                     bump(&core.io.resyncs_sent, 1);
-                    writer.write_frame(&frame).await
+                    writer.stage(Staged::Frame(frame));
                 }
-                None => {
-                    core.outbound
-                        .close(CloseReason::SlowConsumer(SlowConsumer::NoSnapshot));
-                    Ok(())
-                }
+                None => core
+                    .outbound
+                    .close(CloseReason::SlowConsumer(SlowConsumer::NoSnapshot)),
             },
             Next::Closed(reason) => break Ok(reason),
-        };
-        if let Err(stop) = written {
-            break Err(stop);
-        }
-        // Batch: keep feeding while more is ready and the buffer is small; flush when
-        // the queue runs dry.
-        if writer.unflushed > 0 {
-            if writer.unflushed < config.write_buffer_bytes && writer.lookahead.is_none() {
-                if writer.ready(timers(&ping, &idle, &limits)) {
-                    continue;
-                }
-                // The queue ran dry: give a publisher in the middle of a burst one
-                // turn of the scheduler before paying a system call for the flush,
-                // so a burst goes out in few writes rather than one per event.
-                tokio::task::yield_now().await;
-                if writer.ready(timers(&ping, &idle, &limits)) {
-                    continue;
-                }
-            }
-            if let Err(stop) = writer.flush().await {
-                break Err(stop);
-            }
         }
     };
 
     let reason = match outcome {
-        Ok(reason) | Err(Stop::Close(reason)) => reason,
-        Err(Stop::Forced) => core.final_reason(),
+        // A draining close comes once the queue is empty: what is staged goes out
+        // before the close frame.
+        Ok(reason) if reason.drains() => reason,
+        Ok(reason) | Err(Stop::Close(reason)) => {
+            writer.out.discard_staged();
+            reason
+        }
+        Err(Stop::Forced) => {
+            writer.out.discard_staged();
+            core.final_reason()
+        }
     };
     // Make a reason final for everyone (senders fail from now on); the first one
     // given to the queue stays its reason.
     core.outbound.close(reason.clone());
+    let out = &mut *writer.out;
     match &reason {
-        // The peer closed (tungstenite replies by itself): let the reader see the
-        // reply go out and the stream end.
+        // The peer closed: the reply goes out (the transport wrote it when the
+        // reader saw the close), then the stream ends.
         CloseReason::Remote { .. } => {
+            out.discard_staged();
             let _ = timeout(config.close_timeout, reader_done.wait()).await;
+            let flushed = core::future::poll_fn(|cx| out.poll_flush(cx));
+            let _ = timeout(config.close_timeout, flushed).await;
         }
         // The socket is gone: nothing can be sent.
         CloseReason::Lost(_) => {}
         reason => {
-            let close = M::close(reason.code(), reason.reason());
-            let sent = timeout(config.close_timeout, writer.sink.send(close)).await;
+            out.stage_close(reason.code(), &reason.reason());
+            let flushed = core::future::poll_fn(|cx| out.poll_flush(cx));
+            let sent = timeout(config.close_timeout, flushed).await;
             if matches!(sent, Ok(Ok(()))) {
                 core.io.close_sent.store(true, Ordering::Relaxed);
                 // The close handshake: the reader sees the peer's close frame, then
@@ -368,142 +369,80 @@ where
     reason
 }
 
-/// The largest payload of one written frame: what fits in tungstenite's capped write
-/// buffer next to a pending control frame (a pong or close reply, at most 131
-/// bytes) and the frame's own header.
-fn max_part(config: &ConnectionConfig) -> usize {
-    let cap = config.max_write_buffer_bytes;
-    cap.saturating_sub(256).max(cap / 2).max(1)
-}
-
-/// Most frames the writer takes from its queue at once; it also stops once it holds
-/// `write_buffer_bytes` of text. Small, because frames taken are out of the queue's
-/// reach (its byte limits do not count them, a discarding close does not remove
-/// them): the writer holds at most about one write buffer more than tungstenite.
+/// Most frames the writer takes from its queue under one lock; it goes on taking
+/// until its transport's gather limits are reached. Frames taken are out of the
+/// queue's reach (its byte limits do not count them, a discarding close drops them
+/// from the writer instead).
 const WRITE_BATCH: usize = 32;
 
-struct Writer<'a, K, M> {
+struct Writer<'a, W> {
     core: &'a Core,
-    sink: &'a mut K,
-    /// One queue item taken while a write was in progress, or by batching.
+    out: &'a mut W,
+    /// One queue item taken while a write was in progress, or while staging (a
+    /// resync or the close).
     lookahead: Option<Next>,
-    /// Frames taken from the queue in one batch and not yet written (at most
-    /// [`WRITE_BATCH`]): one lock per batch instead of one per frame, so the
-    /// publisher and the writer contend less on the queue.
-    batch: VecDeque<Frame>,
-    /// Bytes fed to the sink since the last flush.
-    unflushed: usize,
-    max_part: usize,
-    _msg: core::marker::PhantomData<fn(M)>,
 }
 
-impl<K, M> Writer<'_, K, M>
-where
-    K: Sink<M> + Unpin,
-    K::Error: WireError,
-    M: WireMessage,
-{
-    /// The next item already taken from the queue. The batch comes first: the
-    /// lookahead, when `guarded` took it during a write, is newer than every frame
-    /// of the batch (and a draining close in it must come after them).
-    fn take_buffered(&mut self) -> Option<Next> {
-        self.batch
-            .pop_front()
-            .map(Next::Frame)
-            .or_else(|| self.lookahead.take())
-    }
-
-    /// Whether an item is ready without waiting: one already taken, else a new
-    /// batch from the queue (a resync or a close goes to the lookahead), unless
-    /// `timers` (the earliest timer deadline) has passed: then the caller goes to
-    /// its `select`, where the timers run first. One clock read per batch.
-    fn ready(&mut self, timers: Instant) -> bool {
-        if !self.batch.is_empty() || self.lookahead.is_some() {
-            return true;
-        }
+impl<W: WireOut> Writer<'_, W> {
+    /// Stages what the queue has ready, until the transport's gather limits are
+    /// reached; returns a resync or a close met on the way (after what was staged),
+    /// and nothing once `timers` (the earliest timer deadline) has passed, so the
+    /// caller goes to its `select`, where the timers run first. One clock read per
+    /// call.
+    fn stage_ready(&mut self, timers: Instant) -> Option<Next> {
         if Instant::now() >= timers {
-            return false;
+            return None;
         }
-        match self.core.outbound.try_next_batch(
-            &mut self.batch,
-            WRITE_BATCH,
-            self.core.config.write_buffer_bytes,
-        ) {
-            Some(next) => {
-                self.lookahead = Some(next);
-                true
+        let core = self.core;
+        while !self.out.is_full() {
+            let room = self.out.gather_bytes().saturating_sub(self.out.staged());
+            let out = &mut *self.out;
+            let mut taken = 0usize;
+            let next = core.outbound.try_stage(WRITE_BATCH, room, &mut |item| {
+                sent(core, item.frame());
+                out.stage(item);
+                taken += 1;
+            });
+            if next.is_some() {
+                return next;
             }
-            None => !self.batch.is_empty(),
-        }
-    }
-
-    async fn write_frame(&mut self, frame: &Frame) -> Result<(), Stop> {
-        // tungstenite refuses a frame that would take its buffer past the cap: flush
-        // what is batched first when the two together might not fit.
-        if self.unflushed > 0 && self.unflushed + frame.len() > self.max_part {
-            self.flush().await?;
-        }
-        // Counted when handed to the socket (before its bytes can reach the peer).
-        self.sent(frame);
-        if frame.len() > self.max_part {
-            if let Some(parts) = M::fragments(frame, self.max_part) {
-                for part in parts {
-                    self.write(part, 0).await?;
-                    self.flush().await?;
-                }
-                return Ok(());
+            if taken == 0 {
+                break;
             }
         }
-        self.write(M::text(frame), frame.len()).await
+        None
     }
 
-    fn sent(&self, frame: &Frame) {
-        bump(&self.core.io.frames_out, 1);
-        bump(&self.core.io.bytes_out, frame.len() as u64);
+    fn stage(&mut self, item: Staged<'_>) {
+        sent(self.core, item.frame());
+        self.out.stage(item);
     }
 
-    /// Feeds one message (without flushing), under the write timeout.
-    async fn write(&mut self, message: M, len: usize) -> Result<(), Stop> {
-        let Self {
-            core,
-            sink,
-            lookahead,
-            ..
-        } = self;
-        // Fast path: while tungstenite's buffer has room, `poll_ready` is ready at
-        // once and `start_send` only appends to the buffer. Feeding then needs no
-        // timer and no select (which cost a clock read and a runtime lookup per
-        // event); only a feed that has to wait for the socket goes through `guarded`.
-        let ready = std::future::poll_fn(|cx| Poll::Ready(sink.poll_ready_unpin(cx))).await;
-        match ready {
-            Poll::Ready(Ok(())) => {
-                if let Err(error) = sink.start_send_unpin(message) {
-                    return Err(Stop::Close(write_failed(&error)));
-                }
-            }
-            Poll::Ready(Err(error)) => return Err(Stop::Close(write_failed(&error))),
-            Poll::Pending => guarded(core, lookahead, sink.feed(message)).await?,
-        }
-        self.unflushed += len.max(1);
-        Ok(())
-    }
-
+    /// Writes out what is staged, under the write timeout.
     async fn flush(&mut self) -> Result<(), Stop> {
         let Self {
             core,
-            sink,
+            out,
             lookahead,
-            ..
         } = self;
-        // As in `write`: a flush the socket takes at once needs no timer.
-        match std::future::poll_fn(|cx| Poll::Ready(sink.poll_flush_unpin(cx))).await {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(error)) => return Err(Stop::Close(write_failed(&error))),
-            Poll::Pending => guarded(core, lookahead, sink.flush()).await?,
+        // Fast path: a write the socket takes at once needs no timer and no select
+        // (which cost a clock read and a runtime lookup); only a write that has to
+        // wait for the socket goes through `guarded`.
+        match core::future::poll_fn(|cx| Poll::Ready(out.poll_flush(cx))).await {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(error)) => Err(Stop::Close(write_failed(&error))),
+            Poll::Pending => {
+                let write = core::future::poll_fn(|cx| out.poll_flush(cx));
+                guarded(core, lookahead, write).await
+            }
         }
-        self.unflushed = 0;
-        Ok(())
     }
+}
+
+/// Counted when handed to the transport (before its bytes can reach the peer).
+fn sent(core: &Core, frame: &Frame) {
+    bump(&core.io.frames_out, 1);
+    bump(&core.io.bytes_out, frame.len() as u64);
 }
 
 /// The earliest deadline of the writer's timers.
@@ -562,23 +501,5 @@ fn write_failed<E: WireError>(error: &E) -> CloseReason {
     match error.close_reason() {
         CloseReason::Lost(why) => CloseReason::Lost(why),
         other => CloseReason::Lost(other.reason()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_largest_part_fits_the_write_buffer_cap() {
-        let mut config = ConnectionConfig::default();
-        for cap in [2, 100, 300, 4096, 64 << 10] {
-            config.max_write_buffer_bytes = cap;
-            let part = max_part(&config);
-            assert!(part >= 1 && part <= cap, "cap {cap}: {part}");
-            if cap > 512 {
-                assert!(part + 256 <= cap, "room for a header and a control frame");
-            }
-        }
     }
 }

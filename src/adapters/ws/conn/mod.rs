@@ -41,12 +41,14 @@
 //! implementation; axum's `WebSocket` (feature `axum`) is another.
 
 mod driver;
+mod raw;
 mod shared;
 mod transport;
 
 pub(crate) use driver::{drive, refuse};
+pub(crate) use raw::{frame_header, RawSocket};
 pub(crate) use shared::{next_conn_id, Core, CoreParts, Flag};
 pub use shared::{Connection, ConnectionMetrics, Traffic};
 pub(crate) use transport::{websocket_config, Transport};
 #[cfg(feature = "axum")]
-pub(crate) use transport::{Incoming, WireError, WireMessage};
+pub(crate) use transport::{Incoming, SinkSocket, WireError, WireMessage};

@@ -10,7 +10,11 @@ use std::prelude::rust_2021::*;
 #[allow(unused_imports)]
 use core::panic;
 
-use futures_util::{Sink, Stream};
+use std::collections::VecDeque;
+
+use core::task::{ready, Context, Poll};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{
@@ -25,6 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::adapters::ws::config::ConnectionConfig;
 use crate::adapters::ws::event::Frame;
 use crate::adapters::ws::inbound::RawMessage;
+use crate::adapters::ws::outbound::Staged;
 use crate::adapters::ws::types::CloseReason;
 
 // ---------------------------------------------------------------------------------
@@ -32,7 +37,7 @@ use crate::adapters::ws::types::CloseReason;
 // ---------------------------------------------------------------------------------
 
 /// A WebSocket message type the core can read and write.
-pub(crate) trait WireMessage: Sized + Send + 'static {
+pub(crate) trait WireMessage: Sized + Send + Unpin + 'static {
     /// The message that carries an encoded event as one text message.
     fn text(frame: &Frame) -> Self;
 
@@ -72,8 +77,76 @@ pub(crate) trait WireError: fmt::Display + Send + 'static {
     fn close_reason(&self) -> CloseReason;
 }
 
-/// A WebSocket the core can run: messages in, messages out.
-pub(crate) trait Transport:
+/// A WebSocket the core can run: a stream of messages in, and a [`WireOut`] that
+/// writes frames out. The two halves are driven side by side in one task.
+pub(crate) trait Transport: Send + Sized + 'static {
+    /// The message type.
+    type Msg: WireMessage;
+    /// The error type of both directions.
+    type Fault: WireError;
+    /// The incoming half.
+    type Reader: Stream<Item = Result<Self::Msg, Self::Fault>> + Send + Unpin + 'static;
+    /// The outgoing half.
+    type Writer: WireOut<Fault = Self::Fault>;
+
+    /// The two halves, the writer set up by the connection's `config`.
+    fn split(self, config: &ConnectionConfig) -> (Self::Reader, Self::Writer);
+
+    /// After a read error ended the message stream while the socket is still open
+    /// (an oversized or invalid message), and after this side's close frame is sent:
+    /// half-close the socket and discard what the peer still sends until it closes or
+    /// `deadline` passes. Closing a socket with unread input makes the kernel send a
+    /// reset, which can destroy the close frame before the peer reads it.
+    fn linger(
+        reader: Self::Reader,
+        writer: Self::Writer,
+        deadline: Instant,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// What the writer writes with: frames are staged (no I/O), then written out
+/// together by [`poll_flush`](Self::poll_flush), which also sends what the
+/// transport has to send by itself (the replies to the peer's pings and close).
+pub(crate) trait WireOut: Send + Unpin + 'static {
+    /// The error of a write.
+    type Fault: WireError;
+
+    /// Most bytes the writer stages before it writes them out.
+    fn gather_bytes(&self) -> usize;
+
+    /// Whether staging more should wait for a write: bytes or frames are at the
+    /// limit.
+    fn is_full(&self) -> bool {
+        self.staged() >= self.gather_bytes()
+    }
+
+    /// Stages a text frame.
+    fn stage(&mut self, item: Staged<'_>);
+
+    /// Stages a ping with a short payload.
+    fn stage_ping(&mut self, payload: u64);
+
+    /// Stages the close frame: `code` and `reason` (at most 123 bytes). Nothing is
+    /// sent after it.
+    fn stage_close(&mut self, code: u16, reason: &str);
+
+    /// Drops the staged frames that are not yet being written (the peer closed:
+    /// only the reply to its close goes out).
+    fn discard_staged(&mut self);
+
+    /// Bytes staged and not yet written.
+    fn staged(&self) -> usize;
+
+    /// Writes everything staged, and the transport's own replies, and flushes.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Fault>>;
+
+    /// Ready when the transport has a reply of its own to send (then flush).
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// A socket that is a `Stream` and a `Sink` of messages (tokio-tungstenite's and
+/// axum's WebSockets): split with `futures`' lock, and written message by message.
+pub(crate) trait SinkSocket:
     Stream<Item = Result<Self::Msg, Self::Fault>>
     + Sink<Self::Msg, Error = Self::Fault>
     + Send
@@ -86,12 +159,146 @@ pub(crate) trait Transport:
     /// The error type of both directions.
     type Fault: WireError;
 
-    /// After a read error ended the message stream while the socket is still open
-    /// (an oversized or invalid message), and after this side's close frame is sent:
-    /// half-close the socket and discard what the peer still sends until it closes or
-    /// `deadline` passes. Closing a socket with unread input makes the kernel send a
-    /// reset, which can destroy the close frame before the peer reads it.
-    fn linger(self, deadline: Instant) -> impl Future<Output = ()> + Send;
+    /// See [`Transport::linger`].
+    fn linger_whole(self, deadline: Instant) -> impl Future<Output = ()> + Send;
+}
+
+impl<T: SinkSocket> Transport for T {
+    type Msg = T::Msg;
+    type Fault = T::Fault;
+    type Reader = SplitStream<T>;
+    type Writer = SinkOut<SplitSink<T, T::Msg>, T::Msg>;
+
+    fn split(self, config: &ConnectionConfig) -> (Self::Reader, Self::Writer) {
+        let (sink, stream) = StreamExt::split(self);
+        (stream, SinkOut::new(sink, config))
+    }
+
+    fn linger(
+        reader: Self::Reader,
+        writer: Self::Writer,
+        deadline: Instant,
+    ) -> impl Future<Output = ()> + Send {
+        let whole = reader.reunite(writer.sink).ok();
+        async move {
+            if let Some(whole) = whole {
+                whole.linger_whole(deadline).await;
+            }
+        }
+    }
+}
+
+/// The [`WireOut`] of a [`SinkSocket`]: staged frames become messages, fed to the
+/// sink when flushed. An event larger than [`max_part`](Self::max_part) goes out
+/// fragmented where the socket can send raw frames, each part flushed on its own, so
+/// tungstenite's capped write buffer never refuses one.
+pub(crate) struct SinkOut<K, M> {
+    sink: K,
+    staged: VecDeque<(M, usize)>,
+    staged_bytes: usize,
+    /// Bytes fed to the sink since its last flush.
+    unflushed: usize,
+    max_part: usize,
+    gather: usize,
+}
+
+impl<K, M> SinkOut<K, M> {
+    fn new(sink: K, config: &ConnectionConfig) -> Self {
+        Self {
+            sink,
+            staged: VecDeque::new(),
+            staged_bytes: 0,
+            unflushed: 0,
+            max_part: max_part(config),
+            gather: config.write_buffer_bytes,
+        }
+    }
+
+    fn push(&mut self, message: M, len: usize) {
+        self.staged_bytes += len;
+        self.staged.push_back((message, len));
+    }
+}
+
+/// The largest payload of one written frame: what fits in tungstenite's capped write
+/// buffer next to a pending control frame (a pong or close reply, at most 131
+/// bytes) and the frame's own header.
+fn max_part(config: &ConnectionConfig) -> usize {
+    let cap = config.max_write_buffer_bytes;
+    cap.saturating_sub(256).max(cap / 2).max(1)
+}
+
+impl<K, M> WireOut for SinkOut<K, M>
+where
+    K: Sink<M> + Send + Unpin + 'static,
+    K::Error: WireError,
+    M: WireMessage,
+{
+    type Fault = K::Error;
+
+    fn gather_bytes(&self) -> usize {
+        self.gather
+    }
+
+    fn stage(&mut self, item: Staged<'_>) {
+        let frame = item.frame();
+        if frame.len() > self.max_part {
+            if let Some(parts) = M::fragments(frame, self.max_part) {
+                let mut left = frame.len();
+                for part in parts {
+                    let len = left.min(self.max_part);
+                    left -= len;
+                    self.push(part, len);
+                }
+                return;
+            }
+        }
+        let message = M::text(frame);
+        self.push(message, frame.len());
+    }
+
+    fn stage_ping(&mut self, payload: u64) {
+        self.push(M::ping(payload), 0);
+    }
+
+    fn stage_close(&mut self, code: u16, reason: &str) {
+        self.push(M::close(code, reason.to_owned()), 0);
+    }
+
+    fn discard_staged(&mut self) {
+        self.staged.clear();
+        self.staged_bytes = 0;
+    }
+
+    fn staged(&self) -> usize {
+        self.staged_bytes
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Fault>> {
+        while let Some(&(_, len)) = self.staged.front() {
+            // tungstenite refuses a frame that would take its buffer past the cap:
+            // flush what was fed first when the two together might not fit.
+            if self.unflushed > 0 && self.unflushed + len > self.max_part {
+                ready!(self.sink.poll_flush_unpin(cx))?;
+                self.unflushed = 0;
+            }
+            ready!(self.sink.poll_ready_unpin(cx))?;
+            let Some((message, len)) = self.staged.pop_front() else {
+                break;
+            };
+            self.staged_bytes -= len;
+            self.unflushed += len.max(1);
+            self.sink.start_send_unpin(message)?;
+        }
+        ready!(self.sink.poll_flush_unpin(cx))?;
+        self.unflushed = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_control(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        // tungstenite sends its replies itself, from the reading half.
+        Poll::Pending
+    }
 }
 
 impl WireMessage for Message {
@@ -172,14 +379,14 @@ impl WireError for tungstenite::Error {
     }
 }
 
-impl<S> Transport for WebSocketStream<S>
+impl<S> SinkSocket for WebSocketStream<S>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     type Msg = Message;
     type Fault = tungstenite::Error;
 
-    fn linger(self, deadline: Instant) -> impl Future<Output = ()> + Send {
+    fn linger_whole(self, deadline: Instant) -> impl Future<Output = ()> + Send {
         let raw = self.into_inner();
         async move {
             let _ = timeout_at(deadline, discard_until_eof(raw)).await;
@@ -188,7 +395,7 @@ where
 }
 
 /// Half-closes `io` and reads it to its end, discarding what arrives.
-async fn discard_until_eof<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+pub(crate) async fn discard_until_eof<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
     let _ = core::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
     let mut buf = [0u8; 2048];
     loop {
@@ -263,6 +470,19 @@ mod tests {
             joined.extend_from_slice(f.payload());
         }
         assert_eq!(joined, frame.as_str().as_bytes());
+    }
+
+    #[test]
+    fn the_largest_part_fits_the_write_buffer_cap() {
+        let mut config = ConnectionConfig::default();
+        for cap in [2, 100, 300, 4096, 64 << 10] {
+            config.max_write_buffer_bytes = cap;
+            let part = max_part(&config);
+            assert!(part >= 1 && part <= cap, "cap {cap}: {part}");
+            if cap > 512 {
+                assert!(part + 256 <= cap, "room for a header and a control frame");
+            }
+        }
     }
 
     #[test]

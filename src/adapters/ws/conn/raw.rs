@@ -1,0 +1,474 @@
+//! The server's own sockets: tungstenite reads and answers the peer, the writer
+//! writes the frames itself.
+//!
+//! A server's frames are unmasked, so an event's frame is the same bytes for every
+//! connection: the shared log encodes it once ([`LogEntry::wire`]), and the writer
+//! hands those bytes to the socket as they are, many frames in one vectored write,
+//! with no copy into a per-connection buffer. What the writer holds while it writes
+//! is reference counts on the log's bytes, at most [`RawOut`]'s gather limits.
+//!
+//! tungstenite still reads: it parses and checks the peer's frames, and answers
+//! pings and the close handshake. It writes those answers into a [`Tap`] that keeps
+//! them ([`Control`], bounded) for the writer, which sends them between two of its
+//! own frames, never inside one. The writer encodes its own control frames (pings,
+//! the close frame); tungstenite never writes a data frame on these sockets.
+//!
+//! [`LogEntry::wire`]: crate::adapters::ws::LogEntry::wire
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{ready, Context, Poll, Waker};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::prelude::rust_2021::*;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig, Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use super::transport::{discard_until_eof, Transport, WireOut};
+use crate::adapters::ws::config::ConnectionConfig;
+use crate::adapters::ws::outbound::Staged;
+
+/// Opcodes of RFC 6455 §5.2.
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+
+/// The header of an unmasked, final frame with `opcode` and a payload of `len`
+/// bytes (RFC 6455 §5.2): the bytes and how many of them there are.
+pub(crate) fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = 0x80 | opcode;
+    let used = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (head, used)
+}
+
+/// Control frames tungstenite wrote and the writer has not sent yet: its replies
+/// to pings (it keeps only the latest pending one) and to the peer's close. Bounded
+/// by [`MAX_CONTROL`]: past it, tungstenite's writes wait, and so its reading does,
+/// until the writer has taken them (a peer that floods pings while it does not read
+/// is slowed down, as a full socket would).
+#[derive(Default)]
+pub(crate) struct Control {
+    inner: Mutex<ControlInner>,
+}
+
+#[derive(Default)]
+struct ControlInner {
+    bytes: Vec<u8>,
+    /// The writer, waiting for control bytes.
+    writer: Option<Waker>,
+    /// tungstenite's write, waiting for room.
+    reader: Option<Waker>,
+}
+
+/// The most control bytes kept for the writer before tungstenite's writes wait.
+const MAX_CONTROL: usize = 1024;
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, ControlInner> {
+        // Nothing in the critical sections panics.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The socket tungstenite runs on: it reads from the TCP stream's read half, and
+/// writes to its write half during the handshake only; from then on what it writes
+/// goes to [`Control`].
+pub(crate) struct Tap {
+    read: OwnedReadHalf,
+    write: Option<OwnedWriteHalf>,
+    control: Arc<Control>,
+}
+
+impl AsyncRead for Tap {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tap {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(write) = &mut self.write {
+            return Pin::new(write).poll_write(cx, buf);
+        }
+        let mut control = self.control.lock();
+        if control.bytes.len() >= MAX_CONTROL {
+            control.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        // Whole: tungstenite hands over whole frames, and the writer must only ever
+        // see whole frames here.
+        control.bytes.extend_from_slice(buf);
+        if let Some(writer) = control.writer.take() {
+            writer.wake();
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.write {
+            Some(write) => Pin::new(write).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.write {
+            Some(write) => Pin::new(write).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A server connection whose handshake is done: tungstenite's reading half over a
+/// [`Tap`], and the socket's write half for the [`RawOut`].
+pub(crate) struct RawSocket {
+    ws: WebSocketStream<Tap>,
+    write: OwnedWriteHalf,
+    control: Arc<Control>,
+}
+
+impl RawSocket {
+    /// Runs the server's side of the WebSocket handshake on `tcp`.
+    ///
+    /// # Errors
+    ///
+    /// tungstenite's, for a failed handshake.
+    pub(crate) async fn accept(
+        tcp: TcpStream,
+        config: WebSocketConfig,
+    ) -> Result<Self, tungstenite::Error> {
+        let (read, write) = tcp.into_split();
+        let control = Arc::new(Control::default());
+        let tap = Tap {
+            read,
+            write: Some(write),
+            control: Arc::clone(&control),
+        };
+        let mut ws = tokio_tungstenite::accept_async_with_config(tap, Some(config)).await?;
+        // The handshake wrote its response through the tap; the write half now
+        // belongs to the writer.
+        let Some(write) = ws.get_mut().write.take() else {
+            return Err(tungstenite::Error::AlreadyClosed);
+        };
+        Ok(Self { ws, write, control })
+    }
+}
+
+impl Transport for RawSocket {
+    type Msg = tungstenite::Message;
+    type Fault = tungstenite::Error;
+    type Reader = WebSocketStream<Tap>;
+    type Writer = RawOut;
+
+    fn split(self, config: &ConnectionConfig) -> (Self::Reader, Self::Writer) {
+        let out = RawOut {
+            io: self.write,
+            control: self.control,
+            segs: VecDeque::new(),
+            front_done: 0,
+            staged_bytes: 0,
+            closing: false,
+            gather: config.max_write_buffer_bytes.max(config.write_buffer_bytes),
+        };
+        (self.ws, out)
+    }
+
+    fn linger(
+        reader: Self::Reader,
+        writer: Self::Writer,
+        deadline: Instant,
+    ) -> impl Future<Output = ()> + Send {
+        let tcp = reader.into_inner().read.reunite(writer.io).ok();
+        async move {
+            if let Some(tcp) = tcp {
+                let _ = timeout_at(deadline, discard_until_eof(tcp)).await;
+            }
+        }
+    }
+}
+
+/// One whole frame to write: a header the writer encoded (empty for a log entry,
+/// whose wire bytes have theirs) and a payload it shares.
+struct Seg {
+    head: [u8; 10],
+    head_len: u8,
+    body: Bytes,
+}
+
+impl Seg {
+    fn len(&self) -> usize {
+        usize::from(self.head_len) + self.body.len()
+    }
+
+    fn parts(&self) -> [&[u8]; 2] {
+        [&self.head[..usize::from(self.head_len)], &self.body]
+    }
+}
+
+/// Frames one [`RawOut`] holds at most before it writes them.
+const MAX_SEGS: usize = 256;
+
+/// Slices given to one vectored write (Linux takes up to 1024).
+const MAX_IOV: usize = 128;
+
+/// The writer of a [`RawSocket`]: staged frames are whole frames (mostly the log's
+/// wire bytes, shared); a flush writes them with vectored writes, sending
+/// tungstenite's replies ([`Control`]) between two frames.
+pub(crate) struct RawOut {
+    io: OwnedWriteHalf,
+    control: Arc<Control>,
+    segs: VecDeque<Seg>,
+    /// Bytes of the first frame already written.
+    front_done: usize,
+    staged_bytes: usize,
+    /// A close frame is staged (ours, or tungstenite's reply to the peer's):
+    /// nothing is staged after it.
+    closing: bool,
+    gather: usize,
+}
+
+impl RawOut {
+    fn push(&mut self, seg: Seg) {
+        if self.closing {
+            return;
+        }
+        self.staged_bytes += seg.len();
+        self.segs.push_back(seg);
+    }
+
+    /// At a frame boundary: puts tungstenite's pending replies first. After its
+    /// reply to the peer's close, nothing else is sent; after ours, its replies are
+    /// not either.
+    fn take_control(&mut self) {
+        let mut control = self.control.lock();
+        if control.bytes.is_empty() {
+            return;
+        }
+        let bytes = core::mem::take(&mut control.bytes);
+        if let Some(reader) = control.reader.take() {
+            reader.wake();
+        }
+        drop(control);
+        if self.closing {
+            return;
+        }
+        if has_close(&bytes) {
+            self.discard_staged();
+            self.closing = true;
+        }
+        self.staged_bytes += bytes.len();
+        self.segs.push_front(Seg {
+            head: [0; 10],
+            head_len: 0,
+            body: Bytes::from(bytes),
+        });
+    }
+
+    /// Marks `n` bytes written.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.segs.front() else {
+                return;
+            };
+            let left = front.len() - self.front_done;
+            if n < left {
+                self.front_done += n;
+                return;
+            }
+            n -= left;
+            self.staged_bytes -= front.len();
+            self.front_done = 0;
+            self.segs.pop_front();
+        }
+    }
+}
+
+/// Whether `bytes` (whole control frames, unmasked) hold a close frame.
+fn has_close(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while at + 2 <= bytes.len() {
+        if bytes[at] & 0x0f == OP_CLOSE {
+            return true;
+        }
+        // Control frames have payloads of at most 125 bytes: one length byte.
+        at += 2 + usize::from(bytes[at + 1] & 0x7f);
+    }
+    false
+}
+
+impl WireOut for RawOut {
+    type Fault = tungstenite::Error;
+
+    fn gather_bytes(&self) -> usize {
+        self.gather
+    }
+
+    fn is_full(&self) -> bool {
+        self.staged_bytes >= self.gather || self.segs.len() >= MAX_SEGS
+    }
+
+    fn stage(&mut self, item: Staged<'_>) {
+        let seg = match item {
+            Staged::Entry(entry) => Seg {
+                head: [0; 10],
+                head_len: 0,
+                body: entry.wire().clone(),
+            },
+            Staged::Frame(frame) => {
+                let (head, used) = frame_header(OP_TEXT, frame.len());
+                Seg {
+                    head,
+                    head_len: used as u8,
+                    body: frame.text().clone().into(),
+                }
+            }
+        };
+        self.push(seg);
+    }
+
+    fn stage_ping(&mut self, payload: u64) {
+        let (mut head, _) = frame_header(OP_PING, 8);
+        head[2..10].copy_from_slice(&payload.to_be_bytes());
+        self.push(Seg {
+            head,
+            head_len: 10,
+            body: Bytes::new(),
+        });
+    }
+
+    fn stage_close(&mut self, code: u16, reason: &str) {
+        let mut body = Vec::with_capacity(2 + reason.len());
+        body.extend_from_slice(&code.to_be_bytes());
+        body.extend_from_slice(reason.as_bytes());
+        let (head, used) = frame_header(OP_CLOSE, body.len());
+        self.push(Seg {
+            head,
+            head_len: used as u8,
+            body: Bytes::from(body),
+        });
+        self.closing = true;
+    }
+
+    fn discard_staged(&mut self) {
+        // A frame partly written must be finished.
+        let keep = usize::from(self.front_done > 0);
+        while self.segs.len() > keep {
+            if let Some(seg) = self.segs.pop_back() {
+                self.staged_bytes -= seg.len();
+            }
+        }
+    }
+
+    fn staged(&self) -> usize {
+        self.staged_bytes
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Fault>> {
+        loop {
+            if self.front_done == 0 {
+                self.take_control();
+            }
+            if self.segs.is_empty() {
+                // Drop the frame list's buffer once a burst is out: an idle
+                // connection holds none.
+                if self.segs.capacity() > 16 {
+                    self.segs = VecDeque::new();
+                }
+                return Pin::new(&mut self.io)
+                    .poll_flush(cx)
+                    .map_err(tungstenite::Error::Io);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut used = 0;
+            let mut skip = self.front_done;
+            'fill: for seg in &self.segs {
+                for part in seg.parts() {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    if used == MAX_IOV {
+                        break 'fill;
+                    }
+                    slices[used] = IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    used += 1;
+                }
+            }
+            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..used]))
+                .map_err(tungstenite::Error::Io)?;
+            if written == 0 {
+                return Poll::Ready(Err(tungstenite::Error::Io(io::ErrorKind::WriteZero.into())));
+            }
+            self.advance(written);
+        }
+    }
+
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closing {
+            // Nothing more is sent: what tungstenite writes now is dropped.
+            self.take_control();
+            return Poll::Pending;
+        }
+        let mut control = self.control.lock();
+        if control.bytes.is_empty() {
+            control.writer = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        assert_eq!(
+            frame_header(OP_TEXT, 5),
+            ([0x81, 5, 0, 0, 0, 0, 0, 0, 0, 0], 2)
+        );
+        let (head, used) = frame_header(OP_TEXT, 300);
+        assert_eq!((&head[..used], used), (&[0x81, 126, 1, 44][..], 4));
+        let (head, used) = frame_header(OP_CLOSE, 70_000);
+        assert_eq!(&head[..used], &[0x88, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[test]
+    fn a_close_is_found_among_control_frames() {
+        let pong = [0x8a, 2, 1, 2];
+        let close = [0x88, 2, 0x03, 0xe8];
+        assert!(!has_close(&pong));
+        assert!(has_close(&[&pong[..], &close[..]].concat()));
+        assert!(has_close(&close));
+        assert!(!has_close(&[]));
+    }
+}
