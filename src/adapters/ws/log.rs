@@ -282,9 +282,12 @@ impl Inner {
     }
 
     /// Evicts from the front until within `max_events` and `bound_bytes`, always
-    /// keeping the newest entry.
-    fn evict(&mut self, max_events: usize, bound_bytes: u64) -> u64 {
+    /// keeping the newest entry. Returns how many, and the first one evicted, for
+    /// the caller to drop after the lock (an append usually evicts one: its frees
+    /// then happen outside the lock the readers wait for).
+    fn evict(&mut self, max_events: usize, bound_bytes: u64) -> (u64, Option<LogEntry>) {
         let mut evicted = 0;
+        let mut first = None;
         while self.entries.len() > 1
             && (self.entries.len() > max_events || self.held_bytes > bound_bytes)
         {
@@ -295,8 +298,11 @@ impl Inner {
             self.evicted = entry.after();
             self.first += 1;
             evicted += 1;
+            if first.is_none() {
+                first = Some(entry);
+            }
         }
-        evicted
+        (evicted, first)
     }
 }
 
@@ -479,6 +485,8 @@ impl SharedLog {
             });
             (offset, inner.evict(self.max_events, bound))
         };
+        let (evicted, dropped) = evicted;
+        drop(dropped);
         self.appended.fetch_add(1, Ordering::Relaxed);
         self.evicted.fetch_add(evicted, Ordering::Relaxed);
         self.notify.notify_waiters();
@@ -731,7 +739,7 @@ impl SoftCapacity for SharedLog {
         let evicted = {
             let mut inner = write_lock(&self.inner);
             self.bound_bytes.store(bound, Ordering::Relaxed);
-            inner.evict(self.max_events, bound)
+            inner.evict(self.max_events, bound).0
         };
         self.evicted.fetch_add(evicted, Ordering::Relaxed);
         Ok(())

@@ -239,7 +239,8 @@ async fn write_loop<W: WireOut>(core: &Core, out: &mut W, reader_done: &Flag) ->
     let limits = sleep_until(after(limits_every));
     tokio::pin!(ping, idle, limits);
     let mut ping_seq = 0u64;
-    let mut yielded = false;
+    // What was staged at the last yield (0: none since the last write).
+    let mut yielded_at = 0usize;
 
     let outcome: Result<CloseReason, Stop> = loop {
         // Stage what is ready without waiting, up to the gather limits.
@@ -248,21 +249,24 @@ async fn write_loop<W: WireOut>(core: &Core, out: &mut W, reader_done: &Flag) ->
             item = writer.stage_ready(timers(&ping, &idle, &limits));
         }
         if item.is_none() && writer.out.staged() > 0 {
-            if !yielded && !writer.out.is_full() {
-                // The queue ran dry: give a publisher in the middle of a burst one
+            let staged = writer.out.staged();
+            if staged != yielded_at && !writer.out.is_full() {
+                // The queue ran dry: give a publisher in the middle of a burst a
                 // turn of the scheduler before paying a system call for the write,
-                // so a burst goes out in few writes rather than one per event.
-                yielded = true;
+                // and another while each turn brings more, so a burst goes out in
+                // few writes rather than one per event. The write goes out once a
+                // turn brings nothing or the gather limits are reached.
+                yielded_at = staged;
                 tokio::task::yield_now().await;
                 continue;
             }
-            yielded = false;
+            yielded_at = 0;
             if let Err(stop) = writer.flush().await {
                 break Err(stop);
             }
             continue;
         }
-        yielded = false;
+        yielded_at = 0;
         let item = match item {
             Some(item) => item,
             // The timers come before the queue: a queue that never runs dry must

@@ -462,6 +462,88 @@ mod tests {
         assert_eq!(&head[..used], &[0x88, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 
+    /// A `RawOut` on one end of a loopback connection, and the other end.
+    async fn raw_pair() -> (RawOut, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (_read, write) = accepted.unwrap().0.into_split();
+        let out = RawOut {
+            io: write,
+            control: Arc::default(),
+            segs: VecDeque::new(),
+            front_done: 0,
+            staged_bytes: 0,
+            closing: false,
+            gather: 64 << 10,
+        };
+        (out, client.unwrap())
+    }
+
+    fn text(payload: &str) -> Frame {
+        crate::adapters::ws::Event::new(crate::adapters::ws::EventType::Custom)
+            .with("value", payload)
+            .encode()
+    }
+
+    use crate::adapters::ws::Frame;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn control_replies_go_first_and_a_close_reply_ends_what_is_staged() {
+        let (mut out, mut peer) = raw_pair().await;
+        out.stage(Staged::Frame(text("a")));
+        out.stage(Staged::Frame(text("b")));
+        // tungstenite answered a ping, then the peer's close.
+        let pong = [0x8a, 1, 7];
+        let close = [0x88, 2, 0x03, 0xe8];
+        out.control
+            .lock()
+            .bytes
+            .extend_from_slice(&[&pong[..], &close[..]].concat());
+        assert!(core::future::poll_fn(|cx| out.poll_flush(cx)).await.is_ok());
+        assert_eq!(out.staged(), 0);
+        // Staged after the close reply: dropped.
+        out.stage(Staged::Frame(text("c")));
+        assert_eq!(out.staged(), 0);
+        drop(out);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            [&pong[..], &close[..]].concat(),
+            "the frames staged before it are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_go_out_whole_and_in_order_with_pings_and_the_close_last() {
+        let (mut out, mut peer) = raw_pair().await;
+        let (a, big) = (text("a"), text(&"x".repeat(70_000)));
+        out.stage(Staged::Frame(a.clone()));
+        out.stage_ping(5);
+        out.stage(Staged::Frame(big.clone()));
+        out.stage_close(1001, "bye");
+        out.stage(Staged::Frame(text("late")));
+        assert!(core::future::poll_fn(|cx| out.poll_flush(cx)).await.is_ok());
+        drop(out);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        let mut expected = Vec::new();
+        for (op, payload) in [
+            (OP_TEXT, a.as_str().as_bytes().to_vec()),
+            (OP_PING, 5u64.to_be_bytes().to_vec()),
+            (OP_TEXT, big.as_str().as_bytes().to_vec()),
+            (OP_CLOSE, [&1001u16.to_be_bytes()[..], b"bye"].concat()),
+        ] {
+            let (head, used) = frame_header(op, payload.len());
+            expected.extend_from_slice(&head[..used]);
+            expected.extend_from_slice(&payload);
+        }
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "nothing after the close frame");
+    }
+
     #[test]
     fn a_close_is_found_among_control_frames() {
         let pong = [0x8a, 2, 1, 2];
