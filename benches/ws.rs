@@ -2,19 +2,29 @@
 //! transport against a plain tokio-tungstenite server built on
 //! `tokio::sync::broadcast`, measured in the same run.
 //!
-//! Each iteration publishes 1 000 pre-encoded `TEXT_MESSAGE_CONTENT` events (about
-//! 100 bytes each) and waits until every client has read every one; throughput is
-//! events delivered per second over all clients. Both servers get queues deep enough
-//! for a whole iteration, so neither drops anything and the comparison is of the
-//! delivery path alone. The peer's writer batches as a careful server would: it feeds
-//! what the channel holds into the sink and flushes once the channel is empty.
-//! Clients run in the same process and runtime (2 worker threads).
+//! Each iteration publishes pre-encoded `TEXT_MESSAGE_CONTENT` events (1 000 of
+//! about 100 bytes, or 200 of about 4 KiB) and waits until every client has read
+//! every one. Two groups per case (4, 32 and 256 clients; both sizes):
+//!
+//! - `ws_fan_out`: the whole iteration; throughput is events delivered per second
+//!   over all clients;
+//! - `ws_publish`: only the publishing calls of the iteration (the wait for delivery
+//!   is left out): the publish cost per event, which must not grow with the number
+//!   of connections.
+//!
+//! Both servers get queues deep enough for a whole iteration, so neither drops
+//! anything and the comparison is of the delivery path alone. The peer's writer
+//! batches as a careful server would: it feeds what the channel holds into the sink
+//! and flushes once the channel is empty. Clients run in the same process and
+//! runtime (2 worker threads), so their cost (the same for both servers) is in the
+//! fan-out figures.
 //!
 //! After the measurements it prints the heap each idle connection costs on either
 //! server, on the server side alone (counted by the crate's `TrackingAllocator`, with
 //! 1 000 idle clients that are raw sockets and allocate nothing).
 //!
-//! Bar from the issue: at least 1.0x the peer.
+//! Bars from the issue: fan-out at least 1.0x the peer at 4 clients and 1.2x at 32
+//! and 256; publish cost flat (within 20 %) from 4 to 256 clients.
 //!
 //! Run: `cargo bench --bench ws --features ws`.
 #![allow(missing_docs)]
@@ -40,8 +50,7 @@ use support::config;
 #[global_allocator]
 static HEAP: TrackingAllocator<System> = TrackingAllocator::new(System);
 
-const EVENTS: usize = 1_000;
-const CLIENTS: [usize; 2] = [4, 32];
+const CLIENTS: [usize; 3] = [4, 32, 256];
 const IDLE: usize = 1_000;
 
 fn runtime() -> Runtime {
@@ -52,14 +61,16 @@ fn runtime() -> Runtime {
         .expect("runtime")
 }
 
-fn frames() -> Vec<Frame> {
-    (0..EVENTS)
+/// `events` pre-encoded `TEXT_MESSAGE_CONTENT` events of about `bytes` bytes each.
+fn frames(events: usize, bytes: usize) -> Vec<Frame> {
+    let pad = "x".repeat(bytes.saturating_sub(90));
+    (0..events)
         .map(|i| {
             Event::new(EventType::TextMessageContent)
                 .with("messageId", "msg-1")
                 .with(
                     "delta",
-                    format!("token {i:05} of a streamed answer, padded to size.."),
+                    format!("token {i:05} of a streamed answer, padded{pad}"),
                 )
                 .encode()
         })
@@ -143,87 +154,134 @@ async fn peer_server(capacity: usize) -> (SocketAddr, broadcast::Sender<Utf8Byte
 }
 
 /// `iters` rounds of `publish`, each until all `n` clients have read the round's
-/// events; the time they took.
-fn rounds<F, Fut>(rt: &Runtime, tally: &Tally, n: usize, iters: u64, mut publish: F) -> Duration
+/// `events`; the time they took (`publish_only`: the time the publishing calls took,
+/// the waits for delivery left out).
+fn rounds<F, Fut>(
+    rt: &Runtime,
+    tally: &Tally,
+    deliveries: u64,
+    iters: u64,
+    publish_only: bool,
+    mut publish: F,
+) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     rt.block_on(async {
+        let mut publishing = Duration::ZERO;
         let start = Instant::now();
         for _ in 0..iters {
-            let target = tally.received.load(Ordering::SeqCst) + (EVENTS * n) as u64;
+            let target = tally.received.load(Ordering::SeqCst) + deliveries;
+            let begun = Instant::now();
             publish().await;
+            publishing += begun.elapsed();
             tally.wait_for(target).await;
         }
-        start.elapsed()
+        if publish_only {
+            publishing
+        } else {
+            start.elapsed()
+        }
     })
 }
 
-fn membound_config() -> ServerConfig {
+fn membound_config(events: usize) -> ServerConfig {
     let mut config = ServerConfig::default();
     config.connection.outbound = QueueConfig {
-        capacity: 2 * EVENTS,
+        capacity: 2 * events,
         ..QueueConfig::default()
     };
     config
 }
 
-fn fan_out(c: &mut Criterion) {
-    let rt = runtime();
-    let frames = frames();
-    let mut group = c.benchmark_group("ws_fan_out");
-    for &n in &CLIENTS {
-        group.throughput(Throughput::Elements((EVENTS * n) as u64));
+/// Both servers, `n` clients each, events of about `bytes` bytes: the fan-out's
+/// throughput (`ws_fan_out`) and the publishing calls' cost alone (`ws_publish`,
+/// which the issue wants flat in the number of connections).
+fn scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
+    let events = if bytes > 1024 { 200 } else { 1_000 };
+    let frames = frames(events, bytes);
+    let deliveries = (events * n) as u64;
+    let id = |name: &str| BenchmarkId::new(name, format!("{n}x{bytes}B"));
 
-        let (server, tally) = rt.block_on(async {
-            let server = Server::builder(membound_config())
-                .bind()
-                .await
-                .expect("bind");
-            let tally = Arc::new(Tally::default());
-            connect_clients(server.local_addr(), n, &tally).await;
-            (server, tally)
-        });
-        rt.block_on(async {
-            while server.metrics().connections < n {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-        group.bench_function(BenchmarkId::new("membound", n), |b| {
+    let (server, ours) = rt.block_on(async {
+        let server = Server::builder(membound_config(events))
+            .bind()
+            .await
+            .expect("bind");
+        let tally = Arc::new(Tally::default());
+        connect_clients(server.local_addr(), n, &tally).await;
+        while server.metrics().connections < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (server, tally)
+    });
+    let (tx, theirs) = rt.block_on(async {
+        let (addr, tx) = peer_server(2 * events).await;
+        let tally = Arc::new(Tally::default());
+        connect_clients(addr, n, &tally).await;
+        while tx.receiver_count() < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (tx, tally)
+    });
+    for (group_name, publish_only) in [("ws_fan_out", false), ("ws_publish", true)] {
+        let mut group = c.benchmark_group(group_name);
+        if n > 64 {
+            group.sample_size(10);
+        }
+        if publish_only {
+            group.throughput(Throughput::Elements(events as u64));
+        } else {
+            group.throughput(Throughput::Elements(deliveries));
+        }
+        group.bench_function(id("membound"), |b| {
             let (frames, server) = (&frames, &server);
             b.iter_custom(|iters| {
-                rounds(&rt, &tally, n, iters, move || async move {
-                    for f in frames {
-                        server.broadcast_frame(f.clone()).await;
-                    }
-                })
+                rounds(
+                    rt,
+                    &ours,
+                    deliveries,
+                    iters,
+                    publish_only,
+                    move || async move {
+                        for f in frames {
+                            server.broadcast_frame(f.clone()).await;
+                        }
+                    },
+                )
             })
         });
-        rt.block_on(server.shutdown());
-
-        let (tx, tally) = rt.block_on(async {
-            let (addr, tx) = peer_server(2 * EVENTS).await;
-            let tally = Arc::new(Tally::default());
-            connect_clients(addr, n, &tally).await;
-            while tx.receiver_count() < n {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            (tx, tally)
-        });
-        group.bench_function(BenchmarkId::new("tokio_broadcast", n), |b| {
+        group.bench_function(id("tokio_broadcast"), |b| {
             let (frames, tx) = (&frames, &tx);
             b.iter_custom(|iters| {
-                rounds(&rt, &tally, n, iters, move || async move {
-                    for f in frames {
-                        let _ = tx.send(f.text().clone());
-                    }
-                })
+                rounds(
+                    rt,
+                    &theirs,
+                    deliveries,
+                    iters,
+                    publish_only,
+                    move || async move {
+                        for f in frames {
+                            let _ = tx.send(f.text().clone());
+                        }
+                    },
+                )
             })
         });
-        drop(tx);
+        group.finish();
     }
-    group.finish();
+    rt.block_on(server.shutdown());
+    drop(tx);
+}
+
+fn fan_out(c: &mut Criterion) {
+    let rt = runtime();
+    for &n in &CLIENTS {
+        for bytes in [100, 4 << 10] {
+            scenario(c, &rt, n, bytes);
+        }
+    }
 }
 
 /// Opens `n` WebSocket connections to `addr` with hand-written upgrade requests on
@@ -263,7 +321,7 @@ fn idle_memory(_: &mut Criterion) {
         |rt: &Runtime| rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
     let ours = {
         let server = rt
-            .block_on(Server::builder(membound_config()).bind())
+            .block_on(Server::builder(membound_config(1_000)).bind())
             .expect("bind");
         settle(rt);
         let before = HEAP.live_bytes();
@@ -283,7 +341,7 @@ fn idle_memory(_: &mut Criterion) {
         bytes
     };
     let peer = {
-        let (addr, tx) = rt.block_on(peer_server(2 * EVENTS));
+        let (addr, tx) = rt.block_on(peer_server(2_000));
         settle(rt);
         let before = HEAP.live_bytes();
         let clients = std::thread::spawn(move || raw_idle_clients(addr, IDLE))

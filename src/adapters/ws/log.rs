@@ -374,6 +374,10 @@ pub struct SharedLog {
     bound_bytes: AtomicU64,
     appended: AtomicU64,
     evicted: AtomicU64,
+    /// The offset the next append gets, as `Inner::next`, readable without the
+    /// lock: a reader with nothing new learns it without contending with the
+    /// publisher for the lock.
+    head: AtomicU64,
     /// The activities' current contents, for activity resyncs.
     activities: Activities,
 }
@@ -423,6 +427,7 @@ impl SharedLog {
             bound_bytes: AtomicU64::new(config.max_bytes),
             appended: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            head: AtomicU64::new(0),
             activities: Activities::new(config.max_activities, config.max_activity_bytes),
         }
     }
@@ -483,6 +488,11 @@ impl SharedLog {
                 wire,
                 before,
             });
+            // Release: a reader that sees the new head and then takes the lock
+            // finds the entry (the lock orders it anyway; the store only has to
+            // be no later than the wake-up below, which it is, by program order
+            // and `notify_waiters`' own lock).
+            self.head.store(offset + 1, Ordering::Release);
             (offset, inner.evict(self.max_events, bound))
         };
         let (evicted, dropped) = evicted;
@@ -551,6 +561,13 @@ impl SharedLog {
         window: u64,
         mut visit: impl FnMut(&LogEntry) -> bool,
     ) -> Walk {
+        // Nothing beyond the cursor: nothing to take and nothing to skip (a skip
+        // needs entries past the cursor), so the lock is not taken. A stale head
+        // only delays the reader to its next look, which every append's wake-up
+        // brings.
+        if cursor.next >= self.head.load(Ordering::Acquire) {
+            return Walk::default();
+        }
         let inner = read_lock(&self.inner);
         let mut walk = Walk::default();
         if cursor.next < inner.first {
@@ -632,7 +649,9 @@ impl SharedLog {
             // Registered before the check, so an append between the check and the
             // await wakes this waiter (`notify_waiters` wakes only registered ones).
             notified.as_mut().enable();
-            if self.closed.load(Ordering::Acquire) || read_lock(&self.inner).next() > cursor.next {
+            if self.closed.load(Ordering::Acquire)
+                || self.head.load(Ordering::Acquire) > cursor.next
+            {
                 return;
             }
             notified.await;
