@@ -238,11 +238,17 @@ pub struct ConnectionConfig {
     /// Inbound limits and dispatch.
     pub inbound: InboundConfig,
     /// tungstenite's `write_buffer_size`: bytes buffered before a write reaches the
-    /// socket. Default 16 KiB.
+    /// socket, where tungstenite writes the frames (the client, axum); what the
+    /// writer gathers before one write there. Default 16 KiB.
     pub write_buffer_bytes: usize,
     /// tungstenite's `max_write_buffer_size`, which tungstenite leaves unlimited:
     /// capped small, since the outbound queue is where events wait. Default 64 KiB;
     /// must exceed `write_buffer_bytes`.
+    ///
+    /// On the server's own listener the writer writes the shared log's prepared
+    /// frames itself: this is then the most it gathers for one vectored write (and
+    /// at most 256 frames), mostly as references to the log's bytes rather than
+    /// copies.
     pub max_write_buffer_bytes: usize,
     /// A ping is sent after this long without one. Default 20 s.
     pub keepalive_interval: Duration,

@@ -35,10 +35,17 @@
 //!
 //! # The socket seam
 //!
-//! The core is generic over [`Transport`]: a `Stream` of incoming messages and a
-//! `Sink` of outgoing ones whose message type implements [`WireMessage`] and whose
-//! error implements [`WireError`]. tokio-tungstenite's `WebSocketStream` is one
-//! implementation; axum's `WebSocket` (feature `axum`) is another.
+//! The core is generic over [`Transport`]: a `Stream` of incoming messages (whose
+//! type implements [`WireMessage`], whose error implements [`WireError`]) and a
+//! [`WireOut`](transport::WireOut) the writer stages frames into and flushes.
+//!
+//! - The server's own listener uses [`RawSocket`]: tungstenite reads, checks and
+//!   answers the peer, and the writer sends the shared log's prepared frames itself,
+//!   many in one vectored write, with tungstenite's replies between frames (see
+//!   `raw`).
+//! - Sockets that are a `Sink` of messages ([`SinkSocket`](transport::SinkSocket):
+//!   tokio-tungstenite's `WebSocketStream` for the client, axum's `WebSocket` with
+//!   feature `axum`) write message by message through tungstenite.
 
 mod driver;
 mod raw;
