@@ -96,6 +96,40 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// Reads until `upto` events have arrived, checking they come in order from
+    /// `next_seq` on (control frames aside).
+    async fn events_upto(&mut self, next_seq: &mut u64, upto: u64) {
+        while *next_seq < upto {
+            let frame = within("data", self.next()).await.expect("open");
+            if frame.opcode == 0x1 {
+                assert_eq!(seq_of(&frame.payload), *next_seq, "in order, once each");
+                *next_seq += 1;
+            }
+        }
+    }
+
+    /// Reads events (in order from `next_seq`, no gap) and control frames up to the
+    /// close frame; returns it.
+    async fn until_close(&mut self, next_seq: &mut u64) -> Frame {
+        within("the close frame", async {
+            loop {
+                let frame = self.next().await.expect("a close frame before the end");
+                match frame.opcode {
+                    0x1 => {
+                        assert_eq!(seq_of(&frame.payload), *next_seq, "no gap before the close");
+                        *next_seq += 1;
+                    }
+                    0x8 => break frame,
+                    0x9 | 0xa => {}
+                    other => panic!("unexpected opcode {other:#x}"),
+                }
+            }
+        })
+        .await
+    }
+}
+
 /// A masked client frame.
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     assert!(payload.len() <= 125);
@@ -248,32 +282,12 @@ async fn the_peers_close_under_load_gets_one_reply_and_nothing_after_it() {
     let publishing = publisher(&server, &stop);
     // Read a while, so the writer is mid-burst, then close.
     let mut next_seq = 0;
-    while next_seq < 300 {
-        let frame = within("data", reader.next()).await.expect("open");
-        if frame.opcode == 0x1 {
-            assert_eq!(seq_of(&frame.payload), next_seq);
-            next_seq += 1;
-        }
-    }
+    reader.events_upto(&mut next_seq, 300).await;
     write
         .write_all(&client_frame(0x8, &1000u16.to_be_bytes()))
         .await
         .expect("close");
-    let close = within("the close reply", async {
-        loop {
-            let frame = reader.next().await.expect("a close reply before the end");
-            match frame.opcode {
-                0x1 => {
-                    assert_eq!(seq_of(&frame.payload), next_seq, "no gap before the close");
-                    next_seq += 1;
-                }
-                0x8 => break frame,
-                0x9 | 0xa => {}
-                other => panic!("unexpected opcode {other:#x}"),
-            }
-        }
-    })
-    .await;
+    let close = reader.until_close(&mut next_seq).await;
     assert_eq!(
         &close.payload[..2],
         &1000u16.to_be_bytes(),
@@ -300,29 +314,9 @@ async fn a_server_close_under_load_is_the_last_frame_and_the_handshake_completes
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = publisher(&server, &stop);
     let mut next_seq = 0;
-    while next_seq < 300 {
-        let frame = within("data", reader.next()).await.expect("open");
-        if frame.opcode == 0x1 {
-            assert_eq!(seq_of(&frame.payload), next_seq);
-            next_seq += 1;
-        }
-    }
+    reader.events_upto(&mut next_seq, 300).await;
     conn.close(CloseReason::Shutdown);
-    let close = within("the close frame", async {
-        loop {
-            let frame = reader.next().await.expect("a close frame before the end");
-            match frame.opcode {
-                0x1 => {
-                    assert_eq!(seq_of(&frame.payload), next_seq, "in order up to the close");
-                    next_seq += 1;
-                }
-                0x8 => break frame,
-                0x9 | 0xa => {}
-                other => panic!("unexpected opcode {other:#x}"),
-            }
-        }
-    })
-    .await;
+    let close = reader.until_close(&mut next_seq).await;
     assert_eq!(&close.payload[..2], &1001u16.to_be_bytes());
     // Reply: the server completes the handshake and ends the stream.
     write
@@ -356,20 +350,7 @@ async fn a_close_from_a_peer_that_does_not_read_stops_the_staged_frames() {
         .await
         .expect("close");
     let mut next_seq = 0;
-    within("the close reply", async {
-        loop {
-            let frame = reader.next().await.expect("a close reply before the end");
-            match frame.opcode {
-                0x1 => {
-                    assert_eq!(seq_of(&frame.payload), next_seq);
-                    next_seq += 1;
-                }
-                0x8 => break,
-                other => panic!("unexpected opcode {other:#x}"),
-            }
-        }
-    })
-    .await;
+    reader.until_close(&mut next_seq).await;
     let after = within("the end of the stream", reader.next()).await;
     assert!(after.is_none(), "nothing after the close reply: {after:?}");
     assert!(next_seq < 400, "the close cut the backlog short");
