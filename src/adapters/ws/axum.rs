@@ -1,4 +1,5 @@
-//! Serving the transport from an axum router (feature `axum`).
+//! Serving the transport from an axum router (feature `axum`): WebSocket with
+//! [`upgrade`], and Server-Sent Events, AG-UI's HTTP transport, with [`sse`].
 //!
 //! [`upgrade`] completes axum's WebSocket upgrade with the server's connection
 //! settings and runs the connection on the same core as [`Server`]'s own listener:
@@ -45,8 +46,9 @@ use ::axum::response::Response;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Bytes};
 
-use super::conn::{Incoming, SinkSocket, WireError, WireMessage};
-use super::{CloseReason, Frame, RawMessage, Server};
+use super::conn::{sse_pair, Incoming, SinkMessage, SinkSocket, WireError, WireMessage};
+use super::server::Opening;
+use super::{CloseReason, Connection, Frame, RawMessage, Server};
 
 /// Completes `ws`'s upgrade and runs the connection with `server`'s settings,
 /// registry and fan-out; `peer` is the client's address when the router provides it
@@ -71,12 +73,112 @@ pub fn upgrade(ws: WebSocketUpgrade, server: &Server, peer: Option<SocketAddr>) 
         .max_frame_size(config.inbound.max_frame_bytes)
         .on_upgrade(move |socket| {
             let task_shared = Arc::clone(&shared);
-            shared.spawn(async move { task_shared.run_connection(socket, peer).await });
+            shared.spawn(async move {
+                task_shared
+                    .run_connection(socket, peer, Opening::default())
+                    .await;
+            });
             async {}
         })
 }
 
-impl WireMessage for Message {
+/// The header a reconnecting `EventSource` names its last event id in.
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Serves one Server-Sent Events stream (the transport AG-UI's `HttpAgent` reads):
+/// returns the `text/event-stream` response for axum to send, and calls `on_open`
+/// with the stream's [`Connection`] once it is registered.
+///
+/// The stream is a connection like a WebSocket one, on the same core: admitted the
+/// same way, with the same queues, delivery classes, byte limits, metrics and
+/// shutdown, and it reads the server's broadcasts from the same shared log. The
+/// application sends the run's events with [`Connection::send`] (or broadcasts
+/// them) and ends the stream with [`Connection::close`]`(`[`CloseReason::Normal`]`)`
+/// once what it sent is delivered. The differences come from SSE itself:
+///
+/// - each event is one frame, `data: <event JSON>\n\n`, as `@ag-ui/encoder` writes
+///   them; a broadcast also carries `id: <epoch>-<offset>`
+///   ([`SharedLog::event_id`](super::SharedLog::event_id));
+/// - there is no close code: a stream ended for any reason but a normal close gets a
+///   final `RUN_ERROR` whose `code` is the reason's
+///   [`error_code`](CloseReason::error_code) (`"SLOW_CONSUMER"` for a client that
+///   does not keep up, `"TRY_AGAIN_LATER"` when refused, `"SHUTDOWN"`);
+/// - a request with `Last-Event-ID` resumes after that broadcast where the log still
+///   holds what followed; otherwise it first gets a `CUSTOM` event named
+///   [`RESUME_GAP`](super::RESUME_GAP) and, where the server has a snapshot source,
+///   a `STATE_SNAPSHOT`;
+/// - keepalive pings are SSE comments, and the idle timeout counts the ones the
+///   client took: a client that stops reading is closed (as a slow consumer first,
+///   when its backlog passes the byte limits).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use axum::extract::State;
+/// use axum::http::HeaderMap;
+/// use axum::response::Response;
+/// use axum::{routing::post, Router};
+/// use membound::adapters::ws::{axum::sse, CloseReason, Event, EventType, Server, ServerConfig};
+///
+/// async fn run(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+///     sse(&server, &headers, None, |conn| {
+///         tokio::spawn(async move {
+///             let started = Event::new(EventType::RunStarted)
+///                 .with("threadId", "t1")
+///                 .with("runId", "r1");
+///             let _ = conn.send(&started).await;
+///             // ... the run's events ...
+///             conn.close(CloseReason::Normal);
+///         });
+///     })
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let server = Arc::new(Server::builder(ServerConfig::default()).build()?);
+/// let app: Router = Router::new().route("/run", post(run)).with_state(server);
+/// # let _ = app;
+/// # Ok::<(), membound::adapters::ws::ServeError>(())
+/// # }).unwrap();
+/// ```
+pub fn sse<F>(
+    server: &Server,
+    headers: &::axum::http::HeaderMap,
+    peer: Option<SocketAddr>,
+    on_open: F,
+) -> Response
+where
+    F: FnOnce(Connection) + Send + 'static,
+{
+    use ::axum::http::header;
+    let shared = Arc::clone(server.shared());
+    let (socket, body) = sse_pair(server.hub().log().epoch());
+    let opening = Opening {
+        resume: headers
+            .get(LAST_EVENT_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        on_open: Some(Box::new(on_open)),
+    };
+    let task_shared = Arc::clone(&shared);
+    shared.spawn(async move { task_shared.run_connection(socket, peer, opening).await });
+    let mut response = Response::new(::axum::body::Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    // Proxies such as nginx would otherwise buffer the stream.
+    headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    response
+}
+
+impl SinkMessage for Message {
     fn text(frame: &Frame) -> Self {
         let bytes: Bytes = frame.text().clone().into();
         // The text is UTF-8 already; the check does not copy it.
@@ -98,7 +200,9 @@ impl WireMessage for Message {
             reason: reason.into(),
         }))
     }
+}
 
+impl WireMessage for Message {
     fn kind(&self) -> Incoming<'_> {
         match self {
             Message::Text(text) => Incoming::Text(text.as_str()),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::config::{LogConfig, WsConfigError};
 use super::event::{ClassMap, Event, Frame};
-use super::log::{LogMetrics, SharedLog};
+use super::log::{Cursor, LogMetrics, SharedLog};
 use super::outbound::Outbound;
 use super::types::ConnId;
 use crate::slice::SnapshotVec;
@@ -176,7 +176,15 @@ impl Hub {
     /// Attaches a connection's queue, which reads broadcasts from now on; a queue
     /// already attached under `id` is replaced (and detached).
     pub fn attach(&self, id: ConnId, outbound: Arc<Outbound>) {
-        outbound.attach_log(Arc::clone(&self.log));
+        let cursor = self.log.cursor();
+        self.attach_at(id, outbound, cursor);
+    }
+
+    /// As [`attach`](Self::attach), reading broadcasts from `cursor` (from
+    /// [`SharedLog::cursor_after`] on this hub's log, to resume a client where it
+    /// left off).
+    pub fn attach_at(&self, id: ConnId, outbound: Arc<Outbound>, cursor: Cursor) {
+        outbound.attach_log_at(Arc::clone(&self.log), cursor);
         let mut replaced = None;
         self.entries.update(|current| {
             replaced = current

@@ -17,9 +17,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::Write as _;
 use std::pin::pin;
 use std::prelude::rust_2021::*;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Bytes;
@@ -78,6 +79,9 @@ pub struct LogEntry {
     offset: u64,
     frame: Frame,
     wire: Bytes,
+    /// The Server-Sent Events form, encoded by the first SSE reader (see
+    /// [`SharedLog::sse_wire`]); a WebSocket-only server never pays for it.
+    sse: OnceLock<Bytes>,
     /// Totals of the entries before this one, since the log was built.
     before: Totals,
 }
@@ -97,6 +101,21 @@ impl LogEntry {
     /// payload), encoded once for every connection. Cloning it is a reference count.
     pub fn wire(&self) -> &Bytes {
         &self.wire
+    }
+
+    /// The entry as one Server-Sent Event, `id: <epoch>-<offset>\ndata: <json>\n\n`
+    /// (the JSON encoding has no raw newline, so one `data` line carries it),
+    /// encoded once for every SSE stream, by the first that reads it.
+    pub(crate) fn sse(&self, epoch: u64) -> &Bytes {
+        self.sse.get_or_init(|| {
+            let json = self.frame.as_str();
+            let mut out = Vec::with_capacity(json.len() + 48);
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "id: {}\ndata: ", event_id(epoch, self.offset));
+            out.extend_from_slice(json.as_bytes());
+            out.extend_from_slice(b"\n\n");
+            Bytes::from(out)
+        })
     }
 
     fn after(&self) -> Totals {
@@ -380,6 +399,10 @@ pub struct SharedLog {
     head: AtomicU64,
     /// The activities' current contents, for activity resyncs.
     activities: Activities,
+    /// Random, drawn when the log is built: an event id names it with the offset,
+    /// so an id from another log (another process, or before a restart) is known
+    /// to be void.
+    epoch: u64,
 }
 
 impl fmt::Debug for SharedLog {
@@ -429,7 +452,43 @@ impl SharedLog {
             evicted: AtomicU64::new(0),
             head: AtomicU64::new(0),
             activities: Activities::new(config.max_activities, config.max_activity_bytes),
+            epoch: random_epoch(),
         }
+    }
+
+    /// This log's epoch: random, drawn when it was built. It is part of every
+    /// event id ([`event_id`](Self::event_id)), so that an id from another log is
+    /// not mistaken for one of this log's offsets.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The id of the event at `offset`, as Server-Sent Events carry it
+    /// (`<epoch in hex>-<offset>`); [`cursor_after`](Self::cursor_after) resumes
+    /// after it.
+    pub fn event_id(&self, offset: u64) -> String {
+        event_id(self.epoch, offset)
+    }
+
+    /// A cursor just after the event named by `id` (an [`event_id`](Self::event_id)
+    /// of this log): it reads what followed that event. `None` when the id is not
+    /// one of this log's, or when the log no longer holds what followed it (some
+    /// of it was evicted), so a reader cannot resume without a gap.
+    pub fn cursor_after(&self, id: &str) -> Option<Cursor> {
+        let (epoch, offset) = id.trim().split_once('-')?;
+        if u64::from_str_radix(epoch, 16).ok()? != self.epoch {
+            return None;
+        }
+        let next = offset.parse::<u64>().ok()?.checked_add(1)?;
+        let inner = read_lock(&self.inner);
+        if next < inner.first || next > inner.next() {
+            return None;
+        }
+        let before = match inner.entries.get((next - inner.first) as usize) {
+            Some(entry) => entry.before,
+            None => inner.totals,
+        };
+        Some(Cursor { next, before })
     }
 
     /// A cursor at the head: it reads what is appended from now on.
@@ -486,6 +545,7 @@ impl SharedLog {
                 offset,
                 frame,
                 wire,
+                sse: OnceLock::new(),
                 before,
             });
             // Release: a reader that sees the new head and then takes the lock
@@ -765,6 +825,23 @@ impl SoftCapacity for SharedLog {
     }
 }
 
+/// An event id: the log's epoch in hex, a dash, the offset.
+fn event_id(epoch: u64, offset: u64) -> String {
+    format!("{epoch:x}-{offset}")
+}
+
+/// A random epoch (std's per-process random hash keys, and the time).
+fn random_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    // Never 0, so a default-initialised id is never valid.
+    hasher.finish().max(1)
+}
+
 /// An unmasked, final text frame (RFC 6455 §5.2) around `payload`: what a server sends
 /// for a text message.
 fn encode_text_frame(payload: &[u8]) -> Bytes {
@@ -782,6 +859,52 @@ mod tests {
 
     fn frame(kind: EventType, bytes: usize) -> Frame {
         Event::new(kind).with("d", "x".repeat(bytes)).encode()
+    }
+
+    #[test]
+    fn a_cursor_resumes_after_an_event_id_only_while_the_sequel_is_held() {
+        let log = SharedLog::build(LogConfig {
+            max_events: 3,
+            ..LogConfig::default()
+        });
+        let other = SharedLog::build(LogConfig::default());
+        assert_ne!(log.epoch(), other.epoch());
+        for _ in 0..5 {
+            log.append(frame(EventType::Custom, 1));
+        }
+        // Held: offsets 2, 3, 4. After 1 is 2, the oldest held; after 4 is the head.
+        let after1 = log.cursor_after(&log.event_id(1)).unwrap();
+        assert_eq!(after1.offset(), 2);
+        let mut out = Vec::new();
+        let mut cursor = after1;
+        assert!(matches!(
+            log.read(&mut cursor, 10, usize::MAX, &mut out),
+            Read::Entries(3)
+        ));
+        assert_eq!(log.cursor_after(&log.event_id(4)), Some(log.cursor()));
+        assert_eq!(
+            log.cursor_after(&log.event_id(0)),
+            None,
+            "offset 1 was evicted"
+        );
+        assert_eq!(log.cursor_after(&log.event_id(5)), None, "not yet appended");
+        assert_eq!(
+            log.cursor_after(&other.event_id(3)),
+            None,
+            "another log's id"
+        );
+        for junk in ["", "-", "zz-1", "1", &format!("{:x}-x", log.epoch())] {
+            assert_eq!(log.cursor_after(junk), None, "{junk:?}");
+        }
+        // The SSE form names the event with the same id.
+        let entry = &out[0];
+        let sse = entry.sse(log.epoch());
+        let expected = format!(
+            "id: {}\ndata: {}\n\n",
+            log.event_id(2),
+            entry.frame().as_str()
+        );
+        assert_eq!(&sse[..], expected.as_bytes());
     }
 
     #[test]

@@ -72,5 +72,5 @@ pub use inbound::{
 };
 pub use log::{Backlog, Cursor, LogEntry, LogMetrics, Read, SharedLog, Skipped};
 pub use outbound::{ClassMetrics, Next, OfferError, Offered, Outbound, OutboundMetrics};
-pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics};
+pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics, RESUME_GAP};
 pub use types::{close_code, CloseReason, ConnId, SlowConsumer, SnapshotSource};

@@ -106,6 +106,25 @@ pub enum Next {
     Closed(CloseReason),
 }
 
+/// What the connection's writer takes next ([`Outbound::next_taken`]): a
+/// broadcast as its log entry, or any other [`Next`].
+pub(crate) enum Taken {
+    /// A broadcast event: a clone of its entry (reference counts).
+    Entry(LogEntry),
+    /// A direct frame, a resync or the close.
+    Next(Next),
+}
+
+impl Taken {
+    /// As [`Outbound::next`] gives it.
+    pub(crate) fn into_next(self) -> Next {
+        match self {
+            Taken::Entry(entry) => Next::Frame(entry.frame().clone()),
+            Taken::Next(next) => next,
+        }
+    }
+}
+
 /// A frame the writer takes, as [`Outbound::try_stage`] finds it.
 pub(crate) enum Staged<'a> {
     /// A broadcast event, still in the shared log: its wire bytes are ready.
@@ -914,6 +933,12 @@ impl Outbound {
     /// empty; any other comes at once (the queue was discarded). Meant for one
     /// writer; several would each get some of the frames.
     pub async fn next(&self) -> Next {
+        self.next_taken().await.into_next()
+    }
+
+    /// [`next`](Self::next), a broadcast kept as its log entry (for the writer:
+    /// the entry's prepared bytes, and its offset).
+    pub(crate) async fn next_taken(&self) -> Taken {
         loop {
             let mut notified = pin!(self.data.notified());
             // Registered before the check: an offer after the check wakes it.
@@ -953,29 +978,32 @@ impl Outbound {
     /// [`next`](Self::next) without waiting: `None` while the queue is empty and
     /// open.
     pub fn try_next(&self) -> Option<Next> {
-        self.take_next(false)
+        self.take_next(false).map(Taken::into_next)
     }
 
     /// The next step, if any; with `waiting`, an empty queue records that the
     /// writer waits (its `Notified` is already enabled), so the next offer wakes it.
-    fn take_next(&self, waiting: bool) -> Option<Next> {
+    fn take_next(&self, waiting: bool) -> Option<Taken> {
         let mut st = self.lock();
         if st.resync_pending {
             st.resync_pending = false;
-            return Some(Next::Resync);
+            return Some(Taken::Next(Next::Resync));
         }
         let mut found = None;
         let filled = self.fill(&mut st, 1, usize::MAX, &mut |item| {
-            found = Some(item.into_frame());
+            found = Some(match item {
+                Staged::Entry(entry) => Taken::Entry(entry.clone()),
+                Staged::Frame(frame) => Taken::Next(Next::Frame(frame)),
+            });
         });
         let next = match found {
-            Some(frame) => Some(Next::Frame(frame)),
+            Some(taken) => Some(taken),
             // A lag found on the way asks for a resync before anything else.
             None if st.resync_pending => {
                 st.resync_pending = false;
-                Some(Next::Resync)
+                Some(Taken::Next(Next::Resync))
             }
-            None => st.closed.clone().map(Next::Closed),
+            None => st.closed.clone().map(|r| Taken::Next(Next::Closed(r))),
         };
         if next.is_none() && waiting {
             st.writer_waiting = true;
@@ -1177,6 +1205,14 @@ impl Outbound {
     /// [`detach_from_log`](Self::detach_from_log)); attached to another log, the
     /// old one is left where it is. A closed queue attaches to nothing.
     pub fn attach_log(&self, log: Arc<SharedLog>) {
+        let cursor = log.cursor();
+        self.attach_log_at(log, cursor);
+    }
+
+    /// As [`attach_log`](Self::attach_log), reading from `cursor` (one of `log`'s,
+    /// from [`SharedLog::cursor_after`], to resume where a reader left off) rather
+    /// than the head, when the queue does not read `log` already.
+    pub fn attach_log_at(&self, log: Arc<SharedLog>, cursor: Cursor) {
         let mut st = self.lock();
         if st.closed.is_some() {
             return;
@@ -1189,7 +1225,7 @@ impl Outbound {
                     entry.after = 0;
                 }
                 st.feed = Some(Feed {
-                    cursor: log.cursor(),
+                    cursor,
                     log,
                     end: None,
                 });

@@ -20,8 +20,9 @@ use tokio::time::timeout;
 
 use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, Traffic};
 use super::{
-    Broadcast, ClassMap, CloseReason, ConnId, Connection, ConnectionMetrics, Event, Frame, Hub,
-    HubMetrics, Inbound, Outbound, ServerConfig, SharedLog, SnapshotSource, WsConfigError,
+    Broadcast, ClassMap, CloseReason, ConnId, Connection, ConnectionMetrics, Event, EventType,
+    Frame, Hub, HubMetrics, Inbound, Outbound, ServerConfig, SharedLog, SnapshotSource,
+    WsConfigError,
 };
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::{Clock, MonotonicClock};
@@ -837,12 +838,13 @@ impl Shared {
         Some(PendingHandshake(Arc::clone(self)))
     }
 
-    /// Runs one connection whose WebSocket handshake is done, from admission to its
-    /// end (or refuses it).
+    /// Runs one connection whose WebSocket handshake is done (or an SSE stream
+    /// whose response has begun), from admission to its end (or refuses it).
     pub(crate) async fn run_connection<T: conn::Transport>(
         self: &Arc<Self>,
         socket: T,
         peer: Option<SocketAddr>,
+        opening: Opening,
     ) {
         if let Err(refusal) = self.admit() {
             let reason = match refusal {
@@ -893,7 +895,29 @@ impl Shared {
             reason: None,
         };
         self.registry().insert(core.id(), conn.clone());
-        self.hub.attach(core.id(), Arc::clone(core.outbound()));
+        let log = self.hub.log();
+        let resumed = opening
+            .resume
+            .as_deref()
+            .map(|id| (id, log.cursor_after(id)));
+        match resumed {
+            Some((_, Some(cursor))) => {
+                self.hub
+                    .attach_at(core.id(), Arc::clone(core.outbound()), cursor)
+            }
+            _ => self.hub.attach(core.id(), Arc::clone(core.outbound())),
+        }
+        if let Some((id, None)) = resumed {
+            // The client names an event this log no longer holds the sequel of (or
+            // never held): it is told so, and gets the state afresh.
+            let gap = Event::new(EventType::Custom)
+                .with("name", RESUME_GAP)
+                .with("value", serde_json::json!({ "lastEventId": id }));
+            let _ = conn.try_send(&gap);
+            if let Some(snapshot) = self.snapshots.as_ref().and_then(|s| s.snapshot()) {
+                let _ = conn.try_send(&snapshot);
+            }
+        }
         {
             // A transition between the first application and the registration did
             // not see this connection: catch up. Once registered, every later
@@ -910,7 +934,10 @@ impl Shared {
             conn.close(CloseReason::Shutdown);
         }
         if let Some(on_connect) = &self.on_connect {
-            on_connect(conn);
+            on_connect(conn.clone());
+        }
+        if let Some(on_open) = opening.on_open {
+            on_open(conn);
         }
         let ended = drive(socket, core).await;
         registration.reason = Some(ended.reason);
@@ -978,6 +1005,22 @@ impl Shared {
         tasks.insert(key, handle.abort_handle());
     }
 }
+
+/// How a connection begins, besides the server's own `on_connect`.
+#[derive(Default)]
+pub(crate) struct Opening {
+    /// The id of the last event the client saw (SSE's `Last-Event-ID`): it reads
+    /// the broadcasts that followed, where the log still holds them.
+    pub(crate) resume: Option<String>,
+    /// Called with the connection once it is registered (after `on_connect`).
+    pub(crate) on_open: Option<Box<dyn FnOnce(Connection) + Send>>,
+}
+
+/// The `name` of the `CUSTOM` event a resuming client gets when the shared log no
+/// longer holds what followed its last event (or the id is not this log's): what
+/// it missed is lost, and a `STATE_SNAPSHOT` follows where the server has a
+/// [`SnapshotSource`].
+pub const RESUME_GAP: &str = "membound.resume_gap";
 
 /// A registered connection; dropping it (at the connection's end, or when its task
 /// is aborted) removes it from the registry and the hub and records its end.
@@ -1066,7 +1109,11 @@ async fn serve_tcp(
     // From here `max_connections` counts it, if it is admitted.
     drop(pending);
     match handshake {
-        Ok(Ok(socket)) => shared.run_connection(socket, Some(peer)).await,
+        Ok(Ok(socket)) => {
+            shared
+                .run_connection(socket, Some(peer), Opening::default())
+                .await;
+        }
         _ => shared.count(|t| t.handshake_failures += 1),
     }
 }

@@ -160,6 +160,34 @@ impl CloseReason {
         matches!(self, Self::Normal | Self::Shutdown | Self::Protocol(_))
     }
 
+    /// A stable name for this reason, for a transport that has no close codes: the
+    /// `code` of the `RUN_ERROR` event a Server-Sent Events stream ends with
+    /// (`"SLOW_CONSUMER"` for [`SlowConsumer`](Self::SlowConsumer)). `None` when the
+    /// stream just ends ([`Normal`](Self::Normal)) or nothing can be sent
+    /// ([`Remote`](Self::Remote), [`Lost`](Self::Lost)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::ws::{CloseReason, SlowConsumer};
+    ///
+    /// let slow = CloseReason::SlowConsumer(SlowConsumer::HardLimit);
+    /// assert_eq!(slow.error_code(), Some("SLOW_CONSUMER"));
+    /// assert_eq!(CloseReason::Normal.error_code(), None);
+    /// ```
+    pub fn error_code(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Normal | Self::Remote { .. } | Self::Lost(_) => return None,
+            Self::Shutdown => "SHUTDOWN",
+            Self::SlowConsumer(_) => "SLOW_CONSUMER",
+            Self::IdleTimeout => "IDLE_TIMEOUT",
+            Self::InvalidPayload(_) => "INVALID_PAYLOAD",
+            Self::MessageTooBig => "MESSAGE_TOO_BIG",
+            Self::Protocol(_) => "PROTOCOL_ERROR",
+            Self::Refused => "TRY_AGAIN_LATER",
+        })
+    }
+
     /// The close frame's reason text (at most 123 bytes, as RFC 6455 allows).
     pub fn reason(&self) -> String {
         let text: String = match self {

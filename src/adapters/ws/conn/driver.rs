@@ -20,7 +20,7 @@ use super::transport::{Incoming, Transport, WireError, WireMessage, WireOut};
 use crate::adapters::ending::bump;
 use crate::adapters::ws::config::{ConnectionConfig, MalformedPolicy};
 use crate::adapters::ws::event::{Event, EventType, Frame};
-use crate::adapters::ws::outbound::{Next, Staged};
+use crate::adapters::ws::outbound::{Next, Staged, Taken};
 use crate::adapters::ws::time::after;
 use crate::adapters::ws::types::{CloseReason, SlowConsumer};
 use crate::sync::Ordering;
@@ -102,7 +102,7 @@ pub(crate) async fn refuse<T: Transport>(
 ) {
     let deadline = after(config.close_timeout);
     let (mut stream, mut out) = socket.split(config);
-    out.stage_close(reason.code(), &reason.reason());
+    out.stage_close(reason);
     let sent = core::future::poll_fn(|cx| out.poll_flush(cx));
     if let Ok(Ok(())) = timeout_at(deadline, sent).await {
         let _ = timeout_at(deadline, async {
@@ -246,7 +246,9 @@ async fn write_loop<W: WireOut>(core: &Core, out: &mut W, reader_done: &Flag) ->
         // Stage what is ready without waiting, up to the gather limits.
         let mut item = writer.lookahead.take();
         if item.is_none() && !core.forced.is_set() {
-            item = writer.stage_ready(timers(&ping, &idle, &limits));
+            item = writer
+                .stage_ready(timers(&ping, &idle, &limits))
+                .map(Taken::Next);
         }
         if item.is_none() && writer.out.staged() > 0 {
             let staged = writer.out.staged();
@@ -308,12 +310,13 @@ async fn write_loop<W: WireOut>(core: &Core, out: &mut W, reader_done: &Flag) ->
                     }
                     continue;
                 }
-                item = core.outbound.next() => item,
+                item = core.outbound.next_taken() => item,
             },
         };
         match item {
-            Next::Frame(frame) => writer.stage(Staged::Frame(frame)),
-            Next::Resync => match core.snapshots.as_ref().and_then(|s| s.snapshot()) {
+            Taken::Entry(entry) => writer.stage(Staged::Entry(&entry)),
+            Taken::Next(Next::Frame(frame)) => writer.stage(Staged::Frame(frame)),
+            Taken::Next(Next::Resync) => match core.snapshots.as_ref().and_then(|s| s.snapshot()) {
                 Some(snapshot) => {
                     // Mark the resync before the write: deltas queued from now on are
                     // newer than the snapshot and must not be skipped.
@@ -326,7 +329,7 @@ async fn write_loop<W: WireOut>(core: &Core, out: &mut W, reader_done: &Flag) ->
                     .outbound
                     .close(CloseReason::SlowConsumer(SlowConsumer::NoSnapshot)),
             },
-            Next::Closed(reason) => break Ok(reason),
+            Taken::Next(Next::Closed(reason)) => break Ok(reason),
         }
     };
 
@@ -359,7 +362,7 @@ async fn write_loop<W: WireOut>(core: &Core, out: &mut W, reader_done: &Flag) ->
         // The socket is gone: nothing can be sent.
         CloseReason::Lost(_) => {}
         reason => {
-            out.stage_close(reason.code(), &reason.reason());
+            out.stage_close(reason);
             let flushed = core::future::poll_fn(|cx| out.poll_flush(cx));
             let sent = timeout(config.close_timeout, flushed).await;
             if matches!(sent, Ok(Ok(()))) {
@@ -384,7 +387,7 @@ struct Writer<'a, W> {
     out: &'a mut W,
     /// One queue item taken while a write was in progress, or while staging (a
     /// resync or the close).
-    lookahead: Option<Next>,
+    lookahead: Option<Taken>,
 }
 
 impl<W: WireOut> Writer<'_, W> {
@@ -460,7 +463,7 @@ fn timers(
 
 /// Runs one write under the write timeout while watching the queue: a close that
 /// discards the queue, or the end of a shutdown's drain, abandons the write.
-async fn guarded<F, E>(core: &Core, lookahead: &mut Option<Next>, write: F) -> Result<(), Stop>
+async fn guarded<F, E>(core: &Core, lookahead: &mut Option<Taken>, write: F) -> Result<(), Stop>
 where
     F: Future<Output = Result<(), E>>,
     E: WireError,
@@ -483,8 +486,10 @@ where
                 };
             }
             () = core.forced() => return Err(Stop::Forced),
-            item = core.outbound.next(), if lookahead.is_none() => match item {
-                Next::Closed(reason) if !reason.drains() => return Err(Stop::Close(reason)),
+            item = core.outbound.next_taken(), if lookahead.is_none() => match item {
+                Taken::Next(Next::Closed(reason)) if !reason.drains() => {
+                    return Err(Stop::Close(reason))
+                }
                 item => *lookahead = Some(item),
             },
             () = &mut check => {

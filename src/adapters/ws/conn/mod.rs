@@ -43,6 +43,9 @@
 //!   answers the peer, and the writer sends the shared log's prepared frames itself,
 //!   many in one vectored write, with tungstenite's replies between frames (see
 //!   `raw`).
+//! - With feature `axum`, a Server-Sent Events stream (`sse`): the writer fills an
+//!   HTTP response body with the same prepared frames, in their SSE form, and
+//!   nothing is read.
 //! - Sockets that are a `Sink` of messages ([`SinkSocket`](transport::SinkSocket):
 //!   tokio-tungstenite's `WebSocketStream` for the client, axum's `WebSocket` with
 //!   feature `axum`) write message by message through tungstenite.
@@ -50,12 +53,16 @@
 mod driver;
 mod raw;
 mod shared;
+#[cfg(feature = "axum")]
+mod sse;
 mod transport;
 
 pub(crate) use driver::{drive, refuse};
 pub(crate) use raw::{frame_header, RawSocket};
 pub(crate) use shared::{next_conn_id, Core, CoreParts, Flag};
 pub use shared::{Connection, ConnectionMetrics, Traffic};
+#[cfg(feature = "axum")]
+pub(crate) use sse::sse_pair;
 pub(crate) use transport::{websocket_config, Transport};
 #[cfg(feature = "axum")]
-pub(crate) use transport::{Incoming, SinkSocket, WireError, WireMessage};
+pub(crate) use transport::{Incoming, SinkMessage, SinkSocket, WireError, WireMessage};

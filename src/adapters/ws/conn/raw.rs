@@ -33,6 +33,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::transport::{discard_until_eof, Transport, WireOut};
 use crate::adapters::ws::config::ConnectionConfig;
 use crate::adapters::ws::outbound::Staged;
+use crate::adapters::ws::types::CloseReason;
 
 /// Opcodes of RFC 6455 §5.2.
 const OP_TEXT: u8 = 0x1;
@@ -362,10 +363,11 @@ impl WireOut for RawOut {
         });
     }
 
-    fn stage_close(&mut self, code: u16, reason: &str) {
-        let mut body = Vec::with_capacity(2 + reason.len());
-        body.extend_from_slice(&code.to_be_bytes());
-        body.extend_from_slice(reason.as_bytes());
+    fn stage_close(&mut self, reason: &CloseReason) {
+        let text = reason.reason();
+        let mut body = Vec::with_capacity(2 + text.len());
+        body.extend_from_slice(&reason.code().to_be_bytes());
+        body.extend_from_slice(text.as_bytes());
         let (head, used) = frame_header(OP_CLOSE, body.len());
         self.push(Seg {
             head,
@@ -523,7 +525,7 @@ mod tests {
         out.stage(Staged::Frame(a.clone()));
         out.stage_ping(5);
         out.stage(Staged::Frame(big.clone()));
-        out.stage_close(1001, "bye");
+        out.stage_close(&CloseReason::Shutdown);
         out.stage(Staged::Frame(text("late")));
         assert!(core::future::poll_fn(|cx| out.poll_flush(cx)).await.is_ok());
         drop(out);
@@ -534,7 +536,10 @@ mod tests {
             (OP_TEXT, a.as_str().as_bytes().to_vec()),
             (OP_PING, 5u64.to_be_bytes().to_vec()),
             (OP_TEXT, big.as_str().as_bytes().to_vec()),
-            (OP_CLOSE, [&1001u16.to_be_bytes()[..], b"bye"].concat()),
+            (
+                OP_CLOSE,
+                [&1001u16.to_be_bytes()[..], b"server shutting down"].concat(),
+            ),
         ] {
             let (head, used) = frame_header(op, payload.len());
             expected.extend_from_slice(&head[..used]);

@@ -36,8 +36,20 @@ use crate::adapters::ws::types::CloseReason;
 // The socket seam
 // ---------------------------------------------------------------------------------
 
-/// A WebSocket message type the core can read and write.
+/// A message type the core can read: what was received, and the payload of a text
+/// or binary message for the raw handlers.
 pub(crate) trait WireMessage: Sized + Send + Unpin + 'static {
+    /// What was received.
+    fn kind(&self) -> Incoming<'_>;
+
+    /// A text or binary message as a [`RawMessage`], without copying its payload;
+    /// `None` for a control frame.
+    fn into_raw(self) -> Option<RawMessage>;
+}
+
+/// A WebSocket message type the core can also write, message by message (through
+/// a [`SinkSocket`]).
+pub(crate) trait SinkMessage: WireMessage {
     /// The message that carries an encoded event as one text message.
     fn text(frame: &Frame) -> Self;
 
@@ -52,13 +64,6 @@ pub(crate) trait WireMessage: Sized + Send + Unpin + 'static {
 
     /// A close frame with `code` and `reason` (at most 123 bytes).
     fn close(code: u16, reason: String) -> Self;
-
-    /// What was received.
-    fn kind(&self) -> Incoming<'_>;
-
-    /// A text or binary message as a [`RawMessage`], without copying its payload;
-    /// `None` for a control frame.
-    fn into_raw(self) -> Option<RawMessage>;
 }
 
 /// A received message, as the reader sees it.
@@ -126,9 +131,9 @@ pub(crate) trait WireOut: Send + Unpin + 'static {
     /// Stages a ping with a short payload.
     fn stage_ping(&mut self, payload: u64);
 
-    /// Stages the close frame: `code` and `reason` (at most 123 bytes). Nothing is
-    /// sent after it.
-    fn stage_close(&mut self, code: u16, reason: &str);
+    /// Stages the close frame for `reason` (its code, and its reason text of at
+    /// most 123 bytes). Nothing is sent after it.
+    fn stage_close(&mut self, reason: &CloseReason);
 
     /// Drops the staged frames that are not yet being written (the peer closed:
     /// only the reply to its close goes out).
@@ -155,7 +160,7 @@ pub(crate) trait SinkSocket:
     + 'static
 {
     /// The message type.
-    type Msg: WireMessage;
+    type Msg: SinkMessage;
     /// The error type of both directions.
     type Fault: WireError;
 
@@ -232,7 +237,7 @@ impl<K, M> WireOut for SinkOut<K, M>
 where
     K: Sink<M> + Send + Unpin + 'static,
     K::Error: WireError,
-    M: WireMessage,
+    M: SinkMessage,
 {
     type Fault = K::Error;
 
@@ -261,8 +266,8 @@ where
         self.push(M::ping(payload), 0);
     }
 
-    fn stage_close(&mut self, code: u16, reason: &str) {
-        self.push(M::close(code, reason.to_owned()), 0);
+    fn stage_close(&mut self, reason: &CloseReason) {
+        self.push(M::close(reason.code(), reason.reason()), 0);
     }
 
     fn discard_staged(&mut self) {
@@ -301,7 +306,7 @@ where
     }
 }
 
-impl WireMessage for Message {
+impl SinkMessage for Message {
     fn text(frame: &Frame) -> Self {
         Message::Text(frame.text().clone())
     }
@@ -336,7 +341,9 @@ impl WireMessage for Message {
             reason: reason.into(),
         }))
     }
+}
 
+impl WireMessage for Message {
     fn kind(&self) -> Incoming<'_> {
         match self {
             Message::Text(text) => Incoming::Text(text.as_str()),
@@ -452,7 +459,7 @@ mod tests {
         let frame = Event::new(EventType::Custom)
             .with("data", text.as_str())
             .encode();
-        let parts = <Message as WireMessage>::fragments(&frame, 1000).unwrap();
+        let parts = <Message as SinkMessage>::fragments(&frame, 1000).unwrap();
         assert_eq!(parts.len(), frame.len().div_ceil(1000));
         let mut joined = Vec::new();
         for (i, part) in parts.iter().enumerate() {
