@@ -26,7 +26,13 @@
 //! Bars from the issue: fan-out at least 1.0x the peer at 4 clients and 1.2x at 32
 //! and 256; publish cost flat (within 20 %) from 4 to 256 clients.
 //!
-//! Run: `cargo bench --bench ws --features ws`.
+//! With feature `axum`, group `sse_vs_ws` pits the transport's two ways out
+//! against each other at 32 clients, both sizes: the same publishing through the
+//! server's own WebSocket listener, and through Server-Sent Events served by axum
+//! to clients that read the HTTP stream raw and count its frames (issue 18's bar:
+//! SSE at least 1.0x the WebSocket's throughput).
+//!
+//! Run: `cargo bench --bench ws --features ws` (`--features axum` for `sse_vs_ws`).
 #![allow(missing_docs)]
 
 use std::alloc::System;
@@ -275,8 +281,124 @@ fn scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
     drop(tx);
 }
 
+/// `n` SSE clients of the axum app at `addr`: each POSTs a run and counts the
+/// frames (`\n\n`-terminated) of the response, chunked encoding and all.
+#[cfg(feature = "axum")]
+async fn connect_sse_clients(addr: SocketAddr, n: usize, tally: &Arc<Tally>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..n {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let body = r#"{"threadId":"t","runId":"r","messages":[]}"#;
+        let request = format!(
+            "POST /sse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes()).await.expect("request");
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            // The headers end with an empty line; "\r\n\r\n" has no "\n\n".
+            let mut last = 0u8;
+            loop {
+                let Ok(read) = tcp.read(&mut buf).await else {
+                    return;
+                };
+                if read == 0 {
+                    return;
+                }
+                let mut frames = 0u64;
+                for &b in &buf[..read] {
+                    frames += u64::from(b == b'\n' && last == b'\n');
+                    last = b;
+                }
+                if frames > 0 {
+                    let now = tally.received.fetch_add(frames, Ordering::SeqCst) + frames;
+                    let target = tally.target.load(Ordering::SeqCst);
+                    if now >= target && now - frames < target {
+                        tally.reached.notify_one();
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The transport's WebSocket listener against its SSE streams behind axum, `n`
+/// clients each, the same events and publishing calls.
+#[cfg(feature = "axum")]
+fn sse_scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
+    use axum::http::HeaderMap;
+    let events = if bytes > 1024 { 200 } else { 1_000 };
+    let frames = frames(events, bytes);
+    let deliveries = (events * n) as u64;
+    let id = |name: &str| BenchmarkId::new(name, format!("{n}x{bytes}B"));
+    let (ws_server, ws_tally) = rt.block_on(async {
+        let server = Server::builder(membound_config(events))
+            .bind()
+            .await
+            .expect("bind");
+        let tally = Arc::new(Tally::default());
+        connect_clients(server.local_addr(), n, &tally).await;
+        while server.metrics().connections < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (server, tally)
+    });
+    let (sse_server, sse_tally) = rt.block_on(async {
+        let server = Arc::new(
+            Server::builder(membound_config(events))
+                .build()
+                .expect("build"),
+        );
+        let app = axum::Router::new()
+            .route(
+                "/sse",
+                axum::routing::post(
+                    |axum::extract::State(s): axum::extract::State<Arc<Server>>,
+                     headers: HeaderMap| async move {
+                        membound::adapters::ws::axum::sse(&s, &headers, None, |_| {})
+                    },
+                ),
+            )
+            .with_state(Arc::clone(&server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let tally = Arc::new(Tally::default());
+        connect_sse_clients(addr, n, &tally).await;
+        while server.metrics().connections < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (server, tally)
+    });
+    let mut group = c.benchmark_group("sse_vs_ws");
+    group.throughput(Throughput::Elements(deliveries));
+    for (name, server, tally) in [
+        ("membound_ws", &ws_server, &ws_tally),
+        ("membound_sse", &*sse_server, &sse_tally),
+    ] {
+        group.bench_function(id(name), |b| {
+            let frames = &frames;
+            b.iter_custom(|iters| {
+                rounds(rt, tally, deliveries, iters, false, move || async move {
+                    for f in frames {
+                        server.broadcast_frame(f.clone()).await;
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+    rt.block_on(ws_server.shutdown());
+    rt.block_on(sse_server.shutdown());
+}
+
 fn fan_out(c: &mut Criterion) {
     let rt = runtime();
+    #[cfg(feature = "axum")]
+    for bytes in [100, 4 << 10] {
+        sse_scenario(c, &rt, 32, bytes);
+    }
     for &n in &CLIENTS {
         for bytes in [100, 4 << 10] {
             scenario(c, &rt, n, bytes);
