@@ -1,16 +1,24 @@
 //! The typed AG-UI 1.0 events (`adapters::ws::agui`): every type round-trips through
-//! serde and the hub's form in the official wire names, and strict validation
-//! accepts what the schema accepts and names what it does not.
+//! serde and the hub's form in the official wire names, strict validation accepts
+//! what the schema accepts and names what it does not, and a connection in strict
+//! mode treats an event that breaks the schema as malformed.
 #![cfg(feature = "ws")]
 
 #[path = "support/agui_samples.rs"]
 mod samples;
+#[path = "support/ws.rs"]
+mod support;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use membound::adapters::ws::agui::{self, *};
-use membound::adapters::ws::{ClassMap, DeliveryClass, Event, EventType};
+use membound::adapters::ws::{
+    close_code, ClassMap, Client, ClientConfig, CloseReason, DeliveryClass, Event, EventType,
+    MalformedPolicy, Server,
+};
 use serde_json::{json, Value};
+use support::*;
 
 /// What each type's class should be: the documented table, written out rather than
 /// taken from `EventType::class`.
@@ -387,4 +395,131 @@ fn validate_accepts_extra_fields_nulls_for_options_and_other_types() {
     let event = Event::parse(r#"{"type":"TEXT_MESSAGE_END","messageId":"m","extra":1}"#).unwrap();
     let typed = AgUiEvent::from_event(&event).unwrap();
     assert_eq!(typed, TextMessageEnd::new("m").into());
+}
+
+// ---------------------------------------------------------------------------------
+// Strict mode on a connection.
+
+const MISSING_DELTA: &str = r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m"}"#;
+const VALID: &str = r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"hi"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_closes_with_1007_on_an_event_that_breaks_the_schema() {
+    let mut config = fast_config();
+    config.connection.inbound.strict = true;
+    assert_eq!(
+        config.connection.inbound.on_malformed,
+        MalformedPolicy::Close
+    );
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    let inbound = conn.subscribe([]).unwrap();
+
+    // A valid event, and one of a type the protocol does not name, reach the handler.
+    send_text(&mut ws, VALID).await;
+    let got = within("the valid event", inbound.recv()).await.unwrap();
+    assert_eq!(got.get("delta"), Some(&json!("hi")));
+    send_text(&mut ws, r#"{"type":"MY_APP_EVENT","delta":5}"#).await;
+    let got = within("the other event", inbound.recv()).await.unwrap();
+    assert_eq!(got.kind(), &EventType::parse("MY_APP_EVENT"));
+
+    send_text(&mut ws, MISSING_DELTA).await;
+    let (_, code, reason) = read_to_close(&mut ws).await;
+    assert_eq!(code, close_code::INVALID_PAYLOAD);
+    assert!(reason.contains("delta"), "{reason}");
+    match within("the close", conn.closed()).await {
+        CloseReason::InvalidPayload(why) => {
+            assert!(
+                why.contains("TEXT_MESSAGE_CONTENT") && why.contains("delta"),
+                "{why}"
+            )
+        }
+        other => panic!("closed with {other:?}"),
+    }
+    assert_eq!(conn.metrics().traffic.malformed_in, 1);
+    assert_eq!(server.metrics().closed.invalid_payload, 1);
+    drop(ws);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_answers_run_error_when_so_configured() {
+    let mut config = fast_config();
+    config.connection.inbound.strict = true;
+    config.connection.inbound.on_malformed = MalformedPolicy::ErrorEvent;
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    let inbound = conn.subscribe([]).unwrap();
+
+    send_text(&mut ws, MISSING_DELTA).await;
+    let error = next_event(&mut ws).await;
+    assert_eq!(error.kind(), &EventType::RunError);
+    assert_eq!(error.get("code").unwrap(), "MALFORMED_EVENT");
+    let message = error.get("message").unwrap().as_str().unwrap();
+    assert!(message.contains("delta"), "{message}");
+    // The reply is itself a valid RUN_ERROR.
+    assert_eq!(agui::validate(&error), Ok(()));
+
+    // Still open, and a valid event is delivered.
+    send_text(&mut ws, VALID).await;
+    let got = within("the valid event", inbound.recv()).await.unwrap();
+    assert_eq!(got.kind(), &EventType::TextMessageContent);
+    assert_eq!(conn.metrics().traffic.malformed_in, 1);
+    assert!(!conn.is_closed());
+    drop(ws);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_strict_mode_an_event_that_breaks_the_schema_is_delivered() {
+    let config = fast_config();
+    assert!(!config.connection.inbound.strict);
+    let (server, mut conns) = serve(Server::builder(config)).await;
+    let mut ws = client(server.local_addr()).await;
+    let conn = next_conn(&mut conns).await;
+    let inbound = conn.subscribe([]).unwrap();
+
+    send_text(&mut ws, MISSING_DELTA).await;
+    let got = within("the event", inbound.recv()).await.unwrap();
+    assert_eq!(got.kind(), &EventType::TextMessageContent);
+    assert_eq!(got.get("delta"), None);
+    assert_eq!(conn.metrics().traffic.malformed_in, 0);
+    assert!(!conn.is_closed());
+    drop(ws);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_client_treats_an_event_that_breaks_the_schema_as_malformed() {
+    let (server, mut conns) = serve(Server::builder(fast_config())).await;
+    let mut config = ClientConfig {
+        dial_timeout: Duration::from_secs(5),
+        connection: fast_config().connection,
+        ..ClientConfig::default()
+    };
+    config.connection.inbound.strict = true;
+    config.connection.inbound.on_malformed = MalformedPolicy::ErrorEvent;
+    let client = Client::connect(&url(server.local_addr()), config)
+        .await
+        .unwrap();
+    let received = client.subscribe([]).unwrap();
+    let conn = next_conn(&mut conns).await;
+    let replies = conn.subscribe([EventType::RunError]).unwrap();
+
+    server
+        .broadcast(&Event::parse(MISSING_DELTA).unwrap())
+        .await;
+    server.broadcast(&Event::parse(VALID).unwrap()).await;
+    let reply = within("the client's error reply", replies.recv())
+        .await
+        .unwrap();
+    assert_eq!(reply.get("code").unwrap(), "MALFORMED_EVENT");
+    let got = within("the valid event", received.recv()).await.unwrap();
+    assert_eq!(got.get("delta"), Some(&json!("hi")));
+    assert_eq!(client.connection().metrics().traffic.malformed_in, 1);
+    client.close(CloseReason::Normal);
+    within("the client to close", client.closed()).await;
+    server.shutdown().await;
 }

@@ -24,7 +24,9 @@
 //! [`validate`] checks an [`Event`] of one of the 31 named types against the schema:
 //! required fields present, every field of the right JSON type, and the schema's
 //! bounds (timestamps and token counts within the range JSON numbers survive, JSON
-//! Pointers well formed, at least one interrupt in an interrupt outcome).
+//! Pointers well formed, at least one interrupt in an interrupt outcome). A
+//! connection with [`InboundConfig::strict`](super::InboundConfig::strict) applies
+//! it to every inbound event, and treats a violation as a malformed message.
 //! Strict mode is stricter than the Python models in one way: it does not coerce
 //! (a timestamp sent as the string `"12"` is rejected; pydantic's lax mode takes it).
 //!

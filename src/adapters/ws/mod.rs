@@ -29,7 +29,8 @@
 
 //!
 //! Typed events for all 31 AG-UI 1.0 types are in [`agui`]: they encode to the same
-//! [`Frame`]s, and [`agui::validate`] checks an inbound event against the schema.
+//! [`Frame`]s, and [`agui::validate`] checks an inbound event against the schema
+//! (on every connection with [`InboundConfig::strict`]).
 //!
 //! # Layers
 //!
