@@ -173,6 +173,16 @@ pub struct InboundConfig {
     /// Longest one handler may run on one event before it is abandoned (counted), so
     /// that a slow handler cannot stall the others. Default 5 s.
     pub handler_timeout: Duration,
+    /// Strict mode: every inbound event of a type AG-UI 1.0 names must match the
+    /// schema ([`agui::validate`](super::agui::validate): required fields present,
+    /// fields of the right JSON types); one that does not is malformed, and
+    /// `on_malformed` says what happens to it (a close with 1007, a `RUN_ERROR`
+    /// reply, or the raw handlers), as for a message that is not JSON. Events of
+    /// other types still pass. Default `false`: events are only checked to be JSON
+    /// objects with a string `type`. Applies to a server's connections and to a
+    /// client alike.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub strict: bool,
 }
 
 impl Default for InboundConfig {
@@ -188,6 +198,7 @@ impl Default for InboundConfig {
             subscription_capacity: 256,
             subscription_ttl: Duration::from_secs(300),
             handler_timeout: Duration::from_secs(5),
+            strict: false,
         }
     }
 }

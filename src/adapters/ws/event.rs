@@ -490,20 +490,11 @@ impl Event {
         // Serialising a `Map<String, Value>` cannot fail: every key is a string.
         let text = serde_json::to_string(&self.fields).unwrap_or_default();
         let key = if self.kind.is_activity() {
-            self.fields
-                .get("messageId")
-                .and_then(Value::as_str)
-                .map(Arc::from)
+            self.fields.get("messageId").and_then(Value::as_str)
         } else {
             None
         };
-        Frame {
-            kind: self.kind.clone(),
-            class,
-            key,
-            text: Utf8Bytes::from(text),
-            revision: self.revision,
-        }
+        Frame::from_text(self.kind.clone(), class, key, text, self.revision)
     }
 }
 
@@ -531,6 +522,25 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame of already encoded JSON `text`: an event of type `kind`, keyed by
+    /// `key` (an activity event's `messageId`). The one place frames are built, for
+    /// [`Event::encode`] and the typed events' encoding.
+    pub(crate) fn from_text(
+        kind: EventType,
+        class: DeliveryClass,
+        key: Option<&str>,
+        text: String,
+        revision: Option<u64>,
+    ) -> Self {
+        Self {
+            kind,
+            class,
+            key: key.map(Arc::from),
+            text: Utf8Bytes::from(text),
+            revision,
+        }
+    }
+
     /// The event's type.
     pub fn kind(&self) -> &EventType {
         &self.kind

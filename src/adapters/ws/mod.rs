@@ -28,15 +28,21 @@
 //!   which [`Outbound`], [`Inbound`] and [`Server`] implement).
 
 //!
+//! Typed events for all 31 AG-UI 1.0 types are in [`agui`]: they encode to the same
+//! [`Frame`]s, and [`agui::validate`] checks an inbound event against the schema
+//! (on every connection with [`InboundConfig::strict`]).
+//!
 //! # Layers
 //!
 //! Imports inside the module run one way, from the bottom up: the vocabulary
 //! (`types`: close codes and reasons, connection ids, the snapshot source), `time`
-//! (the deadlines tasks park on), `event` and `config`; then the queues (`outbound`,
+//! (the deadlines tasks park on), `event`, `agui` (the typed AG-UI events over
+//! `event`'s untyped ones) and `config`; then the queues (`outbound`,
 //! `inbound`) and the fan-out (`hub`); then the connection core (`conn`); then the
 //! `server`, the `client` and the `axum` adapter on top.
 
 // The vocabulary, at the bottom.
+pub mod agui;
 mod config;
 mod event;
 mod time;

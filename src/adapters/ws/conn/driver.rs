@@ -18,6 +18,7 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use super::shared::{Core, Flag};
 use super::transport::{Incoming, Transport, WireError, WireMessage, WireOut};
 use crate::adapters::ending::bump;
+use crate::adapters::ws::agui;
 use crate::adapters::ws::config::{ConnectionConfig, MalformedPolicy};
 use crate::adapters::ws::event::{Event, EventType, Frame};
 use crate::adapters::ws::outbound::{Next, Staged, Taken};
@@ -138,12 +139,22 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
                     continue;
                 }
                 let len = text.len();
-                match Event::parse(text) {
+                // In strict mode, an event that does not match its type's schema is
+                // malformed too.
+                let parsed = Event::parse(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|event| {
+                        if core.config.inbound.strict {
+                            agui::validate(&event).map_err(|e| e.to_string())?;
+                        }
+                        Ok(event)
+                    });
+                match parsed {
                     Ok(event) => {
                         // A closed inbound side (the connection is ending) drops it.
                         let _ = core.inbound.push_sized(event, len).await;
                     }
-                    Err(error) => not_an_event(core, message, error.to_string()).await,
+                    Err(why) => not_an_event(core, message, why).await,
                 }
             }
             Incoming::Binary(len) => {
