@@ -17,10 +17,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+#[cfg(feature = "axum")]
 use std::io::Write as _;
 use std::pin::pin;
 use std::prelude::rust_2021::*;
-use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+#[cfg(feature = "axum")]
+use std::sync::OnceLock;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Bytes;
@@ -80,7 +83,8 @@ pub struct LogEntry {
     frame: Frame,
     wire: Bytes,
     /// The Server-Sent Events form, encoded by the first SSE reader (see
-    /// [`SharedLog::sse_wire`]); a WebSocket-only server never pays for it.
+    /// `sse`); a WebSocket-only server never pays for it.
+    #[cfg(feature = "axum")]
     sse: OnceLock<Bytes>,
     /// Totals of the entries before this one, since the log was built.
     before: Totals,
@@ -106,6 +110,7 @@ impl LogEntry {
     /// The entry as one Server-Sent Event, `id: <epoch>-<offset>\ndata: <json>\n\n`
     /// (the JSON encoding has no raw newline, so one `data` line carries it),
     /// encoded once for every SSE stream, by the first that reads it.
+    #[cfg(feature = "axum")]
     pub(crate) fn sse(&self, epoch: u64) -> &Bytes {
         self.sse.get_or_init(|| {
             let json = self.frame.as_str();
@@ -545,6 +550,7 @@ impl SharedLog {
                 offset,
                 frame,
                 wire,
+                #[cfg(feature = "axum")]
                 sse: OnceLock::new(),
                 before,
             });
@@ -897,14 +903,17 @@ mod tests {
             assert_eq!(log.cursor_after(junk), None, "{junk:?}");
         }
         // The SSE form names the event with the same id.
-        let entry = &out[0];
-        let sse = entry.sse(log.epoch());
-        let expected = format!(
-            "id: {}\ndata: {}\n\n",
-            log.event_id(2),
-            entry.frame().as_str()
-        );
-        assert_eq!(&sse[..], expected.as_bytes());
+        #[cfg(feature = "axum")]
+        {
+            let entry = &out[0];
+            let sse = entry.sse(log.epoch());
+            let expected = format!(
+                "id: {}\ndata: {}\n\n",
+                log.event_id(2),
+                entry.frame().as_str()
+            );
+            assert_eq!(&sse[..], expected.as_bytes());
+        }
     }
 
     #[test]
