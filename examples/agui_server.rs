@@ -27,8 +27,15 @@ use axum::http::HeaderMap;
 use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use membound::adapters::ws::agui::{
+    AgUiEvent, PatchOp, ReasoningEnd, ReasoningMessageContent, ReasoningMessageEnd,
+    ReasoningMessageStart, ReasoningRole, ReasoningStart, RunAgentInput, RunError, RunFinished,
+    RunStarted, StateDelta, StateSnapshot, StepFinished, StepStarted, TextMessageContent,
+    TextMessageEnd, TextMessageRole, TextMessageStart, ToolCallArgs, ToolCallEnd, ToolCallResult,
+    ToolCallStart, ToolRole,
+};
 use membound::adapters::ws::axum::{sse, upgrade};
-use membound::adapters::ws::{CloseReason, Connection, Event, EventType, Server, ServerConfig};
+use membound::adapters::ws::{CloseReason, Connection, EventType, Server, ServerConfig};
 use serde_json::{json, Value};
 
 /// The demo page: plain HTML and a script, no build step.
@@ -40,84 +47,59 @@ struct App {
     delay: Duration,
 }
 
-/// The scripted run for `thread_id`/`run_id`, as the events it sends in order.
-fn script(thread_id: &str, run_id: &str) -> Vec<Event> {
-    let ev = Event::new;
-    let mut events = vec![
-        ev(EventType::RunStarted)
-            .with("threadId", thread_id)
-            .with("runId", run_id),
-        ev(EventType::StepStarted).with("stepName", "plan"),
-        ev(EventType::StateSnapshot).with("snapshot", json!({"city": null, "steps": []})),
-        ev(EventType::ReasoningStart).with("messageId", "reasoning-1"),
-        ev(EventType::ReasoningMessageStart)
-            .with("messageId", "reasoning-1")
-            .with("role", "reasoning"),
+/// The scripted run for `thread_id`/`run_id`, as the events it sends in order,
+/// built with the typed AG-UI events (each encodes once to the hub's `Event`).
+fn script(thread_id: &str, run_id: &str) -> Vec<AgUiEvent> {
+    let mut events: Vec<AgUiEvent> = vec![
+        RunStarted::new(thread_id, run_id).into(),
+        StepStarted::new("plan").into(),
+        StateSnapshot::new(json!({"city": null, "steps": []})).into(),
+        ReasoningStart::new("reasoning-1").into(),
+        ReasoningMessageStart::new("reasoning-1")
+            .role(ReasoningRole::Reasoning)
+            .into(),
     ];
     for part in ["The user wants ", "the weather; ", "look it up first."] {
-        events.push(
-            ev(EventType::ReasoningMessageContent)
-                .with("messageId", "reasoning-1")
-                .with("delta", part),
-        );
+        events.push(ReasoningMessageContent::new("reasoning-1", part).into());
     }
-    events.extend([
-        ev(EventType::ReasoningMessageEnd).with("messageId", "reasoning-1"),
-        ev(EventType::ReasoningEnd).with("messageId", "reasoning-1"),
-        ev(EventType::StepFinished).with("stepName", "plan"),
-        ev(EventType::StepStarted).with("stepName", "lookup"),
-        ev(EventType::ToolCallStart)
-            .with("toolCallId", "call-1")
-            .with("toolCallName", "get_weather")
-            .with("parentMessageId", "assistant-1"),
-        ev(EventType::ToolCallArgs)
-            .with("toolCallId", "call-1")
-            .with("delta", r#"{"city":"#),
-        ev(EventType::ToolCallArgs)
-            .with("toolCallId", "call-1")
-            .with("delta", r#""Lisbon"}"#),
-        ev(EventType::ToolCallEnd).with("toolCallId", "call-1"),
-        ev(EventType::ToolCallResult)
-            .with("messageId", "tool-1")
-            .with("toolCallId", "call-1")
-            .with("content", r#"{"forecast":"sunny","celsius":24}"#)
-            .with("role", "tool"),
-        ev(EventType::StateDelta).with(
-            "delta",
-            json!([{"op": "replace", "path": "/city", "value": "Lisbon"}]),
-        ),
-        ev(EventType::StateDelta).with(
-            "delta",
-            json!([{"op": "add", "path": "/steps/-", "value": "looked up the weather"}]),
-        ),
-        ev(EventType::StepFinished).with("stepName", "lookup"),
-        ev(EventType::TextMessageStart)
-            .with("messageId", "assistant-2")
-            .with("role", "assistant"),
+    events.extend::<[AgUiEvent; 11]>([
+        ReasoningMessageEnd::new("reasoning-1").into(),
+        ReasoningEnd::new("reasoning-1").into(),
+        StepFinished::new("plan").into(),
+        StepStarted::new("lookup").into(),
+        ToolCallStart::new("call-1", "get_weather")
+            .parent_message_id("assistant-1")
+            .into(),
+        ToolCallArgs::new("call-1", r#"{"city":"#).into(),
+        ToolCallArgs::new("call-1", r#""Lisbon"}"#).into(),
+        ToolCallEnd::new("call-1").into(),
+        ToolCallResult::new("tool-1", "call-1", r#"{"forecast":"sunny","celsius":24}"#)
+            .role(ToolRole::Tool)
+            .into(),
+        StateDelta::new(vec![PatchOp::replace("/city", "Lisbon")]).into(),
+        StateDelta::new(vec![PatchOp::add("/steps/-", "looked up the weather")]).into(),
+    ]);
+    events.extend::<[AgUiEvent; 2]>([
+        StepFinished::new("lookup").into(),
+        TextMessageStart::new("assistant-2")
+            .role(TextMessageRole::Assistant)
+            .into(),
     ]);
     for part in ["It is ", "sunny in Lisbon, ", "24 °C."] {
-        events.push(
-            ev(EventType::TextMessageContent)
-                .with("messageId", "assistant-2")
-                .with("delta", part),
-        );
+        events.push(TextMessageContent::new("assistant-2", part).into());
     }
-    events.extend([
-        ev(EventType::TextMessageEnd).with("messageId", "assistant-2"),
-        ev(EventType::RunFinished)
-            .with("threadId", thread_id)
-            .with("runId", run_id),
+    events.extend::<[AgUiEvent; 2]>([
+        TextMessageEnd::new("assistant-2").into(),
+        RunFinished::new(thread_id, run_id).into(),
     ]);
     events
 }
 
 /// Sends one run's events on `conn`, `delay` apart, then ends an SSE stream (a
 /// WebSocket stays open for the next run).
-async fn run_script(conn: Connection, input: &Value, delay: Duration, end: bool) {
-    let thread_id = input["threadId"].as_str().unwrap_or("thread-1");
-    let run_id = input["runId"].as_str().unwrap_or("run-1");
-    for event in script(thread_id, run_id) {
-        if conn.send(&event).await.is_err() {
+async fn run_script(conn: Connection, input: RunAgentInput, delay: Duration, end: bool) {
+    for event in script(&input.thread_id, &input.run_id) {
+        if conn.send(&event.to_event()).await.is_err() {
             return;
         }
         if !delay.is_zero() {
@@ -129,14 +111,15 @@ async fn run_script(conn: Connection, input: &Value, delay: Duration, end: bool)
     }
 }
 
+/// `POST /agent`: a `RunAgentInput` (a body that is not one gets axum's 4xx).
 async fn post_agent(
     State(app): State<App>,
     headers: HeaderMap,
-    Json(input): Json<Value>,
+    Json(input): Json<RunAgentInput>,
 ) -> Response {
     let delay = app.delay;
     sse(&app.server, &headers, None, move |conn| {
-        tokio::spawn(async move { run_script(conn, &input, delay, true).await });
+        tokio::spawn(run_script(conn, input, delay, true));
     })
 }
 
@@ -145,11 +128,11 @@ async fn get_agent(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let input = json!({
-        "threadId": query.get("threadId").map_or("thread-1", String::as_str),
-        "runId": query.get("runId").map_or("run-1", String::as_str),
-        "messages": [],
-    });
+    let input = RunAgentInput::new(
+        query.get("threadId").map_or("thread-1", String::as_str),
+        query.get("runId").map_or("run-1", String::as_str),
+        Vec::new(),
+    );
     post_agent(State(app), headers, Json(input)).await
 }
 
@@ -185,11 +168,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let _ = conn.on(EventType::Custom, move |event| {
                     let conn = on_run.clone();
                     async move {
-                        if event.get("name").and_then(Value::as_str) == Some("run") {
-                            let input = event.get("value").cloned().unwrap_or(Value::Null);
-                            tokio::spawn(
-                                async move { run_script(conn, &input, delay, false).await },
-                            );
+                        if event.get("name").and_then(Value::as_str) != Some("run") {
+                            return;
+                        }
+                        let value = event.get("value").cloned().unwrap_or(Value::Null);
+                        match serde_json::from_value::<RunAgentInput>(value) {
+                            Ok(input) => {
+                                tokio::spawn(run_script(conn, input, delay, false));
+                            }
+                            Err(error) => {
+                                let reply = RunError::new(format!("not a RunAgentInput: {error}"))
+                                    .code("INVALID_RUN_INPUT");
+                                let _ = conn.send(&AgUiEvent::from(reply).to_event()).await;
+                            }
                         }
                     }
                 });

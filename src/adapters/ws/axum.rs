@@ -153,7 +153,7 @@ where
 {
     use ::axum::http::header;
     let shared = Arc::clone(server.shared());
-    let (socket, body) = sse_pair(server.hub().log().epoch());
+    let (socket, body) = sse_pair(server.hub().log());
     let opening = Opening {
         resume: headers
             .get(LAST_EVENT_ID)

@@ -82,8 +82,9 @@ pub struct LogEntry {
     offset: u64,
     frame: Frame,
     wire: Bytes,
-    /// The Server-Sent Events form, encoded by the first SSE reader (see
-    /// `sse`); a WebSocket-only server never pays for it.
+    /// The Server-Sent Events form: encoded on append while SSE streams read the
+    /// log ([`SharedLog::sse_reader`]), otherwise by the first that reads the entry
+    /// (see `sse`); a WebSocket-only server never pays for it.
     #[cfg(feature = "axum")]
     sse: OnceLock<Bytes>,
     /// Totals of the entries before this one, since the log was built.
@@ -112,15 +113,8 @@ impl LogEntry {
     /// encoded once for every SSE stream, by the first that reads it.
     #[cfg(feature = "axum")]
     pub(crate) fn sse(&self, epoch: u64) -> &Bytes {
-        self.sse.get_or_init(|| {
-            let json = self.frame.as_str();
-            let mut out = Vec::with_capacity(json.len() + 48);
-            // Writing into a Vec cannot fail.
-            let _ = write!(out, "id: {}\ndata: ", event_id(epoch, self.offset));
-            out.extend_from_slice(json.as_bytes());
-            out.extend_from_slice(b"\n\n");
-            Bytes::from(out)
-        })
+        self.sse
+            .get_or_init(|| encode_sse(epoch, self.offset, &self.frame))
     }
 
     fn after(&self) -> Totals {
@@ -404,6 +398,10 @@ pub struct SharedLog {
     head: AtomicU64,
     /// The activities' current contents, for activity resyncs.
     activities: Activities,
+    /// SSE streams reading the log: while there are any, each append encodes its
+    /// SSE form too, once for all of them.
+    #[cfg(feature = "axum")]
+    sse_readers: AtomicU64,
     /// Random, drawn when the log is built: an event id names it with the offset,
     /// so an id from another log (another process, or before a restart) is known
     /// to be void.
@@ -457,8 +455,21 @@ impl SharedLog {
             evicted: AtomicU64::new(0),
             head: AtomicU64::new(0),
             activities: Activities::new(config.max_activities, config.max_activity_bytes),
+            #[cfg(feature = "axum")]
+            sse_readers: AtomicU64::new(0),
             epoch: random_epoch(),
         }
+    }
+
+    /// Registers an SSE stream as a reader until the guard is dropped: appends
+    /// meanwhile encode their SSE form at once, so that no stream encodes it for
+    /// itself (a writer that takes an entry after waiting holds a copy of it).
+    #[cfg(feature = "axum")]
+    pub(crate) fn sse_reader(self: &std::sync::Arc<Self>) -> SseReader {
+        // Relaxed: only a hint for the appender; a late one costs an encode, not
+        // correctness (the entry's form is encoded on demand then).
+        self.sse_readers.fetch_add(1, Ordering::Relaxed);
+        SseReader(std::sync::Arc::clone(self))
     }
 
     /// This log's epoch: random, drawn when it was built. It is part of every
@@ -539,10 +550,20 @@ impl SharedLog {
     /// The append itself.
     fn push(&self, frame: Frame) -> u64 {
         let wire = encode_text_frame(frame.as_str().as_bytes());
+        #[cfg(feature = "axum")]
+        let sse = OnceLock::new();
+        #[cfg(feature = "axum")]
+        let with_sse = self.sse_readers.load(Ordering::Relaxed) > 0;
         let bound = self.bound_bytes.load(Ordering::Relaxed);
         let (offset, evicted) = {
             let mut inner = write_lock(&self.inner);
             let offset = inner.next();
+            #[cfg(feature = "axum")]
+            if with_sse {
+                // The offset is known only under the lock; the encode is a copy of
+                // the payload, which the WebSocket frame's encode above also is.
+                let _ = sse.set(encode_sse(self.epoch, offset, &frame));
+            }
             let before = inner.totals;
             inner.totals.add(&frame);
             inner.held_bytes += frame.len() as u64;
@@ -551,7 +572,7 @@ impl SharedLog {
                 frame,
                 wire,
                 #[cfg(feature = "axum")]
-                sse: OnceLock::new(),
+                sse,
                 before,
             });
             // Release: a reader that sees the new head and then takes the lock
@@ -831,6 +852,30 @@ impl SoftCapacity for SharedLog {
     }
 }
 
+/// An SSE stream's registration as a reader of a log ([`SharedLog::sse_reader`]).
+#[cfg(feature = "axum")]
+pub(crate) struct SseReader(std::sync::Arc<SharedLog>);
+
+#[cfg(feature = "axum")]
+impl Drop for SseReader {
+    fn drop(&mut self) {
+        self.0.sse_readers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The Server-Sent Event for the entry at `offset`: its id, and the JSON on one
+/// `data` line (the encoding has no raw newline).
+#[cfg(feature = "axum")]
+fn encode_sse(epoch: u64, offset: u64, frame: &Frame) -> Bytes {
+    let json = frame.as_str();
+    let mut out = Vec::with_capacity(json.len() + 48);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "id: {}\ndata: ", event_id(epoch, offset));
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 /// An event id: the log's epoch in hex, a dash, the offset.
 fn event_id(epoch: u64, offset: u64) -> String {
     format!("{epoch:x}-{offset}")
@@ -865,6 +910,39 @@ mod tests {
 
     fn frame(kind: EventType, bytes: usize) -> Frame {
         Event::new(kind).with("d", "x".repeat(bytes)).encode()
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn appends_encode_the_sse_form_only_while_an_sse_stream_reads() {
+        let log = std::sync::Arc::new(SharedLog::build(LogConfig::default()));
+        let encoded = |log: &SharedLog| {
+            let mut cursor = log.cursor_at_tail();
+            let mut out = Vec::new();
+            log.read(&mut cursor, usize::MAX, usize::MAX, &mut out);
+            out.iter()
+                .map(|e| e.sse.get().is_some())
+                .collect::<Vec<_>>()
+        };
+        log.append(frame(EventType::Custom, 1));
+        let reading = log.sse_reader();
+        log.append(frame(EventType::Custom, 1));
+        let second = log.sse_reader();
+        drop(reading);
+        log.append(frame(EventType::Custom, 1));
+        drop(second);
+        log.append(frame(EventType::Custom, 1));
+        assert_eq!(encoded(&log), [false, true, true, false]);
+        // Encoded on append or on demand, the bytes are the same.
+        let mut cursor = log.cursor_at_tail();
+        let mut out = Vec::new();
+        log.read(&mut cursor, usize::MAX, usize::MAX, &mut out);
+        let lazy = out[0].sse(log.epoch()).clone();
+        assert_eq!(lazy, encode_sse(log.epoch(), 0, out[0].frame()));
+        assert_eq!(
+            out[1].sse(log.epoch()),
+            &encode_sse(log.epoch(), 1, out[1].frame())
+        );
     }
 
     #[test]

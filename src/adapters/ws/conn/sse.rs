@@ -45,6 +45,7 @@ use super::transport::{Incoming, Transport, WireError, WireMessage, WireOut};
 use crate::adapters::ws::config::ConnectionConfig;
 use crate::adapters::ws::event::{Event, EventType, Frame};
 use crate::adapters::ws::inbound::RawMessage;
+use crate::adapters::ws::log::{SharedLog, SseReader as SseReaderGuard};
 use crate::adapters::ws::outbound::Staged;
 use crate::adapters::ws::types::CloseReason;
 
@@ -52,21 +53,23 @@ use crate::adapters::ws::types::CloseReason;
 const PING: &[u8] = b": ping\n\n";
 
 /// Chunks shorter than this are copied together into one body chunk when several
-/// wait (hyper writes a chunk-size line around every body chunk, and at most 16
-/// buffers per write): small events then go out many per system call.
-const COALESCE_BELOW: usize = 4 << 10;
+/// wait: hyper writes a chunk-size line and a line end around every body chunk, and
+/// at most 16 buffers per write, so chunks handed on one by one would go out about
+/// five per system call.
+const COALESCE_BELOW: usize = 32 << 10;
 
 /// Most bytes copied into one coalesced body chunk.
-const COALESCE_MAX: usize = 64 << 10;
+const COALESCE_MAX: usize = 128 << 10;
 
-/// A new SSE stream: the socket the core runs, and the response body hyper sends.
-/// `epoch` is the shared log's, for the event ids.
-pub(crate) fn sse_pair(epoch: u64) -> (SseSocket, SseBody) {
+/// A new SSE stream reading `log`'s broadcasts: the socket the core runs, and the
+/// response body hyper sends.
+pub(crate) fn sse_pair(log: &Arc<SharedLog>) -> (SseSocket, SseBody) {
     let pipe = Arc::new(Pipe::default());
     (
         SseSocket {
             pipe: Arc::clone(&pipe),
-            epoch,
+            epoch: log.epoch(),
+            reading: log.sse_reader(),
         },
         SseBody { pipe },
     )
@@ -143,24 +146,25 @@ impl Stream for SseBody {
             return Poll::Pending;
         };
         let mut pings = u64::from(ping);
-        let chunk = if first.len() >= COALESCE_BELOW
-            || st
-                .chunks
-                .front()
-                .is_none_or(|(c, _)| c.len() >= COALESCE_BELOW)
-        {
-            first
-        } else {
-            let mut joined = Vec::with_capacity(COALESCE_MAX.min(first.len() * 8));
-            joined.extend_from_slice(&first);
-            while let Some((next, _)) = st.chunks.front() {
-                if next.len() >= COALESCE_BELOW || joined.len() + next.len() > COALESCE_MAX {
+        // The small chunks that follow, joined to this one within COALESCE_MAX.
+        let (mut count, mut total) = (0, first.len());
+        if first.len() < COALESCE_BELOW {
+            for (next, _) in &st.chunks {
+                if next.len() >= COALESCE_BELOW || total + next.len() > COALESCE_MAX {
                     break;
                 }
-                joined.extend_from_slice(next);
-                if let Some((_, ping)) = st.chunks.pop_front() {
-                    pings += u64::from(ping);
-                }
+                count += 1;
+                total += next.len();
+            }
+        }
+        let chunk = if count == 0 {
+            first
+        } else {
+            let mut joined = Vec::with_capacity(total);
+            joined.extend_from_slice(&first);
+            for (next, ping) in st.chunks.drain(..count) {
+                joined.extend_from_slice(&next);
+                pings += u64::from(ping);
             }
             Bytes::from(joined)
         };
@@ -185,6 +189,7 @@ impl Drop for SseBody {
 pub(crate) struct SseSocket {
     pipe: Arc<Pipe>,
     epoch: u64,
+    reading: SseReaderGuard,
 }
 
 /// What the reader sees: a keepalive comment the body has handed on.
@@ -245,6 +250,8 @@ impl Stream for SseReader {
 pub(crate) struct SseOut {
     pipe: Arc<Pipe>,
     epoch: u64,
+    /// Held while the stream runs: the log encodes its entries' SSE form on append.
+    _reading: SseReaderGuard,
     staged: VecDeque<(Bytes, bool)>,
     staged_bytes: usize,
     gather: usize,
@@ -374,6 +381,7 @@ impl Transport for SseSocket {
             SseOut {
                 pipe: self.pipe,
                 epoch: self.epoch,
+                _reading: self.reading,
                 staged: VecDeque::new(),
                 staged_bytes: 0,
                 gather: config.write_buffer_bytes,
@@ -397,6 +405,11 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
+    fn pair() -> (SseSocket, SseBody) {
+        let log = Arc::new(SharedLog::new(crate::adapters::ws::LogConfig::default()).unwrap());
+        sse_pair(&log)
+    }
+
     fn text(s: &str) -> Frame {
         Event::new(EventType::Custom).with("data", s).encode()
     }
@@ -412,7 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_go_out_in_order_then_the_closing_error_and_the_end() {
-        let (socket, mut body) = sse_pair(7);
+        let (socket, mut body) = pair();
         let (mut reader, mut out) = socket.split(&ConnectionConfig::default());
         out.stage(Staged::Frame(text("a")));
         out.stage_ping(1);
@@ -447,7 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_body_fails_the_writer_and_ends_the_reader() {
-        let (socket, body) = sse_pair(7);
+        let (socket, body) = pair();
         let (mut reader, mut out) = socket.split(&ConnectionConfig::default());
         out.stage(Staged::Frame(text("a")));
         drop(body);
@@ -457,7 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_discarding_close_drops_what_the_body_has_not_taken() {
-        let (socket, mut body) = sse_pair(7);
+        let (socket, mut body) = pair();
         let (_reader, mut out) = socket.split(&ConnectionConfig::default());
         out.stage(Staged::Frame(text("taken")));
         flush(&mut out).await.unwrap();
@@ -482,7 +495,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_normal_close_ends_the_stream_without_an_error() {
-        let (socket, mut body) = sse_pair(7);
+        let (socket, mut body) = pair();
         let (_reader, mut out) = socket.split(&ConnectionConfig::default());
         out.stage(Staged::Frame(text("a")));
         out.stage_close(&CloseReason::Normal);
@@ -497,7 +510,7 @@ mod tests {
 
     #[test]
     fn small_frames_are_joined_and_large_ones_pass_whole() {
-        let (socket, mut body) = sse_pair(7);
+        let (socket, mut body) = pair();
         let (_reader, mut out) = socket.split(&ConnectionConfig::default());
         let big = "x".repeat(COALESCE_BELOW);
         for s in ["a", "b", big.as_str(), "c"] {
