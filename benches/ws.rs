@@ -297,6 +297,7 @@ async fn connect_sse_clients(addr: SocketAddr, n: usize, tally: &Arc<Tally>) {
         let tally = tally.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 << 10];
+            let ends = memchr::memmem::Finder::new(b"\n\n");
             // The headers end with an empty line; "\r\n\r\n" has no "\n\n".
             let mut last = 0u8;
             loop {
@@ -306,11 +307,11 @@ async fn connect_sse_clients(addr: SocketAddr, n: usize, tally: &Arc<Tally>) {
                 if read == 0 {
                     return;
                 }
-                let mut frames = 0u64;
-                for &b in &buf[..read] {
-                    frames += u64::from(b == b'\n' && last == b'\n');
-                    last = b;
-                }
+                let data = &buf[..read];
+                let mut frames = ends.find_iter(data).count() as u64;
+                // A frame end split across two reads.
+                frames += u64::from(last == b'\n' && data[0] == b'\n');
+                last = data[read - 1];
                 if frames > 0 {
                     let now = tally.received.fetch_add(frames, Ordering::SeqCst) + frames;
                     let target = tally.target.load(Ordering::SeqCst);

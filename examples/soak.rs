@@ -79,7 +79,7 @@ impl Mode {
 }
 
 const USAGE: &str = "usage: soak [--seconds S] [--rate EVENTS_PER_S] [--fast N] [--stalled N] \
-[--churn-ms MS] [--baseline] [--check] [--svg PATH]";
+[--churn-ms MS] [--baseline] [--check] [--svg PATH] | --print-events";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -117,6 +117,17 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--child: unknown mode {other}")),
                 };
                 args.child = Some((mode, value("--child")?));
+            }
+            "--print-events" => {
+                // The events of two runs, one JSON line each, as the publisher
+                // sends them (for checking them against the AG-UI schema).
+                let mut seq = 0;
+                for run in 0..2 {
+                    for step in agent_run(run) {
+                        println!("{}", step.into_event(&mut seq, |_| None).encode().as_str());
+                    }
+                }
+                std::process::exit(0);
             }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -804,20 +815,7 @@ async fn publisher(target: Arc<Target>, shared: Arc<Shared>, rate: u64) {
                 run += 1;
             }
             let Some(step) = script.pop() else { continue };
-            let event = match step {
-                Step::Lossless(event) => {
-                    seq += 1;
-                    event.with("seq", seq)
-                }
-                Step::Delta(patch) => {
-                    let event = Event::new(EventType::StateDelta).with("delta", patch.clone());
-                    match target.apply(&patch) {
-                        Some(rev) => event.with_revision(rev),
-                        None => event,
-                    }
-                }
-                Step::Other(event) => event,
-            };
+            let event = step.into_event(&mut seq, |patch| target.apply(patch));
             target.publish(event).await;
             sent += 1;
             shared.published.fetch_add(1, Ordering::Relaxed);
@@ -831,6 +829,30 @@ enum Step {
     /// A state delta, applied to the store before it is published.
     Delta(Value),
     Other(Event),
+}
+
+impl Step {
+    /// The event published for this step: a lossless one numbered with the next
+    /// `seq`, a delta tagged with the revision `apply` gives it.
+    fn into_event(self, seq: &mut u64, apply: impl FnOnce(&Value) -> Option<u64>) -> Event {
+        match self {
+            Step::Lossless(event) => {
+                *seq += 1;
+                // In the event's `metadata`, where AG-UI puts what is not the
+                // protocol's, so the events stay valid AG-UI events.
+                event.with("metadata", json!({ "seq": *seq }))
+            }
+            Step::Delta(patch) => {
+                let revision = apply(&patch);
+                let event = Event::new(EventType::StateDelta).with("delta", patch);
+                match revision {
+                    Some(rev) => event.with_revision(rev),
+                    None => event,
+                }
+            }
+            Step::Other(event) => event,
+        }
+    }
 }
 
 /// One agent run: lifecycle, a streamed text message, a tool call with streamed
@@ -922,7 +944,11 @@ async fn fast_subscriber(mut ws: WebSocketStream<MaybeTlsStream<TcpStream>>, sha
             continue;
         };
         if event.class() == DeliveryClass::Lossless {
-            if let Some(seq) = event.get("seq").and_then(Value::as_u64) {
+            if let Some(seq) = event
+                .get("metadata")
+                .and_then(|m| m.get("seq"))
+                .and_then(Value::as_u64)
+            {
                 if last_seq.is_some_and(|last| seq != last + 1) {
                     shared.lossless_gaps.fetch_add(1, Ordering::Relaxed);
                 }

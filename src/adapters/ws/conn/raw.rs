@@ -30,7 +30,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig, Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::transport::{discard_until_eof, Transport, WireOut};
+use super::transport::{discard_until_eof, gather_bytes, Transport, WireOut};
 use crate::adapters::ws::config::ConnectionConfig;
 use crate::adapters::ws::outbound::Staged;
 use crate::adapters::ws::types::CloseReason;
@@ -195,7 +195,7 @@ impl Transport for RawSocket {
             front_done: 0,
             staged_bytes: 0,
             closing: false,
-            gather: config.max_write_buffer_bytes.max(config.write_buffer_bytes),
+            gather: gather_bytes(config),
         };
         (self.ws, out)
     }

@@ -41,7 +41,7 @@ use futures_util::Stream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Bytes;
 
-use super::transport::{Incoming, Transport, WireError, WireMessage, WireOut};
+use super::transport::{gather_bytes, Incoming, Transport, WireError, WireMessage, WireOut};
 use crate::adapters::ws::config::ConnectionConfig;
 use crate::adapters::ws::event::{Event, EventType, Frame};
 use crate::adapters::ws::inbound::RawMessage;
@@ -384,7 +384,7 @@ impl Transport for SseSocket {
                 _reading: self.reading,
                 staged: VecDeque::new(),
                 staged_bytes: 0,
-                gather: config.write_buffer_bytes,
+                gather: gather_bytes(config),
                 closing: false,
             },
         )

@@ -225,6 +225,13 @@ impl<K, M> SinkOut<K, M> {
     }
 }
 
+/// Most bytes a writer that writes many frames at once (the raw WebSocket writer,
+/// the SSE writer) stages before it writes: the write buffer cap, or the write
+/// buffer when that is larger.
+pub(crate) fn gather_bytes(config: &ConnectionConfig) -> usize {
+    config.max_write_buffer_bytes.max(config.write_buffer_bytes)
+}
+
 /// The largest payload of one written frame: what fits in tungstenite's capped write
 /// buffer next to a pending control frame (a pong or close reply, at most 131
 /// bytes) and the frame's own header.
