@@ -201,6 +201,20 @@ fn membound_config(events: usize) -> ServerConfig {
     config
 }
 
+/// membound's server on its own listener, with `n` WebSocket clients connected.
+async fn membound_ws(events: usize, n: usize) -> (Server, Arc<Tally>) {
+    let server = Server::builder(membound_config(events))
+        .bind()
+        .await
+        .expect("bind");
+    let tally = Arc::new(Tally::default());
+    connect_clients(server.local_addr(), n, &tally).await;
+    while server.metrics().connections < n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (server, tally)
+}
+
 /// Both servers, `n` clients each, events of about `bytes` bytes: the fan-out's
 /// throughput (`ws_fan_out`) and the publishing calls' cost alone (`ws_publish`,
 /// which the issue wants flat in the number of connections).
@@ -210,18 +224,7 @@ fn scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
     let deliveries = (events * n) as u64;
     let id = |name: &str| BenchmarkId::new(name, format!("{n}x{bytes}B"));
 
-    let (server, ours) = rt.block_on(async {
-        let server = Server::builder(membound_config(events))
-            .bind()
-            .await
-            .expect("bind");
-        let tally = Arc::new(Tally::default());
-        connect_clients(server.local_addr(), n, &tally).await;
-        while server.metrics().connections < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        (server, tally)
-    });
+    let (server, ours) = rt.block_on(membound_ws(events, n));
     let (tx, theirs) = rt.block_on(async {
         let (addr, tx) = peer_server(2 * events).await;
         let tally = Arc::new(Tally::default());
@@ -339,18 +342,7 @@ fn sse_scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
     let frames = frames(events, bytes);
     let deliveries = (events * n) as u64;
     let id = |name: &str| BenchmarkId::new(name, format!("{n}x{bytes}B"));
-    let (ws_server, ws_tally) = rt.block_on(async {
-        let server = Server::builder(membound_config(events))
-            .bind()
-            .await
-            .expect("bind");
-        let tally = Arc::new(Tally::default());
-        connect_clients(server.local_addr(), n, &tally).await;
-        while server.metrics().connections < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        (server, tally)
-    });
+    let (ws_server, ws_tally) = rt.block_on(membound_ws(events, n));
     let (sse_server, sse_tally) = rt.block_on(async {
         let server = Arc::new(
             Server::builder(membound_config(events))

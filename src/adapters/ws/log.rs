@@ -465,11 +465,11 @@ impl SharedLog {
     /// meanwhile encode their SSE form at once, so that no stream encodes it for
     /// itself (a writer that takes an entry after waiting holds a copy of it).
     #[cfg(feature = "axum")]
-    pub(crate) fn sse_reader(self: &std::sync::Arc<Self>) -> SseReader {
+    pub(crate) fn sse_reader(self: &std::sync::Arc<Self>) -> SseReading {
         // Relaxed: only a hint for the appender; a late one costs an encode, not
         // correctness (the entry's form is encoded on demand then).
         self.sse_readers.fetch_add(1, Ordering::Relaxed);
-        SseReader(std::sync::Arc::clone(self))
+        SseReading(std::sync::Arc::clone(self))
     }
 
     /// This log's epoch: random, drawn when it was built. It is part of every
@@ -854,10 +854,10 @@ impl SoftCapacity for SharedLog {
 
 /// An SSE stream's registration as a reader of a log ([`SharedLog::sse_reader`]).
 #[cfg(feature = "axum")]
-pub(crate) struct SseReader(std::sync::Arc<SharedLog>);
+pub(crate) struct SseReading(std::sync::Arc<SharedLog>);
 
 #[cfg(feature = "axum")]
-impl Drop for SseReader {
+impl Drop for SseReading {
     fn drop(&mut self) {
         self.0.sse_readers.fetch_sub(1, Ordering::Relaxed);
     }

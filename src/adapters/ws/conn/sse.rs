@@ -45,7 +45,7 @@ use super::transport::{gather_bytes, Incoming, Transport, WireError, WireMessage
 use crate::adapters::ws::config::ConnectionConfig;
 use crate::adapters::ws::event::{Event, EventType, Frame};
 use crate::adapters::ws::inbound::RawMessage;
-use crate::adapters::ws::log::{SharedLog, SseReader as SseReaderGuard};
+use crate::adapters::ws::log::{SharedLog, SseReading};
 use crate::adapters::ws::outbound::Staged;
 use crate::adapters::ws::types::CloseReason;
 
@@ -189,7 +189,7 @@ impl Drop for SseBody {
 pub(crate) struct SseSocket {
     pipe: Arc<Pipe>,
     epoch: u64,
-    reading: SseReaderGuard,
+    reading: SseReading,
 }
 
 /// What the reader sees: a keepalive comment the body has handed on.
@@ -251,7 +251,7 @@ pub(crate) struct SseOut {
     pipe: Arc<Pipe>,
     epoch: u64,
     /// Held while the stream runs: the log encodes its entries' SSE form on append.
-    _reading: SseReaderGuard,
+    _reading: SseReading,
     staged: VecDeque<(Bytes, bool)>,
     staged_bytes: usize,
     gather: usize,
