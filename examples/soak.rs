@@ -24,6 +24,15 @@
 //! `--check` exits non-zero unless the run shows the point: membound's RSS stays flat
 //! (with `--baseline`: grows less than the baseline's), no lossless event was lost,
 //! and (with `--baseline`) the fast subscribers' throughput is not lower.
+//!
+//! Across nodes (feature `redis`): `cargo run --release --features ws,state,redis
+//! --example soak -- --engine redis --nodes 3` starts `redis-server` (or uses
+//! `--redis-url`), three server processes on it, a publisher on node 1 and
+//! subscribers spread over the nodes; mid-run it kills and restarts node 3 (its
+//! clients resume on another node) and stops Redis for 3 s. The summary gives each
+//! node's RSS, Redis's `used_memory`, resumes from history against resyncs by
+//! snapshot, and lossless events missing or out of order; the chart shows every
+//! node's RSS (see `soak/nodes.rs`).
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -61,6 +70,20 @@ struct Args {
     svg: String,
     /// Set in the child processes: which server to run, and where to write the report.
     child: Option<(Mode, String)>,
+    /// `memory` (one server) or `redis` (`--nodes` servers on one Redis).
+    engine: String,
+    nodes: usize,
+    /// A Redis to use instead of starting one (`--engine redis`).
+    redis_url: Option<String>,
+    /// Set in a node's process (`--engine redis`): its number, port, samples file,
+    /// how long it publishes (node 1) and the parent's start time.
+    node_child: Option<usize>,
+    port: u16,
+    samples: String,
+    publish_for: Option<f64>,
+    t0_ms: u64,
+    seconds_given: bool,
+    rate_given: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +102,8 @@ impl Mode {
 }
 
 const USAGE: &str = "usage: soak [--seconds S] [--rate EVENTS_PER_S] [--fast N] [--stalled N] \
-[--churn-ms MS] [--baseline] [--check] [--svg PATH] | --print-events";
+[--churn-ms MS] [--baseline] [--check] [--svg PATH] | --print-events\n       \
+soak --engine redis [--nodes N] [--redis-url URL] [--seconds S] [--rate R] [--fast N] [--check] [--svg PATH]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -92,6 +116,16 @@ fn parse_args() -> Result<Args, String> {
         check: false,
         svg: "target/soak.svg".into(),
         child: None,
+        engine: "memory".into(),
+        nodes: 1,
+        redis_url: None,
+        node_child: None,
+        port: 0,
+        samples: String::new(),
+        publish_for: None,
+        t0_ms: 0,
+        seconds_given: false,
+        rate_given: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -100,8 +134,24 @@ fn parse_args() -> Result<Args, String> {
             v.parse().map_err(|_| format!("{name}: cannot read {v:?}"))
         }
         match arg.as_str() {
-            "--seconds" => args.seconds = num("--seconds", value("--seconds")?)?,
-            "--rate" => args.rate = num("--rate", value("--rate")?)?,
+            "--seconds" => {
+                args.seconds = num("--seconds", value("--seconds")?)?;
+                args.seconds_given = true;
+            }
+            "--rate" => {
+                args.rate = num("--rate", value("--rate")?)?;
+                args.rate_given = true;
+            }
+            "--engine" => args.engine = value("--engine")?,
+            "--nodes" => args.nodes = num("--nodes", value("--nodes")?)?,
+            "--redis-url" => args.redis_url = Some(value("--redis-url")?),
+            "--node-child" => args.node_child = Some(num("--node-child", value("--node-child")?)?),
+            "--port" => args.port = num("--port", value("--port")?)?,
+            "--samples" => args.samples = value("--samples")?,
+            "--publish-for" => {
+                args.publish_for = Some(num("--publish-for", value("--publish-for")?)?)
+            }
+            "--t0-ms" => args.t0_ms = num("--t0-ms", value("--t0-ms")?)?,
             "--fast" => args.fast = num("--fast", value("--fast")?)?,
             "--stalled" => args.stalled = num("--stalled", value("--stalled")?)?,
             "--churn-ms" => {
@@ -139,6 +189,26 @@ fn parse_args() -> Result<Args, String> {
     if args.churn.is_zero() {
         return Err("--churn-ms must be positive".into());
     }
+    match args.engine.as_str() {
+        "memory" => {}
+        "redis" => {
+            // Across processes and Redis round trips on a small machine: a lower
+            // default rate, and time for the node restart and the outage.
+            if !args.rate_given {
+                args.rate = 2_000;
+            }
+            if !args.seconds_given {
+                args.seconds = 20.0;
+            }
+            if args.seconds < 12.0 && args.node_child.is_none() {
+                return Err("--engine redis needs --seconds 12 or more".into());
+            }
+            if args.fast == 8 {
+                args.fast = 6;
+            }
+        }
+        other => return Err(format!("--engine: memory or redis, not {other}")),
+    }
     Ok(args)
 }
 
@@ -150,9 +220,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match args.child.clone() {
-        Some((mode, report)) => run_child(&args, mode, &report),
-        None => run_parent(&args),
+    let result = if args.engine == "redis" {
+        run_nodes(&args)
+    } else {
+        match args.child.clone() {
+            Some((mode, report)) => run_child(&args, mode, &report),
+            None => run_parent(&args),
+        }
     };
     match result {
         Ok(code) => code,
@@ -164,6 +238,34 @@ fn main() -> ExitCode {
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(feature = "redis")]
+#[path = "soak/nodes.rs"]
+mod nodes;
+
+/// `--engine redis`: the soak across nodes (a node's process, or the parent).
+#[cfg(feature = "redis")]
+fn run_nodes(args: &Args) -> Result<ExitCode, Error> {
+    match args.node_child {
+        Some(index) => nodes::run_node(
+            args,
+            &nodes::NodeChild {
+                index,
+                port: args.port,
+                redis_url: args.redis_url.clone().ok_or("a node needs --redis-url")?,
+                samples: args.samples.clone(),
+                publish_for: args.publish_for,
+                t0_ms: args.t0_ms,
+            },
+        ),
+        None => nodes::run_cluster(args),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn run_nodes(_: &Args) -> Result<ExitCode, Error> {
+    Err("--engine redis needs the redis feature: cargo run --release --features ws,state,redis --example soak -- --engine redis --nodes 3".into())
+}
 
 // ---------------------------------------------------------------------------------
 // The parent: runs each mode in a child process, then prints the table and the chart.

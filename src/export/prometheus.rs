@@ -75,6 +75,10 @@
     feature = "ws",
     doc = "| `ws_log` | [`SharedLog`](crate::adapters::ws::SharedLog) | [`LogMetrics`](crate::adapters::ws::LogMetrics) | `add(name, &log, SharedLog::metrics)` |"
 )]
+#![cfg_attr(
+    feature = "ws",
+    doc = "| `ws_engine` | an [`Engine`](crate::adapters::ws::Engine) (in memory, or Redis) | [`EngineMetrics`](crate::adapters::ws::EngineMetrics) | `add(name, &engine, |e| e.metrics())`; nested in `ws_server` as `engine_*` |"
+)]
 //!
 //! The SPSC channel has no metrics snapshot (its two ends are owned by their threads;
 //! the producer's [`dropped`](crate::ring::spsc::Producer::dropped) is its only

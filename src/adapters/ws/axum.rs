@@ -47,8 +47,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Bytes};
 
 use super::conn::{sse_pair, Incoming, SinkMessage, SinkSocket, WireError, WireMessage};
-use super::server::Opening;
-use super::{CloseReason, Connection, Frame, RawMessage, Server};
+use super::engine::Member;
+use super::server::{OpenChannel, Opening};
+use super::{CloseReason, Connection, EngineError, Frame, Join, RawMessage, Server};
 
 /// Completes `ws`'s upgrade and runs the connection with `server`'s settings,
 /// registry and fan-out; `peer` is the client's address when the router provides it
@@ -58,6 +59,29 @@ use super::{CloseReason, Connection, Frame, RawMessage, Server};
 /// 1013 at the connection cap or under critical memory pressure, with 1001 once the
 /// server is shutting down.
 pub fn upgrade(ws: WebSocketUpgrade, server: &Server, peer: Option<SocketAddr>) -> Response {
+    upgrade_with(ws, server, peer, Opening::default())
+}
+
+/// As [`upgrade`], the connection reading `join`'s channel (through the server's
+/// [`Engine`](super::Engine)) instead of the server's hub, from after
+/// `join.last_event_id` where the channel's history still holds it (else after a
+/// `CUSTOM` [`RESUME_GAP`](super::RESUME_GAP) event and a snapshot). A request's
+/// query string gives the join with [`Join::from_query`].
+pub fn upgrade_channel(
+    ws: WebSocketUpgrade,
+    server: &Server,
+    peer: Option<SocketAddr>,
+    join: Join,
+) -> Response {
+    upgrade_with(ws, server, peer, Opening::join(join))
+}
+
+fn upgrade_with(
+    ws: WebSocketUpgrade,
+    server: &Server,
+    peer: Option<SocketAddr>,
+    opening: Opening,
+) -> Response {
     let shared = Arc::clone(server.shared());
     let config = shared.config().connection;
     let write_cap = config.max_write_buffer_bytes.max(
@@ -74,9 +98,7 @@ pub fn upgrade(ws: WebSocketUpgrade, server: &Server, peer: Option<SocketAddr>) 
         .on_upgrade(move |socket| {
             let task_shared = Arc::clone(&shared);
             shared.spawn(async move {
-                task_shared
-                    .run_connection(socket, peer, Opening::default())
-                    .await;
+                task_shared.run_connection(socket, peer, opening).await;
             });
             async {}
         })
@@ -151,16 +173,60 @@ pub fn sse<F>(
 where
     F: FnOnce(Connection) + Send + 'static,
 {
+    let opening = Opening {
+        resume: last_event_id(headers),
+        on_open: Some(Box::new(on_open)),
+        channel: None,
+    };
+    sse_with(server, server.hub().log(), peer, opening)
+}
+
+/// As [`sse`], the stream reading `channel` (through the server's
+/// [`Engine`](super::Engine)) instead of the server's hub: the `id:` of each
+/// event is its channel id ([`EVENT_ID_FIELD`](super::EVENT_ID_FIELD)), so a
+/// `Last-Event-ID` (or `last_event_id`, from a query string, which wins) resumes on
+/// any node of the channel.
+///
+/// # Errors
+///
+/// The engine's, when the channel cannot be joined (its broker unreachable): the
+/// caller answers with an error status (503, say).
+pub async fn sse_channel<F>(
+    server: &Server,
+    headers: &::axum::http::HeaderMap,
+    peer: Option<SocketAddr>,
+    join: Join,
+    on_open: F,
+) -> Result<Response, EngineError>
+where
+    F: FnOnce(Connection) + Send + 'static,
+{
+    let member = Member::join(server.engine(), &join.channel).await?;
+    let log = member.channel().hub().log().clone();
+    let opening = Opening {
+        resume: join.last_event_id.or_else(|| last_event_id(headers)),
+        on_open: Some(Box::new(on_open)),
+        channel: Some(OpenChannel::Joined(member)),
+    };
+    Ok(sse_with(server, &log, peer, opening))
+}
+
+fn last_event_id(headers: &::axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn sse_with(
+    server: &Server,
+    log: &Arc<super::SharedLog>,
+    peer: Option<SocketAddr>,
+    opening: Opening,
+) -> Response {
     use ::axum::http::header;
     let shared = Arc::clone(server.shared());
-    let (socket, body) = sse_pair(server.hub().log());
-    let opening = Opening {
-        resume: headers
-            .get(LAST_EVENT_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        on_open: Some(Box::new(on_open)),
-    };
+    let (socket, body) = sse_pair(log);
     let task_shared = Arc::clone(&shared);
     shared.spawn(async move { task_shared.run_connection(socket, peer, opening).await });
     let mut response = Response::new(::axum::body::Body::from_stream(body));

@@ -23,7 +23,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::conn::{self, drive, next_conn_id, Core, CoreParts, Flag};
+use super::conn::{self, drive, next_conn_id, Core, CoreParts, Flag, LastEventId};
 use super::{
     ClientConfig, CloseReason, ConnId, Connection, ConnectionMetrics, Event, EventSubscription,
     EventType, HandlerId, Inbound, InboundError, OfferError, Offered, Outbound, RawMessage,
@@ -270,6 +270,8 @@ struct ClientInner {
     closing: Flag,
     reconnects: AtomicU64,
     failed_attempts: AtomicU64,
+    /// The id of the last channel event received, named when reconnecting.
+    last_event_id: Arc<LastEventId>,
 }
 
 impl fmt::Debug for Client {
@@ -342,6 +344,13 @@ impl Client {
         clock: Arc<dyn Clock + Send + Sync>,
     ) -> Result<Self, ConnectError> {
         Self::builder_with_clock(config, clock)?.connect(url).await
+    }
+
+    /// The id of the last channel event received ([`EVENT_ID_FIELD`](super::EVENT_ID_FIELD)):
+    /// a client whose URL joins a channel (`?channel=...`) names it as `lastEventId`
+    /// when it reconnects, and so reads on where it left off.
+    pub fn last_event_id(&self) -> Option<String> {
+        self.inner.last_event_id.get()
     }
 
     /// The URL the client connects to.
@@ -598,7 +607,8 @@ impl ClientBuilder {
         } = self;
         let socket = dial(url, &config).await?;
         let opened = clock.now();
-        let core = new_core(&config, &socket, &inbound, &clock)?;
+        let last_event_id = Arc::new(LastEventId::default());
+        let core = new_core(&config, &socket, &inbound, &clock, &last_event_id)?;
         let inner = Arc::new(ClientInner {
             url: url.to_owned(),
             config,
@@ -609,6 +619,7 @@ impl ClientBuilder {
             closing: Flag::default(),
             reconnects: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
+            last_event_id,
         });
         tokio::spawn(run(Arc::clone(&inner), socket, core, opened));
         Ok(Client {
@@ -616,6 +627,28 @@ impl ClientBuilder {
             inner,
         })
     }
+}
+
+/// `url` naming `last` as the last event seen (`lastEventId`), where the URL joins
+/// a channel ([`Join`](super::Join)) and an event of it was received.
+fn resume_url(url: &str, last: Option<&str>) -> String {
+    let (Some(last), Some((base, query))) = (last, url.split_once('?')) else {
+        return url.to_owned();
+    };
+    let Some(mut join) = super::Join::from_query(query) else {
+        return url.to_owned();
+    };
+    join.last_event_id = Some(last.to_owned());
+    // The other parameters stay as they were; the two the join names are rewritten.
+    let mut out = format!("{base}?{}", join.to_query());
+    for pair in query.split('&') {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if !pair.is_empty() && key != "channel" && key != "lastEventId" {
+            out.push('&');
+            out.push_str(pair);
+        }
+    }
+    out
 }
 
 async fn dial(url: &str, config: &ClientConfig) -> Result<Socket, ConnectError> {
@@ -644,6 +677,7 @@ fn new_core(
     socket: &Socket,
     inbound: &Arc<Inbound>,
     clock: &Arc<dyn Clock + Send + Sync>,
+    last_event_id: &Arc<LastEventId>,
 ) -> Result<Arc<Core>, WsConfigError> {
     let outbound = Outbound::new(config.connection.outbound, Arc::clone(clock))?;
     Ok(Core::new(CoreParts {
@@ -655,6 +689,7 @@ fn new_core(
         owns_inbound: false,
         snapshots: None,
         classes: Arc::default(),
+        last_event_id: Some(Arc::clone(last_event_id)),
     }))
 }
 
@@ -739,15 +774,22 @@ async fn reconnect(
             () = inner.closing.wait() => return Err(ClientState::Closed(after.clone())),
             () = tokio::time::sleep(delay) => {}
         }
+        let url = resume_url(&inner.url, inner.last_event_id.get().as_deref());
         let made = tokio::select! {
             biased;
             () = inner.closing.wait() => return Err(ClientState::Closed(after.clone())),
-            made = dial(&inner.url, &inner.config) => made,
+            made = dial(&url, &inner.config) => made,
         };
         match made.map_err(|_| ()).and_then(|socket| {
-            new_core(&inner.config, &socket, &inner.inbound, &inner.clock)
-                .map(|core| (socket, core))
-                .map_err(|_| ())
+            new_core(
+                &inner.config,
+                &socket,
+                &inner.inbound,
+                &inner.clock,
+                &inner.last_event_id,
+            )
+            .map(|core| (socket, core))
+            .map_err(|_| ())
         }) {
             Ok(made) => return Ok(made),
             Err(()) => {

@@ -617,7 +617,7 @@ pub struct WsConfigError {
 }
 
 impl WsConfigError {
-    const fn new(field: &'static str, reason: &'static str) -> Self {
+    pub(crate) const fn new(field: &'static str, reason: &'static str) -> Self {
         Self {
             field,
             reason,

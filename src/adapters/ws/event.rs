@@ -599,4 +599,33 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
     }
+
+    /// The frame with one more top-level string field, `"<key>":"<value>"`, added
+    /// at the end of its object: a channel event's id ([`EVENT_ID_FIELD`](super::EVENT_ID_FIELD)),
+    /// stamped without a parse. `key` and `value` are the crate's own (no quote or
+    /// backslash to escape); an encoded event is always an object.
+    pub(crate) fn stamped(&self, key: &str, value: &str) -> Self {
+        let text = self.as_str();
+        let body = text.strip_suffix('}').unwrap_or(text);
+        let sep = if body.trim_end().ends_with('{') {
+            ""
+        } else {
+            ","
+        };
+        let mut out = String::with_capacity(text.len() + key.len() + value.len() + 6);
+        out.push_str(body);
+        out.push_str(sep);
+        out.push('"');
+        out.push_str(key);
+        out.push_str("\":\"");
+        out.push_str(value);
+        out.push_str("\"}");
+        Self {
+            kind: self.kind.clone(),
+            class: self.class,
+            key: self.key.clone(),
+            text: Utf8Bytes::from(out),
+            revision: self.revision,
+        }
+    }
 }

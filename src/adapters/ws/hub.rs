@@ -215,6 +215,18 @@ impl Hub {
         }
     }
 
+    /// Takes every attached queue out of the registry, leaving them where they
+    /// read (for a caller that attaches them elsewhere).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn drain(&self) -> Vec<(ConnId, Arc<Outbound>)> {
+        let mut all = Vec::new();
+        self.entries.update(|current| {
+            all = current.to_vec();
+            Vec::new()
+        });
+        all
+    }
+
     /// The queue attached under `id`.
     pub fn get(&self, id: ConnId) -> Option<Arc<Outbound>> {
         self.entries

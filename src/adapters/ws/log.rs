@@ -438,10 +438,17 @@ impl SharedLog {
 
     /// An empty log with bounds already validated.
     pub(crate) fn build(config: LogConfig) -> Self {
+        Self::build_at(config, random_epoch(), 0)
+    }
+
+    /// An empty log of `epoch` whose first append gets offset `next`: a channel's
+    /// log on one node, whose offsets are the channel's (assigned by its
+    /// [`Engine`](super::Engine)), so an event id means the same on every node.
+    pub(crate) fn build_at(config: LogConfig, epoch: u64, next: u64) -> Self {
         Self {
             inner: RwLock::new(Inner {
                 entries: VecDeque::new(),
-                first: 0,
+                first: next,
                 totals: Totals::default(),
                 evicted: Totals::default(),
                 held_bytes: 0,
@@ -453,11 +460,11 @@ impl SharedLog {
             bound_bytes: AtomicU64::new(config.max_bytes),
             appended: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
-            head: AtomicU64::new(0),
+            head: AtomicU64::new(next),
             activities: Activities::new(config.max_activities, config.max_activity_bytes),
             #[cfg(feature = "axum")]
             sse_readers: AtomicU64::new(0),
-            epoch: random_epoch(),
+            epoch,
         }
     }
 
@@ -882,7 +889,7 @@ fn event_id(epoch: u64, offset: u64) -> String {
 }
 
 /// A random epoch (std's per-process random hash keys, and the time).
-fn random_epoch() -> u64 {
+pub(crate) fn random_epoch() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     let now = std::time::SystemTime::now()

@@ -50,6 +50,7 @@ mod types;
 
 // The queues and the fan-out.
 mod activity;
+mod engine;
 mod hub;
 mod inbound;
 mod log;
@@ -62,6 +63,8 @@ mod conn;
 #[cfg(feature = "axum")]
 pub mod axum;
 mod client;
+#[cfg(feature = "redis")]
+mod redis;
 mod server;
 
 pub use client::{backoff_delay, Client, ClientBuilder, ClientMetrics, ClientState, ConnectError};
@@ -70,6 +73,10 @@ pub use config::{
     ReconnectPolicy, ServerConfig, WsConfigError,
 };
 pub use conn::{Connection, ConnectionMetrics, Traffic};
+pub use engine::{
+    check_channel, Channel, Engine, EngineConfig, EngineError, EngineFuture, EngineMetrics, Join,
+    MemoryEngine, Published, EVENT_ID_FIELD, MAX_CHANNEL_BYTES,
+};
 pub use event::{ClassMap, DeliveryClass, Event, EventError, EventType, Frame};
 pub use hub::{Broadcast, Hub, HubMetrics};
 pub use inbound::{
@@ -78,5 +85,7 @@ pub use inbound::{
 };
 pub use log::{Backlog, Cursor, LogEntry, LogMetrics, Read, SharedLog, Skipped};
 pub use outbound::{ClassMetrics, Next, OfferError, Offered, Outbound, OutboundMetrics};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisEngine, RedisEngineError};
 pub use server::{CloseCounts, ServeError, Server, ServerBuilder, ServerMetrics, RESUME_GAP};
 pub use types::{close_code, CloseReason, ConnId, SlowConsumer, SnapshotSource};

@@ -343,6 +343,9 @@ struct State {
     level: PressureLevel,
     /// The writer owes a `Next::Resync`.
     resync_pending: bool,
+    /// The writer owes a `Next::Resync` once the queued frame of this `seq` is
+    /// taken (a notice that comes before its resync).
+    resync_after_seq: Option<u64>,
     /// The writer found the queue empty and is waiting (or about to) in `next`:
     /// only then does an offer notify `data`. Cleared by the offer that notifies.
     writer_waiting: bool,
@@ -747,6 +750,7 @@ impl Outbound {
                 capacity: config.capacity,
                 level: PressureLevel::Normal,
                 resync_pending: false,
+                resync_after_seq: None,
                 writer_waiting: false,
                 high_water: 0,
                 senders_waiting: 0,
@@ -1236,6 +1240,33 @@ impl Outbound {
         self.data.notify_waiters();
     }
 
+    /// Queues `notice` and asks the writer for a resync from the connection's
+    /// snapshot source once the notice is taken (as a skipped delta does): for a
+    /// channel whose history was lost, the client learns so first, then gets the
+    /// state. A notice that finds no room is dropped, and the resync asked at once.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn notify_then_resync(&self, notice: Frame) {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return;
+        }
+        let seq = st.next_seq;
+        let (result, mut wake) = self.offer_locked(&mut st, notice);
+        match result {
+            Ok(_) => st.resync_after_seq = Some(seq),
+            Err(_) if !st.resync_pending && st.closed.is_none() => {
+                st.resync_pending = true;
+                st.resyncs += 1;
+                wake.data = true;
+            }
+            Err(_) => {}
+        }
+        drop(st);
+        // The writer may be waiting for the log only: wake it either way.
+        wake.data = true;
+        self.wake(wake);
+    }
+
     /// Stops reading the shared log at its head now: what was appended before is
     /// still delivered (within the limits), nothing later. Called by
     /// [`Hub::detach`](super::Hub::detach).
@@ -1686,6 +1717,13 @@ impl State {
         let ci = entry.frame.class().index();
         self.bytes -= entry.frame.len();
         self.classes[ci].queued -= 1;
+        if self.resync_after_seq.is_some_and(|seq| entry.seq >= seq) {
+            self.resync_after_seq = None;
+            if !self.resync_pending && self.closed.is_none() {
+                self.resync_pending = true;
+                self.resyncs += 1;
+            }
+        }
         if self.is_stale(&entry.frame, entry.seq < self.floor_seq) {
             self.count_stale(ci);
             return Some(None);

@@ -19,10 +19,12 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::timeout;
 
 use super::conn::{self, drive, next_conn_id, refuse, Core, CoreParts, Flag, Traffic};
+pub(crate) use super::engine::Join;
+use super::engine::{gap_notice, Attached, Member};
 use super::{
-    Broadcast, ClassMap, CloseReason, ConnId, Connection, ConnectionMetrics, Event, EventType,
-    Frame, Hub, HubMetrics, Inbound, Outbound, ServerConfig, SharedLog, SnapshotSource,
-    WsConfigError,
+    Broadcast, ClassMap, CloseReason, ConnId, Connection, ConnectionMetrics, Engine, EngineConfig,
+    EngineError, EngineMetrics, Event, Frame, Hub, HubMetrics, Inbound, MemoryEngine, Outbound,
+    Published, ServerConfig, SharedLog, SnapshotSource, WsConfigError,
 };
 use crate::capacity::{self, CapacityError, SoftCapacity};
 use crate::clock::{Clock, MonotonicClock};
@@ -164,6 +166,10 @@ pub struct ServerMetrics {
     /// Connections refused because the server was shutting down (code 1001).
     #[metric(counter, name = "refused", label("cause", "shutdown"))]
     pub refused_shutdown: u64,
+    /// Connections refused because their channel could not be joined (the engine's
+    /// broker unreachable; code 1013).
+    #[metric(counter, name = "refused", label("cause", "engine"))]
+    pub refused_engine: u64,
     /// TCP connections closed at once, before any handshake, because
     /// [`max_pending_handshakes`](ServerConfig::max_pending_handshakes) handshakes
     /// were under way.
@@ -200,6 +206,10 @@ pub struct ServerMetrics {
     /// The memory pressure level last applied ([`Server::pressure`]).
     #[metric(gauge, name = "pressure_level", with = PressureLevel::index)]
     pub pressure: PressureLevel,
+    /// The engine's figures: channels, publishes, resumes
+    /// ([`ServerBuilder::engine`]).
+    #[metric(nested(prefix = "engine_"))]
+    pub engine: EngineMetrics,
 }
 
 /// `hub`: the fan-out's figures, less its count of attached queues (the server's
@@ -237,6 +247,7 @@ pub struct ServerBuilder<'m> {
     on_connect: Option<OnConnect>,
     clock: Arc<dyn Clock + Send + Sync>,
     manager: Option<&'m MemoryManager>,
+    engine: Option<Arc<dyn Engine>>,
 }
 
 impl fmt::Debug for ServerBuilder<'_> {
@@ -303,6 +314,15 @@ impl<'m> ServerBuilder<'m> {
         self
     }
 
+    /// The engine that carries channel events ([`Server::publish`]) between the
+    /// nodes serving a channel's connections, with offsets and a bounded history
+    /// for resume. Default: a [`MemoryEngine`] with the server's log bounds (one
+    /// node).
+    pub fn engine(mut self, engine: Arc<dyn Engine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
     /// The clock of the queues' soft-limit timers and the subscriptions' idle TTL
     /// (default [`MonotonicClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock + Send + Sync>) -> Self {
@@ -347,6 +367,7 @@ impl<'m> ServerBuilder<'m> {
             on_connect: self.on_connect,
             clock: self.clock,
             manager: Some(manager),
+            engine: self.engine,
         }
     }
 
@@ -390,7 +411,15 @@ impl<'m> ServerBuilder<'m> {
 
     fn build_shared(self) -> Result<Arc<Shared>, ServeError> {
         self.config.validate()?;
+        let engine = match self.engine {
+            Some(engine) => engine,
+            None => Arc::new(MemoryEngine::new(EngineConfig {
+                log: self.config.log,
+                ..EngineConfig::default()
+            })?),
+        };
         let shared = Arc::new(Shared {
+            engine,
             config: self.config,
             hub: Hub::with_shared_log(Arc::new(SharedLog::build(self.config.log)))
                 .with_classes(self.classes.clone()),
@@ -515,6 +544,7 @@ impl Server {
             on_connect: None,
             clock: Arc::new(MonotonicClock::new()),
             manager: None,
+            engine: None,
         }
     }
 
@@ -536,7 +566,9 @@ impl Server {
     }
 
     /// Encodes `event` once (with the server's [`ClassMap`]) and appends it to the
-    /// hub's shared log, for every connection: it never waits for one. A connection
+    /// hub's shared log, for every connection that did not join a channel (those
+    /// read their channel's log: see [`publish`](Self::publish)): it never waits
+    /// for one. A connection
     /// that falls behind is dealt with on its side, by its delivery classes (see
     /// [`Hub`]'s design). Each broadcast consumes a unit of the task's tokio budget,
     /// so a task that publishes in a loop never starves the connections' writers.
@@ -547,6 +579,57 @@ impl Server {
     /// [`broadcast`](Self::broadcast) for an event already encoded.
     pub async fn broadcast_frame(&self, frame: Frame) -> Broadcast {
         self.shared.hub.broadcast_frame(frame).await
+    }
+
+    /// Publishes `event` on `channel` through the server's engine
+    /// ([`ServerBuilder::engine`]): encoded once with the server's [`ClassMap`], it
+    /// reaches the connections that joined the channel ([`Join`]) on every node,
+    /// stamped with its id ([`EVENT_ID_FIELD`](super::EVENT_ID_FIELD)).
+    ///
+    /// # Errors
+    ///
+    /// The engine's: [`EngineError::Timeout`] for a lossless event the broker did
+    /// not take in time, [`EngineError::Dropped`] for a droppable one it dropped,
+    /// [`EngineError::InvalidChannel`], ...
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use membound::adapters::ws::{Event, EventType, Server, ServerConfig};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let server = Server::bind(ServerConfig::default()).await?;
+    /// // A client connects to `ws://<addr>/?channel=run-1` (and, to resume,
+    /// // `&lastEventId=<the eventId of the last event it saw>`).
+    /// let first = server.publish("run-1", &Event::new(EventType::RunStarted)).await?;
+    /// let next = server.publish("run-1", &Event::new(EventType::RunFinished)).await?;
+    /// assert_eq!((next.epoch, next.offset), (first.epoch, first.offset + 1));
+    /// server.shutdown().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn publish(&self, channel: &str, event: &Event) -> Result<Published, EngineError> {
+        self.publish_frame(channel, event.encode_with(&self.shared.classes))
+            .await
+    }
+
+    /// [`publish`](Self::publish) for an event already encoded.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn publish_frame(
+        &self,
+        channel: &str,
+        frame: Frame,
+    ) -> Result<Published, EngineError> {
+        let frame = frame.classed(&self.shared.classes);
+        self.shared.engine.publish(channel, frame).await
+    }
+
+    /// The engine under [`publish`](Self::publish).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.shared.engine
     }
 
     /// The fan-out to every connection.
@@ -715,6 +798,7 @@ struct Totals {
     refused_capacity: u64,
     refused_pressure: u64,
     refused_shutdown: u64,
+    refused_engine: u64,
     refused_handshakes: u64,
     handshake_failures: u64,
     accept_errors: u64,
@@ -726,6 +810,7 @@ struct Totals {
 /// The server's state, shared by its handle, its accept loop and its connections.
 pub(crate) struct Shared {
     config: ServerConfig,
+    engine: Arc<dyn Engine>,
     hub: Hub,
     registry: Mutex<HashMap<ConnId, Connection>>,
     tasks: Tracker,
@@ -844,9 +929,26 @@ impl Shared {
         self: &Arc<Self>,
         socket: T,
         peer: Option<SocketAddr>,
-        opening: Opening,
+        mut opening: Opening,
     ) {
-        if let Err(refusal) = self.admit() {
+        let admitted = self.admit();
+        // A channel is joined once admitted (a refusal leaves one joined before).
+        let channel = match (opening.channel.take(), &admitted) {
+            (Some(OpenChannel::Joined(member)), Ok(())) => Some(member),
+            (Some(OpenChannel::Name(name)), Ok(())) => {
+                match Member::join(&self.engine, &name).await {
+                    Ok(member) => Some(member),
+                    Err(_) => {
+                        self.open.fetch_sub(1, Ordering::AcqRel);
+                        self.count(|t| t.refused_engine += 1);
+                        refuse(socket, &CloseReason::Refused, &self.config.connection).await;
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Err(refusal) = admitted {
             let reason = match refusal {
                 Refusal::Capacity => {
                     self.count(|t| t.refused_capacity += 1);
@@ -887,33 +989,48 @@ impl Shared {
             owns_inbound: true,
             snapshots: self.snapshots.clone(),
             classes: Arc::clone(&self.classes),
+            last_event_id: None,
         });
         let conn = Connection::from_core(Arc::clone(&core));
         let mut registration = Registration {
             shared: Arc::clone(self),
             core: Arc::clone(&core),
             reason: None,
+            channel,
         };
         self.registry().insert(core.id(), conn.clone());
-        let log = self.hub.log();
-        let resumed = opening
-            .resume
-            .as_deref()
-            .map(|id| (id, log.cursor_after(id)));
-        match resumed {
-            Some((_, Some(cursor))) => {
-                self.hub
-                    .attach_at(core.id(), Arc::clone(core.outbound()), cursor)
+        let resume = opening.resume.as_deref();
+        let attached = match &registration.channel {
+            Some(member) => member
+                .channel()
+                .attach(core.id(), Arc::clone(core.outbound()), resume),
+            None => {
+                let cursor = resume.map(|id| self.hub.log().cursor_after(id));
+                match cursor {
+                    Some(Some(cursor)) => {
+                        self.hub
+                            .attach_at(core.id(), Arc::clone(core.outbound()), cursor);
+                        Attached::Resumed
+                    }
+                    Some(None) => {
+                        self.hub.attach(core.id(), Arc::clone(core.outbound()));
+                        Attached::Gap
+                    }
+                    None => {
+                        self.hub.attach(core.id(), Arc::clone(core.outbound()));
+                        Attached::Fresh
+                    }
+                }
             }
-            _ => self.hub.attach(core.id(), Arc::clone(core.outbound())),
-        }
-        if let Some((id, None)) = resumed {
+        };
+        if let (Attached::Gap, Some(id)) = (attached, resume) {
             // The client names an event this log no longer holds the sequel of (or
             // never held): it is told so, and gets the state afresh.
-            let gap = Event::new(EventType::Custom)
-                .with("name", RESUME_GAP)
-                .with("value", serde_json::json!({ "lastEventId": id }));
-            let _ = conn.try_send(&gap);
+            let channel = registration
+                .channel
+                .as_ref()
+                .map_or("", |m| m.channel().name());
+            let _ = conn.try_send(&gap_notice(channel, id));
             if let Some(snapshot) = self.snapshots.as_ref().and_then(|s| s.snapshot()) {
                 let _ = conn.try_send(&snapshot);
             }
@@ -966,6 +1083,7 @@ impl Shared {
             refused_capacity: totals.refused_capacity,
             refused_pressure: totals.refused_pressure,
             refused_shutdown: totals.refused_shutdown,
+            refused_engine: totals.refused_engine,
             refused_handshakes: totals.refused_handshakes,
             pending_handshakes: self.pending.load(Ordering::Relaxed) as usize,
             handshake_failures: totals.handshake_failures,
@@ -976,6 +1094,7 @@ impl Shared {
             closed: totals.closed,
             hub: self.hub.metrics(),
             pressure: self.pressure(),
+            engine: self.engine.metrics(),
         }
     }
 
@@ -1014,6 +1133,28 @@ pub(crate) struct Opening {
     pub(crate) resume: Option<String>,
     /// Called with the connection once it is registered (after `on_connect`).
     pub(crate) on_open: Option<Box<dyn FnOnce(Connection) + Send>>,
+    /// The channel it reads instead of the server's hub.
+    pub(crate) channel: Option<OpenChannel>,
+}
+
+impl Opening {
+    /// Opening on `join`'s channel, resuming after its last event id.
+    pub(crate) fn join(join: Join) -> Self {
+        Self {
+            resume: join.last_event_id,
+            on_open: None,
+            channel: Some(OpenChannel::Name(join.channel)),
+        }
+    }
+}
+
+/// The channel a connection opens on.
+pub(crate) enum OpenChannel {
+    /// To join once admitted.
+    Name(String),
+    /// Joined already (an SSE stream, whose body reads the channel's log).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    Joined(Member),
 }
 
 /// The `name` of the `CUSTOM` event a resuming client gets when the shared log no
@@ -1028,6 +1169,9 @@ struct Registration {
     shared: Arc<Shared>,
     core: Arc<Core>,
     reason: Option<CloseReason>,
+    /// The channel the connection reads, if it joined one (left after the
+    /// registration's own drop).
+    channel: Option<Member>,
 }
 
 impl Drop for Registration {
@@ -1039,7 +1183,12 @@ impl Drop for Registration {
         let id = self.core.id();
         self.core.outbound().close(reason.clone());
         self.shared.registry().remove(&id);
-        self.shared.hub.detach(id);
+        match &self.channel {
+            Some(member) => member.channel().detach(id),
+            None => {
+                self.shared.hub.detach(id);
+            }
+        }
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
         let io = self.core.traffic();
         self.shared.count(|t| {
@@ -1110,9 +1259,12 @@ async fn serve_tcp(
     drop(pending);
     match handshake {
         Ok(Ok(socket)) => {
-            shared
-                .run_connection(socket, Some(peer), Opening::default())
-                .await;
+            let opening = socket
+                .query()
+                .and_then(Join::from_query)
+                .map(Opening::join)
+                .unwrap_or_default();
+            shared.run_connection(socket, Some(peer), opening).await;
         }
         _ => shared.count(|t| t.handshake_failures += 1),
     }

@@ -313,8 +313,9 @@ fn every_state_field_is_exported() {
 fn every_ws_field_is_exported() {
     use crate::adapters::ws::{
         ClassMetrics, ClientMetrics, CloseCounts, CloseReason, ConnId, ConnectionMetrics,
-        HubMetrics, InboundMetrics, OutboundMetrics, ServerMetrics, Traffic,
+        EngineMetrics, HubMetrics, InboundMetrics, OutboundMetrics, ServerMetrics, Traffic,
     };
+    check(&EngineMetrics::default(), &[], 0);
     check(&ClassMetrics::default(), &[], 0);
     let outbound = OutboundMetrics {
         closed: Some(CloseReason::Normal),
@@ -358,6 +359,8 @@ fn every_ws_field_is_exported() {
         closed: CloseCounts::default(),
         hub: HubMetrics::default(),
         pressure: PressureLevel::Low,
+        refused_engine: 12,
+        engine: EngineMetrics::default(),
     };
     // The hub's queues are the server's connections.
     check(&server, &["hub.connections"], 0);
@@ -397,6 +400,7 @@ fn kinds() -> Vec<&'static str> {
             InboundMetrics::KIND,
             ClassMetrics::KIND,
             LogMetrics::KIND,
+            EngineMetrics::KIND,
         ]);
     }
     kinds

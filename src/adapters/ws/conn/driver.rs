@@ -20,6 +20,7 @@ use super::transport::{Incoming, Transport, WireError, WireMessage, WireOut};
 use crate::adapters::ending::bump;
 use crate::adapters::ws::agui;
 use crate::adapters::ws::config::{ConnectionConfig, MalformedPolicy};
+use crate::adapters::ws::engine::EVENT_ID_FIELD;
 use crate::adapters::ws::event::{Event, EventType, Frame};
 use crate::adapters::ws::outbound::{Next, Staged, Taken};
 use crate::adapters::ws::time::after;
@@ -151,6 +152,14 @@ async fn read_loop<T: Transport>(core: &Core, state: &mut ReaderState<T>, done: 
                     });
                 match parsed {
                     Ok(event) => {
+                        if let (Some(last), Some(id)) = (
+                            &core.last_event_id,
+                            event
+                                .get(EVENT_ID_FIELD)
+                                .and_then(serde_json::Value::as_str),
+                        ) {
+                            last.set(id);
+                        }
                         // A closed inbound side (the connection is ending) drops it.
                         let _ = core.inbound.push_sized(event, len).await;
                     }

@@ -59,7 +59,7 @@ mod transport;
 
 pub(crate) use driver::{drive, refuse};
 pub(crate) use raw::{frame_header, RawSocket};
-pub(crate) use shared::{next_conn_id, Core, CoreParts, Flag};
+pub(crate) use shared::{next_conn_id, Core, CoreParts, Flag, LastEventId};
 pub use shared::{Connection, ConnectionMetrics, Traffic};
 #[cfg(feature = "axum")]
 pub(crate) use sse::sse_pair;

@@ -152,6 +152,8 @@ pub(crate) struct RawSocket {
     ws: WebSocketStream<Tap>,
     write: OwnedWriteHalf,
     control: Arc<Control>,
+    /// The query string of the upgrade request's URI (what follows `?`).
+    query: Option<String>,
 }
 
 impl RawSocket {
@@ -171,13 +173,33 @@ impl RawSocket {
             write: Some(write),
             control: Arc::clone(&control),
         };
-        let mut ws = tokio_tungstenite::accept_async_with_config(tap, Some(config)).await?;
+        let mut query = None;
+        // The callback's type is tungstenite's (its error is a whole HTTP response).
+        #[allow(clippy::result_large_err)]
+        let read_query =
+            |request: &tungstenite::handshake::server::Request,
+             response: tungstenite::handshake::server::Response| {
+                query = request.uri().query().map(str::to_owned);
+                Ok(response)
+            };
+        let mut ws =
+            tokio_tungstenite::accept_hdr_async_with_config(tap, read_query, Some(config)).await?;
         // The handshake wrote its response through the tap; the write half now
         // belongs to the writer.
         let Some(write) = ws.get_mut().write.take() else {
             return Err(tungstenite::Error::AlreadyClosed);
         };
-        Ok(Self { ws, write, control })
+        Ok(Self {
+            ws,
+            write,
+            control,
+            query,
+        })
+    }
+
+    /// The upgrade request's query string, if it had one.
+    pub(crate) fn query(&self) -> Option<&str> {
+        self.query.as_deref()
     }
 }
 

@@ -120,6 +120,8 @@ pub(crate) struct Core {
     pub(super) snapshots: Option<Arc<dyn SnapshotSource>>,
     /// The delivery class of each event type this connection sends.
     pub(super) classes: Arc<ClassMap>,
+    /// A client's: where each received channel event's id is noted.
+    pub(super) last_event_id: Option<Arc<LastEventId>>,
     pub(super) io: Io,
     /// When the connection started: the origin of `last_rx`.
     pub(super) epoch: Instant,
@@ -152,6 +154,36 @@ pub(crate) struct CoreParts {
     pub(crate) owns_inbound: bool,
     pub(crate) snapshots: Option<Arc<dyn SnapshotSource>>,
     pub(crate) classes: Arc<ClassMap>,
+    pub(crate) last_event_id: Option<Arc<LastEventId>>,
+}
+
+/// The id of the last channel event a client received
+/// ([`EVENT_ID_FIELD`](super::super::EVENT_ID_FIELD)), which it names to resume
+/// when it reconnects.
+#[derive(Debug, Default)]
+pub(crate) struct LastEventId(std::sync::Mutex<Option<String>>);
+
+impl LastEventId {
+    pub(crate) fn set(&self, id: &str) {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &mut *last {
+            Some(held) => {
+                held.clear();
+                held.push_str(id);
+            }
+            None => *last = Some(id.to_owned()),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Core {
@@ -165,6 +197,7 @@ impl Core {
             owns_inbound: parts.owns_inbound,
             snapshots: parts.snapshots,
             classes: parts.classes,
+            last_event_id: parts.last_event_id,
             io: Io::default(),
             epoch: Instant::now(),
             last_rx: AtomicU64::new(0),
