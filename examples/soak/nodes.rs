@@ -82,8 +82,10 @@ async fn node_main(args: Args, node: NodeChild) -> Result<(), Error> {
     redis.publish_timeout = Duration::from_secs(2);
     let engine = Arc::new(RedisEngine::new(redis)?);
     let store = Arc::new(StateStore::new(StateConfig::default())?);
-    let mut config = ServerConfig::default();
-    config.bind = SocketAddr::from(([127, 0, 0, 1], node.port));
+    let config = ServerConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], node.port)),
+        ..ServerConfig::default()
+    };
     let server = Arc::new(
         Server::builder(config)
             .engine(engine)

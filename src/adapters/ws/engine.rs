@@ -432,12 +432,13 @@ impl Channel {
         at
     }
 
-    /// Appends an event received from the broker at `offset` of `epoch`: `Ok(true)`
-    /// when appended, `Ok(false)` for one already held (a duplicate), `Err(next)`
-    /// when events from `next` on are missing before it (or its epoch is new): the
-    /// caller fills the gap from history, or [`restart`](Self::restart)s.
+    /// Appends an event received from the broker at `offset` of `epoch` (stamped
+    /// with its id already): `Ok(true)` when appended, `Ok(false)` for one already
+    /// held (a duplicate), `Err(next)` when events from `next` on are missing
+    /// before it (or its epoch is new): the caller fills the gap from history, or
+    /// [`restart`](Self::restart)s.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn ingest(&self, epoch: u64, offset: u64, frame: &Frame) -> Result<bool, u64> {
+    pub(crate) fn ingest(&self, epoch: u64, offset: u64, frame: Frame) -> Result<bool, u64> {
         let hub = self.lock();
         let log = hub.log();
         let next = log.head();
@@ -447,7 +448,7 @@ impl Channel {
         if offset < next {
             return Ok(false);
         }
-        log.append(frame.stamped(EVENT_ID_FIELD, &format!("{epoch:x}-{offset}")));
+        log.append(frame);
         bump(&self.counters.received, 1);
         Ok(true)
     }

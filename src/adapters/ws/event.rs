@@ -605,27 +605,50 @@ impl Frame {
     /// stamped without a parse. `key` and `value` are the crate's own (no quote or
     /// backslash to escape); an encoded event is always an object.
     pub(crate) fn stamped(&self, key: &str, value: &str) -> Self {
-        let text = self.as_str();
-        let body = text.strip_suffix('}').unwrap_or(text);
-        let sep = if body.trim_end().ends_with('{') {
-            ""
-        } else {
-            ","
-        };
-        let mut out = String::with_capacity(text.len() + key.len() + value.len() + 6);
-        out.push_str(body);
-        out.push_str(sep);
-        out.push('"');
-        out.push_str(key);
-        out.push_str("\":\"");
-        out.push_str(value);
-        out.push_str("\"}");
         Self {
             kind: self.kind.clone(),
             class: self.class,
             key: self.key.clone(),
-            text: Utf8Bytes::from(out),
+            text: Utf8Bytes::from(stamp_text(self.as_str(), key, value)),
             revision: self.revision,
         }
+    }
+}
+
+/// `text` (a JSON object) with `"<key>":"<value>"` added at its end; see
+/// [`Frame::stamped`].
+pub(crate) fn stamp_text(text: &str, key: &str, value: &str) -> String {
+    let body = text.strip_suffix('}').unwrap_or(text);
+    let sep = if body.trim_end().ends_with('{') {
+        ""
+    } else {
+        ","
+    };
+    let mut out = String::with_capacity(text.len() + key.len() + value.len() + 6);
+    out.push_str(body);
+    out.push_str(sep);
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":\"");
+    out.push_str(value);
+    out.push_str("\"}");
+    out
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_adds_one_field_and_keeps_the_json_valid() {
+        let frame = Event::new(EventType::RunStarted)
+            .with("runId", "r")
+            .encode();
+        let stamped = frame.stamped("eventId", "a-1");
+        let back: serde_json::Value = serde_json::from_str(stamped.as_str()).unwrap();
+        assert_eq!(back["eventId"], "a-1");
+        assert_eq!(back["runId"], "r");
+        assert_eq!(stamped.kind(), frame.kind());
+        assert_eq!(stamp_text("{}", "k", "v"), r#"{"k":"v"}"#);
     }
 }

@@ -12,6 +12,7 @@ use std::fmt;
 use std::prelude::rust_2021::*;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -19,28 +20,46 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
 use super::engine::{bump, check_channel, Channel, Counters};
-use super::event::{ClassMap, DeliveryClass, Event, Frame};
+use super::event::{ClassMap, DeliveryClass, EventType, Frame};
+use super::EVENT_ID_FIELD;
 use super::{Engine, EngineConfig, EngineError, EngineFuture, EngineMetrics, Published};
 use crate::adapters::ws::WsConfigError;
-use crate::sync::Ordering;
+use crate::sync::{AtomicBool, Ordering};
 
-/// The publish script. KEYS: the history stream, the meta hash. ARGV: the pub/sub
-/// channel, the event, the history's length, its time to live in seconds, an epoch
-/// to use if the channel has none, the publish time in microseconds.
+/// The publish script, for a batch of events on one channel. KEYS: the history
+/// stream, the meta hash. ARGV: the pub/sub channel, the history's length, its time
+/// to live in seconds, an epoch to use if the channel has none, the publish time in
+/// microseconds, then the events (each `<class>:<revision>:<json>`). It returns the
+/// epoch and the first event's offset, and publishes one message for the batch: a
+/// line `<epoch>:<first offset>:<time>`, then the events, a line each.
 const PUBLISH: &str = r"
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
-  epoch = ARGV[5]
+  epoch = ARGV[4]
   redis.call('del', KEYS[1])
   redis.call('hset', KEYS[2], 'e', epoch, 's', 0)
 end
-local offset = redis.call('hincrby', KEYS[2], 's', 1)
-redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[3], offset .. '-0', 'd', ARGV[2])
-redis.call('expire', KEYS[1], ARGV[4])
-redis.call('expire', KEYS[2], ARGV[4])
-redis.call('publish', ARGV[1], epoch .. ':' .. offset .. ':' .. ARGV[6] .. ':' .. ARGV[2])
-return {epoch, offset}
+local n = #ARGV - 5
+local last = redis.call('hincrby', KEYS[2], 's', n)
+local first = last - n + 1
+for i = 1, n do
+  redis.call('xadd', KEYS[1], string.format('%d-0', first + i - 1), 'd', ARGV[5 + i])
+end
+redis.call('xtrim', KEYS[1], 'MAXLEN', ARGV[2])
+redis.call('expire', KEYS[1], ARGV[3])
+redis.call('expire', KEYS[2], ARGV[3])
+local head = epoch .. ':' .. string.format('%d', first) .. ':' .. ARGV[5]
+redis.call('publish', ARGV[1], head .. '\n' .. table.concat(ARGV, '\n', 6))
+return {epoch, first}
 ";
+
+/// Events one publish script carries at most: a batch is what queued while the
+/// previous one ran, never a wait for more.
+const MAX_BATCH: usize = 128;
+/// And their bytes at most (a batch takes at least one event).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Publish scripts in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// The open script: the channel's epoch (drawn now if it has none) and its last
 /// offset. KEYS: the history stream, the meta hash. ARGV: an epoch, the time to live.
@@ -160,9 +179,23 @@ enum Command {
     Leave(Arc<str>),
 }
 
+/// A publish waiting for its batch.
+struct Pending {
+    channel: Arc<str>,
+    /// `<class>:<revision>:<json>`.
+    line: String,
+    droppable: bool,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Published, EngineError>>,
+}
+
 struct Inner {
     config: RedisConfig,
     conn: ConnectionManager,
+    /// To the batcher task.
+    batches: mpsc::UnboundedSender<Pending>,
+    /// Set while Redis fails publishes: a droppable one is dropped at once.
+    down: AtomicBool,
     publish: redis::Script,
     open: redis::Script,
     channels: Mutex<HashMap<Arc<str>, Slot>>,
@@ -221,7 +254,7 @@ struct Inner {
 /// ```
 pub struct RedisEngine {
     inner: Arc<Inner>,
-    task: JoinHandle<()>,
+    tasks: [JoinHandle<()>; 2],
 }
 
 impl fmt::Debug for RedisEngine {
@@ -235,7 +268,9 @@ impl fmt::Debug for RedisEngine {
 
 impl Drop for RedisEngine {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -258,7 +293,10 @@ impl RedisEngine {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(RedisEngineError::Url)?;
         let (commands, received) = mpsc::unbounded_channel();
+        let (batches, queued) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
+            batches,
+            down: AtomicBool::new(false),
             permits: Semaphore::new(config.max_buffered),
             config,
             conn,
@@ -268,8 +306,11 @@ impl RedisEngine {
             commands,
             counters: Arc::default(),
         });
-        let task = tokio::spawn(follow(Arc::clone(&inner), client, received));
-        Ok(Self { inner, task })
+        let tasks = [
+            tokio::spawn(follow(Arc::clone(&inner), client, received)),
+            tokio::spawn(batcher(Arc::clone(&inner), queued)),
+        ];
+        Ok(Self { inner, tasks })
     }
 
     /// The Redis keys of `channel`: its history stream and its meta hash (for
@@ -321,8 +362,8 @@ impl Inner {
         }
     }
 
-    /// One run of the publish script.
-    async fn publish_once(&self, channel: &str, frame: &Frame) -> Result<Published, EngineError> {
+    /// One run of the publish script for `lines` on `channel`.
+    async fn publish_batch(&self, channel: &str, lines: &[&str]) -> Result<Published, EngineError> {
         let (stream, meta) = self.keys(channel);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -332,11 +373,13 @@ impl Inner {
         invocation
             .key(meta)
             .arg(self.pubsub_name(channel))
-            .arg(frame.as_str())
             .arg(self.config.history_len)
             .arg(self.ttl_secs())
             .arg(format!("{:x}", super::log::random_epoch()))
             .arg(now);
+        for line in lines {
+            invocation.arg(*line);
+        }
         let run = invocation.invoke_async::<(String, u64)>(&mut conn);
         match timeout(self.config.command_timeout, run).await {
             Ok(Ok((epoch, offset))) => Ok(Published {
@@ -348,9 +391,16 @@ impl Inner {
         }
     }
 
+    /// Queues `frame` for the batcher and waits for its place in the channel. The
+    /// publish buffer is bounded ([`RedisConfig::max_buffered`]): a lossless
+    /// publish waits for room up to its timeout, a droppable one does not wait, and
+    /// is dropped at once while Redis is failing.
     async fn publish(&self, channel: &str, frame: Frame) -> Result<Published, EngineError> {
         check_channel(channel)?;
         let droppable = frame.class() == DeliveryClass::Droppable;
+        if droppable && self.down.load(Ordering::Relaxed) {
+            return Err(self.fail(true, EngineError::Dropped));
+        }
         let deadline = Instant::now() + self.config.publish_timeout;
         let permit = if droppable {
             self.permits.try_acquire().ok()
@@ -365,24 +415,20 @@ impl Inner {
         };
         bump(&self.counters.buffered, 1);
         let _buffered = Unbuffer(&self.counters);
-        let mut delay = self.config.reconnect_delay;
-        loop {
-            match self.publish_once(channel, &frame).await {
-                Ok(at) => {
-                    bump(&self.counters.published, 1);
-                    return Ok(at);
-                }
-                Err(_) if droppable => return Err(self.fail(true, EngineError::Dropped)),
-                Err(e) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(self.fail(false, timeout_or(e)));
-                    }
-                    sleep(delay.min(deadline - now)).await;
-                    delay = (delay * 2).min(Duration::from_millis(500));
-                }
-            }
-        }
+        let (reply, placed) = oneshot::channel();
+        let pending = Pending {
+            channel: Arc::from(channel),
+            line: encode_line(&frame),
+            droppable,
+            deadline,
+            reply,
+        };
+        self.batches
+            .send(pending)
+            .map_err(|_| EngineError::Unavailable("engine stopped".into()))?;
+        placed
+            .await
+            .unwrap_or_else(|_| Err(EngineError::Unavailable("engine stopped".into())))
     }
 
     /// Counts a publish that did not happen, and says why.
@@ -393,6 +439,50 @@ impl Inner {
         } else {
             bump(&self.counters.failed, 1);
             why
+        }
+    }
+
+    /// Publishes one channel's share of a batch, in order, retrying while Redis
+    /// fails: droppables are dropped at the first failure, a lossless publish past
+    /// its deadline fails with [`EngineError::Timeout`].
+    async fn publish_group(&self, channel: &str, mut group: Vec<Pending>) {
+        let mut delay = self.config.reconnect_delay;
+        while !group.is_empty() {
+            let lines: Vec<&str> = group.iter().map(|p| p.line.as_str()).collect();
+            match self.publish_batch(channel, &lines).await {
+                Ok(at) => {
+                    self.down.store(false, Ordering::Relaxed);
+                    bump(&self.counters.published, group.len() as u64);
+                    for (i, pending) in group.into_iter().enumerate() {
+                        let _ = pending.reply.send(Ok(Published {
+                            epoch: at.epoch,
+                            offset: at.offset + i as u64,
+                        }));
+                    }
+                    return;
+                }
+                Err(_) => {
+                    self.down.store(true, Ordering::Relaxed);
+                    let now = Instant::now();
+                    let (keep, failed): (Vec<Pending>, Vec<Pending>) = group
+                        .into_iter()
+                        .partition(|p| !p.droppable && now < p.deadline);
+                    for pending in failed {
+                        let why = if pending.droppable {
+                            EngineError::Dropped
+                        } else {
+                            EngineError::Timeout
+                        };
+                        let _ = pending.reply.send(Err(self.fail(pending.droppable, why)));
+                    }
+                    group = keep;
+                    let Some(next) = group.iter().map(|p| p.deadline).min() else {
+                        return;
+                    };
+                    sleep(delay.min(next.saturating_duration_since(now))).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+            }
         }
     }
 
@@ -442,26 +532,23 @@ impl Inner {
             Arc::clone(&self.counters),
         ));
         for (id, fields) in recent.iter().rev() {
-            if let (Some(offset), Some(frame)) = (parse_entry_id(id), self.entry_frame(fields)) {
-                let _ = channel.ingest(epoch, offset, &frame);
+            let Some(offset) = parse_entry_id(id) else {
+                continue;
+            };
+            if let Some(frame) = self.entry_frame(fields, epoch, offset) {
+                let _ = channel.ingest(epoch, offset, frame);
             }
         }
         Ok(channel)
     }
 
-    /// A history entry's event, classed.
-    fn entry_frame(&self, fields: &[(String, String)]) -> Option<Frame> {
-        let (_, json) = fields.iter().find(|(k, _)| k == "d")?;
-        self.frame(json)
+    /// A history entry's event at `offset` of `epoch`.
+    fn entry_frame(&self, fields: &[(String, String)], epoch: u64, offset: u64) -> Option<Frame> {
+        let (_, line) = fields.iter().find(|(k, _)| k == "d")?;
+        decode_line(line, &self.config.classes, epoch, offset)
     }
 
-    fn frame(&self, json: &str) -> Option<Frame> {
-        Event::parse(json)
-            .ok()
-            .map(|e| e.encode_with(&self.config.classes))
-    }
-
-    /// Appends a received event to its channel's log, filling a gap before it from
+    /// Appends a received batch to its channel's log, filling a gap before it from
     /// the history first, or restarting the log where the history is lost. An
     /// error means the gap could not be looked at: the caller reconnects, and the
     /// catch-up after it fills the gap.
@@ -469,20 +556,16 @@ impl Inner {
         let Some(channel) = self.lock().get(name).map(|s| Arc::clone(&s.channel)) else {
             return Ok(());
         };
-        let mut parts = payload.splitn(4, ':');
-        let (Some(epoch), Some(offset), Some(sent), Some(json)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Ok(());
-        };
-        let (Ok(epoch), Ok(offset), Some(frame)) = (
-            u64::from_str_radix(epoch, 16),
-            offset.parse::<u64>(),
-            self.frame(json),
+        let mut lines = payload.split('\n');
+        let mut head = lines.next().unwrap_or("").splitn(3, ':');
+        let (Some(Ok(epoch)), Some(Ok(first)), sent) = (
+            head.next().map(|e| u64::from_str_radix(e, 16)),
+            head.next().map(str::parse::<u64>),
+            head.next().and_then(|t| t.parse::<u64>().ok()),
         ) else {
             return Ok(());
         };
-        if let Ok(sent) = sent.parse::<u64>() {
+        if let Some(sent) = sent {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64);
@@ -490,9 +573,25 @@ impl Inner {
                 .lag_micros
                 .store(now.saturating_sub(sent), Ordering::Relaxed);
         }
-        if channel.ingest(epoch, offset, &frame).is_err() {
-            self.catch_up(&channel, Some((epoch, offset))).await?;
-            let _ = channel.ingest(epoch, offset, &frame);
+        let frames: Vec<(u64, Frame)> = lines
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let offset = first + i as u64;
+                decode_line(line, &self.config.classes, epoch, offset).map(|f| (offset, f))
+            })
+            .collect();
+        let Some(&(last, _)) = frames.last() else {
+            return Ok(());
+        };
+        let mut caught_up = false;
+        for (offset, frame) in frames {
+            if channel.ingest(epoch, offset, frame.clone()).is_err() && !caught_up {
+                // Missing events before this one: from the history, up to the end
+                // of the batch (what follows in it is then held already).
+                self.catch_up(&channel, Some((epoch, last))).await?;
+                caught_up = true;
+                let _ = channel.ingest(epoch, offset, frame);
+            }
         }
         Ok(())
     }
@@ -545,11 +644,14 @@ impl Inner {
             bump(&self.counters.gaps_filled, 1);
         }
         for (id, fields) in &entries {
-            if let (Some(offset), Some(frame)) = (parse_entry_id(id), self.entry_frame(fields)) {
-                if until.is_some_and(|(_, upto)| offset > upto) {
-                    break;
-                }
-                let _ = channel.ingest(epoch, offset, &frame);
+            let Some(offset) = parse_entry_id(id) else {
+                continue;
+            };
+            if until.is_some_and(|(_, upto)| offset > upto) {
+                break;
+            }
+            if let Some(frame) = self.entry_frame(fields, epoch, offset) {
+                let _ = channel.ingest(epoch, offset, frame);
             }
         }
         Ok(())
@@ -562,13 +664,6 @@ struct Unbuffer<'a>(&'a Counters);
 impl Drop for Unbuffer<'_> {
     fn drop(&mut self) {
         self.0.buffered.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn timeout_or(e: EngineError) -> EngineError {
-    match e {
-        EngineError::Unavailable(_) => EngineError::Timeout,
-        other => other,
     }
 }
 
@@ -694,6 +789,10 @@ async fn follow(
                 },
             }
         }
+        // Lost: wait before reconnecting (as after a failed attempt), so a node
+        // that Redis keeps dropping does not hammer it; the catch-up after the
+        // reconnect fills what was published meanwhile.
+        sleep(inner.config.reconnect_delay).await;
     }
 }
 
@@ -767,4 +866,84 @@ impl Engine for RedisEngine {
         let channels = self.inner.lock().len();
         self.inner.counters.snapshot(channels)
     }
+}
+
+/// The batcher: takes what queued, groups it by channel (in queue order) and runs
+/// one publish script per channel's group. Up to [`MAX_IN_FLIGHT`] scripts are in
+/// flight at once, pipelined on the one connection, so Redis runs them in the order
+/// they were queued: a channel's offsets follow the order of its publishes (of
+/// publishes made one after the other; concurrent ones have no order to keep, and a
+/// group retried after a failure may land after a later one).
+async fn batcher(inner: Arc<Inner>, mut queued: mpsc::UnboundedReceiver<Pending>) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            first = queued.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = first else { break };
+                let mut bytes = first.line.len();
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                    match queued.try_recv() {
+                        Ok(next) => {
+                            bytes += next.line.len();
+                            batch.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut groups: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
+                for pending in batch {
+                    match groups.iter_mut().find(|(c, _)| *c == pending.channel) {
+                        Some((_, group)) => group.push(pending),
+                        None => groups.push((Arc::clone(&pending.channel), vec![pending])),
+                    }
+                }
+                for (channel, group) in groups {
+                    let inner = Arc::clone(&inner);
+                    in_flight.push(async move { inner.publish_group(&channel, group).await });
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// A publish's wire form, in the pub/sub message and the history alike:
+/// `<class index>:<revision, or nothing>:<event JSON>` (an encoded event holds no
+/// raw newline, so lines separate the events of a batch).
+fn encode_line(frame: &Frame) -> String {
+    let revision = frame.revision().map(|r| r.to_string()).unwrap_or_default();
+    format!("{}:{revision}:{}", frame.class().index(), frame.as_str())
+}
+
+/// The event of a wire line at `offset` of `epoch`, stamped with its id, keeping
+/// the publisher's class and revision (a receiver's [`ClassMap`] overrides the
+/// class of a type it names). `None` for a line that is not one.
+fn decode_line(line: &str, classes: &ClassMap, epoch: u64, offset: u64) -> Option<Frame> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(rename = "messageId", borrow, default)]
+        message_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let (class, rest) = line.split_once(':')?;
+    let (revision, json) = rest.split_once(':')?;
+    let class = *DeliveryClass::ALL.get(class.parse::<usize>().ok()?)?;
+    let revision = if revision.is_empty() {
+        None
+    } else {
+        Some(revision.parse().ok()?)
+    };
+    let head: Head<'_> = serde_json::from_str(json).ok()?;
+    let kind = EventType::parse(&head.kind);
+    let key = if kind.is_activity() {
+        head.message_id.as_deref().map(str::to_owned)
+    } else {
+        None
+    };
+    let id = format!("{epoch:x}-{offset}");
+    let text = super::event::stamp_text(json, EVENT_ID_FIELD, &id);
+    Some(Frame::from_text(kind, class, key.as_deref(), text, revision).classed(classes))
 }
