@@ -11,6 +11,7 @@ GATED = {
     "membound/adapters/ws/index.html": "ws",
     "membound/adapters/ws/axum/index.html": "axum",
     "membound/adapters/ws/struct.RedisEngine.html": "redis",
+    "membound/adapters/state/struct.RedisState.html": "redis",
     "membound/adapters/state/index.html": "state",
     "membound/export/prometheus/index.html": "prometheus",
     "membound/monitor/index.html": "std",

@@ -44,6 +44,8 @@ mod error;
 mod history;
 pub(crate) mod ops;
 mod parse;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 pub mod subscription;
 mod txn;
@@ -55,6 +57,8 @@ pub use self::error::{
     HistoryError, Limit, LimitExceeded, PatchFailure, StateConfigError, StateError,
 };
 pub use self::history::Change;
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisState, RedisStateConfig, RedisStateError};
 pub use self::store::{StateMetrics, StateSnapshot, StateStore, StateStoreBuilder};
 pub use self::txn::Txn;
 
