@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use membound::adapters::state::{StateConfig, StateStore};
+use membound::adapters::state::{RedisState, RedisStateConfig, StateConfig, StateStore};
 use membound::adapters::ws::{
     DeliveryClass, EngineError, Event, RedisConfig, RedisEngine, Server, ServerConfig,
     EVENT_ID_FIELD, RESUME_GAP,
@@ -28,7 +28,7 @@ use membound::os::{Sampler, SamplerConfig};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{agent_run, chart, Args, Error, Report, MIB};
+use super::{agent_run, chart, Args, Error, Report, Step, MIB};
 
 /// The channel the publisher plays its runs on.
 const CHANNEL: &str = "soak";
@@ -82,6 +82,11 @@ async fn node_main(args: Args, node: NodeChild) -> Result<(), Error> {
     redis.publish_timeout = Duration::from_secs(2);
     let engine = Arc::new(RedisEngine::new(redis)?);
     let store = Arc::new(StateStore::new(StateConfig::default())?);
+    // One state document on every node, ordered by Redis: any node's snapshot
+    // resynchronises a client.
+    let mut state = RedisStateConfig::new(node.redis_url.clone(), "soak");
+    state.prefix = "membound-soak".into();
+    let shared_state = Arc::new(RedisState::open(store.clone(), state).await?);
     let config = ServerConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], node.port)),
         ..ServerConfig::default()
@@ -99,7 +104,7 @@ async fn node_main(args: Args, node: NodeChild) -> Result<(), Error> {
     let publisher = node.publish_for.map(|until| {
         let (server, store, stop, published, last_seq) = (
             server.clone(),
-            store.clone(),
+            shared_state.clone(),
             stop.clone(),
             published.clone(),
             last_seq.clone(),
@@ -135,7 +140,11 @@ async fn node_main(args: Args, node: NodeChild) -> Result<(), Error> {
         None => 0,
     };
     let m = server.engine().metrics();
+    // Let the state settle (the publisher stopped seconds ago), then report it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (revision, document) = store.snapshot();
     let end = json!({
+        "state_revision": revision.0, "state_digest": digest(&document.to_string()),
         "node": node.index, "published": published.load(Ordering::Relaxed),
         "last_seq": last_seq.load(Ordering::Relaxed), "publish_failures": failed,
         "received": m.received, "reconnects": m.reconnects, "restarts": m.restarts,
@@ -152,7 +161,7 @@ async fn node_main(args: Args, node: NodeChild) -> Result<(), Error> {
 /// application would; a droppable one is let go. Returns the failed attempts.
 async fn publish_runs(
     server: &Server,
-    store: &StateStore,
+    store: &RedisState,
     rate: u64,
     end: Instant,
     stop: &AtomicBool,
@@ -174,9 +183,18 @@ async fn publish_runs(
                 run += 1;
             }
             let Some(step) = script.pop() else { continue };
-            let event = step.into_event(&mut seq, |patch| {
-                store.apply_json(&patch.to_string()).ok().map(|r| r.0)
-            });
+            // A state delta is applied to the shared document first (every node's
+            // store follows), and published tagged with its revision.
+            let revision = match &step {
+                Step::Delta(patch) => {
+                    match serde_json::from_value::<json_patch::Patch>(patch.clone()) {
+                        Ok(ops) => store.apply(&ops).await.ok().map(|r| r.0),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            let event = step.into_event(&mut seq, |_| revision);
             let lossless = event.class() == DeliveryClass::Lossless;
             loop {
                 match server.publish(CHANNEL, &event).await {
@@ -197,6 +215,14 @@ async fn publish_runs(
         }
     }
     failed
+}
+
+/// A short digest of a document, to compare the nodes' documents.
+fn digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn seq_of(event: &Event) -> Option<u64> {
@@ -359,9 +385,10 @@ async fn cluster(args: &Args) -> Result<ExitCode, Error> {
             .collect(),
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let subs: Vec<Arc<Sub>> = (0..args.fast).map(|_| Arc::new(Sub::default())).collect();
+    // The fast subscribers, and one more that joins the restarted node.
+    let subs: Vec<Arc<Sub>> = (0..=args.fast).map(|_| Arc::new(Sub::default())).collect();
     let mut tasks = Vec::new();
-    for (i, sub) in subs.iter().enumerate() {
+    for (i, sub) in subs.iter().take(args.fast).enumerate() {
         tasks.push(tokio::spawn(subscriber(
             addrs.clone(),
             i % nodes_n,
@@ -398,6 +425,12 @@ async fn cluster(args: &Args) -> Result<ExitCode, Error> {
         last + 1
     );
     children[last] = spawn_node(args, &nodes[last])?;
+    tasks.push(tokio::spawn(subscriber(
+        addrs.clone(),
+        last,
+        subs[args.fast].clone(),
+        stop.clone(),
+    )));
     // Stop Redis for 3 s.
     tokio::time::sleep_until((started + at(0.5)).into()).await;
     eprintln!(
@@ -499,7 +532,7 @@ async fn cluster(args: &Args) -> Result<ExitCode, Error> {
     let xlen_peak = mem.iter().map(|m| m.2).max().unwrap_or(0);
 
     println!(
-        "\nsoak across {nodes_n} nodes on Redis: {} s, {} events/s offered on node 1, {} fast subscribers over the nodes{outage_note}\n",
+        "\nsoak across {nodes_n} nodes on Redis: {} s, {} events/s offered on node 1, {} fast subscribers over the nodes and one more on the restarted node{outage_note}\n",
         args.seconds, args.rate, args.fast
     );
     println!(
@@ -562,9 +595,25 @@ async fn cluster(args: &Args) -> Result<ExitCode, Error> {
             ),
         ),
     ];
+    let states: Vec<(u64, u64)> = ends
+        .iter()
+        .map(|e| {
+            (
+                e["state_revision"].as_u64().unwrap_or(0),
+                e["state_digest"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    verdicts.push((
+        states.len() == nodes_n && states.windows(2).all(|w| w[0] == w[1]) && states[0].0 > 0,
+        format!(
+            "every node ends with the same state document at the same revision (revisions {:?})",
+            states.iter().map(|s| s.0).collect::<Vec<_>>()
+        ),
+    ));
     if own_redis.is_some() {
         verdicts.push((
-            resyncs >= args.fast as u64,
+            resyncs >= subs.len() as u64,
             format!(
                 "after Redis lost its history, every subscriber was told and resynced ({resyncs})"
             ),
