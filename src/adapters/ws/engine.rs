@@ -438,7 +438,13 @@ impl Channel {
     /// before it (or its epoch is new): the caller fills the gap from history, or
     /// [`restart`](Self::restart)s.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn ingest(&self, epoch: u64, offset: u64, frame: Frame) -> Result<bool, u64> {
+    pub(crate) fn ingest(
+        &self,
+        epoch: u64,
+        offset: u64,
+        frame: Frame,
+        wire: Option<tokio_tungstenite::tungstenite::Bytes>,
+    ) -> Result<bool, u64> {
         let hub = self.lock();
         let log = hub.log();
         let next = log.head();
@@ -448,7 +454,7 @@ impl Channel {
         if offset < next {
             return Ok(false);
         }
-        log.append(frame);
+        log.append_prepared(frame, wire);
         bump(&self.counters.received, 1);
         Ok(true)
     }

@@ -541,6 +541,24 @@ impl Frame {
         }
     }
 
+    /// A frame whose text is already shared UTF-8 (a slice of a prepared
+    /// WebSocket frame's buffer, say).
+    pub(crate) fn from_utf8(
+        kind: EventType,
+        class: DeliveryClass,
+        key: Option<&str>,
+        text: Utf8Bytes,
+        revision: Option<u64>,
+    ) -> Self {
+        Self {
+            kind,
+            class,
+            key: key.map(Arc::from),
+            text,
+            revision,
+        }
+    }
+
     /// The event's type.
     pub fn kind(&self) -> &EventType {
         &self.kind
@@ -618,21 +636,26 @@ impl Frame {
 /// `text` (a JSON object) with `"<key>":"<value>"` added at its end; see
 /// [`Frame::stamped`].
 pub(crate) fn stamp_text(text: &str, key: &str, value: &str) -> String {
+    let parts = stamp_parts(text, key, value);
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
+/// The pieces of `text` stamped with `"<key>":"<value>"`, in order: the object
+/// without its closing brace, a comma (unless it was empty), the new member, the
+/// brace. What [`stamp_text`] joins, and what a prepared WebSocket frame is filled
+/// with (behind its header, in one buffer).
+pub(crate) fn stamp_parts<'a>(text: &'a str, key: &'a str, value: &'a str) -> [&'a str; 7] {
     let body = text.strip_suffix('}').unwrap_or(text);
     let sep = if body.trim_end().ends_with('{') {
         ""
     } else {
         ","
     };
-    let mut out = String::with_capacity(text.len() + key.len() + value.len() + 6);
-    out.push_str(body);
-    out.push_str(sep);
-    out.push('"');
-    out.push_str(key);
-    out.push_str("\":\"");
-    out.push_str(value);
-    out.push_str("\"}");
-    out
+    [body, sep, "\"", key, "\":\"", value, "\"}"]
 }
 
 #[cfg(test)]

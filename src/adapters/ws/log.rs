@@ -540,8 +540,14 @@ impl SharedLog {
     /// `broadcast` send does.) An append to a closed log is still stored, but no
     /// reader waits for it.
     pub fn append(&self, frame: Frame) -> u64 {
+        self.append_prepared(frame, None)
+    }
+
+    /// [`append`](Self::append) with the event's WebSocket frame already encoded
+    /// (`wire`, whose payload is `frame`'s text), so it is not encoded again.
+    pub(crate) fn append_prepared(&self, frame: Frame, wire: Option<Bytes>) -> u64 {
         if !frame.kind().is_activity() {
-            return self.push(frame);
+            return self.push(frame, wire);
         }
         // Parsed before any lock is taken. The tracker's lock is held across the
         // append and the fold, so activities are folded in offset order and a
@@ -549,14 +555,14 @@ impl SharedLog {
         // offset it can compare with its cursor.
         let json = serde_json::from_str(frame.as_str()).ok();
         let mut tracked = self.activities.lock();
-        let offset = self.push(frame.clone());
+        let offset = self.push(frame.clone(), wire);
         self.activities.fold(&mut tracked, offset, &frame, json);
         offset
     }
 
     /// The append itself.
-    fn push(&self, frame: Frame) -> u64 {
-        let wire = encode_text_frame(frame.as_str().as_bytes());
+    fn push(&self, frame: Frame, wire: Option<Bytes>) -> u64 {
+        let wire = wire.unwrap_or_else(|| encode_text_frame(frame.as_str().as_bytes()));
         #[cfg(feature = "axum")]
         let sse = OnceLock::new();
         #[cfg(feature = "axum")]

@@ -25,6 +25,7 @@ use super::EVENT_ID_FIELD;
 use super::{Engine, EngineConfig, EngineError, EngineFuture, EngineMetrics, Published};
 use crate::adapters::ws::WsConfigError;
 use crate::sync::{AtomicBool, Ordering};
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// The publish script, for a batch of events on one channel. KEYS: the history
 /// stream, the meta hash. ARGV: the pub/sub channel, the history's length, its time
@@ -535,15 +536,20 @@ impl Inner {
             let Some(offset) = parse_entry_id(id) else {
                 continue;
             };
-            if let Some(frame) = self.entry_frame(fields, epoch, offset) {
-                let _ = channel.ingest(epoch, offset, frame);
+            if let Some((frame, wire)) = self.entry_frame(fields, epoch, offset) {
+                let _ = channel.ingest(epoch, offset, frame, Some(wire));
             }
         }
         Ok(channel)
     }
 
     /// A history entry's event at `offset` of `epoch`.
-    fn entry_frame(&self, fields: &[(String, String)], epoch: u64, offset: u64) -> Option<Frame> {
+    fn entry_frame(
+        &self,
+        fields: &[(String, String)],
+        epoch: u64,
+        offset: u64,
+    ) -> Option<(Frame, Bytes)> {
         let (_, line) = fields.iter().find(|(k, _)| k == "d")?;
         decode_line(line, &self.config.classes, epoch, offset)
     }
@@ -573,24 +579,25 @@ impl Inner {
                 .lag_micros
                 .store(now.saturating_sub(sent), Ordering::Relaxed);
         }
-        let frames: Vec<(u64, Frame)> = lines
+        let frames: Vec<(u64, Frame, Bytes)> = lines
             .enumerate()
             .filter_map(|(i, line)| {
                 let offset = first + i as u64;
-                decode_line(line, &self.config.classes, epoch, offset).map(|f| (offset, f))
+                decode_line(line, &self.config.classes, epoch, offset).map(|(f, w)| (offset, f, w))
             })
             .collect();
-        let Some(&(last, _)) = frames.last() else {
+        let Some(&(last, _, _)) = frames.last() else {
             return Ok(());
         };
         let mut caught_up = false;
-        for (offset, frame) in frames {
-            if channel.ingest(epoch, offset, frame.clone()).is_err() && !caught_up {
+        for (offset, frame, wire) in frames {
+            let taken = channel.ingest(epoch, offset, frame.clone(), Some(wire.clone()));
+            if taken.is_err() && !caught_up {
                 // Missing events before this one: from the history, up to the end
                 // of the batch (what follows in it is then held already).
                 self.catch_up(&channel, Some((epoch, last))).await?;
                 caught_up = true;
-                let _ = channel.ingest(epoch, offset, frame);
+                let _ = channel.ingest(epoch, offset, frame, Some(wire));
             }
         }
         Ok(())
@@ -650,8 +657,8 @@ impl Inner {
             if until.is_some_and(|(_, upto)| offset > upto) {
                 break;
             }
-            if let Some(frame) = self.entry_frame(fields, epoch, offset) {
-                let _ = channel.ingest(epoch, offset, frame);
+            if let Some((frame, wire)) = self.entry_frame(fields, epoch, offset) {
+                let _ = channel.ingest(epoch, offset, frame, Some(wire));
             }
         }
         Ok(())
@@ -919,8 +926,11 @@ fn encode_line(frame: &Frame) -> String {
 
 /// The event of a wire line at `offset` of `epoch`, stamped with its id, keeping
 /// the publisher's class and revision (a receiver's [`ClassMap`] overrides the
-/// class of a type it names). `None` for a line that is not one.
-fn decode_line(line: &str, classes: &ClassMap, epoch: u64, offset: u64) -> Option<Frame> {
+/// class of a type it names), and its WebSocket frame: the stamped text is written
+/// once, behind the frame's header, and the frame's text is a slice of that buffer
+/// (gorilla/websocket's `PreparedMessage`, without a second copy). `None` for a
+/// line that is not one.
+fn decode_line(line: &str, classes: &ClassMap, epoch: u64, offset: u64) -> Option<(Frame, Bytes)> {
     #[derive(serde::Deserialize)]
     struct Head<'a> {
         #[serde(rename = "type", borrow)]
@@ -944,6 +954,57 @@ fn decode_line(line: &str, classes: &ClassMap, epoch: u64, offset: u64) -> Optio
         None
     };
     let id = format!("{epoch:x}-{offset}");
-    let text = super::event::stamp_text(json, EVENT_ID_FIELD, &id);
-    Some(Frame::from_text(kind, class, key.as_deref(), text, revision).classed(classes))
+    let parts = super::event::stamp_parts(json, EVENT_ID_FIELD, &id);
+    let len = parts.iter().map(|p| p.len()).sum();
+    let (header, used) = super::conn::frame_header(0x1, len);
+    let mut buf = Vec::with_capacity(used + len);
+    buf.extend_from_slice(&header[..used]);
+    for part in parts {
+        buf.extend_from_slice(part.as_bytes());
+    }
+    let wire = Bytes::from(buf);
+    // SAFETY: the payload is the concatenation of `&str`s, so it is UTF-8.
+    let text = unsafe { Utf8Bytes::from_bytes_unchecked(wire.slice(used..)) };
+    let frame = Frame::from_utf8(kind, class, key.as_deref(), text, revision).classed(classes);
+    Some((frame, wire))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::ws::Event;
+
+    #[test]
+    fn a_wire_line_keeps_class_revision_and_key_and_prepares_the_frame() {
+        let frame = Event::new(EventType::ActivityDelta)
+            .with("messageId", "a1")
+            .with("patch", serde_json::json!([]))
+            .with_revision(7)
+            .encode()
+            .with_class(DeliveryClass::Lossless);
+        let line = encode_line(&frame);
+        let (back, wire) = decode_line(&line, &ClassMap::new(), 0xab, 42).unwrap();
+        assert_eq!(back.kind(), &EventType::ActivityDelta);
+        assert_eq!(back.class(), DeliveryClass::Lossless);
+        assert_eq!(back.revision(), Some(7));
+        assert_eq!(back.key(), Some("a1"));
+        let json: serde_json::Value = serde_json::from_str(back.as_str()).unwrap();
+        assert_eq!(json[EVENT_ID_FIELD], "ab-42");
+        // The prepared frame: a final text frame's header, then the same text.
+        assert_eq!(wire[0], 0x81);
+        assert_eq!(&wire[wire.len() - back.len()..], back.as_str().as_bytes());
+        for junk in [
+            "",
+            "x",
+            "9:1:{}",
+            "0:x:{}",
+            "0::not json",
+            "0::{\"no\":\"type\"}",
+        ] {
+            assert!(
+                decode_line(junk, &ClassMap::new(), 1, 1).is_none(),
+                "{junk:?}"
+            );
+        }
+    }
 }
