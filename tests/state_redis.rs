@@ -7,6 +7,9 @@
 //! message, elsewhere.
 #![cfg(feature = "redis")]
 
+#[path = "support/redis.rs"]
+mod redis_support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,33 +18,8 @@ use json_patch::Patch;
 use membound::adapters::state::{
     RedisState, RedisStateConfig, RedisStateError, Revision, StateError, StateStore,
 };
+use redis_support::{redis_url, unique};
 use serde_json::{from_value, json, Value};
-
-fn redis_url() -> Option<String> {
-    match std::env::var("MEMBOUND_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("MEMBOUND_REDIS_URL is not set: under CI, .ci/run starts Redis and sets it")
-        }
-        _ => {
-            eprintln!("skipped: MEMBOUND_REDIS_URL is not set (start a Redis and set it)");
-            None
-        }
-    }
-}
-
-fn unique_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "doc-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn config(url: &str, name: &str) -> RedisStateConfig {
     let mut config = RedisStateConfig::new(url, name);
@@ -84,7 +62,7 @@ fn replay(store: &StateStore) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_against_one_revision_give_one_winner_and_one_conflict() {
     let Some(url) = redis_url() else { return };
-    let name = unique_name();
+    let name = unique("doc");
     let a = node(config(&url, &name)).await;
     let b = node(config(&url, &name)).await;
     let seed = a
@@ -117,7 +95,7 @@ async fn concurrent_writes_against_one_revision_give_one_winner_and_one_conflict
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_on_two_nodes_end_with_the_same_document_and_its_history() {
     let Some(url) = redis_url() else { return };
-    let name = unique_name();
+    let name = unique("doc");
     let a = Arc::new(node(config(&url, &name)).await);
     let b = Arc::new(node(config(&url, &name)).await);
     a.apply(&patch(json!([{"op": "add", "path": "/n", "value": 0}, {"op": "add", "path": "/log", "value": []}])))
@@ -182,7 +160,7 @@ async fn writers_on_two_nodes_end_with_the_same_document_and_its_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_node_loads_the_snapshot_when_the_stream_is_trimmed() {
     let Some(url) = redis_url() else { return };
-    let name = unique_name();
+    let name = unique("doc");
     let mut small = config(&url, &name);
     small.stream_len = 8;
     small.snapshot_every = 4;
@@ -234,7 +212,7 @@ async fn a_late_node_loads_the_snapshot_when_the_stream_is_trimmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_patch_is_an_empty_revision_on_every_node() {
     let Some(url) = redis_url() else { return };
-    let name = unique_name();
+    let name = unique("doc");
     let a = node(config(&url, &name)).await;
     let b = node(config(&url, &name)).await;
     a.apply(&patch(json!([{"op": "add", "path": "/x", "value": 1}])))

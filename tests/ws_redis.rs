@@ -11,6 +11,8 @@
 
 #[path = "support/channels.rs"]
 mod channels;
+#[path = "support/redis.rs"]
+mod redis_support;
 #[path = "support/ws.rs"]
 mod support;
 
@@ -18,43 +20,15 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use channels::*;
 use membound::adapters::ws::{
-    EngineError, Event, EventType, LogConfig, RedisConfig, RedisEngine, Server, RESUME_GAP,
+    EngineError, Event, EventType, LogConfig, RedisConfig, RedisEngine, Server,
 };
+use redis_support::{redis_url, unique};
 use support::*;
-
-/// The Redis the tests share, or `None` (skipped) outside CI.
-fn redis_url() -> Option<String> {
-    match std::env::var("MEMBOUND_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("MEMBOUND_REDIS_URL is not set: under CI, .ci/run starts Redis and sets it")
-        }
-        _ => {
-            eprintln!("skipped: MEMBOUND_REDIS_URL is not set (start a Redis and set it)");
-            None
-        }
-    }
-}
-
-/// A key prefix no other test (or run) uses.
-fn unique_prefix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "mbtest-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn config(url: &str, prefix: &str, history: usize) -> RedisConfig {
     let mut config = RedisConfig::new(url);
@@ -87,7 +61,7 @@ impl Redis {
     fn new() -> Option<Self> {
         Some(Self {
             url: redis_url()?,
-            prefix: unique_prefix(),
+            prefix: unique("mbtest"),
         })
     }
 }
@@ -226,15 +200,7 @@ async fn a_lost_history_restarts_the_channel_with_a_new_epoch() {
     let after = publish(&a, "lost", 1).await;
     assert_ne!(after.epoch, before.epoch);
     assert_eq!(after.offset, 1);
-    let notice = next_event(&mut ws).await;
-    assert_eq!(
-        notice.get("name").and_then(|v| v.as_str()),
-        Some(RESUME_GAP),
-        "{notice:?}"
-    );
-    assert_eq!(next_event(&mut ws).await.kind(), &EventType::StateSnapshot);
-    let event = next_event(&mut ws).await;
-    assert_eq!(id_of(&event), Some(after.event_id()));
+    told_then_resynced(&mut ws, &after).await;
     assert_eq!(b.engine().metrics().restarts, 1);
     a.shutdown().await;
     b.shutdown().await;
@@ -353,7 +319,7 @@ async fn an_outage_fails_publishes_by_class_and_the_nodes_recover() {
     let Some(mut redis) = OwnRedis::start() else {
         return;
     };
-    let prefix = unique_prefix();
+    let prefix = unique("mbtest");
     let a = node_with(config(&redis.url(), &prefix, 64)).await;
     let b = node_with(config(&redis.url(), &prefix, 64)).await;
     let mut ws = join(b.local_addr(), "outage", None).await;
@@ -402,15 +368,7 @@ async fn an_outage_fails_publishes_by_class_and_the_nodes_recover() {
     let at = at.expect("published once Redis is back");
     // Redis came back empty: a new epoch.
     assert_eq!(at.offset, 1);
-    let notice = next_event(&mut ws).await;
-    assert_eq!(
-        notice.get("name").and_then(|v| v.as_str()),
-        Some(RESUME_GAP),
-        "{notice:?}"
-    );
-    assert_eq!(next_event(&mut ws).await.kind(), &EventType::StateSnapshot);
-    let event = next_event(&mut ws).await;
-    assert_eq!(id_of(&event), Some(at.event_id()));
+    told_then_resynced(&mut ws, &at).await;
     assert!(b.engine().metrics().reconnects >= 1);
     // Memory stayed bounded: the node's log within its bounds, nothing buffered.
     assert_eq!(b.engine().metrics().buffered, 0);

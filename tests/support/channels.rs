@@ -236,3 +236,17 @@ pub async fn client_resumes_by_itself(nodes: &dyn Nodes) {
     client.close(CloseReason::Normal);
     server.shutdown().await;
 }
+
+/// A connected client whose channel lost its history: it is told (`RESUME_GAP`),
+/// gets a snapshot, then reads on from `next`, the first event of the new log.
+pub async fn told_then_resynced(ws: &mut Ws, next: &Published) {
+    let notice = next_event(ws).await;
+    assert_eq!(
+        notice.get("name").and_then(|v| v.as_str()),
+        Some(RESUME_GAP),
+        "{notice:?}"
+    );
+    assert_eq!(next_event(ws).await.kind(), &EventType::StateSnapshot);
+    let event = next_event(ws).await;
+    assert_eq!(id_of(&event), Some(next.event_id()));
+}

@@ -532,13 +532,7 @@ impl Frame {
         text: String,
         revision: Option<u64>,
     ) -> Self {
-        Self {
-            kind,
-            class,
-            key: key.map(Arc::from),
-            text: Utf8Bytes::from(text),
-            revision,
-        }
+        Self::from_utf8(kind, class, key, Utf8Bytes::from(text), revision)
     }
 
     /// A frame whose text is already shared UTF-8 (a slice of a prepared
