@@ -425,6 +425,14 @@ async fn cluster(args: &Args) -> Result<ExitCode, Error> {
         last + 1
     );
     children[last] = spawn_node(args, &nodes[last])?;
+    // The extra subscriber joins the restarted node once it listens (so it reads
+    // the channel there, from the history the node loads when it joins).
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addrs[last]).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tasks.push(tokio::spawn(subscriber(
         addrs.clone(),
         last,

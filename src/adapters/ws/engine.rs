@@ -533,7 +533,10 @@ pub struct EngineConfig {
     /// Channels a node keeps a log for at once. [`MemoryEngine`] forgets the one
     /// least recently published to among those without connections to make room; a
     /// publish or join beyond it, with every channel in use, is
-    /// [`EngineError::TooManyChannels`].
+    /// [`EngineError::TooManyChannels`]. The channels' logs together hold at most
+    /// `max_channels × log.max_bytes` bytes of events: size both for the node (the
+    /// channel logs are not registered with a memory manager; the server's own
+    /// log is).
     pub max_channels: usize,
 }
 
