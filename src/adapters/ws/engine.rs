@@ -103,7 +103,7 @@ pub struct Published {
 impl Published {
     /// The event's id, `<epoch in hex>-<offset>` (see [`EVENT_ID_FIELD`]).
     pub fn event_id(&self) -> String {
-        format!("{:x}-{}", self.epoch, self.offset)
+        super::log::event_id(self.epoch, self.offset)
     }
 }
 
@@ -570,7 +570,7 @@ impl EngineConfig {
 struct Slot {
     channel: Arc<Channel>,
     members: usize,
-    /// When it was last published to or joined (a tick of `MemoryEngine::ticks`).
+    /// When it was last published to or joined (a tick of `Slots::ticks`).
     used: u64,
 }
 
@@ -595,9 +595,16 @@ struct Slot {
 /// ```
 pub struct MemoryEngine {
     config: EngineConfig,
-    channels: Mutex<HashMap<Arc<str>, Slot>>,
-    ticks: AtomicU64,
+    channels: Mutex<Slots>,
     counters: Arc<Counters>,
+}
+
+/// The channels a [`MemoryEngine`] keeps, and its clock for "least recently used".
+#[derive(Default)]
+struct Slots {
+    slots: HashMap<Arc<str>, Slot>,
+    /// Publishes and joins so far (counted under the same lock).
+    ticks: u64,
 }
 
 impl fmt::Debug for MemoryEngine {
@@ -618,21 +625,22 @@ impl MemoryEngine {
         config.validate()?;
         Ok(Self {
             config,
-            channels: Mutex::new(HashMap::new()),
-            ticks: AtomicU64::new(0),
+            channels: Mutex::new(Slots::default()),
             counters: Arc::default(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Slot>> {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The channel's slot, made (forgetting an idle one when full) if new.
     fn slot(&self, name: &str, member: bool) -> Result<Arc<Channel>, EngineError> {
         check_channel(name)?;
-        let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
-        let mut channels = self.lock();
+        let mut guard = self.lock();
+        guard.ticks += 1;
+        let tick = guard.ticks;
+        let channels = &mut guard.slots;
         if !channels.contains_key(name) && channels.len() >= self.config.max_channels {
             let idle = channels
                 .iter()
@@ -692,13 +700,13 @@ impl Engine for MemoryEngine {
     }
 
     fn leave(&self, channel: &Channel) {
-        if let Some(slot) = self.lock().get_mut(channel.name()) {
+        if let Some(slot) = self.lock().slots.get_mut(channel.name()) {
             slot.members = slot.members.saturating_sub(1);
         }
     }
 
     fn metrics(&self) -> EngineMetrics {
-        let channels = self.lock().len();
+        let channels = self.lock().slots.len();
         self.counters.snapshot(channels)
     }
 }

@@ -890,7 +890,7 @@ fn encode_sse(epoch: u64, offset: u64, frame: &Frame) -> Bytes {
 }
 
 /// An event id: the log's epoch in hex, a dash, the offset.
-fn event_id(epoch: u64, offset: u64) -> String {
+pub(crate) fn event_id(epoch: u64, offset: u64) -> String {
     format!("{epoch:x}-{offset}")
 }
 

@@ -589,16 +589,16 @@ impl Inner {
         let Some(&(last, _, _)) = frames.last() else {
             return Ok(());
         };
-        let mut caught_up = false;
+        // Only this task appends to the node's channel logs, so what the log
+        // expects next cannot change under this check.
+        if epoch != channel.epoch() || first > channel.next_offset() {
+            // Missing events before the batch (or a new epoch): from the history,
+            // up to the end of the batch, which the log then holds already.
+            self.catch_up(&channel, Some((epoch, last))).await?;
+        }
         for (offset, frame, wire) in frames {
-            let taken = channel.ingest(epoch, offset, frame.clone(), Some(wire.clone()));
-            if taken.is_err() && !caught_up {
-                // Missing events before this one: from the history, up to the end
-                // of the batch (what follows in it is then held already).
-                self.catch_up(&channel, Some((epoch, last))).await?;
-                caught_up = true;
-                let _ = channel.ingest(epoch, offset, frame, Some(wire));
-            }
+            // A duplicate (already read from the history) is skipped.
+            let _ = channel.ingest(epoch, offset, frame, Some(wire));
         }
         Ok(())
     }
@@ -953,7 +953,7 @@ fn decode_line(line: &str, classes: &ClassMap, epoch: u64, offset: u64) -> Optio
     } else {
         None
     };
-    let id = format!("{epoch:x}-{offset}");
+    let id = super::log::event_id(epoch, offset);
     let parts = super::event::stamp_parts(json, EVENT_ID_FIELD, &id);
     let len = parts.iter().map(|p| p.len()).sum();
     let (header, used) = super::conn::frame_header(0x1, len);
