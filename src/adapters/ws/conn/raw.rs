@@ -210,15 +210,7 @@ impl Transport for RawSocket {
     type Writer = RawOut;
 
     fn split(self, config: &ConnectionConfig) -> (Self::Reader, Self::Writer) {
-        let out = RawOut {
-            io: self.write,
-            control: self.control,
-            segs: VecDeque::new(),
-            front_done: 0,
-            staged_bytes: 0,
-            closing: false,
-            gather: gather_bytes(config),
-        };
+        let out = RawOut::new(self.write, self.control, gather_bytes(config));
         (self.ws, out)
     }
 
@@ -257,6 +249,14 @@ impl Seg {
 /// Frames one [`RawOut`] holds at most before it writes them.
 const MAX_SEGS: usize = 256;
 
+/// Frames shorter than this are copied into the writer's run buffer instead of
+/// being handed to the kernel as slices of their own. For a 100-byte frame the
+/// kernel's per-slice cost dominates: profiled at 32 connections and 100-byte
+/// events, `_copy_from_iter` over one slice per frame took 23 % of the server's
+/// time, and each shared slice also costs a reference count taken and dropped.
+/// One contiguous copy in user space is cheaper than both.
+const COPY_BELOW: usize = 1024;
+
 /// Slices given to one vectored write (Linux takes up to 1024).
 const MAX_IOV: usize = 128;
 
@@ -267,7 +267,11 @@ pub(crate) struct RawOut {
     io: OwnedWriteHalf,
     control: Arc<Control>,
     segs: VecDeque<Seg>,
-    /// Bytes of the first frame already written.
+    /// Small frames ([`COPY_BELOW`]) staged after the last of `segs`, copied
+    /// back to back; sealed into one segment when something else is staged or a
+    /// flush begins.
+    run: Vec<u8>,
+    /// Bytes of the first segment already written.
     front_done: usize,
     staged_bytes: usize,
     /// A close frame is staged (ours, or tungstenite's reply to the peer's):
@@ -277,12 +281,53 @@ pub(crate) struct RawOut {
 }
 
 impl RawOut {
+    fn new(io: OwnedWriteHalf, control: Arc<Control>, gather: usize) -> Self {
+        Self {
+            io,
+            control,
+            segs: VecDeque::new(),
+            run: Vec::new(),
+            front_done: 0,
+            staged_bytes: 0,
+            closing: false,
+            gather,
+        }
+    }
+
     fn push(&mut self, seg: Seg) {
         if self.closing {
             return;
         }
+        self.seal_run();
         self.staged_bytes += seg.len();
         self.segs.push_back(seg);
+    }
+
+    /// Copies a small frame (`parts`: its header, then its payload) onto the run.
+    fn copy(&mut self, parts: [&[u8]; 2]) {
+        if self.closing {
+            return;
+        }
+        if self.run.capacity() == 0 {
+            self.run.reserve(self.gather.min(64 << 10));
+        }
+        for part in parts {
+            self.run.extend_from_slice(part);
+            self.staged_bytes += part.len();
+        }
+    }
+
+    /// Ends the run of copied frames: one segment (of whole frames) after the
+    /// others. Its buffer goes with it; the next run starts a new one.
+    fn seal_run(&mut self) {
+        if !self.run.is_empty() {
+            let body = Bytes::from(core::mem::take(&mut self.run));
+            self.segs.push_back(Seg {
+                head: [0; 10],
+                head_len: 0,
+                body,
+            });
+        }
     }
 
     /// At a frame boundary: puts tungstenite's pending replies first. After its
@@ -332,6 +377,39 @@ impl RawOut {
     }
 }
 
+/// Where the frame that holds byte `at` of `bytes` (whole unmasked frames, back
+/// to back) ends.
+fn frame_end(bytes: &[u8], at: usize) -> usize {
+    let mut start = 0;
+    while start + 2 <= bytes.len() {
+        let (len, head) = match bytes[start + 1] & 0x7f {
+            126 if start + 4 <= bytes.len() => (
+                usize::from(u16::from_be_bytes([bytes[start + 2], bytes[start + 3]])),
+                4,
+            ),
+            127 if start + 10 <= bytes.len() => {
+                let mut len = [0u8; 8];
+                len.copy_from_slice(&bytes[start + 2..start + 10]);
+                (
+                    usize::try_from(u64::from_be_bytes(len)).unwrap_or(usize::MAX),
+                    10,
+                )
+            }
+            126 | 127 => return bytes.len(),
+            short => (usize::from(short), 2),
+        };
+        let end = start
+            .saturating_add(head)
+            .saturating_add(len)
+            .min(bytes.len());
+        if end > at {
+            return end;
+        }
+        start = end;
+    }
+    bytes.len()
+}
+
 /// Whether `bytes` (whole control frames, unmasked) hold a close frame.
 fn has_close(bytes: &[u8]) -> bool {
     let mut at = 0;
@@ -358,6 +436,9 @@ impl WireOut for RawOut {
 
     fn stage(&mut self, item: Staged<'_>) {
         let seg = match item {
+            Staged::Entry(entry) if entry.wire().len() < COPY_BELOW => {
+                return self.copy([entry.wire(), &[]]);
+            }
             Staged::Entry(entry) => Seg {
                 head: [0; 10],
                 head_len: 0,
@@ -365,6 +446,9 @@ impl WireOut for RawOut {
             },
             Staged::Frame(frame) => {
                 let (head, used) = frame_header(OP_TEXT, frame.len());
+                if frame.len() < COPY_BELOW {
+                    return self.copy([&head[..used], frame.as_str().as_bytes()]);
+                }
                 Seg {
                     head,
                     head_len: used as u8,
@@ -400,11 +484,21 @@ impl WireOut for RawOut {
     }
 
     fn discard_staged(&mut self) {
-        // A frame partly written must be finished.
+        self.staged_bytes -= self.run.len();
+        self.run = Vec::new();
+        // A frame partly written must be finished; the rest of its segment (a run
+        // of copied frames) goes.
         let keep = usize::from(self.front_done > 0);
         while self.segs.len() > keep {
             if let Some(seg) = self.segs.pop_back() {
                 self.staged_bytes -= seg.len();
+            }
+        }
+        if let Some(front) = self.segs.front_mut().filter(|_| keep == 1) {
+            if front.head_len == 0 {
+                let end = frame_end(&front.body, self.front_done);
+                self.staged_bytes -= front.body.len() - end;
+                front.body.truncate(end);
             }
         }
     }
@@ -414,6 +508,7 @@ impl WireOut for RawOut {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Fault>> {
+        self.seal_run();
         loop {
             if self.front_done == 0 {
                 self.take_control();
@@ -492,15 +587,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (_read, write) = accepted.unwrap().0.into_split();
-        let out = RawOut {
-            io: write,
-            control: Arc::default(),
-            segs: VecDeque::new(),
-            front_done: 0,
-            staged_bytes: 0,
-            closing: false,
-            gather: 64 << 10,
-        };
+        let out = RawOut::new(write, Arc::default(), 64 << 10);
         (out, client.unwrap())
     }
 
@@ -569,6 +656,53 @@ mod tests {
         }
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "nothing after the close frame");
+    }
+
+    /// `payload` as a whole unmasked text frame.
+    fn wire(payload: &[u8]) -> Vec<u8> {
+        let (head, used) = frame_header(OP_TEXT, payload.len());
+        [&head[..used], payload].concat()
+    }
+
+    #[tokio::test]
+    async fn small_frames_are_copied_into_one_run_and_a_discard_keeps_only_the_frame_begun() {
+        let (mut out, _peer) = raw_pair().await;
+        let (a, b, big) = (text("a"), text("b"), text(&"x".repeat(2 * COPY_BELOW)));
+        out.stage(Staged::Frame(a.clone()));
+        out.stage(Staged::Frame(b.clone()));
+        out.stage(Staged::Frame(big.clone()));
+        out.stage(Staged::Frame(text("c")));
+        out.seal_run();
+        // The two small frames are one segment, the large one shares its payload,
+        // the last small one starts a new run.
+        let lens: Vec<usize> = out.segs.iter().map(Seg::len).collect();
+        let (wa, wb) = (wire(a.as_str().as_bytes()), wire(b.as_str().as_bytes()));
+        let wbig = wire(big.as_str().as_bytes());
+        assert_eq!(lens[..2], [wa.len() + wb.len(), wbig.len()]);
+        assert_eq!(lens.len(), 3);
+        assert_eq!(&out.segs[0].body[..], &[&wa[..], &wb[..]].concat()[..]);
+        assert_eq!(out.staged(), lens.iter().sum::<usize>());
+        // Three bytes of `a` are out: a discard finishes `a` and drops the rest.
+        out.front_done = 3;
+        out.discard_staged();
+        assert_eq!(out.segs.len(), 1);
+        assert_eq!(&out.segs[0].body[..], &wa[..]);
+        assert_eq!(out.staged(), wa.len());
+    }
+
+    #[test]
+    fn a_frame_end_is_found_for_every_length_form() {
+        let (short, medium, long) = (wire(b"ab"), wire(&[b'y'; 300]), wire(&[b'z'; 70_000]));
+        let all = [&short[..], &medium[..], &long[..]].concat();
+        assert_eq!(frame_end(&all, 0), short.len());
+        assert_eq!(frame_end(&all, short.len() - 1), short.len());
+        assert_eq!(frame_end(&all, short.len()), short.len() + medium.len());
+        assert_eq!(frame_end(&all, short.len() + medium.len() + 5), all.len());
+        // A header cut short: the rest is kept.
+        assert_eq!(
+            frame_end(&all[..short.len() + 3], short.len() + 1),
+            short.len() + 3
+        );
     }
 
     #[test]
