@@ -47,6 +47,8 @@ pub mod clock;
 mod config;
 #[cfg(feature = "prometheus")]
 pub mod export;
+#[cfg(all(feature = "std", any(feature = "ws", all(loom, test))))]
+mod handoff;
 pub mod heap;
 pub mod metrics;
 #[cfg(feature = "std")]

@@ -17,11 +17,11 @@
 
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{ready, Context, Poll, Waker};
+use core::task::{ready, Context, Poll};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::prelude::rust_2021::*;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -60,34 +60,16 @@ pub(crate) fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     (head, used)
 }
 
+/// The most control bytes kept for the writer before tungstenite's writes wait.
+const MAX_CONTROL: usize = 1024;
+
 /// Control frames tungstenite wrote and the writer has not sent yet: its replies
 /// to pings (it keeps only the latest pending one) and to the peer's close. Bounded
 /// by [`MAX_CONTROL`]: past it, tungstenite's writes wait, and so its reading does,
 /// until the writer has taken them (a peer that floods pings while it does not read
-/// is slowed down, as a full socket would).
-#[derive(Default)]
-pub(crate) struct Control {
-    inner: Mutex<ControlInner>,
-}
-
-#[derive(Default)]
-struct ControlInner {
-    bytes: Vec<u8>,
-    /// The writer, waiting for control bytes.
-    writer: Option<Waker>,
-    /// tungstenite's write, waiting for room.
-    reader: Option<Waker>,
-}
-
-/// The most control bytes kept for the writer before tungstenite's writes wait.
-const MAX_CONTROL: usize = 1024;
-
-impl Control {
-    fn lock(&self) -> MutexGuard<'_, ControlInner> {
-        // Nothing in the critical sections panics.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+/// is slowed down, as a full socket would). Its wait/wake protocol has a loom model
+/// (`handoff::loom_models`).
+pub(crate) type Control = crate::handoff::Handoff;
 
 /// The socket tungstenite runs on: it reads from the TCP stream's read half, and
 /// writes to its write half during the handshake only; from then on what it writes
@@ -117,18 +99,9 @@ impl AsyncWrite for Tap {
         if let Some(write) = &mut self.write {
             return Pin::new(write).poll_write(cx, buf);
         }
-        let mut control = self.control.lock();
-        if control.bytes.len() >= MAX_CONTROL {
-            control.reader = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
         // Whole: tungstenite hands over whole frames, and the writer must only ever
         // see whole frames here.
-        control.bytes.extend_from_slice(buf);
-        if let Some(writer) = control.writer.take() {
-            writer.wake();
-        }
-        Poll::Ready(Ok(buf.len()))
+        self.control.poll_put(cx, buf).map(Ok)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -167,7 +140,7 @@ impl RawSocket {
         config: WebSocketConfig,
     ) -> Result<Self, tungstenite::Error> {
         let (read, write) = tcp.into_split();
-        let control = Arc::new(Control::default());
+        let control = Arc::new(Control::new(MAX_CONTROL));
         let tap = Tap {
             read,
             write: Some(write),
@@ -334,15 +307,10 @@ impl RawOut {
     /// reply to the peer's close, nothing else is sent; after ours, its replies are
     /// not either.
     fn take_control(&mut self) {
-        let mut control = self.control.lock();
-        if control.bytes.is_empty() {
+        let bytes = self.control.take();
+        if bytes.is_empty() {
             return;
         }
-        let bytes = core::mem::take(&mut control.bytes);
-        if let Some(reader) = control.reader.take() {
-            reader.wake();
-        }
-        drop(control);
         if self.closing {
             return;
         }
@@ -555,13 +523,7 @@ impl WireOut for RawOut {
             self.take_control();
             return Poll::Pending;
         }
-        let mut control = self.control.lock();
-        if control.bytes.is_empty() {
-            control.writer = Some(cx.waker().clone());
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
+        self.control.poll_ready(cx)
     }
 }
 
@@ -587,7 +549,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (_read, write) = accepted.unwrap().0.into_split();
-        let out = RawOut::new(write, Arc::default(), 64 << 10);
+        let out = RawOut::new(write, Arc::new(Control::new(MAX_CONTROL)), 64 << 10);
         (out, client.unwrap())
     }
 
@@ -608,10 +570,9 @@ mod tests {
         // tungstenite answered a ping, then the peer's close.
         let pong = [0x8a, 1, 7];
         let close = [0x88, 2, 0x03, 0xe8];
-        out.control
-            .lock()
-            .bytes
-            .extend_from_slice(&[&pong[..], &close[..]].concat());
+        let replies = [&pong[..], &close[..]].concat();
+        let put = core::future::poll_fn(|cx| out.control.poll_put(cx, &replies)).await;
+        assert_eq!(put, replies.len());
         assert!(core::future::poll_fn(|cx| out.poll_flush(cx)).await.is_ok());
         assert_eq!(out.staged(), 0);
         // Staged after the close reply: dropped.
