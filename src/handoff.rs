@@ -41,41 +41,48 @@ impl Handoff {
         }
     }
 
-    fn lock(&self) -> crate::sync::blocking::MutexGuard<'_, Inner> {
+    /// Runs `f` under the lock.
+    fn locked<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         // Nothing in the critical sections panics.
-        self.inner
+        let mut inner = self
+            .inner
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut inner)
     }
 
     /// Puts `message` whole, or waits while `max` bytes or more are held. Wakes a
     /// waiting consumer.
     pub(crate) fn poll_put(&self, cx: &mut Context<'_>, message: &[u8]) -> Poll<usize> {
-        let mut inner = self.lock();
-        if inner.bytes.len() >= self.max {
-            // Registered under the lock that `take` empties the bytes under: a take
-            // after this sees the waker, one before it left room this saw.
-            inner.putter = Some(cx.waker().clone());
-            return Poll::Pending;
+        let taker = self.locked(|inner| {
+            if inner.bytes.len() >= self.max {
+                // Registered under the lock that `take` empties the bytes under: a
+                // take after this sees the waker, one before it left room this saw.
+                inner.putter = Some(cx.waker().clone());
+                return Err(());
+            }
+            inner.bytes.extend_from_slice(message);
+            Ok(inner.taker.take())
+        });
+        match taker {
+            Err(()) => Poll::Pending,
+            Ok(taker) => {
+                if let Some(taker) = taker {
+                    taker.wake();
+                }
+                Poll::Ready(message.len())
+            }
         }
-        inner.bytes.extend_from_slice(message);
-        let taker = inner.taker.take();
-        drop(inner);
-        if let Some(taker) = taker {
-            taker.wake();
-        }
-        Poll::Ready(message.len())
     }
 
     /// Everything put so far (empty when nothing is). Wakes a waiting producer.
     pub(crate) fn take(&self) -> Vec<u8> {
-        let mut inner = self.lock();
-        if inner.bytes.is_empty() {
-            return Vec::new();
-        }
-        let bytes = core::mem::take(&mut inner.bytes);
-        let putter = inner.putter.take();
-        drop(inner);
+        let (bytes, putter) = self.locked(|inner| {
+            if inner.bytes.is_empty() {
+                return (Vec::new(), None);
+            }
+            (core::mem::take(&mut inner.bytes), inner.putter.take())
+        });
         if let Some(putter) = putter {
             putter.wake();
         }
@@ -85,13 +92,14 @@ impl Handoff {
     /// Ready once bytes are held; otherwise the consumer's waker is kept and woken
     /// by the next put.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut inner = self.lock();
-        if inner.bytes.is_empty() {
-            inner.taker = Some(cx.waker().clone());
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
+        self.locked(|inner| {
+            if inner.bytes.is_empty() {
+                inner.taker = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
     }
 }
 

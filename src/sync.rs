@@ -293,13 +293,13 @@ pub(crate) mod blocking {
     #[cfg(loom)]
     pub(crate) use loom::sync::atomic::AtomicBool;
     #[cfg(loom)]
-    pub(crate) use loom::sync::{Mutex, MutexGuard};
+    pub(crate) use loom::sync::Mutex;
     #[cfg(loom)]
     pub(crate) use loom::thread_local;
     #[cfg(not(loom))]
     pub(crate) use std::sync::atomic::AtomicBool;
     #[cfg(not(loom))]
-    pub(crate) use std::sync::{Mutex, MutexGuard};
+    pub(crate) use std::sync::Mutex;
     #[cfg(not(loom))]
     pub(crate) use std::thread_local;
 }
