@@ -282,7 +282,10 @@ impl RawOut {
             return;
         }
         if self.run.capacity() == 0 {
-            self.run.reserve(self.gather.min(64 << 10));
+            // Room for a few frames; a burst grows it as a Vec grows. (A run's
+            // buffer goes with its segment, so a reserve of the whole gather
+            // would be allocated for every lone small frame.)
+            self.run.reserve(4 * COPY_BELOW);
         }
         for part in parts {
             self.run.extend_from_slice(part);
@@ -345,11 +348,15 @@ impl RawOut {
     }
 }
 
-/// Where the frame that holds byte `at` of `bytes` (whole unmasked frames, back
-/// to back) ends.
-fn frame_end(bytes: &[u8], at: usize) -> usize {
+/// The frames of `bytes` (whole unmasked frames, back to back): each one's opcode
+/// and where it ends. A header cut short ends the last one at the end of `bytes`.
+fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, usize)> + '_ {
     let mut start = 0;
-    while start + 2 <= bytes.len() {
+    core::iter::from_fn(move || {
+        if start + 2 > bytes.len() {
+            return None;
+        }
+        let opcode = bytes[start] & 0x0f;
         let (len, head) = match bytes[start + 1] & 0x7f {
             126 if start + 4 <= bytes.len() => (
                 usize::from(u16::from_be_bytes([bytes[start + 2], bytes[start + 3]])),
@@ -363,32 +370,29 @@ fn frame_end(bytes: &[u8], at: usize) -> usize {
                     10,
                 )
             }
-            126 | 127 => return bytes.len(),
+            126 | 127 => (usize::MAX, 0),
             short => (usize::from(short), 2),
         };
-        let end = start
+        start = start
             .saturating_add(head)
             .saturating_add(len)
             .min(bytes.len());
-        if end > at {
-            return end;
-        }
-        start = end;
-    }
-    bytes.len()
+        Some((opcode, start))
+    })
+}
+
+/// Where the frame that holds byte `at` of `bytes` (whole unmasked frames, back
+/// to back) ends.
+fn frame_end(bytes: &[u8], at: usize) -> usize {
+    frames(bytes)
+        .map(|(_, end)| end)
+        .find(|&end| end > at)
+        .unwrap_or(bytes.len())
 }
 
 /// Whether `bytes` (whole control frames, unmasked) hold a close frame.
 fn has_close(bytes: &[u8]) -> bool {
-    let mut at = 0;
-    while at + 2 <= bytes.len() {
-        if bytes[at] & 0x0f == OP_CLOSE {
-            return true;
-        }
-        // Control frames have payloads of at most 125 bytes: one length byte.
-        at += 2 + usize::from(bytes[at + 1] & 0x7f);
-    }
-    false
+    frames(bytes).any(|(opcode, _)| opcode == OP_CLOSE)
 }
 
 impl WireOut for RawOut {
