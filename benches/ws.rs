@@ -9,8 +9,14 @@
 //! - `ws_fan_out`: the whole iteration; throughput is events delivered per second
 //!   over all clients;
 //! - `ws_publish`: only the publishing calls of the iteration (the wait for delivery
-//!   is left out): the publish cost per event, which must not grow with the number
-//!   of connections.
+//!   is left out), wall time inside their polls: the publish cost per event, which
+//!   must not grow with the number of connections;
+//! - `ws_publish_cpu`: the same calls, but the publishing thread's CPU time inside
+//!   their polls (`CLOCK_THREAD_CPUTIME_ID`). The publisher runs on the bench's own
+//!   thread, a third thread beside the runtime's two workers on a 2-core machine:
+//!   the wall time also counts the time it was descheduled while the workers ran
+//!   (more of it the more connections there are), and the time it slept on a lock;
+//!   the CPU time is the work of the call itself.
 //!
 //! Both servers get queues deep enough for a whole iteration, so neither drops
 //! anything and the comparison is of the delivery path alone. The peer's writer
@@ -205,15 +211,26 @@ async fn peer_server(capacity: usize) -> (SocketAddr, broadcast::Sender<Utf8Byte
     (addr, tx)
 }
 
+/// What [`rounds`] reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// The whole rounds, wall time.
+    Wall,
+    /// Wall time inside the publishing calls' polls (it includes the publishing
+    /// thread's time descheduled, or asleep on a lock).
+    PublishWall,
+    /// The publishing thread's CPU time inside those polls.
+    PublishCpu,
+}
+
 /// `iters` rounds of `publish`, each until all `n` clients have read the round's
-/// `events`; the time they took (`publish_only`: the time the publishing calls took,
-/// the waits for delivery left out).
+/// `events`; the time they took, as `measure` says.
 fn rounds<F, Fut>(
     rt: &Runtime,
     tally: &Tally,
     deliveries: u64,
     iters: u64,
-    publish_only: bool,
+    measure: Measure,
     mut publish: F,
 ) -> Duration
 where
@@ -225,30 +242,51 @@ where
         let start = Instant::now();
         for _ in 0..iters {
             let target = tally.received.load(Ordering::SeqCst) + deliveries;
-            publishing += poll_time(publish()).await;
+            let clock = if measure == Measure::PublishCpu {
+                thread_cpu_time
+            } else {
+                monotonic
+            };
+            publishing += poll_time(publish(), clock).await;
             tally.wait_for(target).await;
         }
-        if publish_only {
-            publishing
-        } else {
-            start.elapsed()
+        match measure {
+            Measure::Wall => start.elapsed(),
+            Measure::PublishWall | Measure::PublishCpu => publishing,
         }
     })
 }
 
-/// Runs `fut` to completion; the time spent inside its polls (what it cost), the
-/// time it was suspended while other tasks ran left out.
-async fn poll_time(fut: impl Future<Output = ()>) -> Duration {
+/// Runs `fut` to completion; the time `clock` counts inside its polls (what it
+/// cost), the time it was suspended while other tasks ran left out.
+async fn poll_time(fut: impl Future<Output = ()>, clock: fn() -> Duration) -> Duration {
     let mut fut = pin!(fut);
     let mut spent = Duration::ZERO;
     std::future::poll_fn(|cx| {
-        let begun = Instant::now();
+        let begun = clock();
         let poll = fut.as_mut().poll(cx);
-        spent += begun.elapsed();
+        spent += clock().saturating_sub(begun);
         poll
     })
     .await;
     spent
+}
+
+/// `CLOCK_MONOTONIC`, as a duration.
+fn monotonic() -> Duration {
+    Duration::from_nanos(monotonic_ns())
+}
+
+/// The calling thread's CPU time so far (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the thread CPU clock always
+    // exists on Linux, so the call only writes it.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn membound_config(events: usize) -> ServerConfig {
@@ -293,12 +331,16 @@ fn scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
         }
         (tx, tally)
     });
-    for (group_name, publish_only) in [("ws_fan_out", false), ("ws_publish", true)] {
+    for (group_name, measure) in [
+        ("ws_fan_out", Measure::Wall),
+        ("ws_publish", Measure::PublishWall),
+        ("ws_publish_cpu", Measure::PublishCpu),
+    ] {
         let mut group = c.benchmark_group(group_name);
         if n > 64 {
             group.sample_size(10);
         }
-        if publish_only {
+        if measure != Measure::Wall {
             group.throughput(Throughput::Elements(events as u64));
         } else {
             group.throughput(Throughput::Elements(deliveries));
@@ -306,18 +348,11 @@ fn scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
         group.bench_function(id("membound"), |b| {
             let (frames, server) = (&frames, &server);
             b.iter_custom(|iters| {
-                rounds(
-                    rt,
-                    &ours,
-                    deliveries,
-                    iters,
-                    publish_only,
-                    move || async move {
-                        for f in frames {
-                            server.broadcast_frame(f.clone()).await;
-                        }
-                    },
-                )
+                rounds(rt, &ours, deliveries, iters, measure, move || async move {
+                    for f in frames {
+                        server.broadcast_frame(f.clone()).await;
+                    }
+                })
             })
         });
         group.bench_function(id("tokio_broadcast"), |b| {
@@ -328,7 +363,7 @@ fn scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
                     &theirs,
                     deliveries,
                     iters,
-                    publish_only,
+                    measure,
                     move || async move {
                         for f in frames {
                             let _ = tx.send(f.text().clone());
@@ -438,11 +473,18 @@ fn sse_scenario(c: &mut Criterion, rt: &Runtime, n: usize, bytes: usize) {
         group.bench_function(id(name), |b| {
             let frames = &frames;
             b.iter_custom(|iters| {
-                rounds(rt, tally, deliveries, iters, false, move || async move {
-                    for f in frames {
-                        server.broadcast_frame(f.clone()).await;
-                    }
-                })
+                rounds(
+                    rt,
+                    tally,
+                    deliveries,
+                    iters,
+                    Measure::Wall,
+                    move || async move {
+                        for f in frames {
+                            server.broadcast_frame(f.clone()).await;
+                        }
+                    },
+                )
             })
         });
     }

@@ -21,9 +21,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::pin::pin;
 use std::prelude::rust_2021::*;
-#[cfg(feature = "axum")]
-use std::sync::OnceLock;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Bytes;
@@ -33,6 +31,7 @@ use super::config::LogConfig;
 use super::event::{DeliveryClass, EventType, Frame};
 use crate::capacity::{CapacityError, SoftCapacity};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crossbeam_utils::CachePadded;
 
 /// Running totals up to some point of the log: bytes and events per class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -81,7 +80,12 @@ impl Totals {
 pub struct LogEntry {
     offset: u64,
     frame: Frame,
-    wire: Bytes,
+    /// The WebSocket frame: encoded on append for a payload of
+    /// [`EAGER_WIRE_FROM`] bytes or more (every writer shares those bytes);
+    /// below that, a writer copies header and payload into its own buffer anyway
+    /// (see `conn::raw`), so the frame is encoded only if [`LogEntry::wire`] is
+    /// asked for, and an append of a small event allocates nothing.
+    wire: OnceLock<Bytes>,
     /// The Server-Sent Events form: encoded on append while SSE streams read the
     /// log ([`SharedLog::sse_reader`]), otherwise by the first that reads the entry
     /// (see `sse`); a WebSocket-only server never pays for it.
@@ -105,7 +109,8 @@ impl LogEntry {
     /// The complete WebSocket frame (an unmasked, final text frame: header and
     /// payload), encoded once for every connection. Cloning it is a reference count.
     pub fn wire(&self) -> &Bytes {
-        &self.wire
+        self.wire
+            .get_or_init(|| encode_text_frame(self.frame.as_str().as_bytes()))
     }
 
     /// The entry as one Server-Sent Event, `id: <epoch>-<offset>\ndata: <json>\n\n`
@@ -300,11 +305,10 @@ impl Inner {
     }
 
     /// Evicts from the front until within `max_events` and `bound_bytes`, always
-    /// keeping the newest entry. Returns how many, and the first one evicted, for
-    /// the caller to drop after the lock (an append usually evicts one: its frees
-    /// then happen outside the lock the readers wait for).
-    fn evict(&mut self, max_events: usize, bound_bytes: u64) -> (u64, Option<LogEntry>) {
-        let mut evicted = 0;
+    /// keeping the newest entry. Returns the first one evicted, for the caller to
+    /// drop after the lock (an append usually evicts one: its frees then happen
+    /// outside the lock the readers wait for).
+    fn evict(&mut self, max_events: usize, bound_bytes: u64) -> Option<LogEntry> {
         let mut first = None;
         while self.entries.len() > 1
             && (self.entries.len() > max_events || self.held_bytes > bound_bytes)
@@ -315,12 +319,11 @@ impl Inner {
             self.held_bytes -= entry.frame.len() as u64;
             self.evicted = entry.after();
             self.first += 1;
-            evicted += 1;
             if first.is_none() {
                 first = Some(entry);
             }
         }
-        (evicted, first)
+        first
     }
 }
 
@@ -383,19 +386,20 @@ impl Inner {
 /// # Ok::<(), membound::adapters::ws::WsConfigError>(())
 /// ```
 pub struct SharedLog {
-    inner: RwLock<Inner>,
+    /// Padded, as is `head`: every reader's lock and unlock writes the lock's word,
+    /// and every append writes `head`, which every reader with nothing new reads;
+    /// neither should drag the other's line (or the fields below) along.
+    inner: CachePadded<RwLock<Inner>>,
     notify: Notify,
     closed: AtomicBool,
     max_events: usize,
     max_bytes: u64,
     /// The byte bound in force: `1..=max_bytes`.
     bound_bytes: AtomicU64,
-    appended: AtomicU64,
-    evicted: AtomicU64,
     /// The offset the next append gets, as `Inner::next`, readable without the
     /// lock: a reader with nothing new learns it without contending with the
     /// publisher for the lock.
-    head: AtomicU64,
+    head: CachePadded<AtomicU64>,
     /// The activities' current contents, for activity resyncs.
     activities: Activities,
     /// SSE streams reading the log: while there are any, each append encodes its
@@ -446,21 +450,19 @@ impl SharedLog {
     /// [`Engine`](super::Engine)), so an event id means the same on every node.
     pub(crate) fn build_at(config: LogConfig, epoch: u64, next: u64) -> Self {
         Self {
-            inner: RwLock::new(Inner {
+            inner: CachePadded::new(RwLock::new(Inner {
                 entries: VecDeque::new(),
                 first: next,
                 totals: Totals::default(),
                 evicted: Totals::default(),
                 held_bytes: 0,
-            }),
+            })),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             max_events: config.max_events,
             max_bytes: config.max_bytes,
             bound_bytes: AtomicU64::new(config.max_bytes),
-            appended: AtomicU64::new(0),
-            evicted: AtomicU64::new(0),
-            head: AtomicU64::new(next),
+            head: CachePadded::new(AtomicU64::new(next)),
             activities: Activities::new(config.max_activities, config.max_activity_bytes),
             #[cfg(feature = "axum")]
             sse_readers: AtomicU64::new(0),
@@ -562,7 +564,13 @@ impl SharedLog {
 
     /// The append itself.
     fn push(&self, frame: Frame, wire: Option<Bytes>) -> u64 {
-        let wire = wire.unwrap_or_else(|| encode_text_frame(frame.as_str().as_bytes()));
+        let wire = match wire {
+            Some(wire) => OnceLock::from(wire),
+            None if frame.len() >= EAGER_WIRE_FROM => {
+                OnceLock::from(encode_text_frame(frame.as_str().as_bytes()))
+            }
+            None => OnceLock::new(),
+        };
         #[cfg(feature = "axum")]
         let sse = OnceLock::new();
         #[cfg(feature = "axum")]
@@ -571,6 +579,13 @@ impl SharedLog {
         let (offset, evicted) = {
             let mut inner = write_lock(&self.inner);
             let offset = inner.next();
+            // Room is made before the entry goes in, so the deque never holds more
+            // than `max_events` and its buffer stays at that size: the new entry
+            // then takes the slot the evicted one just left, still in the cache.
+            // Appended after the eviction, it went to a slot a whole buffer (twice
+            // the log) away, written that long ago: profiled at 4 connections,
+            // that cold write was a fifth of the append.
+            let room = inner.evict(self.max_events.saturating_sub(1).max(1), u64::MAX);
             #[cfg(feature = "axum")]
             if with_sse {
                 // The offset is known only under the lock; the encode is a copy of
@@ -593,12 +608,11 @@ impl SharedLog {
             // be no later than the wake-up below, which it is, by program order
             // and `notify_waiters`' own lock).
             self.head.store(offset + 1, Ordering::Release);
-            (offset, inner.evict(self.max_events, bound))
+            let evicted = (room, inner.evict(self.max_events, bound));
+            (offset, evicted)
         };
-        let (evicted, dropped) = evicted;
-        drop(dropped);
-        self.appended.fetch_add(1, Ordering::Relaxed);
-        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        // The evicted entry's frees, outside the lock.
+        drop(evicted);
         self.notify.notify_waiters();
         offset
     }
@@ -793,14 +807,19 @@ impl SharedLog {
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> LogMetrics {
-        let (held, held_bytes) = {
+        let (appended, evicted, held, held_bytes) = {
             let inner = read_lock(&self.inner);
-            (inner.entries.len() as u64, inner.held_bytes)
+            (
+                inner.totals.events.iter().sum(),
+                inner.evicted.events.iter().sum(),
+                inner.entries.len() as u64,
+                inner.held_bytes,
+            )
         };
         let activities = self.activities.figures();
         LogMetrics {
-            appended: self.appended.load(Ordering::Relaxed),
-            evicted: self.evicted.load(Ordering::Relaxed),
+            appended,
+            evicted,
             held,
             held_bytes,
             bound_bytes: self.bound_bytes.load(Ordering::Relaxed),
@@ -858,9 +877,9 @@ impl SoftCapacity for SharedLog {
         let evicted = {
             let mut inner = write_lock(&self.inner);
             self.bound_bytes.store(bound, Ordering::Relaxed);
-            inner.evict(self.max_events, bound).0
+            inner.evict(self.max_events, bound)
         };
-        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        drop(evicted);
         Ok(())
     }
 }
@@ -905,6 +924,12 @@ pub(crate) fn random_epoch() -> u64 {
     // Never 0, so a default-initialised id is never valid.
     hasher.finish().max(1)
 }
+
+/// The payload size from which an append encodes its WebSocket frame at once
+/// (below it, on demand: see [`LogEntry`]'s `wire`): the raw writer copies smaller
+/// frames into its own buffer, header and payload, and shares the larger ones'
+/// bytes.
+const EAGER_WIRE_FROM: usize = super::conn::COPY_BELOW;
 
 /// An unmasked, final text frame (RFC 6455 §5.2) around `payload`: what a server sends
 /// for a text message.
@@ -1020,6 +1045,46 @@ mod tests {
                 .unwrap();
             assert_eq!(&ours[..], &theirs[..], "payload of {len} bytes");
         }
+    }
+
+    #[test]
+    fn a_full_log_never_holds_more_than_its_bound_so_its_buffer_stays_that_size() {
+        // Room is made before an append: the buffer does not grow past the bound
+        // (so the new entry takes the slot the evicted one left, still cached).
+        let log = SharedLog::new(LogConfig::new(8, 1 << 20)).unwrap();
+        for _ in 0..100 {
+            log.append(frame(EventType::Custom, 0));
+        }
+        let inner = read_lock(&log.inner);
+        assert_eq!((inner.entries.len(), inner.entries.capacity()), (8, 8));
+        drop(inner);
+        let m = log.metrics();
+        assert_eq!((m.appended, m.evicted, m.held), (100, 92, 8));
+    }
+
+    #[test]
+    fn small_events_are_encoded_on_demand_and_large_ones_on_append() {
+        let log = SharedLog::build(LogConfig::default());
+        let small = frame(EventType::Custom, 10);
+        let large = frame(EventType::Custom, EAGER_WIRE_FROM);
+        assert!(small.len() < EAGER_WIRE_FROM && large.len() >= EAGER_WIRE_FROM);
+        log.append(small.clone());
+        log.append(large.clone());
+        let mut cursor = log.cursor_at_tail();
+        let mut out = Vec::new();
+        log.read(&mut cursor, usize::MAX, usize::MAX, &mut out);
+        // The small event's append allocated no frame; the large one's did.
+        assert_eq!(
+            out.iter()
+                .map(|e| e.wire.get().is_some())
+                .collect::<Vec<_>>(),
+            [false, true]
+        );
+        // Asked for, both are the same bytes as an eager encode.
+        for (entry, frame) in out.iter().zip([&small, &large]) {
+            assert_eq!(entry.wire(), &encode_text_frame(frame.as_str().as_bytes()));
+        }
+        assert!(out[0].wire.get().is_some());
     }
 
     #[test]

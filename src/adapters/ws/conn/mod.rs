@@ -58,7 +58,7 @@ mod sse;
 mod transport;
 
 pub(crate) use driver::{drive, refuse};
-pub(crate) use raw::{frame_header, RawSocket};
+pub(crate) use raw::{frame_header, RawSocket, COPY_BELOW};
 pub(crate) use shared::{next_conn_id, Core, CoreParts, Flag, LastEventId};
 pub use shared::{Connection, ConnectionMetrics, Traffic};
 #[cfg(feature = "axum")]

@@ -222,13 +222,14 @@ impl Seg {
 /// Frames one [`RawOut`] holds at most before it writes them.
 const MAX_SEGS: usize = 256;
 
-/// Frames shorter than this are copied into the writer's run buffer instead of
-/// being handed to the kernel as slices of their own. For a 100-byte frame the
+/// Frames whose payload is shorter than this are copied (header and payload) into
+/// the writer's run buffer instead of being handed to the kernel as slices of their
+/// own; the log therefore encodes such a frame's wire bytes only on demand. For a 100-byte frame the
 /// kernel's per-slice cost dominates: profiled at 32 connections and 100-byte
 /// events, `_copy_from_iter` over one slice per frame took 23 % of the server's
 /// time, and each shared slice also costs a reference count taken and dropped.
 /// One contiguous copy in user space is cheaper than both.
-const COPY_BELOW: usize = 1024;
+pub(crate) const COPY_BELOW: usize = 1024;
 
 /// Slices given to one vectored write (Linux takes up to 1024).
 const MAX_IOV: usize = 128;
@@ -407,10 +408,12 @@ impl WireOut for RawOut {
     }
 
     fn stage(&mut self, item: Staged<'_>) {
+        let frame = item.frame();
+        if frame.len() < COPY_BELOW {
+            let (head, used) = frame_header(OP_TEXT, frame.len());
+            return self.copy([&head[..used], frame.as_str().as_bytes()]);
+        }
         let seg = match item {
-            Staged::Entry(entry) if entry.wire().len() < COPY_BELOW => {
-                return self.copy([entry.wire(), &[]]);
-            }
             Staged::Entry(entry) => Seg {
                 head: [0; 10],
                 head_len: 0,
@@ -418,9 +421,6 @@ impl WireOut for RawOut {
             },
             Staged::Frame(frame) => {
                 let (head, used) = frame_header(OP_TEXT, frame.len());
-                if frame.len() < COPY_BELOW {
-                    return self.copy([&head[..used], frame.as_str().as_bytes()]);
-                }
                 Seg {
                     head,
                     head_len: used as u8,
