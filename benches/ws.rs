@@ -237,16 +237,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
+    let clock = if measure == Measure::PublishCpu {
+        thread_cpu_time
+    } else {
+        monotonic
+    };
     rt.block_on(async {
         let mut publishing = Duration::ZERO;
         let start = Instant::now();
         for _ in 0..iters {
             let target = tally.received.load(Ordering::SeqCst) + deliveries;
-            let clock = if measure == Measure::PublishCpu {
-                thread_cpu_time
-            } else {
-                monotonic
-            };
             publishing += poll_time(publish(), clock).await;
             tally.wait_for(target).await;
         }
@@ -274,18 +274,23 @@ async fn poll_time(fut: impl Future<Output = ()>, clock: fn() -> Duration) -> Du
 
 /// `CLOCK_MONOTONIC`, as a duration.
 fn monotonic() -> Duration {
-    Duration::from_nanos(monotonic_ns())
+    read_clock(libc::CLOCK_MONOTONIC)
 }
 
 /// The calling thread's CPU time so far (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_time() -> Duration {
+    read_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// `clock_gettime(id)`.
+fn read_clock(id: libc::clockid_t) -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `now` is a valid, writable timespec; the thread CPU clock always
-    // exists on Linux, so the call only writes it.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    // SAFETY: `now` is a valid, writable timespec; the clocks this is called with
+    // always exist on Linux, so the call only writes it.
+    unsafe { libc::clock_gettime(id, &mut now) };
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
@@ -533,14 +538,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(4);
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for both processes.
 fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on
-    // Linux, so the call only writes it.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    monotonic().as_nanos() as u64
 }
 
 /// This process's CPU time so far, user and system, all threads.

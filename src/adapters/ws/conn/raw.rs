@@ -224,8 +224,8 @@ const MAX_SEGS: usize = 256;
 
 /// Frames whose payload is shorter than this are copied (header and payload) into
 /// the writer's run buffer instead of being handed to the kernel as slices of their
-/// own; the log therefore encodes such a frame's wire bytes only on demand. For a 100-byte frame the
-/// kernel's per-slice cost dominates: profiled at 32 connections and 100-byte
+/// own; the log therefore encodes such a frame's wire bytes only on demand. For a
+/// 100-byte frame the kernel's per-slice cost dominates: profiled at 32 connections and 100-byte
 /// events, `_copy_from_iter` over one slice per frame took 23 % of the server's
 /// time, and each shared slice also costs a reference count taken and dropped.
 /// One contiguous copy in user space is cheaper than both.
